@@ -1,0 +1,3 @@
+from peerfarm.cli import main
+
+raise SystemExit(main())

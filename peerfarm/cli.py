@@ -1,0 +1,324 @@
+"""The `peerfarm` command line: node, bootstrap, submit, status, cancel, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from peerfarm import __version__
+from peerfarm.jobspec import SubmitError, parse_frames, parse_size
+from peerfarm.runtime.client import ClientError, NodeClient
+from peerfarm.runtime.node import Node, NodeConfig, parse_address
+
+log = logging.getLogger("peerfarm")
+
+WAIT_POLL = 0.5
+
+
+class CliError(Exception):
+    """An expected failure: printed as one clear line, exit code 1."""
+
+
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peerfarm",
+        description="A peer-to-peer render farm: every machine renders and submits.",
+    )
+    parser.add_argument("--version", action="version", version=f"peerfarm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("node", help="run a node (worker and manager)")
+    p.add_argument(
+        "--listen",
+        type=_address,
+        default=("127.0.0.1", 7100),
+        metavar="HOST:PORT",
+        help="where to listen (port 0: any free port); default 127.0.0.1:7100",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=_address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a bootstrap server; give several for redundancy",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="where the node keeps its identity, log and rendered frames",
+    )
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="renderer processes at once (default: number of cores)",
+    )
+    p.add_argument("--name", default="", help="a name shown to the farm (default: host name)")
+    p.add_argument(
+        "--advertise",
+        default="",
+        metavar="HOST:PORT",
+        help="the address peers should dial, if not the listen address",
+    )
+
+    p = sub.add_parser("bootstrap", help="run a bootstrap server (a peer that never renders)")
+    p.add_argument("--listen", type=_address, default=("127.0.0.1", 7000), metavar="HOST:PORT")
+    p.add_argument("--data-dir", type=Path, required=True, metavar="DIR")
+    p.add_argument("--advertise", default="", metavar="HOST:PORT")
+
+    p = sub.add_parser("submit", help="submit a job; prints the job id on the first line")
+    p.add_argument(
+        "scene",
+        metavar="SCENE",
+        help="a scene file, or builtin:NAME for a shipped scene (builtin:demo)",
+    )
+    p.add_argument("--node", required=True, metavar="HOST:PORT", help="the node to submit to")
+    p.add_argument("--frames", metavar="A-B", help="frame range (default: the scene's own)")
+    p.add_argument("--chunk", type=int, default=None, metavar="N", help="frames per chunk")
+    p.add_argument("--size", metavar="WxH", help="image size (default 320x240)")
+    p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="output folder on the node's machine (default ./peerfarm-output/NAME)",
+    )
+    p.add_argument("--name", default=None, help="job name (default: the scene's name)")
+    p.add_argument("--priority", type=int, default=0, help="higher renders first (default 0)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="show progress and return once every frame is in the output folder",
+    )
+
+    p = sub.add_parser("status", help="show the farm as one node sees it")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("cancel", help="cancel a job on every node")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("demo", help="start a small farm on this machine and render builtin:demo")
+    p.add_argument("--nodes", type=int, default=3, metavar="N", help="worker nodes (default 3)")
+    p.add_argument("--frames", type=int, default=24, metavar="N", help="frames (default 24)")
+    p.add_argument("--chunk", type=int, default=2, metavar="N", help="frames per chunk (default 2)")
+    p.add_argument("--size", default="320x240", metavar="WxH")
+    p.add_argument("--output", type=Path, default=Path("peerfarm-demo-output"), metavar="DIR")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "node":
+            config = NodeConfig(
+                listen=args.listen,
+                data_dir=args.data_dir,
+                bootstraps=args.bootstrap,
+                slots=max(args.slots, 0),
+                name=args.name,
+                advertise=args.advertise,
+            )
+            return trio.run(serve, Node(config))
+        if args.command == "bootstrap":
+            from bootstrap_server.server import bootstrap_node
+
+            node = bootstrap_node(args.listen, args.data_dir)
+            node.config.advertise = args.advertise
+            return trio.run(serve, node)
+        if args.command == "submit":
+            return trio.run(submit, args)
+        if args.command == "status":
+            return trio.run(status, args)
+        if args.command == "cancel":
+            return trio.run(cancel, args)
+        if args.command == "demo":
+            from peerfarm.demo import run_demo
+
+            return run_demo(args)
+    except (CliError, ClientError, SubmitError) as exc:
+        print(f"peerfarm: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+_STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM] + (
+    [signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []  # Windows' Ctrl+Break
+)
+
+
+async def serve(node: Node) -> int:
+    """Run a node until a signal: the first stops it gracefully, a second at once."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+                count = 0
+                async for _ in signals:
+                    count += 1
+                    if count == 1:
+                        log.info("stopping gracefully (signal again to stop at once)")
+                        node.request_stop()
+                    else:
+                        nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_signals)
+        address = await nursery.start(node.run)
+        # One line on stdout, so scripts (and `peerfarm demo`) learn the address.
+        print(f"{node.config.role} {node.name} {node.node_id} listening on {address}", flush=True)
+        await node._stopped.wait()
+        nursery.cancel_scope.cancel()
+    return 0
+
+
+def read_scene(scene: str) -> tuple[str, str]:
+    """(scene text, default job name) for `builtin:NAME` or a scene file."""
+    from peerfarm.renderers.builtin import SceneError, builtin_scene_text
+
+    if scene.startswith("builtin:"):
+        name = scene.split(":", 1)[1]
+        try:
+            return builtin_scene_text(name), name
+        except SceneError as exc:
+            raise CliError(str(exc)) from None
+    path = Path(scene)
+    try:
+        return path.read_text("utf-8"), path.stem
+    except FileNotFoundError:
+        raise CliError(f"scene file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read scene file {path}: {exc}") from None
+
+
+def job_spec(args: argparse.Namespace) -> dict[str, Any]:
+    scene_text, default_name = read_scene(args.scene)
+    name = args.name or default_name
+    width, height = parse_size(args.size) if args.size else (None, None)
+    output = args.output or Path("peerfarm-output") / name
+    return {
+        "scene": scene_text,
+        "name": name,
+        "renderer": args.renderer,
+        "frames": list(parse_frames(args.frames)) if args.frames else None,
+        "chunk_size": args.chunk,
+        "width": width,
+        "height": height,
+        "output": str(output.resolve()),
+        "priority": args.priority,
+    }
+
+
+async def submit(args: argparse.Namespace) -> int:
+    spec = job_spec(args)
+    async with NodeClient(args.node) as client:
+        job_id = await client.submit(spec)
+    print(job_id, flush=True)
+    if not args.wait:
+        return 0
+    return await wait_for_job(args.node, job_id)
+
+
+async def wait_for_job(node: str, job_id: str, out=sys.stdout) -> int:  # noqa: ANN001
+    """Show a live progress bar until every frame is in the output folder."""
+    started = time.monotonic()
+    tty = out.isatty()
+    last_line = ""
+    job: dict[str, Any] = {}
+    async with NodeClient(node) as client:
+        while True:
+            status = await client.status()
+            job = next((j for j in status["jobs"] if j["id"] == job_id), {})
+            if not job:
+                raise CliError(f"job {job_id} is not known to the node at {node}")
+            total, done = job["frames_total"], job["frames_done"]
+            collected = job.get("frames_collected", 0)
+            fps = done / max(time.monotonic() - started, 1e-6)
+            eta = f"{(total - done) / fps:5.0f}s" if fps > 0 else "    ?"
+            width = 30
+            filled = int(width * done / total) if total else width
+            line = (
+                f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} frames, "
+                f"{fps:4.1f} fps, ETA {eta}, {collected} in output, {job['state']}"
+            )
+            if tty:
+                print("\r" + line, end="", file=out, flush=True)
+            elif line != last_line:
+                print(line, file=out, flush=True)
+            last_line = line
+            if job["state"] in ("failed", "cancelled"):
+                if tty:
+                    print(file=out)
+                reason = job.get("error") or "cancelled"
+                raise CliError(f"job {job_id} {job['state']}: {reason}")
+            if job.get("output_error"):
+                raise CliError(job["output_error"])
+            if job.get("complete"):
+                break
+            await trio.sleep(WAIT_POLL)
+    if tty:
+        print(file=out)
+    elapsed = time.monotonic() - started
+    print(
+        f"done: {job['frames_total']} frames in {job['output']} ({elapsed:.1f}s); "
+        f"animation: {job['gif']}",
+        file=out,
+        flush=True,
+    )
+    return 0
+
+
+async def status(args: argparse.Namespace) -> int:
+    async with NodeClient(args.node) as client:
+        st = await client.status()
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+        return 0
+    print(f"node {st['name']} ({st['node_id'][:12]}) at {st['address']}, role {st['role']}")
+    print(f"state digest {st['state_digest'][:16]}, {st['log_length']} actions in the log")
+    print(f"\npeers ({len(st['peers'])}):")
+    for p in st["peers"]:
+        link = "connected" if p["connected"] else "not connected"
+        print(f"  {p['name'] or '?':<16} {p['address']:<22} {p['state']:<8} {link}")
+    print(f"\njobs ({len(st['jobs'])}):")
+    for j in st["jobs"]:
+        print(
+            f"  {j['id']}  {j['name']:<16} {j['state']:<10} {j['frames_done']}/{j['frames_total']}"
+            f" frames"
+        )
+    return 0
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    async with NodeClient(args.node) as client:
+        await client.cancel(args.job_id)
+    print(f"job {args.job_id} cancelled")
+    return 0

@@ -1,0 +1,137 @@
+"""Actions: the only way the farm's replicated state changes.
+
+An action is plain data ``{type, payload, origin, seq, lamport}``:
+- ``origin`` is the node that emitted it and ``seq`` counts up from 1 without
+  gaps per origin, so ``(origin, seq)`` is the action's identity (duplicates are
+  dropped, gaps are noticed);
+- ``lamport`` is a Lamport clock; ``(lamport, origin, seq)`` is the total order
+  every node folds the log in.
+
+Every action is validated against the schema of its type before it is applied
+or forwarded (``validate_action``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from peerfarm.core import schema as s
+
+MAX_FRAME = 10_000_000
+MAX_CHUNKS = 100_000
+MAX_SCENE_BYTES = 256 * 1024
+MAX_SEQ = 2**62
+
+PEER_JOINED = "PEER_JOINED"
+PEER_LEFT = "PEER_LEFT"
+NEW_JOB = "NEW_JOB"
+CLAIM_CHUNK = "CLAIM_CHUNK"
+DONE = "DONE"
+RELEASE_CHUNK = "RELEASE_CHUNK"
+CHUNK_FAILED = "CHUNK_FAILED"
+CANCEL_JOB = "CANCEL_JOB"
+
+_chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
+_claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
+
+# The payload schema of every action type.
+PAYLOADS: dict[str, s.Check] = {
+    # A node announces itself (on first start and whenever its name/address/slots change).
+    PEER_JOINED: s.record(
+        {
+            "name": s.text(64, allow_empty=False),
+            "address": s.address,
+            "slots": s.integer(0, 1024),
+            "renders": s.boolean,
+        }
+    ),
+    # A node leaves the farm gracefully: its claims go back to the pool.
+    PEER_LEFT: s.record({}),
+    NEW_JOB: s.record(
+        {
+            "job_id": s.job_id,
+            "name": s.text(64, allow_empty=False),
+            "renderer": s.one_of("builtin"),
+            "scene": s.text(MAX_SCENE_BYTES, allow_empty=False),
+            "frame_start": s.integer(-MAX_FRAME, MAX_FRAME),
+            "frame_end": s.integer(-MAX_FRAME, MAX_FRAME),
+            "chunk_size": s.integer(1, 10_000),
+            "width": s.integer(1, 16384),
+            "height": s.integer(1, 16384),
+            "output": s.text(4096, allow_empty=False),
+            "priority": s.integer(-1000, 1000),
+        }
+    ),
+    CLAIM_CHUNK: s.record(_chunk_ref),
+    DONE: s.record(_claim_ref),
+    RELEASE_CHUNK: s.record(_claim_ref),
+    CHUNK_FAILED: s.record({**_claim_ref, "error": s.text(4000)}),
+    CANCEL_JOB: s.record({"job_id": s.job_id}),
+}
+
+ACTION_TYPES = frozenset(PAYLOADS)
+
+
+class Action(NamedTuple):
+    type: str
+    payload: dict[str, Any]
+    origin: str
+    seq: int
+    lamport: int
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        """Position in the total order every node folds the log in."""
+        return (self.lamport, self.origin, self.seq)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "payload": self.payload,
+            "origin": self.origin,
+            "seq": self.seq,
+            "lamport": self.lamport,
+        }
+
+
+class InvalidAction(ValueError):
+    """An action that does not match its schema; it is dropped, never applied or forwarded."""
+
+
+_envelope = s.record(
+    {
+        "type": s.one_of(*sorted(ACTION_TYPES)),
+        "payload": lambda v: None if type(v) is dict else "expected a map",
+        "origin": s.node_id,
+        "seq": s.integer(1, MAX_SEQ),
+        "lamport": s.integer(1, MAX_SEQ),
+    }
+)
+
+
+def validate_action(data: Any) -> Action:
+    """Check plain data against the action schema and return it as an Action."""
+    why = _envelope(data)
+    if why is None:
+        why = PAYLOADS[data["type"]](data["payload"])
+        if why is not None:
+            why = f"{data['type']} payload: {why}"
+    if why is None and data["type"] == NEW_JOB:
+        p = data["payload"]
+        if p["frame_end"] < p["frame_start"]:
+            why = "NEW_JOB payload: frame_end is before frame_start"
+        elif chunk_count(p["frame_start"], p["frame_end"], p["chunk_size"]) > MAX_CHUNKS:
+            why = f"NEW_JOB payload: more than {MAX_CHUNKS} chunks; use a bigger chunk size"
+    if why is not None:
+        raise InvalidAction(why)
+    return Action(data["type"], data["payload"], data["origin"], data["seq"], data["lamport"])
+
+
+def chunk_count(frame_start: int, frame_end: int, chunk_size: int) -> int:
+    return (frame_end - frame_start) // chunk_size + 1
+
+
+def chunk_frames(frame_start: int, frame_end: int, chunk_size: int, chunk: int) -> range:
+    """The frames of one chunk: consecutive, so a renderer loads the scene once per chunk."""
+    first = frame_start + chunk * chunk_size
+    return range(first, min(first + chunk_size - 1, frame_end) + 1)

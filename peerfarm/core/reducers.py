@@ -1,0 +1,190 @@
+"""Pure reducers: (state, action) -> new state. No clock, no randomness, no I/O.
+
+Conflicts are settled here, so every node settles them alike: a claim on a
+chunk that is not pending at its place in the total order has no effect, a DONE
+counts only once, a RELEASE or failure only from the claim that holds the chunk.
+An action that makes no sense at its place (unknown job, chunk out of range)
+has no effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from peerfarm.core import actions as a
+from peerfarm.core.state import (
+    ACTIVE,
+    CANCELLED,
+    CHUNK_DONE,
+    CHUNK_FAILED,
+    CLAIMED,
+    JOB_DONE,
+    JOB_FAILED,
+    LEFT,
+    MAX_ATTEMPTS,
+    PENDING,
+    Chunk,
+    Job,
+    Peer,
+    State,
+)
+
+
+def reduce(state: State, action: a.Action) -> State:
+    return _HANDLERS[action.type](state, action)
+
+
+def _peer_joined(state: State, action: a.Action) -> State:
+    p = action.payload
+    peer = Peer(p["name"], p["address"], p["slots"], p["renders"])
+    return state._replace(peers=state.peers.set(action.origin, peer))
+
+
+def _peer_left(state: State, action: a.Action) -> State:
+    peer = state.peers.get(action.origin)
+    if peer is not None:
+        state = state._replace(peers=state.peers.set(action.origin, peer._replace(state=LEFT)))
+    # Give the leaver's claims back to the pool.
+    jobs = state.jobs
+    for job_id, job in state.jobs.items():
+        if job.state != ACTIVE:
+            continue
+        chunks = job.chunks
+        for index, chunk in job.chunks.items():
+            if chunk.state == CLAIMED and chunk.claim_origin == action.origin:
+                chunks = chunks.set(index, chunk._replace(state=PENDING))
+        if chunks is not job.chunks:
+            jobs = jobs.set(job_id, job._replace(chunks=chunks))
+    return state._replace(jobs=jobs)
+
+
+def _new_job(state: State, action: a.Action) -> State:
+    p = action.payload
+    if p["job_id"] in state.jobs:
+        return state  # the first NEW_JOB with this id in the total order wins
+    job = Job(
+        id=p["job_id"],
+        name=p["name"],
+        renderer=p["renderer"],
+        scene=p["scene"],
+        frame_start=p["frame_start"],
+        frame_end=p["frame_end"],
+        chunk_size=p["chunk_size"],
+        width=p["width"],
+        height=p["height"],
+        output=p["output"],
+        priority=p["priority"],
+        submitter=action.origin,
+        submitted_lamport=action.lamport,
+    )
+    return state._replace(jobs=state.jobs.set(job.id, job))
+
+
+def _chunk_target(state: State, action: a.Action) -> tuple[Job, Chunk] | None:
+    job = state.jobs.get(action.payload["job_id"])
+    if job is None or action.payload["chunk"] >= job.chunk_total:
+        return None
+    return job, job.chunk(action.payload["chunk"])
+
+
+def _put(state: State, job: Job) -> State:
+    return state._replace(jobs=state.jobs.set(job.id, job))
+
+
+def _claim_chunk(state: State, action: a.Action) -> State:
+    target = _chunk_target(state, action)
+    if target is None:
+        return state
+    job, chunk = target
+    index = action.payload["chunk"]
+    if job.state != ACTIVE:
+        return state
+    # A worker claims only what its own fold shows pending, so every claim starts a
+    # render, even one that loses a race: count them all, so wasted work is visible.
+    job = job._replace(frame_renders=job.frame_renders + len(job.frames_of(index)))
+    if chunk.state == PENDING:
+        won = chunk._replace(
+            state=CLAIMED, claim_origin=action.origin, claim_seq=action.seq, epoch=chunk.epoch + 1
+        )
+        job = job._replace(chunks=job.chunks.set(index, won))
+    # else: someone earlier in the total order holds it, and this claim loses
+    return _put(state, job)
+
+
+def _holds(chunk: Chunk, action: a.Action) -> bool:
+    return (
+        chunk.state == CLAIMED
+        and chunk.claim_origin == action.origin
+        and chunk.claim_seq == action.payload["claim_seq"]
+    )
+
+
+def _done(state: State, action: a.Action) -> State:
+    target = _chunk_target(state, action)
+    if target is None:
+        return state
+    job, chunk = target
+    # Fencing: a DONE counts if the chunk is not done yet, even from a claim that
+    # was taken away (no wasted work); a second DONE is ignored (nothing counted twice).
+    if job.state == CANCELLED or chunk.state not in (PENDING, CLAIMED):
+        return state
+    index = action.payload["chunk"]
+    job = job._replace(
+        chunks=job.chunks.set(index, chunk._replace(state=CHUNK_DONE, done_by=action.origin)),
+        chunks_done=job.chunks_done + 1,
+        frames_done=job.frames_done + len(job.frames_of(index)),
+    )
+    if job.state == ACTIVE and job.chunks_done == job.chunk_total:
+        job = job._replace(state=JOB_DONE)
+    return _put(state, job)
+
+
+def _release_chunk(state: State, action: a.Action) -> State:
+    target = _chunk_target(state, action)
+    if target is None or not _holds(target[1], action):
+        return state
+    job, chunk = target
+    released = chunk._replace(state=PENDING)
+    return _put(state, job._replace(chunks=job.chunks.set(action.payload["chunk"], released)))
+
+
+def _chunk_failed(state: State, action: a.Action) -> State:
+    target = _chunk_target(state, action)
+    if target is None or not _holds(target[1], action):
+        return state
+    job, chunk = target
+    index = action.payload["chunk"]
+    attempts = chunk.attempts + 1
+    error = action.payload["error"]
+    if attempts < MAX_ATTEMPTS:
+        retry = chunk._replace(state=PENDING, attempts=attempts, error=error)
+        return _put(state, job._replace(chunks=job.chunks.set(index, retry)))
+    failed = chunk._replace(state=CHUNK_FAILED, attempts=attempts, error=error)
+    frames = job.frames_of(index)
+    job = job._replace(chunks=job.chunks.set(index, failed))
+    if job.state == ACTIVE:
+        job = job._replace(
+            state=JOB_FAILED,
+            error=f"frames {frames.start}-{frames.stop - 1} failed {attempts} times: {error}",
+        )
+    return _put(state, job)
+
+
+def _cancel_job(state: State, action: a.Action) -> State:
+    job = state.jobs.get(action.payload["job_id"])
+    if job is None or job.state != ACTIVE:
+        return state
+    return _put(state, job._replace(state=CANCELLED))
+
+
+_HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
+    a.PEER_JOINED: _peer_joined,
+    a.PEER_LEFT: _peer_left,
+    a.NEW_JOB: _new_job,
+    a.CLAIM_CHUNK: _claim_chunk,
+    a.DONE: _done,
+    a.RELEASE_CHUNK: _release_chunk,
+    a.CHUNK_FAILED: _chunk_failed,
+    a.CANCEL_JOB: _cancel_job,
+}
+assert set(_HANDLERS) == a.ACTION_TYPES

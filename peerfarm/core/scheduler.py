@@ -1,0 +1,50 @@
+"""Which chunk a node should claim next: a pure decision over the state.
+
+Policy (simple for now): the highest-priority, oldest active job with a pending
+chunk. To keep idle nodes from all reaching for the same chunk at once, each
+rendering node starts its search at its own share of the chunk range (its rank
+among rendering peers); concurrent claims that still collide are settled by the
+reducer, and the loser simply asks again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+
+from peerfarm.core.state import ACTIVE, PENDING, UP, Job, State
+
+
+def job_order(state: State) -> list[Job]:
+    active = [j for j in state.jobs.values() if j.state == ACTIVE]
+    return sorted(active, key=lambda j: (-j.priority, j.submitted_lamport, j.id))
+
+
+def _rank(state: State, node_id: str) -> tuple[int, int]:
+    renderers = sorted(n for n, p in state.peers.items() if p.renders and p.state == UP)
+    if node_id not in renderers:
+        return 0, max(len(renderers), 1)
+    return renderers.index(node_id), len(renderers)
+
+
+def pick_chunk(
+    state: State,
+    node_id: str,
+    busy: Container[tuple[str, int]] = (),
+    skip_jobs: Container[str] = (),
+) -> tuple[str, int] | None:
+    """The (job id, chunk) this node should claim next, or None if there is no work.
+
+    ``busy`` holds chunks this node is already rendering, ``skip_jobs`` jobs it
+    must not take (e.g. a renderer it lacks).
+    """
+    rank, renderers = _rank(state, node_id)
+    for job in job_order(state):
+        if job.id in skip_jobs:
+            continue
+        total = job.chunk_total
+        start = (rank * total) // renderers
+        for step in range(total):
+            index = (start + step) % total
+            if job.chunk(index).state == PENDING and (job.id, index) not in busy:
+                return job.id, index
+    return None

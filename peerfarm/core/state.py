@@ -1,0 +1,108 @@
+"""The farm's replicated state: plain immutable records in persistent maps.
+
+Reducers return new states that share everything they did not change
+(``immutables.Map`` is a hash array mapped trie), so a state is cheap to keep as
+a checkpoint and no action copies the whole state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from immutables import Map
+
+from peerfarm.core.actions import chunk_count, chunk_frames
+
+# Chunk states.
+PENDING = "pending"
+CLAIMED = "claimed"
+CHUNK_DONE = "done"
+CHUNK_FAILED = "failed"
+
+# Job states as stored; "queued" and "rendering" are derived views of ACTIVE.
+ACTIVE = "active"
+JOB_DONE = "done"
+JOB_FAILED = "failed"
+CANCELLED = "cancelled"
+
+# Peer states.
+UP = "up"
+LEFT = "left"
+
+MAX_ATTEMPTS = 3
+
+
+class Chunk(NamedTuple):
+    state: str = PENDING
+    claim_origin: str = ""
+    claim_seq: int = 0  # seq of the winning CLAIM_CHUNK; DONE/RELEASE quote it
+    epoch: int = 0  # claims this chunk has won so far: the fencing token
+    done_by: str = ""  # node that holds the rendered frames
+    attempts: int = 0  # failed renders
+    error: str = ""
+
+
+PENDING_CHUNK = Chunk()
+
+
+class Job(NamedTuple):
+    id: str
+    name: str
+    renderer: str
+    scene: str
+    frame_start: int
+    frame_end: int
+    chunk_size: int
+    width: int
+    height: int
+    output: str
+    priority: int
+    submitter: str
+    submitted_lamport: int
+    state: str = ACTIVE
+    # Only chunks that ever left "pending" are stored: absent means PENDING_CHUNK.
+    chunks: Map = Map()
+    chunks_done: int = 0
+    frames_done: int = 0
+    frame_renders: int = 0  # frame renders started, duplicates included
+    error: str = ""
+
+    @property
+    def chunk_total(self) -> int:
+        return chunk_count(self.frame_start, self.frame_end, self.chunk_size)
+
+    @property
+    def frames_total(self) -> int:
+        return self.frame_end - self.frame_start + 1
+
+    def chunk(self, index: int) -> Chunk:
+        return self.chunks.get(index, PENDING_CHUNK)
+
+    def frames_of(self, index: int) -> range:
+        return chunk_frames(self.frame_start, self.frame_end, self.chunk_size, index)
+
+    def chunk_of_frame(self, frame: int) -> int:
+        return (frame - self.frame_start) // self.chunk_size
+
+    @property
+    def display_state(self) -> str:
+        """What users see: queued / rendering / done / failed / cancelled."""
+        if self.state != ACTIVE:
+            return self.state
+        return "rendering" if self.chunks else "queued"
+
+
+class Peer(NamedTuple):
+    name: str
+    address: str
+    slots: int
+    renders: bool
+    state: str = UP
+
+
+class State(NamedTuple):
+    jobs: Map = Map()  # job id -> Job
+    peers: Map = Map()  # node id -> Peer
+
+
+EMPTY_STATE = State()

@@ -1,0 +1,125 @@
+"""`peerfarm demo`: a whole farm on this machine, as real separate processes.
+
+Starts a bootstrap server and N nodes on loopback (each its own process and
+data folder), submits ``builtin:demo``, shows progress, writes the frames and
+the GIF, and stops everything it started, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from peerfarm.cli import CliError, read_scene, wait_for_job
+from peerfarm.jobspec import parse_size
+from peerfarm.runtime.client import NodeClient
+
+START_TIMEOUT = 30.0
+
+
+class Farm:
+    """Processes started for the demo (and for tests): stopped on exit, in reverse order."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str]:
+        """Start `peerfarm ARGS`; return the process and the address it listens on."""
+        log_file = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "peerfarm", *args],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+        )
+        log_file.close()
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode(errors="replace").strip()
+        if " listening on " not in line:
+            log_text = (self.root / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise CliError(f"{name} did not start:\n{log_text}")
+        return proc, line.rsplit(" ", 1)[1]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if args.nodes < 1 or args.frames < 1 or args.chunk < 1:
+        raise CliError("--nodes, --frames and --chunk must be at least 1")
+    width, height = parse_size(args.size)
+    output = args.output.resolve()
+    slots = max(1, (os.cpu_count() or 1) // args.nodes)
+    with tempfile.TemporaryDirectory(prefix="peerfarm-demo-") as tmp:
+        farm = Farm(Path(tmp))
+        try:
+            _, bootstrap = farm.start(
+                "bootstrap",
+                ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/bootstrap"],
+            )
+            print(f"bootstrap server on {bootstrap}")
+            nodes = []
+            for i in range(1, args.nodes + 1):
+                _, address = farm.start(
+                    f"node-{i}",
+                    [
+                        "node",
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--bootstrap",
+                        bootstrap,
+                        "--data-dir",
+                        f"{tmp}/node-{i}",
+                        "--name",
+                        f"node-{i}",
+                        "--slots",
+                        str(slots),
+                    ],
+                )
+                nodes.append(address)
+                print(f"node-{i} on {address} ({slots} slot{'s' * (slots > 1)})")
+            scene, _ = read_scene("builtin:demo")
+            spec = {
+                "scene": scene,
+                "name": "demo",
+                "frames": [1, args.frames],
+                "chunk_size": args.chunk,
+                "width": width,
+                "height": height,
+                "output": str(output),
+                "priority": 0,
+            }
+            return trio.run(_submit_and_wait, nodes[0], spec)
+        finally:
+            farm.stop()
+            print("demo farm stopped")
+
+
+async def _submit_and_wait(node: str, spec: dict) -> int:
+    async with NodeClient(node) as client:
+        job_id = await client.submit(spec)
+    print(
+        f"submitted job {job_id}: {spec['frames'][1]} frames of builtin:demo at "
+        f"{spec['width']}x{spec['height']}, {spec['chunk_size']} frames per chunk"
+    )
+    return await wait_for_job(node, job_id)

@@ -1,0 +1,98 @@
+"""Turning what a user submits into a NEW_JOB payload, with errors a user can act on."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from peerfarm.core.actions import MAX_CHUNKS, PAYLOADS, chunk_count
+
+DEFAULT_SIZE = (320, 240)
+DEFAULT_CHUNK = 4
+
+
+class SubmitError(ValueError):
+    """The job cannot be submitted; the message says what to change."""
+
+
+def safe_name(name: str) -> str:
+    """A job name that is safe as a file name stem on every platform."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return cleaned[:64] or "job"
+
+
+def parse_frames(text: str) -> tuple[int, int]:
+    """'A-B' or 'N' -> (first, last)."""
+    m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?", text)
+    if not m:
+        raise SubmitError(f"--frames {text!r}: expected A-B (e.g. 1-48) or a single frame N")
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) is not None else first
+    if last < first:
+        raise SubmitError(f"--frames {text!r}: the last frame is before the first")
+    return first, last
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or not (0 < int(m.group(1)) <= 16384 and 0 < int(m.group(2)) <= 16384):
+        raise SubmitError(f"--size {text!r}: expected WxH, e.g. 320x240 (1..16384 each)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def build_new_job(spec: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """Validate a submit request and return the NEW_JOB payload.
+
+    ``spec`` keys: scene (scene text), name, renderer, frames ([A, B] or None:
+    the scene's own range), chunk_size, width, height, output, priority.
+    """
+    from peerfarm.renderers.builtin import SceneError, load_scene_text, scene_frame_range
+
+    renderer = spec.get("renderer") or "builtin"
+    if renderer != "builtin":
+        raise SubmitError(f"unknown renderer {renderer!r}; this node renders: builtin")
+    scene_text = spec.get("scene")
+    if not isinstance(scene_text, str) or not scene_text:
+        raise SubmitError("the job has no scene")
+    try:
+        scene = load_scene_text(scene_text)
+    except SceneError as exc:
+        raise SubmitError(f"the scene is not valid: {exc}") from None
+    frames = spec.get("frames")
+    if frames is None:
+        first, last = scene_frame_range(scene)
+    elif isinstance(frames, list) and len(frames) == 2 and all(type(f) is int for f in frames):
+        first, last = frames
+    else:
+        raise SubmitError("frames must be [first, last]")
+    width = spec.get("width") or DEFAULT_SIZE[0]
+    height = spec.get("height") or DEFAULT_SIZE[1]
+    chunk_size = spec.get("chunk_size") or DEFAULT_CHUNK
+    if type(chunk_size) is not int or chunk_size < 1:
+        raise SubmitError(
+            f"--chunk must be a whole number of frames, at least 1 (got {chunk_size})"
+        )
+    if last >= first and chunk_count(first, last, chunk_size) > MAX_CHUNKS:
+        raise SubmitError(f"more than {MAX_CHUNKS} chunks: use a bigger --chunk")
+    output = spec.get("output")
+    if not isinstance(output, str) or not output:
+        raise SubmitError("the job has no output folder")
+    payload = {
+        "job_id": job_id,
+        "name": safe_name(str(spec.get("name") or "job")),
+        "renderer": renderer,
+        "scene": scene_text,
+        "frame_start": first,
+        "frame_end": last,
+        "chunk_size": chunk_size,
+        "width": width,
+        "height": height,
+        "output": output,
+        "priority": spec.get("priority") or 0,
+    }
+    why = PAYLOADS["NEW_JOB"](payload)
+    if why is None and last < first:
+        why = "the last frame is before the first"
+    if why:
+        raise SubmitError(f"the job is not valid: {why}")
+    return payload

@@ -1,0 +1,1 @@
+"""Renderers the farm can drive; `builtin` is the default one, needing no external program."""

@@ -1,0 +1,1 @@
+"""The trio runtime: the node object and what it owns (links, worker, disk, outputs)."""

@@ -1,0 +1,146 @@
+"""The output collector: brings the frames of the jobs this node submitted home.
+
+Frames stay on the node that rendered them until the submitter pulls them
+(GET_FRAME over the mesh; no shared drive). Pulling rather than pushing means
+a submitter that was away simply collects when it comes back. Each frame is
+written atomically (temp file + rename, fsync) to the job's output folder;
+when the last one is in, an animated GIF of the job is written beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from peerfarm.core.state import CANCELLED, CHUNK_DONE, Job
+from peerfarm.jobspec import safe_name
+from peerfarm.runtime.store import write_atomically
+
+if TYPE_CHECKING:
+    from peerfarm.runtime.node import Node
+
+log = logging.getLogger(__name__)
+
+MAX_FETCHES = 8
+RETRY_INTERVAL = 1.0
+GIF_FRAME_MS = 1000 // 24
+
+
+def output_frame_path(job: Job, frame: int) -> Path:
+    return Path(job.output) / f"{safe_name(job.name)}_{frame:04d}.png"
+
+
+def output_gif_path(job: Job) -> Path:
+    return Path(job.output) / f"{safe_name(job.name)}.gif"
+
+
+class Collector:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._collected: dict[str, set[int]] = {}  # job id -> frames in the output folder
+        self._fetching: set[tuple[str, int]] = set()
+        self._complete: set[str] = set()  # jobs whose GIF is written
+        self._writing_gif: set[str] = set()
+        self._errors: dict[str, str] = {}
+
+    def progress(self, job: Job) -> dict[str, Any]:
+        return {
+            "frames_collected": len(self._collected.get(job.id, ())),
+            "complete": job.id in self._complete,
+            "gif": str(output_gif_path(job)) if job.id in self._complete else None,
+            "output_error": self._errors.get(job.id, ""),
+        }
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                for job in list(self.node.state.jobs.values()):
+                    if job.submitter == self.node.node_id and job.state != CANCELLED:
+                        await self._collect(job, nursery)
+                await self.node.wait_for_change(RETRY_INTERVAL)
+
+    async def _collect(self, job: Job, nursery: trio.Nursery) -> None:
+        if job.id in self._complete or job.id in self._errors:
+            return
+        collected = self._collected.get(job.id)
+        if collected is None:
+            collected = await trio.to_thread.run_sync(_frames_on_disk, job)
+            self._collected[job.id] = collected
+        for index, chunk in job.chunks.items():
+            if chunk.state != CHUNK_DONE:
+                continue
+            for frame in job.frames_of(index):
+                key = (job.id, frame)
+                if frame in collected or key in self._fetching:
+                    continue
+                if len(self._fetching) >= MAX_FETCHES:
+                    return
+                self._fetching.add(key)
+                nursery.start_soon(self._fetch, job, frame, chunk.done_by)
+        if len(collected) == job.frames_total and job.id not in self._writing_gif:
+            self._writing_gif.add(job.id)
+            nursery.start_soon(self._finish, job)
+
+    async def _fetch(self, job: Job, frame: int, holder: str) -> None:
+        node = self.node
+        try:
+            if holder == node.node_id:
+                src = node.frame_path(job, frame)
+                await trio.to_thread.run_sync(_copy, src, output_frame_path(job, frame))
+            else:
+                data = await node.fetch_frame(holder, job.id, frame)
+                if data is None:
+                    return  # holder unreachable now; the next pass tries again
+                await trio.to_thread.run_sync(write_atomically, output_frame_path(job, frame), data)
+            self._collected[job.id].add(frame)
+            node._notify_change()
+        except OSError as exc:
+            self._errors[job.id] = f"cannot write to the output folder {job.output}: {exc}"
+            log.error("job %s: %s", job.id, self._errors[job.id])
+        finally:
+            self._fetching.discard((job.id, frame))
+
+    async def _finish(self, job: Job) -> None:
+        try:
+            await trio.to_thread.run_sync(_write_gif, job)
+        except OSError as exc:
+            self._errors[job.id] = f"cannot write the GIF in {job.output}: {exc}"
+            log.error("job %s: %s", job.id, self._errors[job.id])
+            return
+        self._complete.add(job.id)
+        log.info(
+            "job %s (%s): all %d frames are in %s", job.id, job.name, job.frames_total, job.output
+        )
+        self.node._notify_change()
+
+
+def _frames_on_disk(job: Job) -> set[int]:
+    Path(job.output).mkdir(parents=True, exist_ok=True)
+    return {
+        f for f in range(job.frame_start, job.frame_end + 1) if output_frame_path(job, f).exists()
+    }
+
+
+def _copy(src: Path, dst: Path) -> None:
+    write_atomically(dst, src.read_bytes())
+
+
+def _write_gif(job: Job) -> None:
+    from PIL import Image
+
+    frames = [
+        Image.open(output_frame_path(job, f)) for f in range(job.frame_start, job.frame_end + 1)
+    ]
+    try:
+        first, rest = frames[0], frames[1:]
+        tmp = output_gif_path(job).with_suffix(".gif.tmp")
+        first.save(
+            tmp, format="GIF", save_all=True, append_images=rest, duration=GIF_FRAME_MS, loop=0
+        )
+        tmp.replace(output_gif_path(job))
+    finally:
+        for im in frames:
+            im.close()

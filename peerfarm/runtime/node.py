@@ -1,0 +1,625 @@
+"""The node: worker and manager in one object that runs inside any trio run.
+
+The CLI runs it with ``trio.run``, the bootstrap server runs its non-rendering
+variant, and the desktop app will run it in Qt's event loop (trio guest mode).
+So: no global state, no ``trio.run`` in here, nothing blocking on the event
+loop (disk work goes through ``trio.to_thread``).
+
+What a node owns:
+- the ordered action log (``peerfarm.core.log``) and its file on disk;
+- the known-worker list (KWL) and a link to every peer on it (full mesh);
+- a worker (``--slots`` renderer processes) and an output collector (pulls the
+  frames of the jobs this node submitted into their output folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from peerfarm.core import actions as act
+from peerfarm.core.actions import Action, InvalidAction, validate_action
+from peerfarm.core.log import ActionLog
+from peerfarm.core.state import CANCELLED, LEFT, UP, Job
+from peerfarm.jobspec import SubmitError, build_new_job, safe_name
+from peerfarm.runtime import store
+from peerfarm.runtime.link import HandshakeError, Link
+from peerfarm.wire.framing import ProtocolError
+from peerfarm.wire.messages import PROTOCOL_VERSION, MessageError, message
+
+log = logging.getLogger(__name__)
+
+ANTI_ENTROPY_INTERVAL = 2.0
+SYNC_TIMEOUT = 3.0
+MAX_BACKOFF = 5.0
+LEAVE_TIMEOUT = 3.0
+FRAME_FETCH_TIMEOUT = 30.0
+
+JoinHandler = Callable[["Node", Link], Awaitable[None]]
+
+
+@dataclass
+class NodeConfig:
+    listen: tuple[str, int]
+    data_dir: Path
+    bootstraps: list[tuple[str, int]] = field(default_factory=list)
+    slots: int = 1
+    name: str = ""
+    renders: bool = True
+    role: str = "node"  # "node" or "bootstrap"
+    advertise: str = ""  # address peers should dial; default: the listen address
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT') -> (host, port), with a clear error."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r} is not an address: expected HOST:PORT, e.g. 127.0.0.1:7100")
+    return host, int(port)
+
+
+class Node:
+    def __init__(self, config: NodeConfig, *, join_handler: JoinHandler | None = None) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.join_handler = join_handler
+        self.log = ActionLog()
+        self.node_id = ""
+        self.name = ""
+        self.address = ""
+        self.kwl: dict[str, dict[str, str]] = {}
+        self._kwl_lock = trio.Lock()
+        self.links: dict[str, Link] = {}  # mesh peers by node id (clients are not here)
+        self.stopping = False
+        self.synced = trio.Event()
+        self._changed = trio.Event()
+        self._stop_requested = trio.Event()
+        self._stopped = trio.Event()
+        self._flush_ready = trio.Event()
+        self._flushed = trio.Event()
+        self._to_persist: list[dict[str, Any]] = []
+        self._to_broadcast: list[dict[str, Any]] = []
+        self._logfile = store.LogFile(config.data_dir / "log.bin")
+        self._nursery: trio.Nursery | None = None
+        self._dialing: set[str] = set()  # node ids / bootstrap addresses with a dial loop
+        self._join_vv: dict[str, int] | None = None
+        self._frame_waiters: dict[tuple[str, int], tuple[trio.Event, list[Any]]] = {}
+        self.worker: Any = None
+        self.collector: Any = None
+
+    # -- the public API (used by the faces) ---------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``request_stop``; ``task_status.started`` gets the listen address."""
+        from peerfarm.runtime.collector import Collector
+        from peerfarm.runtime.worker import Worker
+
+        await self._load()
+        host, port = self.config.listen
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound_port = listeners[0].socket.getsockname()[1]
+        self.address = self.config.advertise or format_address(_advertised_host(host), bound_port)
+        log.info(
+            "%s %s (%s) listening on %s",
+            self.config.role,
+            self.name,
+            self.node_id[:8],
+            self.address,
+        )
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(trio.serve_listeners, self._handle_inbound, listeners)
+            nursery.start_soon(self._flusher)
+            nursery.start_soon(self._anti_entropy)
+            for peer_id in list(self.kwl):
+                self._ensure_dialing(peer_id)
+            for bootstrap in self.config.bootstraps:
+                self._ensure_dialing_bootstrap(format_address(*bootstrap))
+            if self.config.renders:
+                self.worker = Worker(self, self.config.slots)
+            self.collector = Collector(self)
+            nursery.start_soon(self._start_working)
+            task_status.started(self.address)
+            await self._stop_requested.wait()
+            await self._leave()
+            nursery.cancel_scope.cancel()
+        self._stopped.set()
+
+    def request_stop(self) -> None:
+        """Stop gracefully: stop claiming, release chunks in flight, announce leaving, exit."""
+        self._stop_requested.set()
+
+    @property
+    def state(self):  # noqa: ANN201 - peerfarm.core.state.State
+        return self.log.state
+
+    async def wait_for_change(self, timeout: float | None = None) -> None:
+        """Return after the next state change (or the timeout)."""
+        event = self._changed
+        if timeout is None:
+            await event.wait()
+        else:
+            with trio.move_on_after(timeout):
+                await event.wait()
+
+    def emit(self, type_: str, payload: dict[str, Any]) -> Action:
+        """Create one of our own actions, apply it now, persist it, then broadcast it."""
+        action = self.log.create(self.node_id, type_, payload)
+        validate_action(action.to_wire())  # our own bugs must not reach the farm
+        self.log.add(action)
+        wire = action.to_wire()
+        self._to_persist.append(wire)
+        self._to_broadcast.append(wire)
+        self._flush_ready.set()
+        self._notify_change()
+        return action
+
+    def submit(self, spec: dict[str, Any]) -> str:
+        """Validate a job spec and emit NEW_JOB; returns the job id. Raises SubmitError."""
+        if self.stopping:
+            raise SubmitError("this node is stopping; submit to another node")
+        job_id = secrets.token_hex(6)
+        self.emit(act.NEW_JOB, build_new_job(spec, job_id))
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        job = self.state.jobs.get(job_id)
+        if job is None:
+            raise SubmitError(f"no job {job_id!r} on this farm; `peerfarm status` lists the jobs")
+        if job.state != "active":
+            raise SubmitError(f"job {job_id} is already {job.state}")
+        self.emit(act.CANCEL_JOB, {"job_id": job_id})
+
+    def frame_path(self, job: Job, frame: int) -> Path:
+        """Where this node keeps a frame it rendered."""
+        return self.data_dir / "frames" / job.id / f"{safe_name(job.name)}_{frame:04d}.png"
+
+    def status(self) -> dict[str, Any]:
+        state = self.state
+        peers = []
+        for peer_id in sorted(set(self.kwl) | set(state.peers)):
+            if peer_id == self.node_id:
+                continue
+            replicated = state.peers.get(peer_id)
+            known = self.kwl.get(peer_id, {})
+            link = self.links.get(peer_id)
+            peers.append(
+                {
+                    "id": peer_id,
+                    "name": replicated.name if replicated else known.get("name", ""),
+                    "address": known.get("address") or (replicated.address if replicated else ""),
+                    "connected": link is not None and not link.closed.is_set(),
+                    "state": replicated.state if replicated else "unknown",
+                    "renders": replicated.renders if replicated else None,
+                    "slots": replicated.slots if replicated else None,
+                }
+            )
+        jobs = []
+        for job in sorted(state.jobs.values(), key=lambda j: (j.submitted_lamport, j.id)):
+            entry = {
+                "id": job.id,
+                "name": job.name,
+                "state": job.display_state,
+                "renderer": job.renderer,
+                "submitter": job.submitter,
+                "frames_total": job.frames_total,
+                "frames_done": job.frames_done,
+                "frame_renders": job.frame_renders,
+                "chunks_total": job.chunk_total,
+                "chunks_done": job.chunks_done,
+                "priority": job.priority,
+                "output": job.output,
+                "error": job.error,
+            }
+            if job.submitter == self.node_id and self.collector is not None:
+                entry.update(self.collector.progress(job))
+            jobs.append(entry)
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "address": self.address,
+            "role": self.config.role,
+            "protocol": PROTOCOL_VERSION,
+            "state_digest": self.log.digest(),
+            "log_length": len(self.log),
+            "peers": peers,
+            "jobs": jobs,
+            "worker": self.worker.status() if self.worker else None,
+        }
+
+    def link_to(self, peer_id: str) -> Link | None:
+        link = self.links.get(peer_id)
+        return link if link is not None and not link.closed.is_set() else None
+
+    async def fetch_frame(self, holder: str, job_id: str, frame: int) -> bytes | None:
+        """Ask the node that rendered a frame for its bytes (None if unavailable now)."""
+        link = self.link_to(holder)
+        if link is None:
+            return None
+        key = (job_id, frame)
+        waiter = self._frame_waiters.get(key)
+        if waiter is None:
+            waiter = self._frame_waiters[key] = (trio.Event(), [])
+        try:
+            await link.send(message("GET_FRAME", job_id=job_id, frame=frame))
+            with trio.move_on_after(FRAME_FETCH_TIMEOUT):
+                await waiter[0].wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+        finally:
+            self._frame_waiters.pop(key, None)
+        return waiter[1][0] if waiter[1] else None
+
+    # -- start-up and shut-down -------------------------------------------------------
+
+    async def _load(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        default_name = self.config.name or socket.gethostname()[:64] or "node"
+        ident = await trio.to_thread.run_sync(store.load_identity, self.data_dir, default_name)
+        if self.config.name and ident["name"] != self.config.name:
+            ident["name"] = self.config.name
+            await trio.to_thread.run_sync(store.save_identity, self.data_dir, ident)
+        self.node_id, self.name = ident["node_id"], ident["name"]
+        self.kwl = await trio.to_thread.run_sync(store.load_kwl, self.data_dir)
+        self.kwl.pop(self.node_id, None)
+        records = await trio.to_thread.run_sync(self._logfile.load)
+        valid = []
+        for raw in records:
+            try:
+                valid.append(validate_action(raw))
+            except InvalidAction:
+                pass
+        dropped = len(records) - len(valid)
+        self.log.add_all(valid)
+        if dropped:
+            log.warning("%d invalid records in %s were skipped", dropped, self._logfile.path)
+        if records:
+            log.info(
+                "rebuilt state from %d logged actions (digest %s)",
+                len(self.log),
+                self.log.digest()[:12],
+            )
+
+    async def _start_working(self) -> None:
+        """Once caught up with the farm, announce ourselves and start the worker."""
+        with trio.move_on_after(SYNC_TIMEOUT):
+            await self.synced.wait()
+        self.synced.set()
+        self._announce()
+        assert self._nursery is not None
+        if self.worker is not None:
+            self._nursery.start_soon(self.worker.run)
+        self._nursery.start_soon(self.collector.run)
+
+    def _announce(self) -> None:
+        me = self.state.peers.get(self.node_id)
+        slots = self.config.slots if self.config.renders else 0
+        wanted = (self.name, self.address, slots, self.config.renders, UP)
+        if me is None or tuple(me) != wanted:
+            self.emit(
+                act.PEER_JOINED,
+                {
+                    "name": self.name,
+                    "address": self.address,
+                    "slots": slots,
+                    "renders": self.config.renders,
+                },
+            )
+
+    async def _leave(self) -> None:
+        self.stopping = True
+        self._notify_change()
+        if self.worker is not None:
+            await self.worker.stop()
+        me = self.state.peers.get(self.node_id)
+        if me is not None and me.state != LEFT:
+            self.emit(act.PEER_LEFT, {})
+        # Let the flusher write and hand the last actions to the links, then let them drain.
+        with trio.move_on_after(LEAVE_TIMEOUT):
+            while self._to_persist or self._to_broadcast:
+                self._flushed = trio.Event()
+                await self._flushed.wait()
+            while any(not lk.outbox_empty() for lk in list(self.links.values())):
+                await trio.sleep(0.02)
+            await trio.sleep(0.05)
+
+    # -- state changes and persistence -----------------------------------------------
+
+    def _notify_change(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _accept_actions(self, raw_actions: list[Any], source: str) -> None:
+        valid: list[Action] = []
+        for raw in raw_actions:
+            try:
+                valid.append(validate_action(raw))
+            except InvalidAction as exc:
+                log.warning("dropped an invalid action from %s: %s", source, exc)
+        applied = self.log.add_all(valid)
+        if applied:
+            self._to_persist.extend(a.to_wire() for a in applied)
+            self._flush_ready.set()
+            self._check_synced()
+            self._notify_change()
+
+    def _check_synced(self) -> None:
+        if self._join_vv is not None and not self.synced.is_set():
+            vv = self.log.version_vector()
+            if all(vv.get(o, 0) >= n for o, n in self._join_vv.items()):
+                self.synced.set()
+
+    async def _flusher(self) -> None:
+        """Write accepted actions to disk (one fsync per batch), then broadcast our own.
+
+        Our own actions reach peers only once they are durable, so a crash can
+        never make us reuse a seq that a peer has already seen.
+        """
+        while True:
+            await self._flush_ready.wait()
+            self._flush_ready = trio.Event()
+            persist, self._to_persist = self._to_persist, []
+            own, self._to_broadcast = self._to_broadcast, []
+            if persist:
+                await trio.to_thread.run_sync(self._logfile.append, persist)
+            for link in list(self.links.values()):
+                link.queue_actions(own)
+            self._flushed.set()
+
+    # -- the mesh -----------------------------------------------------------------------
+
+    def _hello(self) -> dict[str, Any]:
+        return message(
+            "HELLO",
+            protocol=PROTOCOL_VERSION,
+            node_id=self.node_id,
+            name=self.name,
+            role=self.config.role,
+            address=self.address,
+        )
+
+    def _remember_peer(self, link: Link) -> None:
+        """A greeting peer goes on our known-worker list (as in the research design)."""
+        if link.peer_role == "client" or not link.peer_address:
+            return
+        entry = {"address": link.peer_address, "name": link.peer_name}
+        # Another node now listening at this address makes the old entry stale.
+        for other, known in list(self.kwl.items()):
+            if other != link.peer_id and known.get("address") == link.peer_address:
+                del self.kwl[other]
+        if self.kwl.get(link.peer_id) != entry:
+            self.kwl[link.peer_id] = entry
+            self._nursery.start_soon(self._save_kwl)
+        self._ensure_dialing(link.peer_id)
+
+    def learn_peers(self, entries: list[dict[str, str]]) -> None:
+        """Add known-worker-list entries (from a bootstrap server) and dial them."""
+        changed = False
+        for entry in entries:
+            peer_id = entry["node_id"]
+            if peer_id == self.node_id or peer_id in self.kwl:
+                continue
+            self.kwl[peer_id] = {"address": entry["address"], "name": entry["name"]}
+            changed = True
+            self._ensure_dialing(peer_id)
+        if changed:
+            self._nursery.start_soon(self._save_kwl)
+
+    async def _save_kwl(self) -> None:
+        async with self._kwl_lock:  # one writer at a time; the last one writes the newest list
+            await trio.to_thread.run_sync(store.save_kwl, self.data_dir, dict(self.kwl))
+
+    def _ensure_dialing(self, peer_id: str) -> None:
+        if peer_id != self.node_id and peer_id not in self._dialing and self._nursery:
+            self._dialing.add(peer_id)
+            self._nursery.start_soon(self._dial_loop, peer_id, None)
+
+    def _ensure_dialing_bootstrap(self, address: str) -> None:
+        if address not in self._dialing and self._nursery:
+            self._dialing.add(address)
+            self._nursery.start_soon(self._dial_loop, None, address)
+
+    async def _dial_loop(self, peer_id: str | None, fixed_address: str | None) -> None:
+        """Keep one link to a peer (or a bootstrap server): dial, and redial with backoff."""
+        backoff = 0.2
+        while True:
+            if peer_id is not None:
+                link = self.link_to(peer_id)
+                if link is not None:
+                    await link.closed.wait()
+                    backoff = 0.2
+                    continue
+            address = fixed_address or self.kwl.get(peer_id or "", {}).get("address")
+            if address is None:
+                self._dialing.discard(peer_id or "")
+                return
+            try:
+                host, port = parse_address(address)
+                stream = await trio.open_tcp_stream(host, port)
+            except (OSError, ValueError) as exc:
+                log.debug("cannot reach %s: %s", address, exc)
+            else:
+                link = Link(stream, outbound=True, remote=address)
+                connected_to = await self._run_link(link)
+                if connected_to == self.node_id:
+                    return  # a bootstrap address that turned out to be ourselves
+                if connected_to is not None:
+                    backoff = 0.2
+                    if fixed_address is not None:
+                        peer_id = connected_to
+            await trio.sleep(backoff * (0.75 + random.random() / 2))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()
+            remote = format_address(str(peer[0]), int(peer[1]))
+        except OSError:
+            remote = "?"
+        await self._run_link(Link(stream, outbound=False, remote=remote))
+
+    async def _run_link(self, link: Link) -> str | None:
+        """Handshake, then serve the link until it closes. Returns the peer's id, if greeted."""
+        try:
+            await link.handshake(self._hello())
+        except HandshakeError as exc:
+            log.warning("%s", exc)
+            await link.close()
+            return None
+        if link.peer_id == self.node_id:
+            await link.close()
+            return self.node_id
+        mesh = link.peer_role != "client"
+        if mesh and not self._register(link):
+            await link.close()
+            return link.peer_id
+        if mesh:
+            log.info("linked with %s %s", link.peer_role, link.describe())
+            self._remember_peer(link)
+            self._notify_change()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(link.run_sender)
+                await self._serve_link(link, mesh)
+                nursery.cancel_scope.cancel()
+        finally:
+            await link.close()
+            if self.links.get(link.peer_id) is link:
+                del self.links[link.peer_id]
+                if mesh:
+                    log.info("link to %s closed", link.describe())
+                    self._notify_change()
+        return link.peer_id
+
+    async def _serve_link(self, link: Link, mesh: bool) -> None:
+        """Read and handle messages until the link closes. Bad input closes this link
+        only; the node and its other links go on."""
+        try:
+            if mesh:
+                await self._send_vv(link)
+                if link.peer_role == "bootstrap":
+                    await link.send(message("JOIN"))
+            while True:
+                msg = await link.receive()
+                if msg is None:
+                    return
+                await self._dispatch(link, msg)
+        except (ProtocolError, MessageError) as exc:
+            log.warning("closing the link to %s: %s", link.describe(), exc)
+            with trio.move_on_after(1):
+                await link.send(message("ERROR", code="protocol", message=str(exc)[:4000]))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("link to %s lost: %s", link.describe(), exc)
+        except Exception:
+            # A bug in handling one message must not take the whole node down.
+            log.exception("internal error while serving %s; closing that link", link.describe())
+
+    def _register(self, link: Link) -> bool:
+        """Keep one link per peer. When both dialed each other at once, keep the link
+        dialed by the node with the smaller id; both ends apply the same rule."""
+        other = self.link_to(link.peer_id)
+        if other is not None and other.outbound != link.outbound:
+            preferred_dialer = min(self.node_id, link.peer_id)
+            other_dialer = self.node_id if other.outbound else link.peer_id
+            if other_dialer == preferred_dialer:
+                return False
+        if other is not None:
+            self._nursery.start_soon(other.close)
+        self.links[link.peer_id] = link
+        return True
+
+    async def _send_vv(self, link: Link) -> None:
+        await link.send(message("VV", vv=self.log.version_vector(), digest=self.log.digest()))
+
+    async def _anti_entropy(self) -> None:
+        """Every few seconds, swap version vectors with each peer, which sends what we lack."""
+        while True:
+            await trio.sleep(ANTI_ENTROPY_INTERVAL)
+            for link in list(self.links.values()):
+                try:
+                    await self._send_vv(link)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+    async def _dispatch(self, link: Link, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        mesh = link.peer_role != "client"
+        if kind == "ACTIONS" and mesh:
+            self._accept_actions(msg["actions"], link.describe())
+        elif kind == "VV" and mesh:
+            missing = self.log.missing_for(msg["vv"])
+            link.queue_actions([a.to_wire() for a in missing])
+        elif kind == "JOIN" and mesh and self.join_handler is not None:
+            await self.join_handler(self, link)
+        elif kind == "JOIN_REPLY" and mesh:
+            self.learn_peers(msg["kwl"])
+            self._join_vv = msg["vv"]
+            self._check_synced()
+        elif kind == "GET_FRAME":
+            await self._serve_frame(link, msg["job_id"], msg["frame"])
+        elif kind == "FRAME" or kind == "FRAME_MISSING":
+            waiter = self._frame_waiters.get((msg["job_id"], msg["frame"]))
+            if waiter is not None:
+                if kind == "FRAME":
+                    waiter[1].append(msg["data"])
+                waiter[0].set()
+        elif kind == "ERROR":
+            log.warning("%s reports an error: %s", link.describe(), msg["message"])
+        elif kind in ("SUBMIT", "STATUS", "CANCEL"):
+            await link.send(self._answer_client(msg))
+        else:
+            raise MessageError(f"unexpected {kind} from a {link.peer_role}")
+
+    def _answer_client(self, msg: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if msg["type"] == "SUBMIT":
+                return message("SUBMITTED", job_id=self.submit(msg["job"]))
+            if msg["type"] == "CANCEL":
+                self.cancel(msg["job_id"])
+                return message("CANCELLED", job_id=msg["job_id"])
+            return message("STATUS_REPLY", status=self.status())
+        except SubmitError as exc:
+            return message("REFUSED", message=str(exc))
+
+    async def _serve_frame(self, link: Link, job_id: str, frame: int) -> None:
+        job = self.state.jobs.get(job_id)
+        data = None
+        if job is not None and job.state != CANCELLED:
+            try:
+                data = await trio.to_thread.run_sync(self.frame_path(job, frame).read_bytes)
+            except OSError:
+                data = None
+        if data is None:
+            await link.send(
+                message(
+                    "FRAME_MISSING",
+                    job_id=job_id,
+                    frame=frame,
+                    reason="this node does not hold that frame",
+                )
+            )
+        else:
+            await link.send(message("FRAME", job_id=job_id, frame=frame, data=data))
+
+
+def _advertised_host(host: str) -> str:
+    """The host peers should dial when we listen on a wildcard address."""
+    if host in ("", "0.0.0.0", "::"):
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
+    return host

@@ -1,0 +1,139 @@
+"""What a node keeps on disk: its identity, its known-worker list and its action log.
+
+The log file is append-only. Each record is ``length (4 bytes, big endian) |
+crc32 (4 bytes) | msgpack action``. A crash can leave the last record torn;
+loading detects that (short record or bad checksum), drops it with a warning
+and truncates the file back to the last good record.
+
+These functions block (file I/O, fsync): the node calls them through
+``trio.to_thread.run_sync`` so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import struct
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">II")
+MAX_RECORD_BYTES = 1024 * 1024
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file so a reader (or a crash) sees the old or the new content, never half."""
+    # A name of its own per writer thread, so two writers never share a temp file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class LogFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> list[Any]:
+        """Every intact record in order; a torn or corrupt tail is cut off with a warning."""
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        records: list[Any] = []
+        pos = 0
+        while pos < len(data):
+            problem = None
+            if len(data) - pos < _HEADER.size:
+                problem = "a torn record header"
+            else:
+                length, crc = _HEADER.unpack_from(data, pos)
+                body = data[pos + _HEADER.size : pos + _HEADER.size + length]
+                if length > MAX_RECORD_BYTES:
+                    problem = f"a record claiming {length} bytes"
+                elif len(body) < length:
+                    problem = "a torn last record"
+                elif zlib.crc32(body) != crc:
+                    problem = "a record with a bad checksum"
+                else:
+                    try:
+                        records.append(msgpack.unpackb(body, raw=False, strict_map_key=True))
+                    except (ValueError, msgpack.UnpackException):
+                        problem = "a record that does not decode"
+            if problem:
+                log.warning(
+                    "%s: found %s at byte %d of %d; dropping it and everything after it "
+                    "(%d records kept); peers will send back what was lost",
+                    self.path,
+                    problem,
+                    pos,
+                    len(data),
+                    len(records),
+                )
+                with open(self.path, "r+b") as f:
+                    f.truncate(pos)
+                    f.flush()
+                    os.fsync(f.fileno())
+                break
+            pos += _HEADER.size + length
+        return records
+
+    def append(self, records: list[Any]) -> None:
+        """Append records and fsync once for the whole batch."""
+        if not records:
+            return
+        parts = []
+        for rec in records:
+            body = msgpack.packb(rec, use_bin_type=True)
+            parts.append(_HEADER.pack(len(body), zlib.crc32(body)))
+            parts.append(body)
+        with open(self.path, "ab") as f:
+            f.write(b"".join(parts))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def load_identity(data_dir: Path, default_name: str) -> dict[str, str]:
+    """The node's persistent identity: same data dir, same node id across restarts."""
+    path = data_dir / "node.json"
+    if path.exists():
+        try:
+            ident = json.loads(path.read_text("utf-8"))
+            if isinstance(ident.get("node_id"), str) and isinstance(ident.get("name"), str):
+                return ident
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"peerfarm: cannot read {path}: {exc}; fix or remove it") from None
+        raise SystemExit(f"peerfarm: {path} is not a node identity file; fix or remove it")
+    ident = {"node_id": secrets.token_hex(16), "name": default_name}
+    write_atomically(path, json.dumps(ident, indent=2).encode())
+    return ident
+
+
+def save_identity(data_dir: Path, ident: dict[str, str]) -> None:
+    write_atomically(data_dir / "node.json", json.dumps(ident, indent=2).encode())
+
+
+def load_kwl(data_dir: Path) -> dict[str, dict[str, str]]:
+    """Known-worker list: node id -> {address, name}."""
+    path = data_dir / "kwl.json"
+    try:
+        kwl = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (ValueError, OSError) as exc:
+        log.warning("%s is unreadable (%s); starting with an empty known-worker list", path, exc)
+        return {}
+    return kwl if isinstance(kwl, dict) else {}
+
+
+def save_kwl(data_dir: Path, kwl: dict[str, dict[str, str]]) -> None:
+    write_atomically(data_dir / "kwl.json", json.dumps(kwl, indent=2, sort_keys=True).encode())

@@ -1,0 +1,219 @@
+"""The worker: claims chunks and renders them in ``slots`` parallel renderer processes.
+
+A renderer run is a separate process (so it uses its own core, and a cancel
+or a lost claim can kill it). The worker claims a chunk by emitting
+CLAIM_CHUNK and renders only while the folded state says its claim holds: if a
+concurrent claim that sorts earlier arrives, the render is stopped and the
+worker takes other work.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from peerfarm.core import actions as act
+from peerfarm.core.scheduler import pick_chunk
+from peerfarm.core.state import ACTIVE, CLAIMED, Job
+from peerfarm.jobspec import safe_name
+from peerfarm.runtime.store import write_atomically
+
+if TYPE_CHECKING:
+    from peerfarm.runtime.node import Node
+
+log = logging.getLogger(__name__)
+
+ERROR_TAIL_CHARS = 2000
+
+
+@dataclass
+class Render:
+    job_id: str
+    chunk: int
+    claim_seq: int
+    frames: range
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    frames_finished: int = 0
+    stop_reason: str = ""
+
+
+class Worker:
+    def __init__(self, node: Node, slots: int) -> None:
+        self.node = node
+        self.slots = slots
+        self.renders: dict[tuple[str, int], Render] = {}
+        self._claiming = True
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "slots": self.slots,
+            "rendering": [
+                {
+                    "job_id": r.job_id,
+                    "chunk": r.chunk,
+                    "frames": [r.frames.start, r.frames.stop - 1],
+                    "frames_finished": r.frames_finished,
+                }
+                for r in self.renders.values()
+            ],
+        }
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                self._stop_lost_claims()
+                self._fill_slots(nursery)
+                await self.node.wait_for_change()
+
+    async def stop(self) -> None:
+        """Graceful stop for now: stop claiming, stop renders, give their chunks back."""
+        self._claiming = False
+        for render in list(self.renders.values()):
+            render.stop_reason = "node stopping"
+            render.cancel_scope.cancel()
+        with trio.move_on_after(2):
+            while self.renders:
+                await self.node.wait_for_change(0.05)
+
+    def _fill_slots(self, nursery: trio.Nursery) -> None:
+        while self._claiming and not self.node.stopping and len(self.renders) < self.slots:
+            pick = pick_chunk(self.node.state, self.node.node_id, busy=self.renders)
+            if pick is None:
+                return
+            job_id, index = pick
+            claim = self.node.emit(act.CLAIM_CHUNK, {"job_id": job_id, "chunk": index})
+            job = self.node.state.jobs[job_id]
+            if not self._holds(job, index, claim.seq):
+                continue  # cannot happen locally, but never render without the claim
+            render = Render(job_id, index, claim.seq, job.frames_of(index))
+            self.renders[(job_id, index)] = render
+            nursery.start_soon(self._render, render)
+
+    def _holds(self, job: Job, index: int, claim_seq: int) -> bool:
+        chunk = job.chunk(index)
+        return (
+            job.state == ACTIVE
+            and chunk.state == CLAIMED
+            and chunk.claim_origin == self.node.node_id
+            and chunk.claim_seq == claim_seq
+        )
+
+    def _stop_lost_claims(self) -> None:
+        for render in self.renders.values():
+            job = self.node.state.jobs[render.job_id]
+            if render.cancel_scope.cancel_called or self._holds(
+                job, render.chunk, render.claim_seq
+            ):
+                continue
+            chunk = job.chunk(render.chunk)
+            if job.state != ACTIVE:
+                render.stop_reason = f"job {job.state}"
+            elif chunk.state == CLAIMED:
+                render.stop_reason = f"claim lost to {chunk.claim_origin[:8]}"
+            else:
+                render.stop_reason = f"chunk {chunk.state}"
+            log.info(
+                "stopping chunk %d of job %s: %s; taking other work",
+                render.chunk,
+                render.job_id,
+                render.stop_reason,
+            )
+            render.cancel_scope.cancel()
+
+    async def _render(self, render: Render) -> None:
+        node = self.node
+        job = node.state.jobs[render.job_id]
+        try:
+            try:
+                with render.cancel_scope:
+                    ok, error = await self._run_renderer(job, render)
+            except Exception as exc:  # the renderer could not even run: a failure, not a crash
+                log.exception("chunk %d of job %s: renderer did not run", render.chunk, job.id)
+                ok, error = False, f"could not run the renderer: {exc!r}"
+            if render.cancel_scope.cancelled_caught:
+                if render.stop_reason == "node stopping" and self._holds(
+                    node.state.jobs[job.id], render.chunk, render.claim_seq
+                ):
+                    node.emit(act.RELEASE_CHUNK, self._claim_ref(render))
+                return
+            if ok:
+                node.emit(act.DONE, self._claim_ref(render))
+            else:
+                log.warning("chunk %d of job %s failed: %s", render.chunk, job.id, error)
+                node.emit(act.CHUNK_FAILED, {**self._claim_ref(render), "error": error})
+        finally:
+            del self.renders[(render.job_id, render.chunk)]
+            node._notify_change()  # a slot is free
+
+    def _claim_ref(self, render: Render) -> dict[str, Any]:
+        return {"job_id": render.job_id, "chunk": render.chunk, "claim_seq": render.claim_seq}
+
+    async def _run_renderer(self, job: Job, render: Render) -> tuple[bool, str]:
+        """Run one renderer process for the whole chunk; (ok, error text)."""
+        node = self.node
+        scene_file = node.data_dir / "scenes" / f"{job.id}.json"
+        log_file = node.data_dir / "logs" / job.id / f"chunk-{render.chunk}.log"
+        out_dir = node.data_dir / "frames" / job.id
+        await trio.to_thread.run_sync(_prepare, scene_file, job.scene, log_file, out_dir)
+        frames = render.frames
+        cmd = [
+            sys.executable,
+            "-m",
+            "peerfarm.renderers.builtin",
+            "--scene-file",
+            str(scene_file),
+            "--frames",
+            f"{frames.start}-{frames.stop - 1}",
+            "--size",
+            f"{job.width}x{job.height}",
+            "--output-pattern",
+            str(out_dir / f"{safe_name(job.name)}_{{frame:04d}}.png"),
+        ]
+        with open(log_file, "ab") as stderr:
+            async with trio.open_nursery() as nursery:
+                proc = await nursery.start(
+                    lambda task_status: trio.run_process(
+                        cmd,
+                        stdout=subprocess.PIPE,
+                        stderr=stderr,
+                        check=False,
+                        task_status=task_status,
+                    )
+                )
+                buffered = b""
+                async for data in proc.stdout:
+                    buffered += data
+                    *lines, buffered = buffered.split(b"\n")
+                    for line in lines:
+                        if line.startswith(b"FRAME "):
+                            render.frames_finished += 1
+                            node._notify_change()
+            code = proc.returncode
+        if code == 0:
+            missing = [f for f in frames if not node.frame_path(job, f).exists()]
+            if not missing:
+                return True, ""
+            return False, f"the renderer exited without writing frames {missing}"
+        tail = await trio.to_thread.run_sync(_tail, log_file)
+        return False, f"renderer exited with code {code}: {tail}"
+
+
+def _prepare(scene_file: Path, scene: str, log_file: Path, out_dir: Path) -> None:
+    scene_file.parent.mkdir(parents=True, exist_ok=True)
+    if not scene_file.exists():
+        write_atomically(scene_file, scene.encode("utf-8"))
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text("utf-8", errors="replace")[-ERROR_TAIL_CHARS:].strip()
+    except OSError:
+        return "(no renderer output)"

@@ -1,0 +1,95 @@
+"""Every message of the wire protocol and its schema (see docs/protocol.md).
+
+A message is a msgpack map with a ``type`` field. ``parse_message`` checks it
+against the schema of its type; anything else is a protocol error and the
+connection is closed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peerfarm.core import schema as s
+from peerfarm.core.actions import MAX_FRAME
+
+PROTOCOL_VERSION = 1
+MAX_BATCH = 1024  # actions per ACTIONS message
+MAX_FRAME_BYTES = 60 * 1024 * 1024
+
+ROLES = ("node", "bootstrap", "client")
+
+# Each action is validated on its own (peerfarm.core.actions), so one bad action
+# is dropped and logged without losing the rest of its batch.
+_action = lambda v: None  # noqa: E731
+_vv = s.map_of(s.node_id, s.integer(0, 2**62), 1_000_000)
+_kwl_entry = s.record({"node_id": s.node_id, "address": s.address, "name": s.text(64)})
+_any_map = lambda v: None if type(v) is dict else "expected a map"  # noqa: E731
+
+SCHEMAS: dict[str, s.Check] = {
+    # Handshake, first message on every connection, both ways.
+    "HELLO": s.record(
+        {
+            "protocol": s.integer(0, 2**31),
+            "node_id": s.node_id,
+            "name": s.text(64),
+            "role": s.one_of(*ROLES),
+            "address": s.text(300),  # where the sender listens ("" for clients)
+        }
+    ),
+    # Sent before closing a connection on purpose.
+    "ERROR": s.record({"code": s.text(64), "message": s.text(4000)}),
+    # Replication.
+    "ACTIONS": s.record({"actions": s.list_of(_action, MAX_BATCH)}),
+    "VV": s.record({"vv": _vv, "digest": s.text(64)}),
+    # Joining through a bootstrap server.
+    "JOIN": s.record({}),
+    "JOIN_REPLY": s.record(
+        {
+            "kwl": s.list_of(_kwl_entry, 100_000),
+            "vv": _vv,
+        }
+    ),
+    # Outputs travel over the mesh: the submitter pulls frames from their holder.
+    "GET_FRAME": s.record({"job_id": s.job_id, "frame": s.integer(-MAX_FRAME, MAX_FRAME)}),
+    "FRAME": s.record(
+        {
+            "job_id": s.job_id,
+            "frame": s.integer(-MAX_FRAME, MAX_FRAME),
+            "data": s.binary(MAX_FRAME_BYTES),
+        }
+    ),
+    "FRAME_MISSING": s.record(
+        {"job_id": s.job_id, "frame": s.integer(-MAX_FRAME, MAX_FRAME), "reason": s.text(500)}
+    ),
+    # Client (CLI, later the desktop app) requests to a node, and answers.
+    "SUBMIT": s.record({"job": _any_map}),
+    "SUBMITTED": s.record({"job_id": s.job_id}),
+    "STATUS": s.record({}),
+    "STATUS_REPLY": s.record({"status": _any_map}),
+    "CANCEL": s.record({"job_id": s.job_id}),
+    "CANCELLED": s.record({"job_id": s.job_id}),
+    "REFUSED": s.record({"message": s.text(4000)}),
+}
+
+
+class MessageError(ValueError):
+    """A message that does not match the protocol."""
+
+
+def parse_message(data: Any) -> dict[str, Any]:
+    """Check a decoded object against the schema of its type and return it."""
+    if type(data) is not dict:
+        raise MessageError(f"expected a message map, got {type(data).__name__}")
+    kind = data.get("type")
+    check = SCHEMAS.get(kind) if type(kind) is str else None
+    if check is None:
+        raise MessageError(f"unknown message type {kind!r}")
+    body = {k: v for k, v in data.items() if k != "type"}
+    why = check(body)
+    if why:
+        raise MessageError(f"{kind}: {why}")
+    return data
+
+
+def message(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, **fields}

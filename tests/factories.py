@@ -1,0 +1,29 @@
+"""Small builders of plain actions for the core tests."""
+
+from __future__ import annotations
+
+from peerfarm.core.actions import Action
+
+A = "a" * 16
+B = "b" * 16
+C = "c" * 16
+
+
+def new_job_payload(job_id: str = "job1", frames: tuple[int, int] = (1, 8), chunk: int = 2) -> dict:
+    return {
+        "job_id": job_id,
+        "name": "demo",
+        "renderer": "builtin",
+        "scene": "{}",
+        "frame_start": frames[0],
+        "frame_end": frames[1],
+        "chunk_size": chunk,
+        "width": 64,
+        "height": 48,
+        "output": "/tmp/out",
+        "priority": 0,
+    }
+
+
+def act(type_: str, payload: dict, origin: str, seq: int, lamport: int) -> Action:
+    return Action(type_, payload, origin, seq, lamport)

@@ -1,0 +1,50 @@
+"""Helpers for tests that run real node processes on loopback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from peerfarm.runtime.client import ClientError, NodeClient
+
+
+def status(address: str) -> dict[str, Any]:
+    async def ask():
+        async with NodeClient(address) as client:
+            return await client.status()
+
+    return trio.run(ask)
+
+
+def submit(address: str, spec: dict[str, Any]) -> str:
+    async def go():
+        async with NodeClient(address) as client:
+            return await client.submit(spec)
+
+    return trio.run(go)
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.3) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except ClientError as exc:
+            last_error = exc
+            result = None
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what} (last error: {last_error})"
+    )
+
+
+def job_of(st: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """The job's entry in a status, or {} if that node does not know the job (yet)."""
+    return next((j for j in st["jobs"] if j["id"] == job_id), {})

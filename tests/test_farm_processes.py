@@ -1,0 +1,170 @@
+"""Real processes on loopback: a bootstrap server and three nodes render a job, and
+the job completes after the bootstrap server is killed with SIGKILL (the research
+paper's experiments: state identical on every peer; rendering goes on when the
+server dies)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from farmtools import job_of, status, submit, wait_until
+from PIL import Image
+
+from peerfarm.demo import Farm
+from peerfarm.renderers.builtin import builtin_scene_text
+
+
+def start_farm(tmp_path, nodes=3):
+    farm = Farm(tmp_path)
+    bootstrap_proc, bootstrap = farm.start(
+        "bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")]
+    )
+    addresses = [
+        farm.start(
+            f"node-{i}",
+            [
+                "node",
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap",
+                bootstrap,
+                "--data-dir",
+                str(tmp_path / f"node-{i}"),
+                "--name",
+                f"node-{i}",
+                "--slots",
+                "1",
+            ],
+        )[1]
+        for i in range(1, nodes + 1)
+    ]
+    return farm, bootstrap_proc, bootstrap, addresses
+
+
+def logs(tmp_path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+        for p in sorted(tmp_path.glob("*.log"))
+    )
+
+
+def test_job_survives_bootstrap_sigkill(tmp_path):
+    farm, bootstrap_proc, _, nodes = start_farm(tmp_path)
+    out = tmp_path / "out"
+    try:
+        # Every node learns every other node through the bootstrap server and links up.
+        wait_until(
+            "a full mesh",
+            lambda: all(sum(p["connected"] for p in status(n)["peers"]) == 3 for n in nodes),
+            30,
+        )
+        job_id = submit(
+            nodes[0],
+            {
+                "scene": builtin_scene_text("demo"),
+                "name": "demo",
+                "frames": [1, 48],
+                "chunk_size": 2,
+                "width": 160,
+                "height": 120,
+                "output": str(out),
+                "priority": 0,
+            },
+        )
+        wait_until(
+            "the first frames",
+            lambda: job_of(status(nodes[1]), job_id).get("frames_done", 0) >= 2,
+            120,
+        )
+        bootstrap_proc.kill()  # SIGKILL: no goodbye
+        bootstrap_proc.wait()
+        done = job_of(status(nodes[0]), job_id)["frames_done"]
+        assert done < 48, "the job finished before the bootstrap server died; make it longer"
+
+        wait_until(
+            "every frame in the output folder",
+            lambda: job_of(status(nodes[0]), job_id).get("complete"),
+            240,
+        )
+        frames = sorted(out.glob("demo_*.png"))
+        assert [f.name for f in frames] == [f"demo_{i:04d}.png" for i in range(1, 49)]
+        assert all(Image.open(f).size == (160, 120) for f in frames)
+        with Image.open(out / "demo.gif") as gif:
+            assert gif.n_frames == 48
+
+        def same_digest():
+            sts = [status(n) for n in nodes]
+            digests = {s["state_digest"] for s in sts}
+            return len(digests) == 1 and all(job_of(s, job_id).get("state") == "done" for s in sts)
+
+        wait_until("equal state digests on every node", same_digest, 30)
+        # Work was spread over the farm, and wasted work is visible.
+        job = job_of(status(nodes[2]), job_id)
+        assert job["frames_done"] == 48 and job["frame_renders"] >= 48
+
+        # The farm takes new work with the bootstrap server gone, through the CLI.
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "peerfarm",
+                "submit",
+                "builtin:demo",
+                "--node",
+                nodes[2],
+                "--frames",
+                "1-4",
+                "--chunk",
+                "1",
+                "--size",
+                "64x48",
+                "--output",
+                str(tmp_path / "o2"),
+                "--wait",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert cli.returncode == 0, cli.stderr + cli.stdout
+        first_line = cli.stdout.splitlines()[0]
+        assert len(first_line) == 12 and first_line.isalnum()
+        assert "4/4 frames" in cli.stdout
+        assert len(list((tmp_path / "o2").glob("demo_*.png"))) == 4
+    except BaseException:
+        print(logs(tmp_path))
+        raise
+    finally:
+        farm.stop()
+
+
+def test_submit_errors_are_clear(tmp_path):
+    farm, _, _, nodes = start_farm(tmp_path, nodes=1)
+    try:
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"format": "peerfarm-scene/1", "camera": 5}')
+        for args, expected in [
+            ([str(bad)], "the scene is not valid"),
+            ([str(tmp_path / "missing.json")], "does not exist"),
+            (["builtin:nope"], "nope"),
+            (["builtin:demo", "--frames", "9-1"], "before the first"),
+        ]:
+            cli = subprocess.run(
+                [sys.executable, "-m", "peerfarm", "submit", *args, "--node", nodes[0]],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert cli.returncode == 1, cli
+            assert expected in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
+        cli = subprocess.run(
+            [sys.executable, "-m", "peerfarm", "status", "--node", "127.0.0.1:1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cli.returncode == 1 and "cannot reach a peerfarm node" in cli.stderr
+        assert status(nodes[0])["jobs"] == []
+    finally:
+        farm.stop()

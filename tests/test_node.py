@@ -1,0 +1,149 @@
+"""The node runtime in one process, over real TCP on loopback."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from factories import new_job_payload
+
+from peerfarm.renderers.builtin import builtin_scene_text
+from peerfarm.runtime.client import NodeClient
+from peerfarm.runtime.node import Node, NodeConfig, parse_address
+from peerfarm.wire.framing import FrameDecoder, encode
+from peerfarm.wire.messages import message, parse_message
+
+
+def make_node(tmp_path, name="n1", **kw) -> Node:
+    return Node(NodeConfig(listen=("127.0.0.1", 0), data_dir=tmp_path / name, name=name, **kw))
+
+
+async def raw_connect(address: str) -> trio.SocketStream:
+    host, port = parse_address(address)
+    return await trio.open_tcp_stream(host, port)
+
+
+async def read_messages(stream: trio.SocketStream, count: int) -> list[dict]:
+    dec, out = FrameDecoder(), []
+    with trio.fail_after(10):
+        while len(out) < count:
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            out.extend(parse_message(m) for m in dec.feed(data))
+    return out
+
+
+def test_restart_keeps_identity_and_state(tmp_path):
+    spec = {
+        "scene": builtin_scene_text("demo"),
+        "name": "demo",
+        "frames": [1, 6],
+        "chunk_size": 2,
+        "width": 32,
+        "height": 24,
+        "output": str(tmp_path / "out"),
+    }
+
+    async def first_life():
+        node = make_node(tmp_path, slots=0)  # no rendering: the job stays queued
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            job_id = node.submit(spec)
+            await node.wait_for_change(0.2)
+            node.request_stop()
+        return node.node_id, job_id, node.log.digest(), len(node.log)
+
+    async def second_life():
+        node = make_node(tmp_path, slots=0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            result = node.node_id, node.state.jobs, node.log.digest(), len(node.log)
+            node.request_stop()
+        return result
+
+    node_id, job_id, digest, length = trio.run(first_life)
+    node_id2, jobs, digest2, length2 = trio.run(second_life)
+    assert node_id2 == node_id
+    assert job_id in jobs and jobs[job_id].frames_total == 6
+    assert (digest2, length2) == (digest, length)
+
+
+def test_protocol_version_mismatch_is_refused_clearly(tmp_path, caplog):
+    async def main():
+        node = make_node(tmp_path, slots=0)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(node.run)
+            stream = await raw_connect(address)
+            await stream.send_all(
+                encode(
+                    message(
+                        "HELLO",
+                        protocol=99,
+                        node_id="e" * 32,
+                        name="future",
+                        role="node",
+                        address="",
+                    )
+                )
+            )
+            (reply,) = await read_messages(stream, 1)
+            node.request_stop()
+        return reply
+
+    with caplog.at_level(logging.WARNING):
+        reply = trio.run(main)
+    assert reply["type"] == "ERROR" and reply["code"] == "protocol_version"
+    assert "speaks peerfarm protocol 1" in reply["message"] and "99" in reply["message"]
+    assert "protocol version mismatch" in caplog.text
+
+
+def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
+    async def main():
+        node = make_node(tmp_path, slots=0)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(node.run)
+            before = node.log.digest()
+            # 1. raw garbage instead of a handshake
+            s = await raw_connect(address)
+            await s.send_all(b"\xc1GET / HTTP/1.1\r\n\r\n" * 100)
+            await read_messages(s, 1)
+            # 2. an oversized claim of a string length
+            s = await raw_connect(address)
+            await s.send_all(b"\xdb\xff\xff\xff\xff")
+            # 3. a greeted peer sending invalid actions next to a valid one
+            s = await raw_connect(address)
+            peer = "f" * 32
+            await s.send_all(
+                encode(
+                    message("HELLO", protocol=1, node_id=peer, name="p", role="node", address="")
+                )
+            )
+            await read_messages(s, 2)  # HELLO, VV
+            good = {
+                "type": "NEW_JOB",
+                "payload": new_job_payload("ok1"),
+                "origin": peer,
+                "seq": 1,
+                "lamport": 1,
+            }
+            bad = [
+                {**good, "seq": 2, "payload": {**new_job_payload("x"), "width": -1}},
+                {**good, "origin": "NOT-HEX"},
+                "just a string",
+            ]
+            await s.send_all(encode(message("ACTIONS", actions=[*bad, good])))
+            with trio.fail_after(5):
+                while "ok1" not in node.state.jobs:
+                    await node.wait_for_change(0.1)
+            # 4. the node still answers clients
+            async with NodeClient(address) as client:
+                st = await client.status()
+            node.request_stop()
+        return before, st
+
+    with caplog.at_level(logging.WARNING):
+        before, st = trio.run(main)
+    assert [j["id"] for j in st["jobs"]] == ["ok1"]
+    assert "dropped an invalid action" in caplog.text
+    assert "width" in caplog.text

@@ -1,0 +1,141 @@
+"""Reducers settle every conflict the same way on every node."""
+
+from __future__ import annotations
+
+import pytest
+from factories import A, B, C, act, new_job_payload
+
+from peerfarm.core.actions import InvalidAction, validate_action
+from peerfarm.core.log import ActionLog
+from peerfarm.core.scheduler import pick_chunk
+
+
+def farm(*actions):
+    log = ActionLog()
+    for a in actions:
+        assert log.add(a), a
+    return log.state
+
+
+JOB = act("NEW_JOB", new_job_payload(frames=(1, 8), chunk=2), A, 1, 1)
+
+
+def claim(origin, seq, lamport, chunk=0):
+    return act("CLAIM_CHUNK", {"job_id": "job1", "chunk": chunk}, origin, seq, lamport)
+
+
+def ref(kind, origin, seq, lamport, claim_seq, chunk=0, **extra):
+    return act(
+        kind,
+        {"job_id": "job1", "chunk": chunk, "claim_seq": claim_seq, **extra},
+        origin,
+        seq,
+        lamport,
+    )
+
+
+def test_new_job_chunks_and_frames():
+    job = farm(JOB).jobs["job1"]
+    assert (job.chunk_total, job.frames_total, job.display_state) == (4, 8, "queued")
+    assert list(job.frames_of(3)) == [7, 8]
+
+
+def test_done_counts_once_and_finishes_the_job():
+    actions = [JOB]
+    for i in range(4):
+        actions += [
+            claim(B, 2 * i + 1, 2 * i + 2, i),
+            ref("DONE", B, 2 * i + 2, 2 * i + 3, 2 * i + 1, i),
+        ]
+    actions.append(ref("DONE", C, 1, 20, 1, 0))  # a stray second DONE
+    job = farm(*actions).jobs["job1"]
+    assert (job.state, job.frames_done, job.chunks_done) == ("done", 8, 4)
+
+
+def test_release_only_by_the_holder():
+    state = farm(JOB, claim(B, 1, 2), ref("RELEASE_CHUNK", C, 1, 3, 1))
+    assert state.jobs["job1"].chunk(0).claim_origin == B
+    state = farm(JOB, claim(B, 1, 2), ref("RELEASE_CHUNK", B, 2, 3, 1))
+    assert state.jobs["job1"].chunk(0).state == "pending"
+    assert state.jobs["job1"].chunk(0).epoch == 1
+
+
+def test_three_failures_fail_the_job():
+    actions = [JOB]
+    seq = 0
+    for n in range(3):
+        seq += 1
+        actions.append(claim(B, seq, 2 * seq))
+        seq += 1
+        actions.append(ref("CHUNK_FAILED", B, seq, 2 * seq + 1, seq - 1, error=f"crash {n}"))
+    job = farm(*actions).jobs["job1"]
+    assert job.state == "failed" and job.chunk(0).attempts == 3
+    assert "frames 1-2 failed 3 times: crash 2" in job.error
+    assert pick_chunk(farm(*actions), B) is None
+
+
+def test_cancel_stops_claims_and_done():
+    state = farm(JOB, act("CANCEL_JOB", {"job_id": "job1"}, A, 2, 2), claim(B, 1, 3))
+    job = state.jobs["job1"]
+    assert job.state == "cancelled" and job.chunk(0).state == "pending"
+    assert pick_chunk(state, B) is None
+
+
+def test_peer_left_returns_its_claims():
+    joined = act(
+        "PEER_JOINED", {"name": "b", "address": "h:1", "slots": 1, "renders": True}, B, 1, 1
+    )
+    state = farm(
+        JOB, joined, claim(B, 2, 2), claim(B, 3, 3, chunk=1), act("PEER_LEFT", {}, B, 4, 4)
+    )
+    job = state.jobs["job1"]
+    assert job.chunk(0).state == job.chunk(1).state == "pending"
+    assert state.peers[B].state == "left"
+
+
+def test_actions_on_unknown_jobs_change_nothing():
+    log = ActionLog()
+    log.add(JOB)
+    before = log.digest()
+    log.add(act("CLAIM_CHUNK", {"job_id": "nope", "chunk": 0}, B, 1, 5))
+    log.add(act("CLAIM_CHUNK", {"job_id": "job1", "chunk": 99}, B, 2, 6))
+    assert log.digest() == before
+
+
+def test_scheduler_spreads_nodes_over_the_range():
+    peers = [
+        act("PEER_JOINED", {"name": n[:1], "address": "h:1", "slots": 1, "renders": True}, n, 1, 1)
+        for n in (A, B)
+    ]
+    state = farm(*peers, act("NEW_JOB", new_job_payload(frames=(1, 8), chunk=2), C, 1, 2))
+    assert pick_chunk(state, A) == ("job1", 0)
+    assert pick_chunk(state, B) == ("job1", 2)
+    assert pick_chunk(state, A, busy={("job1", 0)}) == ("job1", 1)
+
+
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda d: d.update(type="NOPE"), "expected one of"),
+        (lambda d: d.update(origin="ZZ"), "node id"),
+        (lambda d: d.update(seq=0), "seq"),
+        (lambda d: d.update(seq=True), "integer"),
+        (lambda d: d["payload"].update(extra=1), "unexpected field"),
+        (lambda d: d["payload"].pop("chunk_size"), "missing field"),
+        (lambda d: d["payload"].update(frame_end=-5), "before frame_start"),
+        (lambda d: d["payload"].update(width=0), "width"),
+        (lambda d: d["payload"].update(renderer="evil"), "renderer"),
+        (lambda d: d.update(payload=[1]), "payload"),
+        (lambda d: d.pop("lamport"), "missing field 'lamport'"),
+    ],
+)
+def test_invalid_actions_are_refused_with_a_reason(mutate, reason):
+    data = JOB.to_wire()
+    data["payload"] = dict(data["payload"])
+    mutate(data)
+    with pytest.raises(InvalidAction, match=reason):
+        validate_action(data)
+
+
+def test_valid_action_round_trips():
+    assert validate_action(JOB.to_wire()) == JOB
