@@ -251,7 +251,7 @@ async def wait_for_job(node: str, job_id: str, out=sys.stdout) -> int:  # noqa: 
     """Show a live progress bar until every frame is in the output folder."""
     started = time.monotonic()
     tty = out.isatty()
-    last_line = ""
+    last_line: tuple = ()
     job: dict[str, Any] = {}
     async with NodeClient(node) as client:
         while True:
@@ -271,9 +271,9 @@ async def wait_for_job(node: str, job_id: str, out=sys.stdout) -> int:  # noqa: 
             )
             if tty:
                 print("\r" + line, end="", file=out, flush=True)
-            elif line != last_line:
-                print(line, file=out, flush=True)
-            last_line = line
+            elif (done, collected, job["state"]) != last_line:
+                print(line, file=out, flush=True)  # a log file gets a line per change
+            last_line = (done, collected, job["state"])
             if job["state"] in ("failed", "cancelled"):
                 if tty:
                     print(file=out)

@@ -27,3 +27,19 @@ def new_job_payload(job_id: str = "job1", frames: tuple[int, int] = (1, 8), chun
 
 def act(type_: str, payload: dict, origin: str, seq: int, lamport: int) -> Action:
     return Action(type_, payload, origin, seq, lamport)
+
+
+def demo_spec(output, frames=(1, 6), chunk=2, size=(32, 24)) -> dict:
+    """A submit request for builtin:demo."""
+    from peerfarm.renderers.builtin import builtin_scene_text
+
+    return {
+        "scene": builtin_scene_text("demo"),
+        "name": "demo",
+        "frames": list(frames),
+        "chunk_size": chunk,
+        "width": size[0],
+        "height": size[1],
+        "output": str(output),
+        "priority": 0,
+    }

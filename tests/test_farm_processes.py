@@ -8,11 +8,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from factories import demo_spec
 from farmtools import job_of, status, submit, wait_until
 from PIL import Image
 
 from peerfarm.demo import Farm
-from peerfarm.renderers.builtin import builtin_scene_text
 
 
 def start_farm(tmp_path, nodes=3):
@@ -59,19 +59,7 @@ def test_job_survives_bootstrap_sigkill(tmp_path):
             lambda: all(sum(p["connected"] for p in status(n)["peers"]) == 3 for n in nodes),
             30,
         )
-        job_id = submit(
-            nodes[0],
-            {
-                "scene": builtin_scene_text("demo"),
-                "name": "demo",
-                "frames": [1, 48],
-                "chunk_size": 2,
-                "width": 160,
-                "height": 120,
-                "output": str(out),
-                "priority": 0,
-            },
-        )
+        job_id = submit(nodes[0], demo_spec(out, frames=(1, 48), chunk=2, size=(160, 120)))
         wait_until(
             "the first frames",
             lambda: job_of(status(nodes[1]), job_id).get("frames_done", 0) >= 2,
@@ -132,6 +120,33 @@ def test_job_survives_bootstrap_sigkill(tmp_path):
         assert len(first_line) == 12 and first_line.isalnum()
         assert "4/4 frames" in cli.stdout
         assert len(list((tmp_path / "o2").glob("demo_*.png"))) == 4
+
+        # A restarted bootstrap server recovers from its disk and from its peers.
+        _, bootstrap2 = farm.start(
+            "bootstrap-again",
+            ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")],
+        )
+        wait_until(
+            "the restarted bootstrap server to catch up",
+            lambda: (
+                status(bootstrap2)["state_digest"] == status(nodes[0])["state_digest"]
+                and len(status(bootstrap2)["jobs"]) == 2
+            ),
+            30,
+        )
+
+        # SIGTERM stops a node cleanly; the others see it leave.
+        node3 = farm.procs[3]
+        node3.terminate()
+        assert node3.wait(timeout=20) == 0
+        wait_until(
+            "node-3 to be seen leaving",
+            lambda: any(
+                p["name"] == "node-3" and p["state"] == "left" and not p["connected"]
+                for p in status(nodes[0])["peers"]
+            ),
+            20,
+        )
     except BaseException:
         print(logs(tmp_path))
         raise

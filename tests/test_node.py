@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 import trio
-from factories import new_job_payload
+from factories import demo_spec, new_job_payload
 
-from peerfarm.renderers.builtin import builtin_scene_text
 from peerfarm.runtime.client import NodeClient
 from peerfarm.runtime.node import Node, NodeConfig, parse_address
 from peerfarm.wire.framing import FrameDecoder, encode
@@ -35,15 +34,7 @@ async def read_messages(stream: trio.SocketStream, count: int) -> list[dict]:
 
 
 def test_restart_keeps_identity_and_state(tmp_path):
-    spec = {
-        "scene": builtin_scene_text("demo"),
-        "name": "demo",
-        "frames": [1, 6],
-        "chunk_size": 2,
-        "width": 32,
-        "height": 24,
-        "output": str(tmp_path / "out"),
-    }
+    spec = demo_spec(tmp_path / "out")
 
     async def first_life():
         node = make_node(tmp_path, slots=0)  # no rendering: the job stays queued
@@ -147,3 +138,55 @@ def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
     assert [j["id"] for j in st["jobs"]] == ["ok1"]
     assert "dropped an invalid action" in caplog.text
     assert "width" in caplog.text
+
+
+def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
+    """A concurrent claim that sorts before ours arrives while we render: our
+    renderer is stopped and the worker claims another chunk."""
+    rival = "0" * 32  # sorts before any other node id at equal Lamport time
+    spec = demo_spec(tmp_path / "out", frames=(1, 40), chunk=10, size=(320, 240))
+
+    async def main():
+        node = make_node(tmp_path, slots=1)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(node.run)
+            job_id = node.submit(spec)
+            with trio.fail_after(10):
+                while not node.worker or not node.worker.renders:
+                    await node.wait_for_change(0.05)
+            (job, chunk), render = next(iter(node.worker.renders.items()))
+            ours = next(
+                a
+                for a in node.log.actions()
+                if a.origin == node.node_id and a.seq == render.claim_seq
+            )
+            s = await raw_connect(address)
+            await s.send_all(
+                encode(
+                    message(
+                        "HELLO", protocol=1, node_id=rival, name="rival", role="node", address=""
+                    )
+                )
+            )
+            await read_messages(s, 2)
+            claim = {
+                "type": "CLAIM_CHUNK",
+                "payload": {"job_id": job_id, "chunk": chunk},
+                "origin": rival,
+                "seq": 1,
+                "lamport": ours.lamport,
+            }
+            await s.send_all(encode(message("ACTIONS", actions=[claim])))
+            with trio.fail_after(10):
+                while (job, chunk) in node.worker.renders or not node.worker.renders:
+                    await node.wait_for_change(0.05)
+            other = next(iter(node.worker.renders))
+            winner = node.state.jobs[job_id].chunk(chunk).claim_origin
+            node.request_stop()
+        return chunk, other, winner
+
+    with caplog.at_level(logging.INFO):
+        chunk, other, winner = trio.run(main)
+    assert winner == "0" * 32
+    assert other[1] != chunk
+    assert "claim lost to 00000000" in caplog.text
