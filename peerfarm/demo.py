@@ -29,6 +29,7 @@ class Farm:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen] = []
 
     def start(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str]:

@@ -10,6 +10,7 @@ worker takes other work.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -173,7 +174,8 @@ class Worker:
             "--size",
             f"{job.width}x{job.height}",
             "--output-pattern",
-            str(out_dir / f"{safe_name(job.name)}_{{frame:04d}}.png"),
+            # The pattern is a format string: braces in the data folder's path are escaped.
+            _escape_braces(str(out_dir)) + os.sep + f"{safe_name(job.name)}_{{frame:04d}}.png",
         ]
         with open(log_file, "ab") as stderr:
             async with trio.open_nursery() as nursery:
@@ -210,6 +212,10 @@ def _prepare(scene_file: Path, scene: str, log_file: Path, out_dir: Path) -> Non
         write_atomically(scene_file, scene.encode("utf-8"))
     log_file.parent.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _escape_braces(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _tail(path: Path) -> str:
