@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="the address peers should dial, if not the listen address",
     )
+    p.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="a peer silent this long is declared down and its chunks rendered elsewhere "
+        "(default 3; a lost link that does not come back within 0.5 s counts at once)",
+    )
 
     p = sub.add_parser("bootstrap", help="run a bootstrap server (a peer that never renders)")
     p.add_argument("--listen", type=_address, default=("127.0.0.1", 7000), metavar="HOST:PORT")
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 slots=max(args.slots, 0),
                 name=args.name,
                 advertise=args.advertise,
+                peer_timeout=max(args.peer_timeout, 0.3),
             )
             return trio.run(serve, Node(config))
         if args.command == "bootstrap":
@@ -177,7 +186,8 @@ _STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM] + (
 
 
 async def serve(node: Node) -> int:
-    """Run a node until a signal: the first stops it gracefully, a second at once."""
+    """Run a node until a signal: the first stops it gracefully (finishing the chunks
+    in flight), a second at once (killing renderers, releasing their chunks)."""
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
@@ -185,9 +195,8 @@ async def serve(node: Node) -> int:
                 count = 0
                 async for _ in signals:
                     count += 1
-                    if count == 1:
-                        log.info("stopping gracefully (signal again to stop at once)")
-                        node.request_stop()
+                    if count <= 2:
+                        node.request_stop()  # 1st: finish in flight; 2nd: release and exit
                     else:
                         nursery.cancel_scope.cancel()
 

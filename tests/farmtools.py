@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from peerfarm.demo import Farm
 from peerfarm.runtime.client import ClientError, NodeClient
 
 
@@ -48,3 +49,40 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: fl
 def job_of(st: dict[str, Any], job_id: str) -> dict[str, Any]:
     """The job's entry in a status, or {} if that node does not know the job (yet)."""
     return next((j for j in st["jobs"] if j["id"] == job_id), {})
+
+
+def start_node(farm: Farm, tmp_path, i: int, bootstrap: str, *extra: str):
+    """Start (or restart: same data folder, same identity) node-i; (process, address)."""
+    return farm.start(
+        f"node-{i}",
+        [
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            bootstrap,
+            "--data-dir",
+            str(tmp_path / f"node-{i}"),
+            "--name",
+            f"node-{i}",
+            "--slots",
+            "1",
+            *extra,
+        ],
+    )
+
+
+def start_farm(tmp_path, nodes=3):
+    farm = Farm(tmp_path)
+    bootstrap_proc, bootstrap = farm.start(
+        "bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")]
+    )
+    addresses = [start_node(farm, tmp_path, i, bootstrap)[1] for i in range(1, nodes + 1)]
+    return farm, bootstrap_proc, bootstrap, addresses
+
+
+def logs(tmp_path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+        for p in sorted(tmp_path.glob("*.log"))
+    )

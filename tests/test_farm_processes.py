@@ -9,44 +9,8 @@ import subprocess
 import sys
 
 from factories import demo_spec
-from farmtools import job_of, status, submit, wait_until
+from farmtools import job_of, logs, start_farm, status, submit, wait_until
 from PIL import Image
-
-from peerfarm.demo import Farm
-
-
-def start_farm(tmp_path, nodes=3):
-    farm = Farm(tmp_path)
-    bootstrap_proc, bootstrap = farm.start(
-        "bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")]
-    )
-    addresses = [
-        farm.start(
-            f"node-{i}",
-            [
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-                "--bootstrap",
-                bootstrap,
-                "--data-dir",
-                str(tmp_path / f"node-{i}"),
-                "--name",
-                f"node-{i}",
-                "--slots",
-                "1",
-            ],
-        )[1]
-        for i in range(1, nodes + 1)
-    ]
-    return farm, bootstrap_proc, bootstrap, addresses
-
-
-def logs(tmp_path) -> str:
-    return "\n".join(
-        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-        for p in sorted(tmp_path.glob("*.log"))
-    )
 
 
 def test_job_survives_bootstrap_sigkill(tmp_path):

@@ -60,8 +60,14 @@ def simulate(seed: int, steps: int) -> list[Action]:
         elif roll < 0.73:
             job = rng.choice(list(nlog.state.jobs.values()))
             action = nlog.create(node, "CANCEL_JOB", {"job_id": job.id})
-        elif roll < 0.76:
+        elif roll < 0.74:
             action = nlog.create(node, "PEER_LEFT", {})
+        elif roll < 0.76:
+            other = rng.choice([n for n in NODES if n != node])
+            peer = nlog.state.peers.get(other)
+            if peer is not None:
+                payload = {"node_id": other, "incarnation": peer.incarnation}
+                action = nlog.create(node, "PEER_DOWN", payload)
         elif roll < 0.8:
             action = nlog.create(
                 node,

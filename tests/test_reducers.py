@@ -93,6 +93,33 @@ def test_peer_left_returns_its_claims():
     assert state.peers[B].state == "left"
 
 
+def test_peer_down_releases_claims_of_that_incarnation_only():
+    def joined(seq, lamport):
+        payload = {"name": "b", "address": "h:1", "slots": 1, "renders": True}
+        return act("PEER_JOINED", payload, B, seq, lamport)
+
+    def down(seq, lamport, incarnation):
+        payload = {"node_id": B, "incarnation": incarnation}
+        return act("PEER_DOWN", payload, C, seq, lamport)
+
+    state = farm(JOB, joined(1, 1), claim(B, 2, 2), down(1, 3, 1), down(2, 4, 1))
+    assert state.peers[B].state == "down"
+    assert state.jobs["job1"].chunk(0).state == "pending"
+    # B comes back with its own identity: a new incarnation, unaffected by the stale
+    # declaration that sorts after its rejoin.
+    state = farm(
+        JOB,
+        joined(1, 1),
+        claim(B, 2, 2),
+        down(1, 3, 1),
+        joined(3, 5),
+        claim(B, 4, 6, chunk=1),
+        down(2, 7, 1),
+    )
+    assert state.peers[B].state == "up" and state.peers[B].incarnation == 3
+    assert state.jobs["job1"].chunk(1).claim_origin == B
+
+
 def test_actions_on_unknown_jobs_change_nothing():
     log = ActionLog()
     log.add(JOB)

@@ -24,6 +24,7 @@ MAX_SEQ = 2**62
 
 PEER_JOINED = "PEER_JOINED"
 PEER_LEFT = "PEER_LEFT"
+PEER_DOWN = "PEER_DOWN"
 NEW_JOB = "NEW_JOB"
 CLAIM_CHUNK = "CLAIM_CHUNK"
 DONE = "DONE"
@@ -47,6 +48,10 @@ PAYLOADS: dict[str, s.Check] = {
     ),
     # A node leaves the farm gracefully: its claims go back to the pool.
     PEER_LEFT: s.record({}),
+    # Any node that finds a peer dead (link lost and no reconnect, or silent past the
+    # timeout) declares it down; the incarnation (seq of the peer's PEER_JOINED) fences
+    # the declaration, so it never touches the peer once it has rejoined.
+    PEER_DOWN: s.record({"node_id": s.node_id, "incarnation": s.integer(1, MAX_SEQ)}),
     NEW_JOB: s.record(
         {
             "job_id": s.job_id,

@@ -18,11 +18,13 @@ from peerfarm.core.state import (
     CHUNK_DONE,
     CHUNK_FAILED,
     CLAIMED,
+    DOWN,
     JOB_DONE,
     JOB_FAILED,
     LEFT,
     MAX_ATTEMPTS,
     PENDING,
+    UP,
     Chunk,
     Job,
     Peer,
@@ -36,22 +38,34 @@ def reduce(state: State, action: a.Action) -> State:
 
 def _peer_joined(state: State, action: a.Action) -> State:
     p = action.payload
-    peer = Peer(p["name"], p["address"], p["slots"], p["renders"])
+    peer = Peer(p["name"], p["address"], p["slots"], p["renders"], UP, action.seq)
     return state._replace(peers=state.peers.set(action.origin, peer))
 
 
 def _peer_left(state: State, action: a.Action) -> State:
-    peer = state.peers.get(action.origin)
+    return _peer_gone(state, action.origin, LEFT)
+
+
+def _peer_down(state: State, action: a.Action) -> State:
+    node_id = action.payload["node_id"]
+    peer = state.peers.get(node_id)
+    if peer is None or peer.state != UP or peer.incarnation != action.payload["incarnation"]:
+        return state  # already gone, or it rejoined since: the declaration is stale
+    return _peer_gone(state, node_id, DOWN)
+
+
+def _peer_gone(state: State, node_id: str, how: str) -> State:
+    """Mark a peer left/down and give its claimed chunks back to the pool."""
+    peer = state.peers.get(node_id)
     if peer is not None:
-        state = state._replace(peers=state.peers.set(action.origin, peer._replace(state=LEFT)))
-    # Give the leaver's claims back to the pool.
+        state = state._replace(peers=state.peers.set(node_id, peer._replace(state=how)))
     jobs = state.jobs
     for job_id, job in state.jobs.items():
         if job.state != ACTIVE:
             continue
         chunks = job.chunks
         for index, chunk in job.chunks.items():
-            if chunk.state == CLAIMED and chunk.claim_origin == action.origin:
+            if chunk.state == CLAIMED and chunk.claim_origin == node_id:
                 chunks = chunks.set(index, chunk._replace(state=PENDING))
         if chunks is not job.chunks:
             jobs = jobs.set(job_id, job._replace(chunks=chunks))
@@ -180,6 +194,7 @@ def _cancel_job(state: State, action: a.Action) -> State:
 _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.PEER_JOINED: _peer_joined,
     a.PEER_LEFT: _peer_left,
+    a.PEER_DOWN: _peer_down,
     a.NEW_JOB: _new_job,
     a.CLAIM_CHUNK: _claim_chunk,
     a.DONE: _done,

@@ -28,6 +28,7 @@ CANCELLED = "cancelled"
 # Peer states.
 UP = "up"
 LEFT = "left"
+DOWN = "down"
 
 MAX_ATTEMPTS = 3
 
@@ -98,6 +99,7 @@ class Peer(NamedTuple):
     slots: int
     renders: bool
     state: str = UP
+    incarnation: int = 0  # seq of the PEER_JOINED that made it up: fences PEER_DOWN
 
 
 class State(NamedTuple):

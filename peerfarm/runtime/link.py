@@ -37,6 +37,7 @@ class Link:
         self.peer_role = ""
         self.peer_address = ""  # where the peer listens
         self.closed = trio.Event()
+        self.last_heard = trio.current_time()  # when anything last arrived from the peer
         self._decoder = FrameDecoder()
         self._inbox: deque[dict[str, Any]] = deque()
         self._send_lock = trio.Lock()
@@ -62,6 +63,7 @@ class Link:
             if not data:
                 return None
             self._inbox.extend(self._decoder.feed(data))
+            self.last_heard = trio.current_time()
         return parse_message(self._inbox.popleft())
 
     def queue_actions(self, wire_actions: list[dict[str, Any]]) -> None:

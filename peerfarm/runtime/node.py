@@ -28,7 +28,7 @@ import trio
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action, InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
-from peerfarm.core.state import CANCELLED, LEFT, UP, Job
+from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
 from peerfarm.jobspec import SubmitError, build_new_job, safe_name
 from peerfarm.runtime import store
 from peerfarm.runtime.link import HandshakeError, Link
@@ -38,6 +38,8 @@ from peerfarm.wire.messages import PROTOCOL_VERSION, MessageError, message
 log = logging.getLogger(__name__)
 
 ANTI_ENTROPY_INTERVAL = 2.0
+RECONNECT_GRACE = 0.5  # a lost link not re-established within this: the peer is down
+DETECT_INTERVAL = 0.1
 SYNC_TIMEOUT = 3.0
 MAX_BACKOFF = 5.0
 LEAVE_TIMEOUT = 3.0
@@ -56,6 +58,7 @@ class NodeConfig:
     renders: bool = True
     role: str = "node"  # "node" or "bootstrap"
     advertise: str = ""  # address peers should dial; default: the listen address
+    peer_timeout: float = 3.0  # silent this long: down (half of it: suspect)
 
 
 def format_address(host: str, port: int) -> str:
@@ -87,6 +90,10 @@ class Node:
         self.synced = trio.Event()
         self._changed = trio.Event()
         self._stop_requested = trio.Event()
+        self._stop_now = trio.Event()
+        self._started_at = 0.0
+        self._lost_at: dict[str, float] = {}  # peer id -> when its link was lost
+        self._declared_down: dict[str, int] = {}  # peer id -> incarnation we declared down
         self._stopped = trio.Event()
         self._flush_ready = trio.Event()
         self._flushed = trio.Event()
@@ -108,6 +115,7 @@ class Node:
         from peerfarm.runtime.worker import Worker
 
         await self._load()
+        self._started_at = trio.current_time()
         host, port = self.config.listen
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
@@ -124,6 +132,7 @@ class Node:
             nursery.start_soon(trio.serve_listeners, self._handle_inbound, listeners)
             nursery.start_soon(self._flusher)
             nursery.start_soon(self._anti_entropy)
+            nursery.start_soon(self._heartbeats)
             for peer_id in list(self.kwl):
                 self._ensure_dialing(peer_id)
             for bootstrap in self.config.bootstraps:
@@ -139,7 +148,10 @@ class Node:
         self._stopped.set()
 
     def request_stop(self) -> None:
-        """Stop gracefully: stop claiming, release chunks in flight, announce leaving, exit."""
+        """First call: stop claiming, finish the chunks in flight, announce leaving, exit.
+        Second call: kill the renderers, release their chunks, exit at once."""
+        if self._stop_requested.is_set():
+            self._stop_now.set()
         self._stop_requested.set()
 
     @property
@@ -202,7 +214,7 @@ class Node:
                     "name": replicated.name if replicated else known.get("name", ""),
                     "address": known.get("address") or (replicated.address if replicated else ""),
                     "connected": link is not None and not link.closed.is_set(),
-                    "state": replicated.state if replicated else "unknown",
+                    "state": self._peer_state(replicated.state if replicated else "", peer_id),
                     "renders": replicated.renders if replicated else None,
                     "slots": replicated.slots if replicated else None,
                 }
@@ -239,6 +251,13 @@ class Node:
             "jobs": jobs,
             "worker": self.worker.status() if self.worker else None,
         }
+
+    def _peer_state(self, replicated: str, peer_id: str) -> str:
+        if replicated == LEFT:
+            return LEFT
+        if not self._started_at:
+            return "unknown"
+        return self.peer_health(peer_id)
 
     def link_to(self, peer_id: str) -> Link | None:
         link = self.links.get(peer_id)
@@ -303,12 +322,13 @@ class Node:
         if self.worker is not None:
             self._nursery.start_soon(self.worker.run)
         self._nursery.start_soon(self.collector.run)
+        self._nursery.start_soon(self._failure_detector)
 
     def _announce(self) -> None:
         me = self.state.peers.get(self.node_id)
         slots = self.config.slots if self.config.renders else 0
         wanted = (self.name, self.address, slots, self.config.renders, UP)
-        if me is None or tuple(me) != wanted:
+        if me is None or tuple(me)[:5] != wanted:
             self.emit(
                 act.PEER_JOINED,
                 {
@@ -322,8 +342,22 @@ class Node:
     async def _leave(self) -> None:
         self.stopping = True
         self._notify_change()
-        if self.worker is not None:
-            await self.worker.stop()
+        if self.worker is not None and self.worker.renders:
+            log.info(
+                "stopping: finishing %d chunk(s) in flight (stop again to stop at once)",
+                len(self.worker.renders),
+            )
+            async with trio.open_nursery() as nursery:
+
+                async def finish() -> None:
+                    await self.worker.finish_in_flight()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(finish)
+                await self._stop_now.wait()
+                log.info("stopping at once: killing renderers, releasing their chunks")
+                await self.worker.abort()
+                nursery.cancel_scope.cancel()
         me = self.state.peers.get(self.node_id)
         if me is not None and me.state != LEFT:
             self.emit(act.PEER_LEFT, {})
@@ -487,6 +521,7 @@ class Node:
             await link.close()
             return link.peer_id
         if mesh:
+            self._lost_at.pop(link.peer_id, None)
             log.info("linked with %s %s", link.peer_role, link.describe())
             self._remember_peer(link)
             self._notify_change()
@@ -499,6 +534,7 @@ class Node:
             await link.close()
             if self.links.get(link.peer_id) is link:
                 del self.links[link.peer_id]
+                self._lost_at[link.peer_id] = trio.current_time()
                 if mesh:
                     log.info("link to %s closed", link.describe())
                     self._notify_change()
@@ -554,6 +590,60 @@ class Node:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
 
+    async def _heartbeats(self) -> None:
+        """A HEARTBEAT on every link a few times per timeout, so silence means trouble."""
+        while True:
+            await trio.sleep(self.config.peer_timeout / 3)
+            for link in list(self.links.values()):
+                try:
+                    await link.send(message("HEARTBEAT"))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+
+    def peer_health(self, peer_id: str) -> str:
+        """This node's view of a peer: up, suspect or down (clock-based, never replicated)."""
+        now = trio.current_time()
+        timeout = self.config.peer_timeout
+        link = self.link_to(peer_id)
+        if link is not None:
+            silent = now - link.last_heard
+            return "down" if silent > timeout else "suspect" if silent > timeout / 2 else "up"
+        lost = self._lost_at.get(peer_id)
+        if lost is not None:
+            return "down" if now - lost > RECONNECT_GRACE else "suspect"
+        # Never linked since we started (e.g. after a power cut): give it the full timeout.
+        return "down" if now - self._started_at > timeout else "suspect"
+
+    async def _failure_detector(self) -> None:
+        """Turn what the clock says about peers into actions (reducers never read clocks).
+
+        A peer that is up in the replicated state but down to us is declared down
+        (PEER_DOWN), once per incarnation; its claims go back to the pool. If we
+        are the one declared down (we were frozen or cut off), we rejoin with
+        our own identity.
+        """
+        while True:
+            await trio.sleep(DETECT_INTERVAL)
+            if self.stopping:
+                continue
+            for peer_id, peer in list(self.state.peers.items()):
+                if peer_id == self.node_id or peer.state != UP:
+                    continue
+                if self._declared_down.get(peer_id) == peer.incarnation:
+                    continue
+                if self.peer_health(peer_id) == "down":
+                    log.warning(
+                        "peer %s (%s) is down; its chunks go back to the pool",
+                        peer.name,
+                        peer_id[:8],
+                    )
+                    self._declared_down[peer_id] = peer.incarnation
+                    self.emit(act.PEER_DOWN, {"node_id": peer_id, "incarnation": peer.incarnation})
+            me = self.state.peers.get(self.node_id)
+            if me is not None and me.state == DOWN:
+                log.warning("the farm declared this node down; rejoining")
+                self._announce()
+
     async def _dispatch(self, link: Link, msg: dict[str, Any]) -> None:
         kind = msg["type"]
         mesh = link.peer_role != "client"
@@ -576,6 +666,8 @@ class Node:
                 if kind == "FRAME":
                     waiter[1].append(msg["data"])
                 waiter[0].set()
+        elif kind == "HEARTBEAT":
+            pass  # receiving anything refreshes link.last_heard
         elif kind == "ERROR":
             log.warning("%s reports an error: %s", link.describe(), msg["message"])
         elif kind in ("SUBMIT", "STATUS", "CANCEL"):

@@ -21,7 +21,7 @@ import trio
 
 from peerfarm.core import actions as act
 from peerfarm.core.scheduler import pick_chunk
-from peerfarm.core.state import ACTIVE, CLAIMED, Job
+from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, Job
 from peerfarm.jobspec import safe_name
 from peerfarm.runtime.store import write_atomically
 
@@ -72,8 +72,14 @@ class Worker:
                 self._fill_slots(nursery)
                 await self.node.wait_for_change()
 
-    async def stop(self) -> None:
-        """Graceful stop for now: stop claiming, stop renders, give their chunks back."""
+    async def finish_in_flight(self) -> None:
+        """Graceful stop: claim nothing more and wait for the renders in flight."""
+        self._claiming = False
+        while self.renders:
+            await self.node.wait_for_change(0.1)
+
+    async def abort(self) -> None:
+        """Emergency stop: kill the renderers and give their chunks back to the pool."""
         self._claiming = False
         for render in list(self.renders.values()):
             render.stop_reason = "node stopping"
@@ -106,17 +112,21 @@ class Worker:
         )
 
     def _stop_lost_claims(self) -> None:
+        """Stop renders nobody needs from us: the job ended, the chunk is done, or
+        another node holds it (it won a claim race, or took the chunk over after we
+        were declared down). A chunk released from us and not yet taken keeps
+        rendering: its DONE still counts."""
         for render in self.renders.values():
-            job = self.node.state.jobs[render.job_id]
-            if render.cancel_scope.cancel_called or self._holds(
-                job, render.chunk, render.claim_seq
-            ):
+            if render.cancel_scope.cancel_called:
                 continue
+            job = self.node.state.jobs[render.job_id]
             chunk = job.chunk(render.chunk)
             if job.state != ACTIVE:
                 render.stop_reason = f"job {job.state}"
-            elif chunk.state == CLAIMED:
+            elif chunk.state == CLAIMED and chunk.claim_origin != self.node.node_id:
                 render.stop_reason = f"claim lost to {chunk.claim_origin[:8]}"
+            elif chunk.state in (CLAIMED, PENDING):
+                continue  # ours, or released and still free
             else:
                 render.stop_reason = f"chunk {chunk.state}"
             log.info(

@@ -41,6 +41,8 @@ SCHEMAS: dict[str, s.Check] = {
     # Replication.
     "ACTIONS": s.record({"actions": s.list_of(_action, MAX_BATCH)}),
     "VV": s.record({"vv": _vv, "digest": s.text(64)}),
+    # Liveness: sent on every link a few times per peer timeout.
+    "HEARTBEAT": s.record({}),
     # Joining through a bootstrap server.
     "JOIN": s.record({}),
     "JOIN_REPLY": s.record(

@@ -1,0 +1,91 @@
+"""Fault tolerance with real processes on loopback: nodes killed, frozen and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+from factories import demo_spec
+from farmtools import job_of, logs, start_farm, start_node, status, submit, wait_until
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGSTOP/SIGKILL")
+
+
+def test_killed_frozen_and_restarted_workers(tmp_path):
+    """Bootstrap server + 4 nodes; SIGKILL the bootstrap server and one worker
+    mid-job, SIGSTOP another for 8 s, restart the killed worker: the job
+    completes with every frame in the output folder once and equal digests."""
+    farm, bootstrap_proc, bootstrap, nodes = start_farm(tmp_path, nodes=4)
+    out = tmp_path / "out"
+    procs = dict(zip(nodes, farm.procs[1:], strict=True))
+    try:
+        wait_until(
+            "a full mesh",
+            lambda: all(sum(p["connected"] for p in status(n)["peers"]) == 4 for n in nodes),
+            30,
+        )
+        killed_id = status(nodes[1])["node_id"]
+        frozen_id = status(nodes[2])["node_id"]
+        job_id = submit(nodes[0], demo_spec(out, frames=(1, 48), chunk=2, size=(320, 240)))
+        wait_until(
+            "the first frames",
+            lambda: job_of(status(nodes[0]), job_id).get("frames_done", 0) >= 4,
+            120,
+        )
+
+        bootstrap_proc.kill()
+        procs[nodes[1]].kill()
+        os.kill(procs[nodes[2]].pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+
+        def peer_state(observer, node_id):
+            return next((p["state"] for p in status(observer)["peers"] if p["id"] == node_id), "")
+
+        wait_until(
+            "the killed node declared down", lambda: peer_state(nodes[0], killed_id) == "down", 5
+        )
+        wait_until(
+            "the frozen node declared down", lambda: peer_state(nodes[0], frozen_id) == "down", 8
+        )
+        # Their claims went back to the pool: nothing is claimed by them now.
+        time.sleep(max(0.0, 8 - (time.monotonic() - frozen_at)))
+        os.kill(procs[nodes[2]].pid, signal.SIGCONT)
+        _, restarted = start_node(farm, tmp_path, 2, bootstrap)
+        assert status(restarted)["node_id"] == killed_id  # same identity after restart
+        live = [nodes[0], restarted, nodes[2], nodes[3]]
+
+        wait_until(
+            "every frame in the output folder",
+            lambda: job_of(status(nodes[0]), job_id).get("complete"),
+            240,
+        )
+        frames = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+        assert frames == [f"demo_{i:04d}.png" for i in range(1, 49)]
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+        def converged():
+            sts = [status(n) for n in live]
+            return len({s["state_digest"] for s in sts}) == 1 and all(
+                job_of(s, job_id).get("frames_done") == 48 for s in sts
+            )
+
+        wait_until("equal digests on every live node", converged, 30)
+        # The frozen and the restarted node rejoined with their own identities.
+        for node_id in (killed_id, frozen_id):
+            wait_until(
+                "rejoined peers seen up", lambda n=node_id: peer_state(nodes[3], n) == "up", 15
+            )
+        job = job_of(status(nodes[3]), job_id)
+        assert job["frame_renders"] >= 48
+        print(f"frame_renders {job['frame_renders']} for 48 frames")
+    except BaseException:
+        print(logs(tmp_path))
+        raise
+    finally:
+        for proc in farm.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+        farm.stop()
