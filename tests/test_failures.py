@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -88,4 +89,37 @@ def test_killed_frozen_and_restarted_workers(tmp_path):
         for proc in farm.procs:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)
+        farm.stop()
+
+
+def test_cancel_reaches_the_renderers_on_every_node(tmp_path):
+    farm, _, _, nodes = start_farm(tmp_path, nodes=2)
+    try:
+        job_id = submit(
+            nodes[0], demo_spec(tmp_path / "out", frames=(1, 40), chunk=10, size=(640, 480))
+        )
+        wait_until(
+            "both nodes rendering", lambda: all(status(n)["worker"]["rendering"] for n in nodes), 30
+        )
+        cli = subprocess.run(
+            [sys.executable, "-m", "peerfarm", "cancel", job_id, "--node", nodes[1]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert cli.returncode == 0, cli.stderr
+        wait_until(
+            "no renderer running anywhere",
+            lambda: not any(status(n)["worker"]["rendering"] for n in nodes),
+            10,
+        )
+        assert all(job_of(status(n), job_id)["state"] == "cancelled" for n in nodes)
+        again = subprocess.run(
+            [sys.executable, "-m", "peerfarm", "cancel", job_id, "--node", nodes[0]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 1 and "already cancelled" in again.stderr
+    finally:
         farm.stop()
