@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB")
     p.add_argument("--node", required=True, metavar="HOST:PORT")
 
+    p = sub.add_parser("logs", help="show the renderer output of a job's chunks")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument(
+        "--frame",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the chunk holding this frame (default: chunks that failed)",
+    )
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
     p = sub.add_parser("demo", help="start a small farm on this machine and render builtin:demo")
     p.add_argument("--nodes", type=int, default=3, metavar="N", help="worker nodes (default 3)")
     p.add_argument("--frames", type=int, default=24, metavar="N", help="frames (default 24)")
@@ -168,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return trio.run(status, args)
         if args.command == "cancel":
             return trio.run(cancel, args)
+        if args.command == "logs":
+            return trio.run(show_logs, args)
         if args.command == "demo":
             from peerfarm.demo import run_demo
 
@@ -330,4 +343,19 @@ async def cancel(args: argparse.Namespace) -> int:
     async with NodeClient(args.node) as client:
         await client.cancel(args.job_id)
     print(f"job {args.job_id} cancelled")
+    return 0
+
+
+async def show_logs(args: argparse.Namespace) -> int:
+    async with NodeClient(args.node) as client:
+        logs = await client.logs(args.job_id, args.frame)
+    if not logs:
+        print(f"no renderer logs for job {args.job_id} yet (nothing rendered or failed)")
+    for entry in logs:
+        a, b = entry["frames"]
+        where = entry["node_name"] or entry["node_id"][:8]
+        note = ", failed here" if entry["failed_here"] else ""
+        print(f"== chunk {entry['chunk']} (frames {a}-{b}, {entry['state']}) on {where}{note} ==")
+        print(entry["text"].rstrip() or "(empty)")
+        print()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -121,5 +122,81 @@ def test_cancel_reaches_the_renderers_on_every_node(tmp_path):
             timeout=60,
         )
         assert again.returncode == 1 and "already cancelled" in again.stderr
+    finally:
+        farm.stop()
+
+
+FAILING_SCENE = {
+    "format": "peerfarm-scene/1",
+    "comment": "Frame 5 (clock 0.5) has a negative radius: the renderer fails on it, only.",
+    "animation": {"initial_frame": 1, "final_frame": 9, "initial_clock": 0, "final_clock": 1},
+    "camera": {"position": [0, 1, 5], "look_at": [0, 0.5, 0]},
+    "lights": [{"position": [3, 5, 3]}],
+    "objects": [
+        {
+            "type": "sphere",
+            "center": [0, 0.5, 0],
+            "radius": "0.5 - 40 * max(0, 0.05 - abs(clock - 0.5))",
+        },
+    ],
+}
+
+
+def test_a_failing_frame_is_retried_on_three_nodes_then_fails_the_job(tmp_path):
+    farm, _, _, nodes = start_farm(tmp_path, nodes=3)
+    scene = tmp_path / "failing.json"
+    scene.write_text(json.dumps(FAILING_SCENE))
+    try:
+        wait_until(
+            "a full mesh",
+            lambda: all(sum(p["connected"] for p in status(n)["peers"]) == 3 for n in nodes),
+            30,
+        )
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "peerfarm",
+                "submit",
+                str(scene),
+                "--node",
+                nodes[0],
+                "--chunk",
+                "1",
+                "--size",
+                "32x24",
+                "--output",
+                str(tmp_path / "out"),
+                "--wait",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert cli.returncode == 1, cli.stdout + cli.stderr
+        job_id = cli.stdout.splitlines()[0]
+        assert f"job {job_id} failed: frames 5-5 failed 3 times on 3 node(s)" in cli.stderr
+        assert "radius" in cli.stderr  # the renderer's own words reach the user
+        logs_cli = subprocess.run(
+            [sys.executable, "-m", "peerfarm", "logs", job_id, "--frame", "5", "--node", nodes[1]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert logs_cli.returncode == 0, logs_cli.stderr
+        # One log per node it failed on, fetched from the node that made it.
+        assert logs_cli.stdout.count("failed here") == 3
+        assert logs_cli.stdout.count("radius") >= 3
+        names = {f"node-{i}" for i in (1, 2, 3)}
+        assert all(f"on {n}, failed here" in logs_cli.stdout for n in names)
+        # Frames that rendered are not lost.
+        wait_until(
+            "rendered frames in the output folder",
+            lambda: (tmp_path / "out" / "failing_0001.png").exists(),
+            20,
+        )
+    except BaseException:
+        print(logs(tmp_path))
+        raise
     finally:
         farm.stop()

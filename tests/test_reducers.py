@@ -60,18 +60,32 @@ def test_release_only_by_the_holder():
     assert state.jobs["job1"].chunk(0).epoch == 1
 
 
-def test_three_failures_fail_the_job():
-    actions = [JOB]
-    seq = 0
+def farm_log(*renderers: str) -> ActionLog:
+    """A log where these nodes joined as renderers and A submitted job1 (8 frames, chunks of 2)."""
+    log = ActionLog()
+    for node in renderers:
+        payload = {"name": node[:1], "address": "h:1", "slots": 1, "renders": True}
+        log.add(log.create(node, "PEER_JOINED", payload))
+    log.add(log.create(A, "NEW_JOB", new_job_payload(frames=(1, 8), chunk=2)))
+    return log
+
+
+def fail(log: ActionLog, node: str, chunk: int, error: str) -> None:
+    claim_action = log.create(node, "CLAIM_CHUNK", {"job_id": "job1", "chunk": chunk})
+    log.add(claim_action)
+    payload = {"job_id": "job1", "chunk": chunk, "claim_seq": claim_action.seq, "error": error}
+    log.add(log.create(node, "CHUNK_FAILED", payload))
+
+
+def test_a_lone_node_retries_three_times_then_the_job_fails():
+    log = farm_log(B)
     for n in range(3):
-        seq += 1
-        actions.append(claim(B, seq, 2 * seq))
-        seq += 1
-        actions.append(ref("CHUNK_FAILED", B, seq, 2 * seq + 1, seq - 1, error=f"crash {n}"))
-    job = farm(*actions).jobs["job1"]
+        assert log.state.jobs["job1"].state == "active"
+        fail(log, B, 0, f"crash {n}")
+    job = log.state.jobs["job1"]
     assert job.state == "failed" and job.chunk(0).attempts == 3
-    assert "frames 1-2 failed 3 times: crash 2" in job.error
-    assert pick_chunk(farm(*actions), B) is None
+    assert "frames 1-2 failed 3 times on 1 node(s): crash 2" in job.error
+    assert pick_chunk(log.state, B) is None
 
 
 def test_cancel_stops_claims_and_done():
@@ -166,3 +180,25 @@ def test_invalid_actions_are_refused_with_a_reason(mutate, reason):
 
 def test_valid_action_round_trips():
     assert validate_action(JOB.to_wire()) == JOB
+
+
+def test_a_failing_chunk_moves_to_other_nodes_and_fails_after_three():
+    log = farm_log(A, B, C)
+    for node in (B, C, A):
+        fail(log, node, 0, "segv")
+        if node != A:
+            # the node that failed it does not take chunk 0 again while others can
+            others_busy = {("job1", i) for i in (1, 2, 3)}
+            assert pick_chunk(log.state, node, busy=others_busy) is None
+    job = log.state.jobs["job1"]
+    assert job.state == "failed" and job.chunk(0).failed_on == (B, C, A)
+    assert "failed 3 times on 3 node(s): segv" in job.error
+
+
+def test_a_node_failing_three_chunks_of_a_job_stops_taking_it():
+    log = farm_log(B, C)
+    for chunk in range(3):
+        fail(log, B, chunk, "x")
+    assert log.state.jobs["job1"].state == "active"
+    assert pick_chunk(log.state, B) is None  # blocklisted for this job
+    assert pick_chunk(log.state, C) is not None

@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 import msgpack
+from immutables import Map
 
 from peerfarm.core.state import State
 
@@ -15,7 +16,11 @@ def canonical(state: State) -> list[Any]:
     jobs = []
     for job_id in sorted(state.jobs):
         job = state.jobs[job_id]
-        fields = [v for k, v in zip(job._fields, job, strict=True) if k != "chunks"]
+        fields = [
+            sorted(v.items()) if isinstance(v, Map) else v
+            for k, v in zip(job._fields, job, strict=True)
+            if k != "chunks"
+        ]
         chunks = [[i, list(job.chunks[i])] for i in sorted(job.chunks)]
         jobs.append([job_id, fields, chunks])
     peers = [[node_id, list(state.peers[node_id])] for node_id in sorted(state.peers)]

@@ -23,12 +23,14 @@ from peerfarm.core.state import (
     JOB_FAILED,
     LEFT,
     MAX_ATTEMPTS,
+    MAX_FAILING_NODES,
     PENDING,
     UP,
     Chunk,
     Job,
     Peer,
     State,
+    able_renderers,
 )
 
 
@@ -163,23 +165,34 @@ def _release_chunk(state: State, action: a.Action) -> State:
 
 
 def _chunk_failed(state: State, action: a.Action) -> State:
+    """A failed render goes back to the pool for another node; the chunk fails for
+    good once it failed on MAX_FAILING_NODES different nodes (or MAX_ATTEMPTS times
+    when no other node could take it), and with it the job."""
     target = _chunk_target(state, action)
     if target is None or not _holds(target[1], action):
         return state
     job, chunk = target
     index = action.payload["chunk"]
+    origin = action.origin
     attempts = chunk.attempts + 1
     error = action.payload["error"]
-    if attempts < MAX_ATTEMPTS:
-        retry = chunk._replace(state=PENDING, attempts=attempts, error=error)
-        return _put(state, job._replace(chunks=job.chunks.set(index, retry)))
-    failed = chunk._replace(state=CHUNK_FAILED, attempts=attempts, error=error)
+    failed_on = chunk.failed_on if origin in chunk.failed_on else (*chunk.failed_on, origin)
+    job = job._replace(failures=job.failures.set(origin, job.failures.get(origin, 0) + 1))
+    chunk = chunk._replace(attempts=attempts, error=error, failed_on=failed_on)
+    able = able_renderers(state, job)  # blocklisted nodes are not able
+    others = [n for n in able if n not in failed_on]
+    may_retry_here = origin in able and attempts < MAX_ATTEMPTS  # when no one else can
+    if len(failed_on) < MAX_FAILING_NODES and (others or may_retry_here):
+        return _put(
+            state, job._replace(chunks=job.chunks.set(index, chunk._replace(state=PENDING)))
+        )
     frames = job.frames_of(index)
-    job = job._replace(chunks=job.chunks.set(index, failed))
+    job = job._replace(chunks=job.chunks.set(index, chunk._replace(state=CHUNK_FAILED)))
     if job.state == ACTIVE:
         job = job._replace(
             state=JOB_FAILED,
-            error=f"frames {frames.start}-{frames.stop - 1} failed {attempts} times: {error}",
+            error=f"frames {frames.start}-{frames.stop - 1} failed {attempts} times "
+            f"on {len(failed_on)} node(s): {error}",
         )
     return _put(state, job)
 

@@ -1,17 +1,18 @@
 """Which chunk a node should claim next: a pure decision over the state.
 
 Policy (simple for now): the highest-priority, oldest active job with a pending
-chunk. To keep idle nodes from all reaching for the same chunk at once, each
-rendering node starts its search at its own share of the chunk range (its rank
-among rendering peers); concurrent claims that still collide are settled by the
-reducer, and the loser simply asks again.
+chunk, skipping jobs this node is blocklisted for and chunks that failed here
+while another node could try them. To keep idle nodes from all reaching for the
+same chunk at once, each rendering node starts its search at its own share of
+the chunk range (its rank among rendering peers); concurrent claims that still
+collide are settled by the reducer, and the loser simply asks again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container
 
-from peerfarm.core.state import ACTIVE, PENDING, UP, Job, State
+from peerfarm.core.state import ACTIVE, PENDING, UP, Job, State, able_renderers
 
 
 def job_order(state: State) -> list[Job]:
@@ -41,10 +42,17 @@ def pick_chunk(
     for job in job_order(state):
         if job.id in skip_jobs:
             continue
+        if not job.takes(node_id):
+            continue  # this node failed too many of its chunks
         total = job.chunk_total
         start = (rank * total) // renderers
         for step in range(total):
             index = (start + step) % total
-            if job.chunk(index).state == PENDING and (job.id, index) not in busy:
-                return job.id, index
+            chunk = job.chunk(index)
+            if chunk.state != PENDING or (job.id, index) in busy:
+                continue
+            # A chunk that failed here goes to another node, if any other can take it.
+            if node_id in chunk.failed_on and able_renderers(state, job, chunk.failed_on):
+                continue
+            return job.id, index
     return None

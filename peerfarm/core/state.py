@@ -30,7 +30,9 @@ UP = "up"
 LEFT = "left"
 DOWN = "down"
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # failed renders of a chunk before it fails, when no other node can try
+MAX_FAILING_NODES = 3  # a chunk that failed on this many different nodes fails the job
+MAX_JOB_FAILURES_PER_NODE = 3  # a node that failed this many chunks of a job stops taking it
 
 
 class Chunk(NamedTuple):
@@ -40,7 +42,8 @@ class Chunk(NamedTuple):
     epoch: int = 0  # claims this chunk has won so far: the fencing token
     done_by: str = ""  # node that holds the rendered frames
     attempts: int = 0  # failed renders
-    error: str = ""
+    error: str = ""  # the last failure's renderer output
+    failed_on: tuple[str, ...] = ()  # nodes it failed on, in order
 
 
 PENDING_CHUNK = Chunk()
@@ -67,6 +70,7 @@ class Job(NamedTuple):
     frames_done: int = 0
     frame_renders: int = 0  # frame renders started, duplicates included
     error: str = ""
+    failures: Map = Map()  # node id -> chunks of this job it failed
 
     @property
     def chunk_total(self) -> int:
@@ -84,6 +88,10 @@ class Job(NamedTuple):
 
     def chunk_of_frame(self, frame: int) -> int:
         return (frame - self.frame_start) // self.chunk_size
+
+    def takes(self, node_id: str) -> bool:
+        """False once the node failed too many chunks of this job (it is blocklisted)."""
+        return self.failures.get(node_id, 0) < MAX_JOB_FAILURES_PER_NODE
 
     @property
     def display_state(self) -> str:
@@ -108,3 +116,12 @@ class State(NamedTuple):
 
 
 EMPTY_STATE = State()
+
+
+def able_renderers(state: State, job: Job, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Rendering peers that are up and may take chunks of this job."""
+    return sorted(
+        n
+        for n, p in state.peers.items()
+        if p.renders and p.state == UP and n not in exclude and job.takes(n)
+    )

@@ -83,5 +83,11 @@ class NodeClient:
     async def submit(self, job: dict[str, Any]) -> str:
         return (await self.request(message("SUBMIT", job=job)))["job_id"]
 
+    async def logs(self, job_id: str, frame: int | None = None) -> list[dict[str, Any]]:
+        request = message("LOGS", job_id=job_id)
+        if frame is not None:
+            request["frame"] = frame
+        return (await self.request(request))["logs"]
+
     async def cancel(self, job_id: str) -> None:
         await self.request(message("CANCEL", job_id=job_id))

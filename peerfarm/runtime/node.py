@@ -32,6 +32,7 @@ from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
 from peerfarm.jobspec import SubmitError, build_new_job, safe_name
 from peerfarm.runtime import store
 from peerfarm.runtime.link import HandshakeError, Link
+from peerfarm.runtime.renderer_logs import collect_logs, read_log_tail
 from peerfarm.wire.framing import ProtocolError
 from peerfarm.wire.messages import PROTOCOL_VERSION, MessageError, message
 
@@ -103,7 +104,9 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._dialing: set[str] = set()  # node ids / bootstrap addresses with a dial loop
         self._join_vv: dict[str, int] | None = None
-        self._frame_waiters: dict[tuple[str, int], tuple[trio.Event, list[Any]]] = {}
+        # Requests to peers awaiting their answer: key -> (answered, [answer message]).
+        # key: (peer id, kind, job id, frame or chunk)
+        self._waiters: dict[tuple[str, str, str, int], tuple[trio.Event, list[dict[str, Any]]]] = {}
         self.worker: Any = None
         self.collector: Any = None
 
@@ -263,24 +266,35 @@ class Node:
         link = self.links.get(peer_id)
         return link if link is not None and not link.closed.is_set() else None
 
-    async def fetch_frame(self, holder: str, job_id: str, frame: int) -> bytes | None:
-        """Ask the node that rendered a frame for its bytes (None if unavailable now)."""
-        link = self.link_to(holder)
+    async def ask(
+        self, peer_id: str, request: dict[str, Any], key: tuple[str, str, int], timeout: float
+    ) -> dict[str, Any] | None:
+        """Send a request to a peer and wait for the answer with the same key
+        (None if the peer is not linked or does not answer in time)."""
+        link = self.link_to(peer_id)
         if link is None:
             return None
-        key = (job_id, frame)
-        waiter = self._frame_waiters.get(key)
-        if waiter is None:
-            waiter = self._frame_waiters[key] = (trio.Event(), [])
+        full_key = (peer_id, *key)
+        waiter = self._waiters.setdefault(full_key, (trio.Event(), []))
         try:
-            await link.send(message("GET_FRAME", job_id=job_id, frame=frame))
-            with trio.move_on_after(FRAME_FETCH_TIMEOUT):
+            await link.send(request)
+            with trio.move_on_after(timeout):
                 await waiter[0].wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return None
         finally:
-            self._frame_waiters.pop(key, None)
+            self._waiters.pop(full_key, None)
         return waiter[1][0] if waiter[1] else None
+
+    async def fetch_frame(self, holder: str, job_id: str, frame: int) -> bytes | None:
+        """Ask the node that rendered a frame for its bytes (None if unavailable now)."""
+        request = message("GET_FRAME", job_id=job_id, frame=frame)
+        reply = await self.ask(holder, request, ("frame", job_id, frame), FRAME_FETCH_TIMEOUT)
+        return reply["data"] if reply is not None and reply["type"] == "FRAME" else None
+
+    def chunk_log_path(self, job_id: str, chunk: int) -> Path:
+        """Where this node keeps the renderer output of its runs of one chunk."""
+        return self.data_dir / "logs" / job_id / f"chunk-{chunk}.log"
 
     # -- start-up and shut-down -------------------------------------------------------
 
@@ -660,12 +674,26 @@ class Node:
             self._check_synced()
         elif kind == "GET_FRAME":
             await self._serve_frame(link, msg["job_id"], msg["frame"])
-        elif kind == "FRAME" or kind == "FRAME_MISSING":
-            waiter = self._frame_waiters.get((msg["job_id"], msg["frame"]))
-            if waiter is not None:
-                if kind == "FRAME":
-                    waiter[1].append(msg["data"])
+        elif kind in ("FRAME", "FRAME_MISSING", "LOG"):
+            if kind == "LOG":
+                key = (link.peer_id, "log", msg["job_id"], msg["chunk"])
+            else:
+                key = (link.peer_id, "frame", msg["job_id"], msg["frame"])
+            waiter = self._waiters.get(key)
+            if waiter is not None and not waiter[0].is_set():
+                waiter[1].append(msg)
                 waiter[0].set()
+        elif kind == "GET_LOG":
+            text = await trio.to_thread.run_sync(
+                read_log_tail, self.chunk_log_path(msg["job_id"], msg["chunk"])
+            )
+            await link.send(message("LOG", job_id=msg["job_id"], chunk=msg["chunk"], text=text))
+        elif kind == "LOGS" and not mesh:
+            try:
+                logs = await collect_logs(self, msg["job_id"], msg.get("frame"))
+                await link.send(message("LOGS_REPLY", logs=logs))
+            except SubmitError as exc:
+                await link.send(message("REFUSED", message=str(exc)))
         elif kind == "HEARTBEAT":
             pass  # receiving anything refreshes link.last_heard
         elif kind == "ERROR":

@@ -169,7 +169,7 @@ class Worker:
         """Run one renderer process for the whole chunk; (ok, error text)."""
         node = self.node
         scene_file = node.data_dir / "scenes" / f"{job.id}.json"
-        log_file = node.data_dir / "logs" / job.id / f"chunk-{render.chunk}.log"
+        log_file = node.chunk_log_path(job.id, render.chunk)
         out_dir = node.data_dir / "frames" / job.id
         await trio.to_thread.run_sync(_prepare, scene_file, job.scene, log_file, out_dir)
         frames = render.frames

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from peerfarm.core import schema as s
-from peerfarm.core.actions import MAX_FRAME
+from peerfarm.core.actions import MAX_CHUNKS, MAX_FRAME
 
 PROTOCOL_VERSION = 1
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
+MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
 
 ROLES = ("node", "bootstrap", "client")
 
@@ -63,6 +64,11 @@ SCHEMAS: dict[str, s.Check] = {
     "FRAME_MISSING": s.record(
         {"job_id": s.job_id, "frame": s.integer(-MAX_FRAME, MAX_FRAME), "reason": s.text(500)}
     ),
+    # Renderer logs stay on the node that made them and are fetched on demand.
+    "GET_LOG": s.record({"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS)}),
+    "LOG": s.record(
+        {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS), "text": s.text(MAX_LOG_CHARS)}
+    ),
     # Client (CLI, later the desktop app) requests to a node, and answers.
     "SUBMIT": s.record({"job": _any_map}),
     "SUBMITTED": s.record({"job_id": s.job_id}),
@@ -71,6 +77,8 @@ SCHEMAS: dict[str, s.Check] = {
     "CANCEL": s.record({"job_id": s.job_id}),
     "CANCELLED": s.record({"job_id": s.job_id}),
     "REFUSED": s.record({"message": s.text(4000)}),
+    "LOGS": s.record({"job_id": s.job_id}, {"frame": s.integer(-MAX_FRAME, MAX_FRAME)}),
+    "LOGS_REPLY": s.record({"logs": s.list_of(_any_map, 10_000)}),
 }
 
 
