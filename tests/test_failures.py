@@ -13,6 +13,8 @@ import pytest
 from factories import demo_spec
 from farmtools import job_of, logs, start_farm, start_node, status, submit, wait_until
 
+from peerfarm.demo import Farm
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGSTOP/SIGKILL")
 
 
@@ -199,4 +201,52 @@ def test_a_failing_frame_is_retried_on_three_nodes_then_fails_the_job(tmp_path):
         print(logs(tmp_path))
         raise
     finally:
+        farm.stop()
+
+
+def test_frames_lost_with_their_holder_are_rendered_again_for_an_offline_submitter(tmp_path):
+    """The submitter is frozen while the only worker renders the job and then dies
+    with the frames on its disk; back online, the submitter gets them rendered
+    again elsewhere and collects every frame."""
+    farm = Farm(tmp_path)
+    _, bootstrap = farm.start(
+        "bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")]
+    )
+    submitter_proc, submitter = start_node(farm, tmp_path, 1, bootstrap, "--slots", "0")
+    worker_proc, worker = start_node(farm, tmp_path, 2, bootstrap)
+    out = tmp_path / "out"
+    try:
+        wait_until(
+            "a link",
+            lambda: any(
+                p["connected"] for p in status(submitter)["peers"] if p["name"] == "node-2"
+            ),
+            30,
+        )
+        job_id = submit(submitter, demo_spec(out, frames=(1, 4), chunk=4, size=(640, 480)))
+        wait_until("the worker rendering", lambda: status(worker)["worker"]["rendering"], 30)
+        os.kill(submitter_proc.pid, signal.SIGSTOP)
+        wait_until(
+            "the job rendered", lambda: job_of(status(worker), job_id)["state"] == "done", 60
+        )
+        worker_proc.kill()
+        worker_proc.wait()
+        start_node(farm, tmp_path, 3, bootstrap)
+        os.kill(submitter_proc.pid, signal.SIGCONT)
+        wait_until(
+            "every frame in the output folder",
+            lambda: job_of(status(submitter), job_id).get("complete"),
+            120,
+        )
+        assert sorted(p.name for p in out.glob("*.png")) == [
+            f"demo_{i:04d}.png" for i in range(1, 5)
+        ]
+        assert job_of(status(submitter), job_id)["frame_renders"] == 8  # rendered twice
+    except BaseException:
+        print(logs(tmp_path))
+        raise
+    finally:
+        for proc in farm.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
         farm.stop()

@@ -62,6 +62,17 @@ def simulate(seed: int, steps: int) -> list[Action]:
             action = nlog.create(node, "CANCEL_JOB", {"job_id": job.id})
         elif roll < 0.74:
             action = nlog.create(node, "PEER_LEFT", {})
+        elif roll < 0.75:
+            done = [
+                (j, i, c)
+                for j in nlog.state.jobs.values()
+                for i, c in j.chunks.items()
+                if c.state == "done"
+            ]
+            if done:
+                j, i, c = rng.choice(done)
+                payload = {"job_id": j.id, "chunk": i, "holder": c.done_by}
+                action = nlog.create(node, "CHUNK_LOST", payload)
         elif roll < 0.76:
             other = rng.choice([n for n in NODES if n != node])
             peer = nlog.state.peers.get(other)

@@ -202,3 +202,17 @@ def test_a_node_failing_three_chunks_of_a_job_stops_taking_it():
     assert log.state.jobs["job1"].state == "active"
     assert pick_chunk(log.state, B) is None  # blocklisted for this job
     assert pick_chunk(log.state, C) is not None
+
+
+def test_lost_frames_are_rendered_again():
+    log = farm_log(B, C)
+    claim_action = log.create(B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0})
+    log.add(claim_action)
+    log.add(log.create(B, "DONE", {"job_id": "job1", "chunk": 0, "claim_seq": claim_action.seq}))
+    assert log.state.jobs["job1"].frames_done == 2
+    log.add(log.create(A, "CHUNK_LOST", {"job_id": "job1", "chunk": 0, "holder": C}))
+    assert log.state.jobs["job1"].chunk(0).state == "done"  # C never held it: no effect
+    log.add(log.create(A, "CHUNK_LOST", {"job_id": "job1", "chunk": 0, "holder": B}))
+    job = log.state.jobs["job1"]
+    assert job.chunk(0).state == "pending" and job.frames_done == 0
+    assert pick_chunk(log.state, C, busy={("job1", i) for i in (1, 2, 3)}) == ("job1", 0)

@@ -31,6 +31,7 @@ DONE = "DONE"
 RELEASE_CHUNK = "RELEASE_CHUNK"
 CHUNK_FAILED = "CHUNK_FAILED"
 CANCEL_JOB = "CANCEL_JOB"
+CHUNK_LOST = "CHUNK_LOST"
 
 _chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
 _claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
@@ -72,6 +73,9 @@ PAYLOADS: dict[str, s.Check] = {
     RELEASE_CHUNK: s.record(_claim_ref),
     CHUNK_FAILED: s.record({**_claim_ref, "error": s.text(4000)}),
     CANCEL_JOB: s.record({"job_id": s.job_id}),
+    # The submitter found the only copy of a done chunk's frames gone (its holder
+    # died or lost them) before collecting them: the chunk is rendered again.
+    CHUNK_LOST: s.record({**_chunk_ref, "holder": s.node_id}),
 }
 
 ACTION_TYPES = frozenset(PAYLOADS)

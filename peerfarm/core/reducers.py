@@ -197,6 +197,25 @@ def _chunk_failed(state: State, action: a.Action) -> State:
     return _put(state, job)
 
 
+def _chunk_lost(state: State, action: a.Action) -> State:
+    target = _chunk_target(state, action)
+    if target is None:
+        return state
+    job, chunk = target
+    if job.state == CANCELLED or chunk.state != CHUNK_DONE:
+        return state
+    if chunk.done_by != action.payload["holder"]:
+        return state  # done again elsewhere since: those frames are fine
+    index = action.payload["chunk"]
+    job = job._replace(
+        chunks=job.chunks.set(index, chunk._replace(state=PENDING, done_by="")),
+        chunks_done=job.chunks_done - 1,
+        frames_done=job.frames_done - len(job.frames_of(index)),
+        state=ACTIVE if job.state == JOB_DONE else job.state,
+    )
+    return _put(state, job)
+
+
 def _cancel_job(state: State, action: a.Action) -> State:
     job = state.jobs.get(action.payload["job_id"])
     if job is None or job.state != ACTIVE:
@@ -214,5 +233,6 @@ _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.RELEASE_CHUNK: _release_chunk,
     a.CHUNK_FAILED: _chunk_failed,
     a.CANCEL_JOB: _cancel_job,
+    a.CHUNK_LOST: _chunk_lost,
 }
 assert set(_HANDLERS) == a.ACTION_TYPES

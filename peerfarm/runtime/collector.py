@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from peerfarm.core.state import CANCELLED, CHUNK_DONE, Job
+from peerfarm.core import actions as act
+from peerfarm.core.state import CANCELLED, CHUNK_DONE, DOWN, LEFT, Job
 from peerfarm.jobspec import safe_name
 from peerfarm.runtime.store import write_atomically
 
@@ -45,6 +46,7 @@ class Collector:
         self._complete: set[str] = set()  # jobs whose GIF is written
         self._writing_gif: set[str] = set()
         self._errors: dict[str, str] = {}
+        self._reported_lost: set[tuple[str, int, int]] = set()
 
     def progress(self, job: Job) -> dict[str, Any]:
         return {
@@ -72,7 +74,16 @@ class Collector:
         for index, chunk in job.chunks.items():
             if chunk.state != CHUNK_DONE:
                 continue
-            for frame in job.frames_of(index):
+            missing = [f for f in job.frames_of(index) if f not in collected]
+            holder = self.node.state.peers.get(chunk.done_by)
+            if (
+                missing
+                and chunk.done_by != self.node.node_id
+                and (holder is None or holder.state in (DOWN, LEFT))
+            ):
+                self._lost(job, index, chunk.done_by, "its holder is gone")
+                continue
+            for frame in missing:
                 key = (job.id, frame)
                 if frame in collected or key in self._fetching:
                     continue
@@ -88,13 +99,18 @@ class Collector:
         node = self.node
         try:
             if holder == node.node_id:
-                src = node.frame_path(job, frame)
-                await trio.to_thread.run_sync(_copy, src, output_frame_path(job, frame))
+                try:
+                    data = await trio.to_thread.run_sync(node.frame_path(job, frame).read_bytes)
+                except FileNotFoundError:
+                    data = b""
             else:
                 data = await node.fetch_frame(holder, job.id, frame)
                 if data is None:
                     return  # holder unreachable now; the next pass tries again
-                await trio.to_thread.run_sync(write_atomically, output_frame_path(job, frame), data)
+            if not data:
+                self._lost(job, job.chunk_of_frame(frame), holder, f"frame {frame} is missing")
+                return
+            await trio.to_thread.run_sync(write_atomically, output_frame_path(job, frame), data)
             self._collected[job.id].add(frame)
             node._notify_change()
         except OSError as exc:
@@ -102,6 +118,17 @@ class Collector:
             log.error("job %s: %s", job.id, self._errors[job.id])
         finally:
             self._fetching.discard((job.id, frame))
+
+    def _lost(self, job: Job, index: int, holder: str, why: str) -> None:
+        """The only copy of a chunk's frames is gone before we collected them: render again."""
+        key = (job.id, index, job.chunk(index).epoch)
+        if key in self._reported_lost:
+            return
+        self._reported_lost.add(key)
+        log.warning(
+            "job %s: frames of chunk %d are lost (%s); rendering them again", job.id, index, why
+        )
+        self.node.emit(act.CHUNK_LOST, {"job_id": job.id, "chunk": index, "holder": holder})
 
     async def _finish(self, job: Job) -> None:
         try:
@@ -122,10 +149,6 @@ def _frames_on_disk(job: Job) -> set[int]:
     return {
         f for f in range(job.frame_start, job.frame_end + 1) if output_frame_path(job, f).exists()
     }
-
-
-def _copy(src: Path, dst: Path) -> None:
-    write_atomically(dst, src.read_bytes())
 
 
 def _write_gif(job: Job) -> None:

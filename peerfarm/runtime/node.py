@@ -287,10 +287,13 @@ class Node:
         return waiter[1][0] if waiter[1] else None
 
     async def fetch_frame(self, holder: str, job_id: str, frame: int) -> bytes | None:
-        """Ask the node that rendered a frame for its bytes (None if unavailable now)."""
+        """Ask the node that rendered a frame for its bytes: None if it cannot be asked
+        now, b"" if it answers that it does not hold the frame."""
         request = message("GET_FRAME", job_id=job_id, frame=frame)
         reply = await self.ask(holder, request, ("frame", job_id, frame), FRAME_FETCH_TIMEOUT)
-        return reply["data"] if reply is not None and reply["type"] == "FRAME" else None
+        if reply is None:
+            return None
+        return reply["data"] if reply["type"] == "FRAME" else b""
 
     def chunk_log_path(self, job_id: str, chunk: int) -> Path:
         """Where this node keeps the renderer output of its runs of one chunk."""
