@@ -250,3 +250,49 @@ def test_frames_lost_with_their_holder_are_rendered_again_for_an_offline_submitt
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)
         farm.stop()
+
+
+def test_whole_farm_power_cut(tmp_path):
+    """Every process is killed with SIGKILL mid-job, then all are restarted: the job
+    completes, and only chunks that were in flight at the kill are rendered again."""
+    farm, bootstrap_proc, _, nodes = start_farm(tmp_path, nodes=3)
+    out = tmp_path / "out"
+    chunk = 3
+    try:
+        job_id = submit(nodes[0], demo_spec(out, frames=(1, 36), chunk=chunk, size=(320, 240)))
+        wait_until(
+            "a third of the frames",
+            lambda: job_of(status(nodes[0]), job_id).get("frames_done", 0) >= 12,
+            120,
+        )
+        for proc in farm.procs:
+            proc.kill()
+        for proc in farm.procs:
+            proc.wait()
+        before = len(list(out.glob("*.png")))
+
+        _, bootstrap = farm.start(
+            "bootstrap-again",
+            ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")],
+        )
+        nodes = [start_node(farm, tmp_path, i, bootstrap)[1] for i in (1, 2, 3)]
+        wait_until(
+            "every frame in the output folder",
+            lambda: job_of(status(nodes[0]), job_id).get("complete"),
+            180,
+        )
+        assert sorted(p.name for p in out.glob("*.png")) == [
+            f"demo_{i:04d}.png" for i in range(1, 37)
+        ]
+        renders = job_of(status(nodes[0]), job_id)["frame_renders"]
+        # At most one chunk per node (1 slot each) was in flight at the kill.
+        assert 36 <= renders <= 36 + 3 * chunk, renders
+        print(f"{before} frames collected before the power cut; {renders} frame renders for 36")
+        wait_until(
+            "equal digests", lambda: len({status(n)["state_digest"] for n in nodes}) == 1, 30
+        )
+    except BaseException:
+        print(logs(tmp_path))
+        raise
+    finally:
+        farm.stop()

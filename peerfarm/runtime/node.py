@@ -457,13 +457,20 @@ class Node:
         self._ensure_dialing(link.peer_id)
 
     def learn_peers(self, entries: list[dict[str, str]]) -> None:
-        """Add known-worker-list entries (from a bootstrap server) and dial them."""
+        """Add known-worker-list entries (from a bootstrap server) and dial them.
+
+        An entry we already have but with another address is updated: the peer
+        restarted elsewhere (the bootstrap server heard its greeting more recently).
+        """
         changed = False
         for entry in entries:
             peer_id = entry["node_id"]
-            if peer_id == self.node_id or peer_id in self.kwl:
+            known = {"address": entry["address"], "name": entry["name"]}
+            if peer_id == self.node_id or self.kwl.get(peer_id) == known:
                 continue
-            self.kwl[peer_id] = {"address": entry["address"], "name": entry["name"]}
+            if self.link_to(peer_id) is not None:
+                continue  # a live link knows better than a list
+            self.kwl[peer_id] = known
             changed = True
             self._ensure_dialing(peer_id)
         if changed:

@@ -66,11 +66,26 @@ class Worker:
         }
 
     async def run(self) -> None:
+        self._release_stale_claims()
         async with trio.open_nursery() as nursery:
             while True:
                 self._stop_lost_claims()
                 self._fill_slots(nursery)
                 await self.node.wait_for_change()
+
+    def _release_stale_claims(self) -> None:
+        """After a crash, the log may still show chunks claimed by this node that no
+        renderer of ours is working on: give them back so the farm renders them."""
+        for job in self.node.state.jobs.values():
+            if job.state != ACTIVE:
+                continue
+            for index, chunk in job.chunks.items():
+                if chunk.state == CLAIMED and chunk.claim_origin == self.node.node_id:
+                    log.info(
+                        "releasing chunk %d of job %s: claimed before a restart", index, job.id
+                    )
+                    payload = {"job_id": job.id, "chunk": index, "claim_seq": chunk.claim_seq}
+                    self.node.emit(act.RELEASE_CHUNK, payload)
 
     async def finish_in_flight(self) -> None:
         """Graceful stop: claim nothing more and wait for the renders in flight."""
