@@ -19,7 +19,9 @@ from pathlib import Path
 
 import trio
 
-from peerfarm.demo import Farm
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from farmtools import start_farm  # noqa: E402
+
 from peerfarm.renderers.builtin import builtin_scene_text
 from peerfarm.runtime.client import NodeClient
 
@@ -55,28 +57,8 @@ def direct(frames: int, chunk: int, size: str, parallel: int, out: Path) -> floa
 
 
 def farm(frames: int, chunk: int, size: str, nodes: int, root: Path) -> dict:
-    f = Farm(root)
+    f, _, _, addresses = start_farm(root, nodes=nodes)
     try:
-        _, bootstrap = f.start(
-            "bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(root / "b")]
-        )
-        addresses = [
-            f.start(
-                f"node-{i}",
-                [
-                    "node",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--bootstrap",
-                    bootstrap,
-                    "--data-dir",
-                    str(root / f"n{i}"),
-                    "--slots",
-                    "1",
-                ],
-            )[1]
-            for i in range(nodes)
-        ]
         w, h = (int(x) for x in size.split("x"))
         spec = {
             "scene": builtin_scene_text("demo"),

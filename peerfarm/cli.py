@@ -89,11 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a peer silent this long is declared down and its chunks rendered elsewhere "
         "(default 3; a lost link that does not come back within 0.5 s counts at once)",
     )
+    p.add_argument(
+        "--no-zeroconf",
+        action="store_true",
+        help="do not announce or look for nodes on the LAN (zeroconf/mDNS)",
+    )
 
     p = sub.add_parser("bootstrap", help="run a bootstrap server (a peer that never renders)")
     p.add_argument("--listen", type=_address, default=("127.0.0.1", 7000), metavar="HOST:PORT")
     p.add_argument("--data-dir", type=Path, required=True, metavar="DIR")
     p.add_argument("--advertise", default="", metavar="HOST:PORT")
+    p.add_argument("--no-zeroconf", action="store_true", help="do not use LAN discovery")
 
     p = sub.add_parser("submit", help="submit a job; prints the job id on the first line")
     p.add_argument(
@@ -165,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 name=args.name,
                 advertise=args.advertise,
                 peer_timeout=max(args.peer_timeout, 0.3),
+                zeroconf=not args.no_zeroconf,
             )
             return trio.run(serve, Node(config))
         if args.command == "bootstrap":
@@ -172,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
             node = bootstrap_node(args.listen, args.data_dir)
             node.config.advertise = args.advertise
+            node.config.zeroconf = not args.no_zeroconf
             return trio.run(serve, node)
         if args.command == "submit":
             return trio.run(submit, args)

@@ -76,7 +76,15 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             _, bootstrap = farm.start(
                 "bootstrap",
-                ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/bootstrap"],
+                # A throwaway farm: it must not join (or be joined by) farms on the LAN.
+                [
+                    "bootstrap",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    f"{tmp}/bootstrap",
+                    "--no-zeroconf",
+                ],
             )
             print(f"bootstrap server on {bootstrap}")
             nodes = []
@@ -95,6 +103,7 @@ def run_demo(args: argparse.Namespace) -> int:
                         f"node-{i}",
                         "--slots",
                         str(slots),
+                        "--no-zeroconf",
                     ],
                 )
                 nodes.append(address)

@@ -67,16 +67,30 @@ def start_node(farm: Farm, tmp_path, i: int, bootstrap: str, *extra: str):
             f"node-{i}",
             "--slots",
             "1",
+            "--no-zeroconf",  # test farms must not find each other
             *extra,
+        ],
+    )
+
+
+def start_bootstrap(farm: Farm, tmp_path, name: str = "bootstrap"):
+    """Start (or restart, same data folder) the bootstrap server; (process, address)."""
+    return farm.start(
+        name,
+        [
+            "bootstrap",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "b"),
+            "--no-zeroconf",
         ],
     )
 
 
 def start_farm(tmp_path, nodes=3):
     farm = Farm(tmp_path)
-    bootstrap_proc, bootstrap = farm.start(
-        "bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")]
-    )
+    bootstrap_proc, bootstrap = start_bootstrap(farm, tmp_path)
     addresses = [start_node(farm, tmp_path, i, bootstrap)[1] for i in range(1, nodes + 1)]
     return farm, bootstrap_proc, bootstrap, addresses
 

@@ -11,7 +11,16 @@ import time
 
 import pytest
 from factories import demo_spec
-from farmtools import job_of, logs, start_farm, start_node, status, submit, wait_until
+from farmtools import (
+    job_of,
+    logs,
+    start_bootstrap,
+    start_farm,
+    start_node,
+    status,
+    submit,
+    wait_until,
+)
 
 from peerfarm.demo import Farm
 
@@ -209,9 +218,7 @@ def test_frames_lost_with_their_holder_are_rendered_again_for_an_offline_submitt
     with the frames on its disk; back online, the submitter gets them rendered
     again elsewhere and collects every frame."""
     farm = Farm(tmp_path)
-    _, bootstrap = farm.start(
-        "bootstrap", ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")]
-    )
+    _, bootstrap = start_bootstrap(farm, tmp_path)
     submitter_proc, submitter = start_node(farm, tmp_path, 1, bootstrap, "--slots", "0")
     worker_proc, worker = start_node(farm, tmp_path, 2, bootstrap)
     out = tmp_path / "out"
@@ -271,10 +278,7 @@ def test_whole_farm_power_cut(tmp_path):
             proc.wait()
         before = len(list(out.glob("*.png")))
 
-        _, bootstrap = farm.start(
-            "bootstrap-again",
-            ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")],
-        )
+        _, bootstrap = start_bootstrap(farm, tmp_path, "bootstrap-again")
         nodes = [start_node(farm, tmp_path, i, bootstrap)[1] for i in (1, 2, 3)]
         wait_until(
             "every frame in the output folder",

@@ -9,8 +9,10 @@ import subprocess
 import sys
 
 from factories import demo_spec
-from farmtools import job_of, logs, start_farm, status, submit, wait_until
+from farmtools import job_of, logs, start_bootstrap, start_farm, status, submit, wait_until
 from PIL import Image
+
+from peerfarm.demo import Farm
 
 
 def test_job_survives_bootstrap_sigkill(tmp_path):
@@ -86,10 +88,7 @@ def test_job_survives_bootstrap_sigkill(tmp_path):
         assert len(list((tmp_path / "o2").glob("demo_*.png"))) == 4
 
         # A restarted bootstrap server recovers from its disk and from its peers.
-        _, bootstrap2 = farm.start(
-            "bootstrap-again",
-            ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "b")],
-        )
+        _, bootstrap2 = start_bootstrap(farm, tmp_path, "bootstrap-again")
         wait_until(
             "the restarted bootstrap server to catch up",
             lambda: (
@@ -145,5 +144,43 @@ def test_submit_errors_are_clear(tmp_path):
         )
         assert cli.returncode == 1 and "cannot reach a peerfarm node" in cli.stderr
         assert status(nodes[0])["jobs"] == []
+    finally:
+        farm.stop()
+
+
+def test_lan_discovery_without_any_bootstrap_server(tmp_path):
+    """Two nodes with zeroconf and no --bootstrap find each other and render together."""
+    farm = Farm(tmp_path)
+    try:
+        nodes = [
+            farm.start(
+                f"lan-{i}",
+                [
+                    "node",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(tmp_path / f"lan-{i}"),
+                    "--name",
+                    f"lan-{i}",
+                    "--slots",
+                    "1",
+                ],
+            )[1]
+            for i in (1, 2)
+        ]
+        wait_until(
+            "the nodes to find each other",
+            lambda: all(any(p["connected"] for p in status(n)["peers"]) for n in nodes),
+            30,
+        )
+        job_id = submit(nodes[0], demo_spec(tmp_path / "out", frames=(1, 8), chunk=1))
+        wait_until("the job", lambda: job_of(status(nodes[0]), job_id).get("complete"), 120)
+        digests = {status(n)["state_digest"] for n in nodes}
+        assert len(digests) == 1
+        assert len(list((tmp_path / "out").glob("*.png"))) == 8
+    except BaseException:
+        print(logs(tmp_path))
+        raise
     finally:
         farm.stop()

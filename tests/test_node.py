@@ -14,6 +14,7 @@ from peerfarm.wire.messages import message, parse_message
 
 
 def make_node(tmp_path, name="n1", **kw) -> Node:
+    kw.setdefault("zeroconf", False)
     return Node(NodeConfig(listen=("127.0.0.1", 0), data_dir=tmp_path / name, name=name, **kw))
 
 

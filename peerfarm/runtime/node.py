@@ -31,6 +31,7 @@ from peerfarm.core.log import ActionLog
 from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
 from peerfarm.jobspec import SubmitError, build_new_job, safe_name
 from peerfarm.runtime import store
+from peerfarm.runtime.discovery import LanDiscovery
 from peerfarm.runtime.link import HandshakeError, Link
 from peerfarm.runtime.renderer_logs import collect_logs, read_log_tail
 from peerfarm.wire.framing import ProtocolError
@@ -60,6 +61,7 @@ class NodeConfig:
     role: str = "node"  # "node" or "bootstrap"
     advertise: str = ""  # address peers should dial; default: the listen address
     peer_timeout: float = 3.0  # silent this long: down (half of it: suspect)
+    zeroconf: bool = True  # announce and find nodes on the LAN
 
 
 def format_address(host: str, port: int) -> str:
@@ -136,6 +138,8 @@ class Node:
             nursery.start_soon(self._flusher)
             nursery.start_soon(self._anti_entropy)
             nursery.start_soon(self._heartbeats)
+            if self.config.zeroconf:
+                nursery.start_soon(LanDiscovery(self).run)
             for peer_id in list(self.kwl):
                 self._ensure_dialing(peer_id)
             for bootstrap in self.config.bootstraps:
