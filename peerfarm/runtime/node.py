@@ -657,6 +657,10 @@ class Node:
             for peer_id, peer in list(self.state.peers.items()):
                 if peer_id == self.node_id or peer.state != UP:
                     continue
+                if peer_id not in self.kwl:
+                    # Known only from the replicated state: dial the address it announced.
+                    entry = {"node_id": peer_id, "address": peer.address, "name": peer.name}
+                    self.learn_peers([entry])
                 if self._declared_down.get(peer_id) == peer.incarnation:
                     continue
                 if self.peer_health(peer_id) == "down":
