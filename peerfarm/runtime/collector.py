@@ -46,7 +46,7 @@ class Collector:
         self._complete: set[str] = set()  # jobs whose GIF is written
         self._writing_gif: set[str] = set()
         self._errors: dict[str, str] = {}
-        self._reported_lost: set[tuple[str, int, int]] = set()
+        self._reported_lost: set[tuple[str, int, int, str]] = set()
 
     def progress(self, job: Job) -> dict[str, Any]:
         return {
@@ -76,10 +76,13 @@ class Collector:
                 continue
             missing = [f for f in job.frames_of(index) if f not in collected]
             holder = self.node.state.peers.get(chunk.done_by)
+            # Gone by the farm's account, and we cannot hear it either (after a
+            # partition the state may call it down before its rejoin arrives).
             if (
                 missing
                 and chunk.done_by != self.node.node_id
                 and (holder is None or holder.state in (DOWN, LEFT))
+                and self.node.link_to(chunk.done_by) is None
             ):
                 self._lost(job, index, chunk.done_by, "its holder is gone")
                 continue
@@ -121,7 +124,8 @@ class Collector:
 
     def _lost(self, job: Job, index: int, holder: str, why: str) -> None:
         """The only copy of a chunk's frames is gone before we collected them: render again."""
-        key = (job.id, index, job.chunk(index).epoch)
+        # Per holder too: after a re-fold another node can hold the same epoch's frames.
+        key = (job.id, index, job.chunk(index).epoch, holder)
         if key in self._reported_lost:
             return
         self._reported_lost.add(key)

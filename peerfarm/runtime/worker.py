@@ -66,24 +66,36 @@ class Worker:
         }
 
     async def run(self) -> None:
-        self._release_stale_claims()
         async with trio.open_nursery() as nursery:
             while True:
                 self._stop_lost_claims()
+                self._adopt_orphan_claims(nursery)
                 self._fill_slots(nursery)
                 await self.node.wait_for_change()
 
-    def _release_stale_claims(self) -> None:
-        """After a crash, the log may still show chunks claimed by this node that no
-        renderer of ours is working on: give them back so the farm renders them."""
-        for job in self.node.state.jobs.values():
+    def _adopt_orphan_claims(self, nursery: trio.Nursery) -> None:
+        """Chunks the state says this node holds but no renderer of ours works on:
+        render them if a slot is free, else give them back.
+
+        They come from a restart (the renderers died with the process) and from
+        claim outcomes that flip when late actions re-fold the log: a claim we
+        lost (and stopped rendering) can win again when the claim that beat it
+        turns out void. Nobody else would ever render such a chunk.
+        """
+        me = self.node.node_id
+        for job in list(self.node.state.jobs.values()):
             if job.state != ACTIVE:
                 continue
-            for index, chunk in job.chunks.items():
-                if chunk.state == CLAIMED and chunk.claim_origin == self.node.node_id:
-                    log.info(
-                        "releasing chunk %d of job %s: claimed before a restart", index, job.id
-                    )
+            for index, chunk in list(job.chunks.items()):
+                if chunk.state != CLAIMED or chunk.claim_origin != me:
+                    continue
+                if (job.id, index) in self.renders:
+                    continue
+                if self._claiming and not self.node.stopping and len(self.renders) < self.slots:
+                    log.info("rendering chunk %d of job %s: we hold its claim", index, job.id)
+                    self._start(nursery, job, index, chunk.claim_seq)
+                else:
+                    log.info("giving back chunk %d of job %s: no free slot", index, job.id)
                     payload = {"job_id": job.id, "chunk": index, "claim_seq": chunk.claim_seq}
                     self.node.emit(act.RELEASE_CHUNK, payload)
 
@@ -113,9 +125,12 @@ class Worker:
             job = self.node.state.jobs[job_id]
             if not self._holds(job, index, claim.seq):
                 continue  # cannot happen locally, but never render without the claim
-            render = Render(job_id, index, claim.seq, job.frames_of(index))
-            self.renders[(job_id, index)] = render
-            nursery.start_soon(self._render, render)
+            self._start(nursery, job, index, claim.seq)
+
+    def _start(self, nursery: trio.Nursery, job: Job, index: int, claim_seq: int) -> None:
+        render = Render(job.id, index, claim_seq, job.frames_of(index))
+        self.renders[(job.id, index)] = render
+        nursery.start_soon(self._render, render)
 
     def _holds(self, job: Job, index: int, claim_seq: int) -> bool:
         chunk = job.chunk(index)
