@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", metavar="WxH", help="image size (default 320x240)")
     p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
     p.add_argument(
+        "--renderer-version",
+        default="",
+        metavar="VERSION",
+        help="only nodes whose renderer version starts with this take the job (e.g. 3.7)",
+    )
+    p.add_argument(
         "--output",
         type=Path,
         metavar="DIR",
@@ -258,6 +264,7 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         "scene": scene_text,
         "name": name,
         "renderer": args.renderer,
+        "renderer_version": args.renderer_version,
         "frames": list(parse_frames(args.frames)) if args.frames else None,
         "chunk_size": args.chunk,
         "width": width,

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from peerfarm.core.actions import MAX_CHUNKS, PAYLOADS, chunk_count
+from peerfarm.renderers.base import Renderer, RendererError
 
 DEFAULT_SIZE = (320, 240)
 DEFAULT_CHUNK = 4
@@ -40,27 +41,34 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def build_new_job(spec: dict[str, Any], job_id: str) -> dict[str, Any]:
+def build_new_job(
+    spec: dict[str, Any], job_id: str, plugins: dict[str, Renderer], farm_renderers: set[str]
+) -> dict[str, Any]:
     """Validate a submit request and return the NEW_JOB payload.
 
-    ``spec`` keys: scene (scene text), name, renderer, frames ([A, B] or None:
-    the scene's own range), chunk_size, width, height, output, priority.
+    ``spec`` keys: scene (scene text), name, renderer, renderer_version, frames
+    ([A, B] or None: the scene's own range), chunk_size, width, height, output,
+    priority. ``plugins`` are the renderer plugins this node knows;
+    ``farm_renderers`` the renderers some node of the farm advertises.
     """
-    from peerfarm.renderers.builtin import SceneError, load_scene_text, scene_frame_range
-
     renderer = spec.get("renderer") or "builtin"
-    if renderer != "builtin":
-        raise SubmitError(f"unknown renderer {renderer!r}; this node renders: builtin")
-    scene_text = spec.get("scene")
-    if not isinstance(scene_text, str) or not scene_text:
-        raise SubmitError("the job has no scene")
+    plugin = plugins.get(renderer)
+    if plugin is None:
+        raise SubmitError(
+            f"unknown renderer {renderer!r}; renderers known here: {', '.join(sorted(plugins))}"
+        )
+    if renderer not in farm_renderers:
+        raise SubmitError(
+            f"no node of this farm can render {renderer!r} now (farm renderers: "
+            f"{', '.join(sorted(farm_renderers)) or 'none'}); install it on a node first"
+        )
     try:
-        scene = load_scene_text(scene_text)
-    except SceneError as exc:
-        raise SubmitError(f"the scene is not valid: {exc}") from None
+        scene_range = plugin.check_job(spec)
+    except RendererError as exc:
+        raise SubmitError(str(exc)) from None
     frames = spec.get("frames")
     if frames is None:
-        first, last = scene_frame_range(scene)
+        first, last = scene_range
     elif isinstance(frames, list) and len(frames) == 2 and all(type(f) is int for f in frames):
         first, last = frames
     else:
@@ -81,7 +89,8 @@ def build_new_job(spec: dict[str, Any], job_id: str) -> dict[str, Any]:
         "job_id": job_id,
         "name": safe_name(str(spec.get("name") or "job")),
         "renderer": renderer,
-        "scene": scene_text,
+        "renderer_version": str(spec.get("renderer_version") or ""),
+        "scene": spec["scene"],
         "frame_start": first,
         "frame_end": last,
         "chunk_size": chunk_size,

@@ -14,6 +14,7 @@ def new_job_payload(job_id: str = "job1", frames: tuple[int, int] = (1, 8), chun
         "job_id": job_id,
         "name": "demo",
         "renderer": "builtin",
+        "renderer_version": "",
         "scene": "{}",
         "frame_start": frames[0],
         "frame_end": frames[1],
@@ -42,4 +43,15 @@ def demo_spec(output, frames=(1, 6), chunk=2, size=(32, 24)) -> dict:
         "height": size[1],
         "output": str(output),
         "priority": 0,
+    }
+
+
+def joined_payload(name: str, renderers: dict | None = None) -> dict:
+    """A PEER_JOINED payload of a rendering node with the built-in renderer."""
+    return {
+        "name": name,
+        "address": "h:1",
+        "slots": 1,
+        "renders": True,
+        "renderers": {"builtin": "0.1.0"} if renderers is None else renderers,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from factories import A, B, C, act, new_job_payload
+from factories import A, B, C, act, joined_payload, new_job_payload
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,7 +83,7 @@ def simulate(seed: int, steps: int) -> list[Action]:
             action = nlog.create(
                 node,
                 "PEER_JOINED",
-                {"name": node[:3], "address": "h:1", "slots": 2, "renders": True},
+                joined_payload(node[:3]),
             )
         else:
             # deliver some pending messages, possibly out of order

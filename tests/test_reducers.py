@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from factories import A, B, C, act, new_job_payload
+from factories import A, B, C, act, joined_payload, new_job_payload
 
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
@@ -64,7 +64,7 @@ def farm_log(*renderers: str) -> ActionLog:
     """A log where these nodes joined as renderers and A submitted job1 (8 frames, chunks of 2)."""
     log = ActionLog()
     for node in renderers:
-        payload = {"name": node[:1], "address": "h:1", "slots": 1, "renders": True}
+        payload = joined_payload(node[:1])
         log.add(log.create(node, "PEER_JOINED", payload))
     log.add(log.create(A, "NEW_JOB", new_job_payload(frames=(1, 8), chunk=2)))
     return log
@@ -96,9 +96,7 @@ def test_cancel_stops_claims_and_done():
 
 
 def test_peer_left_returns_its_claims():
-    joined = act(
-        "PEER_JOINED", {"name": "b", "address": "h:1", "slots": 1, "renders": True}, B, 1, 1
-    )
+    joined = act("PEER_JOINED", joined_payload("b"), B, 1, 1)
     state = farm(
         JOB, joined, claim(B, 2, 2), claim(B, 3, 3, chunk=1), act("PEER_LEFT", {}, B, 4, 4)
     )
@@ -109,7 +107,7 @@ def test_peer_left_returns_its_claims():
 
 def test_peer_down_releases_claims_of_that_incarnation_only():
     def joined(seq, lamport):
-        payload = {"name": "b", "address": "h:1", "slots": 1, "renders": True}
+        payload = joined_payload("b")
         return act("PEER_JOINED", payload, B, seq, lamport)
 
     def down(seq, lamport, incarnation):
@@ -144,10 +142,7 @@ def test_actions_on_unknown_jobs_change_nothing():
 
 
 def test_scheduler_spreads_nodes_over_the_range():
-    peers = [
-        act("PEER_JOINED", {"name": n[:1], "address": "h:1", "slots": 1, "renders": True}, n, 1, 1)
-        for n in (A, B)
-    ]
+    peers = [act("PEER_JOINED", joined_payload(n[:1]), n, 1, 1) for n in (A, B)]
     state = farm(*peers, act("NEW_JOB", new_job_payload(frames=(1, 8), chunk=2), C, 1, 2))
     assert pick_chunk(state, A) == ("job1", 0)
     assert pick_chunk(state, B) == ("job1", 2)
@@ -165,7 +160,7 @@ def test_scheduler_spreads_nodes_over_the_range():
         (lambda d: d["payload"].pop("chunk_size"), "missing field"),
         (lambda d: d["payload"].update(frame_end=-5), "before frame_start"),
         (lambda d: d["payload"].update(width=0), "width"),
-        (lambda d: d["payload"].update(renderer="evil"), "renderer"),
+        (lambda d: d["payload"].update(renderer="../evil"), "renderer"),
         (lambda d: d.update(payload=[1]), "payload"),
         (lambda d: d.pop("lamport"), "missing field 'lamport'"),
     ],
@@ -216,3 +211,21 @@ def test_lost_frames_are_rendered_again():
     job = log.state.jobs["job1"]
     assert job.chunk(0).state == "pending" and job.frames_done == 0
     assert pick_chunk(log.state, C, busy={("job1", i) for i in (1, 2, 3)}) == ("job1", 0)
+
+
+def test_nodes_never_claim_what_they_cannot_render():
+    log = ActionLog()
+    log.add(log.create(A, "PEER_JOINED", joined_payload("a", {"builtin": "0.1.0"})))
+    log.add(
+        log.create(
+            B, "PEER_JOINED", joined_payload("b", {"builtin": "0.1.0", "povray": "3.7.0.10"})
+        )
+    )
+    pov = {**new_job_payload("pov1"), "renderer": "povray", "renderer_version": "3.7"}
+    log.add(log.create(C, "NEW_JOB", pov))
+    assert pick_chunk(log.state, A) is None
+    assert pick_chunk(log.state, B)[0] == "pov1"
+    old = {**new_job_payload("pov2"), "renderer": "povray", "renderer_version": "3.8"}
+    log.add(log.create(C, "NEW_JOB", old))
+    log.add(log.create(C, "CANCEL_JOB", {"job_id": "pov1"}))
+    assert pick_chunk(log.state, B) is None  # 3.7.0.10 does not satisfy "3.8"

@@ -45,6 +45,8 @@ PAYLOADS: dict[str, s.Check] = {
             "address": s.address,
             "slots": s.integer(0, 1024),
             "renders": s.boolean,
+            # renderer name -> installed version, as probed by the node
+            "renderers": s.map_of(s.renderer_name, s.text(64), 32),
         }
     ),
     # A node leaves the farm gracefully: its claims go back to the pool.
@@ -57,7 +59,8 @@ PAYLOADS: dict[str, s.Check] = {
         {
             "job_id": s.job_id,
             "name": s.text(64, allow_empty=False),
-            "renderer": s.one_of("builtin"),
+            "renderer": s.renderer_name,
+            "renderer_version": s.text(32),  # "" = any; else a version prefix, e.g. "3.7"
             "scene": s.text(MAX_SCENE_BYTES, allow_empty=False),
             "frame_start": s.integer(-MAX_FRAME, MAX_FRAME),
             "frame_end": s.integer(-MAX_FRAME, MAX_FRAME),

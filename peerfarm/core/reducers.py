@@ -40,7 +40,8 @@ def reduce(state: State, action: a.Action) -> State:
 
 def _peer_joined(state: State, action: a.Action) -> State:
     p = action.payload
-    peer = Peer(p["name"], p["address"], p["slots"], p["renders"], UP, action.seq)
+    renderers = tuple(sorted(p["renderers"].items()))
+    peer = Peer(p["name"], p["address"], p["slots"], p["renders"], UP, action.seq, renderers)
     return state._replace(peers=state.peers.set(action.origin, peer))
 
 
@@ -82,6 +83,7 @@ def _new_job(state: State, action: a.Action) -> State:
         id=p["job_id"],
         name=p["name"],
         renderer=p["renderer"],
+        renderer_version=p["renderer_version"],
         scene=p["scene"],
         frame_start=p["frame_start"],
         frame_end=p["frame_end"],

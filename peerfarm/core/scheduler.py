@@ -38,10 +38,13 @@ def pick_chunk(
     ``busy`` holds chunks this node is already rendering, ``skip_jobs`` jobs it
     must not take (e.g. a renderer it lacks).
     """
+    me = state.peers.get(node_id)
+    if me is None:
+        return None  # not announced yet: the farm does not know what we can render
     rank, renderers = _rank(state, node_id)
     for job in job_order(state):
-        if job.id in skip_jobs:
-            continue
+        if job.id in skip_jobs or not me.can_render(job):
+            continue  # never claim what this node cannot render
         if not job.takes(node_id):
             continue  # this node failed too many of its chunks
         total = job.chunk_total

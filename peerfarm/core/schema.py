@@ -91,6 +91,15 @@ def job_id(v: Any) -> str | None:
     return None
 
 
+_RENDERER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def renderer_name(v: Any) -> str | None:
+    if type(v) is not str or not _RENDERER.fullmatch(v):
+        return "expected a renderer name (a-z, 0-9, '_', '-'; at most 32)"
+    return None
+
+
 def address(v: Any) -> str | None:
     if type(v) is not str or len(v) > 300:
         return "expected an address HOST:PORT"

@@ -53,6 +53,7 @@ class Job(NamedTuple):
     id: str
     name: str
     renderer: str
+    renderer_version: str
     scene: str
     frame_start: int
     frame_end: int
@@ -108,6 +109,14 @@ class Peer(NamedTuple):
     renders: bool
     state: str = UP
     incarnation: int = 0  # seq of the PEER_JOINED that made it up: fences PEER_DOWN
+    renderers: tuple[tuple[str, str], ...] = ()  # (name, version), sorted
+
+    def can_render(self, job: Job) -> bool:
+        """Whether this peer has the job's renderer, in the version the job requires."""
+        return any(
+            name == job.renderer and version.startswith(job.renderer_version)
+            for name, version in self.renderers
+        )
 
 
 class State(NamedTuple):
@@ -123,5 +132,5 @@ def able_renderers(state: State, job: Job, exclude: tuple[str, ...] = ()) -> lis
     return sorted(
         n
         for n, p in state.peers.items()
-        if p.renders and p.state == UP and n not in exclude and job.takes(n)
+        if p.renders and p.state == UP and n not in exclude and job.takes(n) and p.can_render(job)
     )

@@ -30,6 +30,7 @@ from peerfarm.core.actions import Action, InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
 from peerfarm.jobspec import SubmitError, build_new_job, safe_name
+from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
 from peerfarm.runtime.discovery import LanDiscovery
 from peerfarm.runtime.link import HandshakeError, Link
@@ -109,6 +110,8 @@ class Node:
         # Requests to peers awaiting their answer: key -> (answered, [answer message]).
         # key: (peer id, kind, job id, frame or chunk)
         self._waiters: dict[tuple[str, str, str, int], tuple[trio.Event, list[dict[str, Any]]]] = {}
+        self.plugins = renderer_plugins()
+        self.renderers: dict[str, str] = {}  # what this machine can render: name -> version
         self.worker: Any = None
         self.collector: Any = None
 
@@ -120,6 +123,12 @@ class Node:
         from peerfarm.runtime.worker import Worker
 
         await self._load()
+        if self.config.renders:
+            self.renderers = await trio.to_thread.run_sync(probe_renderers, self.plugins)
+            log.info(
+                "renderers here: %s",
+                ", ".join(f"{n} {v}" for n, v in sorted(self.renderers.items())) or "none",
+            )
         self._started_at = trio.current_time()
         host, port = self.config.listen
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -191,7 +200,10 @@ class Node:
         if self.stopping:
             raise SubmitError("this node is stopping; submit to another node")
         job_id = secrets.token_hex(6)
-        self.emit(act.NEW_JOB, build_new_job(spec, job_id))
+        farm_renderers = set(self.renderers) | {  # ours count even before we announce
+            name for p in self.state.peers.values() if p.state == UP for name, _ in p.renderers
+        }
+        self.emit(act.NEW_JOB, build_new_job(spec, job_id, self.plugins, farm_renderers))
         return job_id
 
     def cancel(self, job_id: str) -> None:
@@ -348,8 +360,12 @@ class Node:
     def _announce(self) -> None:
         me = self.state.peers.get(self.node_id)
         slots = self.config.slots if self.config.renders else 0
-        wanted = (self.name, self.address, slots, self.config.renders, UP)
-        if me is None or tuple(me)[:5] != wanted:
+        renderers = tuple(sorted(self.renderers.items()))
+        wanted = (self.name, self.address, slots, self.config.renders, UP, renderers)
+        if (
+            me is None
+            or (me.name, me.address, me.slots, me.renders, me.state, me.renderers) != wanted
+        ):
             self.emit(
                 act.PEER_JOINED,
                 {
@@ -357,6 +373,7 @@ class Node:
                     "address": self.address,
                     "slots": slots,
                     "renders": self.config.renders,
+                    "renderers": dict(renderers),
                 },
             )
 

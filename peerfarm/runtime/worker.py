@@ -10,9 +10,7 @@ worker takes other work.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +21,7 @@ from peerfarm.core import actions as act
 from peerfarm.core.scheduler import pick_chunk
 from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, Job
 from peerfarm.jobspec import safe_name
-from peerfarm.runtime.store import write_atomically
+from peerfarm.renderers.base import Renderer, output_pattern
 
 if TYPE_CHECKING:
     from peerfarm.runtime.node import Node
@@ -198,30 +196,20 @@ class Worker:
     async def _run_renderer(self, job: Job, render: Render) -> tuple[bool, str]:
         """Run one renderer process for the whole chunk; (ok, error text)."""
         node = self.node
-        scene_file = node.data_dir / "scenes" / f"{job.id}.json"
+        plugin = node.plugins[job.renderer]
+        work_dir = node.data_dir / "work" / job.id
         log_file = node.chunk_log_path(job.id, render.chunk)
         out_dir = node.data_dir / "frames" / job.id
-        await trio.to_thread.run_sync(_prepare, scene_file, job.scene, log_file, out_dir)
+        await trio.to_thread.run_sync(_prepare, plugin, job, work_dir, log_file, out_dir)
         frames = render.frames
-        cmd = [
-            sys.executable,
-            "-m",
-            "peerfarm.renderers.builtin",
-            "--scene-file",
-            str(scene_file),
-            "--frames",
-            f"{frames.start}-{frames.stop - 1}",
-            "--size",
-            f"{job.width}x{job.height}",
-            "--output-pattern",
-            # The pattern is a format string: braces in the data folder's path are escaped.
-            _escape_braces(str(out_dir)) + os.sep + f"{safe_name(job.name)}_{{frame:04d}}.png",
-        ]
+        pattern = output_pattern(out_dir, safe_name(job.name))
+        cmd = plugin.chunk_command(job, frames, work_dir, pattern)
         with open(log_file, "ab") as stderr:
             async with trio.open_nursery() as nursery:
                 proc = await nursery.start(
                     lambda task_status: trio.run_process(
                         cmd,
+                        cwd=work_dir,  # the renderer works in the job's own folder
                         stdout=subprocess.PIPE,
                         stderr=stderr,
                         check=False,
@@ -233,7 +221,7 @@ class Worker:
                     buffered += data
                     *lines, buffered = buffered.split(b"\n")
                     for line in lines:
-                        if line.startswith(b"FRAME "):
+                        if plugin.frame_finished(line.decode("utf-8", errors="replace")):
                             render.frames_finished += 1
                             node._notify_change()
             code = proc.returncode
@@ -246,16 +234,11 @@ class Worker:
         return False, f"renderer exited with code {code}: {tail}"
 
 
-def _prepare(scene_file: Path, scene: str, log_file: Path, out_dir: Path) -> None:
-    scene_file.parent.mkdir(parents=True, exist_ok=True)
-    if not scene_file.exists():
-        write_atomically(scene_file, scene.encode("utf-8"))
+def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir: Path) -> None:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    plugin.prepare(job, work_dir)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _escape_braces(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _tail(path: Path) -> str:

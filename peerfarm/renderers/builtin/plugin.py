@@ -1,0 +1,54 @@
+"""The built-in ray tracer as a renderer plugin."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from peerfarm import __version__
+from peerfarm.renderers.base import Renderer, RendererError
+from peerfarm.runtime.store import write_atomically
+
+
+class BuiltinRenderer(Renderer):
+    name = "builtin"
+
+    def probe(self) -> str | None:
+        return __version__  # ships with peerfarm: always there, same version
+
+    def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
+        from peerfarm.renderers.builtin import SceneError, load_scene_text, scene_frame_range
+
+        scene_text = spec.get("scene")
+        if not isinstance(scene_text, str) or not scene_text:
+            raise RendererError("the job has no scene")
+        try:
+            return scene_frame_range(load_scene_text(scene_text))
+        except SceneError as exc:
+            raise RendererError(f"the scene is not valid: {exc}") from None
+
+    def prepare(self, job: Any, work_dir: Path) -> None:
+        scene_file = work_dir / "scene.json"
+        if not scene_file.exists():
+            write_atomically(scene_file, job.scene.encode("utf-8"))
+
+    def chunk_command(
+        self, job: Any, frames: range, work_dir: Path, output_pattern: str
+    ) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "peerfarm.renderers.builtin",
+            "--scene-file",
+            str(work_dir / "scene.json"),
+            "--frames",
+            f"{frames.start}-{frames.stop - 1}",
+            "--size",
+            f"{job.width}x{job.height}",
+            "--output-pattern",
+            output_pattern,
+        ]
+
+    def frame_finished(self, line: str) -> bool:
+        return line.startswith("FRAME ")

@@ -1,0 +1,44 @@
+"""Which renderer plugins exist: the built-in ones and those other packages
+register under the ``peerfarm.renderers`` entry-point group."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+
+from peerfarm.renderers.base import Renderer
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "peerfarm.renderers"
+
+
+def renderer_plugins() -> dict[str, Renderer]:
+    from peerfarm.renderers.builtin.plugin import BuiltinRenderer
+
+    plugins: dict[str, Renderer] = {"builtin": BuiltinRenderer()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            plugin = ep.load()()
+        except Exception as exc:  # a broken third-party plugin must not stop the node
+            log.warning("renderer plugin %s could not be loaded: %s", ep.name, exc)
+            continue
+        if not isinstance(plugin, Renderer) or not plugin.name:
+            log.warning("renderer plugin %s is not a peerfarm Renderer; ignored", ep.name)
+            continue
+        plugins.setdefault(plugin.name, plugin)
+    return plugins
+
+
+def probe_renderers(plugins: dict[str, Renderer]) -> dict[str, str]:
+    """name -> version of the renderers that can run on this machine (blocking)."""
+    found = {}
+    for name, plugin in sorted(plugins.items()):
+        try:
+            version = plugin.probe()
+        except Exception as exc:
+            log.warning("probing renderer %s failed: %s", name, exc)
+            version = None
+        if version:
+            found[name] = version[:64]
+    return found

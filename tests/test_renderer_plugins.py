@@ -1,0 +1,48 @@
+"""Renderer plugins: probing, and what a node advertises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peerfarm import __version__
+from peerfarm.renderers.base import Renderer, output_pattern
+from peerfarm.renderers.registry import probe_renderers, renderer_plugins
+
+
+class Broken(Renderer):
+    name = "broken"
+
+    def probe(self):
+        raise OSError("cannot run")
+
+    def check_job(self, spec):
+        raise NotImplementedError
+
+    def prepare(self, job, work_dir):
+        raise NotImplementedError
+
+    def chunk_command(self, job, frames, work_dir, output_pattern):
+        raise NotImplementedError
+
+
+class Missing(Broken):
+    name = "missing"
+
+    def probe(self):
+        return None
+
+
+def test_builtin_is_always_there():
+    plugins = renderer_plugins()
+    assert probe_renderers(plugins)["builtin"] == __version__
+
+
+def test_a_failing_or_missing_renderer_is_simply_not_advertised():
+    found = probe_renderers({"broken": Broken(), "missing": Missing(), **renderer_plugins()})
+    assert set(found) == {"builtin"}
+
+
+def test_output_pattern_escapes_braces_in_the_folder():
+    pattern = output_pattern(Path("/data/{odd}"), "demo")
+    assert pattern.format(frame=7).endswith("demo_0007.png")
+    assert "{odd}" in pattern.format(frame=7)
