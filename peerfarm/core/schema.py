@@ -91,6 +91,17 @@ def job_id(v: Any) -> str | None:
     return None
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_hex(v: Any) -> str | None:
+    # Exactly 64 lowercase hex digits: a blob id may become a file name, so no
+    # other spelling (capitals, separators, dots) is ever let through.
+    if type(v) is not str or not _SHA256.fullmatch(v):
+        return "expected a SHA-256 (64 lowercase hex digits)"
+    return None
+
+
 _RENDERER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 

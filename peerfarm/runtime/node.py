@@ -32,6 +32,7 @@ from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
 from peerfarm.jobspec import SubmitError, build_new_job, safe_name
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
+from peerfarm.runtime.blobs import BlobStore, serve_blob
 from peerfarm.runtime.discovery import LanDiscovery
 from peerfarm.runtime.link import HandshakeError, Link
 from peerfarm.runtime.renderer_logs import collect_logs, read_log_tail
@@ -108,12 +109,13 @@ class Node:
         self._dialing: set[str] = set()  # node ids / bootstrap addresses with a dial loop
         self._join_vv: dict[str, int] | None = None
         # Requests to peers awaiting their answer: key -> (answered, [answer message]).
-        # key: (peer id, kind, job id, frame or chunk)
+        # key: (peer id, kind, job id, frame or chunk), or (peer id, "blob", sha, offset)
         self._waiters: dict[tuple[str, str, str, int], tuple[trio.Event, list[dict[str, Any]]]] = {}
         self.plugins = renderer_plugins()
         self.renderers: dict[str, str] = {}  # what this machine can render: name -> version
         self.worker: Any = None
         self.collector: Any = None
+        self.blobs = BlobStore(config.data_dir / "blobs")  # content-addressed (runtime/blobs.py)
 
     # -- the public API (used by the faces) ---------------------------------------
 
@@ -715,6 +717,13 @@ class Node:
             else:
                 key = (link.peer_id, "frame", msg["job_id"], msg["frame"])
             waiter = self._waiters.get(key)
+            if waiter is not None and not waiter[0].is_set():
+                waiter[1].append(msg)
+                waiter[0].set()
+        elif kind == "GET_BLOB":
+            await serve_blob(self.blobs, link, msg["sha"], msg["offset"], msg["length"])
+        elif kind in ("BLOB", "BLOB_MISSING"):
+            waiter = self._waiters.get((link.peer_id, "blob", msg["sha"], msg["offset"]))
             if waiter is not None and not waiter[0].is_set():
                 waiter[1].append(msg)
                 waiter[0].set()

@@ -16,6 +16,8 @@ PROTOCOL_VERSION = 1
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
 MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
+MAX_BLOB_CHUNK_BYTES = 4 * 1024 * 1024  # one GET_BLOB / BLOB piece of a blob
+MAX_BLOB_OFFSET = 2**62
 
 ROLES = ("node", "bootstrap", "client")
 
@@ -68,6 +70,26 @@ SCHEMAS: dict[str, s.Check] = {
     "GET_LOG": s.record({"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS)}),
     "LOG": s.record(
         {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS), "text": s.text(MAX_LOG_CHARS)}
+    ),
+    # Content-addressed blobs (scenes, later frames) travel in pieces from any holder.
+    "GET_BLOB": s.record(
+        {
+            "sha": s.sha256_hex,
+            "offset": s.integer(0, MAX_BLOB_OFFSET),
+            "length": s.integer(1, MAX_BLOB_CHUNK_BYTES),
+        }
+    ),
+    "BLOB": s.record(
+        {
+            "sha": s.sha256_hex,
+            "offset": s.integer(0, MAX_BLOB_OFFSET),
+            "data": s.binary(MAX_BLOB_CHUNK_BYTES),
+        }
+    ),
+    # `offset` says which GET_BLOB this answers, so a late answer never satisfies
+    # a request for another piece.
+    "BLOB_MISSING": s.record(
+        {"sha": s.sha256_hex, "offset": s.integer(0, MAX_BLOB_OFFSET), "reason": s.text(500)}
     ),
     # Client (CLI, later the desktop app) requests to a node, and answers.
     "SUBMIT": s.record({"job": _any_map}),
