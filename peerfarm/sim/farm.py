@@ -1,0 +1,370 @@
+"""A whole farm in one process: run a schedule of jobs and faults, heal, check.
+
+A run has two phases. During the *fault phase* the schedule's jobs are
+submitted and its faults happen over a lossy, delaying, reordering network.
+Then everything heals (partitions end, loss stops, frozen nodes resume,
+crashed nodes restart) and the farm runs until it has converged, or until a
+generous simulated deadline, which fails the run. Once converged it must stay
+quiet for two peer timeouts, and then the invariants are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from dataclasses import dataclass
+
+from peerfarm.core import actions as act
+from peerfarm.core.actions import Action
+from peerfarm.core.state import ACTIVE, CANCELLED, CHUNK_DONE, JOB_DONE, JOB_FAILED, UP
+from peerfarm.sim.network import EventLoop, Network
+from peerfarm.sim.node import PEER_TIMEOUT, SimNode
+from peerfarm.sim.schedule import (
+    CRASH,
+    DISK_LOSS,
+    FREEZE,
+    PARTITION,
+    FaultPlan,
+    JobPlan,
+    Schedule,
+    random_schedule,
+)
+
+CONVERGE_DEADLINE = 300.0  # simulated s after healing; 2,000 seeds needed <= 31
+QUIET_PERIOD = 2 * PEER_TIMEOUT  # long enough for a false "down" to show
+LINK_LOST_DELAY = 0.01  # the OS tells peers a killed process's links are closed
+RETRY_DELAY = 0.5  # a user whose node is down or frozen tries again
+TRACE_TAIL = 60
+
+
+class SimulationFailure(AssertionError):
+    """An invariant broke or the farm did not converge; the message says how to replay it."""
+
+    def __init__(self, seed: int | None, problem: str, context: list[str]) -> None:
+        self.seed = seed
+        self.problem = problem
+        replay = f"\nreplay: python -m peerfarm.sim --seed {seed}" if seed is not None else ""
+        body = "\n".join(context)
+        super().__init__(f"seed {seed}: {problem}{replay}\n{body}")
+
+
+@dataclass
+class RunResult:
+    seed: int | None
+    digest: str  # the state digest every node agrees on
+    trace: list[str]
+    healed_at: float
+    converged_at: float
+    events: int
+    messages: int
+    messages_lost: int
+    actions: list[tuple[float, int, Action]]  # (time, node index, action) as emitted
+    jobs: dict[str, str]  # job id -> final state
+    frames_total: int
+    frame_renders: int  # renders started, duplicates included
+
+    @property
+    def trace_digest(self) -> str:
+        return hashlib.sha256("\n".join(self.trace).encode()).hexdigest()
+
+    def emitted(self, type_: str, start: float = 0.0, end: float = float("inf")) -> list[Action]:
+        return [a for t, _, a in self.actions if a.type == type_ and start <= t <= end]
+
+    def summary(self) -> str:
+        states = ", ".join(f"{j} {s}" for j, s in sorted(self.jobs.items()))
+        return (
+            f"seed {self.seed}: converged at {self.converged_at:.1f} s (healed at "
+            f"{self.healed_at:.1f} s); {self.events} events, {self.messages} messages "
+            f"({self.messages_lost} dropped), {len(self.actions)} actions; "
+            f"{self.frame_renders} frame renders for {self.frames_total} frames; "
+            f"jobs: {states}; digest {self.digest[:16]}"
+        )
+
+
+class Farm:
+    def __init__(self, schedule: Schedule, rng: random.Random, seed: int | None = None) -> None:
+        self.schedule = schedule
+        self.rng = rng
+        self.seed = seed
+        self.loop = EventLoop()
+        # Healing changes the conditions: work on a copy so the schedule stays as written.
+        self.network = Network(self.loop, rng, dataclasses.replace(schedule.network))
+        self.nodes = [
+            SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob)
+            for i, (node_id, plan) in enumerate(zip(schedule.node_ids, schedule.nodes, strict=True))
+        ]
+        for node in self.nodes:
+            self.network.attach(node)
+        self._names = {n.node_id: n.name for n in self.nodes}
+        self._peers = {n.index: [p.node_id for p in self.nodes if p is not n] for n in self.nodes}
+        self.trace_lines: list[str] = []
+        self.actions: list[tuple[float, int, Action]] = []
+        self._checked: dict[int, object] = {}
+        self._healed = False
+
+    # -- services for the nodes -------------------------------------------------------
+
+    def peers_of(self, node: SimNode) -> list[str]:
+        return self._peers[node.index]
+
+    def name_of(self, node_id: str) -> str:
+        return self._names.get(node_id, node_id[:8])
+
+    def trace(self, node: SimNode | None, text: str) -> None:
+        who = node.name if node is not None else "--"
+        self.trace_lines.append(f"{self.loop.now:9.3f} {who:>3} {text}")
+
+    def record(self, node: SimNode, action: Action) -> None:
+        self.actions.append((self.loop.now, node.index, action))
+        self.trace(node, self._describe(action))
+
+    def violation(self, problem: str) -> None:
+        context = self.schedule.describe() + ["trace (last lines):"]
+        context += self.trace_lines[-TRACE_TAIL:]
+        raise SimulationFailure(self.seed, problem, context)
+
+    def check_running_node(self, node: SimNode) -> None:
+        """Checked after every event: counters stay within their totals."""
+        state = node.log.state
+        if self._checked.get(node.index) is state:
+            return
+        self._checked[node.index] = state
+        for job in state.jobs.values():
+            if not 0 <= job.frames_done <= job.frames_total:
+                self.violation(
+                    f"{node.name}: job {job.id} has {job.frames_done} of "
+                    f"{job.frames_total} frames done"
+                )
+            if not 0 <= job.chunks_done <= job.chunk_total:
+                self.violation(
+                    f"{node.name}: job {job.id} has {job.chunks_done} of "
+                    f"{job.chunk_total} chunks done"
+                )
+
+    def _describe(self, action: Action) -> str:
+        p = action.payload
+        if action.type == act.NEW_JOB:
+            detail = (
+                f"{p['job_id']} frames {p['frame_start']}-{p['frame_end']} chunk {p['chunk_size']}"
+            )
+        elif action.type == act.CLAIM_CHUNK:
+            detail = f"{p['job_id']}/{p['chunk']}"
+        elif action.type in (act.DONE, act.RELEASE_CHUNK, act.CHUNK_FAILED):
+            detail = f"{p['job_id']}/{p['chunk']} claim #{p['claim_seq']}"
+        elif action.type == act.CHUNK_LOST:
+            detail = f"{p['job_id']}/{p['chunk']} held by {self.name_of(p['holder'])}"
+        elif action.type == act.PEER_DOWN:
+            detail = f"{self.name_of(p['node_id'])} incarnation {p['incarnation']}"
+        elif action.type == act.CANCEL_JOB:
+            detail = p["job_id"]
+        else:
+            detail = ""
+        return f"{action.type} {detail} (#{action.seq} L{action.lamport})"
+
+    # -- the run ----------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        s = self.schedule
+        loop = self.loop
+        for node in self.nodes:
+            loop.call_at(self.rng.uniform(0.0, 0.5), node.start)
+        for job in s.jobs:
+            loop.call_at(job.at, self._submit, job)
+            if job.cancel_at is not None:
+                loop.call_at(job.cancel_at, self._cancel, job)
+        for fault in s.faults:
+            loop.call_at(fault.at, self._begin, fault)
+            if fault.duration:
+                loop.call_at(fault.at + fault.duration, self._end, fault)
+        healed_at = s.heal_at()
+        loop.run_until(healed_at)
+        self._heal()
+        converged_at = self._converge(healed_at + CONVERGE_DEADLINE)
+        vv = self.nodes[0].log.version_vector()
+        loop.run_until(loop.now + QUIET_PERIOD)
+        reason = self._not_converged()
+        if reason is not None:
+            self.violation(f"converged at {converged_at:.1f} s, then diverged: {reason}")
+        if self.nodes[0].log.version_vector() != vv:
+            self.violation(f"actions were still emitted after convergence at {converged_at:.1f} s")
+        self._check_invariants()
+        state = self.nodes[0].state
+        return RunResult(
+            seed=self.seed,
+            digest=self.nodes[0].log.digest(),
+            trace=self.trace_lines,
+            healed_at=healed_at,
+            converged_at=converged_at,
+            events=loop.events_run,
+            messages=self.network.sent,
+            messages_lost=self.network.lost,
+            actions=self.actions,
+            jobs={j.id: j.state for j in state.jobs.values()},
+            frames_total=sum(j.frames_total for j in state.jobs.values()),
+            frame_renders=sum(j.frame_renders for j in state.jobs.values()),
+        )
+
+    def _submit(self, job: JobPlan) -> None:
+        node = self.nodes[job.submitter]
+        if not node.running or node.frozen:
+            self.loop.call_later(RETRY_DELAY, self._submit, job)
+            return
+        node.submit(job.payload())
+
+    def _cancel(self, job: JobPlan) -> None:
+        node = self.nodes[job.cancel_by]
+        if not node.running or node.frozen:
+            self.loop.call_later(RETRY_DELAY, self._cancel, job)
+            return
+        why = node.cancel(job.job_id)
+        if why == "unknown here yet":
+            self.loop.call_later(RETRY_DELAY, self._cancel, job)
+        elif why:
+            self.trace(node, f"cancel of {job.job_id} refused: {why}")
+
+    def _begin(self, fault: FaultPlan) -> None:
+        nodes = [self.nodes[i] for i in fault.nodes]
+        if fault.kind == CRASH:
+            node = nodes[0]
+            if not node.running:
+                return
+            node.crash()
+            for other in self.nodes:
+                if other.running and self.network.reachable(other.node_id, node.node_id):
+                    other.call_later(LINK_LOST_DELAY, other.link_lost, node.node_id)
+        elif fault.kind == FREEZE:
+            nodes[0].freeze()
+        elif fault.kind == PARTITION:
+            side, others = self._sides(fault)
+            self.network.cut(side, others)
+            self.trace(None, f"partition {self._group(side)} | {self._group(others)}")
+        elif fault.kind == DISK_LOSS:
+            nodes[0].lose_disk()
+
+    def _end(self, fault: FaultPlan) -> None:
+        node = self.nodes[fault.nodes[0]]
+        if fault.kind == CRASH:
+            if not node.running:
+                node.start()
+        elif fault.kind == FREEZE:
+            node.unfreeze()
+        elif fault.kind == PARTITION:
+            side, others = self._sides(fault)
+            self.network.mend(side, others)
+            self.trace(None, f"partition {self._group(side)} | {self._group(others)} ends")
+
+    def _sides(self, fault: FaultPlan) -> tuple[list[str], list[str]]:
+        side = [self.nodes[i].node_id for i in fault.nodes]
+        return side, [n.node_id for n in self.nodes if n.node_id not in side]
+
+    def _group(self, ids: list[str]) -> str:
+        return ",".join(self.name_of(i) for i in ids)
+
+    def _heal(self) -> None:
+        self.trace(None, "heal: no more faults")
+        self._healed = True
+        self.network.heal()
+        for node in self.nodes:
+            if not node.running:
+                node.start()
+            elif node.frozen:
+                node.unfreeze()
+
+    def _converge(self, deadline: float) -> float:
+        while True:
+            reason = self._not_converged()
+            if reason is None:
+                return self.loop.now
+            if self.loop.now >= deadline:
+                self.violation(f"no convergence {CONVERGE_DEADLINE:.0f} s after healing: {reason}")
+            self.loop.run_until(self.loop.now + 1.0)
+
+    def _not_converged(self) -> str | None:
+        """Why the farm has not settled yet, or None once it has."""
+        nodes = self.nodes
+        for node in nodes:
+            if not node.running or node.frozen or not node.working:
+                return f"{node.name} is not working yet"
+        for node in nodes:
+            for peer in self.peers_of(node):
+                # A view still lagging behind the fault phase (suspect or down) would
+                # act on it next. Once healed, heartbeats keep every view "up".
+                health = node.peer_health(peer)
+                if health != "up":
+                    return f"{node.name} sees {self.name_of(peer)} {health}"
+        vv = nodes[0].log.version_vector()
+        for node in nodes[1:]:
+            if node.log.version_vector() != vv:
+                return f"{node.name} holds other actions than n0"
+        state = nodes[0].state
+        for peer_id in sorted(state.peers):
+            if state.peers[peer_id].state != UP:
+                return f"{self.name_of(peer_id)} is {state.peers[peer_id].state}"
+        for plan in self.schedule.jobs:
+            job = state.jobs.get(plan.job_id)
+            if job is None:
+                return f"job {plan.job_id} is not submitted yet"
+            if job.state == ACTIVE:
+                return f"job {job.id} is active ({job.frames_done}/{job.frames_total} frames)"
+            if job.state == JOB_DONE:
+                have = len(self.nodes[plan.submitter].outputs.get(job.id, ()))
+                if have != job.frames_total:
+                    return f"job {job.id}: {have}/{job.frames_total} frames collected"
+        return None
+
+    def _check_invariants(self) -> None:
+        digest = self.nodes[0].log.digest()
+        for node in self.nodes:
+            # 3. Same actions, same state: every node has the same digest.
+            if node.log.digest() != digest:
+                self.violation(f"{node.name}'s digest differs from n0's with the same actions")
+            jobs = node.state.jobs
+            logged = {(a.type, a.payload.get("job_id")) for a in node.log.actions()}
+            for plan in self.schedule.jobs:
+                job = jobs.get(plan.job_id)
+                if job is None:
+                    self.violation(f"{node.name} never heard of job {plan.job_id}")
+                # 1. Every job reached a final state it had a reason to reach.
+                if job.state == CANCELLED and (act.CANCEL_JOB, job.id) not in logged:
+                    self.violation(f"{node.name}: job {job.id} is cancelled without CANCEL_JOB")
+                if job.state == JOB_FAILED and (act.CHUNK_FAILED, job.id) not in logged:
+                    self.violation(f"{node.name}: job {job.id} failed without a failed render")
+                if job.state not in (JOB_DONE, CANCELLED, JOB_FAILED):
+                    self.violation(f"{node.name}: job {job.id} ended {job.state}")
+                # 2. Each frame done once: the counters match the chunk map.
+                done = [i for i, c in job.chunks.items() if c.state == CHUNK_DONE]
+                frames = sum(len(job.frames_of(i)) for i in done)
+                if job.chunks_done != len(done) or job.frames_done != frames:
+                    self.violation(
+                        f"{node.name}: job {job.id} counts {job.chunks_done} chunks/"
+                        f"{job.frames_done} frames done, its chunk map {len(done)}/{frames}"
+                    )
+                if job.state == JOB_DONE and (
+                    job.chunks_done != job.chunk_total or job.frames_done != job.frames_total
+                ):
+                    self.violation(f"{node.name}: job {job.id} is done with chunks missing")
+                # 4. No output lost: the submitter holds every frame of a done job.
+                if job.state == JOB_DONE:
+                    submitter = self.nodes[plan.submitter]
+                    want = set(range(job.frame_start, job.frame_end + 1))
+                    if submitter.outputs.get(job.id, set()) != want:
+                        self.violation(f"job {job.id}: frames missing at {submitter.name}")
+
+
+def run_seed(seed: int) -> RunResult:
+    """One random schedule and its run, both drawn from ``random.Random(seed)``."""
+    rng = random.Random(seed)
+    schedule = random_schedule(rng)
+    return run_schedule(schedule, rng, seed)
+
+
+def run_schedule(schedule: Schedule, rng: random.Random, seed: int | None = None) -> RunResult:
+    farm = Farm(schedule, rng, seed)
+    try:
+        return farm.run()
+    except SimulationFailure:
+        raise
+    except Exception as exc:  # a crash inside the farm is a finding too: keep the seed
+        context = schedule.describe() + farm.trace_lines[-TRACE_TAIL:]
+        raise SimulationFailure(seed, f"the simulation raised {exc!r}", context) from exc

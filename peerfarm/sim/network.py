@@ -1,0 +1,137 @@
+"""The simulated clock and network: one event queue, one seeded random source.
+
+Nothing here reads the real clock or touches a socket. Time moves only when
+the next event is popped, and events are ordered by (simulated time, sequence
+number), so two events at the same instant run in the order they were
+scheduled and a run is a pure function of its seed.
+
+The network is deliberately worse than TCP: every message has its own
+random delay (so messages overtake each other), may be lost, and is dropped
+while a partition separates its ends. Anti-entropy is what must make up for it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Message = tuple[Any, ...]  # (kind, *fields); kinds are listed in peerfarm.sim.node
+
+
+class EventLoop:
+    """A priority queue of callbacks keyed by (time, sequence number)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.events_run = 0
+        self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = 0
+
+    def call_at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
+        # The sequence number breaks ties, so callbacks are never compared and
+        # same-time events keep their scheduling order.
+        heapq.heappush(self._queue, (max(when, self.now), self._seq, fn, args))
+        self._seq += 1
+
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        self.call_at(self.now + delay, fn, *args)
+
+    def run_until(self, deadline: float, stop: Callable[[], bool] | None = None) -> bool:
+        """Run events up to ``deadline``; True if ``stop()`` became true (checked after
+        each event) before that."""
+        queue = self._queue
+        while queue and queue[0][0] <= deadline:
+            when, _, fn, args = heapq.heappop(queue)
+            self.now = when
+            self.events_run += 1
+            fn(*args)
+            if stop is not None and stop():
+                return True
+        self.now = max(self.now, deadline)
+        return False
+
+
+class Endpoint(Protocol):
+    """What the network needs from a simulated node."""
+
+    node_id: str
+    running: bool
+    life: int  # bumped on every crash and restart: messages to an old life are lost
+
+    def deliver(self, src: str, msg: Message, life: int) -> None: ...
+
+
+@dataclass
+class NetworkConditions:
+    loss: float = 0.0  # probability that a message is lost
+    min_delay: float = 0.0005
+    max_delay: float = 0.005
+    slow_chance: float = 0.0  # probability that a message takes an extra 0..slow_delay
+    slow_delay: float = 0.5
+
+
+class Network:
+    def __init__(self, loop: EventLoop, rng: random.Random, conditions: NetworkConditions) -> None:
+        self.loop = loop
+        self.rng = rng
+        self.conditions = conditions
+        self.endpoints: dict[str, Endpoint] = {}
+        # (a, b) with a < b -> how many active partitions separate them; partitions
+        # may overlap, and the pair heals only when the last one ends.
+        self._cuts: dict[tuple[str, str], int] = {}
+        self.sent = 0
+        self.lost = 0
+
+    def attach(self, endpoint: Endpoint) -> None:
+        self.endpoints[endpoint.node_id] = endpoint
+
+    @staticmethod
+    def _pair(a: str, b: str) -> tuple[str, str]:
+        return (a, b) if a < b else (b, a)
+
+    def reachable(self, a: str, b: str) -> bool:
+        return self._pair(a, b) not in self._cuts
+
+    def cut(self, group: list[str], others: list[str]) -> None:
+        for a in group:
+            for b in others:
+                pair = self._pair(a, b)
+                self._cuts[pair] = self._cuts.get(pair, 0) + 1
+
+    def mend(self, group: list[str], others: list[str]) -> None:
+        for a in group:
+            for b in others:
+                pair = self._pair(a, b)
+                left = self._cuts.get(pair, 0) - 1
+                if left > 0:
+                    self._cuts[pair] = left
+                else:
+                    self._cuts.pop(pair, None)
+
+    def heal(self) -> None:
+        """End every partition, stop losing messages and stop holding some back."""
+        self._cuts.clear()
+        self.conditions.loss = 0.0
+        self.conditions.slow_chance = 0.0
+
+    def send(self, src: str, dst: str, msg: Message) -> None:
+        self.sent += 1
+        target = self.endpoints[dst]
+        c = self.conditions
+        if not target.running or not self.reachable(src, dst) or self.rng.random() < c.loss:
+            self.lost += 1
+            return
+        delay = self.rng.uniform(c.min_delay, c.max_delay)
+        if c.slow_chance and self.rng.random() < c.slow_chance:
+            delay += self.rng.uniform(0.0, c.slow_delay)
+        self.loop.call_later(delay, self._arrive, src, dst, msg, target.life)
+
+    def _arrive(self, src: str, dst: str, msg: Message, life: int) -> None:
+        # A partition that started while the message was on its way drops it too.
+        if not self.reachable(src, dst):
+            self.lost += 1
+            return
+        self.endpoints[dst].deliver(src, msg, life)

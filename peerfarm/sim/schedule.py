@@ -1,0 +1,163 @@
+"""What happens in one simulated run: the nodes, the jobs, the faults.
+
+A schedule is plain data, drawn from the run's random source by
+``random_schedule`` or written by hand in a test that targets one fault.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from peerfarm.sim.network import NetworkConditions
+
+CRASH = "crash"  # SIGKILL / power cut, then a restart with the same node id
+FREEZE = "freeze"  # SIGSTOP, then SIGCONT
+PARTITION = "partition"  # the listed nodes cannot talk to the others
+DISK_LOSS = "disk_loss"  # the node's rendered frames are gone (it keeps running)
+FAULT_KINDS = (CRASH, FREEZE, PARTITION, DISK_LOSS)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    slots: int  # 0: a node that never renders (like the bootstrap server)
+    speed: float = 1.0  # seconds per frame = frame_time * speed
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    job_id: str
+    at: float
+    submitter: int  # index of the node the user submits to
+    frame_start: int
+    frame_end: int
+    chunk_size: int
+    priority: int = 0
+    cancel_at: float | None = None
+    cancel_by: int = 0
+
+    def payload(self) -> dict[str, object]:
+        return {
+            "job_id": self.job_id,
+            "name": "sim",
+            "renderer": "builtin",
+            "renderer_version": "",  # any version
+            "scene": "{}",
+            "frame_start": self.frame_start,
+            "frame_end": self.frame_end,
+            "chunk_size": self.chunk_size,
+            "width": 32,
+            "height": 24,
+            "output": f"/out/{self.job_id}",
+            "priority": self.priority,
+        }
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    kind: str
+    at: float
+    nodes: tuple[int, ...]  # the node (or, for a partition, one side of it)
+    duration: float = 0.0
+
+
+@dataclass
+class Schedule:
+    node_ids: list[str]
+    nodes: list[NodePlan]
+    jobs: list[JobPlan]
+    faults: list[FaultPlan] = field(default_factory=list)
+    network: NetworkConditions = field(default_factory=NetworkConditions)
+    fail_prob: float = 0.0  # chance that a render fails (CHUNK_FAILED)
+    frame_time: float = 0.3  # simulated seconds per frame on a speed-1 node
+    fault_end: float = 20.0  # everything heals at max(fault_end, end of the last fault)
+
+    def heal_at(self) -> float:
+        return max([self.fault_end] + [f.at + f.duration for f in self.faults])
+
+    def describe(self) -> list[str]:
+        out = [
+            f"nodes: {len(self.nodes)}; frame time {self.frame_time:.2f} s; "
+            f"render failure chance {self.fail_prob}; heal at {self.heal_at():.2f} s",
+            f"network: loss {self.network.loss}, delay {self.network.min_delay}-"
+            f"{self.network.max_delay} s, {self.network.slow_chance:.0%} slow by up to "
+            f"{self.network.slow_delay:.2f} s",
+        ]
+        for i, (nid, n) in enumerate(zip(self.node_ids, self.nodes, strict=True)):
+            out.append(f"  n{i} {nid} slots={n.slots} speed={n.speed:.2f}")
+        for j in self.jobs:
+            cancel = f", cancel by n{j.cancel_by} at {j.cancel_at:.2f}" if j.cancel_at else ""
+            out.append(
+                f"  job {j.job_id} at {j.at:.2f} by n{j.submitter}: frames "
+                f"{j.frame_start}-{j.frame_end} chunk {j.chunk_size} priority {j.priority}{cancel}"
+            )
+        for f in self.faults:
+            who = ",".join(f"n{i}" for i in f.nodes)
+            out.append(f"  {f.kind} {who} at {f.at:.2f} for {f.duration:.2f} s")
+        return out
+
+
+def node_ids(rng: random.Random, count: int) -> list[str]:
+    ids: list[str] = []
+    while len(ids) < count:
+        nid = f"{rng.getrandbits(64):016x}"
+        if nid not in ids:
+            ids.append(nid)
+    return ids
+
+
+def random_schedule(rng: random.Random, min_nodes: int = 3, max_nodes: int = 6) -> Schedule:
+    """3-6 nodes, 1-4 jobs, 0-6 faults in the first 15-30 simulated seconds."""
+    n = rng.randint(min_nodes, max_nodes)
+    ids = node_ids(rng, n)
+    nodes = [NodePlan(rng.choice((1, 1, 2, 3)), rng.uniform(0.5, 2.0)) for _ in range(n)]
+    if n >= 4 and rng.random() < 0.25:
+        nodes[0] = NodePlan(0)  # a mirror that submits but never renders
+    network = NetworkConditions(
+        loss=rng.choice((0.0, 0.0, 0.01, 0.05, 0.2)),
+        max_delay=rng.choice((0.002, 0.02, 0.1)),
+        slow_chance=rng.choice((0.0, 0.02, 0.1)),
+        slow_delay=rng.uniform(0.2, 2.0),
+    )
+    fault_end = rng.uniform(15.0, 30.0)
+    jobs = []
+    for _ in range(rng.randint(1, 4)):
+        at = rng.uniform(0.0, fault_end * 0.7)
+        start = rng.randint(0, 100)
+        cancel = rng.random() < 0.15
+        jobs.append(
+            JobPlan(
+                job_id=f"job-{rng.getrandbits(32):08x}",
+                at=at,
+                submitter=rng.randrange(n),
+                frame_start=start,
+                frame_end=start + rng.randint(0, 39),
+                chunk_size=rng.randint(1, 6),
+                priority=rng.choice((0, 0, 0, 1, -1)),
+                cancel_at=at + rng.uniform(0.0, 15.0) if cancel else None,
+                cancel_by=rng.randrange(n),
+            )
+        )
+    faults = []
+    for _ in range(rng.randint(0, 6)):
+        kind = rng.choices(FAULT_KINDS, weights=(3, 2, 3, 1))[0]
+        at = rng.uniform(0.0, fault_end)
+        if kind == PARTITION:
+            side = sorted(rng.sample(range(n), rng.randint(1, n - 1)))
+            faults.append(FaultPlan(kind, at, tuple(side), rng.uniform(1.0, 12.0)))
+        elif kind == CRASH:
+            faults.append(FaultPlan(kind, at, (rng.randrange(n),), rng.uniform(0.5, 10.0)))
+        elif kind == FREEZE:
+            faults.append(FaultPlan(kind, at, (rng.randrange(n),), rng.uniform(0.5, 8.0)))
+        else:
+            faults.append(FaultPlan(kind, at, (rng.randrange(n),)))
+    return Schedule(
+        node_ids=ids,
+        nodes=nodes,
+        jobs=jobs,
+        faults=faults,
+        network=network,
+        fail_prob=rng.choice((0.0, 0.0, 0.01, 0.05)),
+        frame_time=rng.uniform(0.1, 0.6),
+        fault_end=fault_end,
+    )
