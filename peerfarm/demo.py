@@ -50,6 +50,37 @@ class Farm:
             raise CliError(f"{name} did not start:\n{log_text}")
         return proc, line.rsplit(" ", 1)[1]
 
+    def start_bootstrap(self, data_dir: Path, name: str = "bootstrap"):  # noqa: ANN201
+        """A private bootstrap server on a free loopback port (no LAN discovery)."""
+        return self.start(
+            name,
+            ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--no-zeroconf"],
+        )
+
+    def start_node(  # noqa: ANN201
+        self, name: str, bootstrap: str, data_dir: Path, slots: int, *extra: str
+    ):
+        """A private node on a free loopback port; a throwaway farm must not join (or
+        be joined by) farms on the LAN, so LAN discovery is off."""
+        return self.start(
+            name,
+            [
+                "node",
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap",
+                bootstrap,
+                "--data-dir",
+                str(data_dir),
+                "--name",
+                name,
+                "--slots",
+                str(slots),
+                "--no-zeroconf",
+                *extra,
+            ],
+        )
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             if proc.poll() is None:
@@ -74,38 +105,11 @@ def run_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="peerfarm-demo-") as tmp:
         farm = Farm(Path(tmp))
         try:
-            _, bootstrap = farm.start(
-                "bootstrap",
-                # A throwaway farm: it must not join (or be joined by) farms on the LAN.
-                [
-                    "bootstrap",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--data-dir",
-                    f"{tmp}/bootstrap",
-                    "--no-zeroconf",
-                ],
-            )
+            _, bootstrap = farm.start_bootstrap(Path(tmp) / "bootstrap")
             print(f"bootstrap server on {bootstrap}")
             nodes = []
             for i in range(1, args.nodes + 1):
-                _, address = farm.start(
-                    f"node-{i}",
-                    [
-                        "node",
-                        "--listen",
-                        "127.0.0.1:0",
-                        "--bootstrap",
-                        bootstrap,
-                        "--data-dir",
-                        f"{tmp}/node-{i}",
-                        "--name",
-                        f"node-{i}",
-                        "--slots",
-                        str(slots),
-                        "--no-zeroconf",
-                    ],
-                )
+                _, address = farm.start_node(f"node-{i}", bootstrap, Path(tmp) / f"node-{i}", slots)
                 nodes.append(address)
                 print(f"node-{i} on {address} ({slots} slot{'s' * (slots > 1)})")
             scene, _ = read_scene("builtin:demo")

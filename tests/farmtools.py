@@ -53,39 +53,12 @@ def job_of(st: dict[str, Any], job_id: str) -> dict[str, Any]:
 
 def start_node(farm: Farm, tmp_path, i: int, bootstrap: str, *extra: str):
     """Start (or restart: same data folder, same identity) node-i; (process, address)."""
-    return farm.start(
-        f"node-{i}",
-        [
-            "node",
-            "--listen",
-            "127.0.0.1:0",
-            "--bootstrap",
-            bootstrap,
-            "--data-dir",
-            str(tmp_path / f"node-{i}"),
-            "--name",
-            f"node-{i}",
-            "--slots",
-            "1",
-            "--no-zeroconf",  # test farms must not find each other
-            *extra,
-        ],
-    )
+    return farm.start_node(f"node-{i}", bootstrap, tmp_path / f"node-{i}", 1, *extra)
 
 
 def start_bootstrap(farm: Farm, tmp_path, name: str = "bootstrap"):
     """Start (or restart, same data folder) the bootstrap server; (process, address)."""
-    return farm.start(
-        name,
-        [
-            "bootstrap",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(tmp_path / "b"),
-            "--no-zeroconf",
-        ],
-    )
+    return farm.start_bootstrap(tmp_path / "b", name)
 
 
 def start_farm(tmp_path, nodes=3):
