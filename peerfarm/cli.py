@@ -237,33 +237,54 @@ async def serve(node: Node) -> int:
 
 
 def read_scene(scene: str) -> tuple[str, str]:
-    """(scene text, default job name) for `builtin:NAME` or a scene file."""
+    """(scene text, default job name) of a shipped scene, `builtin:NAME`."""
     from peerfarm.renderers.builtin import SceneError, builtin_scene_text
 
-    if scene.startswith("builtin:"):
-        name = scene.split(":", 1)[1]
-        try:
-            return builtin_scene_text(name), name
-        except SceneError as exc:
-            raise CliError(str(exc)) from None
-    path = Path(scene)
+    name = scene.split(":", 1)[1]
     try:
-        return path.read_text("utf-8"), path.stem
-    except FileNotFoundError:
-        raise CliError(f"scene file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read scene file {path}: {exc}") from None
+        return builtin_scene_text(name), name
+    except SceneError as exc:
+        raise CliError(str(exc)) from None
+
+
+def scene_fields(scene: str, renderer: str | None) -> tuple[dict[str, Any], str]:
+    """The scene part of a submit request, and the default job name.
+
+    `builtin:NAME`, or a file, folder, .zip or .tar.gz read as a scene package
+    (peerfarm.scenes: hostile archives are refused before anything is sent).
+    The built-in renderer's scene travels as text; other scenes as files.
+    """
+    from peerfarm.scenes import PackageError, load_package
+
+    if scene.startswith("builtin:"):
+        text, name = read_scene(scene)
+        return {"scene": text}, name
+    path = Path(scene)
+    if not path.exists():
+        raise CliError(f"scene {path} does not exist")
+    name = path.name.split(".")[0] if path.is_file() else path.resolve().name
+    try:
+        package = load_package(path, renderer=renderer)
+    except PackageError as exc:
+        raise CliError(str(exc)) from None
+    if package.renderer == "builtin":
+        try:
+            text = package.files[package.main].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CliError(f"{package.main} is not UTF-8 text") from None
+        return {"scene": text, "renderer": "builtin"}, name
+    return {"files": package.files, "main": package.main, "renderer": package.renderer}, name
 
 
 def job_spec(args: argparse.Namespace) -> dict[str, Any]:
-    scene_text, default_name = read_scene(args.scene)
+    scene, default_name = scene_fields(args.scene, args.renderer)
     name = args.name or default_name
     width, height = parse_size(args.size) if args.size else (None, None)
     output = args.output or Path("peerfarm-output") / name
     return {
-        "scene": scene_text,
-        "name": name,
         "renderer": args.renderer,
+        **scene,
+        "name": name,
         "renderer_version": args.renderer_version,
         "frames": list(parse_frames(args.frames)) if args.frames else None,
         "chunk_size": args.chunk,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -39,6 +40,42 @@ def parse_size(text: str) -> tuple[int, int]:
     if not m or not (0 < int(m.group(1)) <= 16384 and 0 < int(m.group(2)) <= 16384):
         raise SubmitError(f"--size {text!r}: expected WxH, e.g. 320x240 (1..16384 each)")
     return int(m.group(1)), int(m.group(2))
+
+
+MAX_FILES = 10_000
+
+
+def check_files(files: Any) -> dict[str, bytes]:
+    """Scene files of a submit request: relative POSIX paths -> bytes.
+
+    A first check only; workers unpack with the full rules of peerfarm.scenes.
+    """
+    if files is None:
+        return {}
+    if type(files) is not dict or len(files) > MAX_FILES:
+        raise SubmitError(f"scene files must be a map of at most {MAX_FILES} paths to bytes")
+    for path, data in files.items():
+        parts = path.split("/") if type(path) is str else []
+        if (
+            not parts
+            or path.startswith("/")
+            or "\\" in path
+            or ":" in path
+            or len(path) > 200
+            or any(part in ("", ".", "..") for part in parts)
+        ):
+            raise SubmitError(f"scene file name {path!r} is not a relative path inside the scene")
+        if type(data) is not bytes:
+            raise SubmitError(f"scene file {path!r} has no content")
+    return files
+
+
+def manifest_of(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    """path -> {sha, size}: what NEW_JOB carries instead of the bytes (blocking: hashes)."""
+    return {
+        path: {"sha": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for path, data in files.items()
+    }
 
 
 def build_new_job(
@@ -90,7 +127,9 @@ def build_new_job(
         "name": safe_name(str(spec.get("name") or "job")),
         "renderer": renderer,
         "renderer_version": str(spec.get("renderer_version") or ""),
-        "scene": spec["scene"],
+        "scene": spec.get("scene") or "",
+        "files": spec.get("manifest") or {},
+        "main": spec.get("main") or "",
         "frame_start": first,
         "frame_end": last,
         "chunk_size": chunk_size,

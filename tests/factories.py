@@ -16,6 +16,8 @@ def new_job_payload(job_id: str = "job1", frames: tuple[int, int] = (1, 8), chun
         "renderer": "builtin",
         "renderer_version": "",
         "scene": "{}",
+        "files": {},
+        "main": "",
         "frame_start": frames[0],
         "frame_end": frames[1],
         "chunk_size": chunk,

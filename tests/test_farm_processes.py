@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 
 from factories import demo_spec
 from farmtools import job_of, logs, start_bootstrap, start_farm, status, submit, wait_until
@@ -122,8 +123,13 @@ def test_submit_errors_are_clear(tmp_path):
     try:
         bad = tmp_path / "bad.json"
         bad.write_text('{"format": "peerfarm-scene/1", "camera": 5}')
+        evil = tmp_path / "evil.zip"
+        with zipfile.ZipFile(evil, "w") as z:
+            z.writestr("scene.pov", "sphere { 0, 1 }")
+            z.writestr("../../outside.txt", "gotcha")
         for args, expected in [
             ([str(bad)], "the scene is not valid"),
+            ([str(evil)], "'../../outside.txt'"),
             ([str(tmp_path / "missing.json")], "does not exist"),
             (["builtin:nope"], "nope"),
             (["builtin:demo", "--frames", "9-1"], "before the first"),

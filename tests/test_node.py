@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 
 import trio
 from factories import demo_spec, new_job_payload
+from PIL import Image
 
+from peerfarm.renderers.base import Renderer
 from peerfarm.runtime.client import NodeClient
 from peerfarm.runtime.node import Node, NodeConfig, parse_address
 from peerfarm.wire.framing import FrameDecoder, encode
@@ -41,7 +45,7 @@ def test_restart_keeps_identity_and_state(tmp_path):
         node = make_node(tmp_path, slots=0)  # no rendering: the job stays queued
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            job_id = node.submit(spec)
+            job_id = await node.submit(spec)
             await node.wait_for_change(0.2)
             node.request_stop()
         return node.node_id, job_id, node.log.digest(), len(node.log)
@@ -151,7 +155,7 @@ def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
         node = make_node(tmp_path, slots=1)
         async with trio.open_nursery() as nursery:
             address = await nursery.start(node.run)
-            job_id = node.submit(spec)
+            job_id = await node.submit(spec)
             with trio.fail_after(10):
                 while not node.worker or not node.worker.renders:
                     await node.wait_for_change(0.05)
@@ -191,3 +195,87 @@ def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
     assert winner == "0" * 32
     assert other[1] != chunk
     assert "claim lost to 00000000" in caplog.text
+
+
+class CopyRenderer(Renderer):
+    """A test plugin whose 'renderer' copies the package's main file (a PNG) to every
+    frame: enough to prove scene files reach the worker through the blob store."""
+
+    name = "copy"
+
+    def probe(self):
+        return "1.0"
+
+    def check_job(self, spec):
+        return (1, 3)
+
+    def prepare(self, job, work_dir):
+        pass
+
+    def chunk_command(self, job, frames, work_dir, output_pattern):
+        script = (
+            "import shutil, sys\n"
+            "src, pattern, a, b = sys.argv[1:]\n"
+            "for f in range(int(a), int(b) + 1):\n"
+            "    shutil.copyfile(src, pattern.format(frame=f)); print('FRAME', f, flush=True)\n"
+        )
+        return [
+            sys.executable,
+            "-c",
+            script,
+            str(work_dir / job.main),
+            output_pattern,
+            str(frames.start),
+            str(frames.stop - 1),
+        ]
+
+    def frame_finished(self, line):
+        return line.startswith("FRAME ")
+
+
+def test_scene_files_travel_as_blobs_to_the_worker(tmp_path):
+    png = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 30, 30)).save(png, format="PNG")
+    files = {"shots/main.png": png.getvalue(), "textures/wood.txt": b"x" * 100_000}
+    spec = {
+        "renderer": "copy",
+        "files": files,
+        "main": "shots/main.png",
+        "name": "copy",
+        "frames": [1, 3],
+        "chunk_size": 1,
+        "output": str(tmp_path / "out"),
+    }
+
+    async def main():
+        submitter = make_node(tmp_path, "submitter", slots=0)
+        worker = make_node(tmp_path, "worker", slots=1)
+        for node in (submitter, worker):
+            node.plugins["copy"] = CopyRenderer()
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(submitter.run)
+            worker.config.bootstraps = [parse_address(address)]
+            await nursery.start(worker.run)
+            with trio.fail_after(15):
+                while "copy" not in {
+                    n for p in submitter.state.peers.values() for n, _ in p.renderers
+                }:
+                    await submitter.wait_for_change(0.1)
+            job_id = await submitter.submit(spec)
+            with trio.fail_after(30):
+                while not submitter.collector.progress(submitter.state.jobs[job_id])["complete"]:
+                    await submitter.wait_for_change(0.1)
+            work = worker.data_dir / "work" / job_id
+            got = {
+                p.relative_to(work).as_posix(): p.read_bytes()
+                for p in work.rglob("*")
+                if p.is_file()
+            }
+            submitter.request_stop()
+            worker.request_stop()
+        return got
+
+    got = trio.run(main)
+    assert got == files  # every scene file, byte for byte, in the worker's job folder
+    out = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert out == ["copy_0001.png", "copy_0002.png", "copy_0003.png"]

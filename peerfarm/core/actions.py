@@ -61,7 +61,15 @@ PAYLOADS: dict[str, s.Check] = {
             "name": s.text(64, allow_empty=False),
             "renderer": s.renderer_name,
             "renderer_version": s.text(32),  # "" = any; else a version prefix, e.g. "3.7"
-            "scene": s.text(MAX_SCENE_BYTES, allow_empty=False),
+            # The built-in renderer's scene travels inline; other renderers' scene
+            # files travel as content-addressed blobs: path -> {sha, size}.
+            "scene": s.text(MAX_SCENE_BYTES),
+            "files": s.map_of(
+                s.text(200, allow_empty=False),
+                s.record({"sha": s.sha256_hex, "size": s.integer(0, 2**40)}),
+                10_000,
+            ),
+            "main": s.text(200),  # the main scene file among `files`
             "frame_start": s.integer(-MAX_FRAME, MAX_FRAME),
             "frame_end": s.integer(-MAX_FRAME, MAX_FRAME),
             "chunk_size": s.integer(1, 10_000),

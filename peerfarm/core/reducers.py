@@ -85,6 +85,8 @@ def _new_job(state: State, action: a.Action) -> State:
         renderer=p["renderer"],
         renderer_version=p["renderer_version"],
         scene=p["scene"],
+        files=tuple(sorted((path, f["sha"], f["size"]) for path, f in p["files"].items())),
+        main=p["main"],
         frame_start=p["frame_start"],
         frame_end=p["frame_end"],
         chunk_size=p["chunk_size"],

@@ -55,6 +55,8 @@ class Job(NamedTuple):
     renderer: str
     renderer_version: str
     scene: str
+    files: tuple[tuple[str, str, int], ...]  # (path, sha256, size), sorted by path
+    main: str
     frame_start: int
     frame_end: int
     chunk_size: int

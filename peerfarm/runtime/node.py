@@ -29,7 +29,7 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import Action, InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
-from peerfarm.jobspec import SubmitError, build_new_job, safe_name
+from peerfarm.jobspec import SubmitError, build_new_job, check_files, manifest_of, safe_name
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
 from peerfarm.runtime.blobs import BlobStore, serve_blob
@@ -197,15 +197,24 @@ class Node:
         self._notify_change()
         return action
 
-    def submit(self, spec: dict[str, Any]) -> str:
-        """Validate a job spec and emit NEW_JOB; returns the job id. Raises SubmitError."""
+    async def submit(self, spec: dict[str, Any]) -> str:
+        """Validate a job spec and emit NEW_JOB; returns the job id. Raises SubmitError.
+
+        Scene files (``spec["files"]``: path -> bytes) are stored as blobs here;
+        workers fetch them from this node (or from each other) when they render.
+        """
         if self.stopping:
             raise SubmitError("this node is stopping; submit to another node")
         job_id = secrets.token_hex(6)
         farm_renderers = set(self.renderers) | {  # ours count even before we announce
             name for p in self.state.peers.values() if p.state == UP for name, _ in p.renderers
         }
-        self.emit(act.NEW_JOB, build_new_job(spec, job_id, self.plugins, farm_renderers))
+        files = check_files(spec.get("files"))
+        spec = {**spec, "manifest": await trio.to_thread.run_sync(manifest_of, files)}
+        payload = build_new_job(spec, job_id, self.plugins, farm_renderers)
+        for data in files.values():
+            await trio.to_thread.run_sync(self.blobs.put_bytes, data)
+        self.emit(act.NEW_JOB, payload)
         return job_id
 
     def cancel(self, job_id: str) -> None:
@@ -743,14 +752,14 @@ class Node:
         elif kind == "ERROR":
             log.warning("%s reports an error: %s", link.describe(), msg["message"])
         elif kind in ("SUBMIT", "STATUS", "CANCEL"):
-            await link.send(self._answer_client(msg))
+            await link.send(await self._answer_client(msg))
         else:
             raise MessageError(f"unexpected {kind} from a {link.peer_role}")
 
-    def _answer_client(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _answer_client(self, msg: dict[str, Any]) -> dict[str, Any]:
         try:
             if msg["type"] == "SUBMIT":
-                return message("SUBMITTED", job_id=self.submit(msg["job"]))
+                return message("SUBMITTED", job_id=await self.submit(msg["job"]))
             if msg["type"] == "CANCEL":
                 self.cancel(msg["job_id"])
                 return message("CANCELLED", job_id=msg["job_id"])

@@ -19,9 +19,11 @@ import trio
 
 from peerfarm.core import actions as act
 from peerfarm.core.scheduler import pick_chunk
-from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, Job
+from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, UP, Job
 from peerfarm.jobspec import safe_name
 from peerfarm.renderers.base import Renderer, output_pattern
+from peerfarm.runtime.blobs import BlobError, BlobStore, fetch_blob
+from peerfarm.scenes import PackageError, ScenePackage, unpack_to
 
 if TYPE_CHECKING:
     from peerfarm.runtime.node import Node
@@ -48,6 +50,7 @@ class Worker:
         self.slots = slots
         self.renders: dict[tuple[str, int], Render] = {}
         self._claiming = True
+        self._job_locks: dict[str, trio.Lock] = {}  # one scene download per job at a time
 
     def status(self) -> dict[str, Any]:
         return {
@@ -190,6 +193,30 @@ class Worker:
             del self.renders[(render.job_id, render.chunk)]
             node._notify_change()  # a slot is free
 
+    async def _materialize(self, job: Job, work_dir: Path) -> None:
+        """Fetch the job's scene files (blobs) this node lacks and unpack them into
+        the job's work folder, once per job and node. Paths came over the network:
+        unpack_to applies every rule of peerfarm.scenes before writing anything."""
+        if not job.files:
+            return
+        async with self._job_locks.setdefault(job.id, trio.Lock()):
+            if work_dir.exists():
+                return  # unpack_to renames a complete folder into place: it is whole
+            node = self.node
+            me = node.node_id
+            others = sorted(
+                n
+                for n, p in node.state.peers.items()
+                if p.state == UP and n not in (me, job.submitter)
+            )
+            sources = ([job.submitter] if job.submitter != me else []) + others
+            for _, sha, size in job.files:
+                if not await trio.to_thread.run_sync(node.blobs.has, sha):
+                    await fetch_blob(node, sha, size, sources)
+            files = await trio.to_thread.run_sync(_read_blobs, node.blobs, job.files)
+            package = ScenePackage(files=files, main=job.main, renderer=job.renderer)
+            await trio.to_thread.run_sync(unpack_to, package, work_dir)
+
     def _claim_ref(self, render: Render) -> dict[str, Any]:
         return {"job_id": render.job_id, "chunk": render.chunk, "claim_seq": render.claim_seq}
 
@@ -200,6 +227,10 @@ class Worker:
         work_dir = node.data_dir / "work" / job.id
         log_file = node.chunk_log_path(job.id, render.chunk)
         out_dir = node.data_dir / "frames" / job.id
+        try:
+            await self._materialize(job, work_dir)
+        except (BlobError, PackageError) as exc:
+            return False, f"could not get the scene files: {exc}"
         await trio.to_thread.run_sync(_prepare, plugin, job, work_dir, log_file, out_dir)
         frames = render.frames
         pattern = output_pattern(out_dir, safe_name(job.name))
@@ -232,6 +263,10 @@ class Worker:
             return False, f"the renderer exited without writing frames {missing}"
         tail = await trio.to_thread.run_sync(_tail, log_file)
         return False, f"renderer exited with code {code}: {tail}"
+
+
+def _read_blobs(blobs: BlobStore, files: tuple[tuple[str, str, int], ...]) -> dict[str, bytes]:
+    return {path: blobs.path(sha).read_bytes() for path, sha, _ in files}
 
 
 def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir: Path) -> None:

@@ -687,8 +687,8 @@ def unpack_to(package: ScenePackage, dest: Path, *, limits: Limits = DEFAULT_LIM
         raise PackageError(
             f"scene for {dest}: the main file {package.main!r} is not in the package"
         )
-    if package.renderer not in RENDERERS:
-        raise PackageError(f"scene for {dest}: unknown renderer {package.renderer!r}")
+    # The renderer is not checked here: unpacking is the same for every renderer,
+    # third-party plugins included (workers unpack packages of any renderer).
     try:
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise PackageError(f"{dest} already exists and is not empty; choose a new folder")

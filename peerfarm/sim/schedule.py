@@ -43,6 +43,8 @@ class JobPlan:
             "renderer": "builtin",
             "renderer_version": "",  # any version
             "scene": "{}",
+            "files": {},  # the built-in renderer's scene travels inline
+            "main": "",
             "frame_start": self.frame_start,
             "frame_end": self.frame_end,
             "chunk_size": self.chunk_size,
