@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", metavar="WxH", help="image size (default 320x240)")
     p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
     p.add_argument(
+        "--renderer-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="an option for the renderer, e.g. +A0.3 for POV-Ray (allow-listed; repeatable)",
+    )
+    p.add_argument(
         "--renderer-version",
         default="",
         metavar="VERSION",
@@ -286,6 +293,7 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         **scene,
         "name": name,
         "renderer_version": args.renderer_version,
+        "options": args.renderer_option,
         "frames": list(parse_frames(args.frames)) if args.frames else None,
         "chunk_size": args.chunk,
         "width": width,

@@ -110,8 +110,10 @@ def build_new_job(
         first, last = frames
     else:
         raise SubmitError("frames must be [first, last]")
-    width = spec.get("width") or DEFAULT_SIZE[0]
-    height = spec.get("height") or DEFAULT_SIZE[1]
+    # The built-in renderer has a default size; other scenes keep their own (0).
+    default = DEFAULT_SIZE if renderer == "builtin" else (0, 0)
+    width = spec.get("width") or default[0]
+    height = spec.get("height") or default[1]
     chunk_size = spec.get("chunk_size") or DEFAULT_CHUNK
     if type(chunk_size) is not int or chunk_size < 1:
         raise SubmitError(
@@ -130,6 +132,7 @@ def build_new_job(
         "scene": spec.get("scene") or "",
         "files": spec.get("manifest") or {},
         "main": spec.get("main") or "",
+        "options": list(spec.get("options") or []),
         "frame_start": first,
         "frame_end": last,
         "chunk_size": chunk_size,

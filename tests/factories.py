@@ -18,6 +18,7 @@ def new_job_payload(job_id: str = "job1", frames: tuple[int, int] = (1, 8), chun
         "scene": "{}",
         "files": {},
         "main": "",
+        "options": [],
         "frame_start": frames[0],
         "frame_end": frames[1],
         "chunk_size": chunk,

@@ -159,7 +159,7 @@ def test_scheduler_spreads_nodes_over_the_range():
         (lambda d: d["payload"].update(extra=1), "unexpected field"),
         (lambda d: d["payload"].pop("chunk_size"), "missing field"),
         (lambda d: d["payload"].update(frame_end=-5), "before frame_start"),
-        (lambda d: d["payload"].update(width=0), "width"),
+        (lambda d: d["payload"].update(width=-1), "width"),
         (lambda d: d["payload"].update(renderer="../evil"), "renderer"),
         (lambda d: d.update(payload=[1]), "payload"),
         (lambda d: d.pop("lamport"), "missing field 'lamport'"),

@@ -73,8 +73,10 @@ PAYLOADS: dict[str, s.Check] = {
             "frame_start": s.integer(-MAX_FRAME, MAX_FRAME),
             "frame_end": s.integer(-MAX_FRAME, MAX_FRAME),
             "chunk_size": s.integer(1, 10_000),
-            "width": s.integer(1, 16384),
-            "height": s.integer(1, 16384),
+            "width": s.integer(0, 16384),  # 0: the scene's own size
+            "height": s.integer(0, 16384),
+            # renderer options the submitter passed; the plugin checks an allow-list
+            "options": s.list_of(s.text(200), 64),
             "output": s.text(4096, allow_empty=False),
             "priority": s.integer(-1000, 1000),
         }

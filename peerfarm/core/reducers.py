@@ -87,6 +87,7 @@ def _new_job(state: State, action: a.Action) -> State:
         scene=p["scene"],
         files=tuple(sorted((path, f["sha"], f["size"]) for path, f in p["files"].items())),
         main=p["main"],
+        options=tuple(p["options"]),
         frame_start=p["frame_start"],
         frame_end=p["frame_end"],
         chunk_size=p["chunk_size"],

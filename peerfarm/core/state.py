@@ -57,6 +57,7 @@ class Job(NamedTuple):
     scene: str
     files: tuple[tuple[str, str, int], ...]  # (path, sha256, size), sorted by path
     main: str
+    options: tuple[str, ...]  # renderer options, allow-listed by the plugin
     frame_start: int
     frame_end: int
     chunk_size: int

@@ -45,6 +45,7 @@ class JobPlan:
             "scene": "{}",
             "files": {},  # the built-in renderer's scene travels inline
             "main": "",
+            "options": [],
             "frame_start": self.frame_start,
             "frame_end": self.frame_end,
             "chunk_size": self.chunk_size,

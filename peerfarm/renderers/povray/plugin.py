@@ -1,0 +1,157 @@
+"""POV-Ray 3.7 as a renderer plugin.
+
+A POV-Ray job is a scene package (its files and a main .ini or .pov), the
+submitter's options and a size. The worker unpacks the package into the job's
+folder; each chunk is one `python -m peerfarm.renderers.povray.run` process,
+which checks the scene again, runs a confined povray for all the chunk's frames
+and moves each finished frame to the name the worker expects (docs/povray.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from peerfarm.renderers.base import Renderer, RendererError
+from peerfarm.renderers.povray.ini import IniError, load_scene
+from peerfarm.renderers.povray.sandbox import unavailable_reason
+from peerfarm.scenes.detect import decode_text
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 10.0
+_VERSION = re.compile(r"POV-Ray\s+(?:Version\s+)?(\d+\.\d+(?:\.\d+)*)")
+SUPPORTED = ("3.7", "3.8")  # the animation maths and options of ini.py are those of 3.7
+
+
+def povray_version() -> str | None:
+    """`povray --version`'s version ("3.7.0.10"), or None when povray does not run."""
+    try:
+        result = subprocess.run(
+            ["povray", "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):  # missing, not executable, hung
+        return None
+    # POV-Ray prints its banner on stderr; the exit status of --version varies by build.
+    text = (result.stderr + result.stdout).decode("utf-8", errors="replace")
+    match = _VERSION.search(text)
+    return match[1] if match else None
+
+
+def _field(job: Any, name: str, default: Any = None) -> Any:
+    """A job attribute or key: the worker passes records, tests may pass dicts."""
+    if isinstance(job, Mapping):
+        return job.get(name, default)
+    return getattr(job, name, default)
+
+
+def _size(width: Any, height: Any) -> tuple[int, int] | None:
+    if not width and not height:
+        return None
+    if type(width) is not int or type(height) is not int:
+        raise RendererError(f"the image size must be two whole numbers, got {width}x{height}")
+    return width, height
+
+
+class PovrayRenderer(Renderer):
+    name = "povray"
+
+    def probe(self) -> str | None:
+        version = povray_version()
+        if version is None:
+            return None
+        if not version.startswith(SUPPORTED):
+            log.warning(
+                "POV-Ray %s is installed, but peerfarm supports POV-Ray %s only; "
+                "POV-Ray jobs are not rendered on this node",
+                version,
+                " and ".join(SUPPORTED),
+            )
+            return None
+        reason = unavailable_reason()
+        if reason is not None:
+            log.warning("POV-Ray %s is installed but not offered: %s", version, reason)
+            return None
+        return version
+
+    def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
+        """Check a POV-Ray job before it is submitted; the scene's own frame range.
+
+        `spec`: files (package path -> bytes), main (the .ini or .pov), options
+        (list of str), width/height (override the INI's), frames ([A, B] or None).
+        """
+        files = spec.get("files")
+        main = spec.get("main")
+        if not isinstance(files, Mapping) or not files:
+            raise RendererError(
+                "the job has no scene files; submit a .pov or .ini file, or the scene's folder"
+            )
+        if not isinstance(main, str) or main not in files:
+            raise RendererError(f"the main scene file {main!r} is not in the scene package")
+        data = files[main]
+        if not isinstance(data, bytes):
+            raise RendererError(f"the main scene file {main!r} has no contents")
+        options = spec.get("options") or []
+        if not isinstance(options, list):
+            raise RendererError("the POV-Ray options must be a list like ['+A0.3', '+Q9']")
+        size = _size(spec.get("width"), spec.get("height"))
+        try:
+            scene = load_scene(main, decode_text(data), files.keys(), options, size)
+            frames = spec.get("frames")
+            if frames is not None:
+                if not (
+                    isinstance(frames, list | tuple)
+                    and len(frames) == 2
+                    and all(type(frame) is int for frame in frames)
+                ):
+                    raise RendererError("frames must be [first, last], two whole numbers")
+                scene.check_frames(frames[0], frames[1])
+        except IniError as exc:
+            raise RendererError(str(exc)) from None
+        return scene.frame_range
+
+    def prepare(self, job: Any, work_dir: Path) -> None:
+        # The worker has unpacked the scene package into work_dir. Everything
+        # POV-Ray reads besides the scene (its INI, its settings) is written per
+        # chunk by the run process, outside work_dir, where no scene can change it.
+        main = _field(job, "main")
+        if not isinstance(main, str) or not (work_dir / main).is_file():
+            raise RendererError(f"the job's main scene file {main!r} is not in {work_dir}")
+
+    def chunk_command(
+        self, job: Any, frames: range, work_dir: Path, output_pattern: str
+    ) -> list[str]:
+        main = _field(job, "main")
+        if not isinstance(main, str) or not main:
+            raise RendererError("the job names no main scene file (.ini or .pov)")
+        command = [
+            sys.executable,
+            "-m",
+            "peerfarm.renderers.povray.run",
+            "--work-dir",
+            str(work_dir),
+            "--main",
+            main,
+            "--frames",
+            f"{frames.start}-{frames.stop - 1}",
+            "--output-pattern",
+            output_pattern,
+        ]
+        size = _size(_field(job, "width"), _field(job, "height"))
+        if size is not None:
+            command += ["--size", f"{size[0]}x{size[1]}"]
+        # "--option=VALUE": an option such as "-D" would otherwise look like a flag.
+        command += [f"--option={option}" for option in _field(job, "options") or ()]
+        return command
+
+    def frame_finished(self, line: str) -> bool:
+        return line.startswith("FRAME ")

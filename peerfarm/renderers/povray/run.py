@@ -1,0 +1,352 @@
+"""The process the worker runs for one chunk of a POV-Ray job.
+
+    python -m peerfarm.renderers.povray.run --work-dir DIR --main scene.ini \\
+        --frames 3-5 [--size 640x480] [--option=+A0.3 ...] \\
+        --output-pattern /data/frames/JOB/name_{frame:04d}.png
+
+It checks the scene again (the job folder is writable by earlier renders, so what
+`check_job` saw at submit time may have changed), writes POV-Ray's INI and
+settings into a private folder, and runs one confined povray for the whole chunk
+with +SF/+EF on the scene's own animation, so every frame gets the clock a
+direct run of the INI gives it. povray's messages go to stderr (the worker keeps
+them in the chunk's log). POV-Ray names animation frames itself, so it renders
+into a folder of the chunk's own and each finished frame is moved to its name.
+
+stdout carries one line per event, flushed at once: `START <n>` when povray
+starts frame n, `FRAME <n> <path>` once frame n is at its place, fsynced.
+Exit status: 0 done; povray's own status when it fails; 2 bad scene or
+arguments (a retry will not help); 1 anything else; 128+N when stopped by
+signal N. Stopping this process stops povray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from peerfarm.renderers.povray.ini import MAX_SIDE, STEM, IniError, PovrayScene, load_scene
+from peerfarm.renderers.povray.sandbox import (
+    SandboxError,
+    clean_environment,
+    confine_povray,
+    povray_conf,
+    povray_library_paths,
+    unavailable_reason,
+    write_settings_home,
+)
+from peerfarm.scenes.detect import decode_text
+
+PROG = "peerfarm-povray"
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+MAX_INI_BYTES = 1024 * 1024
+CHUNK_FOLDER_PREFIX = ".povray-chunk-"
+# POV-Ray 3.7 announces each frame of an animation on its message stream.
+_FRAME_STARTS = re.compile(rb"^Rendering frame (\d+) of (\d+)")
+
+
+class UsageError(Exception):
+    """Bad arguments or a bad scene: the job must change, a retry will not help."""
+
+
+class RunError(Exception):
+    """This node could not render the chunk; another node may well succeed."""
+
+
+class Stopped(BaseException):
+    """A signal asked us to stop (BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+def _frames(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{1,8})(?:-(\d{1,8}))?", text, re.ASCII)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected A-B or N (e.g. 1-48 or 7), got {text!r}")
+    first = int(match[1])
+    last = int(match[2]) if match[2] else first
+    if last < first:
+        raise argparse.ArgumentTypeError(f"the range {text!r} ends before it starts")
+    return first, last
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{1,6})[xX](\d{1,6})", text, re.ASCII)
+    if not match or not all(1 <= int(side) <= MAX_SIDE for side in match.groups()):
+        raise argparse.ArgumentTypeError(f"expected WxH, each 1..{MAX_SIDE}, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Render one chunk of a POV-Ray job, confined to its folder."
+    )
+    parser.add_argument("--work-dir", required=True, help="the job's folder (the scene files)")
+    parser.add_argument("--main", required=True, help="the scene's .ini or .pov, relative")
+    parser.add_argument("--frames", required=True, type=_frames, help="A-B inclusive, or N")
+    parser.add_argument("--size", type=_size, help="WxH; overrides the INI's Width/Height")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        help="a submitter's POV-Ray option; write --option=-D for ones starting with -",
+    )
+    parser.add_argument(
+        "--output-pattern",
+        required=True,
+        help="output path with a {frame} field, e.g. /out/name_{frame:04d}.png",
+    )
+    return parser
+
+
+def _check_pattern(pattern: str, first: int, last: int) -> None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+        if any(field != "frame" for field in fields):
+            raise UsageError(f"--output-pattern: only the field {{frame}} is allowed: {pattern}")
+        names = {pattern.format(frame=first), pattern.format(frame=last)}
+    except (ValueError, IndexError, KeyError) as exc:
+        raise UsageError(f"--output-pattern: not a valid pattern {pattern!r}: {exc}") from None
+    if first != last and len(names) == 1:
+        raise UsageError("--output-pattern: needs a {frame} field (e.g. {frame:04d}) for a range")
+
+
+def _scene_files(work_dir: Path) -> set[str]:
+    """The job folder's files as package names ("textures/wood.png")."""
+    names = set()
+    for folder, subfolders, files in os.walk(work_dir):
+        subfolders[:] = [d for d in subfolders if not d.startswith(CHUNK_FOLDER_PREFIX)]
+        relative = Path(folder).relative_to(work_dir).as_posix()
+        for name in files:
+            names.add(name if relative == "." else f"{relative}/{name}")
+    return names
+
+
+def _load(
+    work_dir: Path, main: str, options: list[str], size: tuple[int, int] | None
+) -> PovrayScene:
+    parts = main.replace("\\", "/").split("/")
+    if Path(main).is_absolute() or ".." in parts or not main:
+        raise UsageError(f"--main {main!r}: expected a file name relative to the job folder")
+    text = ""
+    if main.lower().endswith(".ini"):
+        try:
+            with open(work_dir / main, "rb") as file:
+                data = file.read(MAX_INI_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read the scene's INI {main}: {exc.strerror or exc}") from None
+        if len(data) > MAX_INI_BYTES:
+            raise UsageError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
+        text = decode_text(data)
+    try:
+        return load_scene(main, text, _scene_files(work_dir), options, size)
+    except IniError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _base_ini(library_paths: list[Path]) -> str:
+    lines = ["; Written by peerfarm: this node's POV-Ray include folders."]
+    lines += [f'Library_Path="{path}"' for path in library_paths if '"' not in str(path)]
+    return "\n".join(lines) + "\n"
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def _deliver(scene: PovrayScene, chunk_dir: Path, frame: int, pattern: str) -> bool:
+    """Move a finished frame to its pattern name; False if POV-Ray did not write it."""
+    source = chunk_dir / scene.output_name(frame)
+    if not source.is_file():
+        return False
+    target = Path(pattern.format(frame=frame))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync(source)  # on disk before the rename makes it visible
+        try:
+            os.replace(source, target)
+        except OSError:  # another file system: copy beside the target, then rename
+            partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(source, partial)
+            _fsync(partial)
+            os.replace(partial, target)
+    except OSError as exc:
+        raise RunError(f"cannot move frame {frame} to {target}: {exc.strerror or exc}") from None
+    print(f"FRAME {frame} {target}", flush=True)
+    return True
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop povray: ask, then insist. Further signals must not interrupt this."""
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _render(
+    scene: PovrayScene,
+    command: list[str],
+    env: dict[str, str],
+    work_dir: Path,
+    preexec: Callable[[], None],
+    chunk_dir: Path,
+    frames: range,
+    pattern: str,
+) -> int:
+    """Run povray, relaying its messages and moving frames as they finish; its exit status."""
+    process = subprocess.Popen(
+        command,
+        cwd=work_dir / scene.folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream: messages stay in order in the log
+        preexec_fn=preexec,
+    )
+    delivered: set[int] = set()
+    try:
+        assert process.stdout is not None
+        running = 0
+        if scene.animation is None:
+            print(f"START {frames.start}", flush=True)
+        for line in process.stdout:
+            sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+            match = _FRAME_STARTS.match(line)
+            if match and int(match[1]) > running:
+                running = int(match[1])
+                now = frames.start + running - 1
+                # POV-Ray writes a frame's image before it announces the next frame.
+                for frame in range(frames.start, now):
+                    if frame not in delivered and _deliver(scene, chunk_dir, frame, pattern):
+                        delivered.add(frame)
+                print(f"START {now}", flush=True)
+        status = process.wait()
+    except BaseException:
+        _stop(process)
+        raise
+    if status != 0:
+        return 128 - status if status < 0 else status
+    missing = [
+        f for f in frames if f not in delivered and not _deliver(scene, chunk_dir, f, pattern)
+    ]
+    if missing:
+        raise RunError(
+            f"povray finished but did not write frames {missing} "
+            f"(expected {scene.output_name(missing[0])} in {chunk_dir})"
+        )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    work_dir = Path(args.work_dir).resolve()
+    if not work_dir.is_dir():
+        raise UsageError(f"--work-dir {args.work_dir}: not a folder")
+    first, last = args.frames
+    _check_pattern(args.output_pattern, first, last)
+    scene = _load(work_dir, args.main, args.option, args.size)
+    try:
+        scene.check_frames(first, last)
+    except IniError as exc:
+        raise UsageError(str(exc)) from None
+    found = shutil.which("povray")
+    if found is None:
+        raise RunError("povray is not installed on this node (or not on its PATH)")
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RunError(reason)
+    povray = Path(found).resolve()
+    library = povray_library_paths(povray)
+    frames = range(first, last + 1)
+    settings_home = Path(tempfile.mkdtemp(prefix="peerfarm-povray-"))
+    chunk_dir = Path(tempfile.mkdtemp(prefix=f"{CHUNK_FOLDER_PREFIX}{first}-{last}-", dir=work_dir))
+    try:
+        conf = povray_conf(work_dir, library, settings_home)
+        base_ini = write_settings_home(settings_home, conf, _base_ini(library))
+        chunk_ini = settings_home / "chunk.ini"
+        text = scene.chunk_ini(frames, str(chunk_dir / f"{STEM}.png"))
+        chunk_ini.write_text(text, encoding="utf-8")
+        print(
+            f"{PROG}: frames {first}-{last} of {args.main}; povray may read and write only "
+            f"{work_dir} (Landlock); it gets this INI:\n{text}",
+            file=sys.stderr,
+            flush=True,
+        )
+        env = clean_environment(settings_home, chunk_dir, base_ini)
+        confinement = confine_povray(povray, work_dir, settings_home, library)
+        try:
+            command = [str(povray), str(chunk_ini)]
+            status = _render(
+                scene,
+                command,
+                env,
+                work_dir,
+                confinement.apply,
+                chunk_dir,
+                frames,
+                args.output_pattern,
+            )
+        finally:
+            confinement.close()
+    finally:
+        shutil.rmtree(settings_home, ignore_errors=True)
+        shutil.rmtree(chunk_dir, ignore_errors=True)
+    if status != 0:
+        print(
+            f"{PROG}: error: povray failed with exit status {status} (its messages are above)",
+            file=sys.stderr,
+        )
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-povray: error: ...", 2
+    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _on_signal)
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RunError, SandboxError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Stopped as stop:
+        print(f"{PROG}: stopped by signal {stop.signum}; povray was stopped", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as exc:  # a bug: keep the traceback for the report
+        traceback.print_exc()
+        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
