@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 
 import trio
@@ -279,3 +280,73 @@ def test_scene_files_travel_as_blobs_to_the_worker(tmp_path):
     assert got == files  # every scene file, byte for byte, in the worker's job folder
     out = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert out == ["copy_0001.png", "copy_0002.png", "copy_0003.png"]
+
+
+def test_resubmitting_with_one_changed_file_moves_only_that_file(tmp_path):
+    png = io.BytesIO()
+    Image.new("RGB", (8, 6), (30, 200, 30)).save(png, format="PNG")
+    big = os.urandom(20 * 1024 * 1024)  # a 20 MB texture
+    files = {"main.png": png.getvalue(), "textures/big.bin": big, "notes.txt": b"v1"}
+    changed = {**files, "notes.txt": b"version two"}
+
+    def spec(files, out):
+        return {
+            "renderer": "copy",
+            "files": files,
+            "main": "main.png",
+            "name": "copy",
+            "frames": [1, 3],
+            "chunk_size": 1,
+            "output": str(tmp_path / out),
+        }
+
+    async def main():
+        submitter = make_node(tmp_path, "submitter", slots=0)
+        workers = [make_node(tmp_path, f"w{i}", slots=1) for i in range(3)]
+        served: list[int] = []
+        for node in (submitter, *workers):
+            node.plugins["copy"] = CopyRenderer()
+            read_range = node.blobs.read_range
+
+            def counting(sha, offset, length, read_range=read_range):
+                data = read_range(sha, offset, length)
+                served.append(len(data))
+                return data
+
+            node.blobs.read_range = counting
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(submitter.run)
+            for w in workers:
+                w.config.bootstraps = [parse_address(address)]
+                await nursery.start(w.run)
+
+            async def render(files, out) -> list[int]:
+                served.clear()
+                job_id = await submitter.submit(spec(files, out))
+                with trio.fail_after(60):
+                    while not submitter.collector.progress(submitter.state.jobs[job_id])[
+                        "complete"
+                    ]:
+                        await submitter.wait_for_change(0.1)
+                renderers = {submitter.state.jobs[job_id].chunk(i).done_by for i in range(3)}
+                return list(served), renderers
+
+            with trio.fail_after(15):
+                while sum(1 for p in submitter.state.peers.values() if p.renderers) < 4:
+                    await submitter.wait_for_change(0.1)
+            first, first_nodes = await render(files, "out1")
+            second, second_nodes = await render(changed, "out2")
+            for node in (submitter, *workers):
+                node.request_stop()
+        return first, first_nodes, second, second_nodes
+
+    first, first_nodes, second, second_nodes = trio.run(main)
+    assert sum(first) >= len(big)  # the scene went out at least once
+    # Second job: to a node that had the first scene, only the changed file travels;
+    # a node new to the scene gets all of it (the scheduler decides who renders).
+    new_nodes = second_nodes - first_nodes
+    unchanged = len(big) + len(files["main.png"])
+    assert sum(second) <= len(b"version two") * len(second_nodes) + unchanged * len(new_nodes)
+    assert sum(second) >= len(b"version two")
+    if not new_nodes:
+        assert sum(second) < 1000  # not a byte of the 20 MB texture again
