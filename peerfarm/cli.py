@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder on the node's machine (default ./peerfarm-output/NAME)",
     )
     p.add_argument("--name", default=None, help="job name (default: the scene's name)")
+    p.add_argument(
+        "--padding",
+        type=int,
+        default=4,
+        metavar="N",
+        help="digits of the frame number in file names (default 4: name_0001.png)",
+    )
     p.add_argument("--priority", type=int, default=0, help="higher renders first (default 0)")
     p.add_argument(
         "--wait",
@@ -296,6 +303,7 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         "options": args.renderer_option,
         "frames": list(parse_frames(args.frames)) if args.frames else None,
         "chunk_size": args.chunk,
+        "padding": args.padding,
         "width": width,
         "height": height,
         "output": str(output.resolve()),

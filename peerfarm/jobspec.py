@@ -11,6 +11,7 @@ from peerfarm.renderers.base import Renderer, RendererError
 
 DEFAULT_SIZE = (320, 240)
 DEFAULT_CHUNK = 4
+DEFAULT_PADDING = 4
 
 
 class SubmitError(ValueError):
@@ -136,6 +137,7 @@ def build_new_job(
         "frame_start": first,
         "frame_end": last,
         "chunk_size": chunk_size,
+        "padding": spec.get("padding") or DEFAULT_PADDING,
         "width": width,
         "height": height,
         "output": output,

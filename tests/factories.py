@@ -22,6 +22,7 @@ def new_job_payload(job_id: str = "job1", frames: tuple[int, int] = (1, 8), chun
         "frame_start": frames[0],
         "frame_end": frames[1],
         "chunk_size": chunk,
+        "padding": 4,
         "width": 64,
         "height": 48,
         "output": "/tmp/out",

@@ -45,6 +45,9 @@ def test_job_survives_bootstrap_sigkill(tmp_path):
         frames = sorted(out.glob("demo_*.png"))
         assert [f.name for f in frames] == [f"demo_{i:04d}.png" for i in range(1, 49)]
         assert all(Image.open(f).size == (160, 120) for f in frames)
+        thumbs = sorted((out / ".thumbs").glob("demo_*.png"))
+        assert [t.name for t in thumbs] == [f.name for f in frames]
+        assert all(max(Image.open(t).size) <= 160 for t in thumbs)
         with Image.open(out / "demo.gif") as gif:
             assert gif.n_frames == 48
 
@@ -76,6 +79,8 @@ def test_job_survives_bootstrap_sigkill(tmp_path):
                 "64x48",
                 "--output",
                 str(tmp_path / "o2"),
+                "--padding",
+                "3",
                 "--wait",
             ],
             capture_output=True,
@@ -86,7 +91,9 @@ def test_job_survives_bootstrap_sigkill(tmp_path):
         first_line = cli.stdout.splitlines()[0]
         assert len(first_line) == 12 and first_line.isalnum()
         assert "4/4 frames" in cli.stdout
-        assert len(list((tmp_path / "o2").glob("demo_*.png"))) == 4
+        assert sorted(p.name for p in (tmp_path / "o2").glob("demo_*.png")) == [
+            f"demo_{i:03d}.png" for i in range(1, 5)
+        ]
 
         # A restarted bootstrap server recovers from its disk and from its peers.
         _, bootstrap2 = start_bootstrap(farm, tmp_path, "bootstrap-again")

@@ -73,6 +73,7 @@ PAYLOADS: dict[str, s.Check] = {
             "frame_start": s.integer(-MAX_FRAME, MAX_FRAME),
             "frame_end": s.integer(-MAX_FRAME, MAX_FRAME),
             "chunk_size": s.integer(1, 10_000),
+            "padding": s.integer(1, 9),  # digits of the frame number in file names
             "width": s.integer(0, 16384),  # 0: the scene's own size
             "height": s.integer(0, 16384),
             # renderer options the submitter passed; the plugin checks an allow-list

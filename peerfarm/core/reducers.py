@@ -91,6 +91,7 @@ def _new_job(state: State, action: a.Action) -> State:
         frame_start=p["frame_start"],
         frame_end=p["frame_end"],
         chunk_size=p["chunk_size"],
+        padding=p["padding"],
         width=p["width"],
         height=p["height"],
         output=p["output"],

@@ -61,6 +61,7 @@ class Job(NamedTuple):
     frame_start: int
     frame_end: int
     chunk_size: int
+    padding: int
     width: int
     height: int
     output: str
@@ -83,6 +84,10 @@ class Job(NamedTuple):
     @property
     def frames_total(self) -> int:
         return self.frame_end - self.frame_start + 1
+
+    def frame_file_name(self, frame: int) -> str:
+        """``<name>_0001.png``: the name a frame has everywhere (job names are file-safe)."""
+        return f"{self.name}_{frame:0{self.padding}d}.png"
 
     def chunk(self, index: int) -> Chunk:
         return self.chunks.get(index, PENDING_CHUNK)

@@ -58,6 +58,6 @@ def escape_braces(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def output_pattern(out_dir: Path, stem: str, ext: str = "png") -> str:
+def output_pattern(out_dir: Path, stem: str, padding: int = 4, ext: str = "png") -> str:
     """``out_dir/stem_{frame:04d}.ext`` as a format string (braces in the path escaped)."""
-    return escape_braces(str(out_dir)) + os.sep + f"{stem}_{{frame:04d}}.{ext}"
+    return escape_braces(str(out_dir)) + os.sep + f"{stem}_{{frame:0{padding}d}}.{ext}"

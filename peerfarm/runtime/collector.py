@@ -9,6 +9,7 @@ when the last one is in, an animated GIF of the job is written beside them.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,10 +29,11 @@ log = logging.getLogger(__name__)
 MAX_FETCHES = 8
 RETRY_INTERVAL = 1.0
 GIF_FRAME_MS = 1000 // 24
+THUMBNAIL_SIZE = (160, 120)
 
 
 def output_frame_path(job: Job, frame: int) -> Path:
-    return Path(job.output) / f"{safe_name(job.name)}_{frame:04d}.png"
+    return Path(job.output) / job.frame_file_name(frame)
 
 
 def output_gif_path(job: Job) -> Path:
@@ -113,7 +115,7 @@ class Collector:
             if not data:
                 self._lost(job, job.chunk_of_frame(frame), holder, f"frame {frame} is missing")
                 return
-            await trio.to_thread.run_sync(write_atomically, output_frame_path(job, frame), data)
+            await trio.to_thread.run_sync(_store_frame, job, frame, data)
             self._collected[job.id].add(frame)
             node._notify_change()
         except OSError as exc:
@@ -153,6 +155,27 @@ def _frames_on_disk(job: Job) -> set[int]:
     return {
         f for f in range(job.frame_start, job.frame_end + 1) if output_frame_path(job, f).exists()
     }
+
+
+def thumbnail_path(job: Job, frame: int) -> Path:
+    """A small copy of each frame, for the desktop app's frame grid."""
+    return Path(job.output) / ".thumbs" / job.frame_file_name(frame)
+
+
+def _store_frame(job: Job, frame: int, data: bytes) -> None:
+    write_atomically(output_frame_path(job, frame), data)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.thumbnail(THUMBNAIL_SIZE)
+            out = io.BytesIO()
+            image.save(out, format="PNG")
+    except (UnidentifiedImageError, OSError):
+        return  # not an image Pillow reads: the frame is kept, without a thumbnail
+    path = thumbnail_path(job, frame)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, out.getvalue())
 
 
 def _write_gif(job: Job) -> None:

@@ -29,7 +29,7 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import Action, InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
-from peerfarm.jobspec import SubmitError, build_new_job, check_files, manifest_of, safe_name
+from peerfarm.jobspec import SubmitError, build_new_job, check_files, manifest_of
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
 from peerfarm.runtime.blobs import BlobStore, serve_blob
@@ -227,7 +227,7 @@ class Node:
 
     def frame_path(self, job: Job, frame: int) -> Path:
         """Where this node keeps a frame it rendered."""
-        return self.data_dir / "frames" / job.id / f"{safe_name(job.name)}_{frame:04d}.png"
+        return self.data_dir / "frames" / job.id / job.frame_file_name(frame)
 
     def status(self) -> dict[str, Any]:
         state = self.state

@@ -20,7 +20,6 @@ import trio
 from peerfarm.core import actions as act
 from peerfarm.core.scheduler import pick_chunk
 from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, UP, Job
-from peerfarm.jobspec import safe_name
 from peerfarm.renderers.base import Renderer, output_pattern
 from peerfarm.runtime.blobs import BlobError, BlobStore, fetch_blob
 from peerfarm.scenes import PackageError, ScenePackage, unpack_to
@@ -233,7 +232,7 @@ class Worker:
             return False, f"could not get the scene files: {exc}"
         await trio.to_thread.run_sync(_prepare, plugin, job, work_dir, log_file, out_dir)
         frames = render.frames
-        pattern = output_pattern(out_dir, safe_name(job.name))
+        pattern = output_pattern(out_dir, job.name, job.padding)
         cmd = plugin.chunk_command(job, frames, work_dir, pattern)
         with open(log_file, "ab") as stderr:
             async with trio.open_nursery() as nursery:

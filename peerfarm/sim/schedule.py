@@ -49,6 +49,7 @@ class JobPlan:
             "frame_start": self.frame_start,
             "frame_end": self.frame_end,
             "chunk_size": self.chunk_size,
+            "padding": 4,
             "width": 32,
             "height": 24,
             "output": f"/out/{self.job_id}",
