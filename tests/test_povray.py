@@ -381,7 +381,7 @@ def test_chunk_command_and_frame_lines(tmp_path):
         job("scene.ini", ["-D", "+A0.3"]), range(3, 6), tmp_path, "/out/x_{frame:04d}.png"
     )
     assert command[:3] == [sys.executable, "-m", "peerfarm.renderers.povray.run"]
-    assert command[command.index("--frames") + 1] == "3-5"
+    assert "--frames=3-5" in command
     assert command[command.index("--size") + 1] == "64x48"
     assert "--option=-D" in command and "--option=+A0.3" in command
     assert "--size" not in plugin.chunk_command(job("s.pov", size=None), range(1, 2), tmp_path, "x")

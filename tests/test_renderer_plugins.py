@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+import pytest
 
 from peerfarm import __version__
 from peerfarm.renderers.base import Renderer, output_pattern
@@ -46,3 +49,12 @@ def test_output_pattern_escapes_braces_in_the_folder():
     pattern = output_pattern(Path("/data/{odd}"), "demo")
     assert pattern.format(frame=7).endswith("demo_0007.png")
     assert "{odd}" in pattern.format(frame=7)
+
+
+def test_renderer_processes_parse_frames_like_the_farm():
+    from peerfarm.renderers.base import frame_range_arg
+
+    assert frame_range_arg("-3--1") == (-3, -1)
+    assert frame_range_arg("7") == (7, 7)
+    with pytest.raises(argparse.ArgumentTypeError, match="before the first"):
+        frame_range_arg("9-1")

@@ -54,6 +54,19 @@ class Renderer(ABC):
         return False
 
 
+def frame_range_arg(text: str) -> tuple[int, int]:
+    """argparse type for a renderer process's ``--frames A-B`` (or ``N``; negative
+    frames allowed, as jobs may have them): the farm's own parsing rule."""
+    import argparse
+
+    from peerfarm.jobspec import SubmitError, parse_frames
+
+    try:
+        return parse_frames(text)
+    except SubmitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def escape_braces(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 

@@ -17,6 +17,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from peerfarm.renderers.base import frame_range_arg
+
 from .scene import (
     MAX_SCENE_BYTES,
     Scene,
@@ -41,17 +43,6 @@ class UsageError(Exception):
     """Bad arguments or a bad scene: the user must change the job, a retry will not help."""
 
 
-def _frames(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d{1,7})(?:-(\d{1,7}))?", text, re.ASCII)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected A-B or N (e.g. 1-48 or 7), got {text!r}")
-    first = int(match[1])
-    last = int(match[2]) if match[2] else first
-    if last < first:
-        raise argparse.ArgumentTypeError(f"the range {text!r} ends before it starts")
-    return first, last
-
-
 def _size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d{1,6})[xX](\d{1,6})", text, re.ASCII)
     if not match:
@@ -72,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scene-file", required=True, help="scene JSON file, or builtin:NAME (e.g. builtin:demo)"
     )
-    parser.add_argument("--frames", required=True, type=_frames, help="A-B inclusive, or N")
+    parser.add_argument("--frames", required=True, type=frame_range_arg, help="A-B inclusive, or N")
     parser.add_argument("--size", required=True, type=_size, help="WxH in pixels, e.g. 320x240")
     parser.add_argument(
         "--output-pattern",

@@ -42,8 +42,8 @@ class BuiltinRenderer(Renderer):
             "peerfarm.renderers.builtin",
             "--scene-file",
             str(work_dir / "scene.json"),
-            "--frames",
-            f"{frames.start}-{frames.stop - 1}",
+            # "=" form: a range of negative frames ("-3--1") must not look like a flag
+            f"--frames={frames.start}-{frames.stop - 1}",
             "--size",
             f"{job.width}x{job.height}",
             "--output-pattern",

@@ -141,8 +141,8 @@ class PovrayRenderer(Renderer):
             str(work_dir),
             "--main",
             main,
-            "--frames",
-            f"{frames.start}-{frames.stop - 1}",
+            # "=" form: a range of negative frames ("-3--1") must not look like a flag
+            f"--frames={frames.start}-{frames.stop - 1}",
             "--output-pattern",
             output_pattern,
         ]

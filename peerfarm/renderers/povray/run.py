@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from peerfarm.renderers.base import frame_range_arg
 from peerfarm.renderers.povray.ini import MAX_SIDE, STEM, IniError, PovrayScene, load_scene
 from peerfarm.renderers.povray.sandbox import (
     SandboxError,
@@ -76,17 +77,6 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Stopped(signum)
 
 
-def _frames(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d{1,8})(?:-(\d{1,8}))?", text, re.ASCII)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected A-B or N (e.g. 1-48 or 7), got {text!r}")
-    first = int(match[1])
-    last = int(match[2]) if match[2] else first
-    if last < first:
-        raise argparse.ArgumentTypeError(f"the range {text!r} ends before it starts")
-    return first, last
-
-
 def _size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d{1,6})[xX](\d{1,6})", text, re.ASCII)
     if not match or not all(1 <= int(side) <= MAX_SIDE for side in match.groups()):
@@ -100,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--work-dir", required=True, help="the job's folder (the scene files)")
     parser.add_argument("--main", required=True, help="the scene's .ini or .pov, relative")
-    parser.add_argument("--frames", required=True, type=_frames, help="A-B inclusive, or N")
+    parser.add_argument("--frames", required=True, type=frame_range_arg, help="A-B inclusive, or N")
     parser.add_argument("--size", type=_size, help="WxH; overrides the INI's Width/Height")
     parser.add_argument(
         "--option",
