@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import trio
@@ -72,4 +77,31 @@ def logs(tmp_path) -> str:
     return "\n".join(
         f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
         for p in sorted(tmp_path.glob("*.log"))
+    )
+
+
+@contextmanager
+def farm_running(farm: Farm, log_dir):
+    """Run a test body against a farm: on failure print every process's log; always
+    wake frozen processes and stop everything the test started."""
+    try:
+        yield farm
+    except BaseException:
+        print(logs(log_dir))
+        raise
+    finally:
+        if hasattr(signal, "SIGCONT"):  # a test may have frozen a process with SIGSTOP
+            for proc in farm.procs:
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGCONT)
+        farm.stop()
+
+
+def peerfarm_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the `peerfarm` command as a user would, capturing what it prints."""
+    return subprocess.run(
+        [sys.executable, "-m", "peerfarm", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

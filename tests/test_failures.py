@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 from factories import demo_spec
 from farmtools import (
+    farm_running,
     job_of,
-    logs,
+    peerfarm_cli,
     start_bootstrap,
     start_farm,
     start_node,
@@ -34,7 +34,7 @@ def test_killed_frozen_and_restarted_workers(tmp_path):
     farm, bootstrap_proc, bootstrap, nodes = start_farm(tmp_path, nodes=4)
     out = tmp_path / "out"
     procs = dict(zip(nodes, farm.procs[1:], strict=True))
-    try:
+    with farm_running(farm, tmp_path):
         wait_until(
             "a full mesh",
             lambda: all(sum(p["connected"] for p in status(n)["peers"]) == 4 for n in nodes),
@@ -94,31 +94,18 @@ def test_killed_frozen_and_restarted_workers(tmp_path):
         job = job_of(status(nodes[3]), job_id)
         assert job["frame_renders"] >= 48
         print(f"frame_renders {job['frame_renders']} for 48 frames")
-    except BaseException:
-        print(logs(tmp_path))
-        raise
-    finally:
-        for proc in farm.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-        farm.stop()
 
 
 def test_cancel_reaches_the_renderers_on_every_node(tmp_path):
     farm, _, _, nodes = start_farm(tmp_path, nodes=2)
-    try:
+    with farm_running(farm, tmp_path):
         job_id = submit(
             nodes[0], demo_spec(tmp_path / "out", frames=(1, 40), chunk=10, size=(640, 480))
         )
         wait_until(
             "both nodes rendering", lambda: all(status(n)["worker"]["rendering"] for n in nodes), 30
         )
-        cli = subprocess.run(
-            [sys.executable, "-m", "peerfarm", "cancel", job_id, "--node", nodes[1]],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        cli = peerfarm_cli("cancel", job_id, "--node", nodes[1], timeout=60)
         assert cli.returncode == 0, cli.stderr
         wait_until(
             "no renderer running anywhere",
@@ -126,15 +113,8 @@ def test_cancel_reaches_the_renderers_on_every_node(tmp_path):
             10,
         )
         assert all(job_of(status(n), job_id)["state"] == "cancelled" for n in nodes)
-        again = subprocess.run(
-            [sys.executable, "-m", "peerfarm", "cancel", job_id, "--node", nodes[0]],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        again = peerfarm_cli("cancel", job_id, "--node", nodes[0], timeout=60)
         assert again.returncode == 1 and "already cancelled" in again.stderr
-    finally:
-        farm.stop()
 
 
 FAILING_SCENE = {
@@ -157,43 +137,31 @@ def test_a_failing_frame_is_retried_on_three_nodes_then_fails_the_job(tmp_path):
     farm, _, _, nodes = start_farm(tmp_path, nodes=3)
     scene = tmp_path / "failing.json"
     scene.write_text(json.dumps(FAILING_SCENE))
-    try:
+    with farm_running(farm, tmp_path):
         wait_until(
             "a full mesh",
             lambda: all(sum(p["connected"] for p in status(n)["peers"]) == 3 for n in nodes),
             30,
         )
-        cli = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "peerfarm",
-                "submit",
-                str(scene),
-                "--node",
-                nodes[0],
-                "--chunk",
-                "1",
-                "--size",
-                "32x24",
-                "--output",
-                str(tmp_path / "out"),
-                "--wait",
-            ],
-            capture_output=True,
-            text=True,
+        cli = peerfarm_cli(
+            "submit",
+            str(scene),
+            "--node",
+            nodes[0],
+            "--chunk",
+            "1",
+            "--size",
+            "32x24",
+            "--output",
+            str(tmp_path / "out"),
+            "--wait",
             timeout=180,
         )
         assert cli.returncode == 1, cli.stdout + cli.stderr
         job_id = cli.stdout.splitlines()[0]
         assert f"job {job_id} failed: frames 5-5 failed 3 times on 3 node(s)" in cli.stderr
         assert "radius" in cli.stderr  # the renderer's own words reach the user
-        logs_cli = subprocess.run(
-            [sys.executable, "-m", "peerfarm", "logs", job_id, "--frame", "5", "--node", nodes[1]],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        logs_cli = peerfarm_cli("logs", job_id, "--frame", "5", "--node", nodes[1], timeout=60)
         assert logs_cli.returncode == 0, logs_cli.stderr
         # One log per node it failed on, fetched from the node that made it.
         assert logs_cli.stdout.count("failed here") == 3
@@ -206,11 +174,6 @@ def test_a_failing_frame_is_retried_on_three_nodes_then_fails_the_job(tmp_path):
             lambda: (tmp_path / "out" / "failing_0001.png").exists(),
             20,
         )
-    except BaseException:
-        print(logs(tmp_path))
-        raise
-    finally:
-        farm.stop()
 
 
 def test_frames_lost_with_their_holder_are_rendered_again_for_an_offline_submitter(tmp_path):
@@ -222,7 +185,7 @@ def test_frames_lost_with_their_holder_are_rendered_again_for_an_offline_submitt
     submitter_proc, submitter = start_node(farm, tmp_path, 1, bootstrap, "--slots", "0")
     worker_proc, worker = start_node(farm, tmp_path, 2, bootstrap)
     out = tmp_path / "out"
-    try:
+    with farm_running(farm, tmp_path):
         wait_until(
             "a link",
             lambda: any(
@@ -249,14 +212,6 @@ def test_frames_lost_with_their_holder_are_rendered_again_for_an_offline_submitt
             f"demo_{i:04d}.png" for i in range(1, 5)
         ]
         assert job_of(status(submitter), job_id)["frame_renders"] == 8  # rendered twice
-    except BaseException:
-        print(logs(tmp_path))
-        raise
-    finally:
-        for proc in farm.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-        farm.stop()
 
 
 def test_whole_farm_power_cut(tmp_path):
@@ -265,7 +220,7 @@ def test_whole_farm_power_cut(tmp_path):
     farm, bootstrap_proc, _, nodes = start_farm(tmp_path, nodes=3)
     out = tmp_path / "out"
     chunk = 3
-    try:
+    with farm_running(farm, tmp_path):
         job_id = submit(nodes[0], demo_spec(out, frames=(1, 36), chunk=chunk, size=(320, 240)))
         wait_until(
             "a third of the frames",
@@ -295,8 +250,3 @@ def test_whole_farm_power_cut(tmp_path):
         wait_until(
             "equal digests", lambda: len({status(n)["state_digest"] for n in nodes}) == 1, 30
         )
-    except BaseException:
-        print(logs(tmp_path))
-        raise
-    finally:
-        farm.stop()

@@ -5,12 +5,19 @@ server dies)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 
 from factories import demo_spec
-from farmtools import job_of, logs, start_bootstrap, start_farm, status, submit, wait_until
+from farmtools import (
+    farm_running,
+    job_of,
+    peerfarm_cli,
+    start_bootstrap,
+    start_farm,
+    status,
+    submit,
+    wait_until,
+)
 from PIL import Image
 
 from peerfarm.demo import Farm
@@ -19,7 +26,7 @@ from peerfarm.demo import Farm
 def test_job_survives_bootstrap_sigkill(tmp_path):
     farm, bootstrap_proc, _, nodes = start_farm(tmp_path)
     out = tmp_path / "out"
-    try:
+    with farm_running(farm, tmp_path):
         # Every node learns every other node through the bootstrap server and links up.
         wait_until(
             "a full mesh",
@@ -62,29 +69,22 @@ def test_job_survives_bootstrap_sigkill(tmp_path):
         assert job["frames_done"] == 48 and job["frame_renders"] >= 48
 
         # The farm takes new work with the bootstrap server gone, through the CLI.
-        cli = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "peerfarm",
-                "submit",
-                "builtin:demo",
-                "--node",
-                nodes[2],
-                "--frames",
-                "1-4",
-                "--chunk",
-                "1",
-                "--size",
-                "64x48",
-                "--output",
-                str(tmp_path / "o2"),
-                "--padding",
-                "3",
-                "--wait",
-            ],
-            capture_output=True,
-            text=True,
+        cli = peerfarm_cli(
+            "submit",
+            "builtin:demo",
+            "--node",
+            nodes[2],
+            "--frames",
+            "1-4",
+            "--chunk",
+            "1",
+            "--size",
+            "64x48",
+            "--output",
+            str(tmp_path / "o2"),
+            "--padding",
+            "3",
+            "--wait",
             timeout=180,
         )
         assert cli.returncode == 0, cli.stderr + cli.stdout
@@ -118,16 +118,11 @@ def test_job_survives_bootstrap_sigkill(tmp_path):
             ),
             20,
         )
-    except BaseException:
-        print(logs(tmp_path))
-        raise
-    finally:
-        farm.stop()
 
 
 def test_submit_errors_are_clear(tmp_path):
     farm, _, _, nodes = start_farm(tmp_path, nodes=1)
-    try:
+    with farm_running(farm, tmp_path):
         bad = tmp_path / "bad.json"
         bad.write_text('{"format": "peerfarm-scene/1", "camera": 5}')
         evil = tmp_path / "evil.zip"
@@ -141,30 +136,18 @@ def test_submit_errors_are_clear(tmp_path):
             (["builtin:nope"], "nope"),
             (["builtin:demo", "--frames", "9-1"], "before the first"),
         ]:
-            cli = subprocess.run(
-                [sys.executable, "-m", "peerfarm", "submit", *args, "--node", nodes[0]],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            cli = peerfarm_cli("submit", *args, "--node", nodes[0], timeout=60)
             assert cli.returncode == 1, cli
             assert expected in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
-        cli = subprocess.run(
-            [sys.executable, "-m", "peerfarm", "status", "--node", "127.0.0.1:1"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        cli = peerfarm_cli("status", "--node", "127.0.0.1:1", timeout=60)
         assert cli.returncode == 1 and "cannot reach a peerfarm node" in cli.stderr
         assert status(nodes[0])["jobs"] == []
-    finally:
-        farm.stop()
 
 
 def test_lan_discovery_without_any_bootstrap_server(tmp_path):
     """Two nodes with zeroconf and no --bootstrap find each other and render together."""
     farm = Farm(tmp_path)
-    try:
+    with farm_running(farm, tmp_path):
         nodes = [
             farm.start(
                 f"lan-{i}",
@@ -192,8 +175,3 @@ def test_lan_discovery_without_any_bootstrap_server(tmp_path):
         digests = {status(n)["state_digest"] for n in nodes}
         assert len(digests) == 1
         assert len(list((tmp_path / "out").glob("*.png"))) == 8
-    except BaseException:
-        print(logs(tmp_path))
-        raise
-    finally:
-        farm.stop()

@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from farmtools import job_of, logs, start_farm, status, wait_until
+from farmtools import farm_running, job_of, peerfarm_cli, start_farm, status, wait_until
 from PIL import Image
 from test_povray import ball_files, write_files
 
@@ -44,7 +43,7 @@ def test_povray_animation_across_three_nodes_is_pixel_identical(tmp_path):
 
     farm, _, _, nodes = start_farm(tmp_path / "farm", nodes=3)
     out = tmp_path / "out"
-    try:
+    with farm_running(farm, tmp_path / "farm"):
         wait_until(
             "three POV-Ray nodes",
             lambda: (
@@ -52,23 +51,16 @@ def test_povray_animation_across_three_nodes_is_pixel_identical(tmp_path):
             ),
             30,
         )
-        cli = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "peerfarm",
-                "submit",
-                str(scene_dir),
-                "--node",
-                nodes[0],
-                "--chunk",
-                "2",
-                "--output",
-                str(out),
-                "--wait",
-            ],
-            capture_output=True,
-            text=True,
+        cli = peerfarm_cli(
+            "submit",
+            str(scene_dir),
+            "--node",
+            nodes[0],
+            "--chunk",
+            "2",
+            "--output",
+            str(out),
+            "--wait",
             timeout=300,
         )
         assert cli.returncode == 0, cli.stdout + cli.stderr
@@ -86,8 +78,3 @@ def test_povray_animation_across_three_nodes_is_pixel_identical(tmp_path):
             if (tmp_path / "farm" / f"node-{nodes.index(n) + 1}" / "work" / job_id).exists()
         ]
         assert len(workers) >= 2, "only one node rendered"
-    except BaseException:
-        print(logs(tmp_path / "farm"))
-        raise
-    finally:
-        farm.stop()
