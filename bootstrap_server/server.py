@@ -8,6 +8,7 @@ import trio
 
 from peerfarm.runtime.link import Link
 from peerfarm.runtime.node import Node, NodeConfig
+from peerfarm.security.farm_key import FarmKey
 from peerfarm.wire.messages import message
 
 
@@ -28,9 +29,20 @@ async def answer_join(node: Node, link: Link) -> None:
     await link.send(message("JOIN_REPLY", kwl=kwl, vv=node.log.version_vector()))
 
 
-def bootstrap_node(listen: tuple[str, int], data_dir: Path, name: str = "bootstrap") -> Node:
+def bootstrap_node(
+    listen: tuple[str, int],
+    data_dir: Path,
+    name: str = "bootstrap",
+    farm_key: FarmKey | None = None,
+) -> Node:
     config = NodeConfig(
-        listen=listen, data_dir=data_dir, slots=0, name=name, renders=False, role="bootstrap"
+        listen=listen,
+        data_dir=data_dir,
+        slots=0,
+        name=name,
+        renders=False,
+        role="bootstrap",
+        farm_key=farm_key,
     )
     return Node(config, join_handler=answer_join)
 
@@ -39,6 +51,7 @@ async def run_bootstrap(
     listen: tuple[str, int],
     data_dir: Path,
     *,
+    farm_key: FarmKey | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await bootstrap_node(listen, data_dir).run(task_status=task_status)
+    await bootstrap_node(listen, data_dir, farm_key=farm_key).run(task_status=task_status)

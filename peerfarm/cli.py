@@ -1,4 +1,4 @@
-"""The `peerfarm` command line: node, bootstrap, submit, status, cancel, demo."""
+"""The `peerfarm` command line: init, node, bootstrap, submit, status, cancel, logs, demo."""
 
 from __future__ import annotations
 
@@ -16,8 +16,19 @@ import trio
 
 from peerfarm import __version__
 from peerfarm.jobspec import SubmitError, parse_frames, parse_size
+from peerfarm.runtime.addresses import parse_address
 from peerfarm.runtime.client import ClientError, NodeClient
-from peerfarm.runtime.node import Node, NodeConfig, parse_address
+from peerfarm.runtime.node import Node, NodeConfig, SetupError
+from peerfarm.security.farm_key import (
+    ENV_VAR,
+    FarmKey,
+    FarmKeyError,
+    default_key_path,
+    new_key,
+    resolve_key,
+    write_key,
+)
+from peerfarm.security.identity import IdentityError
 
 log = logging.getLogger("peerfarm")
 
@@ -44,13 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("node", help="run a node (worker and manager)")
+    # Every command that talks to a farm takes its key (docs/security.md).
+    key = argparse.ArgumentParser(add_help=False)
+    key.add_argument(
+        "--farm-key-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"the farm's key file (default: ${ENV_VAR}, else {default_key_path()} if it "
+        f"exists; without a key, the farm is this machine's loopback only)",
+    )
+
+    p = sub.add_parser(
+        "init", parents=[key], help="create a farm: write a new farm key and say how to join"
+    )
+
+    p = sub.add_parser("node", parents=[key], help="run a node (worker and manager)")
     p.add_argument(
         "--listen",
         type=_address,
-        default=("127.0.0.1", 7100),
+        default=None,
         metavar="HOST:PORT",
-        help="where to listen (port 0: any free port); default 127.0.0.1:7100",
+        help="where to listen (port 0: any free port); default 0.0.0.0:7100 with a farm key, "
+        "127.0.0.1:7100 without",
     )
     p.add_argument(
         "--bootstrap",
@@ -95,13 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not announce or look for nodes on the LAN (zeroconf/mDNS)",
     )
 
-    p = sub.add_parser("bootstrap", help="run a bootstrap server (a peer that never renders)")
-    p.add_argument("--listen", type=_address, default=("127.0.0.1", 7000), metavar="HOST:PORT")
+    p = sub.add_parser(
+        "bootstrap", parents=[key], help="run a bootstrap server (a peer that never renders)"
+    )
+    p.add_argument(
+        "--listen",
+        type=_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="default 0.0.0.0:7000 with a farm key, 127.0.0.1:7000 without",
+    )
     p.add_argument("--data-dir", type=Path, required=True, metavar="DIR")
     p.add_argument("--advertise", default="", metavar="HOST:PORT")
     p.add_argument("--no-zeroconf", action="store_true", help="do not use LAN discovery")
 
-    p = sub.add_parser("submit", help="submit a job; prints the job id on the first line")
+    p = sub.add_parser(
+        "submit", parents=[key], help="submit a job; prints the job id on the first line"
+    )
     p.add_argument(
         "scene",
         metavar="SCENE",
@@ -146,15 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="show progress and return once every frame is in the output folder",
     )
 
-    p = sub.add_parser("status", help="show the farm as one node sees it")
+    p = sub.add_parser("status", parents=[key], help="show the farm as one node sees it")
     p.add_argument("--node", required=True, metavar="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("cancel", help="cancel a job on every node")
+    p = sub.add_parser("cancel", parents=[key], help="cancel a job on every node")
     p.add_argument("job_id", metavar="JOB")
     p.add_argument("--node", required=True, metavar="HOST:PORT")
 
-    p = sub.add_parser("logs", help="show the renderer output of a job's chunks")
+    p = sub.add_parser("logs", parents=[key], help="show the renderer output of a job's chunks")
     p.add_argument("job_id", metavar="JOB")
     p.add_argument(
         "--frame",
@@ -182,9 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        if args.command == "init":
+            return init_farm(args.farm_key_file)
+        if hasattr(args, "farm_key_file"):
+            args.farm_key = resolve_key(args.farm_key_file)
         if args.command == "node":
             config = NodeConfig(
-                listen=args.listen,
+                listen=listen_address(args, 7100),
                 data_dir=args.data_dir,
                 bootstraps=args.bootstrap,
                 slots=max(args.slots, 0),
@@ -192,12 +233,15 @@ def main(argv: list[str] | None = None) -> int:
                 advertise=args.advertise,
                 peer_timeout=max(args.peer_timeout, 0.3),
                 zeroconf=not args.no_zeroconf,
+                farm_key=args.farm_key,
             )
             return trio.run(serve, Node(config))
         if args.command == "bootstrap":
             from bootstrap_server.server import bootstrap_node
 
-            node = bootstrap_node(args.listen, args.data_dir)
+            node = bootstrap_node(
+                listen_address(args, 7000), args.data_dir, farm_key=args.farm_key
+            )
             node.config.advertise = args.advertise
             node.config.zeroconf = not args.no_zeroconf
             return trio.run(serve, node)
@@ -213,12 +257,48 @@ def main(argv: list[str] | None = None) -> int:
             from peerfarm.demo import run_demo
 
             return run_demo(args)
-    except (CliError, ClientError, SubmitError) as exc:
+    except (CliError, ClientError, SubmitError, FarmKeyError, IdentityError, SetupError) as exc:
         print(f"peerfarm: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def listen_address(args: argparse.Namespace, port: int) -> tuple[str, int]:
+    """--listen, else all interfaces with a farm key and loopback only without one."""
+    if args.listen is not None:
+        return args.listen
+    if args.farm_key is None:
+        print(
+            f"peerfarm: no farm key, so this {args.command} listens on loopback only "
+            f"(127.0.0.1:{port}) and serves this machine alone. To build a farm of several "
+            f"machines, run `peerfarm init` once and copy the key file it writes to each of them",
+            file=sys.stderr,
+        )
+        return ("127.0.0.1", port)
+    return ("0.0.0.0", port)
+
+
+def init_farm(path: Path | None) -> int:
+    """Create a farm key and say how the other machines join."""
+    path = path or default_key_path()
+    key = new_key()
+    write_key(key, path)
+    default = path.resolve() == default_key_path().resolve()
+    key_option = "" if default else f" --farm-key-file {path}"
+    print(f"created a new farm: key id {key.key_id}, key file {path}")
+    print()
+    print("Keep the key file secret: anyone holding it can join the farm and run renders.")
+    print(f"On every machine of the farm, copy it to {default_key_path()} (or anywhere, and")
+    print(f"pass --farm-key-file PATH or set {ENV_VAR}), then start a node:")
+    print()
+    print(f"    peerfarm node --data-dir ~/peerfarm-node{key_option}")
+    print()
+    print("Nodes find each other on the LAN; across subnets, run a bootstrap server on one")
+    print(f"machine (`peerfarm bootstrap --data-dir DIR{key_option}`) and give the nodes")
+    print("--bootstrap HOST:7000.")
+    return 0
 
 
 _STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM] + (
@@ -229,6 +309,7 @@ _STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM] + (
 async def serve(node: Node) -> int:
     """Run a node until a signal: the first stops it gracefully (finishing the chunks
     in flight), a second at once (killing renderers, releasing their chunks)."""
+    node.check_setup()  # a clear error before anything starts
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
@@ -313,21 +394,23 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 async def submit(args: argparse.Namespace) -> int:
     spec = job_spec(args)
-    async with NodeClient(args.node) as client:
+    async with NodeClient(args.node, args.farm_key) as client:
         job_id = await client.submit(spec)
     print(job_id, flush=True)
     if not args.wait:
         return 0
-    return await wait_for_job(args.node, job_id)
+    return await wait_for_job(args.node, job_id, args.farm_key)
 
 
-async def wait_for_job(node: str, job_id: str, out=sys.stdout) -> int:  # noqa: ANN001
+async def wait_for_job(
+    node: str, job_id: str, farm_key: FarmKey | None = None, out=sys.stdout  # noqa: ANN001
+) -> int:
     """Show a live progress bar until every frame is in the output folder."""
     started = time.monotonic()
     tty = out.isatty()
     last_line: tuple = ()
     job: dict[str, Any] = {}
-    async with NodeClient(node) as client:
+    async with NodeClient(node, farm_key) as client:
         while True:
             status = await client.status()
             job = next((j for j in status["jobs"] if j["id"] == job_id), {})
@@ -371,7 +454,7 @@ async def wait_for_job(node: str, job_id: str, out=sys.stdout) -> int:  # noqa: 
 
 
 async def status(args: argparse.Namespace) -> int:
-    async with NodeClient(args.node) as client:
+    async with NodeClient(args.node, args.farm_key) as client:
         st = await client.status()
     if args.json:
         print(json.dumps(st, indent=2, sort_keys=True))
@@ -392,14 +475,14 @@ async def status(args: argparse.Namespace) -> int:
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    async with NodeClient(args.node) as client:
+    async with NodeClient(args.node, args.farm_key) as client:
         await client.cancel(args.job_id)
     print(f"job {args.job_id} cancelled")
     return 0
 
 
 async def show_logs(args: argparse.Namespace) -> int:
-    async with NodeClient(args.node) as client:
+    async with NodeClient(args.node, args.farm_key) as client:
         logs = await client.logs(args.job_id, args.frame)
     if not logs:
         print(f"no renderer logs for job {args.job_id} yet (nothing rendered or failed)")

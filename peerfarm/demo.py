@@ -20,6 +20,7 @@ import trio
 from peerfarm.cli import CliError, read_scene, wait_for_job
 from peerfarm.jobspec import parse_size
 from peerfarm.runtime.client import NodeClient
+from peerfarm.security.farm_key import ENV_VAR, FarmKey, new_key, write_key
 
 START_TIMEOUT = 30.0
 
@@ -27,19 +28,25 @@ START_TIMEOUT = 30.0
 class Farm:
     """Processes started for the demo (and for tests): stopped on exit, in reverse order."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, farm_key_file: Path | None = None) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen] = []
+        # Without one, the processes inherit $PEERFARM_FARM_KEY_FILE (or have no key).
+        self.farm_key_file = farm_key_file
 
     def start(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str]:
         """Start `peerfarm ARGS`; return the process and the address it listens on."""
         log_file = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        env = dict(os.environ)
+        if self.farm_key_file is not None:
+            env[ENV_VAR] = str(self.farm_key_file)
         proc = subprocess.Popen(
             [sys.executable, "-m", "peerfarm", *args],
             stdout=subprocess.PIPE,
             stderr=log_file,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
         log_file.close()
         self.procs.append(proc)
@@ -103,7 +110,10 @@ def run_demo(args: argparse.Namespace) -> int:
     output = args.output.resolve()
     slots = max(1, (os.cpu_count() or 1) // args.nodes)
     with tempfile.TemporaryDirectory(prefix="peerfarm-demo-") as tmp:
-        farm = Farm(Path(tmp))
+        # A throwaway farm key: the demo farm is a real, closed farm of its own.
+        key = new_key()
+        write_key(key, Path(tmp) / "farm.key")
+        farm = Farm(Path(tmp), Path(tmp) / "farm.key")
         try:
             _, bootstrap = farm.start_bootstrap(Path(tmp) / "bootstrap")
             print(f"bootstrap server on {bootstrap}")
@@ -123,17 +133,17 @@ def run_demo(args: argparse.Namespace) -> int:
                 "output": str(output),
                 "priority": 0,
             }
-            return trio.run(_submit_and_wait, nodes[0], spec)
+            return trio.run(_submit_and_wait, nodes[0], spec, key)
         finally:
             farm.stop()
             print("demo farm stopped")
 
 
-async def _submit_and_wait(node: str, spec: dict) -> int:
-    async with NodeClient(node) as client:
+async def _submit_and_wait(node: str, spec: dict, key: FarmKey) -> int:
+    async with NodeClient(node, key) as client:
         job_id = await client.submit(spec)
     print(
         f"submitted job {job_id}: {spec['frames'][1]} frames of builtin:demo at "
         f"{spec['width']}x{spec['height']}, {spec['chunk_size']} frames per chunk"
     )
-    return await wait_for_job(node, job_id)
+    return await wait_for_job(node, job_id, key)

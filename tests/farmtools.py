@@ -15,11 +15,12 @@ import trio
 
 from peerfarm.demo import Farm
 from peerfarm.runtime.client import ClientError, NodeClient
+from peerfarm.security.farm_key import resolve_key
 
 
 def status(address: str) -> dict[str, Any]:
     async def ask():
-        async with NodeClient(address) as client:
+        async with NodeClient(address, resolve_key(None)) as client:
             return await client.status()
 
     return trio.run(ask)
@@ -27,7 +28,7 @@ def status(address: str) -> dict[str, Any]:
 
 def submit(address: str, spec: dict[str, Any]) -> str:
     async def go():
-        async with NodeClient(address) as client:
+        async with NodeClient(address, resolve_key(None)) as client:
             return await client.submit(spec)
 
     return trio.run(go)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from rawpeer import join_as
 
+from peerfarm.runtime.addresses import parse_address
 from peerfarm.runtime.blobs import BlobError, BlobStore, fetch_blob
-from peerfarm.runtime.node import Node, NodeConfig, parse_address
-from peerfarm.wire.framing import FrameDecoder, encode
+from peerfarm.runtime.node import Node, NodeConfig
+from peerfarm.security.identity import new_identity
 from peerfarm.wire.messages import MAX_BLOB_CHUNK_BYTES, MessageError, message, parse_message
 
 MB = 1_000_000
@@ -281,12 +283,9 @@ def test_a_silent_source_times_out_and_the_next_one_finishes(tmp_path):
                 b = await start(nursery, tmp_path, "b", a)
                 await trio.to_thread.run_sync(a.blobs.put_bytes, data)
                 # A peer that links up and then never answers anything.
-                silent_id = "5" * 32
-                stream = await trio.open_tcp_stream(*parse_address(b.address))
-                hello = message(
-                    "HELLO", protocol=1, node_id=silent_id, name="mute", role="node", address=""
-                )
-                await stream.send_all(encode(hello))
+                mute_identity = new_identity()
+                mute = await join_as(b.address, identity=mute_identity, name="mute")
+                stream, silent_id = mute.stream, mute_identity.node_id
                 while b.link_to(silent_id) is None:
                     await b.wait_for_change(0.05)
                 nursery.start_soon(drain, stream)
@@ -392,23 +391,15 @@ def test_get_blob_from_a_raw_connection(tmp_path):
             async with trio.open_nursery() as nursery:
                 a = await start(nursery, tmp_path, "a")
                 sha = await trio.to_thread.run_sync(a.blobs.put_bytes, data)
-                stream = await trio.open_tcp_stream(*parse_address(a.address))
-                hello = message(
-                    "HELLO", protocol=1, node_id="e" * 32, name="cli", role="client", address=""
-                )
-                await stream.send_all(encode(hello))
+                client = await join_as(a.address, role="client", name="cli")
                 for offset, length in ((100, 50), (len(data), 1), (0, 10)):
-                    await stream.send_all(
-                        encode(message("GET_BLOB", sha=sha, offset=offset, length=length))
-                    )
+                    await client.send(message("GET_BLOB", sha=sha, offset=offset, length=length))
                 absent = sha_of(b"absent")
-                await stream.send_all(encode(message("GET_BLOB", sha=absent, offset=0, length=1)))
-                decoder, replies = FrameDecoder(), []
-                while len(replies) < 5:  # HELLO + four answers
-                    replies.extend(decoder.feed(await stream.receive_some(65536)))
-                await stream.aclose()
+                await client.send(message("GET_BLOB", sha=absent, offset=0, length=1))
+                replies = [await client.receive() for _ in range(4)]
+                await client.close()
                 stop_all(a)
-        return sha, [parse_message(r) for r in replies[1:]]
+        return sha, replies
 
     sha, (piece, past_end, first, absent) = trio.run(main)
     assert piece == message("BLOB", sha=sha, offset=100, data=data[100:150])

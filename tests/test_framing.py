@@ -10,7 +10,17 @@ from hypothesis import strategies as st
 from peerfarm.wire.framing import FrameDecoder, ProtocolError, encode
 from peerfarm.wire.messages import MessageError, message, parse_message
 
-HELLO = message("HELLO", protocol=1, node_id="a" * 32, name="n", role="node", address="h:1")
+HELLO = message(
+    "HELLO",
+    protocol=2,
+    node_id="a" * 64,
+    name="n",
+    role="node",
+    address="h:1",
+    cert=b"c" * 300,
+    nonce=b"n" * 32,
+    key_id="0123456789abcdef",
+)
 
 
 def test_messages_split_anywhere_reassemble():

@@ -10,33 +10,27 @@ import sys
 import trio
 from factories import demo_spec, new_job_payload
 from PIL import Image
+from rawpeer import (
+    hello,
+    identity_sorting_before,
+    join_as,
+    read_messages,
+    send,
+    tcp_connect,
+    tls_connect,
+)
 
 from peerfarm.renderers.base import Renderer
+from peerfarm.runtime.addresses import parse_address
 from peerfarm.runtime.client import NodeClient
-from peerfarm.runtime.node import Node, NodeConfig, parse_address
-from peerfarm.wire.framing import FrameDecoder, encode
-from peerfarm.wire.messages import message, parse_message
+from peerfarm.runtime.node import Node, NodeConfig
+from peerfarm.security.identity import new_identity
+from peerfarm.wire.messages import PROTOCOL_VERSION, message
 
 
 def make_node(tmp_path, name="n1", **kw) -> Node:
     kw.setdefault("zeroconf", False)
     return Node(NodeConfig(listen=("127.0.0.1", 0), data_dir=tmp_path / name, name=name, **kw))
-
-
-async def raw_connect(address: str) -> trio.SocketStream:
-    host, port = parse_address(address)
-    return await trio.open_tcp_stream(host, port)
-
-
-async def read_messages(stream: trio.SocketStream, count: int) -> list[dict]:
-    dec, out = FrameDecoder(), []
-    with trio.fail_after(10):
-        while len(out) < count:
-            data = await stream.receive_some(65536)
-            if not data:
-                break
-            out.extend(parse_message(m) for m in dec.feed(data))
-    return out
 
 
 def test_restart_keeps_identity_and_state(tmp_path):
@@ -71,18 +65,12 @@ def test_protocol_version_mismatch_is_refused_clearly(tmp_path, caplog):
         node = make_node(tmp_path, slots=0)
         async with trio.open_nursery() as nursery:
             address = await nursery.start(node.run)
-            stream = await raw_connect(address)
-            await stream.send_all(
-                encode(
-                    message(
-                        "HELLO",
-                        protocol=99,
-                        node_id="e" * 32,
-                        name="future",
-                        role="node",
-                        address="",
-                    )
-                )
+            stream, _ = await tls_connect(address)
+            ident = new_identity()
+            await send(
+                stream,
+                hello(ident, name="future", protocol=99, cert=ident.cert_der, nonce=b"n" * 32,
+                      key_id="none"),
             )
             (reply,) = await read_messages(stream, 1)
             node.request_stop()
@@ -91,7 +79,8 @@ def test_protocol_version_mismatch_is_refused_clearly(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         reply = trio.run(main)
     assert reply["type"] == "ERROR" and reply["code"] == "protocol_version"
-    assert "speaks peerfarm protocol 1" in reply["message"] and "99" in reply["message"]
+    assert f"speaks peerfarm protocol {PROTOCOL_VERSION}" in reply["message"]
+    assert "99" in reply["message"]
     assert "protocol version mismatch" in caplog.text
 
 
@@ -101,22 +90,21 @@ def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
         async with trio.open_nursery() as nursery:
             address = await nursery.start(node.run)
             before = node.log.digest()
-            # 1. raw garbage instead of a handshake
-            s = await raw_connect(address)
+            # 1. raw garbage instead of TLS: told (in plaintext) that TLS is required
+            s = await tcp_connect(address)
             await s.send_all(b"\xc1GET / HTTP/1.1\r\n\r\n" * 100)
-            await read_messages(s, 1)
-            # 2. an oversized claim of a string length
-            s = await raw_connect(address)
+            (told,) = await read_messages(s, 1)
+            # 2. garbage inside TLS instead of a HELLO, and an oversized string length
+            s, _ = await tls_connect(address)
+            await s.send_all(b"\xc1GET / HTTP/1.1\r\n\r\n" * 100)
+            assert await read_messages(s, 1) == []  # closed
+            s, _ = await tls_connect(address)
             await s.send_all(b"\xdb\xff\xff\xff\xff")
             # 3. a greeted peer sending invalid actions next to a valid one
-            s = await raw_connect(address)
-            peer = "f" * 32
-            await s.send_all(
-                encode(
-                    message("HELLO", protocol=1, node_id=peer, name="p", role="node", address="")
-                )
-            )
-            await read_messages(s, 2)  # HELLO, VV
+            ident = new_identity()
+            link = await join_as(address, identity=ident)
+            peer = ident.node_id
+            await link.receive()  # VV
             good = {
                 "type": "NEW_JOB",
                 "payload": new_job_payload("ok1"),
@@ -129,7 +117,7 @@ def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
                 {**good, "origin": "NOT-HEX"},
                 "just a string",
             ]
-            await s.send_all(encode(message("ACTIONS", actions=[*bad, good])))
+            await link.send(message("ACTIONS", actions=[*bad, good]))
             with trio.fail_after(5):
                 while "ok1" not in node.state.jobs:
                     await node.wait_for_change(0.1)
@@ -137,10 +125,11 @@ def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
             async with NodeClient(address) as client:
                 st = await client.status()
             node.request_stop()
-        return before, st
+        return before, st, told
 
     with caplog.at_level(logging.WARNING):
-        before, st = trio.run(main)
+        before, st, told = trio.run(main)
+    assert told["code"] == "tls_required" and "TLS" in told["message"]
     assert [j["id"] for j in st["jobs"]] == ["ok1"]
     assert "dropped an invalid action" in caplog.text
     assert "width" in caplog.text
@@ -149,7 +138,6 @@ def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
 def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
     """A concurrent claim that sorts before ours arrives while we render: our
     renderer is stopped and the worker claims another chunk."""
-    rival = "0" * 32  # sorts before any other node id at equal Lamport time
     spec = demo_spec(tmp_path / "out", frames=(1, 40), chunk=10, size=(320, 240))
 
     async def main():
@@ -166,15 +154,11 @@ def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
                 for a in node.log.actions()
                 if a.origin == node.node_id and a.seq == render.claim_seq
             )
-            s = await raw_connect(address)
-            await s.send_all(
-                encode(
-                    message(
-                        "HELLO", protocol=1, node_id=rival, name="rival", role="node", address=""
-                    )
-                )
-            )
-            await read_messages(s, 2)
+            # A peer whose id sorts before ours wins a claim made at the same Lamport time.
+            rival_identity = identity_sorting_before(node.node_id)
+            rival = rival_identity.node_id
+            link = await join_as(address, identity=rival_identity, name="rival")
+            await link.receive()  # VV
             claim = {
                 "type": "CLAIM_CHUNK",
                 "payload": {"job_id": job_id, "chunk": chunk},
@@ -182,20 +166,20 @@ def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
                 "seq": 1,
                 "lamport": ours.lamport,
             }
-            await s.send_all(encode(message("ACTIONS", actions=[claim])))
+            await link.send(message("ACTIONS", actions=[claim]))
             with trio.fail_after(10):
                 while (job, chunk) in node.worker.renders or not node.worker.renders:
                     await node.wait_for_change(0.05)
             other = next(iter(node.worker.renders))
             winner = node.state.jobs[job_id].chunk(chunk).claim_origin
             node.request_stop()
-        return chunk, other, winner
+        return chunk, other, winner, rival
 
     with caplog.at_level(logging.INFO):
-        chunk, other, winner = trio.run(main)
-    assert winner == "0" * 32
+        chunk, other, winner, rival = trio.run(main)
+    assert winner == rival
     assert other[1] != chunk
-    assert "claim lost to 00000000" in caplog.text
+    assert f"claim lost to {rival[:8]}" in caplog.text
 
 
 class CopyRenderer(Renderer):

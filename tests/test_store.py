@@ -8,7 +8,7 @@ from factories import A, new_job_payload
 
 from peerfarm.core.actions import validate_action
 from peerfarm.core.log import ActionLog
-from peerfarm.runtime.store import LogFile, load_identity
+from peerfarm.runtime.store import LogFile, load_identity, save_identity
 
 
 def records(n):
@@ -55,6 +55,8 @@ def test_bad_checksum_drops_the_tail(tmp_path):
     assert all(validate_action(r) for r in f.load())
 
 
-def test_identity_is_stable(tmp_path):
-    first = load_identity(tmp_path, "n")
-    assert load_identity(tmp_path, "other") == first
+def test_name_and_id_are_kept(tmp_path):
+    # The id itself comes from the node's certificate (tests/test_security.py).
+    assert load_identity(tmp_path, "n") == {"node_id": "", "name": "n"}
+    save_identity(tmp_path, {"node_id": "ab" * 32, "name": "lab-3"})
+    assert load_identity(tmp_path, "other") == {"node_id": "ab" * 32, "name": "lab-3"}

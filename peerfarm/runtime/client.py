@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import trio
 
-from peerfarm.runtime.link import HandshakeError, Link
-from peerfarm.runtime.node import parse_address
+from peerfarm.runtime.addresses import parse_address
+from peerfarm.runtime.link import HandshakeError, Link, dial
+from peerfarm.security.farm_key import FarmKey
+from peerfarm.security.identity import new_identity
 from peerfarm.wire.framing import ProtocolError
 from peerfarm.wire.messages import PROTOCOL_VERSION, MessageError, message
 
@@ -21,38 +22,41 @@ class ClientError(Exception):
 
 
 class NodeClient:
-    def __init__(self, address: str) -> None:
+    """``async with NodeClient(address, farm_key) as client: await client.status()``.
+
+    A client proves it holds the farm key like a node does, with a throwaway
+    identity (a client has no data dir and needs no stable id).
+    """
+
+    def __init__(self, address: str, farm_key: FarmKey | None = None) -> None:
         self.address = address
+        self.farm_key = farm_key
         self._link: Link | None = None
 
     async def __aenter__(self) -> NodeClient:
         try:
-            host, port = parse_address(self.address)
+            parse_address(self.address)
         except ValueError as exc:
             raise ClientError(str(exc)) from None
-        try:
-            with trio.fail_after(CONNECT_TIMEOUT):
-                stream = await trio.open_tcp_stream(host, port)
-        except (OSError, trio.TooSlowError) as exc:
-            raise ClientError(
-                f"cannot reach a peerfarm node at {self.address} ({exc}); is `peerfarm node` "
-                f"running there, and is the address right?"
-            ) from None
-        link = Link(stream, outbound=True, remote=self.address)
+        identity = new_identity()
         hello = message(
             "HELLO",
             protocol=PROTOCOL_VERSION,
-            node_id=secrets.token_hex(16),
+            node_id=identity.node_id,
             name="cli",
             role="client",
             address="",
         )
         try:
-            await link.handshake(hello)
+            with trio.fail_after(CONNECT_TIMEOUT):
+                self._link = await dial(self.address, hello, identity, self.farm_key)
+        except (OSError, trio.TooSlowError) as exc:
+            raise ClientError(
+                f"cannot reach a peerfarm node at {self.address} ({exc}); is `peerfarm node` "
+                f"running there, and is the address right?"
+            ) from None
         except HandshakeError as exc:
-            await link.close()
             raise ClientError(str(exc)) from None
-        self._link = link
         return self
 
     async def __aexit__(self, *exc: object) -> None:

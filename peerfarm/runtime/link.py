@@ -1,13 +1,20 @@
-"""One TCP connection to a peer (or a client): framing, handshake, batched sending."""
+"""One connection to a peer (or a client): TLS, handshake, framing, batched sending."""
 
 from __future__ import annotations
 
 import logging
+import secrets
+import ssl
 from collections import deque
 from typing import Any
 
 import trio
 
+from peerfarm.runtime.addresses import parse_address
+from peerfarm.runtime.tls import PlaintextPeer, accept_tls, connect_tls
+from peerfarm.security.farm_key import NO_KEY_ID, FarmKey, key_id_of
+from peerfarm.security.identity import Identity, node_id_of
+from peerfarm.security.proof import NONCE_BYTES, check_proof, make_proof, transcript
 from peerfarm.wire.framing import FrameDecoder, ProtocolError, encode
 from peerfarm.wire.messages import MAX_BATCH, PROTOCOL_VERSION, MessageError, message, parse_message
 
@@ -92,31 +99,53 @@ class Link:
             scope.shield = True
             await self.stream.aclose()
 
-    async def handshake(self, hello: dict[str, Any]) -> None:
-        """Exchange HELLOs; the dialer speaks first. Raises HandshakeError with a clear reason."""
+    async def handshake(
+        self,
+        hello: dict[str, Any],
+        identity: Identity,
+        farm_key: FarmKey | None,
+        listener_cert: bytes = b"",
+    ) -> None:
+        """HELLO both ways (the dialer speaks first), then PROOF both ways.
+
+        ``listener_cert`` is the certificate the listener showed in TLS (dialer
+        side only): its HELLO must name the same one. Raises HandshakeError with
+        a clear reason; a refused peer gets an ERROR saying why first.
+        """
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        mine = {**hello, "cert": identity.cert_der, "nonce": nonce, "key_id": key_id_of(farm_key)}
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 if self.outbound:
-                    await self.send(hello)
-                reply = await self.receive()
-                if reply is None:
-                    raise HandshakeError(
-                        f"{self.remote} closed the connection during the handshake"
-                    )
-                if reply["type"] == "ERROR":
-                    raise HandshakeError(f"{self.remote} refused us: {reply['message']}")
-                if reply["type"] != "HELLO":
-                    raise HandshakeError(f"{self.remote} sent {reply['type']} before HELLO")
-                if reply["protocol"] != PROTOCOL_VERSION:
-                    why = (
-                        f"protocol version mismatch: this node speaks peerfarm protocol "
-                        f"{PROTOCOL_VERSION}, {self.remote} speaks {reply['protocol']}; "
-                        f"install the same peerfarm version on every machine of the farm"
-                    )
-                    await self.send(message("ERROR", code="protocol_version", message=why))
-                    raise HandshakeError(why)
+                    await self.send(mine)
+                theirs = await self._expect("HELLO")
+                await self._check_hello(theirs, farm_key, listener_cert)
                 if not self.outbound:
-                    await self.send(hello)
+                    await self.send(mine)
+                if self.outbound:
+                    dialer, listener = mine, theirs
+                else:
+                    dialer, listener = theirs, mine
+                certs_and_nonces = (dialer["cert"], listener["cert"], dialer["nonce"])
+                certs_and_nonces += (listener["nonce"],)
+                my_role, their_role = (
+                    ("dialer", "listener") if self.outbound else ("listener", "dialer")
+                )
+                my_proof = make_proof(identity, farm_key, transcript(my_role, *certs_and_nonces))
+                if self.outbound:
+                    await self.send(message("PROOF", **my_proof))
+                proof = await self._expect("PROOF")
+                why = check_proof(
+                    farm_key,
+                    theirs["cert"],
+                    transcript(their_role, *certs_and_nonces),
+                    proof["mac"],
+                    proof["signature"],
+                )
+                if why:
+                    await self._refuse("farm_key", why, f"this node refused you: {why}")
+                if not self.outbound:
+                    await self.send(message("PROOF", **my_proof))
         except trio.TooSlowError:
             raise HandshakeError(f"{self.remote} did not complete the handshake in time") from None
         except (ProtocolError, MessageError) as exc:
@@ -125,7 +154,140 @@ class Link:
             raise HandshakeError(
                 f"{self.remote}: connection lost during handshake ({exc})"
             ) from None
-        self.peer_id = reply["node_id"]
-        self.peer_name = reply["name"]
-        self.peer_role = reply["role"]
-        self.peer_address = reply["address"]
+        self.peer_id = theirs["node_id"]
+        self.peer_name = theirs["name"]
+        self.peer_role = theirs["role"]
+        self.peer_address = theirs["address"]
+
+    async def _expect(self, kind: str) -> dict[str, Any]:
+        reply = await self.receive()
+        if reply is None:
+            raise HandshakeError(f"{self.remote} closed the connection during the handshake")
+        if reply["type"] == "ERROR":
+            raise HandshakeError(f"{self.remote} refused us: {reply['message']}")
+        if reply["type"] != kind:
+            raise HandshakeError(f"{self.remote} sent {reply['type']} instead of {kind}")
+        return reply
+
+    async def _check_hello(
+        self, hello: dict[str, Any], farm_key: FarmKey | None, listener_cert: bytes
+    ) -> None:
+        if hello["protocol"] != PROTOCOL_VERSION:
+            why = (
+                f"protocol version mismatch: this node speaks peerfarm protocol "
+                f"{PROTOCOL_VERSION}, {self.remote} speaks {hello['protocol']}; "
+                f"install the same peerfarm version on every machine of the farm"
+            )
+            await self._refuse("protocol_version", why, why)
+        ours, theirs = key_id_of(farm_key), hello["key_id"]
+        if theirs != ours:
+            if ours == NO_KEY_ID:
+                why = (
+                    f"it belongs to a farm (key id {theirs}) and this node has no farm key; "
+                    f"start this node with that farm's key (--farm-key-file)"
+                )
+                told = (
+                    "this node has no farm key (it serves only this machine); start it with "
+                    "your farm's key (--farm-key-file) to let it join"
+                )
+            elif theirs == NO_KEY_ID:
+                why = "it has no farm key; give it this farm's key file (--farm-key-file)"
+                told = (
+                    f"this farm needs a farm key (key id {ours}): copy the farm's key file "
+                    f"to this machine and pass --farm-key-file PATH "
+                    f"(or set PEERFARM_FARM_KEY_FILE)"
+                )
+            else:
+                why = f"it holds another farm's key (key id {theirs}, ours {ours})"
+                told = (
+                    f"this node belongs to another farm (key id {ours}, yours {theirs}); "
+                    f"use the key file of the farm you want to join"
+                )
+            await self._refuse("farm_key", why, told)
+        if node_id_of(hello["cert"]) != hello["node_id"]:
+            why = "its node id is not the hash of its certificate"
+            await self._refuse("identity", why, f"this node refused you: {why}")
+        if self.outbound and hello["cert"] != listener_cert:
+            why = (
+                "the certificate in its HELLO is not the one it showed in TLS "
+                "(something in between is relaying the connection)"
+            )
+            await self._refuse("identity", why, f"this node refused you: {why}")
+
+    async def _refuse(self, code: str, why: str, told: str) -> None:
+        """Tell the peer why (best effort), then fail the handshake with our reason."""
+        with trio.move_on_after(1):
+            try:
+                await self.send(message("ERROR", code=code, message=told[:4000]))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        raise HandshakeError(f"refused {self.remote}: {why}")
+
+
+async def dial(
+    address: str, hello: dict[str, Any], identity: Identity, farm_key: FarmKey | None
+) -> Link:
+    """Connect to a node: TCP, TLS, handshake. Raises OSError/ValueError when it cannot
+    be reached, HandshakeError when it can but the handshake fails."""
+    host, port = parse_address(address)
+    stream = await trio.open_tcp_stream(host, port)
+    try:
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            tls, listener_cert = await connect_tls(stream)
+    except trio.TooSlowError:
+        await trio.aclose_forcefully(stream)
+        raise HandshakeError(f"{address} did not complete the TLS handshake in time") from None
+    except (ssl.SSLError, trio.BrokenResourceError) as exc:
+        await trio.aclose_forcefully(stream)
+        why = str(exc) or "it closed the connection"
+        raise HandshakeError(
+            f"TLS with {address} failed ({why}); is it a peerfarm node of the same version? "
+            f"(a node also closes connections at once while it refuses a flood of them)"
+        ) from None
+    link = Link(tls, outbound=True, remote=address)
+    try:
+        await link.handshake(hello, identity, farm_key, listener_cert)
+    except HandshakeError:
+        await link.close()
+        raise
+    return link
+
+
+async def accept(
+    stream: trio.abc.Stream,
+    remote: str,
+    hello: dict[str, Any],
+    identity: Identity,
+    farm_key: FarmKey | None,
+    ctx: ssl.SSLContext,
+) -> Link:
+    """Serve the handshake of an inbound connection. Raises HandshakeError (the
+    connection is closed) when the peer does not speak TLS or fails the handshake."""
+    try:
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            tls = await accept_tls(stream, ctx)
+    except PlaintextPeer:
+        why = (
+            "this node speaks TLS (peerfarm protocol 2 or later) and you sent plaintext; "
+            "install the same peerfarm version on every machine of the farm"
+        )
+        with trio.move_on_after(1):
+            try:
+                await stream.send_all(encode(message("ERROR", code="tls_required", message=why)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await trio.aclose_forcefully(stream)
+        raise HandshakeError(f"refused {remote}: it does not speak TLS") from None
+    except trio.TooSlowError:
+        await trio.aclose_forcefully(stream)
+        raise HandshakeError(f"refused {remote}: no TLS handshake in time") from None
+    except (ssl.SSLError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        await trio.aclose_forcefully(stream)
+        raise HandshakeError(f"refused {remote}: TLS handshake failed ({exc})") from None
+    link = Link(tls, outbound=False, remote=remote)
+    try:
+        await link.handshake(hello, identity, farm_key)
+    except HandshakeError:
+        await link.close()
+        raise
+    return link

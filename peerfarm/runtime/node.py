@@ -14,10 +14,12 @@ What a node owns:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import secrets
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +34,14 @@ from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
 from peerfarm.jobspec import SubmitError, build_new_job, check_files, manifest_of
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
+from peerfarm.runtime.addresses import format_address
 from peerfarm.runtime.blobs import BlobStore, serve_blob
 from peerfarm.runtime.discovery import LanDiscovery
-from peerfarm.runtime.link import HandshakeError, Link
+from peerfarm.runtime.link import HandshakeError, Link, accept, dial
 from peerfarm.runtime.renderer_logs import collect_logs, read_log_tail
+from peerfarm.runtime.tls import server_context
+from peerfarm.security.farm_key import FarmKey, key_id_of
+from peerfarm.security.identity import Identity, load_or_create_identity
 from peerfarm.wire.framing import ProtocolError
 from peerfarm.wire.messages import PROTOCOL_VERSION, MessageError, message
 
@@ -48,6 +54,26 @@ SYNC_TIMEOUT = 3.0
 MAX_BACKOFF = 5.0
 LEAVE_TIMEOUT = 3.0
 FRAME_FETCH_TIMEOUT = 30.0
+# Bounds on inbound connections, so a flood from one address cannot starve the node.
+# A handshake slot is held at most HANDSHAKE_TIMEOUT (runtime/link.py); one address
+# can hold a few, so a flood from it leaves room for everyone else.
+MAX_PENDING_HANDSHAKES = 128
+MAX_PENDING_PER_ADDRESS = 16
+MAX_CONNECTIONS_PER_ADDRESS = 64
+REFUSAL_LOG_WINDOW = 10.0  # log the first refusal per address per window, count the rest
+
+
+class SetupError(ValueError):
+    """The node cannot start as configured; the message says what to change."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 JoinHandler = Callable[["Node", Link], Awaitable[None]]
 
@@ -64,19 +90,7 @@ class NodeConfig:
     advertise: str = ""  # address peers should dial; default: the listen address
     peer_timeout: float = 3.0  # silent this long: down (half of it: suspect)
     zeroconf: bool = True  # announce and find nodes on the LAN
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'HOST:PORT' (or '[v6]:PORT') -> (host, port), with a clear error."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{text!r} is not an address: expected HOST:PORT, e.g. 127.0.0.1:7100")
-    return host, int(port)
+    farm_key: FarmKey | None = None  # None: a loopback-only farm (docs/security.md)
 
 
 class Node:
@@ -116,6 +130,11 @@ class Node:
         self.worker: Any = None
         self.collector: Any = None
         self.blobs = BlobStore(config.data_dir / "blobs")  # content-addressed (runtime/blobs.py)
+        self.identity: Identity | None = None
+        self._tls_context: Any = None
+        self._pending_handshakes: Counter[str] = Counter()  # handshakes in progress per host
+        self._connections: Counter[str] = Counter()  # live inbound connections per host
+        self._refusals: dict[str, tuple[float, int]] = {}  # host -> (window start, count)
 
     # -- the public API (used by the faces) ---------------------------------------
 
@@ -124,7 +143,10 @@ class Node:
         from peerfarm.runtime.collector import Collector
         from peerfarm.runtime.worker import Worker
 
+        self.check_setup()
+        host, port = self.config.listen
         await self._load()
+        self._tls_context = server_context(self.identity)
         if self.config.renders:
             self.renderers = await trio.to_thread.run_sync(probe_renderers, self.plugins)
             log.info(
@@ -132,7 +154,6 @@ class Node:
                 ", ".join(f"{n} {v}" for n, v in sorted(self.renderers.items())) or "none",
             )
         self._started_at = trio.current_time()
-        host, port = self.config.listen
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
         self.address = self.config.advertise or format_address(_advertised_host(host), bound_port)
@@ -164,6 +185,17 @@ class Node:
             await self._leave()
             nursery.cancel_scope.cancel()
         self._stopped.set()
+
+    def check_setup(self) -> None:
+        """Raise SetupError if the node cannot start as configured (``run`` calls it too)."""
+        host = self.config.listen[0]
+        if self.config.farm_key is None and not is_loopback(host):
+            raise SetupError(
+                f"this {self.config.role} has no farm key, so it only listens on loopback "
+                f"(127.0.0.1), not on {host}: anyone on the network could otherwise run renders "
+                f"here. Create a farm key with `peerfarm init` (or copy your farm's key file "
+                f"here) and pass --farm-key-file PATH"
+            )
 
     def request_stop(self) -> None:
         """First call: stop claiming, finish the chunks in flight, announce leaving, exit.
@@ -275,6 +307,7 @@ class Node:
             "address": self.address,
             "role": self.config.role,
             "protocol": PROTOCOL_VERSION,
+            "farm_key_id": key_id_of(self.config.farm_key),
             "state_digest": self.log.digest(),
             "log_length": len(self.log),
             "peers": peers,
@@ -331,11 +364,17 @@ class Node:
     async def _load(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         default_name = self.config.name or socket.gethostname()[:64] or "node"
+        self.identity = await trio.to_thread.run_sync(load_or_create_identity, self.data_dir)
         ident = await trio.to_thread.run_sync(store.load_identity, self.data_dir, default_name)
-        if self.config.name and ident["name"] != self.config.name:
-            ident["name"] = self.config.name
-            await trio.to_thread.run_sync(store.save_identity, self.data_dir, ident)
-        self.node_id, self.name = ident["node_id"], ident["name"]
+        wanted = {
+            "node_id": self.identity.node_id,
+            "name": self.config.name or ident["name"],
+        }
+        if ident != wanted:
+            if ident["node_id"] and ident["node_id"] != wanted["node_id"]:
+                log.info("this node's id is now its certificate's hash %s", wanted["node_id"][:12])
+            await trio.to_thread.run_sync(store.save_identity, self.data_dir, wanted)
+        self.node_id, self.name = wanted["node_id"], wanted["name"]
         self.kwl = await trio.to_thread.run_sync(store.load_kwl, self.data_dir)
         self.kwl.pop(self.node_id, None)
         records = await trio.to_thread.run_sync(self._logfile.load)
@@ -537,12 +576,12 @@ class Node:
                 self._dialing.discard(peer_id or "")
                 return
             try:
-                host, port = parse_address(address)
-                stream = await trio.open_tcp_stream(host, port)
+                link = await dial(address, self._hello(), self.identity, self.config.farm_key)
             except (OSError, ValueError) as exc:
                 log.debug("cannot reach %s: %s", address, exc)
+            except HandshakeError as exc:
+                log.warning("%s", exc)
             else:
-                link = Link(stream, outbound=True, remote=address)
                 connected_to = await self._run_link(link)
                 if connected_to == self.node_id:
                     return  # a bootstrap address that turned out to be ourselves
@@ -556,19 +595,63 @@ class Node:
     async def _handle_inbound(self, stream: trio.SocketStream) -> None:
         try:
             peer = stream.socket.getpeername()
-            remote = format_address(str(peer[0]), int(peer[1]))
+            host, remote = str(peer[0]), format_address(str(peer[0]), int(peer[1]))
         except OSError:
-            remote = "?"
-        await self._run_link(Link(stream, outbound=False, remote=remote))
+            host = remote = "?"
+        if (
+            self._pending_handshakes.total() >= MAX_PENDING_HANDSHAKES
+            or self._pending_handshakes[host] >= MAX_PENDING_PER_ADDRESS
+        ):
+            self._log_refusal(host, f"refused {remote}: too many handshakes in progress")
+            await trio.aclose_forcefully(stream)
+            return
+        if self._connections[host] >= MAX_CONNECTIONS_PER_ADDRESS:
+            self._log_refusal(host, f"refused {remote}: too many connections from {host}")
+            await trio.aclose_forcefully(stream)
+            return
+        self._connections[host] += 1
+        try:
+            self._pending_handshakes[host] += 1
+            try:
+                link = await accept(
+                    stream,
+                    remote,
+                    self._hello(),
+                    self.identity,
+                    self.config.farm_key,
+                    self._tls_context,
+                )
+            except HandshakeError as exc:
+                self._log_refusal(host, str(exc))
+                return
+            finally:
+                self._pending_handshakes[host] -= 1
+                if not self._pending_handshakes[host]:
+                    del self._pending_handshakes[host]
+            await self._run_link(link)
+        finally:
+            self._connections[host] -= 1
+            if not self._connections[host]:
+                del self._connections[host]
+
+    def _log_refusal(self, host: str, text: str) -> None:
+        """Log a refused connection with its address, without letting a flood flood the log."""
+        now = trio.current_time()
+        start, count = self._refusals.get(host, (-REFUSAL_LOG_WINDOW, 0))
+        if now - start >= REFUSAL_LOG_WINDOW:
+            if len(self._refusals) > 1000:  # many addresses: forget the quiet ones
+                for old, (began, _) in list(self._refusals.items()):
+                    if now - began >= REFUSAL_LOG_WINDOW:
+                        del self._refusals[old]
+            if count > 1:
+                log.warning("... and %d more refused connections from %s", count - 1, host)
+            log.warning("%s", text)
+            self._refusals[host] = (now, 1)
+        else:
+            self._refusals[host] = (start, count + 1)
 
     async def _run_link(self, link: Link) -> str | None:
-        """Handshake, then serve the link until it closes. Returns the peer's id, if greeted."""
-        try:
-            await link.handshake(self._hello())
-        except HandshakeError as exc:
-            log.warning("%s", exc)
-            await link.close()
-            return None
+        """Serve a link after its handshake until it closes. Returns the peer's id."""
         if link.peer_id == self.node_id:
             await link.close()
             return self.node_id

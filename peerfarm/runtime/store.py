@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import struct
 import threading
 import zlib
@@ -103,7 +102,8 @@ class LogFile:
 
 
 def load_identity(data_dir: Path, default_name: str) -> dict[str, str]:
-    """The node's persistent identity: same data dir, same node id across restarts."""
+    """The node's name and id as last saved (the id is its certificate's hash, see
+    peerfarm.security.identity; the certificate is the source of truth)."""
     path = data_dir / "node.json"
     if path.exists():
         try:
@@ -113,9 +113,7 @@ def load_identity(data_dir: Path, default_name: str) -> dict[str, str]:
         except (ValueError, OSError) as exc:
             raise SystemExit(f"peerfarm: cannot read {path}: {exc}; fix or remove it") from None
         raise SystemExit(f"peerfarm: {path} is not a node identity file; fix or remove it")
-    ident = {"node_id": secrets.token_hex(16), "name": default_name}
-    write_atomically(path, json.dumps(ident, indent=2).encode())
-    return ident
+    return {"node_id": "", "name": default_name}  # a new node: the caller saves it
 
 
 def save_identity(data_dir: Path, ident: dict[str, str]) -> None:

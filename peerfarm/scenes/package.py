@@ -57,6 +57,7 @@ _ARCHIVE_ERRORS = (
     RuntimeError,  # zipfile: an encrypted entry
     ValueError,
     UnicodeError,
+    TypeError,  # tarfile: a gzip header cut short (found by tests/test_fuzz.py)
 )
 _DRIVE = re.compile(r"[A-Za-z]:")
 # Characters Windows refuses in file names; control characters also garble messages.

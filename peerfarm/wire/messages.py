@@ -11,8 +11,10 @@ from typing import Any
 
 from peerfarm.core import schema as s
 from peerfarm.core.actions import MAX_CHUNKS, MAX_FRAME
+from peerfarm.security.identity import MAX_CERT_BYTES
+from peerfarm.security.proof import NONCE_BYTES
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: TLS 1.3 and the farm-key proof on every connection
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
 MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
@@ -28,6 +30,18 @@ _vv = s.map_of(s.node_id, s.integer(0, 2**62), 1_000_000)
 _kwl_entry = s.record({"node_id": s.node_id, "address": s.address, "name": s.text(64)})
 _any_map = lambda v: None if type(v) is dict else "expected a map"  # noqa: E731
 
+
+def _exact_bytes(n: int) -> s.Check:
+    def check(v: Any) -> str | None:
+        if type(v) is not bytes or len(v) != n:
+            return f"expected {n} bytes"
+        return None
+
+    return check
+
+
+_nonce = _exact_bytes(NONCE_BYTES)
+
 SCHEMAS: dict[str, s.Check] = {
     # Handshake, first message on every connection, both ways.
     "HELLO": s.record(
@@ -37,8 +51,15 @@ SCHEMAS: dict[str, s.Check] = {
             "name": s.text(64),
             "role": s.one_of(*ROLES),
             "address": s.text(300),  # where the sender listens ("" for clients)
+            # Who the sender is and which farm it belongs to (docs/security.md):
+            "cert": s.binary(MAX_CERT_BYTES),  # its certificate; node_id is its SHA-256
+            "nonce": _nonce,  # fresh per connection: makes each proof single-use
+            "key_id": s.text(16),  # the farm key's fingerprint, or "none"
         }
     ),
+    # Second handshake message, both ways: proof of holding the farm key and the
+    # certificate's private key, over both certificates and both nonces.
+    "PROOF": s.record({"mac": _exact_bytes(32), "signature": s.binary(200)}),
     # Sent before closing a connection on purpose.
     "ERROR": s.record({"code": s.text(64), "message": s.text(4000)}),
     # Replication.
