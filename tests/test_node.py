@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import trio
 from factories import demo_spec, new_job_payload
@@ -69,8 +71,14 @@ def test_protocol_version_mismatch_is_refused_clearly(tmp_path, caplog):
             ident = new_identity()
             await send(
                 stream,
-                hello(ident, name="future", protocol=99, cert=ident.cert_der, nonce=b"n" * 32,
-                      key_id="none"),
+                hello(
+                    ident,
+                    name="future",
+                    protocol=99,
+                    cert=ident.cert_der,
+                    nonce=b"n" * 32,
+                    key_id="none",
+                ),
             )
             (reply,) = await read_messages(stream, 1)
             node.request_stop()
@@ -199,8 +207,9 @@ class CopyRenderer(Renderer):
 
     def chunk_command(self, job, frames, work_dir, output_pattern):
         script = (
-            "import shutil, sys\n"
+            "import json, os, shutil, sys\n"
             "src, pattern, a, b = sys.argv[1:]\n"
+            "open(f'env-{a}.json', 'w').write(json.dumps({'cwd': os.getcwd(), **os.environ}))\n"
             "for f in range(int(a), int(b) + 1):\n"
             "    shutil.copyfile(src, pattern.format(frame=f)); print('FRAME', f, flush=True)\n"
         )
@@ -251,17 +260,35 @@ def test_scene_files_travel_as_blobs_to_the_worker(tmp_path):
                 while not submitter.collector.progress(submitter.state.jobs[job_id])["complete"]:
                     await submitter.wait_for_change(0.1)
             work = worker.data_dir / "work" / job_id
+            env = json.loads((work / "env-1.json").read_text())
             got = {
                 p.relative_to(work).as_posix(): p.read_bytes()
                 for p in work.rglob("*")
-                if p.is_file()
+                if p.is_file() and not p.name.startswith("env-")
             }
             submitter.request_stop()
             worker.request_stop()
-        return got
+        return got, env, work
 
-    got = trio.run(main)
+    got, env, work = trio.run(main)
     assert got == files  # every scene file, byte for byte, in the worker's job folder
+    # The renderer ran in the job's folder with a cleaned environment.
+    assert Path(env.pop("cwd")) == work
+    assert "PEERFARM_FARM_KEY_FILE" not in env and os.environ["PEERFARM_FARM_KEY_FILE"]
+    assert env["HOME"] == env["TMPDIR"] == str(work / ".home")
+    assert set(env) <= {
+        "PATH",
+        "LD_LIBRARY_PATH",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+        "HOME",
+        "USERPROFILE",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+    }, env
     out = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert out == ["copy_0001.png", "copy_0002.png", "copy_0003.png"]
 

@@ -54,6 +54,32 @@ class Renderer(ABC):
         return False
 
 
+# What a renderer process inherits from the node's environment: what programs need
+# to start and find their libraries, nothing else (no tokens, no PEERFARM_* settings).
+_INHERITED = (
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "SYSTEMROOT",  # Windows: needed by Python and most programs
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+)
+
+
+def renderer_environment(temp_dir: Path) -> dict[str, str]:
+    """The cleaned environment a renderer process runs with: home and temp folders
+    inside the job's own folder (``temp_dir``), so nothing it writes lands elsewhere."""
+    env = {name: os.environ[name] for name in _INHERITED if os.environ.get(name)}
+    env.setdefault("PATH", os.defpath)
+    for name in ("HOME", "USERPROFILE", "TMPDIR", "TMP", "TEMP"):
+        env[name] = str(temp_dir)
+    return env
+
+
 def frame_range_arg(text: str) -> tuple[int, int]:
     """argparse type for a renderer process's ``--frames A-B`` (or ``N``; negative
     frames allowed, as jobs may have them): the farm's own parsing rule."""

@@ -20,7 +20,7 @@ import trio
 from peerfarm.core import actions as act
 from peerfarm.core.scheduler import pick_chunk
 from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, UP, Job
-from peerfarm.renderers.base import Renderer, output_pattern
+from peerfarm.renderers.base import Renderer, output_pattern, renderer_environment
 from peerfarm.runtime.blobs import BlobError, BlobStore, fetch_blob
 from peerfarm.scenes import PackageError, ScenePackage, unpack_to
 
@@ -234,12 +234,15 @@ class Worker:
         frames = render.frames
         pattern = output_pattern(out_dir, job.name, job.padding)
         cmd = plugin.chunk_command(job, frames, work_dir, pattern)
+        temp_dir = work_dir / ".home"
+        temp_dir.mkdir(exist_ok=True)
         with open(log_file, "ab") as stderr:
             async with trio.open_nursery() as nursery:
                 proc = await nursery.start(
                     lambda task_status: trio.run_process(
                         cmd,
                         cwd=work_dir,  # the renderer works in the job's own folder
+                        env=renderer_environment(temp_dir),
                         stdout=subprocess.PIPE,
                         stderr=stderr,
                         check=False,
