@@ -74,3 +74,36 @@ async def read_messages(stream: trio.abc.Stream, count: int, timeout: float = 10
                 break
             out.extend(parse_message(m) for m in dec.feed(data))
     return out
+
+
+async def record_handshake(address: str, farm_key: FarmKey) -> tuple[dict, dict, dict, dict]:
+    """A member's real handshake as a client, recorded message by message:
+    (our HELLO, the node's HELLO, our PROOF, the node's answer)."""
+    import os
+
+    from peerfarm.security.proof import make_proof, transcript
+
+    member = new_identity()
+    stream, listener_cert = await tls_connect(address)
+    nonce = os.urandom(32)
+    mine = hello(member, role="client", cert=member.cert_der, nonce=nonce, key_id=farm_key.key_id)
+    await send(stream, mine)
+    (theirs,) = await read_messages(stream, 1)
+    data = transcript("dialer", member.cert_der, listener_cert, nonce, theirs["nonce"])
+    proof = message("PROOF", **make_proof(member, farm_key, data))
+    await send(stream, proof)
+    (answer,) = await read_messages(stream, 1)
+    await stream.aclose()
+    return mine, theirs, proof, answer
+
+
+async def replay_handshake(address: str, mine: dict, proof: dict) -> tuple[dict, list[dict]]:
+    """Send a recorded HELLO and PROOF on a new connection (no key needed):
+    (the node's new HELLO, what it answered the replayed PROOF with)."""
+    stream, _ = await tls_connect(address)
+    await send(stream, mine)
+    (theirs,) = await read_messages(stream, 1)
+    await send(stream, proof)
+    replies = await read_messages(stream, 2)
+    await stream.aclose()
+    return theirs, replies

@@ -13,7 +13,15 @@ import sys
 import pytest
 import trio
 import trio.testing
-from rawpeer import hello, read_messages, send, tcp_connect, tls_connect
+from rawpeer import (
+    hello,
+    read_messages,
+    record_handshake,
+    replay_handshake,
+    send,
+    tcp_connect,
+    tls_connect,
+)
 
 from peerfarm.runtime import link as link_module
 from peerfarm.runtime import node as node_module
@@ -212,27 +220,9 @@ def test_a_replayed_handshake_is_refused(tmp_path):
     connection: the node's fresh nonce makes the recorded proof worthless."""
 
     async def record_and_replay(node, address):
-        member = new_identity()
-        # 1. A member's real handshake, recorded message by message.
-        stream, listener_cert = await tls_connect(address)
-        nonce = os.urandom(32)
-        my_hello = hello(
-            member, role="client", cert=member.cert_der, nonce=nonce, key_id=KEY.key_id
-        )
-        await send(stream, my_hello)
-        (their_hello,) = await read_messages(stream, 1)
-        data = transcript("dialer", member.cert_der, listener_cert, nonce, their_hello["nonce"])
-        proof = message("PROOF", **make_proof(member, KEY, data))
-        await send(stream, proof)
-        (accepted,) = await read_messages(stream, 1)
-        await stream.aclose()
-        # 2. The recording, replayed on a new connection by someone without the key.
-        stream, _ = await tls_connect(address)
-        await send(stream, my_hello)
-        (second_hello,) = await read_messages(stream, 1)
-        await send(stream, proof)
-        replies = await read_messages(stream, 2)
-        return accepted, second_hello, their_hello, replies
+        mine, first_hello, proof, accepted = await record_handshake(address, KEY)
+        second_hello, replies = await replay_handshake(address, mine, proof)
+        return accepted, second_hello, first_hello, replies
 
     accepted, second_hello, first_hello, replies = run_with_node(tmp_path, record_and_replay)
     assert accepted["type"] == "PROOF"  # the original handshake was good
@@ -405,3 +395,37 @@ def test_key_ids_name_the_farm_not_the_key():
     assert key_id_of(None) == "none"
     assert len(key.key_id) == 16 and key.key_id not in key.secret.hex()
     assert key_id_of(key) == key.key_id != new_key().key_id
+
+
+def test_lan_discovery_links_only_nodes_of_the_same_farm(tmp_path, caplog):
+    """Three nodes announce themselves on the LAN (zeroconf, loopback): the two of
+    one farm link up; the third, of another farm, is never even dialed."""
+
+    async def main():
+        other = new_key()
+        nodes = [
+            make_node(tmp_path, "a", zeroconf=True),
+            make_node(tmp_path, "b", zeroconf=True),
+            make_node(tmp_path, "stranger", zeroconf=True, farm_key=other),
+        ]
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                await nursery.start(node.run)
+            a, b, stranger = nodes
+            with trio.fail_after(30):
+                while a.link_to(b.node_id) is None:
+                    await a.wait_for_change(0.2)
+            await trio.sleep(2)
+            result = (set(a.kwl), set(b.kwl), set(stranger.kwl), dict(stranger.links))
+            for node in nodes:
+                node.request_stop()
+                node.request_stop()
+        return nodes, result
+
+    with caplog.at_level(logging.WARNING):
+        nodes, (a_kwl, b_kwl, stranger_kwl, stranger_links) = trio.run(main)
+    a, b, stranger = nodes
+    assert b.node_id in a_kwl and a.node_id in b_kwl
+    assert stranger.node_id not in a_kwl | b_kwl
+    assert not stranger_kwl and not stranger_links
+    assert "refused" not in caplog.text  # nobody knocked on a foreign farm's door

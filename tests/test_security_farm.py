@@ -1,6 +1,7 @@
 """Attacks on a real farm (separate node processes on loopback) while it renders:
-strangers with the wrong key or none, plaintext, garbage floods and idle
-connections are all refused, and the job completes with every frame."""
+strangers with the wrong key or none, plaintext, garbage floods, idle
+connections and a replayed member handshake are all refused, and the job
+completes with every frame."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import random
 import trio
 from factories import demo_spec
 from farmtools import farm_running, job_of, start_farm, status, submit, wait_until
-from rawpeer import tcp_connect, tls_connect
+from rawpeer import record_handshake, replay_handshake, tcp_connect, tls_connect
 
 from peerfarm.runtime.client import ClientError, NodeClient
-from peerfarm.security.farm_key import new_key
+from peerfarm.security.farm_key import new_key, resolve_key
 
 FLOOD_CONNECTIONS = 300
 TLS_GARBAGE_CONNECTIONS = 60
@@ -77,10 +78,14 @@ async def attack(addresses: list[str]) -> dict[str, list[str]]:
         for _ in range(TLS_GARBAGE_CONNECTIONS):
             for address in addresses:
                 nursery.start_soon(_tls_garbage, address, random.Random(rng.random()))
-    results: dict[str, list[str]] = {"wrong key": [], "no key": []}
+    results: dict[str, list] = {"wrong key": [], "no key": [], "replayed": []}
     for address in addresses:
         results["wrong key"].append(await _refused(address, new_key()))
         results["no key"].append(await _refused(address, None))
+        # A recorded member handshake, replayed by someone without the key.
+        mine, _, proof, accepted = await record_handshake(address, resolve_key(None))
+        assert accepted["type"] == "PROOF"
+        results["replayed"].append((await replay_handshake(address, mine, proof))[1])
     return results
 
 
@@ -107,6 +112,10 @@ def test_strangers_and_floods_are_refused_while_the_farm_renders(tmp_path):
     print(f"frames done when the attacks ended: {during['frames_done']}/24")
     assert all("another farm" in r for r in results["wrong key"]), results
     assert all("needs a farm key" in r for r in results["no key"]), results
+    for replies in results["replayed"]:
+        assert [r["type"] for r in replies] == ["ERROR"] and "proof is wrong" in replies[0][
+            "message"
+        ]
     # Nobody joined: each node knows only the bootstrap server and the other node.
     for st in final:
         assert len(st["peers"]) == 2, st["peers"]

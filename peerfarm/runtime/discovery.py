@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from peerfarm.security.farm_key import key_id_of
 from peerfarm.wire.messages import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class LanDiscovery:
                 "node_id": self.node.node_id,
                 "name": self.node.name,
                 "protocol": str(PROTOCOL_VERSION),
+                # Which farm (the key's fingerprint, not the key): nodes dial only their own.
+                "farm": key_id_of(self.node.config.farm_key),
             },
         )
         self._zeroconf.register_service(self._info)
@@ -78,7 +81,7 @@ class LanDiscovery:
             if state_change not in (ServiceStateChange.Added, ServiceStateChange.Updated):
                 return
             info = zeroconf.get_service_info(service_type, name, timeout=RESOLVE_TIMEOUT_MS)
-            entry = _entry(info)
+            entry = _entry(info, key_id_of(self.node.config.farm_key))
             if entry is None:
                 return
             try:
@@ -98,15 +101,16 @@ class LanDiscovery:
             self._zeroconf.close()
 
 
-def _entry(info: ServiceInfo | None) -> dict[str, str] | None:
-    """A known-worker-list entry from a resolved service, or None if it is not ours."""
+def _entry(info: ServiceInfo | None, farm: str) -> dict[str, str] | None:
+    """A known-worker-list entry from a resolved service, or None if it is not of our
+    farm (the handshake would refuse it anyway; this saves dialing it forever)."""
     if info is None or not info.port:
         return None
     props = {
         k.decode(errors="replace"): (v or b"").decode(errors="replace")
         for k, v in info.properties.items()
     }
-    if props.get("protocol") != str(PROTOCOL_VERSION):
+    if props.get("protocol") != str(PROTOCOL_VERSION) or props.get("farm") != farm:
         return None
     addresses = info.parsed_addresses()
     if not addresses or len(props.get("node_id", "")) not in range(16, 65):
