@@ -110,14 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, metavar="HOST:PORT", help="the node to submit to")
     p.add_argument("--frames", metavar="A-B", help="frame range (default: the scene's own)")
     p.add_argument("--chunk", type=int, default=None, metavar="N", help="frames per chunk")
-    p.add_argument("--size", metavar="WxH", help="image size (default 320x240)")
+    p.add_argument(
+        "--size",
+        metavar="WxH",
+        help="image size (default: the scene's own; 320x240 for built-in scenes)",
+    )
     p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
     p.add_argument(
         "--renderer-option",
         action="append",
         default=[],
         metavar="OPT",
-        help="an option for the renderer, e.g. +A0.3 for POV-Ray (allow-listed; repeatable)",
+        help="an option for the renderer, e.g. +A0.3 for POV-Ray, engine=CYCLES for Blender "
+        "(allow-listed; repeatable)",
     )
     p.add_argument(
         "--renderer-version",

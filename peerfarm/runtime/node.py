@@ -211,7 +211,10 @@ class Node:
         }
         files = check_files(spec.get("files"))
         spec = {**spec, "manifest": await trio.to_thread.run_sync(manifest_of, files)}
-        payload = build_new_job(spec, job_id, self.plugins, farm_renderers)
+        # In a thread: a plugin may run its renderer to read the scene (Blender does).
+        payload = await trio.to_thread.run_sync(
+            build_new_job, spec, job_id, self.plugins, farm_renderers
+        )
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
         self.emit(act.NEW_JOB, payload)
