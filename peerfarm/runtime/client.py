@@ -89,6 +89,21 @@ class NodeClient:
         reply = await self.request(message("SUBMIT", job=job), SUBMIT_TIMEOUT)
         return reply["job_id"]
 
+    async def blobs_held(self, shas: list[str]) -> list[tuple[bool, int]]:
+        """For each blob: (complete, bytes the node holds of it)."""
+        reply = await self.request(message("HAVE_BLOBS", shas=shas))
+        if reply["type"] != "BLOBS_HELD" or len(reply["blobs"]) != len(shas):
+            raise ClientError(f"the node at {self.address} answered HAVE_BLOBS wrongly")
+        return [(blob["complete"], blob["held"]) for blob in reply["blobs"]]
+
+    async def put_blob(self, sha: str, size: int, offset: int, data: bytes) -> tuple[int, bool]:
+        """Upload a piece of a blob; (bytes the node now holds, complete)."""
+        request = message("PUT_BLOB", sha=sha, size=size, offset=offset, data=data)
+        reply = await self.request(request)
+        if reply["type"] != "BLOB_PUT" or reply["sha"] != sha:
+            raise ClientError(f"the node at {self.address} answered PUT_BLOB wrongly")
+        return reply["held"], reply["complete"]
+
     async def logs(self, job_id: str, frame: int | None = None) -> list[dict[str, Any]]:
         request = message("LOGS", job_id=job_id)
         if frame is not None:
