@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -147,14 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, metavar="HOST:PORT", help="the node to submit to")
     p.add_argument("--frames", metavar="A-B", help="frame range (default: the scene's own)")
     p.add_argument("--chunk", type=int, default=None, metavar="N", help="frames per chunk")
-    p.add_argument("--size", metavar="WxH", help="image size (default 320x240)")
+    p.add_argument(
+        "--size",
+        metavar="WxH",
+        help="image size (default: the scene's own; 320x240 for built-in scenes)",
+    )
     p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
     p.add_argument(
         "--renderer-option",
         action="append",
         default=[],
         metavar="OPT",
-        help="an option for the renderer, e.g. +A0.3 for POV-Ray (allow-listed; repeatable)",
+        help="an option for the renderer, e.g. +A0.3 for POV-Ray, engine=CYCLES for Blender "
+        "(allow-listed; repeatable)",
     )
     p.add_argument(
         "--renderer-version",
@@ -342,13 +348,18 @@ def read_scene(scene: str) -> tuple[str, str]:
         raise CliError(str(exc)) from None
 
 
-def scene_fields(scene: str, renderer: str | None) -> tuple[dict[str, Any], str]:
+def scene_fields(
+    scene: str, renderer: str | None, spool: Path | None = None
+) -> tuple[dict[str, Any], str]:
     """The scene part of a submit request, and the default job name.
 
     `builtin:NAME`, or a file, folder, .zip or .tar.gz read as a scene package
     (peerfarm.scenes: hostile archives are refused before anything is sent).
-    The built-in renderer's scene travels as text; other scenes as files.
+    The built-in renderer's scene travels as text; other scenes as files
+    (`files`: path -> bytes, or with `spool`, big ones as paths; `submit`
+    uploads them before it submits).
     """
+    from peerfarm.core.actions import MAX_SCENE_BYTES
     from peerfarm.scenes import PackageError, load_package
 
     if scene.startswith("builtin:"):
@@ -359,20 +370,26 @@ def scene_fields(scene: str, renderer: str | None) -> tuple[dict[str, Any], str]
         raise CliError(f"scene {path} does not exist")
     name = path.name.split(".")[0] if path.is_file() else path.resolve().name
     try:
-        package = load_package(path, renderer=renderer)
+        package = load_package(path, renderer=renderer, spool=spool)
     except PackageError as exc:
         raise CliError(str(exc)) from None
     if package.renderer == "builtin":
+        data = package.files[package.main]
+        if not isinstance(data, bytes):  # kept on disk: bigger than any builtin scene
+            raise CliError(
+                f"{package.main} is too big for a built-in renderer scene "
+                f"(at most {MAX_SCENE_BYTES // 1024} KiB)"
+            )
         try:
-            text = package.files[package.main].decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise CliError(f"{package.main} is not UTF-8 text") from None
         return {"scene": text, "renderer": "builtin"}, name
     return {"files": package.files, "main": package.main, "renderer": package.renderer}, name
 
 
-def job_spec(args: argparse.Namespace) -> dict[str, Any]:
-    scene, default_name = scene_fields(args.scene, args.renderer)
+def job_spec(args: argparse.Namespace, spool: Path | None = None) -> dict[str, Any]:
+    scene, default_name = scene_fields(args.scene, args.renderer, spool)
     name = args.name or default_name
     width, height = parse_size(args.size) if args.size else (None, None)
     output = args.output or Path("peerfarm-output") / name
@@ -393,9 +410,17 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def submit(args: argparse.Namespace) -> int:
-    spec = job_spec(args)
-    async with NodeClient(args.node, args.farm_key) as client:
-        job_id = await client.submit(spec)
+    from peerfarm.runtime.upload import upload_scene
+
+    # The spool holds big files of an archive while they are uploaded.
+    with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:
+        spec = job_spec(args, Path(spool))
+        async with NodeClient(args.node, args.farm_key) as client:
+            files = spec.pop("files", None)
+            if files:
+                spec["manifest"], summary = await upload_scene(client, files)
+                print(f"peerfarm: {summary.describe()}", file=sys.stderr, flush=True)
+            job_id = await client.submit(spec)
     print(job_id, flush=True)
     if not args.wait:
         return 0

@@ -6,6 +6,7 @@ import hashlib
 import re
 from typing import Any
 
+from peerfarm.core import schema
 from peerfarm.core.actions import MAX_CHUNKS, PAYLOADS, chunk_count
 from peerfarm.renderers.base import Renderer, RendererError
 
@@ -46,6 +47,19 @@ def parse_size(text: str) -> tuple[int, int]:
 MAX_FILES = 10_000
 
 
+def _check_path(path: Any) -> None:
+    parts = path.split("/") if type(path) is str else []
+    if (
+        not parts
+        or path.startswith("/")
+        or "\\" in path
+        or ":" in path
+        or len(path) > 200
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise SubmitError(f"scene file name {path!r} is not a relative path inside the scene")
+
+
 def check_files(files: Any) -> dict[str, bytes]:
     """Scene files of a submit request: relative POSIX paths -> bytes.
 
@@ -56,19 +70,26 @@ def check_files(files: Any) -> dict[str, bytes]:
     if type(files) is not dict or len(files) > MAX_FILES:
         raise SubmitError(f"scene files must be a map of at most {MAX_FILES} paths to bytes")
     for path, data in files.items():
-        parts = path.split("/") if type(path) is str else []
-        if (
-            not parts
-            or path.startswith("/")
-            or "\\" in path
-            or ":" in path
-            or len(path) > 200
-            or any(part in ("", ".", "..") for part in parts)
-        ):
-            raise SubmitError(f"scene file name {path!r} is not a relative path inside the scene")
+        _check_path(path)
         if type(data) is not bytes:
             raise SubmitError(f"scene file {path!r} has no content")
     return files
+
+
+_MANIFEST_ENTRY = schema.record({"sha": schema.sha256_hex, "size": schema.integer(0, 2**40)})
+
+
+def check_manifest(manifest: Any) -> dict[str, dict[str, Any]]:
+    """The manifest of a submit request whose files were uploaded as blobs first:
+    relative POSIX paths -> {sha, size}. A first check, like check_files."""
+    if type(manifest) is not dict or not 0 < len(manifest) <= MAX_FILES:
+        raise SubmitError(f"the scene manifest must map 1 to {MAX_FILES} paths to {{sha, size}}")
+    for path, entry in manifest.items():
+        _check_path(path)
+        why = _MANIFEST_ENTRY(entry)
+        if why:
+            raise SubmitError(f"scene file {path!r} in the manifest: {why}")
+    return manifest
 
 
 def manifest_of(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:

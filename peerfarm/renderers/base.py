@@ -35,7 +35,10 @@ class Renderer(ABC):
     def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
         """Validate a submitted scene; return the scene's own frame range.
 
-        Raises RendererError with a message the user can act on.
+        ``spec["files"]`` maps package paths to contents: bytes, or (for files a
+        client uploaded as blobs) the path of a file holding them, which may be
+        big: read what you need of it. Runs in a thread; may block. Raises
+        RendererError with a message the user can act on.
         """
 
     @abstractmethod

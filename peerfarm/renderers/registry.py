@@ -14,10 +14,15 @@ ENTRY_POINT_GROUP = "peerfarm.renderers"
 
 
 def renderer_plugins() -> dict[str, Renderer]:
+    from peerfarm.renderers.blender.plugin import BlenderRenderer
     from peerfarm.renderers.builtin.plugin import BuiltinRenderer
     from peerfarm.renderers.povray.plugin import PovrayRenderer
 
-    plugins: dict[str, Renderer] = {"builtin": BuiltinRenderer(), "povray": PovrayRenderer()}
+    plugins: dict[str, Renderer] = {
+        "builtin": BuiltinRenderer(),
+        "povray": PovrayRenderer(),
+        "blender": BlenderRenderer(),
+    }
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             plugin = ep.load()()

@@ -200,6 +200,53 @@ class BlobStore:
     def drop_partial(self, sha: str) -> None:
         self.partial_path(sha).unlink(missing_ok=True)
 
+    # -- uploads from clients --------------------------------------------------------
+
+    def held(self, sha: str) -> tuple[bool, int]:
+        """(complete, bytes held): a stored blob's size, or how much of it a partial
+        upload or fetch holds (where an upload resumes)."""
+        try:
+            return True, self.path(sha).stat().st_size
+        except FileNotFoundError:
+            return False, self.partial_size(sha)
+
+    def put_piece(self, sha: str, size: int, offset: int, data: bytes) -> tuple[int, bool]:
+        """Take a piece of blob ``sha`` (``size`` bytes in all) that a client uploads;
+        returns (bytes held, complete).
+
+        A piece is appended only if it starts where the partial file ends;
+        otherwise nothing changes and the answer says where to go on from (two
+        uploads of one blob then take turns instead of corrupting it). The piece
+        that completes the blob has the whole file verified: on a mismatch it is
+        deleted and BlobError says so.
+        """
+        check_sha(sha)
+        if offset + len(data) > size:
+            raise BlobError(
+                f"blob {short(sha)}: a piece of {len(data)} bytes at offset {offset} goes past "
+                f"its size of {size} bytes"
+            )
+        if self.has(sha):
+            return size, True  # stored already (by another upload, or fetched)
+        have = self.partial_size(sha)
+        if have > size:  # left by an upload that claimed another size: cannot be this blob
+            self.drop_partial(sha)
+            have = 0
+        if offset != have:
+            return have, False
+        if not data and have < size:
+            raise BlobError(f"blob {short(sha)}: an empty piece at offset {offset}")
+        if data:
+            have = self.append_partial(sha, offset, data)
+        if have < size:
+            return have, False
+        if self.finish_partial(sha) or self.has(sha):  # or a fetch of it finished meanwhile
+            return size, True
+        raise BlobError(
+            f"the {size} bytes uploaded for blob {short(sha)} do not match its SHA-256 "
+            "(did the file change while it was being submitted?); they were dropped"
+        )
+
     # -- helpers -------------------------------------------------------------------
 
     def _temp_file(self) -> Path:

@@ -15,6 +15,9 @@ from peerfarm.wire.messages import PROTOCOL_VERSION, MessageError, message
 
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
+# The node checks a scene before it answers, which may mean running the renderer
+# on it (Blender reads a .blend's frame range): allow for a big file on a busy node.
+SUBMIT_TIMEOUT = 120.0
 
 
 class ClientError(Exception):
@@ -63,10 +66,12 @@ class NodeClient:
         if self._link is not None:
             await self._link.close()
 
-    async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def request(
+        self, msg: dict[str, Any], timeout: float = REQUEST_TIMEOUT
+    ) -> dict[str, Any]:
         assert self._link is not None
         try:
-            with trio.fail_after(REQUEST_TIMEOUT):
+            with trio.fail_after(timeout):
                 await self._link.send(msg)
                 reply = await self._link.receive()
         except trio.TooSlowError:
@@ -85,7 +90,23 @@ class NodeClient:
         return (await self.request(message("STATUS")))["status"]
 
     async def submit(self, job: dict[str, Any]) -> str:
-        return (await self.request(message("SUBMIT", job=job)))["job_id"]
+        reply = await self.request(message("SUBMIT", job=job), SUBMIT_TIMEOUT)
+        return reply["job_id"]
+
+    async def blobs_held(self, shas: list[str]) -> list[tuple[bool, int]]:
+        """For each blob: (complete, bytes the node holds of it)."""
+        reply = await self.request(message("HAVE_BLOBS", shas=shas))
+        if reply["type"] != "BLOBS_HELD" or len(reply["blobs"]) != len(shas):
+            raise ClientError(f"the node at {self.address} answered HAVE_BLOBS wrongly")
+        return [(blob["complete"], blob["held"]) for blob in reply["blobs"]]
+
+    async def put_blob(self, sha: str, size: int, offset: int, data: bytes) -> tuple[int, bool]:
+        """Upload a piece of a blob; (bytes the node now holds, complete)."""
+        request = message("PUT_BLOB", sha=sha, size=size, offset=offset, data=data)
+        reply = await self.request(request)
+        if reply["type"] != "BLOB_PUT" or reply["sha"] != sha:
+            raise ClientError(f"the node at {self.address} answered PUT_BLOB wrongly")
+        return reply["held"], reply["complete"]
 
     async def logs(self, job_id: str, frame: int | None = None) -> list[dict[str, Any]]:
         request = message("LOGS", job_id=job_id)

@@ -31,15 +31,16 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import Action, InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
-from peerfarm.jobspec import SubmitError, build_new_job, check_files, manifest_of
+from peerfarm.jobspec import SubmitError, build_new_job, check_files, check_manifest, manifest_of
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
 from peerfarm.runtime.addresses import format_address
-from peerfarm.runtime.blobs import BlobStore, serve_blob
+from peerfarm.runtime.blobs import BlobError, BlobStore, serve_blob
 from peerfarm.runtime.discovery import LanDiscovery
 from peerfarm.runtime.link import HandshakeError, Link, accept, dial
 from peerfarm.runtime.renderer_logs import collect_logs, read_log_tail
 from peerfarm.runtime.tls import server_context
+from peerfarm.scenes import DEFAULT_LIMITS
 from peerfarm.security.farm_key import FarmKey, key_id_of
 from peerfarm.security.identity import Identity, load_or_create_identity
 from peerfarm.wire.framing import ProtocolError
@@ -135,6 +136,7 @@ class Node:
         self._pending_handshakes: Counter[str] = Counter()  # handshakes in progress per host
         self._connections: Counter[str] = Counter()  # live inbound connections per host
         self._refusals: dict[str, tuple[float, int]] = {}  # host -> (window start, count)
+        self._upload_lock = trio.Lock()
 
     # -- the public API (used by the faces) ---------------------------------------
 
@@ -232,8 +234,10 @@ class Node:
     async def submit(self, spec: dict[str, Any]) -> str:
         """Validate a job spec and emit NEW_JOB; returns the job id. Raises SubmitError.
 
-        Scene files (``spec["files"]``: path -> bytes) are stored as blobs here;
-        workers fetch them from this node (or from each other) when they render.
+        Scene files come inline (``spec["files"]``: path -> bytes), and are stored
+        as blobs here; or were uploaded as blobs before (PUT_BLOB), and
+        ``spec["manifest"]`` (path -> {sha, size}) names them. Workers fetch them
+        from this node (or from each other) when they render.
         """
         if self.stopping:
             raise SubmitError("this node is stopping; submit to another node")
@@ -241,13 +245,63 @@ class Node:
         farm_renderers = set(self.renderers) | {  # ours count even before we announce
             name for p in self.state.peers.values() if p.state == UP for name, _ in p.renderers
         }
-        files = check_files(spec.get("files"))
-        spec = {**spec, "manifest": await trio.to_thread.run_sync(manifest_of, files)}
-        payload = build_new_job(spec, job_id, self.plugins, farm_renderers)
+        if spec.get("files") is None and spec.get("manifest") is not None:
+            manifest = check_manifest(spec["manifest"])
+            uploaded = await trio.to_thread.run_sync(self._uploaded_files, manifest)
+            files: dict[str, bytes] = {}  # nothing more to store
+            # Plugins read the uploaded files where the blob store keeps them.
+            spec = {**spec, "files": uploaded, "manifest": manifest}
+        else:
+            files = check_files(spec.get("files"))
+            spec = {**spec, "manifest": await trio.to_thread.run_sync(manifest_of, files)}
+        # In a thread: a plugin may run its renderer to read the scene (Blender does).
+        payload = await trio.to_thread.run_sync(
+            build_new_job, spec, job_id, self.plugins, farm_renderers
+        )
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
         self.emit(act.NEW_JOB, payload)
         return job_id
+
+    def _uploaded_files(self, manifest: dict[str, dict[str, Any]]) -> dict[str, Path]:
+        """path -> blob file of a manifest whose blobs a client uploaded (blocking)."""
+        files = {}
+        for path, entry in manifest.items():
+            complete, held = self.blobs.held(entry["sha"])
+            if not complete:
+                raise SubmitError(
+                    f"scene file {path!r} was not uploaded to this node (blob "
+                    f"{entry['sha'][:12]} is missing or incomplete); submit again"
+                )
+            if held != entry["size"]:
+                raise SubmitError(
+                    f"scene file {path!r}: the manifest says {entry['size']} bytes, but its "
+                    f"blob {entry['sha'][:12]} has {held}; submit again"
+                )
+            files[path] = self.blobs.path(entry["sha"])
+        return files
+
+    async def _answer_upload(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """HAVE_BLOBS and PUT_BLOB: a client uploading scene files before SUBMIT."""
+        blobs = self.blobs
+        if msg["type"] == "HAVE_BLOBS":
+            held = await trio.to_thread.run_sync(lambda: [blobs.held(sha) for sha in msg["shas"]])
+            return message("BLOBS_HELD", blobs=[{"complete": c, "held": n} for c, n in held])
+        sha, size = msg["sha"], msg["size"]
+        if size > DEFAULT_LIMITS.max_file_bytes:
+            return message(
+                "REFUSED",
+                message=f"a scene file may have at most {DEFAULT_LIMITS.max_file_bytes} bytes; "
+                f"blob {sha[:12]} has {size}",
+            )
+        try:
+            async with self._upload_lock:  # one piece at a time: appends must not interleave
+                held, complete = await trio.to_thread.run_sync(
+                    blobs.put_piece, sha, size, msg["offset"], msg["data"]
+                )
+        except (BlobError, OSError) as exc:
+            return message("REFUSED", message=f"cannot store the upload: {exc}"[:4000])
+        return message("BLOB_PUT", sha=sha, held=held, complete=complete)
 
     def cancel(self, job_id: str) -> None:
         job = self.state.jobs.get(job_id)
@@ -836,6 +890,8 @@ class Node:
             log.warning("%s reports an error: %s", link.describe(), msg["message"])
         elif kind in ("SUBMIT", "STATUS", "CANCEL"):
             await link.send(await self._answer_client(msg))
+        elif kind in ("HAVE_BLOBS", "PUT_BLOB") and not mesh:
+            await link.send(await self._answer_upload(msg))
         else:
             raise MessageError(f"unexpected {kind} from a {link.peer_role}")
 

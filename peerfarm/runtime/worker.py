@@ -21,7 +21,7 @@ from peerfarm.core import actions as act
 from peerfarm.core.scheduler import pick_chunk
 from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, UP, Job
 from peerfarm.renderers.base import Renderer, output_pattern, renderer_environment
-from peerfarm.runtime.blobs import BlobError, BlobStore, fetch_blob
+from peerfarm.runtime.blobs import BlobError, fetch_blob
 from peerfarm.scenes import PackageError, ScenePackage, unpack_to
 
 if TYPE_CHECKING:
@@ -212,7 +212,8 @@ class Worker:
             for _, sha, size in job.files:
                 if not await trio.to_thread.run_sync(node.blobs.has, sha):
                     await fetch_blob(node, sha, size, sources)
-            files = await trio.to_thread.run_sync(_read_blobs, node.blobs, job.files)
+            # The blobs' files, not their bytes: unpack_to copies them in blocks.
+            files = {path: node.blobs.path(sha) for path, sha, _ in job.files}
             package = ScenePackage(files=files, main=job.main, renderer=job.renderer)
             await trio.to_thread.run_sync(unpack_to, package, work_dir)
 
@@ -265,10 +266,6 @@ class Worker:
             return False, f"the renderer exited without writing frames {missing}"
         tail = await trio.to_thread.run_sync(_tail, log_file)
         return False, f"renderer exited with code {code}: {tail}"
-
-
-def _read_blobs(blobs: BlobStore, files: tuple[tuple[str, str, int], ...]) -> dict[str, bytes]:
-    return {path: blobs.path(sha).read_bytes() for path, sha, _ in files}
 
 
 def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir: Path) -> None:

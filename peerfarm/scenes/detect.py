@@ -1,6 +1,7 @@
 """Which renderer a scene package is for, and which of its files is the main scene.
 
-Pure functions on names and bytes, so they are tested with plain values. They
+Pure functions on names and bytes, so they are tested with plain values (a
+file's contents may also be given as the path of a file holding them). They
 raise `DetectError` with the whole user-facing message; `package.py` turns it
 into a `PackageError` (this module imports nothing from there, to stay a leaf).
 The rules are explained to users in docs/scene-packages.md.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 RENDERERS = ("builtin", "povray", "blender")
 # Same value as peerfarm.renderers.builtin.scene.FORMAT (a test checks it); not
@@ -36,7 +38,14 @@ def _suffix(name: str) -> str:
     return base.rsplit(".", 1)[-1].lower() if "." in base else ""
 
 
-def _is_builtin_scene(data: bytes) -> bool:
+def _is_builtin_scene(data: bytes | Path) -> bool:
+    if isinstance(data, Path):
+        try:
+            if data.stat().st_size > MAX_SNIFF_BYTES:
+                return False
+            data = data.read_bytes()
+        except OSError:
+            return False
     if len(data) > MAX_SNIFF_BYTES:
         return False
     try:
@@ -46,7 +55,7 @@ def _is_builtin_scene(data: bytes) -> bool:
     return isinstance(parsed, dict) and parsed.get("format") == BUILTIN_FORMAT
 
 
-def renderer_of(name: str, data: bytes) -> str | None:
+def renderer_of(name: str, data: bytes | Path) -> str | None:
     """The renderer a single file is a main scene for, or None."""
     suffix = _suffix(name)
     if suffix == "blend":
@@ -58,7 +67,7 @@ def renderer_of(name: str, data: bytes) -> str | None:
     return None
 
 
-def _candidates(renderer: str, files: Mapping[str, bytes]) -> list[str]:
+def _candidates(renderer: str, files: Mapping[str, bytes | Path]) -> list[str]:
     return sorted(name for name, data in files.items() if renderer_of(name, data) == renderer)
 
 
@@ -89,7 +98,7 @@ def _pick(renderer: str, names: list[str], source: str) -> str:
 
 
 def choose_main(
-    files: Mapping[str, bytes],
+    files: Mapping[str, bytes | Path],
     renderer: str | None,
     source: str,
     main: str | None = None,

@@ -1,8 +1,11 @@
 """Scene packages: what a user submits (a file, a folder, a zip or a tar) as checked files.
 
-Everything a user submits is read into memory and checked before anything is
-written, so a hostile or broken archive is refused as a whole: no half-unpacked
-scene, no file outside the scene folder. The rules (docs/scene-packages.md):
+Everything a user submits is read and checked before anything is written, so a
+hostile or broken archive is refused as a whole: no half-unpacked scene, no file
+outside the scene folder. A file's contents are bytes in memory, or, when the
+caller gives a spool folder, a path to a file holding them: big files then
+stay on disk (a folder's own files where they are, an archive's entries
+extracted into the spool). The rules (docs/scene-packages.md):
 
 - every name is a plain relative path that is valid on Windows, macOS and Linux;
 - no two names may collide on a case-insensitive file system;
@@ -14,6 +17,7 @@ scene, no file outside the scene folder. The rules (docs/scene-packages.md):
 
 from __future__ import annotations
 
+import io
 import lzma
 import os
 import re
@@ -69,6 +73,13 @@ _RESERVED = {"con", "prn", "aux", "nul", "conin$", "conout$"} | {
 # (desktop.ini is an .ini, and macOS's ._name copies look like scene files).
 _JUNK = {"thumbs.db", "desktop.ini"}
 _CHUNK = MiB
+# With a spool folder: a file bigger than this, or one that would take the
+# contents held in memory over the budget, stays on disk.
+SMALL_FILE_BYTES = MiB
+MEMORY_BUDGET = 64 * MiB
+
+#: A file's contents: the bytes, or a file holding exactly them.
+FileData = bytes | Path
 
 
 class PackageError(ValueError):
@@ -92,9 +103,10 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class ScenePackage:
-    """A checked scene: relative POSIX paths ("textures/wood.png") to contents."""
+    """A checked scene: relative POSIX paths ("textures/wood.png") to contents
+    (bytes, or the path of a file holding them)."""
 
-    files: dict[str, bytes]
+    files: dict[str, FileData]
     main: str
     renderer: str
 
@@ -116,6 +128,41 @@ def _inside(root: Path, path: Path) -> bool:
         return False
 
 
+def data_size(data: FileData) -> int:
+    return len(data) if isinstance(data, bytes) else data.stat().st_size
+
+
+def _same_contents(a: FileData, b: FileData) -> bool:
+    """Whether two contents are equal, reading files in blocks (never whole)."""
+    if isinstance(a, bytes) and isinstance(b, bytes):
+        return a == b
+    if data_size(a) != data_size(b):
+        return False
+    with open_data(a) as first, open_data(b) as second:
+        while block := first.read(_CHUNK):
+            if block != second.read(len(block)):
+                return False
+    return True
+
+
+def open_data(data: FileData) -> BinaryIO:
+    """A file's contents to read from (bytes, or the file holding them)."""
+    return io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
+
+
+def text_of(data: FileData) -> str:
+    """A small text file's contents (an INI)."""
+    return decode_text(data if isinstance(data, bytes) else data.read_bytes())
+
+
+def includes_of(data: FileData) -> list[str]:
+    """The `#include` names of a POV-Ray file, reading a big one line by line."""
+    if isinstance(data, bytes):
+        return pov_includes(decode_text(data))
+    with open(data, "rb") as stream:
+        return [name for line in stream for name in pov_includes(decode_text(line))]
+
+
 def _skipped(name: str) -> bool:
     """Hidden files and folders, macOS's __MACOSX copies and OS thumbnail/desktop files."""
     parts = name.split("/")
@@ -128,11 +175,16 @@ def _skipped(name: str) -> bool:
 class _Builder:
     """Collects one package's files, enforcing names, collisions and limits as they arrive."""
 
-    def __init__(self, source: str, limits: Limits, noun: str = "entry") -> None:
+    def __init__(
+        self, source: str, limits: Limits, noun: str = "entry", spool: Path | None = None
+    ) -> None:
         self.source = source
         self.limits = limits
         self.noun = noun
-        self.files: dict[str, bytes] = {}
+        self.spool = spool
+        self.files: dict[str, FileData] = {}
+        self._in_memory = 0  # bytes of contents held in memory
+        self._spooled = 0  # files written to the spool folder
         # link name -> (name as written, target as written, target as a package name)
         self._links: dict[str, tuple[str, str, str]] = {}
         # case- and accent-folded path -> (spelling, "file" | "folder"); files and their folders
@@ -269,32 +321,58 @@ class _Builder:
                 "leave out files the render does not need",
             )
 
-    def read(self, raw: str, stream: BinaryIO, declared: int) -> bytes:
-        """Read one declared file, trusting the declared size only as an upper bound."""
+    def in_memory(self, size: int) -> bool:
+        """Whether a file of `size` bytes is to be held in memory (else on disk)."""
+        return self.spool is None or (
+            size <= SMALL_FILE_BYTES and self._in_memory + size <= MEMORY_BUDGET
+        )
+
+    def read(self, raw: str, stream: BinaryIO, declared: int, *, memory: bool = False) -> FileData:
+        """Read one declared file, trusting the declared size only as an upper bound.
+
+        Into memory, or (`in_memory` says no, and `memory` does not insist) into
+        a file of the spool folder, whose path is returned.
+        """
+        spooled = not memory and not self.in_memory(declared)
         chunks = []
         got = 0
-        while True:
-            chunk = stream.read(min(_CHUNK, declared + 1 - got))
-            if not chunk:
-                break
-            got += len(chunk)
-            if got > declared:
-                raise self.fail(
-                    raw,
-                    f"holds more than the {declared} bytes it declared; the archive is damaged "
-                    "or the file changed while being read; pack it again",
-                )
-            chunks.append(chunk)
+        out = None
+        if spooled:
+            assert self.spool is not None
+            self._spooled += 1
+            out = open(self.spool / f"{self._spooled}.data", "wb")  # noqa: SIM115
+        try:
+            while True:
+                chunk = stream.read(min(_CHUNK, declared + 1 - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > declared:
+                    raise self.fail(
+                        raw,
+                        f"holds more than the {declared} bytes it declared; the archive is "
+                        "damaged or the file changed while being read; pack it again",
+                    )
+                if out is not None:
+                    out.write(chunk)
+                else:
+                    chunks.append(chunk)
+        finally:
+            if out is not None:
+                out.close()
         self._read += got
+        if out is not None:
+            return Path(out.name)
+        self._in_memory += got
         return b"".join(chunks)
 
     # -- contents ------------------------------------------------------------
 
-    def add(self, name: str, raw: str, data: bytes) -> None:
+    def add(self, name: str, raw: str, data: FileData) -> None:
         if name in self._links:
             raise self.fail(raw, "appears twice (once as a link); keep one copy and pack again")
         old = self.files.setdefault(name, data)
-        if old != data:
+        if old is not data and not _same_contents(old, data):
             raise self.fail(raw, "appears twice with different contents; keep one and pack again")
 
     def add_link(self, name: str, raw: str, target_raw: str, base: str) -> None:
@@ -323,7 +401,7 @@ class _Builder:
             raise self.fail(raw, "appears twice (once as a link); keep one copy and pack again")
         self._links[name] = (raw, target_raw, "/".join(stack))
 
-    def finish(self) -> dict[str, bytes]:
+    def finish(self) -> dict[str, FileData]:
         """Turn links into copies of their targets and return the files, sorted by name."""
         copies = {}
         for name, (raw, target_raw, target) in self._links.items():
@@ -338,7 +416,7 @@ class _Builder:
                     f"is a link to {target_raw!r}, which is not a file in the scene; "
                     "replace the link with a copy of the file",
                 )
-            self._read += len(data)
+            self._read += data_size(data)
             if self._read > self.limits.max_total_bytes:
                 raise self.fail(
                     raw,
@@ -411,7 +489,8 @@ def _read_zip(path: Path, b: _Builder) -> None:
             raw = info.orig_filename
             try:
                 with archive.open(info) as stream:
-                    data = b.read(raw, stream, info.file_size)
+                    # A link's target is read as text: always into memory.
+                    data = b.read(raw, stream, info.file_size, memory=is_link)
             except PackageError:
                 raise
             except _ARCHIVE_ERRORS as exc:
@@ -497,6 +576,9 @@ def _stat_file(b: _Builder, raw: str, path: Path, root: Path) -> os.stat_result:
 
 def _read_files(b: _Builder, plan: Iterable[tuple[str, str, Path, int]]) -> None:
     for name, raw, path, size in plan:
+        if not b.in_memory(size):
+            b.add(name, raw, path)  # a file on disk already: read when it is used
+            continue
         try:
             with open(path, "rb") as stream:
                 data = b.read(raw, stream, size)
@@ -589,7 +671,7 @@ def _read_single(path: Path, b: _Builder) -> str:
 
     queue = [main]
     if main.lower().endswith(".ini"):
-        named = ini_input_file(decode_text(b.files[main]))
+        named = ini_input_file(text_of(b.files[main]))
         if named is None:
             raise b.fail(
                 path.name,
@@ -612,7 +694,7 @@ def _read_single(path: Path, b: _Builder) -> str:
             continue
         done.add(name)
         if name.lower().endswith((".pov", ".inc", ".mcr")):
-            for include in pov_includes(decode_text(b.files[name])):
+            for include in includes_of(b.files[name]):
                 found = companion(include)
                 if found is not None:
                     queue.append(found)
@@ -629,11 +711,19 @@ def _kind_of(path: Path) -> str:
 
 
 def load_package(
-    path: Path, *, renderer: str | None = None, limits: Limits = DEFAULT_LIMITS
+    path: Path,
+    *,
+    renderer: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    spool: Path | None = None,
 ) -> ScenePackage:
     """Read a scene file, folder, .zip or .tar(.gz) into a checked `ScenePackage`.
 
-    Raises PackageError, whose message names the file or entry and what to do.
+    Without `spool`, every file's contents are bytes in memory. With `spool` (an
+    empty folder the caller keeps while it uses the package), files over
+    SMALL_FILE_BYTES, and any beyond MEMORY_BUDGET in all, are paths instead:
+    a folder's or single file's own path, or a copy of an archive entry in
+    `spool`. Raises PackageError, whose message names the file or entry and what to do.
     """
     path = Path(path)
     if renderer is not None and renderer not in RENDERERS:
@@ -642,11 +732,11 @@ def load_package(
     main = None
     try:
         if path.is_dir():
-            b = _Builder(source + "/", limits, noun="file")
+            b = _Builder(source + "/", limits, noun="file", spool=spool)
             _read_folder(path, b)
         elif path.is_file():
             kind = _kind_of(path)
-            b = _Builder(source, limits, noun="entry" if kind != "file" else "file")
+            b = _Builder(source, limits, noun="entry" if kind != "file" else "file", spool=spool)
             if kind == "zip":
                 _read_zip(path, b)
             elif kind == "tar":
@@ -683,7 +773,10 @@ def unpack_to(package: ScenePackage, dest: Path, *, limits: Limits = DEFAULT_LIM
         if name != raw:
             raise b.fail(raw, f"is not in clean relative form (would be {name!r}); {REPACK}")
         b.register(name, raw, "file")
-        b.declare(raw, len(package.files[raw]))
+        try:
+            b.declare(raw, data_size(package.files[raw]))
+        except OSError as exc:
+            raise b.fail(raw, f"cannot be read ({exc.strerror or exc})") from None
     if package.main not in package.files:
         raise PackageError(
             f"scene for {dest}: the main file {package.main!r} is not in the package"
@@ -709,7 +802,11 @@ def unpack_to(package: ScenePackage, dest: Path, *, limits: Limits = DEFAULT_LIM
             if not _inside(real_staging, target.parent.resolve()):
                 raise b.fail(name, "would be written outside the scene folder; not unpacked")
             with open(target, "xb") as stream:  # "x": never overwrite, even on a name clash
-                stream.write(data)
+                if isinstance(data, bytes):
+                    stream.write(data)
+                else:
+                    with open(data, "rb") as source:  # in blocks: files may be big
+                        shutil.copyfileobj(source, stream, _CHUNK)
         if dest.exists():
             dest.rmdir()  # empty (checked above); fails, safely, if something appeared since
         staging.rename(dest)

@@ -20,6 +20,7 @@ MAX_FRAME_BYTES = 60 * 1024 * 1024
 MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
 MAX_BLOB_CHUNK_BYTES = 4 * 1024 * 1024  # one GET_BLOB / BLOB piece of a blob
 MAX_BLOB_OFFSET = 2**62
+MAX_HAVE_BLOBS = 10_000  # blobs per HAVE_BLOBS: a scene has at most 10,000 files
 
 ROLES = ("node", "bootstrap", "client")
 
@@ -113,6 +114,28 @@ SCHEMAS: dict[str, s.Check] = {
         {"sha": s.sha256_hex, "offset": s.integer(0, MAX_BLOB_OFFSET), "reason": s.text(500)}
     ),
     # Client (CLI, later the desktop app) requests to a node, and answers.
+    # Scene files go up first, as blobs in pieces: which does the node hold (and how
+    # much of each partial upload), then the missing pieces, then SUBMIT the manifest.
+    "HAVE_BLOBS": s.record({"shas": s.list_of(s.sha256_hex, MAX_HAVE_BLOBS)}),
+    "BLOBS_HELD": s.record(
+        {
+            "blobs": s.list_of(
+                s.record({"complete": s.boolean, "held": s.integer(0, MAX_BLOB_OFFSET)}),
+                MAX_HAVE_BLOBS,
+            )
+        }
+    ),
+    "PUT_BLOB": s.record(
+        {
+            "sha": s.sha256_hex,
+            "size": s.integer(0, MAX_BLOB_OFFSET),
+            "offset": s.integer(0, MAX_BLOB_OFFSET),
+            "data": s.binary(MAX_BLOB_CHUNK_BYTES),
+        }
+    ),
+    "BLOB_PUT": s.record(
+        {"sha": s.sha256_hex, "held": s.integer(0, MAX_BLOB_OFFSET), "complete": s.boolean}
+    ),
     "SUBMIT": s.record({"job": _any_map}),
     "SUBMITTED": s.record({"job_id": s.job_id}),
     "STATUS": s.record({}),

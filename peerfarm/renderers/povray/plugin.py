@@ -10,6 +10,7 @@ and moves each finished frame to the name the worker expects (docs/povray.md).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT = 10.0
 _VERSION = re.compile(r"POV-Ray\s+(?:Version\s+)?(\d+\.\d+(?:\.\d+)*)")
 SUPPORTED = ("3.7", "3.8")  # the animation maths and options of ini.py are those of 3.7
+MAX_INI_BYTES = 1024 * 1024  # as run.py, which reads the INI again on each worker
 
 
 def povray_version() -> str | None:
@@ -62,6 +64,15 @@ def _size(width: Any, height: Any) -> tuple[int, int] | None:
     return width, height
 
 
+def _head(path: Path, limit: int) -> bytes:
+    """The first `limit` bytes of a file (a .pov main file's text is not needed whole)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(limit)
+    except OSError as exc:
+        raise RendererError(f"cannot read the scene file: {exc.strerror or exc}") from None
+
+
 class PovrayRenderer(Renderer):
     name = "povray"
 
@@ -86,7 +97,8 @@ class PovrayRenderer(Renderer):
     def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
         """Check a POV-Ray job before it is submitted; the scene's own frame range.
 
-        `spec`: files (package path -> bytes), main (the .ini or .pov), options
+        `spec`: files (package path -> bytes, or the path of a file holding them),
+        main (the .ini or .pov), options
         (list of str), width/height (override the INI's), frames ([A, B] or None).
         """
         files = spec.get("files")
@@ -98,6 +110,10 @@ class PovrayRenderer(Renderer):
         if not isinstance(main, str) or main not in files:
             raise RendererError(f"the main scene file {main!r} is not in the scene package")
         data = files[main]
+        if isinstance(data, os.PathLike):  # an uploaded file, where the node keeps it
+            data = _head(Path(data), MAX_INI_BYTES + 1)
+            if main.lower().endswith(".ini") and len(data) > MAX_INI_BYTES:
+                raise RendererError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
         if not isinstance(data, bytes):
             raise RendererError(f"the main scene file {main!r} has no contents")
         options = spec.get("options") or []

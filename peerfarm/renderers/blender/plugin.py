@@ -1,0 +1,172 @@
+"""Blender as a renderer plugin.
+
+A Blender job is a scene package whose main file is a .blend, the submitter's
+options (engine, samples, denoise=off) and an optional size. At submit, the
+node runs Blender on the file to read the scene's frame range and refuse what
+cannot render (Cycles denoising without OpenImageDenoise, no camera, ...).
+Each chunk is one `python -m peerfarm.renderers.blender.run` process, which
+runs one Blender for all the chunk's frames (docs/blender.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from peerfarm.renderers.base import Renderer, RendererError
+from peerfarm.renderers.blender.options import OptionError, parse_options
+from peerfarm.renderers.blender.program import (
+    MAX_FRAME,
+    OLDEST,
+    BlenderError,
+    blender_version,
+    find_blender,
+    read_scene_info,
+    supported,
+)
+from peerfarm.renderers.blender.scene_script import scene_problems
+
+log = logging.getLogger(__name__)
+
+
+def _field(job: Any, name: str, default: Any = None) -> Any:
+    """A job attribute or key: the worker passes records, tests may pass dicts."""
+    if isinstance(job, Mapping):
+        return job.get(name, default)
+    return getattr(job, name, default)
+
+
+def _size(width: Any, height: Any) -> tuple[int, int] | None:
+    if not width and not height:
+        return None
+    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
+        raise RendererError(f"the image size must be two whole numbers, got {width}x{height}")
+    return width, height
+
+
+def _frames(frames: Any) -> tuple[int, int] | None:
+    if frames is None:
+        return None
+    if not (
+        isinstance(frames, list | tuple)
+        and len(frames) == 2
+        and all(type(frame) is int for frame in frames)
+    ):
+        raise RendererError("frames must be [first, last], two whole numbers")
+    first, last = frames
+    if first < 0 or last > MAX_FRAME:
+        raise RendererError(
+            f"frames {first}-{last}: Blender renders frames 0 to {MAX_FRAME}; choose --frames there"
+        )
+    return first, last
+
+
+def _write_main(folder: Path, main: str, data: Any) -> Path:
+    """The main .blend as a file Blender can open (a path, or bytes written out)."""
+    if isinstance(data, os.PathLike):
+        return Path(data)
+    if not isinstance(data, bytes):
+        raise RendererError(f"the main scene file {main!r} has no contents")
+    path = folder / main.rsplit("/", 1)[-1]
+    path.write_bytes(data)
+    return path
+
+
+class BlenderRenderer(Renderer):
+    name = "blender"
+
+    def probe(self) -> str | None:
+        version = blender_version()
+        if version is None:
+            return None
+        if not supported(version):
+            log.warning(
+                "Blender %s is installed, but peerfarm needs Blender %d.%d or later; "
+                "Blender jobs are not rendered on this node",
+                version,
+                *OLDEST,
+            )
+            return None
+        return version
+
+    def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
+        """Check a Blender job before it is submitted; the scene's own frame range.
+
+        `spec`: files (package path -> bytes, or a path to a file holding them),
+        main (the .blend), options (list of str), width/height (override the
+        scene's), frames ([A, B] or None). Runs Blender (blocking, seconds).
+        """
+        files = spec.get("files")
+        main = spec.get("main")
+        if not isinstance(files, Mapping) or not files:
+            raise RendererError("the job has no scene files; submit a .blend file")
+        if not isinstance(main, str) or main not in files:
+            raise RendererError(f"the main scene file {main!r} is not in the scene package")
+        if not main.lower().endswith(".blend"):
+            raise RendererError(f"{main}: a Blender scene is a .blend file")
+        try:
+            settings = parse_options(spec.get("options") or [])
+        except OptionError as exc:
+            raise RendererError(str(exc)) from None
+        _size(spec.get("width"), spec.get("height"))
+        frames = _frames(spec.get("frames"))
+        blender = find_blender()
+        if blender is None:
+            if frames is None:
+                raise RendererError(
+                    f"{main}: Blender is not installed on the node you submitted to, so it "
+                    "cannot read the scene's frame range: pass --frames A-B, or submit to a "
+                    "node that has Blender"
+                )
+            # Checked by each worker's Blender instead (run.py refuses the same things).
+            return frames
+        with tempfile.TemporaryDirectory(prefix="peerfarm-blender-check-") as folder:
+            path = _write_main(Path(folder), main, files[main])
+            try:
+                info = read_scene_info(path, blender)
+            except BlenderError as exc:
+                raise RendererError(f"{main}: {exc}") from None
+        problems = scene_problems(info, settings)
+        if problems:
+            raise RendererError(f"{main}: " + "; ".join(problems))
+        return _frames([info["frame_start"], info["frame_end"]]) or (0, 0)
+
+    def prepare(self, job: Any, work_dir: Path) -> None:
+        # The worker has unpacked the scene package into work_dir; the run process
+        # gives Blender everything else on its command line.
+        main = _field(job, "main")
+        if not isinstance(main, str) or not (work_dir / main).is_file():
+            raise RendererError(f"the job's main scene file {main!r} is not in {work_dir}")
+
+    def chunk_command(
+        self, job: Any, frames: range, work_dir: Path, output_pattern: str
+    ) -> list[str]:
+        main = _field(job, "main")
+        if not isinstance(main, str) or not main:
+            raise RendererError("the job names no main scene file (.blend)")
+        command = [
+            sys.executable,
+            "-m",
+            "peerfarm.renderers.blender.run",
+            "--work-dir",
+            str(work_dir),
+            "--main",
+            main,
+            f"--frames={frames.start}-{frames.stop - 1}",
+            "--output-pattern",
+            output_pattern,
+        ]
+        size = _size(_field(job, "width"), _field(job, "height"))
+        if size is not None:
+            command += ["--size", f"{size[0]}x{size[1]}"]
+        # "--option=VALUE": a value starting with "-" must not look like a flag.
+        command += [f"--option={option}" for option in _field(job, "options") or ()]
+        return command
+
+    def frame_finished(self, line: str) -> bool:
+        return line.startswith("Saved: '")

@@ -1,0 +1,265 @@
+"""The process the worker runs for one chunk of a Blender job.
+
+    python -m peerfarm.renderers.blender.run --work-dir DIR --main scene.blend \\
+        --frames 3-5 [--size 640x480] [--option=engine=CYCLES ...] \\
+        --output-pattern /data/frames/JOB/name_{frame:04d}.png
+
+It runs one Blender for the whole chunk (`blender -b --disable-autoexec
+scene.blend --python scene_script.py -s 3 -e 5 -a`) in the job's folder, with a
+clean environment and a private HOME and temporary folder. Blender writes each
+frame straight to its farm name (the pattern, with #### for the number).
+
+Blender's messages go to stderr (the worker keeps them in the chunk's log);
+Blender's `Saved: '<path>'` line for each finished frame is also copied to
+stdout, where the worker counts frames. Exit status: 0 done; 2 bad arguments or
+a scene that cannot be rendered (the reason is the last line of stderr);
+Blender's own status when it fails; 1 anything else; 128+N when stopped by
+signal N. Stopping this process stops Blender.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from peerfarm.renderers.base import frame_range_arg
+from peerfarm.renderers.blender.options import OptionError, parse_options
+from peerfarm.renderers.blender.program import (
+    MAX_FRAME,
+    blender_errors,
+    clean_environment,
+    find_blender,
+    render_command,
+)
+from peerfarm.renderers.blender.scene_script import EXIT_REFUSED
+
+PROG = "peerfarm-blender"
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+MAX_SIDE = 16384
+SAVED = b"Saved: '"  # Blender's line for a rendered frame (File Output nodes print no quote)
+_KEPT_ERRORS = 20
+
+
+class UsageError(Exception):
+    """Bad arguments or a scene that cannot be rendered: a retry will not help."""
+
+
+class RunError(Exception):
+    """This node could not render the chunk; another node may well succeed."""
+
+
+class Stopped(BaseException):
+    """A signal asked us to stop (BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{1,6})[xX](\d{1,6})", text, re.ASCII)
+    if not match or not all(1 <= int(side) <= MAX_SIDE for side in match.groups()):
+        raise argparse.ArgumentTypeError(f"expected WxH, each 1..{MAX_SIDE}, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Render one chunk of a Blender job.")
+    parser.add_argument("--work-dir", required=True, help="the job's folder (the scene files)")
+    parser.add_argument("--main", required=True, help="the .blend file, relative to --work-dir")
+    parser.add_argument("--frames", required=True, type=frame_range_arg, help="A-B inclusive, or N")
+    parser.add_argument("--size", type=_size, help="WxH; overrides the scene's resolution")
+    parser.add_argument(
+        "--option", action="append", default=[], help="a job option, e.g. engine=CYCLES"
+    )
+    parser.add_argument(
+        "--output-pattern",
+        required=True,
+        help="output path with a {frame} field, e.g. /out/name_{frame:04d}.png",
+    )
+    return parser
+
+
+def blender_output_path(pattern: str) -> str:
+    """The farm's output pattern in Blender's notation: `/out/name_{frame:04d}.png`
+    -> `/out/name_####.png` (Blender fills #### with the zero-padded frame number)."""
+    try:
+        parts = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise UsageError(f"--output-pattern: not a valid pattern {pattern!r}: {exc}") from None
+    fields = [(spec, conversion) for _, field, spec, conversion in parts if field is not None]
+    names = [field for _, field, _, _ in parts if field is not None]
+    if names != ["frame"] or fields[0][1] is not None:
+        raise UsageError(f"--output-pattern: needs exactly one {{frame}} field: {pattern!r}")
+    spec = fields[0][0] or "d"
+    width = re.fullmatch(r"(?:0(\d))?d", spec)
+    if width is None:
+        raise UsageError(f"--output-pattern: the frame must be {{frame:0Nd}} or {{frame}}: {spec}")
+    path = ""
+    for literal, field, _, _ in parts:
+        path += literal
+        if field is not None:
+            path += "#" * int(width[1] or 1)
+    folder, name = os.path.split(path)
+    if name.count("#") != int(width[1] or 1):
+        raise UsageError(f"--output-pattern: a file name with # is not allowed: {name!r}")
+    # Absolute, and never "//...", which Blender reads as relative to the .blend.
+    return str(Path(folder or ".").resolve() / name)
+
+
+def _blend_file(work_dir: Path, main: str) -> Path:
+    parts = main.replace("\\", "/").split("/")
+    if Path(main).is_absolute() or ".." in parts or not main:
+        raise UsageError(f"--main {main!r}: expected a file name relative to the job folder")
+    if not main.lower().endswith(".blend"):
+        raise UsageError(f"--main {main!r}: a Blender scene is a .blend file")
+    path = work_dir / main
+    if not path.is_file():
+        raise UsageError(f"the scene file {main} is not in the job folder {work_dir}")
+    return path
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a preexec function that makes Blender die with this process, even on
+    SIGKILL (elsewhere None: stopping this process stops Blender through _stop)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def apply() -> None:
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return apply
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop Blender: ask, then insist. Further signals must not interrupt this."""
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _render(command: list[str], env: dict[str, str], work_dir: Path) -> tuple[int, list[str]]:
+    """Run Blender, relaying its output; (exit status, the lines that say what went wrong)."""
+    process = subprocess.Popen(
+        command,
+        cwd=work_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream: messages stay in order in the log
+        preexec_fn=_die_with_parent(),
+    )
+    errors: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+            if line.startswith(SAVED):
+                sys.stdout.buffer.write(line.rstrip(b"\r\n") + b"\n")
+                sys.stdout.flush()
+            errors = (errors + blender_errors(line.decode("utf-8", "replace")))[-_KEPT_ERRORS:]
+        status = process.wait()
+    except BaseException:
+        _stop(process)
+        raise
+    return (128 - status if status < 0 else status), errors
+
+
+def _run(args: argparse.Namespace) -> int:
+    work_dir = Path(args.work_dir).resolve()
+    if not work_dir.is_dir():
+        raise UsageError(f"--work-dir {args.work_dir}: not a folder")
+    blend = _blend_file(work_dir, args.main)
+    first, last = args.frames
+    if first < 0 or last > MAX_FRAME:
+        raise UsageError(f"frames {first}-{last}: Blender renders frames 0..{MAX_FRAME}")
+    try:
+        settings: dict[str, Any] = parse_options(args.option)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from None
+    if args.size:
+        settings["width"], settings["height"] = args.size
+    settings["filepath"] = blender_output_path(args.output_pattern)
+    blender = find_blender()
+    if blender is None:
+        raise RunError("Blender is not installed on this node (no `blender` on its PATH)")
+    Path(settings["filepath"]).parent.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="peerfarm-blender-"))
+    try:
+        command = render_command(blender, blend, first, last, settings)
+        print(f"{PROG}: {subprocess.list2cmdline(command)}", file=sys.stderr, flush=True)
+        status, errors = _render(command, clean_environment(home), work_dir)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    said = "; ".join(errors) or "no error message (see the lines above)"
+    if status == EXIT_REFUSED:
+        raise UsageError(f"the scene cannot be rendered here: {said}")
+    if status != 0:
+        print(f"{PROG}: error: Blender failed with exit status {status}: {said}", file=sys.stderr)
+        return status
+    frame_path = args.output_pattern.format
+    missing = [f for f in range(first, last + 1) if not Path(frame_path(frame=f)).is_file()]
+    if missing:
+        raise RunError(
+            f"Blender finished but did not write frames {missing} "
+            f"(expected {frame_path(frame=missing[0])})"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-blender: error: ...", 2
+    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _on_signal)
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Stopped as stop:
+        print(f"{PROG}: stopped by signal {stop.signum}; Blender was stopped", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as exc:  # a bug: keep the traceback for the report
+        traceback.print_exc()
+        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
