@@ -14,7 +14,13 @@ import trio
 from peerfarm.runtime.blobs import BlobError, BlobStore, fetch_blob
 from peerfarm.runtime.node import Node, NodeConfig, parse_address
 from peerfarm.wire.framing import FrameDecoder, encode
-from peerfarm.wire.messages import MAX_BLOB_CHUNK_BYTES, MessageError, message, parse_message
+from peerfarm.wire.messages import (
+    MAX_BLOB_CHUNK_BYTES,
+    PROTOCOL_VERSION,
+    MessageError,
+    message,
+    parse_message,
+)
 
 MB = 1_000_000
 CHUNK = 256 * 1024
@@ -284,7 +290,12 @@ def test_a_silent_source_times_out_and_the_next_one_finishes(tmp_path):
                 silent_id = "5" * 32
                 stream = await trio.open_tcp_stream(*parse_address(b.address))
                 hello = message(
-                    "HELLO", protocol=1, node_id=silent_id, name="mute", role="node", address=""
+                    "HELLO",
+                    protocol=PROTOCOL_VERSION,
+                    node_id=silent_id,
+                    name="mute",
+                    role="node",
+                    address="",
                 )
                 await stream.send_all(encode(hello))
                 while b.link_to(silent_id) is None:
@@ -394,7 +405,12 @@ def test_get_blob_from_a_raw_connection(tmp_path):
                 sha = await trio.to_thread.run_sync(a.blobs.put_bytes, data)
                 stream = await trio.open_tcp_stream(*parse_address(a.address))
                 hello = message(
-                    "HELLO", protocol=1, node_id="e" * 32, name="cli", role="client", address=""
+                    "HELLO",
+                    protocol=PROTOCOL_VERSION,
+                    node_id="e" * 32,
+                    name="cli",
+                    role="client",
+                    address="",
                 )
                 await stream.send_all(encode(hello))
                 for offset, length in ((100, 50), (len(data), 1), (0, 10)):

@@ -15,7 +15,7 @@ from peerfarm.renderers.base import Renderer
 from peerfarm.runtime.client import NodeClient
 from peerfarm.runtime.node import Node, NodeConfig, parse_address
 from peerfarm.wire.framing import FrameDecoder, encode
-from peerfarm.wire.messages import message, parse_message
+from peerfarm.wire.messages import PROTOCOL_VERSION, message, parse_message
 
 
 def make_node(tmp_path, name="n1", **kw) -> Node:
@@ -91,7 +91,8 @@ def test_protocol_version_mismatch_is_refused_clearly(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         reply = trio.run(main)
     assert reply["type"] == "ERROR" and reply["code"] == "protocol_version"
-    assert "speaks peerfarm protocol 1" in reply["message"] and "99" in reply["message"]
+    assert f"speaks peerfarm protocol {PROTOCOL_VERSION}" in reply["message"]
+    assert "99" in reply["message"]
     assert "protocol version mismatch" in caplog.text
 
 
@@ -113,7 +114,14 @@ def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
             peer = "f" * 32
             await s.send_all(
                 encode(
-                    message("HELLO", protocol=1, node_id=peer, name="p", role="node", address="")
+                    message(
+                        "HELLO",
+                        protocol=PROTOCOL_VERSION,
+                        node_id=peer,
+                        name="p",
+                        role="node",
+                        address="",
+                    )
                 )
             )
             await read_messages(s, 2)  # HELLO, VV
@@ -170,7 +178,12 @@ def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
             await s.send_all(
                 encode(
                     message(
-                        "HELLO", protocol=1, node_id=rival, name="rival", role="node", address=""
+                        "HELLO",
+                        protocol=PROTOCOL_VERSION,
+                        node_id=rival,
+                        name="rival",
+                        role="node",
+                        address="",
                     )
                 )
             )

@@ -13,6 +13,7 @@ from peerfarm.runtime.store import write_atomically
 
 class BuiltinRenderer(Renderer):
     name = "builtin"
+    supports_tiles = True  # every pixel depends on its own position only
 
     def probe(self) -> str | None:
         return __version__  # ships with peerfarm: always there, same version
@@ -34,8 +35,14 @@ class BuiltinRenderer(Renderer):
             write_atomically(scene_file, job.scene.encode("utf-8"))
 
     def chunk_command(
-        self, job: Any, frames: range, work_dir: Path, output_pattern: str
+        self,
+        job: Any,
+        frames: range,
+        work_dir: Path,
+        output_pattern: str,
+        tile: tuple[int, int] | None = None,
     ) -> list[str]:
+        tile_args = [] if tile is None else ["--tile", f"{tile[0]}/{tile[1]}"]
         return [
             sys.executable,
             "-m",
@@ -48,6 +55,7 @@ class BuiltinRenderer(Renderer):
             f"{job.width}x{job.height}",
             "--output-pattern",
             output_pattern,
+            *tile_args,
         ]
 
     def frame_finished(self, line: str) -> bool:

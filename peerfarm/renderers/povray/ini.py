@@ -204,7 +204,8 @@ _FORBIDDEN = {
         for what in ("name", "type", "grid_size")
     },
     **{
-        f"{edge}_{what}": "partial images are not supported yet; render whole frames"
+        f"{edge}_{what}": "peerfarm chooses the part of the frame each node renders; to "
+        "split a frame across nodes, submit with --tiles N"
         for edge in ("start", "end")
         for what in ("row", "column")
     },
@@ -546,6 +547,21 @@ class PovrayScene:
         return found[-1] if found else None
 
     @property
+    def size(self) -> tuple[int, int]:
+        """The image's width and height (load_scene always sets both)."""
+        return int(self.value("Width") or DEFAULT_SIZE[0]), int(
+            self.value("Height") or DEFAULT_SIZE[1]
+        )
+
+    @property
+    def bits_per_color(self) -> int:
+        """Bits per colour channel of the output: Bits_Per_Color, or +FN16's 16, else 8."""
+        bits = self.value("Bits_Per_Color")
+        if bits is None:
+            bits = (self.value("Output_File_Type") or "")[1:]
+        return int(bits) if bits else 8
+
+    @property
     def frame_range(self) -> tuple[int, int]:
         """The frames a direct run renders; a still image is frame 1."""
         if self.animation is None:
@@ -583,8 +599,17 @@ class PovrayScene:
             return f"{STEM}.png"
         return self.animation.file_name(frame)
 
-    def chunk_ini(self, frames: range, output_file: str) -> str:
-        """The INI peerfarm gives POV-Ray to render `frames` into `output_file` (STEM.png)."""
+    def chunk_ini(
+        self,
+        frames: range,
+        output_file: str,
+        region: tuple[int, int, int, int] | None = None,
+        block_size: int = 32,
+    ) -> str:
+        """The INI peerfarm gives POV-Ray to render `frames` into `output_file` (STEM.png).
+
+        `region` (left, top, right, bottom; pixels, right and bottom exclusive) renders
+        only that part of the frame, in `block_size` blocks (a tile, see tiling.py)."""
         if any(c in output_file for c in '"\n\r'):
             raise ValueError(f"cannot name an output file {output_file!r} in an INI")
         lines = [
@@ -600,6 +625,17 @@ class PovrayScene:
             lines += [
                 f"Subset_Start_Frame={frames.start}",
                 f"Subset_End_Frame={frames.stop - 1}",
+            ]
+        if region is not None:
+            left, top, right, bottom = region
+            # POV-Ray counts pixels from 1, ends inclusive. A value of 1 or less would be
+            # a fraction of the image for an end; a tile's ends are at least one block.
+            lines += [
+                f"Start_Column={left + 1}",
+                f"End_Column={right}",
+                f"Start_Row={top + 1}",
+                f"End_Row={bottom}",
+                f"Render_Block_Size={block_size}",
             ]
         if self.value("Output_File_Type") is None:
             lines.append("Output_File_Type=N")

@@ -1,7 +1,7 @@
 """The process the worker runs for one chunk of a POV-Ray job.
 
     python -m peerfarm.renderers.povray.run --work-dir DIR --main scene.ini \\
-        --frames 3-5 [--size 640x480] [--option=+A0.3 ...] \\
+        --frames 3-5 [--size 640x480] [--option=+A0.3 ...] [--tile I/N] \\
         --output-pattern /data/frames/JOB/name_{frame:04d}.png
 
 It checks the scene again (the job folder is writable by earlier renders, so what
@@ -11,6 +11,9 @@ with +SF/+EF on the scene's own animation, so every frame gets the clock a
 direct run of the INI gives it. povray's messages go to stderr (the worker keeps
 them in the chunk's log). POV-Ray names animation frames itself, so it renders
 into a folder of the chunk's own and each finished frame is moved to its name.
+With --tile, povray renders only that tile's box (on its 32-pixel block grid,
+see tiling.py) and the file it writes, the whole frame's size with black
+outside the box, is what the farm stitches.
 
 stdout carries one line per event, flushed at once: `START <n>` when povray
 starts frame n, `FRAME <n> <path>` once frame n is at its place, fsynced.
@@ -35,7 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from peerfarm.renderers.base import frame_range_arg
+from peerfarm.core.tiles import TileError, tile_box
+from peerfarm.renderers.base import frame_range_arg, tile_arg
 from peerfarm.renderers.povray.ini import MAX_SIDE, STEM, IniError, PovrayScene, load_scene
 from peerfarm.renderers.povray.sandbox import (
     SandboxError,
@@ -46,6 +50,7 @@ from peerfarm.renderers.povray.sandbox import (
     unavailable_reason,
     write_settings_home,
 )
+from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
 from peerfarm.scenes.detect import decode_text
 
 PROG = "peerfarm-povray"
@@ -103,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="output path with a {frame} field, e.g. /out/name_{frame:04d}.png",
     )
+    parser.add_argument(
+        "--tile", type=tile_arg, metavar="I/N", help="render only tile I (0-based) of N"
+    )
     return parser
 
 
@@ -127,6 +135,16 @@ def _scene_files(work_dir: Path) -> set[str]:
         for name in files:
             names.add(name if relative == "." else f"{relative}/{name}")
     return names
+
+
+def _text_files(work_dir: Path) -> dict[str, bytes]:
+    """The job folder's files that the scene may read as text, for tiling_problem."""
+    files = {}
+    for name in _scene_files(work_dir):
+        path = work_dir / name
+        if path.stat().st_size <= MAX_INI_BYTES * 16:  # a scene text, not a texture
+            files[name] = path.read_bytes()
+    return files
 
 
 def _load(
@@ -264,6 +282,18 @@ def _run(args: argparse.Namespace) -> int:
         scene.check_frames(first, last)
     except IniError as exc:
         raise UsageError(str(exc)) from None
+    region = None
+    if args.tile is not None:
+        index, count = args.tile
+        width, height = scene.size
+        # The scene folder may have changed since submit: check the scene again.
+        problem = tiling_problem(_text_files(work_dir), width, height, count, scene.bits_per_color)
+        if problem is not None:
+            raise UsageError(f"--tile {index}/{count}: {problem}")
+        try:
+            region = tuple(tile_box(width, height, count, index, BLOCK_SIZE))
+        except TileError as exc:
+            raise UsageError(f"--tile {index}/{count}: {exc}") from None
     found = shutil.which("povray")
     if found is None:
         raise RunError("povray is not installed on this node (or not on its PATH)")
@@ -279,7 +309,7 @@ def _run(args: argparse.Namespace) -> int:
         conf = povray_conf(work_dir, library, settings_home)
         base_ini = write_settings_home(settings_home, conf, _base_ini(library))
         chunk_ini = settings_home / "chunk.ini"
-        text = scene.chunk_ini(frames, str(chunk_dir / f"{STEM}.png"))
+        text = scene.chunk_ini(frames, str(chunk_dir / f"{STEM}.png"), region, BLOCK_SIZE)
         chunk_ini.write_text(text, encoding="utf-8")
         print(
             f"{PROG}: frames {first}-{last} of {args.main}; povray may read and write only "
