@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "submitter; each chunk is then one tile (default 1: whole frames)",
     )
     p.add_argument("--size", metavar="WxH", help="image size (default 320x240)")
+    p.add_argument(
+        "--format",
+        default="png",
+        metavar="FMT",
+        help="image format of the frames, also their file extension (default png); "
+        "builtin: png jpg tiff bmp; povray: png jpg tga bmp ppm exr hdr",
+    )
     p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
     p.add_argument(
         "--renderer-option",
@@ -312,6 +319,7 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         "frames": list(parse_frames(args.frames)) if args.frames else None,
         "chunk_size": args.chunk,
         "tiles": args.tiles,
+        "format": args.format,
         "padding": args.padding,
         "width": width,
         "height": height,
@@ -376,9 +384,10 @@ async def wait_for_job(node: str, job_id: str, out=sys.stdout) -> int:  # noqa: 
     if tty:
         print(file=out)
     elapsed = time.monotonic() - started
+    animation = job["gif"] or f"none ({job.get('output_note') or 'no GIF'})"
     print(
         f"done: {job['frames_total']} frames in {job['output']} ({elapsed:.1f}s); "
-        f"animation: {job['gif']}",
+        f"animation: {animation}",
         file=out,
         flush=True,
     )

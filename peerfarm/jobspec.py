@@ -8,6 +8,7 @@ from typing import Any
 
 from peerfarm.core.actions import MAX_CHUNKS, PAYLOADS, chunk_count
 from peerfarm.core.tiles import MAX_TILES, TileError, tile_grid
+from peerfarm.formats import DEFAULT_FORMAT, format_name, why_not_stitched
 from peerfarm.renderers.base import Renderer, RendererError
 
 DEFAULT_SIZE = (320, 240)
@@ -86,8 +87,8 @@ def build_new_job(
     """Validate a submit request and return the NEW_JOB payload.
 
     ``spec`` keys: scene (scene text), name, renderer, renderer_version, frames
-    ([A, B] or None: the scene's own range), chunk_size, tiles, width, height,
-    output, priority. ``plugins`` are the renderer plugins this node knows;
+    ([A, B] or None: the scene's own range), chunk_size, tiles, format, width,
+    height, output, priority. ``plugins`` are the renderer plugins this node knows;
     ``farm_renderers`` the renderers some node of the farm advertises.
     """
     renderer = spec.get("renderer") or "builtin"
@@ -115,7 +116,22 @@ def build_new_job(
             f"--chunk {spec.get('chunk_size')} with --tiles {tiles}: a tiled job renders one "
             "tile of one frame per chunk; leave out --chunk"
         )
-    spec = {**spec, "tiles": tiles}
+    asked = str(spec.get("format") or DEFAULT_FORMAT)
+    fmt = format_name(asked)
+    if fmt not in plugin.formats:
+        raise SubmitError(
+            f"--format {asked}: the {renderer} renderer does not write {asked} frames; "
+            f"it writes {', '.join(plugin.formats)}"
+        )
+    if tiles > 1:
+        why = why_not_stitched(fmt)
+        if why is not None:
+            raise SubmitError(
+                f"--tiles with --format {fmt}: {why}; use a lossless format Pillow reads "
+                f"({', '.join(f for f in plugin.formats if why_not_stitched(f) is None)}) "
+                "or submit without --tiles"
+            )
+    spec = {**spec, "tiles": tiles, "format": fmt}
     try:
         scene_range = plugin.check_job(spec)
     except RendererError as exc:
@@ -165,6 +181,7 @@ def build_new_job(
         "output": output,
         "priority": spec.get("priority") or 0,
         "tiles": tiles,
+        "format": fmt,
     }
     why = PAYLOADS["NEW_JOB"](payload)
     if why is None and last < first:

@@ -87,6 +87,8 @@ PAYLOADS: dict[str, s.Check] = {
             # tiles > 1: each frame is cut into that many tiles, one chunk per tile
             # (chunk_size is then 1); absent means 1, whole frames.
             "tiles": s.integer(1, MAX_TILES),
+            # the frames' image format, also their file extension; absent means png
+            "format": s.file_extension,
         },
     ),
     CLAIM_CHUNK: s.record(_chunk_ref),

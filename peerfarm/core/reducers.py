@@ -99,6 +99,7 @@ def _new_job(state: State, action: a.Action) -> State:
         submitter=action.origin,
         submitted_lamport=action.lamport,
         tiles=p.get("tiles", 1),
+        format=p.get("format", "png"),
     )
     return state._replace(jobs=state.jobs.set(job.id, job))
 

@@ -71,6 +71,7 @@ class Job(NamedTuple):
     # > 1: every frame is cut into this many tiles (peerfarm.core.tiles) and each chunk
     # is one tile of one frame: chunk i is tile i % tiles of frame frame_start + i // tiles.
     tiles: int = 1
+    format: str = "png"  # image format of the frames = their file extension
     state: str = ACTIVE
     # Only chunks that ever left "pending" are stored: absent means PENDING_CHUNK.
     chunks: Map = Map()
@@ -90,7 +91,7 @@ class Job(NamedTuple):
 
     def frame_file_name(self, frame: int) -> str:
         """``<name>_0001.png``: the name a frame has everywhere (job names are file-safe)."""
-        return f"{self.name}_{frame:0{self.padding}d}.png"
+        return f"{self.name}_{frame:0{self.padding}d}.{self.format}"
 
     def chunk(self, index: int) -> Chunk:
         return self.chunks.get(index, PENDING_CHUNK)
@@ -98,7 +99,7 @@ class Job(NamedTuple):
     def tile_file_name(self, frame: int, tile: int) -> str:
         """``<name>_0001.tile3.png``: one tile of a frame, on the node that rendered it
         and on the submitter until the frame is stitched."""
-        return f"{self.name}_{frame:0{self.padding}d}.tile{tile}.png"
+        return f"{self.name}_{frame:0{self.padding}d}.tile{tile}.{self.format}"
 
     def frames_of(self, index: int) -> range:
         if self.tiles > 1:

@@ -37,6 +37,9 @@ class Renderer(ABC):
     supports_tiles: bool = False
     #: Tile edges fall on multiples of this many pixels (the renderer's block size).
     tile_align: int = 1
+    #: The image formats it writes (names from peerfarm.formats, which are also the
+    #: frames' file extensions); jobs ask for one with `--format`, png by default.
+    formats: tuple[str, ...] = ("png",)
 
     @abstractmethod
     def probe(self) -> str | None:
@@ -64,7 +67,8 @@ class Renderer(ABC):
         self, job: Any, frames: range, work_dir: Path, output_pattern: str
     ) -> list[str]:
         """The command that renders ``frames`` into files named by ``output_pattern``
-        (a Python format string with a ``frame`` field).
+        (a Python format string with a ``frame`` field), in the image format
+        ``job.format`` (one of ``formats``; the pattern ends with its extension).
 
         A plugin with ``supports_tiles`` also takes a keyword ``tile=(index, count)``:
         render tile ``index`` of ``count`` of the single frame in ``frames``.

@@ -5,6 +5,8 @@ Frames stay on the node that rendered them until the submitter pulls them
 a submitter that was away simply collects when it comes back. Each frame is
 written atomically (temp file + rename, fsync) to the job's output folder;
 when the last one is in, an animated GIF of the job is written beside them.
+Thumbnails and the GIF need frames Pillow can read: for other formats (exr,
+hdr) they are skipped, and the job's progress says so.
 
 A tiled job's tiles are pulled into this node's own frames folder (where the
 tiles it rendered itself already are); once every tile of a frame is there,
@@ -23,6 +25,7 @@ import trio
 
 from peerfarm.core import actions as act
 from peerfarm.core.state import CANCELLED, CHUNK_DONE, DOWN, LEFT, Job
+from peerfarm.formats import pillow_reads
 from peerfarm.jobspec import safe_name
 from peerfarm.runtime.stitch import StitchError, stitch_tiles
 from peerfarm.runtime.store import write_atomically
@@ -54,7 +57,8 @@ class Collector:
         self._tiles: dict[str, dict[int, set[int]]] = {}
         self._stitching: set[tuple[str, int]] = set()
         self._fetching: set[tuple[str, int] | tuple[str, int, int]] = set()
-        self._complete: set[str] = set()  # jobs whose GIF is written
+        self._complete: set[str] = set()  # jobs whose outputs are all written
+        self._gif: set[str] = set()  # jobs whose GIF is written
         self._writing_gif: set[str] = set()
         self._errors: dict[str, str] = {}
         self._reported_lost: set[tuple[str, int, int, str]] = set()
@@ -68,8 +72,9 @@ class Collector:
             "tiles_collected": len(collected) * job.tiles
             + sum(len(tiles) for frame, tiles in waiting.items() if frame not in collected),
             "complete": job.id in self._complete,
-            "gif": str(output_gif_path(job)) if job.id in self._complete else None,
+            "gif": str(output_gif_path(job)) if job.id in self._gif else None,
             "output_error": self._errors.get(job.id, ""),
+            "output_note": _previews_note(job),
         }
 
     async def run(self) -> None:
@@ -210,7 +215,7 @@ class Collector:
             if plugin is None:
                 raise StitchError(f"the {job.renderer} renderer plugin is not installed here")
             files = [node.frame_path(job, frame, tile) for tile in range(job.tiles)]
-            data = await trio.to_thread.run_sync(stitch_tiles, files, plugin.tile_align)
+            data = await trio.to_thread.run_sync(stitch_tiles, files, plugin.tile_align, job.format)
             await trio.to_thread.run_sync(_store_frame, job, frame, data)
         except StitchError as exc:
             self._errors[job.id] = f"cannot stitch frame {frame}: {exc}"
@@ -240,17 +245,28 @@ class Collector:
         self.node.emit(act.CHUNK_LOST, {"job_id": job.id, "chunk": index, "holder": holder})
 
     async def _finish(self, job: Job) -> None:
-        try:
-            await trio.to_thread.run_sync(_write_gif, job)
-        except OSError as exc:
-            self._errors[job.id] = f"cannot write the GIF in {job.output}: {exc}"
-            log.error("job %s: %s", job.id, self._errors[job.id])
-            return
+        if pillow_reads(job.format):
+            try:
+                await trio.to_thread.run_sync(_write_gif, job)
+            except OSError as exc:
+                self._errors[job.id] = f"cannot write the GIF in {job.output}: {exc}"
+                log.error("job %s: %s", job.id, self._errors[job.id])
+                return
+            self._gif.add(job.id)
+        else:
+            log.info("job %s: %s", job.id, _previews_note(job))
         self._complete.add(job.id)
         log.info(
             "job %s (%s): all %d frames are in %s", job.id, job.name, job.frames_total, job.output
         )
         self.node._notify_change()
+
+
+def _previews_note(job: Job) -> str:
+    """What the collector skips for this job's format, and why ("" when nothing)."""
+    if pillow_reads(job.format):
+        return ""
+    return f"no thumbnails and no GIF: Pillow cannot read {job.format} frames"
 
 
 def _frames_on_disk(job: Job) -> set[int]:
@@ -278,12 +294,14 @@ def _store_tile(path: Path, data: bytes) -> None:
 
 
 def thumbnail_path(job: Job, frame: int) -> Path:
-    """A small copy of each frame, for the desktop app's frame grid."""
-    return Path(job.output) / ".thumbs" / job.frame_file_name(frame)
+    """A small PNG copy of each frame, for the desktop app's frame grid."""
+    return (Path(job.output) / ".thumbs" / job.frame_file_name(frame)).with_suffix(".png")
 
 
 def _store_frame(job: Job, frame: int, data: bytes) -> None:
     write_atomically(output_frame_path(job, frame), data)
+    if not pillow_reads(job.format):
+        return  # the job's progress says why there are no thumbnails
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -266,6 +266,7 @@ class Node:
                 "chunks_total": job.chunk_total,
                 "chunks_done": job.chunks_done,
                 "tiles": job.tiles,
+                "format": job.format,
                 "priority": job.priority,
                 "output": job.output,
                 "error": job.error,

@@ -2,8 +2,9 @@
 
 Each tile file is an image of the whole frame's size in which only the tile's box
 (peerfarm.core.tiles) counts, as the renderer plugins write them. The frame is
-put together from those boxes and encoded losslessly, so its pixels are the
-pixels the renderer produced.
+put together from those boxes and encoded losslessly in the job's format
+(peerfarm.formats: only lossless formats Pillow reads are ever tiled), so its
+pixels are the pixels the renderer produced.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import struct
 from pathlib import Path
 
 from peerfarm.core.tiles import TileError, tile_boxes
+from peerfarm.formats import pillow_format
 
 
 class StitchError(ValueError):
     """The tiles of a frame do not fit together; the message names the tile."""
 
 
-def stitch_tiles(tile_files: list[Path], align: int = 1) -> bytes:
-    """The PNG of the frame whose tiles (in tile order) are ``tile_files``."""
+def stitch_tiles(tile_files: list[Path], align: int = 1, fmt: str = "png") -> bytes:
+    """The file (in format ``fmt``) of the frame whose tiles, in tile order, are
+    ``tile_files``."""
     from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
     images = []
@@ -51,7 +54,12 @@ def stitch_tiles(tile_files: list[Path], align: int = 1) -> bytes:
         for image, box in zip(images, boxes, strict=True):
             frame.paste(image.crop(box), (box.left, box.top))
         out = io.BytesIO()
-        frame.save(out, format="PNG", pnginfo=_colour_chunks(first.info, PngImagePlugin))
+        if fmt == "png":
+            frame.save(out, format="PNG", pnginfo=_colour_chunks(first.info, PngImagePlugin))
+        elif fmt == "tga":  # compressed if the renderer compressed its tiles
+            frame.save(out, format="TGA", compression=first.info.get("compression"))
+        else:
+            frame.save(out, format=pillow_format(fmt))
         return out.getvalue()
     finally:
         for image in images:

@@ -235,11 +235,12 @@ class Worker:
         await trio.to_thread.run_sync(_prepare, plugin, job, work_dir, log_file, out_dir)
         frames = render.frames
         if render.tile is None:
-            pattern = output_pattern(out_dir, job.name, job.padding)
+            pattern = output_pattern(out_dir, job.name, job.padding, job.format)
             cmd = plugin.chunk_command(job, frames, work_dir, pattern)
         else:
             # name_0001.tile3.png, as Job.tile_file_name has it
-            pattern = output_pattern(out_dir, job.name, job.padding, f"tile{render.tile}.png")
+            ext = f"tile{render.tile}.{job.format}"
+            pattern = output_pattern(out_dir, job.name, job.padding, ext)
             tile = (render.tile, job.tiles)
             cmd = plugin.chunk_command(job, frames, work_dir, pattern, tile=tile)
         with open(log_file, "ab") as stderr:

@@ -1,7 +1,7 @@
 """The renderer process the worker spawns, one per chunk (so cancelling is killing it).
 
     python -m peerfarm.renderers.builtin --scene-file PATH --frames A-B --size WxH \
-        --output-pattern /out/name_{frame:04d}.png [--tile I/N]
+        --output-pattern /out/name_{frame:04d}.png [--format png] [--tile I/N]
 
 With --tile, only tile I of N (peerfarm.core.tiles) of each frame is traced; the
 file is still the whole frame's size, black outside the tile, as the farm's
@@ -34,7 +34,7 @@ from .scene import (
     load_scene_text,
     scene_frame_range,
 )
-from .tracer import MAX_IMAGE_SIDE, render_frame, save_png
+from .tracer import IMAGE_FORMATS, MAX_IMAGE_SIDE, render_frame, save_image
 
 PROG = "peerfarm-builtin"
 EXIT_FAILED = 1
@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         "--output-pattern",
         required=True,
         help="output path with a {frame} field, e.g. /tmp/out/demo_{frame:04d}.png",
+    )
+    parser.add_argument(
+        "--format",
+        default="png",
+        choices=sorted(IMAGE_FORMATS),
+        help="image format of the frames (default png)",
     )
     parser.add_argument(
         "--tile", type=tile_arg, metavar="I/N", help="render only tile I (0-based) of N"
@@ -150,7 +156,7 @@ def _run(args: argparse.Namespace) -> None:
             pixels = whole
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_png(pixels, path)
+            save_image(pixels, path, args.format)
         except OSError as exc:  # disk full, permission denied: the node's problem, not the job's
             raise OutputError(
                 f"cannot write frame {frame} to {path}: {exc.strerror or exc}"

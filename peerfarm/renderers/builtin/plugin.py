@@ -14,6 +14,7 @@ from peerfarm.runtime.store import write_atomically
 class BuiltinRenderer(Renderer):
     name = "builtin"
     supports_tiles = True  # every pixel depends on its own position only
+    formats = ("png", "jpg", "tiff", "bmp")  # written with Pillow (tracer.IMAGE_FORMATS)
 
     def probe(self) -> str | None:
         return __version__  # ships with peerfarm: always there, same version
@@ -42,7 +43,10 @@ class BuiltinRenderer(Renderer):
         output_pattern: str,
         tile: tuple[int, int] | None = None,
     ) -> list[str]:
-        tile_args = [] if tile is None else ["--tile", f"{tile[0]}/{tile[1]}"]
+        extra = [] if tile is None else ["--tile", f"{tile[0]}/{tile[1]}"]
+        fmt = getattr(job, "format", "png")
+        if fmt != "png":  # the process's default
+            extra += ["--format", fmt]
         return [
             sys.executable,
             "-m",
@@ -55,7 +59,7 @@ class BuiltinRenderer(Renderer):
             f"{job.width}x{job.height}",
             "--output-pattern",
             output_pattern,
-            *tile_args,
+            *extra,
         ]
 
     def frame_finished(self, line: str) -> bool:

@@ -341,9 +341,27 @@ def render_frame(
     return image
 
 
+# The formats the renderer writes (peerfarm.formats names) -> Pillow's name and options.
+# No metadata and fixed settings everywhere: same pixels, same bytes.
+IMAGE_FORMATS: dict[str, tuple[str, dict[str, object]]] = {
+    "png": ("PNG", {"compress_level": 6}),
+    "jpg": ("JPEG", {"quality": 95}),
+    "tiff": ("TIFF", {}),
+    "bmp": ("BMP", {}),
+}
+
+
 def save_png(pixels: np.ndarray, path: Path) -> None:
     """Write pixels as a PNG so that a reader sees either no file or the whole, synced file."""
+    save_image(pixels, path, "png")
+
+
+def save_image(pixels: np.ndarray, path: Path, fmt: str) -> None:
+    """Write pixels in ``fmt`` (a key of IMAGE_FORMATS) so that a reader sees either no
+    file or the whole, synced file."""
     from PIL import Image  # only the process that writes frames pays for importing Pillow
+
+    pillow_name, settings = IMAGE_FORMATS[fmt]
 
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(
@@ -356,8 +374,7 @@ def save_png(pixels: np.ndarray, path: Path) -> None:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:
-            # No metadata and a fixed compression level: same pixels, same bytes.
-            image.save(file, format="PNG", compress_level=6)
+            image.save(file, format=pillow_name, **settings)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)

@@ -40,7 +40,14 @@ from types import FrameType
 
 from peerfarm.core.tiles import TileError, tile_box
 from peerfarm.renderers.base import frame_range_arg, tile_arg
-from peerfarm.renderers.povray.ini import MAX_SIDE, STEM, IniError, PovrayScene, load_scene
+from peerfarm.renderers.povray.ini import (
+    MAX_SIDE,
+    OUTPUT_TYPES,
+    STEM,
+    IniError,
+    PovrayScene,
+    load_scene,
+)
 from peerfarm.renderers.povray.sandbox import (
     SandboxError,
     clean_environment,
@@ -109,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         help="output path with a {frame} field, e.g. /out/name_{frame:04d}.png",
     )
     parser.add_argument(
+        "--format",
+        default="png",
+        choices=sorted(OUTPUT_TYPES),
+        help="image format of the frames (default png)",
+    )
+    parser.add_argument(
         "--tile", type=tile_arg, metavar="I/N", help="render only tile I (0-based) of N"
     )
     return parser
@@ -148,7 +161,7 @@ def _text_files(work_dir: Path) -> dict[str, bytes]:
 
 
 def _load(
-    work_dir: Path, main: str, options: list[str], size: tuple[int, int] | None
+    work_dir: Path, main: str, options: list[str], size: tuple[int, int] | None, fmt: str
 ) -> PovrayScene:
     parts = main.replace("\\", "/").split("/")
     if Path(main).is_absolute() or ".." in parts or not main:
@@ -164,7 +177,7 @@ def _load(
             raise UsageError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
         text = decode_text(data)
     try:
-        return load_scene(main, text, _scene_files(work_dir), options, size)
+        return load_scene(main, text, _scene_files(work_dir), options, size, fmt)
     except IniError as exc:
         raise UsageError(str(exc)) from None
 
@@ -277,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--work-dir {args.work_dir}: not a folder")
     first, last = args.frames
     _check_pattern(args.output_pattern, first, last)
-    scene = _load(work_dir, args.main, args.option, args.size)
+    scene = _load(work_dir, args.main, args.option, args.size, args.format)
     try:
         scene.check_frames(first, last)
     except IniError as exc:
@@ -287,7 +300,10 @@ def _run(args: argparse.Namespace) -> int:
         index, count = args.tile
         width, height = scene.size
         # The scene folder may have changed since submit: check the scene again.
-        problem = tiling_problem(_text_files(work_dir), width, height, count, scene.bits_per_color)
+        files = _text_files(work_dir)
+        problem = tiling_problem(
+            files, width, height, count, scene.bits_per_color, scene.format, scene.alpha
+        )
         if problem is not None:
             raise UsageError(f"--tile {index}/{count}: {problem}")
         try:
@@ -309,7 +325,8 @@ def _run(args: argparse.Namespace) -> int:
         conf = povray_conf(work_dir, library, settings_home)
         base_ini = write_settings_home(settings_home, conf, _base_ini(library))
         chunk_ini = settings_home / "chunk.ini"
-        text = scene.chunk_ini(frames, str(chunk_dir / f"{STEM}.png"), region, BLOCK_SIZE)
+        output_file = str(chunk_dir / f"{STEM}.{scene.format}")
+        text = scene.chunk_ini(frames, output_file, region, BLOCK_SIZE)
         chunk_ini.write_text(text, encoding="utf-8")
         print(
             f"{PROG}: frames {first}-{last} of {args.main}; povray may read and write only "

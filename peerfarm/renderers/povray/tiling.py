@@ -90,13 +90,24 @@ def untileable_features(files: Mapping[str, bytes]) -> list[str]:
 
 
 def tiling_problem(
-    files: Mapping[str, bytes], width: int, height: int, tiles: int, bits: int
+    files: Mapping[str, bytes],
+    width: int,
+    height: int,
+    tiles: int,
+    bits: int,
+    fmt: str = "png",
+    alpha: bool = False,
 ) -> str | None:
     """Why this scene cannot be rendered in `tiles` tiles, or None when it can."""
     try:
         tile_grid(width, height, tiles, BLOCK_SIZE)
     except TileError as exc:
         return str(exc)
+    if alpha and fmt == "bmp":
+        return (
+            "POV-Ray's BMP with alpha (Output_Alpha) is a kind Pillow reads without the "
+            "alpha, so tiles could not be stitched; use --format png or tga"
+        )
     if bits > 8:
         return (
             f"tiles are stitched with 8 bits per colour, and the scene asks for {bits}; "
