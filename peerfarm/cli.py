@@ -156,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--priority", type=int, default=0, help="higher renders first (default 0)")
     p.add_argument(
+        "--video",
+        action="store_true",
+        help="also make NAME.mp4 (H.264) of the frames; needs ffmpeg on the node you submit to",
+    )
+    p.add_argument(
+        "--fps",
+        type=int,
+        default=24,
+        metavar="N",
+        help="frames per second of the video and the GIF (default 24)",
+    )
+    p.add_argument(
         "--wait",
         action="store_true",
         help="show progress and return once every frame is in the output folder",
@@ -320,6 +332,8 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         "chunk_size": args.chunk,
         "tiles": args.tiles,
         "format": args.format,
+        "video": args.video,
+        "fps": args.fps,
         "padding": args.padding,
         "width": width,
         "height": height,
@@ -385,9 +399,10 @@ async def wait_for_job(node: str, job_id: str, out=sys.stdout) -> int:  # noqa: 
         print(file=out)
     elapsed = time.monotonic() - started
     animation = job["gif"] or f"none ({job.get('output_note') or 'no GIF'})"
+    video = f"; video: {job['video_path']}" if job.get("video_path") else ""
     print(
         f"done: {job['frames_total']} frames in {job['output']} ({elapsed:.1f}s); "
-        f"animation: {animation}",
+        f"animation: {animation}{video}",
         file=out,
         flush=True,
     )

@@ -6,14 +6,15 @@ import hashlib
 import re
 from typing import Any
 
-from peerfarm.core.actions import MAX_CHUNKS, PAYLOADS, chunk_count
+from peerfarm.core.actions import MAX_CHUNKS, MAX_FPS, PAYLOADS, chunk_count
 from peerfarm.core.tiles import MAX_TILES, TileError, tile_grid
-from peerfarm.formats import DEFAULT_FORMAT, format_name, why_not_stitched
+from peerfarm.formats import DEFAULT_FORMAT, format_name, why_no_video, why_not_stitched
 from peerfarm.renderers.base import Renderer, RendererError
 
 DEFAULT_SIZE = (320, 240)
 DEFAULT_CHUNK = 4
 DEFAULT_PADDING = 4
+DEFAULT_FPS = 24
 
 
 class SubmitError(ValueError):
@@ -82,14 +83,19 @@ def manifest_of(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
 
 
 def build_new_job(
-    spec: dict[str, Any], job_id: str, plugins: dict[str, Renderer], farm_renderers: set[str]
+    spec: dict[str, Any],
+    job_id: str,
+    plugins: dict[str, Renderer],
+    farm_renderers: set[str],
+    video_problem: str | None = None,
 ) -> dict[str, Any]:
     """Validate a submit request and return the NEW_JOB payload.
 
     ``spec`` keys: scene (scene text), name, renderer, renderer_version, frames
-    ([A, B] or None: the scene's own range), chunk_size, tiles, format, width,
-    height, output, priority. ``plugins`` are the renderer plugins this node knows;
-    ``farm_renderers`` the renderers some node of the farm advertises.
+    ([A, B] or None: the scene's own range), chunk_size, tiles, format, video, fps,
+    width, height, output, priority. ``plugins`` are the renderer plugins this node
+    knows; ``farm_renderers`` the renderers some node of the farm advertises;
+    ``video_problem`` why this node cannot encode a video (None: it can).
     """
     renderer = spec.get("renderer") or "builtin"
     plugin = plugins.get(renderer)
@@ -130,6 +136,18 @@ def build_new_job(
                 f"--tiles with --format {fmt}: {why}; use a lossless format Pillow reads "
                 f"({', '.join(f for f in plugin.formats if why_not_stitched(f) is None)}) "
                 "or submit without --tiles"
+            )
+    video = spec.get("video") or False
+    fps = spec.get("fps") or DEFAULT_FPS
+    if type(fps) is not int or not 1 <= fps <= MAX_FPS:
+        raise SubmitError(f"--fps must be a whole number from 1 to {MAX_FPS} (got {fps})")
+    if video is not False:
+        why = why_no_video(fmt) if video is True else "expected true or false"
+        if why is not None:
+            raise SubmitError(f"--video with --format {fmt}: {why}; use --format png")
+        if video_problem is not None:
+            raise SubmitError(
+                f"--video: this node encodes the video when the frames are in, and {video_problem}"
             )
     spec = {**spec, "tiles": tiles, "format": fmt}
     try:
@@ -182,6 +200,8 @@ def build_new_job(
         "priority": spec.get("priority") or 0,
         "tiles": tiles,
         "format": fmt,
+        "video": video,
+        "fps": fps,
     }
     why = PAYLOADS["NEW_JOB"](payload)
     if why is None and last < first:

@@ -96,3 +96,27 @@ def test_povray_tiles_stitched_as_tga_match_a_direct_render(farm, tmp_path):
     with Image.open(out / "ball_0001.tga") as ours, Image.open(direct_dir / "direct.tga") as theirs:
         assert ours.format == "TGA"
         assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+@pytest.mark.skipif(
+    not (shutil.which("ffmpeg") and shutil.which("ffprobe")) and not os.environ.get("CI"),
+    reason="ffmpeg is not installed (Debian/Ubuntu: apt-get install ffmpeg)",
+)
+def test_video_of_tiled_frames(farm, tmp_path):
+    from test_video import probe
+
+    _, nodes = farm
+    out = tmp_path / "out"
+    job_id, printed = submit_and_wait(
+        nodes[0], "builtin:demo", "--frames", "1-6", "--size", "65x49", "--tiles", "2",
+        "--video", "--fps", "12", "--output", str(out),
+    )  # fmt: skip
+    job = job_of(status(nodes[0]), job_id)
+    assert (job["video"], job["fps"], job["video_path"]) == (True, 12, str(out / "demo.mp4"))
+    assert f"video: {out / 'demo.mp4'}" in printed
+    stream = probe(out / "demo.mp4")
+    assert (stream["codec_name"], stream["pix_fmt"]) == ("h264", "yuv420p")
+    assert (stream["width"], stream["height"]) == (66, 50)  # 65x49 padded to even
+    assert (stream["nb_read_frames"], stream["r_frame_rate"]) == ("6", "12/1")
+    with Image.open(out / "demo.gif") as gif:
+        assert abs(gif.info["duration"] - 1000 / 12) < 10  # GIF counts in 1/100 s

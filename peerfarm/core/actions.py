@@ -22,6 +22,7 @@ MAX_FRAME = 10_000_000
 MAX_CHUNKS = 100_000
 MAX_SCENE_BYTES = 256 * 1024
 MAX_SEQ = 2**62
+MAX_FPS = 240
 
 PEER_JOINED = "PEER_JOINED"
 PEER_LEFT = "PEER_LEFT"
@@ -89,6 +90,10 @@ PAYLOADS: dict[str, s.Check] = {
             "tiles": s.integer(1, MAX_TILES),
             # the frames' image format, also their file extension; absent means png
             "format": s.file_extension,
+            # the submitter encodes an MP4 of the frames (absent: false), at fps (absent:
+            # 24; also the GIF's frame rate)
+            "video": s.boolean,
+            "fps": s.integer(1, MAX_FPS),
         },
     ),
     CLAIM_CHUNK: s.record(_chunk_ref),

@@ -100,6 +100,8 @@ def _new_job(state: State, action: a.Action) -> State:
         submitted_lamport=action.lamport,
         tiles=p.get("tiles", 1),
         format=p.get("format", "png"),
+        video=p.get("video", False),
+        fps=p.get("fps", 24),
     )
     return state._replace(jobs=state.jobs.set(job.id, job))
 

@@ -72,6 +72,8 @@ class Job(NamedTuple):
     # is one tile of one frame: chunk i is tile i % tiles of frame frame_start + i // tiles.
     tiles: int = 1
     format: str = "png"  # image format of the frames = their file extension
+    video: bool = False  # the submitter encodes an MP4 of the frames
+    fps: int = 24  # frames per second of the video and the GIF
     state: str = ACTIVE
     # Only chunks that ever left "pending" are stored: absent means PENDING_CHUNK.
     chunks: Map = Map()

@@ -6,7 +6,9 @@ a submitter that was away simply collects when it comes back. Each frame is
 written atomically (temp file + rename, fsync) to the job's output folder;
 when the last one is in, an animated GIF of the job is written beside them.
 Thumbnails and the GIF need frames Pillow can read: for other formats (exr,
-hdr) they are skipped, and the job's progress says so.
+hdr) they are skipped, and the job's progress says so. A job submitted with
+--video then gets an MP4 of its frames (runtime/video.py, ffmpeg in a process
+of its own); the job is complete once it is written.
 
 A tiled job's tiles are pulled into this node's own frames folder (where the
 tiles it rendered itself already are); once every tile of a frame is there,
@@ -29,6 +31,7 @@ from peerfarm.formats import pillow_reads
 from peerfarm.jobspec import safe_name
 from peerfarm.runtime.stitch import StitchError, stitch_tiles
 from peerfarm.runtime.store import write_atomically
+from peerfarm.runtime.video import VideoError, encode_video
 
 if TYPE_CHECKING:
     from peerfarm.runtime.node import Node
@@ -37,7 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_FETCHES = 8
 RETRY_INTERVAL = 1.0
-GIF_FRAME_MS = 1000 // 24
 THUMBNAIL_SIZE = (160, 120)
 
 
@@ -47,6 +49,10 @@ def output_frame_path(job: Job, frame: int) -> Path:
 
 def output_gif_path(job: Job) -> Path:
     return Path(job.output) / f"{safe_name(job.name)}.gif"
+
+
+def output_video_path(job: Job) -> Path:
+    return Path(job.output) / f"{safe_name(job.name)}.mp4"
 
 
 class Collector:
@@ -73,6 +79,9 @@ class Collector:
             + sum(len(tiles) for frame, tiles in waiting.items() if frame not in collected),
             "complete": job.id in self._complete,
             "gif": str(output_gif_path(job)) if job.id in self._gif else None,
+            "video_path": str(output_video_path(job))
+            if job.video and job.id in self._complete
+            else None,
             "output_error": self._errors.get(job.id, ""),
             "output_note": _previews_note(job),
         }
@@ -255,6 +264,17 @@ class Collector:
             self._gif.add(job.id)
         else:
             log.info("job %s: %s", job.id, _previews_note(job))
+        if job.video:
+            frames = [output_frame_path(job, f) for f in range(job.frame_start, job.frame_end + 1)]
+            try:
+                await encode_video(frames, job.format, job.fps, output_video_path(job))
+            except (VideoError, OSError) as exc:
+                self._errors[job.id] = (
+                    f"the frames are in {job.output}, but the video could not be made: {exc}"
+                )
+                log.error("job %s: %s", job.id, self._errors[job.id])
+                return
+            log.info("job %s: video %s", job.id, output_video_path(job))
         self._complete.add(job.id)
         log.info(
             "job %s (%s): all %d frames are in %s", job.id, job.name, job.frames_total, job.output
@@ -326,7 +346,12 @@ def _write_gif(job: Job) -> None:
         first, rest = frames[0], frames[1:]
         tmp = output_gif_path(job).with_suffix(".gif.tmp")
         first.save(
-            tmp, format="GIF", save_all=True, append_images=rest, duration=GIF_FRAME_MS, loop=0
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=rest,
+            duration=round(1000 / job.fps),
+            loop=0,
         )
         tmp.replace(output_gif_path(job))
     finally:

@@ -36,6 +36,7 @@ from peerfarm.runtime.blobs import BlobStore, serve_blob
 from peerfarm.runtime.discovery import LanDiscovery
 from peerfarm.runtime.link import HandshakeError, Link
 from peerfarm.runtime.renderer_logs import collect_logs, read_log_tail
+from peerfarm.runtime.video import ffmpeg_problem
 from peerfarm.wire.framing import ProtocolError
 from peerfarm.wire.messages import PROTOCOL_VERSION, MessageError, message
 
@@ -212,7 +213,10 @@ class Node:
         }
         files = check_files(spec.get("files"))
         spec = {**spec, "manifest": await trio.to_thread.run_sync(manifest_of, files)}
-        payload = build_new_job(spec, job_id, self.plugins, farm_renderers)
+        video_problem = None
+        if spec.get("video"):  # this node's collector will run ffmpeg
+            video_problem = await trio.to_thread.run_sync(ffmpeg_problem)
+        payload = build_new_job(spec, job_id, self.plugins, farm_renderers, video_problem)
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
         self.emit(act.NEW_JOB, payload)
@@ -267,6 +271,8 @@ class Node:
                 "chunks_done": job.chunks_done,
                 "tiles": job.tiles,
                 "format": job.format,
+                "video": job.video,
+                "fps": job.fps,
                 "priority": job.priority,
                 "output": job.output,
                 "error": job.error,
