@@ -149,9 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", metavar="A-B", help="frame range (default: the scene's own)")
     p.add_argument("--chunk", type=int, default=None, metavar="N", help="frames per chunk")
     p.add_argument(
+        "--tiles",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cut each frame into N tiles rendered by different nodes and stitched by the "
+        "submitter; each chunk is then one tile (default 1: whole frames)",
+    )
+    p.add_argument(
         "--size",
         metavar="WxH",
         help="image size (default: the scene's own; 320x240 for built-in scenes)",
+    )
+    p.add_argument(
+        "--format",
+        default="png",
+        metavar="FMT",
+        help="image format of the frames, also their file extension (default png); "
+        "builtin: png jpg tiff bmp; povray: png jpg tga bmp ppm exr hdr",
     )
     p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
     p.add_argument(
@@ -183,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="digits of the frame number in file names (default 4: name_0001.png)",
     )
     p.add_argument("--priority", type=int, default=0, help="higher renders first (default 0)")
+    p.add_argument(
+        "--video",
+        action="store_true",
+        help="also make NAME.mp4 (H.264) of the frames; needs ffmpeg on the node you submit to",
+    )
+    p.add_argument(
+        "--fps",
+        type=int,
+        default=24,
+        metavar="N",
+        help="frames per second of the video and the GIF (default 24)",
+    )
     p.add_argument(
         "--wait",
         action="store_true",
@@ -401,6 +428,10 @@ def job_spec(args: argparse.Namespace, spool: Path | None = None) -> dict[str, A
         "options": args.renderer_option,
         "frames": list(parse_frames(args.frames)) if args.frames else None,
         "chunk_size": args.chunk,
+        "tiles": args.tiles,
+        "format": args.format,
+        "video": args.video,
+        "fps": args.fps,
         "padding": args.padding,
         "width": width,
         "height": height,
@@ -443,13 +474,19 @@ async def wait_for_job(
                 raise CliError(f"job {job_id} is not known to the node at {node}")
             total, done = job["frames_total"], job["frames_done"]
             collected = job.get("frames_collected", 0)
-            fps = done / max(time.monotonic() - started, 1e-6)
-            eta = f"{(total - done) / fps:5.0f}s" if fps > 0 else "    ?"
+            rate = done / max(time.monotonic() - started, 1e-6)
+            unit = "frames"
+            if job.get("tiles", 1) > 1:  # a tiled still: tiles show the progress
+                total, done = job["chunks_total"], job["chunks_done"]
+                rate = done / max(time.monotonic() - started, 1e-6)
+                unit = f"tiles ({job['frames_done']}/{job['frames_total']} frames)"
+            eta = f"{(total - done) / rate:5.0f}s" if rate > 0 else "    ?"
             width = 30
             filled = int(width * done / total) if total else width
+            per_second = "tiles/s" if job.get("tiles", 1) > 1 else "fps"
             line = (
-                f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} frames, "
-                f"{fps:4.1f} fps, ETA {eta}, {collected} in output, {job['state']}"
+                f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}, "
+                f"{rate:4.1f} {per_second}, ETA {eta}, {collected} in output, {job['state']}"
             )
             if tty:
                 print("\r" + line, end="", file=out, flush=True)
@@ -469,9 +506,11 @@ async def wait_for_job(
     if tty:
         print(file=out)
     elapsed = time.monotonic() - started
+    animation = job["gif"] or f"none ({job.get('output_note') or 'no GIF'})"
+    video = f"; video: {job['video_path']}" if job.get("video_path") else ""
     print(
         f"done: {job['frames_total']} frames in {job['output']} ({elapsed:.1f}s); "
-        f"animation: {job['gif']}",
+        f"animation: {animation}{video}",
         file=out,
         flush=True,
     )
@@ -492,9 +531,11 @@ async def status(args: argparse.Namespace) -> int:
         print(f"  {p['name'] or '?':<16} {p['address']:<22} {p['state']:<8} {link}")
     print(f"\njobs ({len(st['jobs'])}):")
     for j in st["jobs"]:
+        tiles = j.get("tiles", 1)
+        detail = f", {j['chunks_done']}/{j['chunks_total']} tiles" if tiles > 1 else ""
         print(
             f"  {j['id']}  {j['name']:<16} {j['state']:<10} {j['frames_done']}/{j['frames_total']}"
-            f" frames"
+            f" frames{detail}"
         )
     return 0
 
@@ -515,7 +556,10 @@ async def show_logs(args: argparse.Namespace) -> int:
         a, b = entry["frames"]
         where = entry["node_name"] or entry["node_id"][:8]
         note = ", failed here" if entry["failed_here"] else ""
-        print(f"== chunk {entry['chunk']} (frames {a}-{b}, {entry['state']}) on {where}{note} ==")
+        part = (
+            f"frames {a}-{b}" if entry.get("tile") is None else f"tile {entry['tile']} of frame {a}"
+        )
+        print(f"== chunk {entry['chunk']} ({part}, {entry['state']}) on {where}{note} ==")
         print(entry["text"].rstrip() or "(empty)")
         print()
     return 0

@@ -7,12 +7,15 @@ import re
 from typing import Any
 
 from peerfarm.core import schema
-from peerfarm.core.actions import MAX_CHUNKS, PAYLOADS, chunk_count
+from peerfarm.core.actions import MAX_CHUNKS, MAX_FPS, PAYLOADS, chunk_count
+from peerfarm.core.tiles import MAX_TILES, TileError, tile_grid
+from peerfarm.formats import DEFAULT_FORMAT, format_name, why_no_video, why_not_stitched
 from peerfarm.renderers.base import Renderer, RendererError
 
 DEFAULT_SIZE = (320, 240)
 DEFAULT_CHUNK = 4
 DEFAULT_PADDING = 4
+DEFAULT_FPS = 24
 
 
 class SubmitError(ValueError):
@@ -101,14 +104,19 @@ def manifest_of(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
 
 
 def build_new_job(
-    spec: dict[str, Any], job_id: str, plugins: dict[str, Renderer], farm_renderers: set[str]
+    spec: dict[str, Any],
+    job_id: str,
+    plugins: dict[str, Renderer],
+    farm_renderers: set[str],
+    video_problem: str | None = None,
 ) -> dict[str, Any]:
     """Validate a submit request and return the NEW_JOB payload.
 
     ``spec`` keys: scene (scene text), name, renderer, renderer_version, frames
-    ([A, B] or None: the scene's own range), chunk_size, width, height, output,
-    priority. ``plugins`` are the renderer plugins this node knows;
-    ``farm_renderers`` the renderers some node of the farm advertises.
+    ([A, B] or None: the scene's own range), chunk_size, tiles, format, video, fps,
+    width, height, output, priority. ``plugins`` are the renderer plugins this node
+    knows; ``farm_renderers`` the renderers some node of the farm advertises;
+    ``video_problem`` why this node cannot encode a video (None: it can).
     """
     renderer = spec.get("renderer") or "builtin"
     plugin = plugins.get(renderer)
@@ -121,6 +129,48 @@ def build_new_job(
             f"no node of this farm can render {renderer!r} now (farm renderers: "
             f"{', '.join(sorted(farm_renderers)) or 'none'}); install it on a node first"
         )
+    tiles = spec.get("tiles") or 1
+    if type(tiles) is not int or not 1 <= tiles <= MAX_TILES:
+        raise SubmitError(f"--tiles must be a whole number from 1 to {MAX_TILES} (got {tiles})")
+    if tiles > 1 and not plugin.supports_tiles:
+        able = sorted(name for name, p in plugins.items() if p.supports_tiles)
+        raise SubmitError(
+            f"the {renderer} renderer cannot render tiles; submit without --tiles "
+            f"(renderers that can: {', '.join(able) or 'none'})"
+        )
+    if tiles > 1 and spec.get("chunk_size") not in (None, 1):
+        raise SubmitError(
+            f"--chunk {spec.get('chunk_size')} with --tiles {tiles}: a tiled job renders one "
+            "tile of one frame per chunk; leave out --chunk"
+        )
+    asked = str(spec.get("format") or DEFAULT_FORMAT)
+    fmt = format_name(asked)
+    if fmt not in plugin.formats:
+        raise SubmitError(
+            f"--format {asked}: the {renderer} renderer does not write {asked} frames; "
+            f"it writes {', '.join(plugin.formats)}"
+        )
+    if tiles > 1:
+        why = why_not_stitched(fmt)
+        if why is not None:
+            raise SubmitError(
+                f"--tiles with --format {fmt}: {why}; use a lossless format Pillow reads "
+                f"({', '.join(f for f in plugin.formats if why_not_stitched(f) is None)}) "
+                "or submit without --tiles"
+            )
+    video = spec.get("video") or False
+    fps = spec.get("fps") or DEFAULT_FPS
+    if type(fps) is not int or not 1 <= fps <= MAX_FPS:
+        raise SubmitError(f"--fps must be a whole number from 1 to {MAX_FPS} (got {fps})")
+    if video is not False:
+        why = why_no_video(fmt) if video is True else "expected true or false"
+        if why is not None:
+            raise SubmitError(f"--video with --format {fmt}: {why}; use --format png")
+        if video_problem is not None:
+            raise SubmitError(
+                f"--video: this node encodes the video when the frames are in, and {video_problem}"
+            )
+    spec = {**spec, "tiles": tiles, "format": fmt}
     try:
         scene_range = plugin.check_job(spec)
     except RendererError as exc:
@@ -136,13 +186,19 @@ def build_new_job(
     default = DEFAULT_SIZE if renderer == "builtin" else (0, 0)
     width = spec.get("width") or default[0]
     height = spec.get("height") or default[1]
-    chunk_size = spec.get("chunk_size") or DEFAULT_CHUNK
+    if tiles > 1 and width and height:  # else the plugin checked the scene's own size
+        try:
+            tile_grid(width, height, tiles, plugin.tile_align)
+        except TileError as exc:
+            raise SubmitError(f"--tiles {tiles}: {exc}") from None
+    chunk_size = 1 if tiles > 1 else spec.get("chunk_size") or DEFAULT_CHUNK
     if type(chunk_size) is not int or chunk_size < 1:
         raise SubmitError(
             f"--chunk must be a whole number of frames, at least 1 (got {chunk_size})"
         )
-    if last >= first and chunk_count(first, last, chunk_size) > MAX_CHUNKS:
-        raise SubmitError(f"more than {MAX_CHUNKS} chunks: use a bigger --chunk")
+    if last >= first and chunk_count(first, last, chunk_size, tiles) > MAX_CHUNKS:
+        more = "fewer --tiles or frames" if tiles > 1 else "a bigger --chunk"
+        raise SubmitError(f"more than {MAX_CHUNKS} chunks: use {more}")
     output = spec.get("output")
     if not isinstance(output, str) or not output:
         raise SubmitError("the job has no output folder")
@@ -163,6 +219,10 @@ def build_new_job(
         "height": height,
         "output": output,
         "priority": spec.get("priority") or 0,
+        "tiles": tiles,
+        "format": fmt,
+        "video": video,
+        "fps": fps,
     }
     why = PAYLOADS["NEW_JOB"](payload)
     if why is None and last < first:

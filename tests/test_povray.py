@@ -355,7 +355,7 @@ def test_forbidden_options_are_refused_by_name(option):
         ("Output_File_Name=/home/me/.bashrc", "peerfarm names the frames itself"),
         ("Library_Path=/etc", "only its own files"),
         ("+GA/tmp/all.log", "+GA/tmp/all.log"),
-        ("Start_Row=0.5", "partial images"),
+        ("Start_Row=0.5", "submit with --tiles N"),
         ("Output_To_File=off", "needs the frames as files"),
         ("Pretty_Colours=on", "not a setting peerfarm passes to POV-Ray"),
     ],

@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from peerfarm.core import schema as s
+from peerfarm.core.tiles import MAX_TILES
 
 MAX_FRAME = 10_000_000
 MAX_CHUNKS = 100_000
 MAX_SCENE_BYTES = 256 * 1024
 MAX_SEQ = 2**62
+MAX_FPS = 240
 
 PEER_JOINED = "PEER_JOINED"
 PEER_LEFT = "PEER_LEFT"
@@ -80,7 +82,19 @@ PAYLOADS: dict[str, s.Check] = {
             "options": s.list_of(s.text(200), 64),
             "output": s.text(4096, allow_empty=False),
             "priority": s.integer(-1000, 1000),
-        }
+        },
+        {
+            # Optional, so logs written before the field existed still load.
+            # tiles > 1: each frame is cut into that many tiles, one chunk per tile
+            # (chunk_size is then 1); absent means 1, whole frames.
+            "tiles": s.integer(1, MAX_TILES),
+            # the frames' image format, also their file extension; absent means png
+            "format": s.file_extension,
+            # the submitter encodes an MP4 of the frames (absent: false), at fps (absent:
+            # 24; also the GIF's frame rate)
+            "video": s.boolean,
+            "fps": s.integer(1, MAX_FPS),
+        },
     ),
     CLAIM_CHUNK: s.record(_chunk_ref),
     DONE: s.record(_claim_ref),
@@ -143,15 +157,21 @@ def validate_action(data: Any) -> Action:
         p = data["payload"]
         if p["frame_end"] < p["frame_start"]:
             why = "NEW_JOB payload: frame_end is before frame_start"
-        elif chunk_count(p["frame_start"], p["frame_end"], p["chunk_size"]) > MAX_CHUNKS:
+        elif p.get("tiles", 1) > 1 and p["chunk_size"] != 1:
+            why = "NEW_JOB payload: a tiled job renders one tile per chunk (chunk_size 1)"
+        elif (
+            chunk_count(p["frame_start"], p["frame_end"], p["chunk_size"], p.get("tiles", 1))
+            > MAX_CHUNKS
+        ):
             why = f"NEW_JOB payload: more than {MAX_CHUNKS} chunks; use a bigger chunk size"
     if why is not None:
         raise InvalidAction(why)
     return Action(data["type"], data["payload"], data["origin"], data["seq"], data["lamport"])
 
 
-def chunk_count(frame_start: int, frame_end: int, chunk_size: int) -> int:
-    return (frame_end - frame_start) // chunk_size + 1
+def chunk_count(frame_start: int, frame_end: int, chunk_size: int, tiles: int = 1) -> int:
+    """Chunks of a job: runs of ``chunk_size`` frames, or one per tile of each frame."""
+    return ((frame_end - frame_start) // chunk_size + 1) * tiles
 
 
 def chunk_frames(frame_start: int, frame_end: int, chunk_size: int, chunk: int) -> range:

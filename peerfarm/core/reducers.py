@@ -98,6 +98,10 @@ def _new_job(state: State, action: a.Action) -> State:
         priority=p["priority"],
         submitter=action.origin,
         submitted_lamport=action.lamport,
+        tiles=p.get("tiles", 1),
+        format=p.get("format", "png"),
+        video=p.get("video", False),
+        fps=p.get("fps", 24),
     )
     return state._replace(jobs=state.jobs.set(job.id, job))
 
@@ -133,6 +137,22 @@ def _claim_chunk(state: State, action: a.Action) -> State:
     return _put(state, job)
 
 
+def _complete_frames(job: Job, index: int) -> int:
+    """Frames of chunk ``index`` that are complete with every chunk as ``job`` has them:
+    all its frames, or for a tile the one frame once each of its tiles is done."""
+    if job.tiles == 1:
+        return len(job.frames_of(index))
+    return 1 if job.frame_complete(job.frames_of(index).start) else 0
+
+
+def _what(job: Job, index: int) -> str:
+    """How messages name a chunk: "frames 3-4", or "tile 2 of frame 7"."""
+    frames = job.frames_of(index)
+    if job.tiles > 1:
+        return f"tile {job.tile_of(index)} of frame {frames.start}"
+    return f"frames {frames.start}-{frames.stop - 1}"
+
+
 def _holds(chunk: Chunk, action: a.Action) -> bool:
     return (
         chunk.state == CLAIMED
@@ -154,8 +174,8 @@ def _done(state: State, action: a.Action) -> State:
     job = job._replace(
         chunks=job.chunks.set(index, chunk._replace(state=CHUNK_DONE, done_by=action.origin)),
         chunks_done=job.chunks_done + 1,
-        frames_done=job.frames_done + len(job.frames_of(index)),
     )
+    job = job._replace(frames_done=job.frames_done + _complete_frames(job, index))
     if job.state == ACTIVE and job.chunks_done == job.chunk_total:
         job = job._replace(state=JOB_DONE)
     return _put(state, job)
@@ -192,12 +212,11 @@ def _chunk_failed(state: State, action: a.Action) -> State:
         return _put(
             state, job._replace(chunks=job.chunks.set(index, chunk._replace(state=PENDING)))
         )
-    frames = job.frames_of(index)
     job = job._replace(chunks=job.chunks.set(index, chunk._replace(state=CHUNK_FAILED)))
     if job.state == ACTIVE:
         job = job._replace(
             state=JOB_FAILED,
-            error=f"frames {frames.start}-{frames.stop - 1} failed {attempts} times "
+            error=f"{_what(job, index)} failed {attempts} times "
             f"on {len(failed_on)} node(s): {error}",
         )
     return _put(state, job)
@@ -216,7 +235,7 @@ def _chunk_lost(state: State, action: a.Action) -> State:
     job = job._replace(
         chunks=job.chunks.set(index, chunk._replace(state=PENDING, done_by="")),
         chunks_done=job.chunks_done - 1,
-        frames_done=job.frames_done - len(job.frames_of(index)),
+        frames_done=job.frames_done - _complete_frames(job, index),  # before the change
         state=ACTIVE if job.state == JOB_DONE else job.state,
     )
     return _put(state, job)

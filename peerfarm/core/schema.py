@@ -102,6 +102,17 @@ def sha256_hex(v: Any) -> str | None:
     return None
 
 
+_EXTENSION = re.compile(r"[a-z0-9]{1,8}")
+
+
+def file_extension(v: Any) -> str | None:
+    # An image format's name is its frames' file extension: nothing that could
+    # change the folder or the rest of a file name.
+    if type(v) is not str or not _EXTENSION.fullmatch(v):
+        return "expected a format name (1-8 of a-z, 0-9), e.g. png"
+    return None
+
+
 _RENDERER = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 

@@ -68,18 +68,24 @@ class Job(NamedTuple):
     priority: int
     submitter: str
     submitted_lamport: int
+    # > 1: every frame is cut into this many tiles (peerfarm.core.tiles) and each chunk
+    # is one tile of one frame: chunk i is tile i % tiles of frame frame_start + i // tiles.
+    tiles: int = 1
+    format: str = "png"  # image format of the frames = their file extension
+    video: bool = False  # the submitter encodes an MP4 of the frames
+    fps: int = 24  # frames per second of the video and the GIF
     state: str = ACTIVE
     # Only chunks that ever left "pending" are stored: absent means PENDING_CHUNK.
     chunks: Map = Map()
     chunks_done: int = 0
-    frames_done: int = 0
-    frame_renders: int = 0  # frame renders started, duplicates included
+    frames_done: int = 0  # frames whose every chunk (or tile) is done
+    frame_renders: int = 0  # frame renders (tile renders, if tiled) started, duplicates included
     error: str = ""
     failures: Map = Map()  # node id -> chunks of this job it failed
 
     @property
     def chunk_total(self) -> int:
-        return chunk_count(self.frame_start, self.frame_end, self.chunk_size)
+        return chunk_count(self.frame_start, self.frame_end, self.chunk_size, self.tiles)
 
     @property
     def frames_total(self) -> int:
@@ -87,16 +93,41 @@ class Job(NamedTuple):
 
     def frame_file_name(self, frame: int) -> str:
         """``<name>_0001.png``: the name a frame has everywhere (job names are file-safe)."""
-        return f"{self.name}_{frame:0{self.padding}d}.png"
+        return f"{self.name}_{frame:0{self.padding}d}.{self.format}"
 
     def chunk(self, index: int) -> Chunk:
         return self.chunks.get(index, PENDING_CHUNK)
 
+    def tile_file_name(self, frame: int, tile: int) -> str:
+        """``<name>_0001.tile3.png``: one tile of a frame, on the node that rendered it
+        and on the submitter until the frame is stitched."""
+        return f"{self.name}_{frame:0{self.padding}d}.tile{tile}.{self.format}"
+
     def frames_of(self, index: int) -> range:
+        if self.tiles > 1:
+            frame = self.frame_start + index // self.tiles
+            return range(frame, frame + 1)
         return chunk_frames(self.frame_start, self.frame_end, self.chunk_size, index)
 
+    def tile_of(self, index: int) -> int | None:
+        """The tile chunk ``index`` renders, or None when the job renders whole frames."""
+        return index % self.tiles if self.tiles > 1 else None
+
     def chunk_of_frame(self, frame: int) -> int:
-        return (frame - self.frame_start) // self.chunk_size
+        """The chunk that renders ``frame`` (its first tile, if tiled)."""
+        return self.chunks_of_frame(frame).start
+
+    def chunks_of_frame(self, frame: int) -> range:
+        """Every chunk that renders a part of ``frame``: one, or one per tile."""
+        if self.tiles > 1:
+            first = (frame - self.frame_start) * self.tiles
+            return range(first, first + self.tiles)
+        index = (frame - self.frame_start) // self.chunk_size
+        return range(index, index + 1)
+
+    def frame_complete(self, frame: int) -> bool:
+        """Whether every chunk of ``frame`` is done."""
+        return all(self.chunk(i).state == CHUNK_DONE for i in self.chunks_of_frame(frame))
 
     def takes(self, node_id: str) -> bool:
         """False once the node failed too many chunks of this job (it is blocklisted)."""

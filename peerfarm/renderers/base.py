@@ -6,6 +6,16 @@ builds the command that renders one chunk (all its frames in one process, so
 start-up is paid once per chunk), and reads progress from that process's
 output. The built-in ray tracer is a plugin like any other; third parties add
 theirs through the ``peerfarm.renderers`` entry-point group.
+
+Tiles: a plugin that sets ``supports_tiles`` renders one tile of one frame when
+``chunk_command`` gets ``tile=(index, count)``. The tile's pixels are
+``peerfarm.core.tiles.tile_box(width, height, count, index, tile_align)``; the
+renderer writes an image of the whole frame's size in which only that box
+counts (what POV-Ray and Blender write for a border render). The submitter
+stitches the boxes of all tiles into the frame; a frame of tiles must be pixel
+for pixel the frame rendered whole, so a plugin refuses (in ``check_job``)
+whatever it cannot tile that way. Plugins that leave ``supports_tiles`` False
+never get a tiled job: `peerfarm submit --tiles` is refused for them.
 """
 
 from __future__ import annotations
@@ -23,6 +33,13 @@ class RendererError(ValueError):
 class Renderer(ABC):
     #: The name jobs use (`--renderer NAME`) and nodes advertise.
     name: str = ""
+    #: Whether chunk_command can render one tile of a frame (see the module doc).
+    supports_tiles: bool = False
+    #: Tile edges fall on multiples of this many pixels (the renderer's block size).
+    tile_align: int = 1
+    #: The image formats it writes (names from peerfarm.formats, which are also the
+    #: frames' file extensions); jobs ask for one with `--format`, png by default.
+    formats: tuple[str, ...] = ("png",)
 
     @abstractmethod
     def probe(self) -> str | None:
@@ -37,8 +54,10 @@ class Renderer(ABC):
 
         ``spec["files"]`` maps package paths to contents: bytes, or (for files a
         client uploaded as blobs) the path of a file holding them, which may be
-        big: read what you need of it. Runs in a thread; may block. Raises
-        RendererError with a message the user can act on.
+        big: read what you need of it. ``spec["tiles"]`` (when above 1) asks for
+        tiled frames: a plugin that supports tiles checks that the image has room
+        for them and that the scene renders the same tiled as whole. Runs in a
+        thread; may block. Raises RendererError with a message the user can act on.
         """
 
     @abstractmethod
@@ -50,7 +69,12 @@ class Renderer(ABC):
         self, job: Any, frames: range, work_dir: Path, output_pattern: str
     ) -> list[str]:
         """The command that renders ``frames`` into files named by ``output_pattern``
-        (a Python format string with a ``frame`` field)."""
+        (a Python format string with a ``frame`` field), in the image format
+        ``job.format`` (one of ``formats``; the pattern ends with its extension).
+
+        A plugin with ``supports_tiles`` also takes a keyword ``tile=(index, count)``:
+        render tile ``index`` of ``count`` of the single frame in ``frames``.
+        """
 
     def frame_finished(self, line: str) -> bool:
         """True when a line of the renderer's standard output reports a finished frame."""
@@ -94,6 +118,21 @@ def frame_range_arg(text: str) -> tuple[int, int]:
         return parse_frames(text)
     except SubmitError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def tile_arg(text: str) -> tuple[int, int]:
+    """argparse type for a renderer process's ``--tile I/N``: tile I (0-based) of N."""
+    import argparse
+    import re
+
+    from peerfarm.core.tiles import MAX_TILES
+
+    match = re.fullmatch(r"(\d{1,3})/(\d{1,3})", text)
+    if not match or not int(match[1]) < int(match[2]) <= MAX_TILES:
+        raise argparse.ArgumentTypeError(
+            f"expected I/N, tile I (0-based) of N tiles, N up to {MAX_TILES}; got {text!r}"
+        )
+    return int(match[1]), int(match[2])
 
 
 def escape_braces(text: str) -> str:

@@ -40,6 +40,7 @@ from peerfarm.runtime.discovery import LanDiscovery
 from peerfarm.runtime.link import HandshakeError, Link, accept, dial
 from peerfarm.runtime.renderer_logs import collect_logs, read_log_tail
 from peerfarm.runtime.tls import server_context
+from peerfarm.runtime.video import ffmpeg_problem
 from peerfarm.scenes import DEFAULT_LIMITS
 from peerfarm.security.farm_key import FarmKey, key_id_of
 from peerfarm.security.identity import Identity, load_or_create_identity
@@ -124,8 +125,9 @@ class Node:
         self._dialing: set[str] = set()  # node ids / bootstrap addresses with a dial loop
         self._join_vv: dict[str, int] | None = None
         # Requests to peers awaiting their answer: key -> (answered, [answer message]).
-        # key: (peer id, kind, job id, frame or chunk), or (peer id, "blob", sha, offset)
-        self._waiters: dict[tuple[str, str, str, int], tuple[trio.Event, list[dict[str, Any]]]] = {}
+        # key: (peer id, "frame", job id, frame, tile or -1), (peer id, "log", job id, chunk)
+        # or (peer id, "blob", sha, offset)
+        self._waiters: dict[tuple[Any, ...], tuple[trio.Event, list[dict[str, Any]]]] = {}
         self.plugins = renderer_plugins()
         self.renderers: dict[str, str] = {}  # what this machine can render: name -> version
         self.worker: Any = None
@@ -254,9 +256,12 @@ class Node:
         else:
             files = check_files(spec.get("files"))
             spec = {**spec, "manifest": await trio.to_thread.run_sync(manifest_of, files)}
+        video_problem = None
+        if spec.get("video"):  # this node's collector will run ffmpeg
+            video_problem = await trio.to_thread.run_sync(ffmpeg_problem)
         # In a thread: a plugin may run its renderer to read the scene (Blender does).
         payload = await trio.to_thread.run_sync(
-            build_new_job, spec, job_id, self.plugins, farm_renderers
+            build_new_job, spec, job_id, self.plugins, farm_renderers, video_problem
         )
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
@@ -311,9 +316,11 @@ class Node:
             raise SubmitError(f"job {job_id} is already {job.state}")
         self.emit(act.CANCEL_JOB, {"job_id": job_id})
 
-    def frame_path(self, job: Job, frame: int) -> Path:
-        """Where this node keeps a frame it rendered."""
-        return self.data_dir / "frames" / job.id / job.frame_file_name(frame)
+    def frame_path(self, job: Job, frame: int, tile: int | None = None) -> Path:
+        """Where this node keeps a frame (or one tile of a frame) it rendered; the
+        submitter also keeps the tiles it pulled there until it stitches the frame."""
+        name = job.frame_file_name(frame) if tile is None else job.tile_file_name(frame, tile)
+        return self.data_dir / "frames" / job.id / name
 
     def status(self) -> dict[str, Any]:
         state = self.state
@@ -348,6 +355,10 @@ class Node:
                 "frame_renders": job.frame_renders,
                 "chunks_total": job.chunk_total,
                 "chunks_done": job.chunks_done,
+                "tiles": job.tiles,
+                "format": job.format,
+                "video": job.video,
+                "fps": job.fps,
                 "priority": job.priority,
                 "output": job.output,
                 "error": job.error,
@@ -381,7 +392,7 @@ class Node:
         return link if link is not None and not link.closed.is_set() else None
 
     async def ask(
-        self, peer_id: str, request: dict[str, Any], key: tuple[str, str, int], timeout: float
+        self, peer_id: str, request: dict[str, Any], key: tuple[Any, ...], timeout: float
     ) -> dict[str, Any] | None:
         """Send a request to a peer and wait for the answer with the same key
         (None if the peer is not linked or does not answer in time)."""
@@ -400,11 +411,16 @@ class Node:
             self._waiters.pop(full_key, None)
         return waiter[1][0] if waiter[1] else None
 
-    async def fetch_frame(self, holder: str, job_id: str, frame: int) -> bytes | None:
-        """Ask the node that rendered a frame for its bytes: None if it cannot be asked
-        now, b"" if it answers that it does not hold the frame."""
+    async def fetch_frame(
+        self, holder: str, job_id: str, frame: int, tile: int | None = None
+    ) -> bytes | None:
+        """Ask the node that rendered a frame (or one tile of it) for its bytes: None if
+        it cannot be asked now, b"" if it answers that it does not hold it."""
         request = message("GET_FRAME", job_id=job_id, frame=frame)
-        reply = await self.ask(holder, request, ("frame", job_id, frame), FRAME_FETCH_TIMEOUT)
+        if tile is not None:
+            request["tile"] = tile
+        key = ("frame", job_id, frame, -1 if tile is None else tile)
+        reply = await self.ask(holder, request, key, FRAME_FETCH_TIMEOUT)
         if reply is None:
             return None
         return reply["data"] if reply["type"] == "FRAME" else b""
@@ -856,12 +872,12 @@ class Node:
             self._join_vv = msg["vv"]
             self._check_synced()
         elif kind == "GET_FRAME":
-            await self._serve_frame(link, msg["job_id"], msg["frame"])
+            await self._serve_frame(link, msg["job_id"], msg["frame"], msg.get("tile"))
         elif kind in ("FRAME", "FRAME_MISSING", "LOG"):
             if kind == "LOG":
                 key = (link.peer_id, "log", msg["job_id"], msg["chunk"])
             else:
-                key = (link.peer_id, "frame", msg["job_id"], msg["frame"])
+                key = (link.peer_id, "frame", msg["job_id"], msg["frame"], msg.get("tile", -1))
             waiter = self._waiters.get(key)
             if waiter is not None and not waiter[0].is_set():
                 waiter[1].append(msg)
@@ -906,25 +922,23 @@ class Node:
         except SubmitError as exc:
             return message("REFUSED", message=str(exc))
 
-    async def _serve_frame(self, link: Link, job_id: str, frame: int) -> None:
+    async def _serve_frame(self, link: Link, job_id: str, frame: int, tile: int | None) -> None:
         job = self.state.jobs.get(job_id)
         data = None
         if job is not None and job.state != CANCELLED:
             try:
-                data = await trio.to_thread.run_sync(self.frame_path(job, frame).read_bytes)
+                path = self.frame_path(job, frame, tile)
+                data = await trio.to_thread.run_sync(path.read_bytes)
             except OSError:
                 data = None
+        extra = {} if tile is None else {"tile": tile}
         if data is None:
-            await link.send(
-                message(
-                    "FRAME_MISSING",
-                    job_id=job_id,
-                    frame=frame,
-                    reason="this node does not hold that frame",
-                )
-            )
+            what = "that frame" if tile is None else f"tile {tile} of that frame"
+            reason = f"this node does not hold {what}"
+            reply = message("FRAME_MISSING", job_id=job_id, frame=frame, reason=reason, **extra)
         else:
-            await link.send(message("FRAME", job_id=job_id, frame=frame, data=data))
+            reply = message("FRAME", job_id=job_id, frame=frame, data=data, **extra)
+        await link.send(reply)
 
 
 def _advertised_host(host: str) -> str:

@@ -37,7 +37,7 @@ def chunks_of_interest(job: Job, frame: int | None) -> list[int]:
             raise SubmitError(
                 f"frame {frame} is not in job {job.id} (frames {job.frame_start}-{job.frame_end})"
             )
-        return [job.chunk_of_frame(frame)]
+        return list(job.chunks_of_frame(frame))
     failed = sorted(i for i, c in job.chunks.items() if c.failed_on)
     if failed:
         return failed[:MAX_CHUNKS_LISTED]
@@ -78,6 +78,7 @@ async def collect_logs(node: Node, job_id: str, frame: int | None) -> list[dict[
                     "node_name": peer.name if peer else "",
                     "chunk": index,
                     "frames": [frames.start, frames.stop - 1],
+                    "tile": job.tile_of(index),
                     "state": chunk.state,
                     "failed_here": holder in chunk.failed_on,
                     "text": text,

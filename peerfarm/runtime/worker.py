@@ -38,6 +38,7 @@ class Render:
     chunk: int
     claim_seq: int
     frames: range
+    tile: int | None  # the tile of frames.start this chunk renders; None: whole frames
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     frames_finished: int = 0
     stop_reason: str = ""
@@ -59,6 +60,7 @@ class Worker:
                     "job_id": r.job_id,
                     "chunk": r.chunk,
                     "frames": [r.frames.start, r.frames.stop - 1],
+                    "tile": r.tile,
                     "frames_finished": r.frames_finished,
                 }
                 for r in self.renders.values()
@@ -128,7 +130,7 @@ class Worker:
             self._start(nursery, job, index, claim.seq)
 
     def _start(self, nursery: trio.Nursery, job: Job, index: int, claim_seq: int) -> None:
-        render = Render(job.id, index, claim_seq, job.frames_of(index))
+        render = Render(job.id, index, claim_seq, job.frames_of(index), job.tile_of(index))
         self.renders[(job.id, index)] = render
         nursery.start_soon(self._render, render)
 
@@ -233,8 +235,15 @@ class Worker:
             return False, f"could not get the scene files: {exc}"
         await trio.to_thread.run_sync(_prepare, plugin, job, work_dir, log_file, out_dir)
         frames = render.frames
-        pattern = output_pattern(out_dir, job.name, job.padding)
-        cmd = plugin.chunk_command(job, frames, work_dir, pattern)
+        if render.tile is None:
+            pattern = output_pattern(out_dir, job.name, job.padding, job.format)
+            cmd = plugin.chunk_command(job, frames, work_dir, pattern)
+        else:
+            # name_0001.tile3.png, as Job.tile_file_name has it
+            ext = f"tile{render.tile}.{job.format}"
+            pattern = output_pattern(out_dir, job.name, job.padding, ext)
+            tile = (render.tile, job.tiles)
+            cmd = plugin.chunk_command(job, frames, work_dir, pattern, tile=tile)
         temp_dir = work_dir / ".home"
         temp_dir.mkdir(exist_ok=True)
         with open(log_file, "ab") as stderr:
@@ -260,7 +269,7 @@ class Worker:
                             node._notify_change()
             code = proc.returncode
         if code == 0:
-            missing = [f for f in frames if not node.frame_path(job, f).exists()]
+            missing = [f for f in frames if not node.frame_path(job, f, render.tile).exists()]
             if not missing:
                 return True, ""
             return False, f"the renderer exited without writing frames {missing}"

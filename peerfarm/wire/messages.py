@@ -11,10 +11,13 @@ from typing import Any
 
 from peerfarm.core import schema as s
 from peerfarm.core.actions import MAX_CHUNKS, MAX_FRAME
+from peerfarm.core.tiles import MAX_TILES
 from peerfarm.security.identity import MAX_CERT_BYTES
 from peerfarm.security.proof import NONCE_BYTES
 
-PROTOCOL_VERSION = 2  # 2: TLS 1.3 and the farm-key proof on every connection
+# 2: TLS 1.3 and the farm-key proof on every connection; NEW_JOB tiles/format/video/fps;
+# GET_FRAME / FRAME / FRAME_MISSING tile
+PROTOCOL_VERSION = 2
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
 MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
@@ -30,6 +33,7 @@ _action = lambda v: None  # noqa: E731
 _vv = s.map_of(s.node_id, s.integer(0, 2**62), 1_000_000)
 _kwl_entry = s.record({"node_id": s.node_id, "address": s.address, "name": s.text(64)})
 _any_map = lambda v: None if type(v) is dict else "expected a map"  # noqa: E731
+_tile = {"tile": s.integer(0, MAX_TILES - 1)}
 
 
 def _exact_bytes(n: int) -> s.Check:
@@ -77,16 +81,19 @@ SCHEMAS: dict[str, s.Check] = {
         }
     ),
     # Outputs travel over the mesh: the submitter pulls frames from their holder.
-    "GET_FRAME": s.record({"job_id": s.job_id, "frame": s.integer(-MAX_FRAME, MAX_FRAME)}),
+    # With `tile`, the request and its answer are about one tile of a tiled frame.
+    "GET_FRAME": s.record({"job_id": s.job_id, "frame": s.integer(-MAX_FRAME, MAX_FRAME)}, _tile),
     "FRAME": s.record(
         {
             "job_id": s.job_id,
             "frame": s.integer(-MAX_FRAME, MAX_FRAME),
             "data": s.binary(MAX_FRAME_BYTES),
-        }
+        },
+        _tile,
     ),
     "FRAME_MISSING": s.record(
-        {"job_id": s.job_id, "frame": s.integer(-MAX_FRAME, MAX_FRAME), "reason": s.text(500)}
+        {"job_id": s.job_id, "frame": s.integer(-MAX_FRAME, MAX_FRAME), "reason": s.text(500)},
+        _tile,
     ),
     # Renderer logs stay on the node that made them and are fetched on demand.
     "GET_LOG": s.record({"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS)}),

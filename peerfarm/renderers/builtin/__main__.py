@@ -1,7 +1,11 @@
 """The renderer process the worker spawns, one per chunk (so cancelling is killing it).
 
     python -m peerfarm.renderers.builtin --scene-file PATH --frames A-B --size WxH \
-        --output-pattern /out/name_{frame:04d}.png
+        --output-pattern /out/name_{frame:04d}.png [--format png] [--tile I/N]
+
+With --tile, only tile I of N (peerfarm.core.tiles) of each frame is traced; the
+file is still the whole frame's size, black outside the tile, as the farm's
+stitching expects.
 
 stdout carries one line per event, flushed at once: `START <n>` before frame n
 and `FRAME <n> <path>` once frame n is durably on disk. Exit status: 0 done,
@@ -17,7 +21,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from peerfarm.renderers.base import frame_range_arg
+import numpy as np
+
+from peerfarm.core.tiles import TileError, tile_box
+from peerfarm.renderers.base import frame_range_arg, tile_arg
 
 from .scene import (
     MAX_SCENE_BYTES,
@@ -27,7 +34,7 @@ from .scene import (
     load_scene_text,
     scene_frame_range,
 )
-from .tracer import MAX_IMAGE_SIDE, render_frame, save_png
+from .tracer import IMAGE_FORMATS, MAX_IMAGE_SIDE, render_frame, save_image
 
 PROG = "peerfarm-builtin"
 EXIT_FAILED = 1
@@ -69,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
         "--output-pattern",
         required=True,
         help="output path with a {frame} field, e.g. /tmp/out/demo_{frame:04d}.png",
+    )
+    parser.add_argument(
+        "--format",
+        default="png",
+        choices=sorted(IMAGE_FORMATS),
+        help="image format of the frames (default png)",
+    )
+    parser.add_argument(
+        "--tile", type=tile_arg, metavar="I/N", help="render only tile I (0-based) of N"
     )
     return parser
 
@@ -121,16 +137,26 @@ def _run(args: argparse.Namespace) -> None:
         raise UsageError(f"--frames {first}-{last}: the scene's frame range is {lo}-{hi}")
     _check_pattern(args.output_pattern, first, last)
     width, height = args.size
+    region = None
+    if args.tile is not None:
+        try:
+            region = tile_box(width, height, args.tile[1], args.tile[0])
+        except TileError as exc:
+            raise UsageError(f"--tile {args.tile[0]}/{args.tile[1]}: {exc}") from None
     for frame in range(first, last + 1):
         print(f"START {frame}", flush=True)
         path = Path(args.output_pattern.format(frame=frame))
         try:
-            pixels = render_frame(scene, frame, width, height)
+            pixels = render_frame(scene, frame, width, height, region)
         except SceneError as exc:  # an expression that breaks only at this frame's clock
             raise UsageError(f"{args.scene_file}: {exc}") from None
+        if region is not None:
+            whole = np.zeros((height, width, 3), dtype=np.uint8)
+            whole[region.top : region.bottom, region.left : region.right] = pixels
+            pixels = whole
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_png(pixels, path)
+            save_image(pixels, path, args.format)
         except OSError as exc:  # disk full, permission denied: the node's problem, not the job's
             raise OutputError(
                 f"cannot write frame {frame} to {path}: {exc.strerror or exc}"

@@ -13,6 +13,8 @@ from peerfarm.runtime.store import write_atomically
 
 class BuiltinRenderer(Renderer):
     name = "builtin"
+    supports_tiles = True  # every pixel depends on its own position only
+    formats = ("png", "jpg", "tiff", "bmp")  # written with Pillow (tracer.IMAGE_FORMATS)
 
     def probe(self) -> str | None:
         return __version__  # ships with peerfarm: always there, same version
@@ -34,8 +36,17 @@ class BuiltinRenderer(Renderer):
             write_atomically(scene_file, job.scene.encode("utf-8"))
 
     def chunk_command(
-        self, job: Any, frames: range, work_dir: Path, output_pattern: str
+        self,
+        job: Any,
+        frames: range,
+        work_dir: Path,
+        output_pattern: str,
+        tile: tuple[int, int] | None = None,
     ) -> list[str]:
+        extra = [] if tile is None else ["--tile", f"{tile[0]}/{tile[1]}"]
+        fmt = getattr(job, "format", "png")
+        if fmt != "png":  # the process's default
+            extra += ["--format", fmt]
         return [
             sys.executable,
             "-m",
@@ -48,6 +59,7 @@ class BuiltinRenderer(Renderer):
             f"{job.width}x{job.height}",
             "--output-pattern",
             output_pattern,
+            *extra,
         ]
 
     def frame_finished(self, line: str) -> bool:

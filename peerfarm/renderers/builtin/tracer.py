@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from peerfarm.core.tiles import Box as Region
+
 from .scene import Box, Plane, Scene, Sphere, resolve_frame
 
 MAX_IMAGE_SIDE = 16384
@@ -276,9 +278,20 @@ def _check_size(width: int, height: int) -> None:
             raise ValueError(f"image {name} must be 1..{MAX_IMAGE_SIDE}, got {value}")
 
 
-def render_frame(scene: Scene, frame: int, width: int, height: int) -> np.ndarray:
-    """Render `frame` of `scene` as a height x width x 3 uint8 array (sRGB-ish, gamma 2.0)."""
+def render_frame(
+    scene: Scene, frame: int, width: int, height: int, region: Region | None = None
+) -> np.ndarray:
+    """Render `frame` of `scene` as a height x width x 3 uint8 array (sRGB-ish, gamma 2.0).
+
+    With `region`, only those pixels of the width x height frame are traced and
+    returned (region.height x region.width x 3): each pixel depends on its own
+    position only, so they are exactly the pixels of the whole frame there.
+    """
     _check_size(width, height)
+    if region is None:
+        region = Region(0, 0, width, height)
+    if not (0 <= region.left < region.right <= width and 0 <= region.top < region.bottom <= height):
+        raise ValueError(f"region {tuple(region)} is not inside a {width}x{height} image")
     resolved = resolve_frame(scene, frame)
     world = _World(resolved)
     cam = resolved.camera
@@ -305,29 +318,50 @@ def render_frame(scene: Scene, frame: int, width: int, height: int) -> np.ndarra
 
     n = resolved.antialias
     offsets = [(i + 0.5) / n for i in range(n)]
-    rows_per_band = max(1, BAND_RAYS // width)
-    image = np.empty((height, width, 3), dtype=np.uint8)
-    for top in range(0, height, rows_per_band):
-        rows = np.arange(top, min(top + rows_per_band, height), dtype=np.float64)
-        total = np.zeros((3, rows.size * width))
+    columns = np.arange(region.left, region.right, dtype=np.float64)
+    count = columns.size
+    rows_per_band = max(1, BAND_RAYS // count)
+    image = np.empty((region.height, count, 3), dtype=np.uint8)
+    for top in range(region.top, region.bottom, rows_per_band):
+        rows = np.arange(top, min(top + rows_per_band, region.bottom), dtype=np.float64)
+        total = np.zeros((3, rows.size * count))
         for dy in offsets:
             v = (1.0 - 2.0 * (rows + dy) / height) * half_height
             for dx in offsets:
-                u = (2.0 * (np.arange(width, dtype=np.float64) + dx) / width - 1.0) * half_width
+                u = (2.0 * (columns + dx) / width - 1.0) * half_width
                 uu = np.tile(u, rows.size)
-                vv = np.repeat(v, width)
+                vv = np.repeat(v, count)
                 d = np.stack([forward[i] + uu * right[i] + vv * true_up[i] for i in range(3)])
                 d = _normalize(d)
                 total += _trace(world, eye, d, 0)
         linear = total / float(n * n)
         encoded = np.rint(np.sqrt(np.clip(linear, 0.0, 1.0)) * 255.0).astype(np.uint8)
-        image[top : top + rows.size] = encoded.T.reshape(rows.size, width, 3)
+        band = top - region.top
+        image[band : band + rows.size] = encoded.T.reshape(rows.size, count, 3)
     return image
+
+
+# The formats the renderer writes (peerfarm.formats names) -> Pillow's name and options.
+# No metadata and fixed settings everywhere: same pixels, same bytes.
+IMAGE_FORMATS: dict[str, tuple[str, dict[str, object]]] = {
+    "png": ("PNG", {"compress_level": 6}),
+    "jpg": ("JPEG", {"quality": 95}),
+    "tiff": ("TIFF", {}),
+    "bmp": ("BMP", {}),
+}
 
 
 def save_png(pixels: np.ndarray, path: Path) -> None:
     """Write pixels as a PNG so that a reader sees either no file or the whole, synced file."""
+    save_image(pixels, path, "png")
+
+
+def save_image(pixels: np.ndarray, path: Path, fmt: str) -> None:
+    """Write pixels in ``fmt`` (a key of IMAGE_FORMATS) so that a reader sees either no
+    file or the whole, synced file."""
     from PIL import Image  # only the process that writes frames pays for importing Pillow
+
+    pillow_name, settings = IMAGE_FORMATS[fmt]
 
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(
@@ -340,8 +374,7 @@ def save_png(pixels: np.ndarray, path: Path) -> None:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:
-            # No metadata and a fixed compression level: same pixels, same bytes.
-            image.save(file, format="PNG", compress_level=6)
+            image.save(file, format=pillow_name, **settings)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)

@@ -90,11 +90,28 @@ def _scene_path(text: str) -> str:
     return text
 
 
-def _png(text: str) -> str:
-    match = re.fullmatch(r"[Nn](\d{1,2})?", text)
-    if not match or (match[1] and not 5 <= int(match[1]) <= 16):
-        raise ValueError("peerfarm writes PNG frames only for now: use N (or N8, N16)")
+# The job's format (peerfarm.formats) -> POV-Ray's Output_File_Type; POV-Ray names its
+# files with the format's name as extension. C is compressed TGA.
+OUTPUT_TYPES = {"png": "N", "jpg": "J", "tga": "T", "bmp": "B", "ppm": "P", "exr": "E", "hdr": "H"}
+_TYPE_FORMATS = {**{letter: fmt for fmt, letter in OUTPUT_TYPES.items()}, "C": "tga"}
+
+
+def _output_type(text: str) -> str:
+    match = re.fullmatch(r"([A-Za-z])(\d{1,2})?", text)
+    letter = match[1].upper() if match else ""
+    if letter not in _TYPE_FORMATS or (
+        match[2] and (letter not in "NP" or not 5 <= int(match[2]) <= 16)
+    ):
+        raise ValueError(
+            "expected N (PNG, or N8/N16 for the bits per colour), J (JPEG), T or C (TGA, C "
+            "compressed), B (BMP), P (PPM), E (OpenEXR) or H (Radiance HDR)"
+        )
     return text.upper()
+
+
+def output_format(output_type: str) -> str:
+    """The job format an Output_File_Type value writes: "N16" -> "png"."""
+    return _TYPE_FORMATS[output_type[0]]
 
 
 def _gamma(text: str) -> str:
@@ -150,7 +167,7 @@ _KEY_LIST = [
     _Key("Sampling_Method", _whole(1, 3), "render"),
     _Key("Jitter", _switch, "render"),
     _Key("Jitter_Amount", _number(0, 1), "render"),
-    _Key("Output_File_Type", _png, "render"),
+    _Key("Output_File_Type", _output_type, "render"),
     _Key("Bits_Per_Color", _whole(5, 16), "render"),
     _Key("Output_Alpha", _switch, "render"),
     _Key("Work_Threads", _whole(1, 512), "render"),
@@ -204,7 +221,8 @@ _FORBIDDEN = {
         for what in ("name", "type", "grid_size")
     },
     **{
-        f"{edge}_{what}": "partial images are not supported yet; render whole frames"
+        f"{edge}_{what}": "peerfarm chooses the part of the frame each node renders; to "
+        "split a frame across nodes, submit with --tiles N"
         for edge in ("start", "end")
         for what in ("row", "column")
     },
@@ -471,8 +489,8 @@ class Animation:
         """POV-Ray pads frame numbers in file names to the digits of the final frame."""
         return len(str(self.final_frame))
 
-    def file_name(self, frame: int, stem: str = STEM) -> str:
-        return f"{stem}{frame:0{self.digits}d}.png"
+    def file_name(self, frame: int, stem: str = STEM, ext: str = "png") -> str:
+        return f"{stem}{frame:0{self.digits}d}.{ext}"
 
 
 def animation_of(values: dict[str, Setting]) -> Animation | None:
@@ -534,6 +552,7 @@ class PovrayScene:
     input_file: str  # the .pov POV-Ray parses (a package path)
     settings: tuple[Setting, ...]  # one per key (Declare: one per name), in _KEY_LIST order
     animation: Animation | None  # None: a still image
+    format: str = "png"  # the job's image format (a key of OUTPUT_TYPES)
 
     @property
     def folder(self) -> str:
@@ -544,6 +563,25 @@ class PovrayScene:
     def value(self, key: str) -> str | None:
         found = [s.value for s in self.settings if s.key == key]
         return found[-1] if found else None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The image's width and height (load_scene always sets both)."""
+        return int(self.value("Width") or DEFAULT_SIZE[0]), int(
+            self.value("Height") or DEFAULT_SIZE[1]
+        )
+
+    @property
+    def alpha(self) -> bool:
+        return self.value("Output_Alpha") == "on"
+
+    @property
+    def bits_per_color(self) -> int:
+        """Bits per colour channel of the output: Bits_Per_Color, or +FN16's 16, else 8."""
+        bits = self.value("Bits_Per_Color")
+        if bits is None:
+            bits = (self.value("Output_File_Type") or "")[1:]
+        return int(bits) if bits else 8
 
     @property
     def frame_range(self) -> tuple[int, int]:
@@ -578,13 +616,23 @@ class PovrayScene:
             raise IniError(f"frames {first}-{last}: POV-Ray numbers frames up to {MAX_FRAME}")
 
     def output_name(self, frame: int) -> str:
-        """The file POV-Ray writes `frame` to, given Output_File_Name=STEM.png."""
+        """The file POV-Ray writes `frame` to, given Output_File_Name=STEM.<format>."""
         if self.animation is None:
-            return f"{STEM}.png"
-        return self.animation.file_name(frame)
+            return f"{STEM}.{self.format}"
+        return self.animation.file_name(frame, STEM, self.format)
 
-    def chunk_ini(self, frames: range, output_file: str) -> str:
-        """The INI peerfarm gives POV-Ray to render `frames` into `output_file` (STEM.png)."""
+    def chunk_ini(
+        self,
+        frames: range,
+        output_file: str,
+        region: tuple[int, int, int, int] | None = None,
+        block_size: int = 32,
+    ) -> str:
+        """The INI peerfarm gives POV-Ray to render `frames` into `output_file`
+        (STEM.<format>).
+
+        `region` (left, top, right, bottom; pixels, right and bottom exclusive) renders
+        only that part of the frame, in `block_size` blocks (a tile, see tiling.py)."""
         if any(c in output_file for c in '"\n\r'):
             raise ValueError(f"cannot name an output file {output_file!r} in an INI")
         lines = [
@@ -601,8 +649,19 @@ class PovrayScene:
                 f"Subset_Start_Frame={frames.start}",
                 f"Subset_End_Frame={frames.stop - 1}",
             ]
+        if region is not None:
+            left, top, right, bottom = region
+            # POV-Ray counts pixels from 1, ends inclusive. A value of 1 or less would be
+            # a fraction of the image for an end; a tile's ends are at least one block.
+            lines += [
+                f"Start_Column={left + 1}",
+                f"End_Column={right}",
+                f"Start_Row={top + 1}",
+                f"End_Row={bottom}",
+                f"Render_Block_Size={block_size}",
+            ]
         if self.value("Output_File_Type") is None:
-            lines.append("Output_File_Type=N")
+            lines.append(f"Output_File_Type={OUTPUT_TYPES[self.format]}")
         lines += [
             f'Output_File_Name="{output_file}"',
             "Output_To_File=on",
@@ -653,9 +712,11 @@ def load_scene(
     files: Collection[str],
     options: Sequence[object] = (),
     size: tuple[int, int] | None = None,
+    fmt: str = "png",
 ) -> PovrayScene:
-    """Check a POV-Ray scene: its main file (.ini or .pov), the submitter's options and
-    the job's size (which overrides the INI's). `files` are the package's file names.
+    """Check a POV-Ray scene: its main file (.ini or .pov), the submitter's options, the
+    job's size (which overrides the INI's) and image format (which an Output_File_Type
+    of the INI or the options must agree with). `files` are the package's file names.
 
     Raises IniError with a message the user can act on.
     """
@@ -688,4 +749,14 @@ def load_scene(
     animation = animation_of(values)
     order = {key.name: i for i, key in enumerate(_KEY_LIST)}
     ordered = sorted(values.values(), key=lambda s: order[s.key])  # stable: Declares keep order
-    return PovrayScene(main, input_file, tuple(ordered), animation)
+    if fmt not in OUTPUT_TYPES:
+        raise IniError(f"POV-Ray does not write {fmt} frames; it writes {', '.join(OUTPUT_TYPES)}")
+    if "Output_File_Type" in values:
+        setting = values["Output_File_Type"]
+        wants = output_format(setting.value)
+        if wants != fmt:
+            raise IniError(
+                f"{setting.origin}: Output_File_Type={setting.value} writes {wants} frames, "
+                f"but the job's format is {fmt}: submit with --format {wants}, or remove it"
+            )
+    return PovrayScene(main, input_file, tuple(ordered), animation, fmt)

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from peerfarm.renderers.base import Renderer, RendererError
-from peerfarm.renderers.povray.ini import IniError, load_scene
+from peerfarm.renderers.povray.ini import OUTPUT_TYPES, IniError, load_scene
 from peerfarm.renderers.povray.sandbox import unavailable_reason
+from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
 from peerfarm.scenes.detect import decode_text
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ def _head(path: Path, limit: int) -> bytes:
 
 class PovrayRenderer(Renderer):
     name = "povray"
+    supports_tiles = True  # on POV-Ray's 32-pixel block grid, for scenes tiling.py accepts
+    tile_align = BLOCK_SIZE
+    formats = tuple(OUTPUT_TYPES)  # POV-Ray's +F types: png jpg tga bmp ppm exr hdr
 
     def probe(self) -> str | None:
         version = povray_version()
@@ -98,8 +102,9 @@ class PovrayRenderer(Renderer):
         """Check a POV-Ray job before it is submitted; the scene's own frame range.
 
         `spec`: files (package path -> bytes, or the path of a file holding them),
-        main (the .ini or .pov), options
-        (list of str), width/height (override the INI's), frames ([A, B] or None).
+        main (the .ini or .pov), options (list of str), width/height (override the
+        INI's), frames ([A, B] or None), tiles (1 or absent: whole frames), format
+        (absent: png).
         """
         files = spec.get("files")
         main = spec.get("main")
@@ -121,7 +126,8 @@ class PovrayRenderer(Renderer):
             raise RendererError("the POV-Ray options must be a list like ['+A0.3', '+Q9']")
         size = _size(spec.get("width"), spec.get("height"))
         try:
-            scene = load_scene(main, decode_text(data), files.keys(), options, size)
+            fmt = spec.get("format") or "png"
+            scene = load_scene(main, decode_text(data), files.keys(), options, size, fmt)
             frames = spec.get("frames")
             if frames is not None:
                 if not (
@@ -133,6 +139,14 @@ class PovrayRenderer(Renderer):
                 scene.check_frames(frames[0], frames[1])
         except IniError as exc:
             raise RendererError(str(exc)) from None
+        tiles = spec.get("tiles") or 1
+        if tiles > 1:
+            width, height = scene.size
+            problem = tiling_problem(
+                files, width, height, tiles, scene.bits_per_color, scene.format, scene.alpha
+            )
+            if problem is not None:
+                raise RendererError(f"--tiles {tiles}: {problem}")
         return scene.frame_range
 
     def prepare(self, job: Any, work_dir: Path) -> None:
@@ -144,7 +158,12 @@ class PovrayRenderer(Renderer):
             raise RendererError(f"the job's main scene file {main!r} is not in {work_dir}")
 
     def chunk_command(
-        self, job: Any, frames: range, work_dir: Path, output_pattern: str
+        self,
+        job: Any,
+        frames: range,
+        work_dir: Path,
+        output_pattern: str,
+        tile: tuple[int, int] | None = None,
     ) -> list[str]:
         main = _field(job, "main")
         if not isinstance(main, str) or not main:
@@ -165,6 +184,11 @@ class PovrayRenderer(Renderer):
         size = _size(_field(job, "width"), _field(job, "height"))
         if size is not None:
             command += ["--size", f"{size[0]}x{size[1]}"]
+        fmt = _field(job, "format") or "png"
+        if fmt != "png":  # the run process's default
+            command += ["--format", fmt]
+        if tile is not None:
+            command += ["--tile", f"{tile[0]}/{tile[1]}"]
         # "--option=VALUE": an option such as "-D" would otherwise look like a flag.
         command += [f"--option={option}" for option in _field(job, "options") or ()]
         return command

@@ -1,7 +1,7 @@
 """The process the worker runs for one chunk of a POV-Ray job.
 
     python -m peerfarm.renderers.povray.run --work-dir DIR --main scene.ini \\
-        --frames 3-5 [--size 640x480] [--option=+A0.3 ...] \\
+        --frames 3-5 [--size 640x480] [--option=+A0.3 ...] [--tile I/N] \\
         --output-pattern /data/frames/JOB/name_{frame:04d}.png
 
 It checks the scene again (the job folder is writable by earlier renders, so what
@@ -11,6 +11,9 @@ with +SF/+EF on the scene's own animation, so every frame gets the clock a
 direct run of the INI gives it. povray's messages go to stderr (the worker keeps
 them in the chunk's log). POV-Ray names animation frames itself, so it renders
 into a folder of the chunk's own and each finished frame is moved to its name.
+With --tile, povray renders only that tile's box (on its 32-pixel block grid,
+see tiling.py) and the file it writes, the whole frame's size with black
+outside the box, is what the farm stitches.
 
 stdout carries one line per event, flushed at once: `START <n>` when povray
 starts frame n, `FRAME <n> <path>` once frame n is at its place, fsynced.
@@ -35,8 +38,16 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from peerfarm.renderers.base import frame_range_arg
-from peerfarm.renderers.povray.ini import MAX_SIDE, STEM, IniError, PovrayScene, load_scene
+from peerfarm.core.tiles import TileError, tile_box
+from peerfarm.renderers.base import frame_range_arg, tile_arg
+from peerfarm.renderers.povray.ini import (
+    MAX_SIDE,
+    OUTPUT_TYPES,
+    STEM,
+    IniError,
+    PovrayScene,
+    load_scene,
+)
 from peerfarm.renderers.povray.sandbox import (
     SandboxError,
     clean_environment,
@@ -46,6 +57,7 @@ from peerfarm.renderers.povray.sandbox import (
     unavailable_reason,
     write_settings_home,
 )
+from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
 from peerfarm.scenes.detect import decode_text
 
 PROG = "peerfarm-povray"
@@ -103,6 +115,15 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="output path with a {frame} field, e.g. /out/name_{frame:04d}.png",
     )
+    parser.add_argument(
+        "--format",
+        default="png",
+        choices=sorted(OUTPUT_TYPES),
+        help="image format of the frames (default png)",
+    )
+    parser.add_argument(
+        "--tile", type=tile_arg, metavar="I/N", help="render only tile I (0-based) of N"
+    )
     return parser
 
 
@@ -129,8 +150,18 @@ def _scene_files(work_dir: Path) -> set[str]:
     return names
 
 
+def _text_files(work_dir: Path) -> dict[str, bytes]:
+    """The job folder's files that the scene may read as text, for tiling_problem."""
+    files = {}
+    for name in _scene_files(work_dir):
+        path = work_dir / name
+        if path.stat().st_size <= MAX_INI_BYTES * 16:  # a scene text, not a texture
+            files[name] = path.read_bytes()
+    return files
+
+
 def _load(
-    work_dir: Path, main: str, options: list[str], size: tuple[int, int] | None
+    work_dir: Path, main: str, options: list[str], size: tuple[int, int] | None, fmt: str
 ) -> PovrayScene:
     parts = main.replace("\\", "/").split("/")
     if Path(main).is_absolute() or ".." in parts or not main:
@@ -146,7 +177,7 @@ def _load(
             raise UsageError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
         text = decode_text(data)
     try:
-        return load_scene(main, text, _scene_files(work_dir), options, size)
+        return load_scene(main, text, _scene_files(work_dir), options, size, fmt)
     except IniError as exc:
         raise UsageError(str(exc)) from None
 
@@ -259,11 +290,26 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--work-dir {args.work_dir}: not a folder")
     first, last = args.frames
     _check_pattern(args.output_pattern, first, last)
-    scene = _load(work_dir, args.main, args.option, args.size)
+    scene = _load(work_dir, args.main, args.option, args.size, args.format)
     try:
         scene.check_frames(first, last)
     except IniError as exc:
         raise UsageError(str(exc)) from None
+    region = None
+    if args.tile is not None:
+        index, count = args.tile
+        width, height = scene.size
+        # The scene folder may have changed since submit: check the scene again.
+        files = _text_files(work_dir)
+        problem = tiling_problem(
+            files, width, height, count, scene.bits_per_color, scene.format, scene.alpha
+        )
+        if problem is not None:
+            raise UsageError(f"--tile {index}/{count}: {problem}")
+        try:
+            region = tuple(tile_box(width, height, count, index, BLOCK_SIZE))
+        except TileError as exc:
+            raise UsageError(f"--tile {index}/{count}: {exc}") from None
     found = shutil.which("povray")
     if found is None:
         raise RunError("povray is not installed on this node (or not on its PATH)")
@@ -279,7 +325,8 @@ def _run(args: argparse.Namespace) -> int:
         conf = povray_conf(work_dir, library, settings_home)
         base_ini = write_settings_home(settings_home, conf, _base_ini(library))
         chunk_ini = settings_home / "chunk.ini"
-        text = scene.chunk_ini(frames, str(chunk_dir / f"{STEM}.png"))
+        output_file = str(chunk_dir / f"{STEM}.{scene.format}")
+        text = scene.chunk_ini(frames, output_file, region, BLOCK_SIZE)
         chunk_ini.write_text(text, encoding="utf-8")
         print(
             f"{PROG}: frames {first}-{last} of {args.main}; povray may read and write only "
