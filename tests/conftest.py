@@ -1,9 +1,10 @@
-"""Every test runs with its own farm key, as a real farm would.
+"""The test session runs with its own farm key, as a real farm would.
 
 Node processes and CLI runs a test starts inherit $PEERFARM_FARM_KEY_FILE, and
 tests/farmtools.py's clients read it, so the TLS handshake and the farm-key
 proof are exercised by every multi-process test. In-process nodes built with
-NodeConfig get a key only when the test passes one.
+NodeConfig get a key only when the test passes one. Session-scoped, so farms
+shared by a module's tests (module-scoped fixtures) have it too.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import pytest
 from peerfarm.security.farm_key import ENV_VAR, new_key, write_key
 
 
-@pytest.fixture(autouse=True)
-def farm_key_file(tmp_path_factory, monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def farm_key_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("farm-key") / "farm.key"
     write_key(new_key(), path)
-    monkeypatch.setenv(ENV_VAR, str(path))
-    return path
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV_VAR, str(path))
+        yield path

@@ -237,6 +237,16 @@ def test_povray_features_that_do_not_tile_are_found_outside_comments_and_strings
     assert tiling_problem({"scene.pov": clean}, 320, 240, 4, 8) is None
 
 
+
+def test_uploaded_scene_files_are_scanned_where_the_node_keeps_them(tmp_path):
+    # Files a client uploaded reach check_job as paths into the blob store.
+    scene = tmp_path / "scene.pov"
+    scene.write_bytes(b"light_source { <0,9,0> 1 area_light x, z, 4, 4 jitter }\n")
+    texture = tmp_path / "tex.png"
+    texture.write_bytes(b"\x89PNG\0" + b"jitter" * 100)
+    found = untileable_features({"scene.pov": scene, "tex.png": texture})
+    assert len(found) == 1 and found[0].startswith("scene.pov line 1: jitter")
+
 # --- stitching ---
 
 

@@ -18,8 +18,10 @@ tile borders; a tiled job refuses scenes that use them.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from peerfarm.core.tiles import TileError, tile_grid
 
@@ -69,13 +71,33 @@ def _code(text: str) -> str:
     return "".join(out)
 
 
-def untileable_features(files: Mapping[str, bytes]) -> list[str]:
+MAX_SCANNED_BYTES = 16 * 1024 * 1024  # bigger files are data (meshes, images), not scene code
+
+
+def _scene_text(data: bytes | Path) -> bytes | None:
+    """A file's bytes if it may be scene code; None for binary or huge files. Uploaded
+    files arrive as paths into the blob store (they may be big): read only what counts."""
+    if isinstance(data, os.PathLike):
+        data = Path(data)
+        try:
+            if data.stat().st_size > MAX_SCANNED_BYTES:
+                return None
+            with open(data, "rb") as f:
+                if b"\0" in f.read(8192):
+                    return None
+            data = data.read_bytes()
+        except OSError:
+            return None
+    return None if b"\0" in data[:8192] else data
+
+
+def untileable_features(files: Mapping[str, bytes | Path]) -> list[str]:
     """Where scene files use features that do not tile identically: ["scene.pov line 3:
     radiosity (why)", ...]. Binary files (images, meshes' data) are skipped."""
     found = []
     for path in sorted(files):
-        data = files[path]
-        if b"\0" in data[:8192]:
+        data = _scene_text(files[path])
+        if data is None:
             continue
         code = _code(data.decode("utf-8", errors="replace"))
         for number, line in enumerate(code.splitlines(), 1):
@@ -90,7 +112,7 @@ def untileable_features(files: Mapping[str, bytes]) -> list[str]:
 
 
 def tiling_problem(
-    files: Mapping[str, bytes],
+    files: Mapping[str, bytes | Path],
     width: int,
     height: int,
     tiles: int,
