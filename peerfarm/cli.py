@@ -163,10 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--format",
-        default="png",
+        default=None,
         metavar="FMT",
-        help="image format of the frames, also their file extension (default png); "
-        "builtin: png jpg tiff bmp; povray: png jpg tga bmp ppm exr hdr",
+        help="image format of the frames, also their file extension (default: the .blend's "
+        "own for Blender, else png); builtin: png jpg tiff bmp; povray: png jpg tga bmp ppm "
+        "exr hdr; blender: png jpg tiff bmp tga exr hdr",
     )
     p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
     p.add_argument(

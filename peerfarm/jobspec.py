@@ -143,7 +143,13 @@ def build_new_job(
             f"--chunk {spec.get('chunk_size')} with --tiles {tiles}: a tiled job renders one "
             "tile of one frame per chunk; leave out --chunk"
         )
-    asked = str(spec.get("format") or DEFAULT_FORMAT)
+    asked = spec.get("format")
+    if not asked:  # the scene's own, where the renderer reads it (Blender), else png
+        try:
+            asked = plugin.scene_format({**spec, "tiles": tiles}) or DEFAULT_FORMAT
+        except RendererError as exc:
+            raise SubmitError(str(exc)) from None
+    asked = str(asked)
     fmt = format_name(asked)
     if fmt not in plugin.formats:
         raise SubmitError(

@@ -62,6 +62,9 @@ for frame in (1, 4):
     cube.location.x = frame * 0.3
     cube.keyframe_insert("location", frame=frame)
 bpy.ops.wm.save_as_mainfile(filepath=args["clean"], copy=True)
+scene.render.image_settings.file_format = "JPEG"
+bpy.ops.wm.save_as_mainfile(filepath=args["jpeg"], copy=True)
+scene.render.image_settings.file_format = "PNG"
 scene.cycles.use_denoising = True
 bpy.ops.wm.save_as_mainfile(filepath=args["denoise"], copy=True)
 scene.cycles.use_denoising = False
@@ -77,6 +80,7 @@ def scenes(tmp_path_factory) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("blends")
     paths = SimpleNamespace(
         clean=folder / "cube.blend",
+        jpeg=folder / "jpeg.blend",
         denoise=folder / "denoised.blend",
         autorun=folder / "autorun.blend",
         marker=folder / "marker.txt",
@@ -102,9 +106,9 @@ def spec(blend: Path, **more) -> dict:
     return {"files": {blend.name: blend.read_bytes()}, "main": blend.name, **more}
 
 
-def run_chunk(work_dir: Path, out_dir: Path, the_job, first: int, last: int):
+def run_chunk(work_dir: Path, out_dir: Path, the_job, first: int, last: int, ext: str = "png"):
     """Run the plugin's command for one chunk as the worker does (cwd = the job folder)."""
-    pattern = output_pattern(out_dir, "cube")
+    pattern = output_pattern(out_dir, "cube", ext=ext)
     command = BlenderRenderer().chunk_command(the_job, range(first, last + 1), work_dir, pattern)
     result = subprocess.run(command, cwd=work_dir, capture_output=True, text=True, timeout=300)
     return result, pattern
@@ -452,3 +456,25 @@ def test_blender_job_across_two_nodes(scenes, tmp_path):
         for frame in frames:
             with Image.open(frame) as image:
                 assert image.size == (32, 24)
+
+
+def test_frames_come_in_the_scenes_own_format_unless_the_job_names_one(scenes, tmp_path):
+    plugin = BlenderRenderer()
+    assert plugin.scene_format(spec(scenes.clean)) == "png"
+    assert plugin.scene_format(spec(scenes.jpeg)) == "jpg"
+    from peerfarm.jobspec import build_new_job
+
+    blender_spec = {**spec(scenes.jpeg), "renderer": "blender", "name": "j", "output": "/o"}
+    plugins = {"blender": plugin}
+    assert build_new_job(blender_spec, "j1", plugins, {"blender"})["format"] == "jpg"
+    chosen = build_new_job({**blender_spec, "format": "exr"}, "j2", plugins, {"blender"})
+    assert chosen["format"] == "exr"
+    # The worker side: the job's format, whatever the file says.
+    work_dir = job_folder(tmp_path, scenes.jpeg)
+    result, pattern = run_chunk(work_dir, tmp_path / "jpg", job(), 1, 1, ext="jpg")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Image.open(pattern.format(frame=1)) as image:
+        assert image.format == "JPEG" and image.size == (64, 48)
+    result, pattern = run_chunk(work_dir, tmp_path / "exr", job(), 2, 2, ext="exr")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Path(pattern.format(frame=2)).read_bytes()[:4] == b"\x76\x2f\x31\x01"  # OpenEXR

@@ -76,6 +76,11 @@ class Renderer(ABC):
         render tile ``index`` of ``count`` of the single frame in ``frames``.
         """
 
+    def scene_format(self, spec: dict[str, Any]) -> str | None:
+        """The frame format the scene itself asks for (one of ``formats``), used when the
+        submitter chose none; None: png. Runs in a thread; may block."""
+        return None
+
     def frame_finished(self, line: str) -> bool:
         """True when a line of the renderer's standard output reports a finished frame."""
         return False

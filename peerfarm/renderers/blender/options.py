@@ -15,6 +15,28 @@ MAX_SAMPLES = 16_777_216  # Cycles' own limit
 ALLOWED = f"engine={'|'.join(ENGINES)}, samples=N (1..{MAX_SAMPLES}, Cycles and EEVEE), denoise=off"
 
 
+# The farm's frame formats (peerfarm.formats names) and Blender's file_format for each.
+FILE_FORMATS = {
+    "png": "PNG",
+    "jpg": "JPEG",
+    "tiff": "TIFF",
+    "bmp": "BMP",
+    "tga": "TARGA",
+    "exr": "OPEN_EXR",
+    "hdr": "HDR",
+}
+# A .blend's own format, as the farm names it; others (movies, JPEG 2000, ...) -> png.
+FROM_BLENDER = {blender: farm for farm, blender in FILE_FORMATS.items()} | {
+    "TARGA_RAW": "tga",
+    "OPEN_EXR_MULTILAYER": "exr",
+}
+
+
+def farm_format(blender_file_format: str) -> str:
+    """The farm format a .blend's output format maps to (png for what the farm cannot use)."""
+    return FROM_BLENDER.get(blender_file_format, "png")
+
+
 class OptionError(ValueError):
     """An option is not one peerfarm passes to Blender; the message names it."""
 

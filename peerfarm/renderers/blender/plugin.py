@@ -10,16 +10,23 @@ runs one Blender for all the chunk's frames (docs/blender.md).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from peerfarm.renderers.base import Renderer, RendererError
-from peerfarm.renderers.blender.options import OptionError, parse_options
+from peerfarm.renderers.blender.options import (
+    FILE_FORMATS,
+    OptionError,
+    farm_format,
+    parse_options,
+)
 from peerfarm.renderers.blender.program import (
     MAX_FRAME,
     OLDEST,
@@ -77,8 +84,51 @@ def _write_main(folder: Path, main: str, data: Any) -> Path:
     return path
 
 
+def _digest(data: Any) -> str:
+    h = hashlib.sha256()
+    if isinstance(data, os.PathLike):
+        with open(data, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    elif isinstance(data, bytes):
+        h.update(data)
+    return h.hexdigest()
+
+
 class BlenderRenderer(Renderer):
     name = "blender"
+    formats = tuple(FILE_FORMATS)  # png jpg tiff bmp tga exr hdr
+
+    def __init__(self) -> None:
+        # What Blender said about recent .blend files (by content): a submit asks for
+        # the scene's format and then checks it, and each costs a Blender start.
+        self._infos: dict[str, dict[str, Any]] = {}
+        self._infos_lock = threading.Lock()
+
+    def _scene_info(self, main: str, data: Any, blender: str) -> dict[str, Any]:
+        key = _digest(data)
+        with self._infos_lock:
+            if key in self._infos:
+                return self._infos[key]
+        with tempfile.TemporaryDirectory(prefix="peerfarm-blender-check-") as folder:
+            path = _write_main(Path(folder), main, data)
+            try:
+                info = read_scene_info(path, blender)
+            except BlenderError as exc:
+                raise RendererError(f"{main}: {exc}") from None
+        with self._infos_lock:
+            if len(self._infos) >= 8:
+                self._infos.pop(next(iter(self._infos)))
+            self._infos[key] = info
+        return info
+
+    def scene_format(self, spec: dict[str, Any]) -> str | None:
+        """The .blend's own output format (png where the farm cannot use it)."""
+        files, main = spec.get("files"), spec.get("main")
+        blender = find_blender()
+        if blender is None or not isinstance(files, Mapping) or main not in files:
+            return None  # check_job says what is wrong
+        return farm_format(self._scene_info(main, files[main], blender)["file_format"])
 
     def probe(self) -> str | None:
         version = blender_version()
@@ -125,12 +175,7 @@ class BlenderRenderer(Renderer):
                 )
             # Checked by each worker's Blender instead (run.py refuses the same things).
             return frames
-        with tempfile.TemporaryDirectory(prefix="peerfarm-blender-check-") as folder:
-            path = _write_main(Path(folder), main, files[main])
-            try:
-                info = read_scene_info(path, blender)
-            except BlenderError as exc:
-                raise RendererError(f"{main}: {exc}") from None
+        info = self._scene_info(main, files[main], blender)
         problems = scene_problems(info, settings)
         if problems:
             raise RendererError(f"{main}: " + "; ".join(problems))

@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from peerfarm.renderers.base import frame_range_arg
-from peerfarm.renderers.blender.options import OptionError, parse_options
+from peerfarm.renderers.blender.options import FILE_FORMATS, OptionError, parse_options
 from peerfarm.renderers.blender.program import (
     MAX_FRAME,
     blender_errors,
@@ -210,6 +210,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.size:
         settings["width"], settings["height"] = args.size
     settings["filepath"] = blender_output_path(args.output_pattern)
+    extension = args.output_pattern.rpartition(".")[2].lower()
+    if extension not in FILE_FORMATS:
+        raise UsageError(
+            f"--output-pattern: Blender frames can be {', '.join(FILE_FORMATS)}, not {extension!r}"
+        )
+    settings["file_format"] = FILE_FORMATS[extension]
     blender = find_blender()
     if blender is None:
         raise RunError("Blender is not installed on this node (no `blender` on its PATH)")

@@ -7,7 +7,7 @@ Blender is started with --disable-autoexec). The JSON after `--` says what to do
   ``PEERFARM-BLENDER-INFO {...}`` and let Blender quit (the submitting node
   reads frame range, size, engine and the settings it must refuse);
 - ``{"mode": "render", "settings": {...}}``: check the scene again, apply the
-  job's settings (output path, PNG, size, engine, samples) and return, so that
+  job's settings (output path, format, size, engine, samples) and return, so that
   Blender goes on with the arguments that follow (`-s A -e B -a`).
 
 A scene that cannot be rendered prints ``peerfarm-blender: error: ...`` lines
@@ -26,8 +26,6 @@ INFO_PREFIX = "PEERFARM-BLENDER-INFO "
 ERROR_PREFIX = "peerfarm-blender: error: "
 EXIT_REFUSED = 3  # also Blender's --python-exit-code: an exception here stops Blender
 ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH")
-PNG_COLOR_MODES = ("BW", "RGB", "RGBA")
-PNG_DEPTHS = ("8", "16")
 
 
 def scene_problems(info: dict[str, Any], settings: dict[str, Any]) -> list[str]:
@@ -161,13 +159,17 @@ def apply_settings(bpy: Any, settings: dict[str, Any]) -> None:
         render.resolution_y = settings["height"]
         render.resolution_percentage = 100
     image = render.image_settings
-    if image.file_format != "PNG":
-        mode = image.color_mode
-        image.file_format = "PNG"
-        if mode in PNG_COLOR_MODES:
-            image.color_mode = mode
-    if image.color_depth not in PNG_DEPTHS:
-        image.color_depth = "8"
+    wanted = settings.get("file_format", "PNG")
+    if image.file_format != wanted:
+        mode, depth = image.color_mode, image.color_depth
+        image.file_format = wanted
+        # Keep the file's colour mode and depth where the new format offers them;
+        # else Blender's default for that format stays.
+        for attr, value in (("color_mode", mode), ("color_depth", depth)):
+            try:
+                setattr(image, attr, value)
+            except (TypeError, ValueError):
+                pass
     # Exactly this path, with #### the frame number: no extension added, every
     # frame written even if a file is there (a retried chunk), no placeholders.
     render.filepath = settings["filepath"]
@@ -196,7 +198,8 @@ def main() -> int:
     height = render.resolution_y * render.resolution_percentage // 100
     print(
         f"peerfarm-blender: scene {info['scene']!r}, engine {render.engine}, "
-        f"{width}x{height}, PNG {render.image_settings.color_mode} "
+        f"{width}x{height}, {render.image_settings.file_format} "
+        f"{render.image_settings.color_mode} "
         f"{render.image_settings.color_depth}-bit, frames to {render.filepath}",
         file=sys.stderr,
         flush=True,
