@@ -1,4 +1,4 @@
-"""The `peerfarm` command line: node, bootstrap, submit, status, cancel, demo."""
+"""The `peerfarm` command line: node, gui, bootstrap, submit, status, cancel, demo."""
 
 from __future__ import annotations
 
@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not announce or look for nodes on the LAN (zeroconf/mDNS)",
     )
+
+    p = sub.add_parser(
+        "gui",
+        help="the desktop app: a node (worker and manager) with a window; "
+        "options given here override its saved settings",
+    )
+    from ui.options import add_gui_options  # Qt-free: PySide6 is needed only to run it
+
+    add_gui_options(p)
 
     p = sub.add_parser("bootstrap", help="run a bootstrap server (a peer that never renders)")
     p.add_argument("--listen", type=_address, default=("127.0.0.1", 7000), metavar="HOST:PORT")
@@ -194,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
                 zeroconf=not args.no_zeroconf,
             )
             return trio.run(serve, Node(config))
+        if args.command == "gui":
+            try:
+                from ui.app import run_gui
+            except ImportError as exc:
+                raise CliError(
+                    f"the desktop app needs PySide6 ({exc}); install it with "
+                    f"pip install 'peerfarm[gui]'"
+                ) from None
+            return run_gui(args)
         if args.command == "bootstrap":
             from bootstrap_server.server import bootstrap_node
 
