@@ -22,7 +22,9 @@ def test_the_embedded_node_joins_the_farm_and_the_jobs_view_follows_a_job(qtbot,
         )
         qtbot.waitUntil(
             lambda: (
-                app.snapshot is not None and sum(p.health == "up" for p in app.snapshot.peers) == 3
+                app.snapshot is not None
+                and {"artist", "node-1", "node-2"}
+                <= {p.name for p in app.snapshot.peers if p.health == "up"}
             ),
             timeout=30_000,
         )
