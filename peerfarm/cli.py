@@ -35,6 +35,16 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not -1000 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number from -1000 to 1000")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="peerfarm",
@@ -163,6 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB")
     p.add_argument("--node", required=True, metavar="HOST:PORT")
 
+    p = sub.add_parser("pause", help="pause a job on every node (chunks in flight finish)")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("resume", help="resume a paused job")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("retry", help="render a job's failed frames again")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("priority", help="change a job's priority (higher renders first)")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("priority", type=_priority, metavar="PRIORITY", help="-1000 to 1000")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
     p = sub.add_parser("logs", help="show the renderer output of a job's chunks")
     p.add_argument("job_id", metavar="JOB")
     p.add_argument(
@@ -223,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             return trio.run(submit, args)
         if args.command == "status":
             return trio.run(status, args)
-        if args.command == "cancel":
-            return trio.run(cancel, args)
+        if args.command in JOB_CONTROLS:
+            return trio.run(control_job, args)
         if args.command == "logs":
             return trio.run(show_logs, args)
         if args.command == "demo":
@@ -409,10 +436,28 @@ async def status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cancel(args: argparse.Namespace) -> int:
+JOB_CONTROLS = ("cancel", "pause", "resume", "retry", "priority")
+
+
+async def control_job(args: argparse.Namespace) -> int:
+    """cancel, pause, resume, retry, priority: one farm-wide action on one job."""
+    job = args.job_id
     async with NodeClient(args.node) as client:
-        await client.cancel(args.job_id)
-    print(f"job {args.job_id} cancelled")
+        if args.command == "cancel":
+            await client.cancel(job)
+            print(f"job {job} cancelled")
+        elif args.command == "pause":
+            await client.pause(job)
+            print(f"job {job} paused: no new frames start; frames rendering now finish")
+        elif args.command == "resume":
+            await client.resume(job)
+            print(f"job {job} resumed")
+        elif args.command == "retry":
+            frames = await client.retry(job)
+            print(f"job {job}: {frames} failed frame(s) will be rendered again")
+        else:
+            await client.set_priority(job, args.priority)
+            print(f"job {job} now has priority {args.priority}")
     return 0
 
 
