@@ -27,6 +27,7 @@ from peerfarm.core.state import JOB_FAILED
 from peerfarm.jobspec import SubmitError
 from peerfarm.runtime.node import Node
 from ui.farm_summary import FarmSummary, JobRow, PeerRow
+from ui.idle import IdleClock, pause_reason
 from ui.settings import SETTINGS_FILE, SettingsError, SettingsStore, node_config
 from ui.trio_host import TrioHost
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL = 0.1  # at most 10 view refreshes a second, however busy the farm is
 IDLE_REFRESH = 1.0  # refresh at least this often (speeds and ETAs move with the clock)
+AWAY_POLL = 2.0  # seconds between looks at how long the user has been away
 
 
 @dataclass
@@ -56,6 +58,7 @@ class PeerfarmApp(QObject):
     notified = Signal(str, str)  # title, message: a job of mine finished or failed
     started = Signal(str)  # the node's address
     stopped = Signal(str)  # "" after a clean stop, else why the node stopped
+    restarting = Signal()  # the node stopped to start again with new settings
 
     def __init__(self, store: SettingsStore, default_data_dir: Path) -> None:
         super().__init__()
@@ -69,9 +72,16 @@ class PeerfarmApp(QObject):
         self.snapshot: Snapshot | None = None
         self.notifications: list[tuple[str, str]] = []
         self.stop_error = ""
+        self._restarting = False
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._job_states: dict[str, str] | None = None  # my jobs' last seen states
+        # This machine's worker: paused by the user, or by "render only when I'm away".
+        self.worker_paused_by_user = False
+        self.idle_clock: IdleClock | None = None
+        self.idle_seconds: float | None = None
+        self.worker_pause_reason = ""
+        self.last_input = time.monotonic()  # input to our own windows (the fallback)
 
     # -- running ----------------------------------------------------------------------
 
@@ -81,6 +91,12 @@ class PeerfarmApp(QObject):
     @property
     def running(self) -> bool:
         return self.host.running
+
+    def restart(self) -> None:
+        """Stop the node gracefully and start it again with the current settings."""
+        if self.running:
+            self._restarting = True
+            self.stop()
 
     def stop(self) -> None:
         """First call: finish the chunks in flight, then stop. Second: stop at once,
@@ -115,8 +131,10 @@ class PeerfarmApp(QObject):
                     f"address in Settings."
                 )
                 return
+            self.apply_worker_state()  # before the worker takes its first chunk
             self.started.emit(self.address)
             nursery.start_soon(self._refresh_loop)
+            nursery.start_soon(self._watch_away)
 
     def _finished(self, result: Any) -> None:
         try:
@@ -124,6 +142,15 @@ class PeerfarmApp(QObject):
         except BaseException as exc:  # noqa: BLE001 - reported to the user, not re-raised
             log.exception("the node stopped with an error")
             self.stop_error = self.stop_error or f"the node stopped with an error: {exc!r}"
+        if self._restarting and not self.stop_error:
+            self._restarting = False
+            self.node, self.address, self._token, self._nursery = None, "", None, None
+            self.summary = FarmSummary()
+            self._job_states = None
+            self.restarting.emit()
+            self.start()
+            return
+        self._restarting = False
         self.stopped.emit(self.stop_error)
 
     # -- handing work to trio ------------------------------------------------------------
@@ -170,6 +197,60 @@ class PeerfarmApp(QObject):
         else:
             log.warning("%s", text)
 
+    # -- this machine's worker -----------------------------------------------------------
+
+    def set_worker_paused(self, paused: bool) -> None:
+        self.worker_paused_by_user = paused
+        self.call(self.apply_worker_state)
+
+    def set_slots(self, slots: int) -> None:
+        self.store.update(slots=slots)
+        if self.node is not None:
+            node = self.node
+            self.call(lambda: node.set_slots(slots))
+
+    def set_render_only_when_away(self, on: bool, minutes: int) -> None:
+        self.store.update(render_only_when_away=on, away_minutes=minutes)
+        self.call(self.apply_worker_state)
+
+    def note_input(self) -> None:
+        """Input to one of the app's windows (counts when the platform gives no idle time)."""
+        self.last_input = time.monotonic()
+
+    def apply_worker_state(self) -> None:
+        """Pause or resume this machine's worker as the user's choices say (trio context)."""
+        node = self.node
+        if node is None or node.worker is None:
+            return
+        settings = self.store.effective
+        reason = pause_reason(
+            self.worker_paused_by_user,
+            settings.render_only_when_away,
+            self.idle_seconds,
+            settings.away_minutes,
+        )
+        self.worker_pause_reason = reason
+        if reason and not node.worker.paused:
+            log.info("this machine stops rendering: %s", reason)
+            node.pause_worker()
+        elif not reason and node.worker.paused:
+            log.info("this machine renders again")
+            node.resume_worker()
+
+    async def _watch_away(self) -> None:
+        self.idle_clock = await trio.to_thread.run_sync(IdleClock)
+        if self.idle_clock.system_wide:
+            log.info("idle time from: %s", self.idle_clock.method)
+        else:
+            log.info("no system-wide idle time here: counting input to this app's windows")
+        while True:
+            if self.idle_clock.system_wide:
+                self.idle_seconds = await trio.to_thread.run_sync(self.idle_clock.seconds)
+            else:
+                self.idle_seconds = time.monotonic() - self.last_input
+            self.apply_worker_state()
+            await trio.sleep(AWAY_POLL)
+
     # -- views --------------------------------------------------------------------------
 
     async def _refresh_loop(self) -> None:
@@ -191,6 +272,9 @@ class PeerfarmApp(QObject):
         health = {p["id"]: p["state"] for p in status["peers"]}
         addresses = {p["id"]: p["address"] for p in status["peers"]}
         peers = self.summary.peers(state, node.node_id, now, health, addresses)
+        for row in peers:
+            if row.me and self.worker_pause_reason:
+                row.worker_note = self.worker_pause_reason
         self.snapshot = Snapshot(
             node_id=node.node_id,
             name=node.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -31,6 +31,12 @@ STATE_COLOURS = {
     "done": QColor("#2e8b3d"),
     "failed": QColor("#c62828"),
     "cancelled": QColor("#6b6b6b"),
+}
+BAR_COLOURS = {
+    "done": QColor("#3fa34d"),
+    "failed": QColor("#d93a3a"),
+    "paused": QColor("#e08a2c"),
+    "cancelled": QColor("#9e9e9e"),
 }
 # What a state means, for the State column's tooltip.
 STATE_HINTS = {
@@ -95,7 +101,7 @@ class JobsModel(QAbstractTableModel):
             return [
                 row.name,
                 row.renderer,
-                f"{row.submitter} (this machine)" if row.mine else row.submitter,
+                f"{row.submitter} (this computer)" if row.mine else row.submitter,
                 f"{row.frames_done} / {row.frames_total}",
                 format_fps(row.fps),
                 format_eta(row.eta),
@@ -135,6 +141,11 @@ class ProgressDelegate(QStyledItemDelegate):
         bar.text = f"{row.frames_done} / {row.frames_total}"
         bar.textVisible = True
         bar.state = option.state
+        # The bar says the state at a glance: green done, red failed, orange paused.
+        bar.palette = QPalette(option.palette)
+        colour = BAR_COLOURS.get(row.state)
+        if colour is not None:
+            bar.palette.setColor(QPalette.ColorRole.Highlight, colour)
         style = option.widget.style() if option.widget else QApplication.style()
         if option.state & QStyle.StateFlag.State_Selected:
             painter.fillRect(option.rect, option.palette.highlight())
