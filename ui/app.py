@@ -353,14 +353,18 @@ def run_gui(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The `peerfarm-gui` entry point."""
+def build_parser() -> argparse.ArgumentParser:
     from ui.options import add_gui_options
 
     parser = argparse.ArgumentParser(prog="peerfarm-gui", description="The peerfarm desktop app.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     add_gui_options(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `peerfarm-gui` entry point."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -97,7 +97,8 @@ class FirstRunDialog(QDialog):
         self.error.setStyleSheet("color: #b71c1c;")
         self.error.hide()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok)
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Start")
+        self.start_button = buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.start_button.setText("Start")
         buttons.accepted.connect(self.finish)
 
         layout = QVBoxLayout(self)

@@ -348,14 +348,17 @@ class MainWindow(QMainWindow):
         def saved() -> None:
             self.slots.setValue(self.app.store.effective.slots)
             if dialog.needs_restart and self.app.running:
-                answer = QMessageBox.question(
-                    self,
+                box = QMessageBox(
+                    QMessageBox.Icon.Question,
                     "Restart the node?",
                     "Some changes apply when the node restarts. Restart it now? "
                     "(It finishes the frames it is rendering first.)",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                    self,
                 )
-                if answer == QMessageBox.StandardButton.Yes:
-                    self.app.restart()
+                box.accepted.connect(self.app.restart)  # Yes is the accepting button
+                self.dialogs.append(box)
+                box.open()
 
         dialog.accepted.connect(saved)
         dialog.open()
