@@ -19,10 +19,15 @@ START_TIMEOUT_MS = 30_000
 _pool = ThreadPoolExecutor(max_workers=1)
 
 
-def farm_status(address: str) -> dict:
-    """A farm node's status, asked from another thread: this thread already runs trio
+def in_thread(fn, *args):  # noqa: ANN001, ANN201
+    """Run a blocking farm helper in another thread: this thread already runs trio
     (the app's guest run), and one thread runs one trio run at a time."""
-    return _pool.submit(farmtools.status, address).result(timeout=60)
+    return _pool.submit(fn, *args).result(timeout=60)
+
+
+def farm_status(address: str) -> dict:
+    """A farm node's status (asked from another thread, see in_thread)."""
+    return in_thread(farmtools.status, address)
 
 
 def app_settings(tmp_path: Path, bootstrap: str | None, **extra) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import farmtools
 from factories import demo_spec
 from farmtools import farm_running, job_of, start_farm
 from guitools import farm_status, running_app
@@ -88,6 +89,29 @@ def test_the_embedded_node_joins_the_farm_and_the_jobs_view_follows_a_job(qtbot,
         assert any(title == "demo is done" for title, _ in app.notifications)
         # The farm view counts every node's frames: 8 in all.
         assert sum(p.frames_rendered for p in app.snapshot.peers) == 8
+
+        # A job submitted on another node: its frames are not here, yet the viewer
+        # shows one, fetched from the node that rendered it.
+        other = _pool_submit(nodes[0], demo_spec(tmp_path / "theirs", frames=(1, 12), chunk=1))
+        qtbot.waitUntil(lambda: _everywhere(nodes, other, "state", "done"), timeout=120_000)
+        qtbot.waitUntil(lambda: app.job(other) is not None and app.job(other).state == "done")
+        job = app.job(other)
+        remote = [f for f in range(1, 13) if job.chunk(job.chunk_of_frame(f)).done_by != app_id]
+        assert remote, "every frame rendered by the app: no remote frame to view"
+        window.jobs_view.select_job(other)
+        qtbot.waitUntil(lambda: window.job_view.job_id == other)
+        assert not window.job_view.folder_button.isEnabled()  # not this computer's job
+        viewer = window.job_view.open_viewer(remote[0])
+        qtbot.waitUntil(lambda: viewer.current_image is not None, timeout=20_000)
+        assert viewer.sources[remote[0]].startswith("fetched from node-")
+        assert (viewer.current_image.width(), viewer.current_image.height()) == (32, 24)
+        viewer.close()
+
+
+def _pool_submit(address, spec):
+    from guitools import in_thread
+
+    return in_thread(farmtools.submit, address, spec)
 
 
 async def _submit_spec(app, spec, out):

@@ -16,7 +16,9 @@ from dataclasses import replace
 import pytest
 from factories import A, B, joined_payload, new_job_payload
 from guitools import running_app
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
 
 from peerfarm.core.log import ActionLog
 from peerfarm.renderers.builtin import builtin_scene_text
@@ -192,6 +194,26 @@ def test_submit_dialog_explains_refused_scenes(qtbot, tmp_path):
         assert "does not exist" in _refusal(qtbot, window, tmp_path / "missing.pov")
         assert not (tmp_path / "evil.sh").exists()
         assert not app.node.state.jobs  # nothing was submitted
+
+
+def test_dropping_a_scene_on_the_window_opens_the_submit_dialog(qtbot, tmp_path):
+    scene = tmp_path / "dropped.json"
+    scene.write_text(builtin_scene_text("demo"))
+    with running_app(qtbot, tmp_path, None) as (app, window):
+        data = QMimeData()
+        data.setUrls([QUrl.fromLocalFile(str(scene))])
+        pos = QPointF(window.width() / 2, window.height() / 2)
+        actions = Qt.DropAction.CopyAction
+        buttons, keys = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+        enter = QDragEnterEvent(pos.toPoint(), actions, data, buttons, keys)
+        QApplication.sendEvent(window, enter)
+        assert enter.isAccepted()
+        QApplication.sendEvent(window, QDropEvent(pos, actions, data, buttons, keys))
+        dialog = window.dialogs[-1]
+        assert dialog.scene_edit.text() == str(scene)
+        qtbot.waitUntil(dialog.submit_button.isEnabled, timeout=20_000)
+        assert dialog.name_edit.text() == "dropped"
+        assert "built-in ray tracer scene, frames 1–48" in dialog.scene_status.text()
 
 
 def test_submit_dialog_shows_the_farm_refusing_a_job(qtbot, tmp_path):

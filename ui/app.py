@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from PySide6.QtCore import QObject, QStandardPaths, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
 from peerfarm.core.state import JOB_FAILED
@@ -49,6 +50,26 @@ class Snapshot:
     peers: list[PeerRow]
     worker: dict[str, Any] | None
     stopping: bool
+
+
+class _InputWatcher(QObject):
+    """Input to the app's windows: the 'away' fallback where the platform gives no idle
+    time (installed only then: it sees every event of the app)."""
+
+    def __init__(self, app: PeerfarmApp) -> None:
+        super().__init__()
+        self.app = app
+        self.kinds = {
+            QEvent.Type.KeyPress,
+            QEvent.Type.MouseButtonPress,
+            QEvent.Type.MouseMove,
+            QEvent.Type.Wheel,
+        }
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() in self.kinds:
+            self.app.note_input()
+        return False
 
 
 class PeerfarmApp(QObject):
@@ -82,6 +103,7 @@ class PeerfarmApp(QObject):
         self.idle_seconds: float | None = None
         self.worker_pause_reason = ""
         self.last_input = time.monotonic()  # input to our own windows (the fallback)
+        self._input_watcher: _InputWatcher | None = None
 
     # -- running ----------------------------------------------------------------------
 
@@ -243,6 +265,9 @@ class PeerfarmApp(QObject):
             log.info("idle time from: %s", self.idle_clock.method)
         else:
             log.info("no system-wide idle time here: counting input to this app's windows")
+            if self._input_watcher is None:
+                self._input_watcher = _InputWatcher(self)
+                QApplication.instance().installEventFilter(self._input_watcher)
         while True:
             if self.idle_clock.system_wide:
                 self.idle_seconds = await trio.to_thread.run_sync(self.idle_clock.seconds)
@@ -327,6 +352,18 @@ def run_gui(args: argparse.Namespace) -> int:
     from ui.main_window import MainWindow
     from ui.options import overrides_from
 
+    if (
+        sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd"))
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+        and not os.environ.get("QT_QPA_PLATFORM")
+    ):
+        print(
+            "peerfarm: error: the desktop app needs a desktop session (no DISPLAY or "
+            "WAYLAND_DISPLAY is set); on a machine without one, run `peerfarm node`",
+            file=sys.stderr,
+        )
+        return 1
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     qapp.setApplicationName("peerfarm")
     qapp.setApplicationDisplayName("peerfarm")

@@ -22,6 +22,16 @@ COLUMNS = [
     "Speed",
 ]
 STATE = COLUMNS.index("State")
+HEADER_HINTS = [
+    "The node's name (its host name unless it was given one)",
+    "Where the other nodes reach it",
+    "As this computer sees it: up, suspect (silent for a moment), down, left",
+    "Renderers installed there, with their versions",
+    "Slots: how many chunks it renders at once",
+    "The chunks it renders now",
+    "Frames it rendered (of the jobs this farm knows)",
+    "Frames per second it finished lately (over the last 30 s)",
+]
 HEALTH_COLOURS = {
     "up": QColor("#2e8b3d"),
     "suspect": QColor("#e0a000"),
@@ -93,6 +103,8 @@ class FarmModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:  # noqa: N802
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return HEADER_HINTS[section]
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0) -> Any:

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QEvent, QPoint, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QMouseEvent, QPainter, QPaintEvent, QPen, QPixmap
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+    QPixmap,
+    QStaticText,
+)
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from ui.farm_summary import DONE, FAILED, RENDERING, WAITING
@@ -28,6 +37,7 @@ TEXT_COLOURS = {
     FAILED: QColor("#ffffff"),
 }
 GAP = 4
+PARTIAL_REPAINT_LIMIT = 200  # more changed cells than this: repaint the visible grid
 CELL_SIZES = {"small": QSize(36, 27), "medium": QSize(80, 60), "large": QSize(160, 120)}
 
 
@@ -47,13 +57,22 @@ class FrameGrid(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setMouseTracking(True)
         self._columns = 1
+        self._texts: dict[int, QStaticText] = {}
 
     def set_cells(self, cells: list[tuple[int, int, str]]) -> None:
-        resized = len(cells) != len(self.cells)
+        old = self.cells
         self.cells = cells
-        if resized:
+        if len(cells) != len(old):
             self._relayout()
-        self.update()
+            self.update()
+            return
+        # Repaint only the cells that changed: a busy job changes a few cells at a time.
+        changed = [i for i, (a, b) in enumerate(zip(old, cells, strict=True)) if a != b]
+        if len(changed) > PARTIAL_REPAINT_LIMIT:
+            self.update()
+        else:
+            for i in changed:
+                self.update(self.cell_rect(i))
 
     def set_thumbnails(self, thumbnails: dict[int, QPixmap]) -> None:
         if thumbnails is not self.thumbnails:
@@ -63,11 +82,18 @@ class FrameGrid(QWidget):
 
     def add_thumbnails(self, more: dict[int, QPixmap]) -> None:
         self.thumbnails.update(more)
-        self.update()
+        if len(more) > PARTIAL_REPAINT_LIMIT:
+            self.update()
+            return
+        index = {frame: i for i, (frame, _, _) in enumerate(self.cells)}
+        for frame in more:
+            if frame in index:
+                self.update(self.cell_rect(index[frame]))
 
     def set_cell_size(self, name: str) -> None:
         self.cell_size = CELL_SIZES[name]
         self._scaled = {}
+        self._texts = {}  # the font size follows the cell size
         self._relayout()
         self.update()
 
@@ -111,24 +137,25 @@ class FrameGrid(QWidget):
             return
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        h = self.cell_size.height() + GAP
-        exposed = event.rect()
-        first_row = max(0, (exposed.top() - GAP) // h)
-        last_row = (exposed.bottom() - GAP) // h + 1
-        first = first_row * self._columns
-        last = min(len(self.cells), (last_row + 1) * self._columns)
         small = self.cell_size.width() < 60
         font = QFont(self.font())
         font.setPointSizeF(max(6.5, font.pointSizeF() * (0.75 if small else 0.9)))
         painter.setFont(font)
-        for i in range(first, last):
+        metrics = painter.fontMetrics()
+        for i in self._cells_in(event.region()):
             frame, _, state = self.cells[i]
             rect = self.cell_rect(i)
             thumb = self.thumbnails.get(frame) if state == DONE else None
             if thumb is not None and not small:
                 painter.fillRect(rect, QColor("#202020"))
                 scaled = self._scaled.get(frame)
-                if scaled is None:
+                if (
+                    scaled is None
+                    and thumb.width() <= rect.width()
+                    and (thumb.height() <= rect.height())
+                ):
+                    scaled = thumb  # fitted in a worker thread already
+                elif scaled is None:
                     scaled = thumb.scaled(
                         rect.size(),
                         Qt.AspectRatioMode.KeepAspectRatio,
@@ -143,12 +170,42 @@ class FrameGrid(QWidget):
                 label = QRect(rect.x() + 3, rect.bottom() - 15, rect.width() - 6, 13)
                 painter.fillRect(label.adjusted(-1, 0, 1, 0), QColor(0, 0, 0, 140))
                 painter.setPen(QColor("white"))
-                painter.drawText(label, Qt.AlignmentFlag.AlignCenter, str(frame))
+                self._draw_number(painter, metrics, label, frame)
                 continue
             painter.fillRect(rect, COLOURS[state])
             painter.setPen(TEXT_COLOURS[state])
-            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, str(frame))
+            self._draw_number(painter, metrics, rect, frame)
         painter.end()
+
+    def _draw_number(self, painter: QPainter, metrics, rect: QRect, frame: int) -> None:  # noqa: ANN001
+        # Laid-out text is cached per number: drawing plain text is the slow part.
+        text = self._texts.get(frame)
+        if text is None:
+            text = QStaticText(str(frame))
+            text.prepare(font=painter.font())
+            self._texts[frame] = text
+        size = text.size()
+        x = rect.x() + (rect.width() - size.width()) / 2
+        y = rect.y() + (rect.height() - size.height()) / 2
+        painter.drawStaticText(QPointF(x, y), text)
+
+    def _cells_in(self, region) -> list[int]:  # noqa: ANN001
+        """Indexes of the cells that touch the region to repaint, each once."""
+        h = self.cell_size.height() + GAP
+        w = self.cell_size.width() + GAP
+        found: set[int] = set()
+        for r in region:
+            first_row = max(0, (r.top() - GAP) // h)
+            last_row = (r.bottom() - GAP) // h
+            first_col = max(0, (r.left() - GAP) // w)
+            last_col = min(self._columns - 1, (r.right() - GAP) // w)
+            for row in range(first_row, last_row + 1):
+                base = row * self._columns
+                for column in range(first_col, last_col + 1):
+                    i = base + column
+                    if i < len(self.cells):
+                        found.add(i)
+        return sorted(found)
 
     # -- interaction --------------------------------------------------------------------
 

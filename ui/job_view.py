@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import trio
-from PySide6.QtCore import QPoint, Qt, QUrl
+from PySide6.QtCore import QPoint, QSize, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -42,15 +42,19 @@ from ui.rates import format_eta
 if TYPE_CHECKING:
     from ui.app import PeerfarmApp
 
-THUMBNAIL_BATCH = 64  # thumbnails read per thread call, so the first ones show soon
+THUMBNAIL_BATCH = 16  # thumbnails per thread call: the first show soon, each batch is short
 
 
-def _decode_all(blobs: dict[int, bytes]) -> dict[int, QImage]:
+def _decode_all(blobs: dict[int, bytes], size: QSize) -> dict[int, QImage]:
+    """Decode thumbnails and fit them to the grid's cells (blocking: a worker thread),
+    so the GUI thread only draws them."""
     out = {}
     for frame, data in blobs.items():
         image = QImage()
         if image.loadFromData(data):
-            out[frame] = image
+            out[frame] = image.scaled(
+                size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
     return out
 
 
@@ -175,7 +179,7 @@ class JobView(QWidget):
         self.play_button.clicked.connect(self._play)
         self.folder_button.clicked.connect(self._open_folder)
         self.log_button.clicked.connect(lambda: self.open_logs(None))
-        self.cell_size.currentTextChanged.connect(self.grid.set_cell_size)
+        self.cell_size.currentTextChanged.connect(self._cell_size_changed)
         self.grid.frame_activated.connect(self.open_viewer)
         self.grid.frame_menu.connect(self._frame_menu)
         self._set_enabled(None)
@@ -195,6 +199,8 @@ class JobView(QWidget):
             self.state_label.setText("")
             self.detail.setText("")
             self._set_enabled(None)
+        elif self.app.snapshot is not None:
+            self.refresh(self.app.snapshot.jobs)  # show it now, not at the next refresh
 
     def refresh(self, rows: list[JobRow]) -> None:
         if not self.job_id:
@@ -214,9 +220,9 @@ class JobView(QWidget):
         self.title.setText(row.name)
         colour = STATE_COLOURS.get(row.state)
         self.state_label.setText(state_text(row))
-        self.state_label.setStyleSheet(
-            f"color: {colour.name()}; font-weight: bold;" if colour else ""
-        )
+        sheet = f"color: {colour.name()}; font-weight: bold;" if colour else ""
+        if self.state_label.styleSheet() != sheet:  # style sheets are slow to apply
+            self.state_label.setStyleSheet(sheet)
         parts = [f"{row.frames_done} of {row.frames_total} frames done"]
         if row.fps:
             parts.append(format_fps(row.fps))
@@ -262,6 +268,15 @@ class JobView(QWidget):
 
     # -- thumbnails ---------------------------------------------------------------------
 
+    def _cell_size_changed(self, name: str) -> None:
+        self.grid.set_cell_size(name)
+        # Thumbnails are fitted to the cells in a worker thread: load them again.
+        self.thumbnails = {}
+        self.grid.set_thumbnails(self.thumbnails)
+        job = self.app.job(self.job_id)
+        if job is not None and self.app.node and job.submitter == self.app.node.node_id:
+            self._load_thumbnails(job)
+
     def _load_thumbnails(self, job: Job) -> None:
         collector = self.app.node.collector if self.app.node else None
         if self._thumbs_loading or collector is None:
@@ -275,10 +290,11 @@ class JobView(QWidget):
         try:
             for start in range(0, len(frames), THUMBNAIL_BATCH):
                 batch = frames[start : start + THUMBNAIL_BATCH]
+                size = self.grid.cell_size
                 blobs = await trio.to_thread.run_sync(read_thumbnails, job, batch)
-                images = await trio.to_thread.run_sync(_decode_all, blobs)
-                if job.id != self.job_id:
-                    return  # another job was selected meanwhile
+                images = await trio.to_thread.run_sync(_decode_all, blobs, size)
+                if job.id != self.job_id or size != self.grid.cell_size:
+                    return  # another job or cell size was chosen meanwhile
                 pixmaps = {f: QPixmap.fromImage(img) for f, img in images.items()}
                 self.thumbnails.update(pixmaps)
                 self.grid.add_thumbnails(pixmaps)

@@ -23,6 +23,16 @@ from ui.rates import format_eta
 COLUMNS = ["Job", "Renderer", "Submitted by", "Progress", "Speed", "ETA", "State", "Priority"]
 PROGRESS = COLUMNS.index("Progress")
 STATE = COLUMNS.index("State")
+HEADER_HINTS = [
+    "The job's name; select a job to see its frames below",
+    "The program that renders it",
+    "The computer it was sent from (its frames are collected there)",
+    "Frames rendered of all its frames",
+    "Frames per second the whole farm finishes lately (over the last 30 s)",
+    "Time left at that speed",
+    "queued, rendering, paused, done, failed or cancelled",
+    "Higher priority jobs render first",
+]
 
 STATE_COLOURS = {
     "queued": QColor("#6b6b6b"),
@@ -90,6 +100,8 @@ class JobsModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:  # noqa: N802
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return HEADER_HINTS[section]
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0) -> Any:
@@ -140,7 +152,10 @@ class ProgressDelegate(QStyledItemDelegate):
         bar.progress = row.frames_done
         bar.text = f"{row.frames_done} / {row.frames_total}"
         bar.textVisible = True
-        bar.state = option.state
+        # Qt 6 draws a progress bar horizontally only when told so in its state.
+        bar.state = (
+            option.state | QStyle.StateFlag.State_Horizontal | QStyle.StateFlag.State_Enabled
+        )
         # The bar says the state at a glance: green done, red failed, orange paused.
         bar.palette = QPalette(option.palette)
         colour = BAR_COLOURS.get(row.state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -33,26 +33,6 @@ from ui.job_view import JobView
 from ui.jobs_view import JobsView
 from ui.settings_dialog import SettingsDialog
 from ui.submit_dialog import DEMO_SCENE, SubmitDialog
-
-INPUT_EVENTS = {
-    QEvent.Type.KeyPress,
-    QEvent.Type.MouseButtonPress,
-    QEvent.Type.MouseMove,
-    QEvent.Type.Wheel,
-}
-
-
-class _InputWatcher(QObject):
-    """Input to the app's windows: the 'away' fallback where the platform gives no idle time."""
-
-    def __init__(self, app: PeerfarmApp) -> None:
-        super().__init__()
-        self.app = app
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() in INPUT_EVENTS:
-            self.app.note_input()
-        return False
 
 
 class EmptyJobs(QWidget):
@@ -116,13 +96,13 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self.resize(1180, 760)
         self.setAcceptDrops(True)
-        self._input_watcher = _InputWatcher(app)
-        QApplication.instance().installEventFilter(self._input_watcher)
 
         self._build_toolbar()
         self.jobs_view = JobsView()
         self.job_view = JobView(app)
         self.jobs_view.job_selected.connect(self.job_view.set_job)
+        self.jobs_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.jobs_view.customContextMenuRequested.connect(self._job_menu)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.jobs_view)
         splitter.addWidget(self.job_view)
@@ -326,6 +306,23 @@ class MainWindow(QMainWindow):
         self.show()
         self.raise_()
         self.activateWindow()
+
+    def _job_menu(self, pos) -> None:  # noqa: ANN001
+        """Right-click on a job: the job view's controls, for that job."""
+        index = self.jobs_view.indexAt(pos)
+        if not index.isValid():
+            return
+        self.jobs_view.select_job(self.jobs_view.jobs_model.rows[index.row()].id)
+        v = self.job_view
+        menu = QMenu(self)
+        for button in (v.pause_button, v.resume_button, v.retry_button, v.cancel_button):
+            action = menu.addAction(button.text(), button.click)
+            action.setEnabled(button.isEnabled())
+        menu.addSeparator()
+        for button in (v.play_button, v.folder_button, v.log_button):
+            action = menu.addAction(button.text(), button.click)
+            action.setEnabled(button.isEnabled())
+        menu.exec(self.jobs_view.viewport().mapToGlobal(pos))
 
     # -- dialogs --------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ worker takes other work.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -268,8 +270,10 @@ class Worker:
                         stderr=stderr,
                         check=False,
                         task_status=task_status,
+                        **_LOW_PRIORITY,
                     )
                 )
+                _lower_priority(proc.pid)
                 buffered = b""
                 async for data in proc.stdout:
                     buffered += data
@@ -286,6 +290,24 @@ class Worker:
             return False, f"the renderer exited without writing frames {missing}"
         tail = await trio.to_thread.run_sync(_tail, log_file)
         return False, f"renderer exited with code {code}: {tail}"
+
+
+# Renderers run at a lower CPU priority than everything else on the machine: a node is
+# often someone's workstation (or the desktop app itself), and its window and its user
+# come first; on a dedicated render node nothing else wants the CPU, so nothing is lost.
+RENDERER_NICENESS = 10
+_LOW_PRIORITY = (
+    {"creationflags": subprocess.BELOW_NORMAL_PRIORITY_CLASS} if sys.platform == "win32" else {}
+)
+
+
+def _lower_priority(pid: int) -> None:
+    """POSIX: renice the renderer just started (Windows: set at creation, above)."""
+    if hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, RENDERER_NICENESS)
+        except OSError:
+            pass  # already exited, or not allowed: it renders at normal priority
 
 
 def _read_blobs(blobs: BlobStore, files: tuple[tuple[str, str, int], ...]) -> dict[str, bytes]:
