@@ -28,6 +28,7 @@ from ui.main_window import MainWindow
 from ui.settings import SettingsStore
 
 HERE = Path(__file__).resolve().parent
+WINDOW: list = []  # for the timeout message
 
 FAILING_SCENE = {
     "format": "peerfarm-scene/1",
@@ -60,7 +61,11 @@ def wait(what: str, check, timeout: float = 120.0) -> None:  # noqa: ANN001
         if check():
             return
         time.sleep(0.01)
-    raise SystemExit(f"timed out waiting for {what}")
+    import collections
+
+    grid_cells = collections.Counter(c[2] for c in WINDOW[0].job_view.grid.cells) if WINDOW else {}
+    jobs = [(r.name, r.state, r.frames_done) for r in WINDOW[0].app.snapshot.jobs] if WINDOW else []
+    raise SystemExit(f"timed out waiting for {what}; grid {dict(grid_cells)}; jobs {jobs}")
 
 
 def settle(seconds: float) -> None:
@@ -125,6 +130,7 @@ def main() -> int:
             )
             app = PeerfarmApp(store, root / "app-default")
             window = MainWindow(app)
+            WINDOW.append(window)
             window.resize(1320, 820)
             window.move(20, 20)
             window.show()
@@ -182,10 +188,12 @@ def main() -> int:
                 180,
             )
             window.jobs_view.select_job(big_id)
-            settle(1.5)
+            grid = window.job_view.grid
+            wait("frames rendering", lambda: sum(c[2] == RENDERING for c in grid.cells) >= 3, 60)
+            settle(0.5)
             shot(window, "02-jobs-rendering")
             # Hover a yellow cell: which node renders it.
-            grid = window.job_view.grid
+            wait("a frame rendering", lambda: any(c[2] == RENDERING for c in grid.cells), 60)
             cell = next(i for i, c in enumerate(grid.cells) if c[2] == RENDERING)
             centre = grid.cell_rect(cell).center()
             frame, chunk, _ = grid.cells[cell]
