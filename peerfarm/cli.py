@@ -1,4 +1,5 @@
-"""The `peerfarm` command line: init, node, bootstrap, submit, status, cancel, logs, demo."""
+"""The `peerfarm` command line: init, node, gui, bootstrap, submit, status, job control
+(cancel, pause, resume, retry, priority), logs, demo."""
 
 from __future__ import annotations
 
@@ -45,6 +46,16 @@ def _address(text: str) -> tuple[str, int]:
         return parse_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not -1000 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number from -1000 to 1000")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not announce or look for nodes on the LAN (zeroconf/mDNS)",
     )
+
+    p = sub.add_parser(
+        "gui",
+        help="the desktop app: a node (worker and manager) with a window; "
+        "options given here override its saved settings",
+    )
+    from ui.options import add_gui_options  # Qt-free: PySide6 is needed only to run it
+
+    add_gui_options(p)
 
     p = sub.add_parser(
         "bootstrap", parents=[key], help="run a bootstrap server (a peer that never renders)"
@@ -225,6 +245,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB")
     p.add_argument("--node", required=True, metavar="HOST:PORT")
 
+    p = sub.add_parser(
+        "pause", parents=[key], help="pause a job on every node (chunks in flight finish)"
+    )
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("resume", parents=[key], help="resume a paused job")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("retry", parents=[key], help="render a job's failed frames again")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser(
+        "priority", parents=[key], help="change a job's priority (higher renders first)"
+    )
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("priority", type=_priority, metavar="PRIORITY", help="-1000 to 1000")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
     p = sub.add_parser("logs", parents=[key], help="show the renderer output of a job's chunks")
     p.add_argument("job_id", metavar="JOB")
     p.add_argument(
@@ -270,12 +311,19 @@ def main(argv: list[str] | None = None) -> int:
                 farm_key=args.farm_key,
             )
             return trio.run(serve, Node(config))
+        if args.command == "gui":
+            try:
+                from ui.app import run_gui
+            except ImportError as exc:
+                raise CliError(
+                    f"the desktop app needs PySide6 ({exc}); install it with "
+                    f"pip install 'peerfarm[gui]'"
+                ) from None
+            return run_gui(args)
         if args.command == "bootstrap":
             from bootstrap_server.server import bootstrap_node
 
-            node = bootstrap_node(
-                listen_address(args, 7000), args.data_dir, farm_key=args.farm_key
-            )
+            node = bootstrap_node(listen_address(args, 7000), args.data_dir, farm_key=args.farm_key)
             node.config.advertise = args.advertise
             node.config.zeroconf = not args.no_zeroconf
             return trio.run(serve, node)
@@ -283,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             return trio.run(submit, args)
         if args.command == "status":
             return trio.run(status, args)
-        if args.command == "cancel":
-            return trio.run(cancel, args)
+        if args.command in JOB_CONTROLS:
+            return trio.run(control_job, args)
         if args.command == "logs":
             return trio.run(show_logs, args)
         if args.command == "demo":
@@ -460,7 +508,10 @@ async def submit(args: argparse.Namespace) -> int:
 
 
 async def wait_for_job(
-    node: str, job_id: str, farm_key: FarmKey | None = None, out=sys.stdout  # noqa: ANN001
+    node: str,
+    job_id: str,
+    farm_key: FarmKey | None = None,
+    out=sys.stdout,  # noqa: ANN001
 ) -> int:
     """Show a live progress bar until every frame is in the output folder."""
     started = time.monotonic()
@@ -541,10 +592,28 @@ async def status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cancel(args: argparse.Namespace) -> int:
+JOB_CONTROLS = ("cancel", "pause", "resume", "retry", "priority")
+
+
+async def control_job(args: argparse.Namespace) -> int:
+    """cancel, pause, resume, retry, priority: one farm-wide action on one job."""
+    job = args.job_id
     async with NodeClient(args.node, args.farm_key) as client:
-        await client.cancel(args.job_id)
-    print(f"job {args.job_id} cancelled")
+        if args.command == "cancel":
+            await client.cancel(job)
+            print(f"job {job} cancelled")
+        elif args.command == "pause":
+            await client.pause(job)
+            print(f"job {job} paused: no new frames start; frames rendering now finish")
+        elif args.command == "resume":
+            await client.resume(job)
+            print(f"job {job} resumed")
+        elif args.command == "retry":
+            frames = await client.retry(job)
+            print(f"job {job}: {frames} failed frame(s) will be rendered again")
+        else:
+            await client.set_priority(job, args.priority)
+            print(f"job {job} now has priority {args.priority}")
     return 0
 
 

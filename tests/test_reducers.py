@@ -229,3 +229,111 @@ def test_nodes_never_claim_what_they_cannot_render():
     log.add(log.create(C, "NEW_JOB", old))
     log.add(log.create(C, "CANCEL_JOB", {"job_id": "pov1"}))
     assert pick_chunk(log.state, B) is None  # 3.7.0.10 does not satisfy "3.8"
+
+
+# -- job control: pause, resume, retry, priority ---------------------------------------
+
+
+def control(log: ActionLog, kind: str, job_id: str = "job1", **extra) -> None:
+    log.add(log.create(A, kind, {"job_id": job_id, **extra}))
+
+
+def test_a_paused_job_gets_no_new_claims_and_its_chunks_in_flight_still_count():
+    log = farm_log(B)
+    claim_action = log.create(B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0})
+    log.add(claim_action)
+    control(log, "PAUSE_JOB")
+    job = log.state.jobs["job1"]
+    assert (job.paused, job.display_state) == (True, "paused")
+    assert pick_chunk(log.state, B) is None
+    paused_state = log.state
+    control(log, "PAUSE_JOB")  # pausing twice changes nothing
+    assert log.state.jobs["job1"] is paused_state.jobs["job1"]
+    log.add(log.create(B, "DONE", {"job_id": "job1", "chunk": 0, "claim_seq": claim_action.seq}))
+    assert log.state.jobs["job1"].frames_done == 2  # the render in flight finished
+    control(log, "RESUME_JOB")
+    assert log.state.jobs["job1"].display_state == "rendering"
+    assert pick_chunk(log.state, B) is not None
+
+
+def test_pausing_a_finished_job_has_no_effect():
+    state = farm(
+        JOB,
+        act("CANCEL_JOB", {"job_id": "job1"}, A, 2, 2),
+        act("PAUSE_JOB", {"job_id": "job1"}, A, 3, 3),
+    )
+    assert state.jobs["job1"].display_state == "cancelled" and not state.jobs["job1"].paused
+
+
+def test_retry_renders_the_failed_frames_again_with_a_clean_slate():
+    log = farm_log(B, C)
+    for chunk in range(3):
+        fail(log, B, chunk, "missing texture")  # B is blocklisted for job1
+    for node in (C, A):
+        fail(log, node, 0, "missing texture")
+    fail(log, C, 0, "missing texture")
+    job = log.state.jobs["job1"]
+    assert job.state == "failed" and job.chunk(0).state == "failed"
+    control(log, "RETRY_JOB")
+    job = log.state.jobs["job1"]
+    assert (job.state, job.error, len(job.failures)) == ("active", "", 0)
+    for index in (0, 1, 2):
+        chunk = job.chunk(index)
+        assert (chunk.state, chunk.attempts, chunk.failed_on, chunk.error) == ("pending", 0, (), "")
+    assert pick_chunk(log.state, B) is not None  # no longer blocklisted
+    retried = log.state
+    control(log, "RETRY_JOB")  # nothing failed since: no effect
+    assert log.state.jobs["job1"] is retried.jobs["job1"]
+
+
+def test_retry_frees_claims_whose_holder_left_while_the_job_was_failed():
+    log = farm_log(B, C)
+    held = log.create(C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 3})
+    log.add(held)
+    for node in (B, C, A):
+        fail(log, node, 0, "segv")
+    assert log.state.jobs["job1"].state == "failed"
+    log.add(log.create(C, "PEER_LEFT", {}))
+    assert log.state.jobs["job1"].chunk(3).state == "claimed"  # failed jobs keep claims
+    control(log, "RETRY_JOB")
+    assert log.state.jobs["job1"].chunk(3).state == "pending"
+
+
+def test_retry_of_a_done_or_cancelled_job_has_no_effect():
+    log = farm_log(B)
+    control(log, "CANCEL_JOB")
+    before = log.state
+    control(log, "RETRY_JOB")
+    assert log.state.jobs["job1"] is before.jobs["job1"]
+
+
+def test_set_priority_reorders_the_jobs_and_the_last_in_the_total_order_wins():
+    log = farm_log(B)
+    log.add(log.create(A, "NEW_JOB", new_job_payload("job2")))
+    assert pick_chunk(log.state, B)[0] == "job1"  # the older job first
+    control(log, "SET_PRIORITY", "job2", priority=5)
+    assert pick_chunk(log.state, B)[0] == "job2"
+    # Two users set priorities at once: every node keeps the one that sorts last.
+    first = act("SET_PRIORITY", {"job_id": "job1", "priority": 7}, B, 10, 100)
+    second = act("SET_PRIORITY", {"job_id": "job1", "priority": -3}, C, 1, 100)
+    results = set()
+    for order in ([first, second], [second, first]):
+        other = farm_log(B)
+        for a in order:
+            other.add(a)
+        results.add(other.state.jobs["job1"].priority)
+    assert results == {-3}  # (100, C, 1) sorts after (100, B, 10)
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ({"job_id": "job1", "priority": 5000}, "priority"),
+        ({"job_id": "job1"}, "missing field 'priority'"),
+        ({"job_id": "job1", "priority": True}, "integer"),
+    ],
+)
+def test_invalid_set_priority_is_refused(payload, reason):
+    data = act("SET_PRIORITY", payload, A, 1, 1).to_wire()
+    with pytest.raises(InvalidAction, match=reason):
+        validate_action(data)

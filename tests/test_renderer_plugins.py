@@ -58,3 +58,15 @@ def test_renderer_processes_parse_frames_like_the_farm():
     assert frame_range_arg("7") == (7, 7)
     with pytest.raises(argparse.ArgumentTypeError, match="before the first"):
         frame_range_arg("9-1")
+
+
+def test_builtin_refuses_frames_outside_the_scenes_animation():
+    from peerfarm.renderers.base import RendererError
+    from peerfarm.renderers.builtin import builtin_scene_text
+
+    plugin = renderer_plugins()["builtin"]
+    spec = {"scene": builtin_scene_text("demo")}
+    assert plugin.check_job(spec) == (1, 48)
+    assert plugin.check_job({**spec, "frames": [5, 48]}) == (1, 48)
+    with pytest.raises(RendererError, match=r"frames 1-60 are outside .* \(frames 1-48\)"):
+        plugin.check_job({**spec, "frames": [1, 60]})

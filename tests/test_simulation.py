@@ -232,6 +232,51 @@ def test_cancel_is_final_everywhere():
     assert result.jobs == {"job-cancelled": "cancelled"}
 
 
+def test_pause_resume_and_priority_under_a_partition():
+    """A user pauses a job on one side of a partition and resumes it from the other
+    side after the heal, while another user raises a second job's priority: every
+    node folds the same state and both jobs finish."""
+    paused = JobPlan(
+        "job-paused",
+        0.5,
+        0,
+        1,
+        80,
+        2,
+        controls=((2.0, 1, "pause", 0), (12.0, 3, "resume", 0)),
+    )
+    urgent = JobPlan("job-urgent", 1.0, 2, 1, 40, 2, controls=((3.0, 3, "priority", 10),))
+    schedule = _schedule(4, [paused, urgent], [FaultPlan(PARTITION, 1.5, (0, 1), 8.0)])
+    result = _run(schedule)
+    assert len(result.emitted(act.PAUSE_JOB)) == len(result.emitted(act.RESUME_JOB)) == 1
+    assert result.emitted(act.SET_PRIORITY)[0].payload["priority"] == 10
+    assert result.jobs == {"job-paused": "done", "job-urgent": "done"}
+    # Nodes that knew of the pause claimed nothing of the job until the resume.
+    names = {nid: i for i, nid in enumerate(schedule.node_ids)}
+    side = {
+        names[a.origin]
+        for a in result.emitted(act.CLAIM_CHUNK, 2.5, 9.0)
+        if a.payload["job_id"] == "job-paused"
+    }
+    assert not side & {0, 1}
+
+
+def test_retry_renders_failed_frames_again():
+    """Renders fail often; the job fails, a user retries it (repeatedly, from different
+    nodes), and every node agrees on the outcome of each retry."""
+    retries = tuple((t, i % 3, "retry", 0) for i, t in enumerate((10.0, 20.0, 30.0, 40.0)))
+    job = JobPlan("job-flaky", 0.5, 0, 1, 30, 1, controls=retries)
+    schedule = _schedule(3, [job], [], fault_end=45.0)
+    schedule.fail_prob = 0.4
+    result = _run(schedule)
+    retried = result.emitted(act.RETRY_JOB)
+    assert retried, "the job never failed: raise fail_prob"
+    # A retry put failed chunks back in the pool: they were claimed again after it.
+    first = next(t for t, _, a in result.actions if a.type == act.RETRY_JOB)
+    assert result.emitted(act.CLAIM_CHUNK, first)
+    assert result.jobs["job-flaky"] in ("done", "failed")
+
+
 # -- the simulator itself --------------------------------------------------------------
 
 

@@ -34,6 +34,10 @@ RELEASE_CHUNK = "RELEASE_CHUNK"
 CHUNK_FAILED = "CHUNK_FAILED"
 CANCEL_JOB = "CANCEL_JOB"
 CHUNK_LOST = "CHUNK_LOST"
+PAUSE_JOB = "PAUSE_JOB"
+RESUME_JOB = "RESUME_JOB"
+RETRY_JOB = "RETRY_JOB"
+SET_PRIORITY = "SET_PRIORITY"
 
 _chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
 _claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
@@ -104,6 +108,14 @@ PAYLOADS: dict[str, s.Check] = {
     # The submitter found the only copy of a done chunk's frames gone (its holder
     # died or lost them) before collecting them: the chunk is rendered again.
     CHUNK_LOST: s.record({**_chunk_ref, "holder": s.node_id}),
+    # Job control by a user, farm-wide. A paused job gets no new claims (chunks in
+    # flight finish); RESUME_JOB undoes it.
+    PAUSE_JOB: s.record({"job_id": s.job_id}),
+    RESUME_JOB: s.record({"job_id": s.job_id}),
+    # Render the failed frames again: failed chunks go back to the pool with a clean
+    # slate (attempts, failing nodes, blocklist), and a failed job is active again.
+    RETRY_JOB: s.record({"job_id": s.job_id}),
+    SET_PRIORITY: s.record({"job_id": s.job_id, "priority": s.integer(-1000, 1000)}),
 }
 
 ACTION_TYPES = frozenset(PAYLOADS)

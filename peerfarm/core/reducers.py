@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from immutables import Map
+
 from peerfarm.core import actions as a
 from peerfarm.core.state import (
     ACTIVE,
@@ -248,6 +250,51 @@ def _cancel_job(state: State, action: a.Action) -> State:
     return _put(state, job._replace(state=CANCELLED))
 
 
+def _pause_job(state: State, action: a.Action) -> State:
+    job = state.jobs.get(action.payload["job_id"])
+    if job is None or job.state != ACTIVE or job.paused:
+        return state
+    return _put(state, job._replace(paused=True))
+
+
+def _resume_job(state: State, action: a.Action) -> State:
+    job = state.jobs.get(action.payload["job_id"])
+    if job is None or not job.paused:
+        return state
+    return _put(state, job._replace(paused=False))
+
+
+def _retry_job(state: State, action: a.Action) -> State:
+    """Failed chunks (and chunks waiting after failures) get a clean slate, the job's
+    blocklist is forgotten, and a failed job is active again: the user fixed something
+    (a missing texture, a node's renderer) and wants the failed frames rendered."""
+    job = state.jobs.get(action.payload["job_id"])
+    if job is None or job.state not in (ACTIVE, JOB_FAILED):
+        return state
+    chunks = job.chunks
+    for index, chunk in job.chunks.items():
+        if chunk.state == CHUNK_FAILED or (chunk.state == PENDING and chunk.failed_on):
+            fresh = chunk._replace(state=PENDING, attempts=0, error="", failed_on=())
+            chunks = chunks.set(index, fresh)
+        elif chunk.state == CLAIMED and job.state == JOB_FAILED:
+            holder = state.peers.get(chunk.claim_origin)
+            if holder is None or holder.state != UP:
+                # Its holder left while the job was failed (PEER_DOWN only frees the
+                # claims of active jobs): nobody would ever render or release it.
+                chunks = chunks.set(index, chunk._replace(state=PENDING))
+    if chunks is job.chunks and not job.failures and job.state == ACTIVE:
+        return state  # nothing failed: nothing to retry
+    job = job._replace(chunks=chunks, failures=Map(), state=ACTIVE, error="")
+    return _put(state, job)
+
+
+def _set_priority(state: State, action: a.Action) -> State:
+    job = state.jobs.get(action.payload["job_id"])
+    if job is None or job.priority == action.payload["priority"]:
+        return state
+    return _put(state, job._replace(priority=action.payload["priority"]))
+
+
 _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.PEER_JOINED: _peer_joined,
     a.PEER_LEFT: _peer_left,
@@ -259,5 +306,9 @@ _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.CHUNK_FAILED: _chunk_failed,
     a.CANCEL_JOB: _cancel_job,
     a.CHUNK_LOST: _chunk_lost,
+    a.PAUSE_JOB: _pause_job,
+    a.RESUME_JOB: _resume_job,
+    a.RETRY_JOB: _retry_job,
+    a.SET_PRIORITY: _set_priority,
 }
 assert set(_HANDLERS) == a.ACTION_TYPES

@@ -1,7 +1,7 @@
 """Which chunk a node should claim next: a pure decision over the state.
 
-Policy (simple for now): the highest-priority, oldest active job with a pending
-chunk, skipping jobs this node is blocklisted for and chunks that failed here
+Policy (simple for now): the highest-priority, oldest active job (not paused) with a
+pending chunk, skipping jobs this node is blocklisted for and chunks that failed here
 while another node could try them. To keep idle nodes from all reaching for the
 same chunk at once, each rendering node starts its search at its own share of
 the chunk range (its rank among rendering peers); concurrent claims that still
@@ -16,7 +16,7 @@ from peerfarm.core.state import ACTIVE, PENDING, UP, Job, State, able_renderers
 
 
 def job_order(state: State) -> list[Job]:
-    active = [j for j in state.jobs.values() if j.state == ACTIVE]
+    active = [j for j in state.jobs.values() if j.state == ACTIVE and not j.paused]
     return sorted(active, key=lambda j: (-j.priority, j.submitted_lamport, j.id))
 
 

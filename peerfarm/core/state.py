@@ -82,6 +82,7 @@ class Job(NamedTuple):
     frame_renders: int = 0  # frame renders (tile renders, if tiled) started, duplicates included
     error: str = ""
     failures: Map = Map()  # node id -> chunks of this job it failed
+    paused: bool = False  # no new claims while paused (PAUSE_JOB / RESUME_JOB)
 
     @property
     def chunk_total(self) -> int:
@@ -135,9 +136,11 @@ class Job(NamedTuple):
 
     @property
     def display_state(self) -> str:
-        """What users see: queued / rendering / done / failed / cancelled."""
+        """What users see: queued / rendering / paused / done / failed / cancelled."""
         if self.state != ACTIVE:
             return self.state
+        if self.paused:
+            return "paused"
         return "rendering" if self.chunks else "queued"
 
 

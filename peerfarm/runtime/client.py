@@ -116,3 +116,16 @@ class NodeClient:
 
     async def cancel(self, job_id: str) -> None:
         await self.request(message("CANCEL", job_id=job_id))
+
+    async def pause(self, job_id: str) -> None:
+        await self.request(message("PAUSE", job_id=job_id))
+
+    async def resume(self, job_id: str) -> None:
+        await self.request(message("RESUME", job_id=job_id))
+
+    async def retry(self, job_id: str) -> int:
+        """Returns how many failed frames are rendered again."""
+        return (await self.request(message("RETRY", job_id=job_id)))["frames"]
+
+    async def set_priority(self, job_id: str, priority: int) -> None:
+        await self.request(message("PRIORITY", job_id=job_id, priority=priority))

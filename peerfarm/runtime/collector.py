@@ -86,6 +86,11 @@ class Collector:
             "output_note": _previews_note(job),
         }
 
+    def frames_collected(self, job_id: str) -> frozenset[int]:
+        """Frames of one of our jobs that are in its output folder (with a thumbnail
+        beside them, if Pillow could read them)."""
+        return frozenset(self._collected.get(job_id, ()))
+
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             while True:

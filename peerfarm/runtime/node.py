@@ -30,7 +30,7 @@ import trio
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action, InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
-from peerfarm.core.state import CANCELLED, DOWN, LEFT, UP, Job
+from peerfarm.core.state import ACTIVE, CANCELLED, CHUNK_FAILED, DOWN, JOB_FAILED, LEFT, UP, Job
 from peerfarm.jobspec import SubmitError, build_new_job, check_files, check_manifest, manifest_of
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
@@ -77,7 +77,9 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
+
 JoinHandler = Callable[["Node", Link], Awaitable[None]]
+CLIENT_REQUESTS = ("SUBMIT", "STATUS", "CANCEL", "PAUSE", "RESUME", "RETRY", "PRIORITY")
 
 
 @dataclass
@@ -308,13 +310,75 @@ class Node:
             return message("REFUSED", message=f"cannot store the upload: {exc}"[:4000])
         return message("BLOB_PUT", sha=sha, held=held, complete=complete)
 
-    def cancel(self, job_id: str) -> None:
+    def _job(self, job_id: str) -> Job:
         job = self.state.jobs.get(job_id)
         if job is None:
             raise SubmitError(f"no job {job_id!r} on this farm; `peerfarm status` lists the jobs")
-        if job.state != "active":
+        return job
+
+    def cancel(self, job_id: str) -> None:
+        job = self._job(job_id)
+        if job.state != ACTIVE:
             raise SubmitError(f"job {job_id} is already {job.state}")
         self.emit(act.CANCEL_JOB, {"job_id": job_id})
+
+    # Job control is farm-wide: each is a replicated action (see core/reducers.py).
+
+    def pause(self, job_id: str) -> None:
+        """No node starts new chunks of the job; chunks in flight finish."""
+        job = self._job(job_id)
+        if job.state != ACTIVE:
+            raise SubmitError(f"job {job_id} is {job.state}; only active jobs can be paused")
+        if job.paused:
+            raise SubmitError(f"job {job_id} is already paused")
+        self.emit(act.PAUSE_JOB, {"job_id": job_id})
+
+    def resume(self, job_id: str) -> None:
+        job = self._job(job_id)
+        if not job.paused:
+            raise SubmitError(f"job {job_id} is not paused")
+        self.emit(act.RESUME_JOB, {"job_id": job_id})
+
+    def retry(self, job_id: str) -> int:
+        """Render the job's failed frames again; returns how many frames that is."""
+        job = self._job(job_id)
+        if job.state not in (ACTIVE, JOB_FAILED):
+            raise SubmitError(f"job {job_id} is {job.state}: there is nothing to retry")
+        failed = [i for i, c in job.chunks.items() if c.state == CHUNK_FAILED or c.failed_on]
+        if not failed and not job.failures:
+            raise SubmitError(f"job {job_id} has no failed frames to retry")
+        self.emit(act.RETRY_JOB, {"job_id": job_id})
+        return sum(len(job.frames_of(i)) for i in failed)
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        self._job(job_id)
+        if type(priority) is not int or not -1000 <= priority <= 1000:
+            raise SubmitError(f"priority {priority!r}: give a whole number from -1000 to 1000")
+        self.emit(act.SET_PRIORITY, {"job_id": job_id, "priority": priority})
+
+    # This machine's worker: its own settings, not replicated (except its slots,
+    # which the farm sees through PEER_JOINED).
+
+    def pause_worker(self) -> None:
+        """Stop rendering on this machine now: renders in flight are stopped and their
+        chunks given back to the farm."""
+        if self.worker is not None:
+            self.worker.pause()
+
+    def resume_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.resume()
+
+    def set_slots(self, slots: int) -> None:
+        """Renderer processes at once on this machine; extra renders in flight finish."""
+        if type(slots) is not int or not 0 <= slots <= 1024:
+            raise SubmitError(f"slots {slots!r}: give a whole number from 0 to 1024")
+        self.config.slots = slots
+        if self.worker is not None:
+            self.worker.slots = slots
+        if self.synced.is_set() and self.config.renders:
+            self._announce()  # the farm view shows every node's slots
+        self._notify_change()
 
     def frame_path(self, job: Job, frame: int, tile: int | None = None) -> Path:
         """Where this node keeps a frame (or one tile of a frame) it rendered; the
@@ -904,7 +968,7 @@ class Node:
             pass  # receiving anything refreshes link.last_heard
         elif kind == "ERROR":
             log.warning("%s reports an error: %s", link.describe(), msg["message"])
-        elif kind in ("SUBMIT", "STATUS", "CANCEL"):
+        elif kind in CLIENT_REQUESTS:
             await link.send(await self._answer_client(msg))
         elif kind in ("HAVE_BLOBS", "PUT_BLOB") and not mesh:
             await link.send(await self._answer_upload(msg))
@@ -918,6 +982,18 @@ class Node:
             if msg["type"] == "CANCEL":
                 self.cancel(msg["job_id"])
                 return message("CANCELLED", job_id=msg["job_id"])
+            if msg["type"] == "PAUSE":
+                self.pause(msg["job_id"])
+                return message("PAUSED", job_id=msg["job_id"])
+            if msg["type"] == "RESUME":
+                self.resume(msg["job_id"])
+                return message("RESUMED", job_id=msg["job_id"])
+            if msg["type"] == "RETRY":
+                frames = self.retry(msg["job_id"])
+                return message("RETRIED", job_id=msg["job_id"], frames=frames)
+            if msg["type"] == "PRIORITY":
+                self.set_priority(msg["job_id"], msg["priority"])
+                return message("PRIORITY_SET", job_id=msg["job_id"], priority=msg["priority"])
             return message("STATUS_REPLY", status=self.status())
         except SubmitError as exc:
             return message("REFUSED", message=str(exc))

@@ -10,7 +10,9 @@ worker takes other work.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ERROR_TAIL_CHARS = 2000
+# Renders stopped for these reasons give their chunk back (RELEASE_CHUNK) so another
+# node takes it at once; other stops (job over, claim lost) have nothing to give back.
+RELEASE_REASON_STOPPING = "node stopping"
+RELEASE_REASON_PAUSED = "this machine's worker paused"
+RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED)
 
 
 @dataclass
@@ -50,11 +57,13 @@ class Worker:
         self.slots = slots
         self.renders: dict[tuple[str, int], Render] = {}
         self._claiming = True
+        self.paused = False  # this machine's user paused it (or is at the keyboard)
         self._job_locks: dict[str, trio.Lock] = {}  # one scene download per job at a time
 
     def status(self) -> dict[str, Any]:
         return {
             "slots": self.slots,
+            "paused": self.paused,
             "rendering": [
                 {
                     "job_id": r.job_id,
@@ -93,13 +102,30 @@ class Worker:
                     continue
                 if (job.id, index) in self.renders:
                     continue
-                if self._claiming and not self.node.stopping and len(self.renders) < self.slots:
+                if self._may_start() and not job.paused and len(self.renders) < self.slots:
                     log.info("rendering chunk %d of job %s: we hold its claim", index, job.id)
                     self._start(nursery, job, index, chunk.claim_seq)
                 else:
-                    log.info("giving back chunk %d of job %s: no free slot", index, job.id)
+                    log.info("giving back chunk %d of job %s: not rendering it", index, job.id)
                     payload = {"job_id": job.id, "chunk": index, "claim_seq": chunk.claim_seq}
                     self.node.emit(act.RELEASE_CHUNK, payload)
+
+    def pause(self) -> None:
+        """This machine stops rendering now: renders in flight stop and their chunks go
+        back to the farm (the user wants the machine back, not in a minute)."""
+        self.paused = True
+        for render in self.renders.values():
+            if not render.cancel_scope.cancel_called:
+                render.stop_reason = RELEASE_REASON_PAUSED
+                render.cancel_scope.cancel()
+        self.node._notify_change()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.node._notify_change()  # wake the loop: fill the slots
+
+    def _may_start(self) -> bool:
+        return self._claiming and not self.paused and not self.node.stopping
 
     async def finish_in_flight(self) -> None:
         """Graceful stop: claim nothing more and wait for the renders in flight."""
@@ -111,14 +137,14 @@ class Worker:
         """Emergency stop: kill the renderers and give their chunks back to the pool."""
         self._claiming = False
         for render in list(self.renders.values()):
-            render.stop_reason = "node stopping"
+            render.stop_reason = RELEASE_REASON_STOPPING
             render.cancel_scope.cancel()
         with trio.move_on_after(2):
             while self.renders:
                 await self.node.wait_for_change(0.05)
 
     def _fill_slots(self, nursery: trio.Nursery) -> None:
-        while self._claiming and not self.node.stopping and len(self.renders) < self.slots:
+        while self._may_start() and len(self.renders) < self.slots:
             pick = pick_chunk(self.node.state, self.node.node_id, busy=self.renders)
             if pick is None:
                 return
@@ -180,7 +206,7 @@ class Worker:
                 log.exception("chunk %d of job %s: renderer did not run", render.chunk, job.id)
                 ok, error = False, f"could not run the renderer: {exc!r}"
             if render.cancel_scope.cancelled_caught:
-                if render.stop_reason == "node stopping" and self._holds(
+                if render.stop_reason in RELEASE_REASONS and self._holds(
                     node.state.jobs[job.id], render.chunk, render.claim_seq
                 ):
                     node.emit(act.RELEASE_CHUNK, self._claim_ref(render))
@@ -257,8 +283,10 @@ class Worker:
                         stderr=stderr,
                         check=False,
                         task_status=task_status,
+                        **_LOW_PRIORITY,
                     )
                 )
+                _lower_priority(proc.pid)
                 buffered = b""
                 async for data in proc.stdout:
                     buffered += data
@@ -275,6 +303,24 @@ class Worker:
             return False, f"the renderer exited without writing frames {missing}"
         tail = await trio.to_thread.run_sync(_tail, log_file)
         return False, f"renderer exited with code {code}: {tail}"
+
+
+# Renderers run at a lower CPU priority than everything else on the machine: a node is
+# often someone's workstation (or the desktop app itself), and its window and its user
+# come first; on a dedicated render node nothing else wants the CPU, so nothing is lost.
+RENDERER_NICENESS = 10
+_LOW_PRIORITY = (
+    {"creationflags": subprocess.BELOW_NORMAL_PRIORITY_CLASS} if sys.platform == "win32" else {}
+)
+
+
+def _lower_priority(pid: int) -> None:
+    """POSIX: renice the renderer just started (Windows: set at creation, above)."""
+    if hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, RENDERER_NICENESS)
+        except OSError:
+            pass  # already exited, or not allowed: it renders at normal priority
 
 
 def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir: Path) -> None:

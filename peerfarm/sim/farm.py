@@ -156,8 +156,10 @@ class Farm:
             detail = f"{p['job_id']}/{p['chunk']} held by {self.name_of(p['holder'])}"
         elif action.type == act.PEER_DOWN:
             detail = f"{self.name_of(p['node_id'])} incarnation {p['incarnation']}"
-        elif action.type == act.CANCEL_JOB:
+        elif action.type in (act.CANCEL_JOB, act.PAUSE_JOB, act.RESUME_JOB, act.RETRY_JOB):
             detail = p["job_id"]
+        elif action.type == act.SET_PRIORITY:
+            detail = f"{p['job_id']} to {p['priority']}"
         else:
             detail = ""
         return f"{action.type} {detail} (#{action.seq} L{action.lamport})"
@@ -173,6 +175,8 @@ class Farm:
             loop.call_at(job.at, self._submit, job)
             if job.cancel_at is not None:
                 loop.call_at(job.cancel_at, self._cancel, job)
+            for control in job.controls:
+                loop.call_at(control[0], self._control, job, control)
         for fault in s.faults:
             loop.call_at(fault.at, self._begin, fault)
             if fault.duration:
@@ -222,6 +226,18 @@ class Farm:
             self.loop.call_later(RETRY_DELAY, self._cancel, job)
         elif why:
             self.trace(node, f"cancel of {job.job_id} refused: {why}")
+
+    def _control(self, job: JobPlan, control: tuple[float, int, str, int]) -> None:
+        _, by, kind, priority = control
+        node = self.nodes[by]
+        if not node.running or node.frozen:
+            self.loop.call_later(RETRY_DELAY, self._control, job, control)
+            return
+        why = node.control(kind, job.job_id, priority)
+        if why == "unknown here yet":
+            self.loop.call_later(RETRY_DELAY, self._control, job, control)
+        elif why:
+            self.trace(node, f"{kind} of {job.job_id} refused: {why}")
 
     def _begin(self, fault: FaultPlan) -> None:
         nodes = [self.nodes[i] for i in fault.nodes]

@@ -27,7 +27,19 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import Action, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.scheduler import pick_chunk
-from peerfarm.core.state import ACTIVE, CANCELLED, CHUNK_DONE, CLAIMED, DOWN, LEFT, PENDING, UP, Job
+from peerfarm.core.state import (
+    ACTIVE,
+    CANCELLED,
+    CHUNK_DONE,
+    CHUNK_FAILED,
+    CLAIMED,
+    DOWN,
+    JOB_FAILED,
+    LEFT,
+    PENDING,
+    UP,
+    Job,
+)
 from peerfarm.sim.network import Message
 
 if TYPE_CHECKING:
@@ -242,6 +254,30 @@ class SimNode:
         self._after_event()
         return ""
 
+    def control(self, kind: str, job_id: str, priority: int = 0) -> str:
+        """Like ``Node.pause/resume/retry/set_priority``, with the same refusals.
+        Returns why not ("" when emitted)."""
+        job = self.state.jobs.get(job_id)
+        if job is None:
+            return "unknown here yet"
+        if kind == "pause":
+            if job.state != ACTIVE or job.paused:
+                return f"job is {job.display_state}"
+            self.emit(act.PAUSE_JOB, {"job_id": job_id})
+        elif kind == "resume":
+            if not job.paused:
+                return "not paused"
+            self.emit(act.RESUME_JOB, {"job_id": job_id})
+        elif kind == "retry":
+            failed = any(c.state == CHUNK_FAILED or c.failed_on for c in job.chunks.values())
+            if job.state not in (ACTIVE, JOB_FAILED) or not (failed or job.failures):
+                return "nothing to retry"
+            self.emit(act.RETRY_JOB, {"job_id": job_id})
+        else:
+            self.emit(act.SET_PRIORITY, {"job_id": job_id, "priority": priority})
+        self._after_event()
+        return ""
+
     # -- the log and the mesh ---------------------------------------------------------
 
     def emit(self, type_: str, payload: dict[str, Any]) -> Action:
@@ -427,11 +463,11 @@ class SimNode:
                     continue
                 if (job_id, index) in self.renders:
                     continue
-                if len(self.renders) < self.slots:
+                if len(self.renders) < self.slots and not job.paused:
                     self.farm.trace(self, f"adopt {job_id}/{index} claim #{chunk.claim_seq}")
                     self._start_render(job, index, chunk.claim_seq)
                 else:
-                    self.farm.trace(self, f"give back {job_id}/{index}: no free slot")
+                    self.farm.trace(self, f"give back {job_id}/{index}: not rendering it")
                     payload = {"job_id": job_id, "chunk": index, "claim_seq": chunk.claim_seq}
                     self.emit(act.RELEASE_CHUNK, payload)
 

@@ -35,6 +35,10 @@ class JobPlan:
     priority: int = 0
     cancel_at: float | None = None
     cancel_by: int = 0
+    # Job controls a user gives: (time, node index, "pause"/"resume"/"retry"/"priority",
+    # priority). Written by hand in tests; random_schedule draws none, so every seed
+    # keeps the schedule it had.
+    controls: tuple[tuple[float, int, str, int], ...] = ()
 
     def payload(self) -> dict[str, object]:
         return {
@@ -95,6 +99,9 @@ class Schedule:
                 f"  job {j.job_id} at {j.at:.2f} by n{j.submitter}: frames "
                 f"{j.frame_start}-{j.frame_end} chunk {j.chunk_size} priority {j.priority}{cancel}"
             )
+            for at, by, kind, value in j.controls:
+                extra = f" {value}" if kind == "priority" else ""
+                out.append(f"    {kind}{extra} by n{by} at {at:.2f}")
         for f in self.faults:
             who = ",".join(f"n{i}" for i in f.nodes)
             out.append(f"  {f.kind} {who} at {f.at:.2f} for {f.duration:.2f} s")

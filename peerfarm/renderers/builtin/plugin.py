@@ -26,9 +26,20 @@ class BuiltinRenderer(Renderer):
         if not isinstance(scene_text, str) or not scene_text:
             raise RendererError("the job has no scene")
         try:
-            return scene_frame_range(load_scene_text(scene_text))
+            first, last = scene_frame_range(load_scene_text(scene_text))
         except SceneError as exc:
             raise RendererError(f"the scene is not valid: {exc}") from None
+        frames = spec.get("frames")
+        # The renderer refuses frames outside the scene's animation: refuse them now,
+        # not chunk by chunk on every node.
+        if isinstance(frames, list | tuple) and len(frames) == 2:
+            a, b = frames
+            if type(a) is int and type(b) is int and (a < first or b > last):
+                raise RendererError(
+                    f"frames {a}-{b} are outside the scene's animation (frames {first}-{last}); "
+                    f"choose frames within it or change the scene's animation range"
+                )
+        return first, last
 
     def prepare(self, job: Any, work_dir: Path) -> None:
         scene_file = work_dir / "scene.json"

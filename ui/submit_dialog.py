@@ -1,0 +1,367 @@
+"""The submit dialog: a scene (dropped on the window or chosen here) becomes a job.
+
+The scene is read and checked as `peerfarm submit` reads it (peerfarm.scenes:
+hostile archives are refused with the offending entry named); reading happens
+in a worker thread, and every refusal is shown in the dialog in words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from peerfarm.cli import CliError, scene_fields
+from peerfarm.core.state import UP
+from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE, SubmitError, safe_name
+from peerfarm.renderers.base import RendererError
+from peerfarm.scenes import RENDERERS
+
+if TYPE_CHECKING:
+    from ui.app import PeerfarmApp
+
+DEMO_SCENE = "builtin:demo"
+AUTO = "detect from the scene"
+RENDERER_NAMES = {"builtin": "built-in ray tracer", "povray": "POV-Ray", "blender": "Blender"}
+
+
+def _read_scene(scene: str, renderer: str | None, plugins: dict) -> dict[str, Any]:
+    """Blocking: read and check the scene; its fields, name, renderer and frame range."""
+    fields, name = scene_fields(scene, renderer)
+    chosen = fields.get("renderer") or "builtin"
+    plugin = plugins.get(chosen)
+    if plugin is None:
+        raise SubmitError(f"this computer does not know the {chosen} renderer plugin")
+    try:
+        first, last = plugin.check_job(fields)
+    except RendererError as exc:
+        raise SubmitError(str(exc)) from None
+    return {"fields": fields, "name": name, "renderer": chosen, "range": (first, last)}
+
+
+class SubmitDialog(QDialog):
+    submitted = Signal(str)  # job id
+
+    def __init__(self, app: PeerfarmApp, scene: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.app = app
+        self.setWindowTitle("Submit a job")
+        self.setMinimumWidth(620)
+        self.scene: dict[str, Any] | None = None  # the checked scene (see _read_scene)
+        self._reading = 0  # id of the newest read; older answers are dropped
+        self._scene_key: tuple[str, str | None] | None = None
+
+        self.scene_edit = QLineEdit()
+        self.scene_edit.setPlaceholderText("drop a scene file or folder here, or choose one")
+        file_button = QPushButton("File…")
+        folder_button = QPushButton("Folder…")
+        demo_button = QPushButton("Demo scene")
+        demo_button.setToolTip("The built-in demo animation: try the farm without a scene")
+        scene_row = QHBoxLayout()
+        scene_row.addWidget(self.scene_edit, 1)
+        for b in (file_button, folder_button, demo_button):
+            scene_row.addWidget(b)
+
+        self.scene_status = QLabel(" ")
+        self.scene_status.setWordWrap(True)
+        self.renderer = QComboBox()
+        self.renderer.addItem(AUTO, None)
+        for name in RENDERERS:
+            self.renderer.addItem(RENDERER_NAMES.get(name, name), name)
+        self.name_edit = QLineEdit()
+        self.first = QSpinBox()
+        self.last = QSpinBox()
+        for spin in (self.first, self.last):
+            spin.setRange(-10_000_000, 10_000_000)
+        frames_row = QHBoxLayout()
+        frames_row.addWidget(self.first)
+        frames_row.addWidget(QLabel("to"))
+        frames_row.addWidget(self.last)
+        self.frames_hint = QLabel()
+        frames_row.addWidget(self.frames_hint, 1)
+        self.chunk = QSpinBox()
+        self.chunk.setRange(1, 10_000)
+        self.chunk.setValue(DEFAULT_CHUNK)
+        self.chunk.setSuffix(" frames per chunk")
+        self.chunk.setToolTip(
+            "A node renders a chunk in one renderer run: bigger chunks load the scene less "
+            "often, smaller ones spread the work over more nodes"
+        )
+        self.own_size = QCheckBox("the scene's own size")
+        self.width_spin = QSpinBox()
+        self.height_spin = QSpinBox()
+        for spin, value in (
+            (self.width_spin, DEFAULT_SIZE[0]),
+            (self.height_spin, DEFAULT_SIZE[1]),
+        ):
+            spin.setRange(1, 16384)
+            spin.setValue(value)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.width_spin)
+        size_row.addWidget(QLabel("×"))
+        size_row.addWidget(self.height_spin)
+        size_row.addWidget(QLabel("pixels"))
+        size_row.addWidget(self.own_size)
+        size_row.addStretch(1)
+        self.output_edit = QLineEdit()
+        output_button = QPushButton("Choose…")
+        output_row = QHBoxLayout()
+        output_row.addWidget(self.output_edit, 1)
+        output_row.addWidget(output_button)
+        self.priority = QSpinBox()
+        self.priority.setRange(-1000, 1000)
+        self.priority.setToolTip("Higher priority jobs render first")
+
+        form = QFormLayout()
+        form.addRow("Scene", scene_row)
+        form.addRow("", self.scene_status)
+        form.addRow("Renderer", self.renderer)
+        form.addRow("Job name", self.name_edit)
+        form.addRow("Frames", frames_row)
+        form.addRow("Chunks", self.chunk)
+        form.addRow("Image size", size_row)
+        form.addRow("Output folder", output_row)
+        form.addRow("Priority", self.priority)
+        # Tiles for stills: the job model has no tiles field in this version, so the
+        # dialog offers none (see docs/desktop-app.md).
+
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.setStyleSheet("color: #b71c1c;")
+        self.error.hide()
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        self.submit_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.submit_button.setText("Submit")
+        self.submit_button.setEnabled(False)
+        for spin in (self.chunk, self.priority):
+            spin.setMaximumWidth(220)
+        # What the job looks like depends on the scene: editable once it is read.
+        self.job_fields = [
+            self.name_edit,
+            self.first,
+            self.last,
+            self.chunk,
+            self.width_spin,
+            self.height_spin,
+            self.own_size,
+            self.output_edit,
+            output_button,
+            self.priority,
+        ]
+        self._fields_enabled(False)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.error)
+        layout.addWidget(self.buttons)
+
+        file_button.clicked.connect(self._choose_file)
+        folder_button.clicked.connect(self._choose_folder)
+        demo_button.clicked.connect(lambda: self.set_scene(DEMO_SCENE))
+        output_button.clicked.connect(self._choose_output)
+        self.scene_edit.editingFinished.connect(
+            lambda: self.set_scene(self.scene_edit.text(), force=False)
+        )
+        self.renderer.currentIndexChanged.connect(
+            lambda _: self.set_scene(self.scene_edit.text(), force=False)
+        )
+        self.own_size.toggled.connect(self._own_size_toggled)
+        self.name_edit.textChanged.connect(lambda _: self._update_output())
+        self.buttons.accepted.connect(self.submit)
+        self.buttons.rejected.connect(self.reject)
+        self.setAcceptDrops(True)
+        self._output_edited = False
+        self.output_edit.textEdited.connect(lambda _: setattr(self, "_output_edited", True))
+        if scene:
+            self.set_scene(scene)
+
+    # -- the scene ------------------------------------------------------------------------
+
+    def _choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Choose a scene",
+            "",
+            "Scenes (*.pov *.ini *.blend *.json *.zip *.tar.gz *.tgz *.tar);;All files (*)",
+        )
+        if path:
+            self.set_scene(path)
+
+    def _choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose the scene's folder")
+        if path:
+            self.set_scene(path)
+
+    def _choose_output(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Where should the frames go?")
+        if path:
+            self.output_edit.setText(path)
+            self._output_edited = True
+
+    def dragEnterEvent(self, event) -> None:  # noqa: ANN001, N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: ANN001, N802
+        urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            self.set_scene(urls[0].toLocalFile())
+
+    def set_scene(self, scene: str, force: bool = True) -> None:
+        """Read and check a scene (a path, or builtin:NAME) in a worker thread; again only
+        if ``force`` (a file chosen or dropped anew may have changed on disk)."""
+        scene = scene.strip()
+        key = (scene, self.renderer.currentData())
+        if key == self._scene_key and not force:
+            return  # already read (or being read): e.g. focus left the scene field
+        self._scene_key = key
+        if self.scene_edit.text() != scene:
+            self.scene_edit.setText(scene)
+        self.scene = None
+        self.submit_button.setEnabled(False)
+        self._fields_enabled(False)
+        self._show_error("")
+        if not scene:
+            self.scene_status.setText(" ")
+            return
+        self._reading += 1
+        self.scene_status.setText("reading the scene…")
+        self.scene_status.setStyleSheet("")
+        if self.app.node is None:
+            self._scene_failed("the node is not running yet; try again in a moment")
+            return
+        self.app.spawn(self._read, self._reading, scene, self.renderer.currentData())
+
+    async def _read(self, reading: int, scene: str, renderer: str | None) -> None:
+        plugins = self.app.node.plugins
+        try:
+            result = await trio.to_thread.run_sync(_read_scene, scene, renderer, plugins)
+        except (CliError, SubmitError) as exc:
+            if reading == self._reading:
+                self._scene_failed(str(exc))
+            return
+        if reading == self._reading:
+            self._scene_read(scene, result)
+
+    def _fields_enabled(self, on: bool) -> None:
+        for w in self.job_fields:
+            w.setEnabled(on)
+        if on:
+            self._own_size_toggled(self.own_size.isChecked())
+
+    def _scene_failed(self, why: str) -> None:
+        self.scene_status.setText("This scene cannot be submitted.")
+        self.scene_status.setStyleSheet("color: #b71c1c;")
+        self._show_error(why)
+
+    def _scene_read(self, scene: str, result: dict[str, Any]) -> None:
+        self.scene = result
+        renderer = result["renderer"]
+        first, last = result["range"]
+        files = result["fields"].get("files") or {}
+        what = f"{len(files)} file(s), main file {result['fields']['main']}" if files else "scene"
+        farm = self._farm_renderers()
+        status = f"{RENDERER_NAMES.get(renderer, renderer)} {what}, frames {first}–{last}"
+        if renderer not in farm:
+            status += f" — no node of the farm has {renderer} installed now"
+            self.scene_status.setStyleSheet("color: #b26a00;")
+        else:
+            self.scene_status.setStyleSheet("color: #1b5e20;")
+        self.scene_status.setText(status)
+        if not self.name_edit.isModified():
+            self.name_edit.setText(safe_name(result["name"]))
+        self.first.setValue(first)
+        self.last.setValue(last)
+        self.frames_hint.setText(f"(the scene has {first}–{last})")
+        builtin = renderer == "builtin"
+        self._fields_enabled(True)
+        self.own_size.setEnabled(not builtin)  # the built-in renderer needs a size
+        self.own_size.setChecked(not builtin)
+        self._update_output()
+        self.submit_button.setEnabled(True)
+
+    def _farm_renderers(self) -> set[str]:
+        node = self.app.node
+        if node is None:
+            return set()
+        names = set(node.renderers)
+        for peer in node.state.peers.values():
+            if peer.state == UP:
+                names.update(name for name, _ in peer.renderers)
+        return names
+
+    def _own_size_toggled(self, own: bool) -> None:
+        self.width_spin.setEnabled(not own)
+        self.height_spin.setEnabled(not own)
+
+    def _update_output(self) -> None:
+        if self._output_edited:
+            return
+        base = self.app.store.effective.output_folder or str(Path.home() / "peerfarm-output")
+        name = safe_name(self.name_edit.text() or "job")
+        self.output_edit.setText(str(Path(base) / name))
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    def spec(self) -> dict[str, Any]:
+        assert self.scene is not None
+        own = self.own_size.isChecked() and self.own_size.isEnabled()
+        output = self.output_edit.text().strip()
+        return {
+            **self.scene["fields"],
+            "renderer": self.scene["renderer"],
+            "name": self.name_edit.text().strip() or self.scene["name"],
+            "frames": [self.first.value(), self.last.value()],
+            "chunk_size": self.chunk.value(),
+            "width": None if own else self.width_spin.value(),
+            "height": None if own else self.height_spin.value(),
+            "output": str(Path(output).expanduser().resolve()) if output else "",
+            "priority": self.priority.value(),
+        }
+
+    def submit(self) -> None:
+        if self.scene is None or self.app.node is None:
+            return
+        if self.last.value() < self.first.value():
+            self._show_error("The last frame is before the first: check the frame range.")
+            return
+        if not self.output_edit.text().strip():
+            self._show_error("Choose an output folder for the frames.")
+            return
+        self._show_error("")
+        self.submit_button.setEnabled(False)
+        self.submit_button.setText("Submitting…")
+        self.app.spawn(self._submit, self.spec(), on_error=self._refused)
+
+    async def _submit(self, spec: dict[str, Any]) -> None:
+        job_id = await self.app.node.submit(spec)
+        self.submitted.emit(job_id)
+        self.accept()
+
+    def _refused(self, why: str) -> None:
+        self.submit_button.setText("Submit")
+        self.submit_button.setEnabled(True)
+        self._show_error(f"The farm refused the job: {why}")
