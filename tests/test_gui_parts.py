@@ -12,6 +12,7 @@ import subprocess
 import time
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from factories import A, B, joined_payload, new_job_payload
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import QApplication
 
 from peerfarm.core.log import ActionLog
 from peerfarm.renderers.builtin import builtin_scene_text
+from peerfarm.security.farm_key import load_key, new_key, write_key
 from ui import settings as settings_mod
 from ui.app import PeerfarmApp
 from ui.farm_summary import DONE, RENDERING, WAITING, FarmSummary, cell_text, frame_cells
@@ -116,17 +118,48 @@ def test_first_start_guide_then_the_node_starts_with_the_choice_saved(qtbot, tmp
         qtbot.waitUntil(lambda: not app.running, timeout=30_000)
 
 
-def test_first_start_guide_refuses_a_bad_farm_address(qtbot, tmp_path):
+def test_first_start_guide_refuses_a_bad_farm_address_or_no_key(qtbot, tmp_path):
     store = SettingsStore(None, {})
     app = PeerfarmApp(store, tmp_path)
     guide = FirstRunDialog(app)
     qtbot.addWidget(guide)
     guide.join.setChecked(True)
+    guide.finish()
+    assert "choose the farm key file you were given" in guide.error.text()
+    write_key(new_key(), tmp_path / "farm.key")
+    guide.farm_key.setText(str(tmp_path / "farm.key"))
     guide.bootstraps.setText("farm-server")
     guide.finish()
     assert not guide.error.isHidden()
     assert "bootstrap server: 'farm-server' is not an address" in guide.error.text()
     assert not store.saved.setup_done
+
+
+def test_creating_a_farm_writes_a_new_key_and_never_overwrites_one(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    made = []
+    for _ in range(2):
+        store = SettingsStore(tmp_path / "settings.json", {})
+        guide = FirstRunDialog(PeerfarmApp(store, tmp_path))
+        qtbot.addWidget(guide)
+        guide.create.setChecked(True)
+        guide.finish()
+        assert guide.error.isHidden(), guide.error.text()
+        assert store.saved.setup_done and store.saved.farm_key_file == guide.created_key
+        made.append(load_key(Path(guide.created_key)))
+    assert Path(guide.created_key).parent == tmp_path / "config" / "peerfarm"
+    assert made[0].key_id != made[1].key_id  # a second farm: a second file beside the first
+    config = node_config(store.effective, tmp_path / "node")
+    assert config.farm_key.key_id == made[1].key_id and config.listen == ("0.0.0.0", 7100)
+
+
+def test_without_a_key_the_app_node_stays_on_this_computer(tmp_path, monkeypatch):
+    monkeypatch.delenv("PEERFARM_FARM_KEY_FILE", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "empty"))
+    s = replace(Settings(), listen="0.0.0.0:7100")
+    with pytest.raises(SettingsError, match="no farm key.*choose the farm key file"):
+        node_config(s, tmp_path)
+    assert node_config(replace(s, listen="127.0.0.1:0"), tmp_path).farm_key is None
 
 
 def test_settings_dialog_saves_and_restarts_the_node(qtbot, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import (
@@ -20,8 +21,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from peerfarm.security.farm_key import config_dir, default_key_path, new_key, write_key
 from ui.settings import SettingsError
-from ui.settings_dialog import FARM_KEY_NOTE, farm_keys_supported, parse_bootstraps, path_row
+from ui.settings_dialog import parse_bootstraps, path_row
 
 if TYPE_CHECKING:
     from ui.app import PeerfarmApp
@@ -53,6 +55,7 @@ class FirstRunDialog(QDialog):
         super().__init__(parent)
         self.app = app
         self.setWindowTitle("Welcome to peerfarm")
+        self.created_key = ""  # the farm key file "Create a new farm" wrote
         self.setMinimumWidth(620)
         intro = QLabel(
             "<b>peerfarm turns the machines of your team into one render farm.</b><br>"
@@ -80,7 +83,6 @@ class FirstRunDialog(QDialog):
         join_box = QFrame()
         join_box.setLayout(join_form)
         join_box.setContentsMargins(18, 0, 0, 0)
-        key_note = FARM_KEY_NOTE if not farm_keys_supported() else ""
         self.address = f"{lan_address()}:{FARM_PORT}"
 
         self.name = QLineEdit(socket.gethostname()[:64])
@@ -107,18 +109,18 @@ class FirstRunDialog(QDialog):
         layout.addWidget(self.join)
         layout.addWidget(
             _note(
-                "Someone gave you the farm's address (its bootstrap server) and maybe a key "
-                "file. Without an address, peerfarm finds farm nodes on this network by itself."
+                "Someone gave you the farm's key file (only computers holding it get in) "
+                "and maybe its address (its bootstrap server). Without an address, peerfarm "
+                "finds the farm's nodes on this network by itself."
             )
         )
         layout.addWidget(join_box)
-        if key_note:
-            layout.addWidget(_note(key_note))
         layout.addWidget(self.create)
         layout.addWidget(
             _note(
-                f"This computer is the farm's first node. Other computers join it with "
-                f"the address {self.address}, or find it on this network by themselves."
+                f"This computer is the farm's first node. peerfarm makes the farm's key "
+                f"file; copy it to the computers that join. They find this one on the "
+                f"network, or join with the address {self.address}."
             )
         )
         layout.addWidget(self.try_here)
@@ -138,6 +140,11 @@ class FirstRunDialog(QDialog):
     def changes(self) -> dict:
         common = {"name": self.name.text().strip(), "slots": self.slots.value(), "setup_done": True}
         if self.choice == JOIN:
+            if not self.farm_key.text().strip():
+                raise SettingsError(
+                    "choose the farm key file you were given: only computers holding the "
+                    "farm's key can join it (whoever created the farm has it)"
+                )
             return {
                 **common,
                 "listen": f"0.0.0.0:{FARM_PORT}",
@@ -148,6 +155,7 @@ class FirstRunDialog(QDialog):
         if self.choice == CREATE:
             return {
                 **common,
+                "farm_key_file": "",  # made in finish(), once everything else is fine
                 "listen": f"0.0.0.0:{FARM_PORT}",
                 "bootstraps": (),
                 "lan_discovery": True,
@@ -157,12 +165,26 @@ class FirstRunDialog(QDialog):
     def finish(self) -> None:
         import dataclasses
 
-        changes = self.changes()
         try:
+            changes = self.changes()
             dataclasses.replace(self.app.store.effective, **changes).check()
-        except SettingsError as exc:
+            if self.choice == CREATE:
+                changes["farm_key_file"] = str(create_farm_key())
+        except (SettingsError, OSError) as exc:
             self.error.setText(str(exc))
             self.error.show()
             return
         self.app.store.update(**changes)
+        self.created_key = changes.get("farm_key_file", "") if self.choice == CREATE else ""
         self.accept()
+
+
+def create_farm_key() -> Path:
+    """Write a new farm key: the default key file, or beside it if that one exists
+    (a key is never overwritten: computers holding it would be locked out)."""
+    key = new_key()
+    path = default_key_path()
+    if path.exists():
+        path = config_dir() / f"farm-{key.key_id}.key"
+    write_key(key, path)
+    return path

@@ -214,14 +214,26 @@ class MainWindow(QMainWindow):
             return
         guide = FirstRunDialog(self.app, self)
         self.dialogs.append(guide)
-        guide.accepted.connect(self._setup_done)
+        guide.accepted.connect(lambda: self._setup_done(guide.created_key))
         guide.rejected.connect(lambda: QApplication.instance().quit())
         guide.open()
 
-    def _setup_done(self) -> None:
+    def _setup_done(self, created_key: str = "") -> None:
         s = self.app.store.effective
         self.slots.setValue(s.slots)
         self.app.start()
+        if created_key:
+            box = QMessageBox(
+                QMessageBox.Icon.Information,
+                "Your farm is ready",
+                f"The farm's key is in\n{created_key}\n\nCopy this file to every computer "
+                "that should join the farm, and choose it there under \"Join a farm\". "
+                "Keep it private: anyone holding it can send renders to your computers.",
+                QMessageBox.StandardButton.Ok,
+                self,
+            )
+            self.dialogs.append(box)
+            box.open()
 
     def _node_started(self, address: str) -> None:
         self.node_label.setText(f"this computer listens on {address}")

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from peerfarm.runtime.addresses import parse_address
-from peerfarm.runtime.node import NodeConfig
+from peerfarm.runtime.node import NodeConfig, is_loopback
+from peerfarm.security.farm_key import FarmKey, FarmKeyError, load_key, resolve_key
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,8 @@ class Settings:
     data_dir: str = ""  # "" = the app's per-user data folder
     slots: int = field(default_factory=lambda: os.cpu_count() or 1)
     lan_discovery: bool = True  # find and be found by nodes on the LAN (zeroconf)
-    # The farm key file (TLS + farm key arrive in the runtime separately). The app
-    # keeps and shows this setting already; it reaches the node once NodeConfig
-    # has a farm_key_file field (see node_config).
+    # The farm key file; "" = $PEERFARM_FARM_KEY_FILE, else the file `peerfarm init`
+    # writes, if any (as for `peerfarm node`). Without a key: this computer only.
     farm_key_file: str = ""
     output_folder: str = ""  # default output folder of submitted jobs; "" = ~/peerfarm-output
     render_only_when_away: bool = False
@@ -59,11 +59,18 @@ class Settings:
             raise SettingsError(f"slots: {self.slots} is not between 0 and 1024")
         if not 1 <= self.away_minutes <= 24 * 60:
             raise SettingsError("away minutes: give 1 to 1440 minutes")
-        if self.farm_key_file and not Path(self.farm_key_file).is_file():
-            raise SettingsError(
-                f"farm key file {self.farm_key_file} does not exist; choose the key file "
-                f"you were given, or leave it empty"
-            )
+        if self.farm_key_file:
+            try:
+                load_key(Path(self.farm_key_file))
+            except FarmKeyError as exc:
+                raise SettingsError(f"farm key file: {exc}") from None
+
+    def farm_key(self) -> FarmKey | None:
+        """The key the node uses (see farm_key_file). Raises SettingsError."""
+        try:
+            return resolve_key(Path(self.farm_key_file) if self.farm_key_file else None)
+        except FarmKeyError as exc:
+            raise SettingsError(f"farm key file: {exc}") from None
 
 
 def load(path: Path) -> Settings:
@@ -106,6 +113,14 @@ def save(path: Path, settings: Settings) -> None:
 def node_config(settings: Settings, default_data_dir: Path) -> NodeConfig:
     """The embedded node's configuration. Raises SettingsError."""
     settings.check()
+    farm_key = settings.farm_key()
+    host = parse_address(settings.listen)[0]
+    if farm_key is None and not is_loopback(host):
+        raise SettingsError(
+            f"this computer has no farm key, so its node may only listen on 127.0.0.1, not "
+            f"{host}: choose the farm key file you were given (Settings > Farm key file), "
+            f"or create a farm (File > First-start guide)"
+        )
     config = NodeConfig(
         listen=parse_address(settings.listen),
         data_dir=Path(settings.data_dir) if settings.data_dir else default_data_dir,
@@ -113,10 +128,8 @@ def node_config(settings: Settings, default_data_dir: Path) -> NodeConfig:
         slots=settings.slots,
         name=settings.name,
         zeroconf=settings.lan_discovery,
+        farm_key=farm_key,
     )
-    # Wired as soon as the runtime's NodeConfig grows the farm key (parallel work).
-    if settings.farm_key_file and hasattr(config, "farm_key_file"):
-        config.farm_key_file = Path(settings.farm_key_file)
     return config
 
 

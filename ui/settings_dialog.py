@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from peerfarm.runtime.node import NodeConfig
 from ui.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -30,17 +29,6 @@ if TYPE_CHECKING:
 
 # Settings the running node cannot change on the fly: they apply after a restart.
 RESTART_FIELDS = ("name", "listen", "bootstraps", "data_dir", "lan_discovery", "farm_key_file")
-
-
-def farm_keys_supported() -> bool:
-    """Whether this version's node takes a farm key (the runtime adds it separately)."""
-    return "farm_key_file" in {f.name for f in dataclasses.fields(NodeConfig)}
-
-
-FARM_KEY_NOTE = (
-    "This version of the node does not use farm keys yet: the file is kept and used "
-    "once it does. Until then run the farm only on a network you trust."
-)
 
 
 def parse_bootstraps(text: str) -> tuple[str, ...]:
@@ -99,11 +87,6 @@ class SettingsDialog(QDialog):
         form.addRow("Bootstrap servers", self.bootstraps)
         form.addRow("", self.lan)
         form.addRow("Farm key file", path_row(self.farm_key, self, False, "Farm key file"))
-        if not farm_keys_supported():
-            note = QLabel(FARM_KEY_NOTE)
-            note.setWordWrap(True)
-            note.setStyleSheet("color: #6b6b6b;")
-            form.addRow("", note)
         form.addRow("Data folder", path_row(self.data_dir, self, True, "Data folder"))
         form.addRow("Default output folder", path_row(self.output, self, True, "Output folder"))
         form.addRow("Renderer slots", self.slots)
