@@ -247,6 +247,10 @@ def test_dropping_a_scene_on_the_window_opens_the_submit_dialog(qtbot, tmp_path)
         qtbot.waitUntil(dialog.submit_button.isEnabled, timeout=20_000)
         assert dialog.name_edit.text() == "dropped"
         assert "built-in ray tracer scene, frames 1–48" in dialog.scene_status.text()
+        assert dialog.spec()["tiles"] == 1 and dialog.chunk.isEnabled()
+        dialog.tiles.setValue(4)  # a still in 4 tiles: one tile per chunk
+        assert not dialog.chunk.isEnabled()
+        assert (dialog.spec()["tiles"], dialog.spec()["chunk_size"]) == (4, 1)
 
 
 def test_submit_dialog_shows_the_farm_refusing_a_job(qtbot, tmp_path):

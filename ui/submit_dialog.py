@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from peerfarm.cli import CliError, scene_fields
 from peerfarm.core.state import UP
+from peerfarm.core.tiles import MAX_TILES
 from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE, SubmitError, safe_name
 from peerfarm.renderers.base import RendererError
 from peerfarm.scenes import RENDERERS
@@ -104,6 +105,16 @@ class SubmitDialog(QDialog):
             "A node renders a chunk in one renderer run: bigger chunks load the scene less "
             "often, smaller ones spread the work over more nodes"
         )
+        self.tiles = QSpinBox()
+        self.tiles.setRange(1, MAX_TILES)
+        self.tiles.setSpecialValueText("whole frames")
+        self.tiles.setSuffix(" tiles per frame")
+        self.tiles.setToolTip(
+            "For big stills: cut each frame into tiles that different computers render at "
+            "once; the tiles are stitched into the frame (built-in renderer and POV-Ray)"
+        )
+        # A tiled job renders one tile of one frame per chunk.
+        self.tiles.valueChanged.connect(lambda n: self.chunk.setEnabled(n == 1))
         self.own_size = QCheckBox("the scene's own size")
         self.width_spin = QSpinBox()
         self.height_spin = QSpinBox()
@@ -136,11 +147,10 @@ class SubmitDialog(QDialog):
         form.addRow("Job name", self.name_edit)
         form.addRow("Frames", frames_row)
         form.addRow("Chunks", self.chunk)
+        form.addRow("Tiles", self.tiles)
         form.addRow("Image size", size_row)
         form.addRow("Output folder", output_row)
         form.addRow("Priority", self.priority)
-        # Tiles for stills: the job model has no tiles field in this version, so the
-        # dialog offers none (see docs/desktop-app.md).
 
         self.error = QLabel()
         self.error.setWordWrap(True)
@@ -153,7 +163,7 @@ class SubmitDialog(QDialog):
         self.submit_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         self.submit_button.setText("Submit")
         self.submit_button.setEnabled(False)
-        for spin in (self.chunk, self.priority):
+        for spin in (self.chunk, self.tiles, self.priority):
             spin.setMaximumWidth(220)
         # What the job looks like depends on the scene: editable once it is read.
         self.job_fields = [
@@ -161,6 +171,7 @@ class SubmitDialog(QDialog):
             self.first,
             self.last,
             self.chunk,
+            self.tiles,
             self.width_spin,
             self.height_spin,
             self.own_size,
@@ -335,7 +346,8 @@ class SubmitDialog(QDialog):
             "renderer": self.scene["renderer"],
             "name": self.name_edit.text().strip() or self.scene["name"],
             "frames": [self.first.value(), self.last.value()],
-            "chunk_size": self.chunk.value(),
+            "chunk_size": self.chunk.value() if self.tiles.value() == 1 else 1,
+            "tiles": self.tiles.value(),
             "width": None if own else self.width_spin.value(),
             "height": None if own else self.height_spin.value(),
             "output": str(Path(output).expanduser().resolve()) if output else "",
