@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QApplication, QToolTip, QWidget
 from peerfarm.demo import Farm
 from peerfarm.renderers.builtin import builtin_scene_text
 from peerfarm.runtime.client import NodeClient
+from peerfarm.security.farm_key import resolve_key
 from ui.app import PeerfarmApp
 from ui.farm_summary import RENDERING
 from ui.main_window import MainWindow
@@ -88,7 +89,7 @@ def shot(widget: QWidget, name: str, with_popups: bool = False) -> None:
 
 def client_submit(address: str, spec: dict) -> str:
     async def go() -> str:
-        async with NodeClient(address) as client:
+        async with NodeClient(address, resolve_key(None)) as client:
             return await client.submit(spec)
 
     import threading
@@ -171,11 +172,14 @@ def main() -> int:
                 "name": "turntable-hd",
                 "frames": [1, 48],
                 "chunk_size": 1,
-                "width": 960,
-                "height": 540,
+                "width": 1280,  # slow enough to still render after the failing job fails
+                "height": 720,
                 "output": str(root / "ana-renders"),
                 "priority": 0,
             }
+            # Submitted after the failing job has reached every node, so that it is
+            # the younger job (submitted at once, the two would be concurrent).
+            settle(2.0)
             big_id = client_submit(nodes[2], spec)
             wait(
                 "the failing job failed",
