@@ -159,7 +159,7 @@ class FarmView(QTableView):
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(COLUMNS.index("Rendering now"), QHeaderView.ResizeMode.Stretch)
-        for column, width in enumerate([190, 150, 90, 210, 50, 220, 110, 80]):
+        for column, width in enumerate([190, 150, 90, 320, 50, 220, 110, 80]):
             self.setColumnWidth(column, width)
 
     def update_rows(self, rows: list[PeerRow]) -> None:
