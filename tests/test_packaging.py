@@ -21,6 +21,8 @@ from PIL import Image
 
 from peerfarm import __version__
 from peerfarm.demo import Farm
+from peerfarm.security.farm_key import ENV_VAR
+from ui.settings import SETTINGS_FILE, Settings, save
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,36 +159,36 @@ def test_frozen_cli_runs_the_demo_farm(app, tmp_path):
 
 
 def test_frozen_desktop_app_renders_for_the_farm(app, tmp_path):
-    """The frozen desktop app joins a farm and its node renders a job; the bootstrap
-    server has no render slots, so every frame comes from the app's renderers."""
+    """Started as a double-click starts it (no arguments), the frozen desktop app runs
+    its node with the user's saved settings, joins the farm and renders a job; the
+    bootstrap server has no render slots, so every frame comes from the app's renderers."""
     farm = Farm(tmp_path)
     with farm_running(farm, tmp_path):
         _, bootstrap = start_bootstrap(farm, tmp_path)
+        home = tmp_path / "home"
+        settings = Settings(
+            name="frozen",
+            listen="127.0.0.1:0",
+            bootstraps=(bootstrap,),
+            slots=1,
+            lan_discovery=False,
+            farm_key_file=os.environ[ENV_VAR],
+            setup_done=True,  # as after the first-start guide
+        )
+        # Where the app keeps its settings on Linux (QStandardPaths' AppConfigLocation).
+        save(home / ".config" / "peerfarm" / SETTINGS_FILE, settings)
+        env = frozen_env()
+        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+        env.update(XDG_DATA_HOME=str(home / ".local" / "share"))
         log_path = tmp_path / "gui.log"
         with open(log_path, "wb") as log:
             gui = subprocess.Popen(
-                [
-                    str(app),
-                    "gui",
-                    "--settings",
-                    str(tmp_path / "settings.json"),
-                    "--data-dir",
-                    str(tmp_path / "gui-node"),
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--bootstrap",
-                    bootstrap,
-                    "--no-zeroconf",
-                    "--slots",
-                    "1",
-                    "--name",
-                    "frozen",
-                ],
+                [str(app)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=frozen_env(),
-                cwd=tmp_path,
+                env=env,
+                cwd=home,
             )
         farm.procs.append(gui)  # farm.stop() ends it with the rest
         try:
@@ -200,6 +202,8 @@ def test_frozen_desktop_app_renders_for_the_farm(app, tmp_path):
             wait_until("the job", lambda: job_of(status(bootstrap), job_id).get("complete"), 180)
             assert len(list(out.glob("*.png"))) == 3
             assert gui.poll() is None, "the app quit"
+            # The node's data went to the per-user data folder, as for an installed app.
+            assert (home / ".local" / "share" / "peerfarm" / "node" / "node.json").is_file()
         except BaseException:
             print(log_path.read_text(errors="replace")[-3000:])
             raise
