@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -74,6 +75,14 @@ def frozen_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["QT_QPA_PLATFORM"] = "offscreen"
     return env
+
+
+def desktop_command(desktop_file: Path) -> list[str]:
+    """The command a Linux launcher runs for the .desktop file (GLib and KDE split the
+    Exec line as a shell would and put the file's own path in for %k)."""
+    lines = desktop_file.read_text("utf-8").splitlines()
+    exec_line = next(line.removeprefix("Exec=") for line in lines if line.startswith("Exec="))
+    return [str(desktop_file) if arg == "%k" else arg for arg in shlex.split(exec_line)]
 
 
 def test_frozen_renderer_process_renders_a_frame(app, tmp_path):
@@ -159,9 +168,10 @@ def test_frozen_cli_runs_the_demo_farm(app, tmp_path):
 
 
 def test_frozen_desktop_app_renders_for_the_farm(app, tmp_path):
-    """Started as a double-click starts it (no arguments), the frozen desktop app runs
-    its node with the user's saved settings, joins the farm and renders a job; the
-    bootstrap server has no render slots, so every frame comes from the app's renderers."""
+    """Started as a double-click on peerfarm.desktop starts it (no arguments, another
+    working folder), the frozen desktop app runs its node with the user's saved
+    settings, joins the farm and renders a job; the bootstrap server has no render
+    slots, so every frame comes from the app's renderers."""
     farm = Farm(tmp_path)
     with farm_running(farm, tmp_path):
         _, bootstrap = start_bootstrap(farm, tmp_path)
@@ -183,7 +193,7 @@ def test_frozen_desktop_app_renders_for_the_farm(app, tmp_path):
         log_path = tmp_path / "gui.log"
         with open(log_path, "wb") as log:
             gui = subprocess.Popen(
-                [str(app)],
+                desktop_command(app.parent / "peerfarm.desktop"),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
