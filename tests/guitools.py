@@ -59,6 +59,8 @@ def running_app(qtbot, tmp_path: Path, bootstrap: str | None, settings_path=None
     try:
         qtbot.waitUntil(lambda: bool(app.address) or bool(app.stop_error), timeout=START_TIMEOUT_MS)
         assert not app.stop_error, app.stop_error
+        # The views (and tests reading app.snapshot) start from the first refresh.
+        qtbot.waitUntil(lambda: app.snapshot is not None, timeout=START_TIMEOUT_MS)
         yield app, window
     finally:
         if app.running:
