@@ -98,18 +98,18 @@ def test_strangers_and_floods_are_refused_while_the_farm_renders(tmp_path):
             lambda: all(sum(p["connected"] for p in status(n)["peers"]) == 2 for n in nodes),
             30,
         )
-        job_id = submit(nodes[0], demo_spec(out, frames=(1, 24), chunk=2, size=(320, 240)))
+        job_id = submit(nodes[0], demo_spec(out, frames=(1, 48), chunk=2, size=(320, 240)))
         results = trio.run(attack, nodes)  # the submitter and the other worker
         during = job_of(status(nodes[0]), job_id)
-        assert during["frames_done"] < 24, "the job ended before the attack did; make it longer"
+        assert during["frames_done"] < 48, "the job ended before the attack did; make it longer"
         wait_until(
             "every frame in the output folder",
             lambda: job_of(status(nodes[0]), job_id).get("complete"),
             240,
         )
-        assert len(list(out.glob("demo_*.png"))) == 24
+        assert len(list(out.glob("demo_*.png"))) == 48
         final = [status(n) for n in nodes]
-    print(f"frames done when the attacks ended: {during['frames_done']}/24")
+    print(f"frames done when the attacks ended: {during['frames_done']}/48")
     assert all("another farm" in r for r in results["wrong key"]), results
     assert all("needs a farm key" in r for r in results["no key"]), results
     for replies in results["replayed"]:
