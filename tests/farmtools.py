@@ -52,6 +52,19 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: fl
     )
 
 
+def wait_for_rendering_mesh(nodes: list[str], timeout: float = 30) -> None:
+    """Wait until every node is linked with every other rendering node."""
+    wait_until(
+        f"{len(nodes)} linked rendering nodes",
+        lambda: all(
+            sum(1 for p in status(n)["peers"] if p["connected"] and p["renders"])
+            == len(nodes) - 1
+            for n in nodes
+        ),
+        timeout,
+    )
+
+
 def job_of(st: dict[str, Any], job_id: str) -> dict[str, Any]:
     """The job's entry in a status, or {} if that node does not know the job (yet)."""
     return next((j for j in st["jobs"] if j["id"] == job_id), {})

@@ -16,7 +16,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from farmtools import farm_running, job_of, peerfarm_cli, start_farm, status, wait_until
+from farmtools import (
+    farm_running,
+    job_of,
+    peerfarm_cli,
+    start_farm,
+    status,
+    wait_for_rendering_mesh,
+)
 from PIL import Image
 
 from peerfarm.renderers.base import RendererError, output_pattern
@@ -390,13 +397,7 @@ def test_blender_job_across_two_nodes(scenes, tmp_path):
     farm, _, _, nodes = start_farm(tmp_path / "farm", nodes=2)
     out = tmp_path / "out"
     with farm_running(farm, tmp_path / "farm"):
-        wait_until(
-            "two Blender nodes",
-            lambda: (
-                sum(1 for p in status(nodes[0])["peers"] if p["connected"] and p["renders"]) == 1
-            ),
-            30,
-        )
+        wait_for_rendering_mesh(nodes)
         refused = peerfarm_cli("submit", str(scenes.denoise), "--node", nodes[0], timeout=120)
         if not read_scene_info(scenes.denoise)["oidn"]:
             assert refused.returncode == 1

@@ -10,7 +10,14 @@ import subprocess
 
 import numpy as np
 import pytest
-from farmtools import farm_running, job_of, peerfarm_cli, start_farm, status, wait_until
+from farmtools import (
+    farm_running,
+    job_of,
+    peerfarm_cli,
+    start_farm,
+    status,
+    wait_for_rendering_mesh,
+)
 from PIL import Image
 from test_povray import ball_files, write_files
 
@@ -44,13 +51,7 @@ def test_povray_animation_across_three_nodes_is_pixel_identical(tmp_path):
     farm, _, _, nodes = start_farm(tmp_path / "farm", nodes=3)
     out = tmp_path / "out"
     with farm_running(farm, tmp_path / "farm"):
-        wait_until(
-            "three POV-Ray nodes",
-            lambda: (
-                sum(1 for p in status(nodes[0])["peers"] if p["connected"] and p["renders"]) == 2
-            ),
-            30,
-        )
+        wait_for_rendering_mesh(nodes)
         cli = peerfarm_cli(
             "submit",
             str(scene_dir),

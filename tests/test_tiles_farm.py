@@ -11,7 +11,14 @@ import sys
 
 import numpy as np
 import pytest
-from farmtools import farm_running, job_of, peerfarm_cli, start_farm, status, wait_until
+from farmtools import (
+    farm_running,
+    job_of,
+    peerfarm_cli,
+    start_farm,
+    status,
+    wait_for_rendering_mesh,
+)
 from PIL import Image
 
 from peerfarm.renderers.povray.sandbox import unavailable_reason
@@ -24,14 +31,7 @@ def farm(tmp_path_factory):
     root = tmp_path_factory.mktemp("farm")
     farm, _, _, nodes = start_farm(root, nodes=3)
     with farm_running(farm, root):
-        wait_until(
-            "three linked rendering nodes",
-            lambda: all(
-                sum(1 for p in status(n)["peers"] if p["connected"] and p["renders"]) == 2
-                for n in nodes
-            ),
-            30,
-        )
+        wait_for_rendering_mesh(nodes)
         yield root, nodes
 
 

@@ -198,7 +198,13 @@ CLI_WITH_PEAK = (
 def test_a_scene_over_64_mib_renders_on_two_nodes(tmp_path):
     import subprocess
 
-    from farmtools import farm_running, job_of, start_farm, status, wait_until
+    from farmtools import (
+        farm_running,
+        job_of,
+        start_farm,
+        status,
+        wait_for_rendering_mesh,
+    )
     from test_povray import ball_files, write_files
 
     ini = "Input_File_Name=scene.pov\nWidth=32\nHeight=24\nInitial_Frame=1\nFinal_Frame=4\n"
@@ -218,12 +224,7 @@ def test_a_scene_over_64_mib_renders_on_two_nodes(tmp_path):
 
     farm, _, _, nodes = start_farm(tmp_path / "farm", nodes=2)
     with farm_running(farm, tmp_path / "farm"):
-        wait_until(
-            "two nodes",
-            # node-1 linked with node-2 (the bootstrap server is a connected peer too)
-            lambda: any(p["connected"] and p["renders"] for p in status(nodes[0])["peers"]),
-            30,
-        )
+        wait_for_rendering_mesh(nodes)
         node_peaks = [_peak_rss_kib(p.pid) for p in farm.procs[1:]]
         base, base_peak = cli(
             "submit", str(small), "--node", nodes[0], "--output", str(tmp_path / "out0"), "--wait"
