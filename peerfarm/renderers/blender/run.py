@@ -32,7 +32,6 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from peerfarm.renderers.base import frame_range_arg
@@ -45,6 +44,7 @@ from peerfarm.renderers.blender.program import (
     render_command,
 )
 from peerfarm.renderers.blender.scene_script import EXIT_REFUSED
+from peerfarm.renderers.wrapper import RunError, Stopped, UsageError, on_signal, size_arg
 
 PROG = "peerfarm-blender"
 EXIT_FAILED = 1
@@ -54,39 +54,14 @@ SAVED = b"Saved: '"  # Blender's line for a rendered frame (File Output nodes pr
 _KEPT_ERRORS = 20
 
 
-class UsageError(Exception):
-    """Bad arguments or a scene that cannot be rendered: a retry will not help."""
-
-
-class RunError(Exception):
-    """This node could not render the chunk; another node may well succeed."""
-
-
-class Stopped(BaseException):
-    """A signal asked us to stop (BaseException, like KeyboardInterrupt)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise Stopped(signum)
-
-
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d{1,6})[xX](\d{1,6})", text, re.ASCII)
-    if not match or not all(1 <= int(side) <= MAX_SIDE for side in match.groups()):
-        raise argparse.ArgumentTypeError(f"expected WxH, each 1..{MAX_SIDE}, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Render one chunk of a Blender job.")
     parser.add_argument("--work-dir", required=True, help="the job's folder (the scene files)")
     parser.add_argument("--main", required=True, help="the .blend file, relative to --work-dir")
     parser.add_argument("--frames", required=True, type=frame_range_arg, help="A-B inclusive, or N")
-    parser.add_argument("--size", type=_size, help="WxH; overrides the scene's resolution")
+    parser.add_argument(
+        "--size", type=size_arg(MAX_SIDE), help="WxH; overrides the scene's resolution"
+    )
     parser.add_argument(
         "--option", action="append", default=[], help="a job option, e.g. engine=CYCLES"
     )
@@ -247,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-blender: error: ...", 2
     for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _on_signal)
+            signal.signal(getattr(signal, name), on_signal)
     try:
         return _run(args)
     except UsageError as exc:

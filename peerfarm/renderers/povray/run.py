@@ -36,7 +36,6 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from peerfarm.core.tiles import TileError, tile_box
 from peerfarm.renderers.base import frame_range_arg, tile_arg
@@ -58,6 +57,7 @@ from peerfarm.renderers.povray.sandbox import (
     write_settings_home,
 )
 from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
+from peerfarm.renderers.wrapper import RunError, Stopped, UsageError, on_signal, size_arg
 from peerfarm.scenes.detect import decode_text
 
 PROG = "peerfarm-povray"
@@ -69,33 +69,6 @@ CHUNK_FOLDER_PREFIX = ".povray-chunk-"
 _FRAME_STARTS = re.compile(rb"^Rendering frame (\d+) of (\d+)")
 
 
-class UsageError(Exception):
-    """Bad arguments or a bad scene: the job must change, a retry will not help."""
-
-
-class RunError(Exception):
-    """This node could not render the chunk; another node may well succeed."""
-
-
-class Stopped(BaseException):
-    """A signal asked us to stop (BaseException, like KeyboardInterrupt)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise Stopped(signum)
-
-
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d{1,6})[xX](\d{1,6})", text, re.ASCII)
-    if not match or not all(1 <= int(side) <= MAX_SIDE for side in match.groups()):
-        raise argparse.ArgumentTypeError(f"expected WxH, each 1..{MAX_SIDE}, got {text!r}")
-    return int(match[1]), int(match[2])
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Render one chunk of a POV-Ray job, confined to its folder."
@@ -103,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", required=True, help="the job's folder (the scene files)")
     parser.add_argument("--main", required=True, help="the scene's .ini or .pov, relative")
     parser.add_argument("--frames", required=True, type=frame_range_arg, help="A-B inclusive, or N")
-    parser.add_argument("--size", type=_size, help="WxH; overrides the INI's Width/Height")
+    parser.add_argument(
+        "--size", type=size_arg(MAX_SIDE), help="WxH; overrides the INI's Width/Height"
+    )
     parser.add_argument(
         "--option",
         action="append",
@@ -365,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-povray: error: ...", 2
     for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _on_signal)
+            signal.signal(getattr(signal, name), on_signal)
     try:
         return _run(args)
     except UsageError as exc:
