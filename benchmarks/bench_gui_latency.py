@@ -25,7 +25,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from peerfarm.demo import Farm  # noqa: E402
+from peerfarm.cli.demo import Farm  # noqa: E402
 from peerfarm.renderers.builtin import builtin_scene_text  # noqa: E402
 from ui.app import PeerfarmApp  # noqa: E402
 from ui.latency import LatencyProbe  # noqa: E402

@@ -34,7 +34,7 @@ def main() -> int:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         return 0
     if not argv:
-        from ui.app import main as gui_main
+        from ui.launch import main as gui_main
 
         return gui_main([])
     from peerfarm.cli import main as cli_main

@@ -1,4 +1,5 @@
-"""Turning what a user submits into a NEW_JOB payload, with errors a user can act on."""
+"""Turning a job request (peerfarm/job_request.py) into a NEW_JOB payload, with errors
+a user can act on."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from peerfarm.core import schema
 from peerfarm.core.actions import MAX_CHUNKS, MAX_FPS, PAYLOADS, chunk_count
 from peerfarm.core.tiles import MAX_TILES, TileError, tile_grid
 from peerfarm.formats import DEFAULT_FORMAT, format_name, why_no_video, why_not_stitched
+from peerfarm.job_request import JobRequest, SubmitError
 from peerfarm.renderers.base import Renderer, RendererError
 
 DEFAULT_SIZE = (320, 240)
@@ -18,33 +20,10 @@ DEFAULT_PADDING = 4
 DEFAULT_FPS = 24
 
 
-class SubmitError(ValueError):
-    """The job cannot be submitted; the message says what to change."""
-
-
 def safe_name(name: str) -> str:
     """A job name that is safe as a file name stem on every platform."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
     return cleaned[:64] or "job"
-
-
-def parse_frames(text: str) -> tuple[int, int]:
-    """'A-B' or 'N' -> (first, last)."""
-    m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?", text)
-    if not m:
-        raise SubmitError(f"--frames {text!r}: expected A-B (e.g. 1-48) or a single frame N")
-    first = int(m.group(1))
-    last = int(m.group(2)) if m.group(2) is not None else first
-    if last < first:
-        raise SubmitError(f"--frames {text!r}: the last frame is before the first")
-    return first, last
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or not (0 < int(m.group(1)) <= 16384 and 0 < int(m.group(2)) <= 16384):
-        raise SubmitError(f"--size {text!r}: expected WxH, e.g. 320x240 (1..16384 each)")
-    return int(m.group(1)), int(m.group(2))
 
 
 MAX_FILES = 10_000
@@ -104,21 +83,20 @@ def manifest_of(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
 
 
 def build_new_job(
-    spec: dict[str, Any],
+    request: JobRequest,
     job_id: str,
     plugins: dict[str, Renderer],
     farm_renderers: set[str],
     video_problem: str | None = None,
 ) -> dict[str, Any]:
-    """Validate a submit request and return the NEW_JOB payload.
+    """Check a job request and return the NEW_JOB payload.
 
-    ``spec`` keys: scene (scene text), name, renderer, renderer_version, frames
-    ([A, B] or None: the scene's own range), chunk_size, tiles, format, video, fps,
-    width, height, output, priority. ``plugins`` are the renderer plugins this node
-    knows; ``farm_renderers`` the renderers some node of the farm advertises;
-    ``video_problem`` why this node cannot encode a video (None: it can).
+    ``plugins`` are the renderer plugins this node knows; ``farm_renderers`` the
+    renderers some node of the farm advertises; ``video_problem`` why this node
+    cannot encode a video (None: it can). The request's scene files are bytes or
+    paths (uploaded blobs), and its ``manifest`` names them.
     """
-    renderer = spec.get("renderer") or "builtin"
+    renderer = request.renderer or "builtin"
     plugin = plugins.get(renderer)
     if plugin is None:
         raise SubmitError(
@@ -129,7 +107,7 @@ def build_new_job(
             f"no node of this farm can render {renderer!r} now (farm renderers: "
             f"{', '.join(sorted(farm_renderers)) or 'none'}); install it on a node first"
         )
-    tiles = spec.get("tiles") or 1
+    tiles = request.tiles or 1
     if type(tiles) is not int or not 1 <= tiles <= MAX_TILES:
         raise SubmitError(f"--tiles must be a whole number from 1 to {MAX_TILES} (got {tiles})")
     if tiles > 1 and not plugin.supports_tiles:
@@ -138,15 +116,15 @@ def build_new_job(
             f"the {renderer} renderer cannot render tiles; submit without --tiles "
             f"(renderers that can: {', '.join(able) or 'none'})"
         )
-    if tiles > 1 and spec.get("chunk_size") not in (None, 1):
+    if tiles > 1 and request.chunk_size not in (None, 1):
         raise SubmitError(
-            f"--chunk {spec.get('chunk_size')} with --tiles {tiles}: a tiled job renders one "
+            f"--chunk {request.chunk_size} with --tiles {tiles}: a tiled job renders one "
             "tile of one frame per chunk; leave out --chunk"
         )
-    asked = spec.get("format")
+    asked = request.format
     if not asked:  # the scene's own, where the renderer reads it (Blender), else png
         try:
-            asked = plugin.scene_format({**spec, "tiles": tiles}) or DEFAULT_FORMAT
+            asked = plugin.scene_format(request.replace(tiles=tiles)) or DEFAULT_FORMAT
         except RendererError as exc:
             raise SubmitError(str(exc)) from None
     asked = str(asked)
@@ -164,8 +142,8 @@ def build_new_job(
                 f"({', '.join(f for f in plugin.formats if why_not_stitched(f) is None)}) "
                 "or submit without --tiles"
             )
-    video = spec.get("video") or False
-    fps = spec.get("fps") or DEFAULT_FPS
+    video = request.video or False
+    fps = request.fps or DEFAULT_FPS
     if type(fps) is not int or not 1 <= fps <= MAX_FPS:
         raise SubmitError(f"--fps must be a whole number from 1 to {MAX_FPS} (got {fps})")
     if video is not False:
@@ -176,28 +154,28 @@ def build_new_job(
             raise SubmitError(
                 f"--video: this node encodes the video when the frames are in, and {video_problem}"
             )
-    spec = {**spec, "tiles": tiles, "format": fmt}
+    request = request.replace(tiles=tiles, format=fmt)
     try:
-        scene_range = plugin.check_job(spec)
+        scene_range = plugin.check_job(request)
     except RendererError as exc:
         raise SubmitError(str(exc)) from None
-    frames = spec.get("frames")
+    frames = request.frames
     if frames is None:
         first, last = scene_range
-    elif isinstance(frames, list) and len(frames) == 2 and all(type(f) is int for f in frames):
+    elif len(frames) == 2 and all(type(f) is int for f in frames):
         first, last = frames
     else:
         raise SubmitError("frames must be [first, last]")
     # The built-in renderer has a default size; other scenes keep their own (0).
     default = DEFAULT_SIZE if renderer == "builtin" else (0, 0)
-    width = spec.get("width") or default[0]
-    height = spec.get("height") or default[1]
+    width = request.width or default[0]
+    height = request.height or default[1]
     if tiles > 1 and width and height:  # else the plugin checked the scene's own size
         try:
             tile_grid(width, height, tiles, plugin.tile_align)
         except TileError as exc:
             raise SubmitError(f"--tiles {tiles}: {exc}") from None
-    chunk_size = 1 if tiles > 1 else spec.get("chunk_size") or DEFAULT_CHUNK
+    chunk_size = 1 if tiles > 1 else request.chunk_size or DEFAULT_CHUNK
     if type(chunk_size) is not int or chunk_size < 1:
         raise SubmitError(
             f"--chunk must be a whole number of frames, at least 1 (got {chunk_size})"
@@ -205,26 +183,26 @@ def build_new_job(
     if last >= first and chunk_count(first, last, chunk_size, tiles) > MAX_CHUNKS:
         more = "fewer --tiles or frames" if tiles > 1 else "a bigger --chunk"
         raise SubmitError(f"more than {MAX_CHUNKS} chunks: use {more}")
-    output = spec.get("output")
+    output = request.output
     if not isinstance(output, str) or not output:
         raise SubmitError("the job has no output folder")
     payload = {
         "job_id": job_id,
-        "name": safe_name(str(spec.get("name") or "job")),
+        "name": safe_name(request.name or "job"),
         "renderer": renderer,
-        "renderer_version": str(spec.get("renderer_version") or ""),
-        "scene": spec.get("scene") or "",
-        "files": spec.get("manifest") or {},
-        "main": spec.get("main") or "",
-        "options": list(spec.get("options") or []),
+        "renderer_version": request.renderer_version,
+        "scene": request.scene,
+        "files": request.manifest or {},
+        "main": request.main,
+        "options": list(request.options),
         "frame_start": first,
         "frame_end": last,
         "chunk_size": chunk_size,
-        "padding": spec.get("padding") or DEFAULT_PADDING,
+        "padding": request.padding or DEFAULT_PADDING,
         "width": width,
         "height": height,
         "output": output,
-        "priority": spec.get("priority") or 0,
+        "priority": request.priority,
         "tiles": tiles,
         "format": fmt,
         "video": video,

@@ -34,20 +34,35 @@ def act(type_: str, payload: dict, origin: str, seq: int, lamport: int) -> Actio
     return Action(type_, payload, origin, seq, lamport)
 
 
-def demo_spec(output, frames=(1, 6), chunk=2, size=(32, 24)) -> dict:
-    """A submit request for builtin:demo."""
+def demo_spec(output, frames=(1, 6), chunk=2, size=(32, 24)):  # noqa: ANN201
+    """A job request for builtin:demo."""
+    from peerfarm.job_request import JobRequest
     from peerfarm.renderers.builtin import builtin_scene_text
 
-    return {
-        "scene": builtin_scene_text("demo"),
-        "name": "demo",
-        "frames": list(frames),
-        "chunk_size": chunk,
-        "width": size[0],
-        "height": size[1],
-        "output": str(output),
-        "priority": 0,
-    }
+    return JobRequest(
+        scene=builtin_scene_text("demo"),
+        name="demo",
+        frames=tuple(frames),
+        chunk_size=chunk,
+        width=size[0],
+        height=size[1],
+        output=str(output),
+    )
+
+
+def builtin_request(**extra):  # noqa: ANN201
+    """A job request for one 64x48 frame of builtin:demo, for checks without a farm."""
+    from peerfarm.job_request import JobRequest
+    from peerfarm.renderers.builtin import builtin_scene_text
+
+    return JobRequest(
+        scene=builtin_scene_text("demo"),
+        name="demo",
+        frames=(1, 1),
+        width=64,
+        height=48,
+        output="/tmp/peerfarm-test-out",
+    ).replace(**extra)
 
 
 def joined_payload(name: str, renderers: dict | None = None) -> dict:

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from peerfarm.demo import Farm
+from peerfarm.cli.demo import Farm
 from peerfarm.runtime.client import ClientError, NodeClient
 from peerfarm.security.farm_key import resolve_key
 
@@ -57,8 +57,7 @@ def wait_for_rendering_mesh(nodes: list[str], timeout: float = 30) -> None:
     wait_until(
         f"{len(nodes)} linked rendering nodes",
         lambda: all(
-            sum(1 for p in status(n)["peers"] if p["connected"] and p["renders"])
-            == len(nodes) - 1
+            sum(1 for p in status(n)["peers"] if p["connected"] and p["renders"]) == len(nodes) - 1
             for n in nodes
         ),
         timeout,

@@ -26,6 +26,7 @@ from farmtools import (
 )
 from PIL import Image
 
+from peerfarm.job_request import JobRequest
 from peerfarm.renderers.base import RendererError, output_pattern
 from peerfarm.renderers.blender import BlenderRenderer
 from peerfarm.renderers.blender.options import OptionError, parse_options
@@ -109,8 +110,8 @@ def job(main: str = "cube.blend", options=(), size=None):
     return SimpleNamespace(main=main, options=list(options), width=width, height=height)
 
 
-def spec(blend: Path, **more) -> dict:
-    return {"files": {blend.name: blend.read_bytes()}, "main": blend.name, **more}
+def spec(blend: Path, **more) -> JobRequest:
+    return JobRequest(files={blend.name: blend.read_bytes()}, main=blend.name, **more)
 
 
 def run_chunk(work_dir: Path, out_dir: Path, the_job, first: int, last: int, ext: str = "png"):
@@ -302,7 +303,7 @@ def test_check_job_refuses_with_reasons(scenes, tmp_path):
         pytest.skip("this Blender has OpenImageDenoise: denoised scenes render")
     with pytest.raises(RendererError, match=r"denoised\.blend: the scene has Cycles denoising on"):
         plugin.check_job(denoise)
-    assert plugin.check_job({**denoise, "options": ["denoise=off"]}) == (1, 4)
+    assert plugin.check_job(denoise.replace(options=["denoise=off"])) == (1, 4)
     with pytest.raises(RendererError, match="not allowed"):
         plugin.check_job(spec(scenes.clean, options=["threads=2"]))
     with pytest.raises(RendererError, match="frames 0 to"):
@@ -465,10 +466,10 @@ def test_frames_come_in_the_scenes_own_format_unless_the_job_names_one(scenes, t
     assert plugin.scene_format(spec(scenes.jpeg)) == "jpg"
     from peerfarm.jobspec import build_new_job
 
-    blender_spec = {**spec(scenes.jpeg), "renderer": "blender", "name": "j", "output": "/o"}
+    blender_spec = spec(scenes.jpeg).replace(renderer="blender", name="j", output="/o")
     plugins = {"blender": plugin}
     assert build_new_job(blender_spec, "j1", plugins, {"blender"})["format"] == "jpg"
-    chosen = build_new_job({**blender_spec, "format": "exr"}, "j2", plugins, {"blender"})
+    chosen = build_new_job(blender_spec.replace(format="exr"), "j2", plugins, {"blender"})
     assert chosen["format"] == "exr"
     # The worker side: the job's format, whatever the file says.
     work_dir = job_folder(tmp_path, scenes.jpeg)

@@ -22,7 +22,7 @@ from farmtools import (
     wait_until,
 )
 
-from peerfarm.demo import Farm
+from peerfarm.cli.demo import Farm
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGSTOP/SIGKILL")
 

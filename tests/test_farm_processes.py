@@ -20,7 +20,7 @@ from farmtools import (
 )
 from PIL import Image
 
-from peerfarm.demo import Farm
+from peerfarm.cli.demo import Farm
 
 
 def test_job_survives_bootstrap_sigkill(tmp_path):

@@ -11,13 +11,14 @@ import sys
 
 import numpy as np
 import pytest
+from factories import builtin_request
 from PIL import Image
 from test_povray import ball_files, write_files
 
 from peerfarm.formats import format_name, pillow_reads, why_no_video, why_not_stitched
-from peerfarm.jobspec import SubmitError, build_new_job
+from peerfarm.job_request import JobRequest, SubmitError
+from peerfarm.jobspec import build_new_job
 from peerfarm.renderers.base import RendererError, output_pattern
-from peerfarm.renderers.builtin import builtin_scene_text
 from peerfarm.renderers.povray import PovrayRenderer
 from peerfarm.renderers.povray.ini import IniError, load_scene
 from peerfarm.renderers.povray.sandbox import unavailable_reason
@@ -38,30 +39,18 @@ def test_format_table():
     assert why_no_video("jpg") is None and "high-dynamic-range" in why_no_video("hdr")
 
 
-def builtin_spec(**extra):
-    spec = {
-        "scene": builtin_scene_text("demo"),
-        "name": "demo",
-        "frames": [1, 1],
-        "width": 64,
-        "height": 48,
-        "output": "/tmp/peerfarm-test-out",
-    }
-    return {**spec, **extra}
-
-
 def test_submit_checks_the_format():
     plugins = renderer_plugins()
-    assert build_new_job(builtin_spec(), "j1", plugins, {"builtin"})["format"] == "png"
-    assert build_new_job(builtin_spec(format="JPEG"), "j2", plugins, {"builtin"})["format"] == (
+    assert build_new_job(builtin_request(), "j1", plugins, {"builtin"})["format"] == "png"
+    assert build_new_job(builtin_request(format="JPEG"), "j2", plugins, {"builtin"})["format"] == (
         "jpg"
     )
     with pytest.raises(SubmitError, match="does not write exr frames; it writes png, jpg, tiff"):
-        build_new_job(builtin_spec(format="exr"), "j3", plugins, {"builtin"})
+        build_new_job(builtin_request(format="exr"), "j3", plugins, {"builtin"})
     with pytest.raises(SubmitError, match=r"--tiles with --format jpg: jpg is lossy.*png, tiff"):
-        build_new_job(builtin_spec(format="jpg", tiles=4), "j4", plugins, {"builtin"})
+        build_new_job(builtin_request(format="jpg", tiles=4), "j4", plugins, {"builtin"})
     with pytest.raises(SubmitError, match=r"--format \.\./x: the builtin renderer does not"):
-        build_new_job(builtin_spec(format="../x"), "j5", plugins, {"builtin"})
+        build_new_job(builtin_request(format="../x"), "j5", plugins, {"builtin"})
 
 
 def test_povray_output_type_must_agree_with_the_job_format():
@@ -74,12 +63,12 @@ def test_povray_output_type_must_agree_with_the_job_format():
     with pytest.raises(IniError, match=r"option '\+FJ': .* writes jpg frames, but the job's"):
         load_scene("a.pov", "", files, ["+FJ"], None, "png")
     plugin = PovrayRenderer()
-    spec = {"files": {"a.pov": b"", "s.ini": b"Input_File_Name=a.pov\n+FC\n"}, "main": "s.ini"}
-    assert plugin.check_job({**spec, "format": "tga"}) == (1, 1)  # C: compressed TGA
+    spec = JobRequest(files={"a.pov": b"", "s.ini": b"Input_File_Name=a.pov\n+FC\n"}, main="s.ini")
+    assert plugin.check_job(spec.replace(format="tga")) == (1, 1)  # C: compressed TGA
     with pytest.raises(RendererError, match="s.ini line 2 .* submit with --format tga"):
         plugin.check_job(spec)
     with pytest.raises(RendererError, match="Pillow reads without the alpha"):
-        plugin.check_job({**spec, "format": "bmp", "tiles": 4, "options": ["+UA", "+FB"]})
+        plugin.check_job(spec.replace(format="bmp", tiles=4, options=["+UA", "+FB"]))
 
 
 def test_builtin_process_writes_each_format(tmp_path):

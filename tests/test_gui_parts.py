@@ -75,7 +75,7 @@ def test_node_config_from_settings_and_clear_errors(tmp_path):
 
 
 def test_command_line_options_override_settings(tmp_path):
-    from ui.app import build_parser
+    from ui.launch import build_parser
 
     args = build_parser().parse_args(
         ["--listen", "0.0.0.0:7200", "--bootstrap", "f:7000", "--slots", "3", "--no-zeroconf"]
@@ -247,10 +247,10 @@ def test_dropping_a_scene_on_the_window_opens_the_submit_dialog(qtbot, tmp_path)
         qtbot.waitUntil(dialog.submit_button.isEnabled, timeout=20_000)
         assert dialog.name_edit.text() == "dropped"
         assert "built-in ray tracer scene, frames 1–48" in dialog.scene_status.text()
-        assert dialog.spec()["tiles"] == 1 and dialog.chunk.isEnabled()
+        assert dialog.request().tiles == 1 and dialog.chunk.isEnabled()
         dialog.tiles.setValue(4)  # a still in 4 tiles: one tile per chunk
         assert not dialog.chunk.isEnabled()
-        assert (dialog.spec()["tiles"], dialog.spec()["chunk_size"]) == (4, 1)
+        assert (dialog.request().tiles, dialog.request().chunk_size) == (4, 1)
 
 
 def test_submit_dialog_shows_the_farm_refusing_a_job(qtbot, tmp_path):
@@ -286,11 +286,11 @@ def test_render_only_when_away_pauses_the_worker_while_someone_works(qtbot, tmp_
         app.note_input()
         window.away_minutes.setValue(1440)  # nobody is away that long in a test run
         window.away.setChecked(True)
-        qtbot.waitUntil(lambda: app.node.worker.paused, timeout=10_000)
+        qtbot.waitUntil(lambda: app.node.worker_paused, timeout=10_000)
         assert "until you are away (1440 min" in app.worker_pause_reason
         assert app.store.effective.render_only_when_away
         window.away.setChecked(False)
-        qtbot.waitUntil(lambda: not app.node.worker.paused, timeout=10_000)
+        qtbot.waitUntil(lambda: not app.node.worker_paused, timeout=10_000)
 
 
 XVFB = shutil.which("Xvfb")

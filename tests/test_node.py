@@ -22,6 +22,7 @@ from rawpeer import (
     tls_connect,
 )
 
+from peerfarm.job_request import JobRequest
 from peerfarm.renderers.base import Renderer
 from peerfarm.runtime.addresses import parse_address
 from peerfarm.runtime.client import NodeClient
@@ -45,13 +46,13 @@ def test_restart_keeps_identity_and_state(tmp_path):
             job_id = await node.submit(spec)
             await node.wait_for_change(0.2)
             node.request_stop()
-        return node.node_id, job_id, node.log.digest(), len(node.log)
+        return node.node_id, job_id, node.digest, len(node.actions())
 
     async def second_life():
         node = make_node(tmp_path, slots=0)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            result = node.node_id, node.state.jobs, node.log.digest(), len(node.log)
+            result = node.node_id, node.state.jobs, node.digest, len(node.actions())
             node.request_stop()
         return result
 
@@ -97,7 +98,7 @@ def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
         node = make_node(tmp_path, slots=0)
         async with trio.open_nursery() as nursery:
             address = await nursery.start(node.run)
-            before = node.log.digest()
+            before = node.digest
             # 1. raw garbage instead of TLS: told (in plaintext) that TLS is required
             s = await tcp_connect(address)
             await s.send_all(b"\xc1GET / HTTP/1.1\r\n\r\n" * 100)
@@ -153,14 +154,20 @@ def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
         async with trio.open_nursery() as nursery:
             address = await nursery.start(node.run)
             job_id = await node.submit(spec)
+
+            def rendering() -> list[tuple[str, int]]:
+                return [(r["job_id"], r["chunk"]) for r in node.status()["worker"]["rendering"]]
+
             with trio.fail_after(10):
-                while not node.worker or not node.worker.renders:
+                while not rendering():
                     await node.wait_for_change(0.05)
-            (job, chunk), render = next(iter(node.worker.renders.items()))
+            job, chunk = rendering()[0]
             ours = next(
                 a
-                for a in node.log.actions()
-                if a.origin == node.node_id and a.seq == render.claim_seq
+                for a in node.actions()
+                if a.origin == node.node_id
+                and a.type == "CLAIM_CHUNK"
+                and a.payload == {"job_id": job, "chunk": chunk}
             )
             # A peer whose id sorts before ours wins a claim made at the same Lamport time.
             rival_identity = identity_sorting_before(node.node_id)
@@ -176,9 +183,9 @@ def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
             }
             await link.send(message("ACTIONS", actions=[claim]))
             with trio.fail_after(10):
-                while (job, chunk) in node.worker.renders or not node.worker.renders:
+                while (job, chunk) in rendering() or not rendering():
                     await node.wait_for_change(0.05)
-            other = next(iter(node.worker.renders))
+            other = rendering()[0]
             winner = node.state.jobs[job_id].chunk(chunk).claim_origin
             node.request_stop()
         return chunk, other, winner, rival
@@ -231,15 +238,15 @@ def test_scene_files_travel_as_blobs_to_the_worker(tmp_path):
     png = io.BytesIO()
     Image.new("RGB", (8, 6), (200, 30, 30)).save(png, format="PNG")
     files = {"shots/main.png": png.getvalue(), "textures/wood.txt": b"x" * 100_000}
-    spec = {
-        "renderer": "copy",
-        "files": files,
-        "main": "shots/main.png",
-        "name": "copy",
-        "frames": [1, 3],
-        "chunk_size": 1,
-        "output": str(tmp_path / "out"),
-    }
+    spec = JobRequest(
+        renderer="copy",
+        files=files,
+        main="shots/main.png",
+        name="copy",
+        frames=(1, 3),
+        chunk_size=1,
+        output=str(tmp_path / "out"),
+    )
 
     async def main():
         submitter = make_node(tmp_path, "submitter", slots=0)
@@ -257,9 +264,9 @@ def test_scene_files_travel_as_blobs_to_the_worker(tmp_path):
                     await submitter.wait_for_change(0.1)
             job_id = await submitter.submit(spec)
             with trio.fail_after(30):
-                while not submitter.collector.progress(submitter.state.jobs[job_id])["complete"]:
+                while not submitter.output_progress(job_id)["complete"]:
                     await submitter.wait_for_change(0.1)
-            work = worker.data_dir / "work" / job_id
+            work = worker.data_dir.work_dir(job_id)
             env = json.loads((work / "env-1.json").read_text())
             got = {
                 p.relative_to(work).as_posix(): p.read_bytes()
@@ -301,15 +308,15 @@ def test_resubmitting_with_one_changed_file_moves_only_that_file(tmp_path):
     changed = {**files, "notes.txt": b"version two"}
 
     def spec(files, out):
-        return {
-            "renderer": "copy",
-            "files": files,
-            "main": "main.png",
-            "name": "copy",
-            "frames": [1, 3],
-            "chunk_size": 1,
-            "output": str(tmp_path / out),
-        }
+        return JobRequest(
+            renderer="copy",
+            files=files,
+            main="main.png",
+            name="copy",
+            frames=(1, 3),
+            chunk_size=1,
+            output=str(tmp_path / out),
+        )
 
     async def main():
         submitter = make_node(tmp_path, "submitter", slots=0)
@@ -335,9 +342,7 @@ def test_resubmitting_with_one_changed_file_moves_only_that_file(tmp_path):
                 served.clear()
                 job_id = await submitter.submit(spec(files, out))
                 with trio.fail_after(60):
-                    while not submitter.collector.progress(submitter.state.jobs[job_id])[
-                        "complete"
-                    ]:
+                    while not submitter.output_progress(job_id)["complete"]:
                         await submitter.wait_for_change(0.1)
                 renderers = {submitter.state.jobs[job_id].chunk(i).done_by for i in range(3)}
                 return list(served), renderers

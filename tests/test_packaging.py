@@ -21,7 +21,7 @@ from farmtools import farm_running, job_of, start_bootstrap, status, submit, wai
 from PIL import Image
 
 from peerfarm import __version__
-from peerfarm.demo import Farm
+from peerfarm.cli.demo import Farm
 from peerfarm.security.farm_key import ENV_VAR
 from ui.settings import SETTINGS_FILE, Settings, save
 

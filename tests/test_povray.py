@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from peerfarm.job_request import JobRequest
 from peerfarm.renderers.base import RendererError, output_pattern
 from peerfarm.renderers.povray import PovrayRenderer
 from peerfarm.renderers.povray import plugin as plugin_module
@@ -207,8 +208,8 @@ def test_clock_and_frame_range_match_the_real_povray(tmp_path, ini):
 # --- checking a job ---
 
 
-def spec(files: dict[str, bytes], main: str = "scene.ini", **more) -> dict:
-    return {"files": files, "main": main, **more}
+def spec(files: dict[str, bytes], main: str = "scene.ini", **more) -> JobRequest:
+    return JobRequest(files=files, main=main, **more)
 
 
 def test_check_job_returns_the_scenes_frame_range():

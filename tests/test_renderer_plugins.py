@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from peerfarm import __version__
+from peerfarm.job_request import JobRequest
 from peerfarm.renderers.base import Renderer, output_pattern
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 
@@ -65,8 +66,8 @@ def test_builtin_refuses_frames_outside_the_scenes_animation():
     from peerfarm.renderers.builtin import builtin_scene_text
 
     plugin = renderer_plugins()["builtin"]
-    spec = {"scene": builtin_scene_text("demo")}
+    spec = JobRequest(scene=builtin_scene_text("demo"))
     assert plugin.check_job(spec) == (1, 48)
-    assert plugin.check_job({**spec, "frames": [5, 48]}) == (1, 48)
+    assert plugin.check_job(spec.replace(frames=[5, 48])) == (1, 48)
     with pytest.raises(RendererError, match=r"frames 1-60 are outside .* \(frames 1-48\)"):
-        plugin.check_job({**spec, "frames": [1, 60]})
+        plugin.check_job(spec.replace(frames=[1, 60]))

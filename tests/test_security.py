@@ -24,7 +24,7 @@ from rawpeer import (
 )
 
 from peerfarm.runtime import link as link_module
-from peerfarm.runtime import node as node_module
+from peerfarm.runtime import mesh as mesh_module
 from peerfarm.runtime.client import ClientError, NodeClient
 from peerfarm.runtime.link import HandshakeError, Link
 from peerfarm.runtime.node import Node, NodeConfig, SetupError
@@ -269,12 +269,12 @@ def test_an_unfinished_handshake_expires(tmp_path, monkeypatch, caplog):
 
 
 def test_idle_connections_from_one_address_cannot_fill_every_handshake_slot(tmp_path, monkeypatch):
-    monkeypatch.setattr(node_module, "MAX_PENDING_PER_ADDRESS", 4)
+    monkeypatch.setattr(mesh_module, "MAX_PENDING_PER_ADDRESS", 4)
 
     async def body(node, address):
         idle = [await tcp_connect(address) for _ in range(12)]
         await trio.sleep(0.3)
-        pending = sum(node._pending_handshakes.values())
+        pending = node.mesh.pending_handshakes()
         # Connections beyond the limit were closed at once.
         closed = 0
         for stream in idle:
@@ -416,7 +416,12 @@ def test_lan_discovery_links_only_nodes_of_the_same_farm(tmp_path, caplog):
                 while a.link_to(b.node_id) is None:
                     await a.wait_for_change(0.2)
             await trio.sleep(2)
-            result = (set(a.kwl), set(b.kwl), set(stranger.kwl), dict(stranger.links))
+            result = (
+                set(a.known_peers()),
+                set(b.known_peers()),
+                set(stranger.known_peers()),
+                stranger.linked_peers(),
+            )
             for node in nodes:
                 node.request_stop()
                 node.request_stop()

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from factories import A, B, C, act, new_job_payload
+from factories import A, B, C, act, builtin_request, new_job_payload
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -14,9 +14,9 @@ from PIL import Image
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.tiles import MAX_TILES, TileError, max_tiles, tile_box, tile_boxes, tile_grid
-from peerfarm.jobspec import SubmitError, build_new_job
+from peerfarm.job_request import SubmitError
+from peerfarm.jobspec import build_new_job
 from peerfarm.renderers.base import Renderer
-from peerfarm.renderers.builtin import builtin_scene_text
 from peerfarm.renderers.povray.tiling import tiling_problem, untileable_features
 from peerfarm.renderers.registry import renderer_plugins
 from peerfarm.runtime.stitch import StitchError, stitch_tiles
@@ -174,18 +174,6 @@ def test_new_job_schema_for_tiles():
 # --- submit checks ---
 
 
-def builtin_spec(**extra):
-    spec = {
-        "scene": builtin_scene_text("demo"),
-        "name": "demo",
-        "frames": [1, 1],
-        "width": 64,
-        "height": 48,
-        "output": "/tmp/peerfarm-test-out",
-    }
-    return {**spec, **extra}
-
-
 class NoTiles(Renderer):
     name = "notiles"
 
@@ -204,20 +192,20 @@ class NoTiles(Renderer):
 
 def test_submit_checks_tiles():
     plugins = renderer_plugins()
-    payload = build_new_job(builtin_spec(tiles=6), "j1", plugins, {"builtin"})
+    payload = build_new_job(builtin_request(tiles=6), "j1", plugins, {"builtin"})
     assert (payload["tiles"], payload["chunk_size"]) == (6, 1)
-    assert build_new_job(builtin_spec(), "j2", plugins, {"builtin"})["tiles"] == 1
+    assert build_new_job(builtin_request(), "j2", plugins, {"builtin"})["tiles"] == 1
     plugins["notiles"] = NoTiles()
     with pytest.raises(SubmitError, match="the notiles renderer cannot render tiles.*builtin"):
         build_new_job(
-            builtin_spec(renderer="notiles", tiles=2), "j3", plugins, {"builtin", "notiles"}
+            builtin_request(renderer="notiles", tiles=2), "j3", plugins, {"builtin", "notiles"}
         )
     with pytest.raises(SubmitError, match="leave out --chunk"):
-        build_new_job(builtin_spec(tiles=2, chunk_size=4), "j4", plugins, {"builtin"})
+        build_new_job(builtin_request(tiles=2, chunk_size=4), "j4", plugins, {"builtin"})
     with pytest.raises(SubmitError, match="cannot be cut into 7 tiles"):
-        build_new_job(builtin_spec(tiles=7, width=6, height=1), "j5", plugins, {"builtin"})
+        build_new_job(builtin_request(tiles=7, width=6, height=1), "j5", plugins, {"builtin"})
     with pytest.raises(SubmitError, match="--tiles must be"):
-        build_new_job(builtin_spec(tiles=0.5), "j6", plugins, {"builtin"})
+        build_new_job(builtin_request(tiles=0.5), "j6", plugins, {"builtin"})
 
 
 # --- POV-Ray: what cannot be tiled ---
@@ -237,7 +225,6 @@ def test_povray_features_that_do_not_tile_are_found_outside_comments_and_strings
     assert tiling_problem({"scene.pov": clean}, 320, 240, 4, 8) is None
 
 
-
 def test_uploaded_scene_files_are_scanned_where_the_node_keeps_them(tmp_path):
     # Files a client uploaded reach check_job as paths into the blob store.
     scene = tmp_path / "scene.pov"
@@ -246,6 +233,7 @@ def test_uploaded_scene_files_are_scanned_where_the_node_keeps_them(tmp_path):
     texture.write_bytes(b"\x89PNG\0" + b"jitter" * 100)
     found = untileable_features({"scene.pov": scene, "tex.png": texture})
     assert len(found) == 1 and found[0].startswith("scene.pov line 1: jitter")
+
 
 # --- stitching ---
 

@@ -13,6 +13,7 @@ import pytest
 import trio
 from test_node import make_node
 
+from peerfarm.job_request import JobRequest
 from peerfarm.runtime.client import ClientError, NodeClient
 from peerfarm.runtime.upload import PIECE_BYTES, _upload_blob, upload_scene
 from peerfarm.scenes import load_package, unpack_to
@@ -132,18 +133,18 @@ def test_upload_resumes_skips_and_verifies(tmp_path):
             await client.put_blob(other_sha, 2**33, 0, b"z")
 
         # SUBMIT names only what was uploaded.
-        spec = {
-            "renderer": "povray",
-            "main": "scene.ini",
-            "manifest": {"scene.ini": {"sha": other_sha, "size": len(other)}},
-            "output": str(tmp_path / "out"),
-        }
+        spec = JobRequest(
+            renderer="povray",
+            main="scene.ini",
+            manifest={"scene.ini": {"sha": other_sha, "size": len(other)}},
+            output=str(tmp_path / "out"),
+        )
         with pytest.raises(ClientError, match=r"scene file 'scene.ini' was not uploaded"):
             await client.submit(spec)
-        spec["manifest"] = {"../x": {"sha": sha, "size": size}}
+        spec = spec.replace(manifest={"../x": {"sha": sha, "size": size}})
         with pytest.raises(ClientError, match="not a relative path"):
             await client.submit(spec)
-        spec["manifest"] = {"big.bin": {"sha": sha, "size": size + 1}}
+        spec = spec.replace(manifest={"big.bin": {"sha": sha, "size": size + 1}})
         with pytest.raises(ClientError, match="the manifest says"):
             await client.submit(spec)
 

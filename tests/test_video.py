@@ -13,7 +13,8 @@ import trio
 from factories import demo_spec
 from PIL import Image
 
-from peerfarm.jobspec import SubmitError, build_new_job
+from peerfarm.job_request import SubmitError
+from peerfarm.jobspec import build_new_job
 from peerfarm.renderers.registry import renderer_plugins
 from peerfarm.runtime import video
 from peerfarm.runtime.node import Node, NodeConfig
@@ -53,18 +54,18 @@ def test_no_ffmpeg_names_the_package(monkeypatch, tmp_path):
 def test_submit_checks_video_and_fps(tmp_path):
     plugins = renderer_plugins()
     spec = demo_spec(tmp_path / "out")
-    payload = build_new_job({**spec, "video": True, "fps": 12}, "j1", plugins, {"builtin"})
+    payload = build_new_job(spec.replace(video=True, fps=12), "j1", plugins, {"builtin"})
     assert (payload["video"], payload["fps"]) == (True, 12)
     assert build_new_job(spec, "j2", plugins, {"builtin"})["fps"] == 24
     with pytest.raises(SubmitError, match="--fps must be a whole number from 1 to 240"):
-        build_new_job({**spec, "fps": 0.5}, "j3", plugins, {"builtin"})
+        build_new_job(spec.replace(fps=0.5), "j3", plugins, {"builtin"})
     with pytest.raises(SubmitError, match="--video: this node encodes .* ffmpeg is missing"):
-        build_new_job({**spec, "video": True}, "j4", plugins, {"builtin"}, "ffmpeg is missing")
-    povray = {"files": {"a.pov": b""}, "main": "a.pov", "renderer": "povray", "format": "exr"}
+        build_new_job(spec.replace(video=True), "j4", plugins, {"builtin"}, "ffmpeg is missing")
+    povray = spec.replace(
+        files={"a.pov": b""}, main="a.pov", renderer="povray", format="exr", scene="", video=True
+    )
     with pytest.raises(SubmitError, match="--video with --format exr: exr frames hold linear"):
-        build_new_job(
-            {**spec, **povray, "scene": "", "video": True}, "j5", plugins, {"builtin", "povray"}
-        )
+        build_new_job(povray, "j5", plugins, {"builtin", "povray"})
 
 
 def test_a_node_without_ffmpeg_refuses_video_at_submit(monkeypatch, tmp_path):
@@ -78,7 +79,7 @@ def test_a_node_without_ffmpeg_refuses_video_at_submit(monkeypatch, tmp_path):
             await nursery.start(node.run)
             try:
                 with pytest.raises(SubmitError) as refused:
-                    await node.submit({**demo_spec(tmp_path / "out"), "video": True})
+                    await node.submit(demo_spec(tmp_path / "out").replace(video=True))
                 jobs = dict(node.state.jobs)
             finally:
                 node.request_stop()

@@ -24,8 +24,8 @@ import trio
 from PySide6.QtCore import QEvent, QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
+from peerfarm.core.refused import Refused
 from peerfarm.core.state import JOB_FAILED
-from peerfarm.jobspec import SubmitError
 from peerfarm.runtime.node import Node
 from ui.farm_summary import FarmSummary, JobRow, PeerRow
 from ui.idle import IdleClock, pause_reason
@@ -178,7 +178,7 @@ class PeerfarmApp(QObject):
     # -- handing work to trio ------------------------------------------------------------
 
     def call(self, fn: Callable[[], Any], on_error: Callable[[str], Any] | None = None) -> None:
-        """Run ``fn`` in trio's context soon (thread-safe; wakes trio up). A SubmitError
+        """Run ``fn`` in trio's context soon (thread-safe; wakes trio up). A Refused
         (an action the farm refuses, e.g. cancelling a finished job) goes to ``on_error``."""
         if self._token is None or not self.running:
             return
@@ -186,7 +186,7 @@ class PeerfarmApp(QObject):
         def run() -> None:
             try:
                 fn()
-            except SubmitError as exc:
+            except Refused as exc:
                 self._report(on_error, str(exc))
 
         self._token.run_sync_soon(run)
@@ -197,12 +197,12 @@ class PeerfarmApp(QObject):
         *args: Any,
         on_error: Callable[[str], Any] | None = None,
     ) -> None:
-        """Start a trio task in the app's nursery; a SubmitError goes to ``on_error``."""
+        """Start a trio task in the app's nursery; a Refused goes to ``on_error``."""
 
         async def task() -> None:
             try:
                 await async_fn(*args)
-            except SubmitError as exc:
+            except Refused as exc:
                 self._report(on_error, str(exc))
 
         def start() -> None:
@@ -242,7 +242,7 @@ class PeerfarmApp(QObject):
     def apply_worker_state(self) -> None:
         """Pause or resume this machine's worker as the user's choices say (trio context)."""
         node = self.node
-        if node is None or node.worker is None:
+        if node is None or not node.config.renders:
             return
         settings = self.store.effective
         reason = pause_reason(
@@ -252,10 +252,10 @@ class PeerfarmApp(QObject):
             settings.away_minutes,
         )
         self.worker_pause_reason = reason
-        if reason and not node.worker.paused:
+        if reason and not node.worker_paused:
             log.info("this machine stops rendering: %s", reason)
             node.pause_worker()
-        elif not reason and node.worker.paused:
+        elif not reason and node.worker_paused:
             log.info("this machine renders again")
             node.resume_worker()
 
@@ -388,22 +388,3 @@ def run_gui(args: argparse.Namespace) -> int:
     window.begin()
     qapp.exec()
     return exit_code
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from ui.options import add_gui_options
-
-    parser = argparse.ArgumentParser(prog="peerfarm-gui", description="The peerfarm desktop app.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
-    add_gui_options(parser)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The `peerfarm-gui` entry point."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return run_gui(args)

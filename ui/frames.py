@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from peerfarm.core.state import CHUNK_DONE, Job
-from peerfarm.runtime.collector import output_frame_path, thumbnail_path
+from peerfarm.runtime.outputs import output_frame_path, thumbnail_path
 
 if TYPE_CHECKING:
     from peerfarm.runtime.node import Node

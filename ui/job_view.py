@@ -278,10 +278,10 @@ class JobView(QWidget):
             self._load_thumbnails(job)
 
     def _load_thumbnails(self, job: Job) -> None:
-        collector = self.app.node.collector if self.app.node else None
-        if self._thumbs_loading or collector is None:
+        node = self.app.node
+        if self._thumbs_loading or node is None:
             return
-        missing = sorted(collector.frames_collected(job.id) - set(self.thumbnails))
+        missing = sorted(node.frames_collected(job.id) - set(self.thumbnails))
         if missing:
             self._thumbs_loading = True
             self.app.spawn(self._read_thumbnails, job, missing)

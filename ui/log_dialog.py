@@ -8,8 +8,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
-from peerfarm.runtime.renderer_logs import collect_logs
-
 if TYPE_CHECKING:
     from ui.app import PeerfarmApp
 
@@ -52,7 +50,7 @@ class LogDialog(QWidget):
         app.spawn(self._fetch, app, job_id, frame, on_error=self._failed)
 
     async def _fetch(self, app: PeerfarmApp, job_id: str, frame: int | None) -> None:
-        logs = await collect_logs(app.node, job_id, frame)
+        logs = await app.node.collect_logs(job_id, frame)
         if not logs:
             self.status.setText("No renderer log yet: nothing of this was rendered or failed.")
         else:

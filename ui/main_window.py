@@ -227,7 +227,7 @@ class MainWindow(QMainWindow):
                 QMessageBox.Icon.Information,
                 "Your farm is ready",
                 f"The farm's key is in\n{created_key}\n\nCopy this file to every computer "
-                "that should join the farm, and choose it there under \"Join a farm\". "
+                'that should join the farm, and choose it there under "Join a farm". '
                 "Keep it private: anyone holding it can send renders to your computers.",
                 QMessageBox.StandardButton.Ok,
                 self,

@@ -28,10 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from peerfarm.cli import CliError, scene_fields
 from peerfarm.core.state import UP
 from peerfarm.core.tiles import MAX_TILES
-from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE, SubmitError, safe_name
+from peerfarm.job_request import JobRequest, SubmitError, scene_request
+from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE, safe_name
 from peerfarm.renderers.base import RendererError
 from peerfarm.scenes import RENDERERS
 
@@ -44,17 +44,17 @@ RENDERER_NAMES = {"builtin": "built-in ray tracer", "povray": "POV-Ray", "blende
 
 
 def _read_scene(scene: str, renderer: str | None, plugins: dict) -> dict[str, Any]:
-    """Blocking: read and check the scene; its fields, name, renderer and frame range."""
-    fields, name = scene_fields(scene, renderer)
-    chosen = fields.get("renderer") or "builtin"
+    """Blocking: read and check the scene; its request, renderer and frame range."""
+    request = scene_request(scene, renderer)
+    chosen = request.renderer or "builtin"
     plugin = plugins.get(chosen)
     if plugin is None:
         raise SubmitError(f"this computer does not know the {chosen} renderer plugin")
     try:
-        first, last = plugin.check_job(fields)
+        first, last = plugin.check_job(request)
     except RendererError as exc:
         raise SubmitError(str(exc)) from None
-    return {"fields": fields, "name": name, "renderer": chosen, "range": (first, last)}
+    return {"request": request.replace(renderer=chosen), "renderer": chosen, "range": (first, last)}
 
 
 class SubmitDialog(QDialog):
@@ -266,7 +266,7 @@ class SubmitDialog(QDialog):
         plugins = self.app.node.plugins
         try:
             result = await trio.to_thread.run_sync(_read_scene, scene, renderer, plugins)
-        except (CliError, SubmitError) as exc:
+        except SubmitError as exc:
             if reading == self._reading:
                 self._scene_failed(str(exc))
             return
@@ -288,8 +288,9 @@ class SubmitDialog(QDialog):
         self.scene = result
         renderer = result["renderer"]
         first, last = result["range"]
-        files = result["fields"].get("files") or {}
-        what = f"{len(files)} file(s), main file {result['fields']['main']}" if files else "scene"
+        request = result["request"]
+        files = request.files or {}
+        what = f"{len(files)} file(s), main file {request.main}" if files else "scene"
         farm = self._farm_renderers()
         status = f"{RENDERER_NAMES.get(renderer, renderer)} {what}, frames {first}–{last}"
         if renderer not in farm:
@@ -299,7 +300,7 @@ class SubmitDialog(QDialog):
             self.scene_status.setStyleSheet("color: #1b5e20;")
         self.scene_status.setText(status)
         if not self.name_edit.isModified():
-            self.name_edit.setText(safe_name(result["name"]))
+            self.name_edit.setText(safe_name(request.name))
         self.first.setValue(first)
         self.last.setValue(last)
         self.frames_hint.setText(f"(the scene has {first}–{last})")
@@ -337,22 +338,22 @@ class SubmitDialog(QDialog):
         self.error.setText(text)
         self.error.setVisible(bool(text))
 
-    def spec(self) -> dict[str, Any]:
+    def request(self) -> JobRequest:
+        """The job request the dialog's fields make of the scene read."""
         assert self.scene is not None
         own = self.own_size.isChecked() and self.own_size.isEnabled()
         output = self.output_edit.text().strip()
-        return {
-            **self.scene["fields"],
-            "renderer": self.scene["renderer"],
-            "name": self.name_edit.text().strip() or self.scene["name"],
-            "frames": [self.first.value(), self.last.value()],
-            "chunk_size": self.chunk.value() if self.tiles.value() == 1 else 1,
-            "tiles": self.tiles.value(),
-            "width": None if own else self.width_spin.value(),
-            "height": None if own else self.height_spin.value(),
-            "output": str(Path(output).expanduser().resolve()) if output else "",
-            "priority": self.priority.value(),
-        }
+        request: JobRequest = self.scene["request"]
+        return request.replace(
+            name=self.name_edit.text().strip() or request.name,
+            frames=(self.first.value(), self.last.value()),
+            chunk_size=self.chunk.value() if self.tiles.value() == 1 else 1,
+            tiles=self.tiles.value(),
+            width=None if own else self.width_spin.value(),
+            height=None if own else self.height_spin.value(),
+            output=str(Path(output).expanduser().resolve()) if output else "",
+            priority=self.priority.value(),
+        )
 
     def submit(self) -> None:
         if self.scene is None or self.app.node is None:
@@ -366,10 +367,10 @@ class SubmitDialog(QDialog):
         self._show_error("")
         self.submit_button.setEnabled(False)
         self.submit_button.setText("Submitting…")
-        self.app.spawn(self._submit, self.spec(), on_error=self._refused)
+        self.app.spawn(self._submit, self.request(), on_error=self._refused)
 
-    async def _submit(self, spec: dict[str, Any]) -> None:
-        job_id = await self.app.node.submit(spec)
+    async def _submit(self, request: JobRequest) -> None:
+        job_id = await self.app.node.submit(request)
         self.submitted.emit(job_id)
         self.accept()
 

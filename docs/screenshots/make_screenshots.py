@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 from PySide6.QtWidgets import QApplication, QToolTip, QWidget
 
-from peerfarm.demo import Farm
+from peerfarm.cli.demo import Farm
 from peerfarm.renderers.builtin import builtin_scene_text
 from peerfarm.runtime.client import NodeClient
 from peerfarm.security.farm_key import resolve_key

@@ -23,7 +23,10 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from peerfarm.job_request import JobRequest
 
 
 class RendererError(ValueError):
@@ -49,12 +52,12 @@ class Renderer(ABC):
         """
 
     @abstractmethod
-    def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
+    def check_job(self, request: JobRequest) -> tuple[int, int]:
         """Validate a submitted scene; return the scene's own frame range.
 
-        ``spec["files"]`` maps package paths to contents: bytes, or (for files a
+        ``request.files`` maps package paths to contents: bytes, or (for files a
         client uploaded as blobs) the path of a file holding them, which may be
-        big: read what you need of it. ``spec["tiles"]`` (when above 1) asks for
+        big: read what you need of it. ``request.tiles`` (when above 1) asks for
         tiled frames: a plugin that supports tiles checks that the image has room
         for them and that the scene renders the same tiled as whole. Runs in a
         thread; may block. Raises RendererError with a message the user can act on.
@@ -76,7 +79,7 @@ class Renderer(ABC):
         render tile ``index`` of ``count`` of the single frame in ``frames``.
         """
 
-    def scene_format(self, spec: dict[str, Any]) -> str | None:
+    def scene_format(self, request: JobRequest) -> str | None:
         """The frame format the scene itself asks for (one of ``formats``), used when the
         submitter chose none; None: png. Runs in a thread; may block."""
         return None
@@ -117,11 +120,12 @@ def frame_range_arg(text: str) -> tuple[int, int]:
     frames allowed, as jobs may have them): the farm's own parsing rule."""
     import argparse
 
-    from peerfarm.jobspec import SubmitError, parse_frames
+    from peerfarm.core.refused import Refused
+    from peerfarm.core.user_text import parse_frames
 
     try:
         return parse_frames(text)
-    except SubmitError as exc:
+    except Refused as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

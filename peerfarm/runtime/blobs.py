@@ -24,7 +24,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -32,7 +32,6 @@ from peerfarm.wire.messages import MAX_BLOB_CHUNK_BYTES, message
 
 if TYPE_CHECKING:
     from peerfarm.runtime.link import Link
-    from peerfarm.runtime.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +278,25 @@ async def serve_blob(store: BlobStore, link: Link, sha: str, offset: int, length
 # -- fetching -----------------------------------------------------------------------------
 
 
+class BlobPeers(Protocol):
+    """What fetching a blob needs from the node: its store, and asking peers."""
+
+    node_id: str
+    blobs: BlobStore
+
+    def link_to(self, peer: str) -> Any: ...
+
+    async def ask(
+        self, peer: str, request: dict[str, Any], key: tuple[Any, ...], timeout: float
+    ) -> dict[str, Any] | None: ...
+
+    async def wait_for_change(self, timeout: float | None = None) -> None: ...
+
+    def peer_name(self, peer: str) -> str: ...
+
+
 async def fetch_blob(
-    node: Node,
+    node: BlobPeers,
     sha: str,
     size: int,
     sources: list[str],
@@ -322,7 +338,7 @@ COMPLETE, RETRY, GIVE_UP = "complete", "retry", "give up"
 
 
 async def _fetch(
-    node: Node,
+    node: BlobPeers,
     sha: str,
     size: int,
     sources: list[str],
@@ -379,7 +395,7 @@ async def _fetch(
 
 
 async def _fetch_from(
-    node: Node,
+    node: BlobPeers,
     peer: str,
     sha: str,
     size: int,
@@ -403,7 +419,8 @@ async def _fetch_from(
     while offset < size:
         length = min(chunk_bytes, size - offset)
         request = message("GET_BLOB", sha=sha, offset=offset, length=length)
-        reply = await _ask(node, peer, request, ("blob", sha, offset), timeout)
+        # A dropped link ends the wait at once (Requests.ask): resuming is cheap.
+        reply = await node.ask(peer, request, ("blob", sha, offset), timeout)
         if reply is None:
             return RETRY, "did not answer (not linked, link dropped or timed out)"
         if reply["type"] == "BLOB_MISSING":
@@ -420,32 +437,6 @@ async def _fetch_from(
     return COMPLETE, ""
 
 
-async def _ask(
-    node: Node, peer: str, request: dict[str, Any], key: tuple[str, str, int], timeout: float
-) -> dict[str, Any] | None:
-    """``node.ask``, but give up as soon as the link drops instead of waiting out
-    the timeout: a dropped link is the common failure, and resuming is cheap."""
-    link = node.link_to(peer)
-    if link is None:
-        return None
-    reply: dict[str, Any] | None = None
-    async with trio.open_nursery() as nursery:
-
-        async def ask() -> None:
-            nonlocal reply
-            reply = await node.ask(peer, request, key, timeout)
-            nursery.cancel_scope.cancel()
-
-        async def watch() -> None:
-            await link.closed.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(ask)
-        nursery.start_soon(watch)
-    return reply
-
-
-def _label(node: Node, peer: str) -> str:
-    known = node.state.peers.get(peer)
-    name = known.name if known else node.kwl.get(peer, {}).get("name", "")
+def _label(node: BlobPeers, peer: str) -> str:
+    name = node.peer_name(peer)
     return f"peer {name} ({peer[:8]})" if name else f"peer {peer[:8]}"

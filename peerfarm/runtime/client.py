@@ -6,6 +6,7 @@ from typing import Any
 
 import trio
 
+from peerfarm.job_request import JobRequest
 from peerfarm.runtime.addresses import parse_address
 from peerfarm.runtime.link import HandshakeError, Link, dial
 from peerfarm.security.farm_key import FarmKey
@@ -89,8 +90,9 @@ class NodeClient:
     async def status(self) -> dict[str, Any]:
         return (await self.request(message("STATUS")))["status"]
 
-    async def submit(self, job: dict[str, Any]) -> str:
-        reply = await self.request(message("SUBMIT", job=job), SUBMIT_TIMEOUT)
+    async def submit(self, request: JobRequest) -> str:
+        """Submit a job; its scene files must be bytes or already uploaded (manifest)."""
+        reply = await self.request(message("SUBMIT", job=request.to_wire()), SUBMIT_TIMEOUT)
         return reply["job_id"]
 
     async def blobs_held(self, shas: list[str]) -> list[tuple[bool, int]]:

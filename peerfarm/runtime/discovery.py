@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
 
-from peerfarm.security.farm_key import key_id_of
 from peerfarm.wire.messages import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
     from zeroconf import ServiceInfo, Zeroconf
-
-    from peerfarm.runtime.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +27,19 @@ SERVICE_TYPE = "_peerfarm._tcp.local."
 RESOLVE_TIMEOUT_MS = 3000
 
 
+Found = Callable[[list[dict[str, str]]], None]  # known-worker-list entries
+
+
 class LanDiscovery:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Announce this node (id, name, address, farm key id) and report the nodes of the
+    same farm it hears about to ``found`` (called in trio)."""
+
+    def __init__(self, node_id: str, name: str, address: str, farm: str, found: Found) -> None:
+        self.node_id = node_id
+        self.name = name
+        self.address = address
+        self.farm = farm
+        self.found = found
         self._zeroconf: Zeroconf | None = None
         self._info: ServiceInfo | None = None
 
@@ -50,24 +58,24 @@ class LanDiscovery:
     def _start(self, token: trio.lowlevel.TrioToken) -> None:
         from zeroconf import InterfaceChoice, ServiceBrowser, ServiceInfo, Zeroconf
 
-        host, _, port = self.node.address.rpartition(":")
+        host, _, port = self.address.rpartition(":")
         host = host.strip("[]")
         ip = ipaddress.ip_address(host)
         # A node on loopback is only reachable from this machine: announce it there only.
         interfaces = [host] if ip.is_loopback else InterfaceChoice.All
         self._zeroconf = Zeroconf(interfaces=interfaces)
-        instance = f"{self.node.name[:40]}-{self.node.node_id[:12]}"
+        instance = f"{self.name[:40]}-{self.node_id[:12]}"
         self._info = ServiceInfo(
             SERVICE_TYPE,
             f"{instance}.{SERVICE_TYPE}",
             addresses=[ip.packed],
             port=int(port),
             properties={
-                "node_id": self.node.node_id,
-                "name": self.node.name,
+                "node_id": self.node_id,
+                "name": self.name,
                 "protocol": str(PROTOCOL_VERSION),
                 # Which farm (the key's fingerprint, not the key): nodes dial only their own.
-                "farm": key_id_of(self.node.config.farm_key),
+                "farm": self.farm,
             },
         )
         self._zeroconf.register_service(self._info)
@@ -81,11 +89,11 @@ class LanDiscovery:
             if state_change not in (ServiceStateChange.Added, ServiceStateChange.Updated):
                 return
             info = zeroconf.get_service_info(service_type, name, timeout=RESOLVE_TIMEOUT_MS)
-            entry = _entry(info, key_id_of(self.node.config.farm_key))
+            entry = _entry(info, self.farm)
             if entry is None:
                 return
             try:
-                trio.from_thread.run_sync(self.node.learn_peers, [entry], trio_token=token)
+                trio.from_thread.run_sync(self.found, [entry], trio_token=token)
             except trio.RunFinishedError:
                 pass
 

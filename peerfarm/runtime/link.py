@@ -49,6 +49,7 @@ class Link:
         self._inbox: deque[dict[str, Any]] = deque()
         self._send_lock = trio.Lock()
         self._outbox: list[dict[str, Any]] = []
+        self._messages: deque[dict[str, Any]] = deque()
         self._outbox_ready = trio.Event()
 
     def describe(self) -> str:
@@ -73,20 +74,31 @@ class Link:
             self.last_heard = trio.current_time()
         return parse_message(self._inbox.popleft())
 
-    def queue_actions(self, wire_actions: list[dict[str, Any]]) -> None:
+    def queue_actions(
+        self, wire_actions: list[dict[str, Any]] | tuple[dict[str, Any], ...]
+    ) -> None:
         if wire_actions and not self.closed.is_set():
             self._outbox.extend(wire_actions)
             self._outbox_ready.set()
 
+    def queue_message(self, msg: dict[str, Any]) -> None:
+        """Send a message soon, in order with the other queued messages, without waiting."""
+        if not self.closed.is_set():
+            self._messages.append(msg)
+            self._outbox_ready.set()
+
     def outbox_empty(self) -> bool:
-        return not self._outbox
+        return not self._outbox and not self._messages
 
     async def run_sender(self) -> None:
-        """Write queued actions in batches until the link breaks (the reader notices too)."""
+        """Write queued messages, then queued actions in batches, until the link breaks
+        (the reader notices too)."""
         try:
             while True:
                 await self._outbox_ready.wait()
                 self._outbox_ready = trio.Event()
+                while self._messages:
+                    await self.send(self._messages.popleft())
                 batch, self._outbox = self._outbox, []
                 for i in range(0, len(batch), MAX_BATCH):
                     await self.send(message("ACTIONS", actions=batch[i : i + MAX_BATCH]))
@@ -94,10 +106,17 @@ class Link:
             log.debug("sending to %s failed: %s", self.describe(), exc)
 
     async def close(self) -> None:
+        """Close the connection; never raises (a link may be closed from both ends of
+        the node at once: the task serving it, and a newer link to the same peer)."""
+        if self.closed.is_set():
+            return
         self.closed.set()
         with trio.move_on_after(1) as scope:
             scope.shield = True
-            await self.stream.aclose()
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                log.debug("closing the link to %s: %s", self.describe(), exc)
 
     async def handshake(
         self,

@@ -8,16 +8,29 @@ research design's GET_LOG) and answers with their log tails.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
-from peerfarm.core.state import CHUNK_DONE, CLAIMED, Job
-from peerfarm.jobspec import SubmitError
+from peerfarm.core.refused import Refused
+from peerfarm.core.state import CHUNK_DONE, CLAIMED, Job, State
+from peerfarm.runtime.data_dir import DataDir
 from peerfarm.wire.messages import MAX_LOG_CHARS, message
 
-if TYPE_CHECKING:
-    from peerfarm.runtime.node import Node
+
+class LogPeers(Protocol):
+    """What gathering logs needs from the node: the state, its files, asking peers."""
+
+    node_id: str
+    data_dir: DataDir
+
+    @property
+    def state(self) -> State: ...
+
+    async def ask(
+        self, peer: str, request: dict[str, Any], key: tuple[Any, ...], timeout: float
+    ) -> dict[str, Any] | None: ...
+
 
 LOG_TIMEOUT = 5.0
 MAX_CHUNKS_LISTED = 20
@@ -34,7 +47,7 @@ def chunks_of_interest(job: Job, frame: int | None) -> list[int]:
     """The chunk of a frame; else the chunks that failed somewhere; else those done."""
     if frame is not None:
         if not job.frame_start <= frame <= job.frame_end:
-            raise SubmitError(
+            raise Refused(
                 f"frame {frame} is not in job {job.id} (frames {job.frame_start}-{job.frame_end})"
             )
         return list(job.chunks_of_frame(frame))
@@ -44,10 +57,10 @@ def chunks_of_interest(job: Job, frame: int | None) -> list[int]:
     return sorted(i for i, c in job.chunks.items() if c.state == CHUNK_DONE)[:MAX_CHUNKS_LISTED]
 
 
-async def collect_logs(node: Node, job_id: str, frame: int | None) -> list[dict[str, Any]]:
+async def collect_logs(node: LogPeers, job_id: str, frame: int | None) -> list[dict[str, Any]]:
     job = node.state.jobs.get(job_id)
     if job is None:
-        raise SubmitError(f"no job {job_id!r} on this farm; `peerfarm status` lists the jobs")
+        raise Refused(f"no job {job_id!r} on this farm; `peerfarm status` lists the jobs")
     out: list[dict[str, Any]] = []
     for index in chunks_of_interest(job, frame):
         chunk = job.chunk(index)
@@ -59,7 +72,7 @@ async def collect_logs(node: Node, job_id: str, frame: int | None) -> list[dict[
         for holder in holders:
             if holder == node.node_id:
                 text = await trio.to_thread.run_sync(
-                    read_log_tail, node.chunk_log_path(job_id, index)
+                    read_log_tail, node.data_dir.chunk_log_path(job_id, index)
                 )
             else:
                 request = message("GET_LOG", job_id=job_id, chunk=index)

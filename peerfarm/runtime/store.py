@@ -15,28 +15,18 @@ import json
 import logging
 import os
 import struct
-import threading
 import zlib
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from peerfarm.disk import write_atomically
+
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">II")
 MAX_RECORD_BYTES = 1024 * 1024
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file so a reader (or a crash) sees the old or the new content, never half."""
-    # A name of its own per writer thread, so two writers never share a temp file.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class LogFile:

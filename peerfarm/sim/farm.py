@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action
 from peerfarm.core.state import ACTIVE, CANCELLED, CHUNK_DONE, JOB_DONE, JOB_FAILED, UP
+from peerfarm.machine import events as ev
 from peerfarm.sim.network import EventLoop, Network
 from peerfarm.sim.node import PEER_TIMEOUT, SimNode
 from peerfarm.sim.schedule import (
@@ -90,14 +91,16 @@ class Farm:
         self.loop = EventLoop()
         # Healing changes the conditions: work on a copy so the schedule stays as written.
         self.network = Network(self.loop, rng, dataclasses.replace(schedule.network))
+        ids = schedule.node_ids
+        self._names = {node_id: f"n{i}" for i, node_id in enumerate(ids)}
+        self._index = {node_id: i for i, node_id in enumerate(ids)}
+        self._peers = {i: [p for p in ids if p != node_id] for i, node_id in enumerate(ids)}
         self.nodes = [
             SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob)
             for i, (node_id, plan) in enumerate(zip(schedule.node_ids, schedule.nodes, strict=True))
         ]
         for node in self.nodes:
             self.network.attach(node)
-        self._names = {n.node_id: n.name for n in self.nodes}
-        self._peers = {n.index: [p.node_id for p in self.nodes if p is not n] for n in self.nodes}
         self.trace_lines: list[str] = []
         self.actions: list[tuple[float, int, Action]] = []
         self._checked: dict[int, object] = {}
@@ -107,6 +110,9 @@ class Farm:
 
     def peers_of(self, node: SimNode) -> list[str]:
         return self._peers[node.index]
+
+    def index_of(self, node_id: str) -> int:
+        return self._index[node_id]
 
     def name_of(self, node_id: str) -> str:
         return self._names.get(node_id, node_id[:8])
@@ -214,15 +220,17 @@ class Farm:
         if not node.running or node.frozen:
             self.loop.call_later(RETRY_DELAY, self._submit, job)
             return
-        node.submit(job.payload())
+        why = node.request(ev.SubmitJob(job.payload()))
+        if why:
+            self.violation(f"{node.name} refused job {job.job_id}: {why}")
 
     def _cancel(self, job: JobPlan) -> None:
         node = self.nodes[job.cancel_by]
         if not node.running or node.frozen:
             self.loop.call_later(RETRY_DELAY, self._cancel, job)
             return
-        why = node.cancel(job.job_id)
-        if why == "unknown here yet":
+        why = node.request(ev.CancelJob(job.job_id))
+        if why.startswith("no job"):  # not heard of here yet
             self.loop.call_later(RETRY_DELAY, self._cancel, job)
         elif why:
             self.trace(node, f"cancel of {job.job_id} refused: {why}")
@@ -233,8 +241,14 @@ class Farm:
         if not node.running or node.frozen:
             self.loop.call_later(RETRY_DELAY, self._control, job, control)
             return
-        why = node.control(kind, job.job_id, priority)
-        if why == "unknown here yet":
+        event = {
+            "pause": ev.PauseJob(job.job_id),
+            "resume": ev.ResumeJob(job.job_id),
+            "retry": ev.RetryJob(job.job_id),
+            "priority": ev.SetPriority(job.job_id, priority),
+        }[kind]
+        why = node.request(event)
+        if why.startswith("no job"):  # not heard of here yet
             self.loop.call_later(RETRY_DELAY, self._control, job, control)
         elif why:
             self.trace(node, f"{kind} of {job.job_id} refused: {why}")
@@ -246,9 +260,12 @@ class Farm:
             if not node.running:
                 return
             node.crash()
-            for other in self.nodes:
-                if other.running and self.network.reachable(other.node_id, node.node_id):
-                    other.call_later(LINK_LOST_DELAY, other.link_lost, node.node_id)
+            # The OS closes the dead process's connections; the other ends hear of it
+            # if the network between them works.
+            for peer in self.network.close_links(node.node_id):
+                other = self.nodes[self._index[peer]]
+                if other.running and self.network.reachable(peer, node.node_id):
+                    other.call_later(LINK_LOST_DELAY, other.link_down, node.node_id)
         elif fault.kind == FREEZE:
             nodes[0].freeze()
         elif fault.kind == PARTITION:

@@ -5,9 +5,12 @@ the next event is popped, and events are ordered by (simulated time, sequence
 number), so two events at the same instant run in the order they were
 scheduled and a run is a pure function of its seed.
 
-The network is deliberately worse than TCP: every message has its own
-random delay (so messages overtake each other), may be lost, and is dropped
-while a partition separates its ends. Anti-entropy is what must make up for it.
+Messages travel on links. A link between two nodes exists from its handshake
+(``connect``, which needs both processes running and able to reach each other)
+until a process dies; a partition does not close it (TCP does not notice) but
+drops what is sent on it. The network is deliberately worse than TCP: every
+message has its own random delay (so messages overtake each other) and may be
+lost. Anti-entropy is what must make up for it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-Message = tuple[Any, ...]  # (kind, *fields); kinds are listed in peerfarm.sim.node
+Message = dict[str, Any]  # a message of the wire protocol (peerfarm.wire.messages), unencoded
 
 
 class EventLoop:
@@ -59,9 +62,12 @@ class Endpoint(Protocol):
 
     node_id: str
     running: bool
+    frozen: bool
     life: int  # bumped on every crash and restart: messages to an old life are lost
 
     def deliver(self, src: str, msg: Message, life: int) -> None: ...
+
+    def link_up(self, peer: str, life: int) -> None: ...
 
 
 @dataclass
@@ -82,6 +88,8 @@ class Network:
         # (a, b) with a < b -> how many active partitions separate them; partitions
         # may overlap, and the pair heals only when the last one ends.
         self._cuts: dict[tuple[str, str], int] = {}
+        self._links: dict[tuple[str, str], int] = {}  # pair -> its link's number
+        self._link_count = 0
         self.sent = 0
         self.lost = 0
 
@@ -117,21 +125,66 @@ class Network:
         self.conditions.loss = 0.0
         self.conditions.slow_chance = 0.0
 
+    # -- links ------------------------------------------------------------------------
+
+    def linked(self, a: str, b: str) -> bool:
+        return self._pair(a, b) in self._links
+
+    def connect(self, src: str, dst: str) -> bool:
+        """``src`` dials ``dst``: True if a link exists or is being made. The handshake
+        needs ``dst`` running and not frozen, and the network between them."""
+        pair = self._pair(src, dst)
+        if pair in self._links:
+            return True
+        target = self.endpoints[dst]
+        if not target.running or target.frozen or not self.reachable(src, dst):
+            return False
+        self._link_count += 1
+        self._links[pair] = self._link_count
+        # The handshake takes a round trip or two.
+        delay = 3 * self.rng.uniform(self.conditions.min_delay, self.conditions.max_delay)
+        self.loop.call_later(delay, self._linked, pair, self._link_count)
+        return True
+
+    def _linked(self, pair: tuple[str, str], number: int) -> None:
+        if self._links.get(pair) != number:
+            return  # a process died during the handshake
+        for a, b in (pair, pair[::-1]):
+            self.endpoints[a].link_up(b, self.endpoints[a].life)
+
+    def close_links(self, node: str) -> list[str]:
+        """``node``'s process died: its links are gone. Returns the peers it had links to."""
+        peers = []
+        for pair in list(self._links):
+            if node in pair:
+                del self._links[pair]
+                peers.append(pair[1] if pair[0] == node else pair[0])
+        return sorted(peers)
+
+    # -- messages ---------------------------------------------------------------------
+
     def send(self, src: str, dst: str, msg: Message) -> None:
         self.sent += 1
         target = self.endpoints[dst]
         c = self.conditions
-        if not target.running or not self.reachable(src, dst) or self.rng.random() < c.loss:
+        number = self._links.get(self._pair(src, dst))
+        if (
+            number is None
+            or not target.running
+            or not self.reachable(src, dst)
+            or self.rng.random() < c.loss
+        ):
             self.lost += 1
             return
         delay = self.rng.uniform(c.min_delay, c.max_delay)
         if c.slow_chance and self.rng.random() < c.slow_chance:
             delay += self.rng.uniform(0.0, c.slow_delay)
-        self.loop.call_later(delay, self._arrive, src, dst, msg, target.life)
+        self.loop.call_later(delay, self._arrive, src, dst, msg, target.life, number)
 
-    def _arrive(self, src: str, dst: str, msg: Message, life: int) -> None:
-        # A partition that started while the message was on its way drops it too.
-        if not self.reachable(src, dst):
+    def _arrive(self, src: str, dst: str, msg: Message, life: int, number: int) -> None:
+        # A partition that started while the message was on its way drops it too, and
+        # so does the end of the link it travelled on.
+        if not self.reachable(src, dst) or self._links.get(self._pair(src, dst)) != number:
             self.lost += 1
             return
         self.endpoints[dst].deliver(src, msg, life)

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peerfarm.renderers.base import Renderer, RendererError
 from peerfarm.renderers.blender.options import (
@@ -37,6 +37,9 @@ from peerfarm.renderers.blender.program import (
     supported,
 )
 from peerfarm.renderers.blender.scene_script import scene_problems
+
+if TYPE_CHECKING:
+    from peerfarm.job_request import JobRequest
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +125,9 @@ class BlenderRenderer(Renderer):
             self._infos[key] = info
         return info
 
-    def scene_format(self, spec: dict[str, Any]) -> str | None:
+    def scene_format(self, request: JobRequest) -> str | None:
         """The .blend's own output format (png where the farm cannot use it)."""
-        files, main = spec.get("files"), spec.get("main")
+        files, main = request.files, request.main
         blender = find_blender()
         if blender is None or not isinstance(files, Mapping) or main not in files:
             return None  # check_job says what is wrong
@@ -144,15 +147,15 @@ class BlenderRenderer(Renderer):
             return None
         return version
 
-    def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
+    def check_job(self, request: JobRequest) -> tuple[int, int]:
         """Check a Blender job before it is submitted; the scene's own frame range.
 
-        `spec`: files (package path -> bytes, or a path to a file holding them),
-        main (the .blend), options (list of str), width/height (override the
-        scene's), frames ([A, B] or None). Runs Blender (blocking, seconds).
+        Reads the request's files (package path -> bytes, or a path to a file holding
+        them), main (the .blend), options, width/height (override the scene's) and
+        frames (None: the scene's). Runs Blender (blocking, seconds).
         """
-        files = spec.get("files")
-        main = spec.get("main")
+        files = request.files
+        main = request.main
         if not isinstance(files, Mapping) or not files:
             raise RendererError("the job has no scene files; submit a .blend file")
         if not isinstance(main, str) or main not in files:
@@ -160,11 +163,11 @@ class BlenderRenderer(Renderer):
         if not main.lower().endswith(".blend"):
             raise RendererError(f"{main}: a Blender scene is a .blend file")
         try:
-            settings = parse_options(spec.get("options") or [])
+            settings = parse_options(request.options)
         except OptionError as exc:
             raise RendererError(str(exc)) from None
-        _size(spec.get("width"), spec.get("height"))
-        frames = _frames(spec.get("frames"))
+        _size(request.width, request.height)
+        frames = _frames(request.frames)
         blender = find_blender()
         if blender is None:
             if frames is None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peerfarm import __version__
+from peerfarm.disk import write_atomically
+
+if TYPE_CHECKING:
+    from peerfarm.job_request import JobRequest
 from peerfarm.renderers.base import Renderer, RendererError
-from peerfarm.runtime.store import write_atomically
 
 
 class BuiltinRenderer(Renderer):
@@ -19,17 +22,17 @@ class BuiltinRenderer(Renderer):
     def probe(self) -> str | None:
         return __version__  # ships with peerfarm: always there, same version
 
-    def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
+    def check_job(self, request: JobRequest) -> tuple[int, int]:
         from peerfarm.renderers.builtin import SceneError, load_scene_text, scene_frame_range
 
-        scene_text = spec.get("scene")
+        scene_text = request.scene
         if not isinstance(scene_text, str) or not scene_text:
             raise RendererError("the job has no scene")
         try:
             first, last = scene_frame_range(load_scene_text(scene_text))
         except SceneError as exc:
             raise RendererError(f"the scene is not valid: {exc}") from None
-        frames = spec.get("frames")
+        frames = request.frames
         # The renderer refuses frames outside the scene's animation: refuse them now,
         # not chunk by chunk on every node.
         if isinstance(frames, list | tuple) and len(frames) == 2:

@@ -16,13 +16,16 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peerfarm.renderers.base import Renderer, RendererError
 from peerfarm.renderers.povray.ini import OUTPUT_TYPES, IniError, load_scene
 from peerfarm.renderers.povray.sandbox import unavailable_reason
 from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
 from peerfarm.scenes.detect import decode_text
+
+if TYPE_CHECKING:
+    from peerfarm.job_request import JobRequest
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +101,15 @@ class PovrayRenderer(Renderer):
             return None
         return version
 
-    def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
+    def check_job(self, request: JobRequest) -> tuple[int, int]:
         """Check a POV-Ray job before it is submitted; the scene's own frame range.
 
-        `spec`: files (package path -> bytes, or the path of a file holding them),
-        main (the .ini or .pov), options (list of str), width/height (override the
-        INI's), frames ([A, B] or None), tiles (1 or absent: whole frames), format
-        (absent: png).
+        Reads the request's files (package path -> bytes, or the path of a file
+        holding them), main (the .ini or .pov), options, width/height (override the
+        INI's), frames (None: the INI's), tiles and format (None: png).
         """
-        files = spec.get("files")
-        main = spec.get("main")
+        files = request.files
+        main = request.main
         if not isinstance(files, Mapping) or not files:
             raise RendererError(
                 "the job has no scene files; submit a .pov or .ini file, or the scene's folder"
@@ -121,14 +123,14 @@ class PovrayRenderer(Renderer):
                 raise RendererError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
         if not isinstance(data, bytes):
             raise RendererError(f"the main scene file {main!r} has no contents")
-        options = spec.get("options") or []
+        options = request.options
         if not isinstance(options, list):
             raise RendererError("the POV-Ray options must be a list like ['+A0.3', '+Q9']")
-        size = _size(spec.get("width"), spec.get("height"))
+        size = _size(request.width, request.height)
         try:
-            fmt = spec.get("format") or "png"
+            fmt = request.format or "png"
             scene = load_scene(main, decode_text(data), files.keys(), options, size, fmt)
-            frames = spec.get("frames")
+            frames = request.frames
             if frames is not None:
                 if not (
                     isinstance(frames, list | tuple)
@@ -139,7 +141,7 @@ class PovrayRenderer(Renderer):
                 scene.check_frames(frames[0], frames[1])
         except IniError as exc:
             raise RendererError(str(exc)) from None
-        tiles = spec.get("tiles") or 1
+        tiles = request.tiles or 1
         if tiles > 1:
             width, height = scene.size
             problem = tiling_problem(

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import trio
 
-from peerfarm.cli import CliError, read_scene, wait_for_job
-from peerfarm.jobspec import parse_size
+from peerfarm.cli.errors import CliError
+from peerfarm.cli.progress import wait_for_job
+from peerfarm.core.user_text import parse_size
+from peerfarm.job_request import JobRequest, builtin_scene
 from peerfarm.runtime.client import NodeClient
 from peerfarm.security.farm_key import ENV_VAR, FarmKey, new_key, write_key
 
@@ -122,28 +124,28 @@ def run_demo(args: argparse.Namespace) -> int:
                 _, address = farm.start_node(f"node-{i}", bootstrap, Path(tmp) / f"node-{i}", slots)
                 nodes.append(address)
                 print(f"node-{i} on {address} ({slots} slot{'s' * (slots > 1)})")
-            scene, _ = read_scene("builtin:demo")
-            spec = {
-                "scene": scene,
-                "name": "demo",
-                "frames": [1, args.frames],
-                "chunk_size": args.chunk,
-                "width": width,
-                "height": height,
-                "output": str(output),
-                "priority": 0,
-            }
-            return trio.run(_submit_and_wait, nodes[0], spec, key)
+            scene, _ = builtin_scene("builtin:demo")
+            request = JobRequest(
+                scene=scene,
+                name="demo",
+                frames=(1, args.frames),
+                chunk_size=args.chunk,
+                width=width,
+                height=height,
+                output=str(output),
+            )
+            return trio.run(_submit_and_wait, nodes[0], request, key)
         finally:
             farm.stop()
             print("demo farm stopped")
 
 
-async def _submit_and_wait(node: str, spec: dict, key: FarmKey) -> int:
+async def _submit_and_wait(node: str, request: JobRequest, key: FarmKey) -> int:
     async with NodeClient(node, key) as client:
-        job_id = await client.submit(spec)
+        job_id = await client.submit(request)
+    assert request.frames is not None
     print(
-        f"submitted job {job_id}: {spec['frames'][1]} frames of builtin:demo at "
-        f"{spec['width']}x{spec['height']}, {spec['chunk_size']} frames per chunk"
+        f"submitted job {job_id}: {request.frames[1]} frames of builtin:demo at "
+        f"{request.width}x{request.height}, {request.chunk_size} frames per chunk"
     )
     return await wait_for_job(node, job_id, key)

@@ -1,0 +1,5 @@
+import sys
+
+from bootstrap_server.server import main
+
+sys.exit(main())

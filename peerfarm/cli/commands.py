@@ -1,0 +1,146 @@
+"""The `peerfarm` commands that talk to a node as a client: init, submit, status,
+job control (cancel, pause, resume, retry, priority), logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from peerfarm.cli.progress import wait_for_job
+from peerfarm.core.user_text import parse_frames, parse_size
+from peerfarm.job_request import JobRequest, scene_request
+from peerfarm.runtime.client import NodeClient
+from peerfarm.security.farm_key import ENV_VAR, default_key_path, new_key, write_key
+
+
+def init_farm(path: Path | None) -> int:
+    """Create a farm key and say how the other machines join."""
+    path = path or default_key_path()
+    key = new_key()
+    write_key(key, path)
+    default = path.resolve() == default_key_path().resolve()
+    key_option = "" if default else f" --farm-key-file {path}"
+    print(f"created a new farm: key id {key.key_id}, key file {path}")
+    print()
+    print("Keep the key file secret: anyone holding it can join the farm and run renders.")
+    print(f"On every machine of the farm, copy it to {default_key_path()} (or anywhere, and")
+    print(f"pass --farm-key-file PATH or set {ENV_VAR}), then start a node:")
+    print()
+    print(f"    peerfarm node --data-dir ~/peerfarm-node{key_option}")
+    print()
+    print("Nodes find each other on the LAN; across subnets, run a bootstrap server on one")
+    print(f"machine (`peerfarm bootstrap --data-dir DIR{key_option}`) and give the nodes")
+    print("--bootstrap HOST:7000.")
+    return 0
+
+
+def request_from_args(args: argparse.Namespace, spool: Path | None = None) -> JobRequest:
+    """The job request `peerfarm submit` makes of its arguments."""
+    request = scene_request(args.scene, args.renderer, spool)
+    name = args.name or request.name
+    width, height = parse_size(args.size) if args.size else (None, None)
+    output = args.output or Path("peerfarm-output") / name
+    return request.replace(
+        renderer=request.renderer or args.renderer,
+        name=name,
+        renderer_version=args.renderer_version,
+        options=list(args.renderer_option),
+        frames=parse_frames(args.frames) if args.frames else None,
+        chunk_size=args.chunk,
+        tiles=args.tiles,
+        format=args.format,
+        video=args.video,
+        fps=args.fps,
+        padding=args.padding,
+        width=width,
+        height=height,
+        output=str(output.resolve()),
+        priority=args.priority,
+    )
+
+
+async def submit(args: argparse.Namespace) -> int:
+    from peerfarm.runtime.upload import upload_scene
+
+    # The spool holds big files of an archive while they are uploaded.
+    with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:
+        request = request_from_args(args, Path(spool))
+        async with NodeClient(args.node, args.farm_key) as client:
+            if request.files:
+                manifest, summary = await upload_scene(client, request.files)
+                print(f"peerfarm: {summary.describe()}", file=sys.stderr, flush=True)
+                request = request.replace(files=None, manifest=manifest)
+            job_id = await client.submit(request)
+    print(job_id, flush=True)
+    if not args.wait:
+        return 0
+    return await wait_for_job(args.node, job_id, args.farm_key)
+
+
+async def status(args: argparse.Namespace) -> int:
+    async with NodeClient(args.node, args.farm_key) as client:
+        st = await client.status()
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+        return 0
+    print(f"node {st['name']} ({st['node_id'][:12]}) at {st['address']}, role {st['role']}")
+    print(f"state digest {st['state_digest'][:16]}, {st['log_length']} actions in the log")
+    print(f"\npeers ({len(st['peers'])}):")
+    for p in st["peers"]:
+        link = "connected" if p["connected"] else "not connected"
+        print(f"  {p['name'] or '?':<16} {p['address']:<22} {p['state']:<8} {link}")
+    print(f"\njobs ({len(st['jobs'])}):")
+    for j in st["jobs"]:
+        tiles = j.get("tiles", 1)
+        detail = f", {j['chunks_done']}/{j['chunks_total']} tiles" if tiles > 1 else ""
+        print(
+            f"  {j['id']}  {j['name']:<16} {j['state']:<10} {j['frames_done']}/{j['frames_total']}"
+            f" frames{detail}"
+        )
+    return 0
+
+
+JOB_CONTROLS = ("cancel", "pause", "resume", "retry", "priority")
+
+
+async def control_job(args: argparse.Namespace) -> int:
+    """cancel, pause, resume, retry, priority: one farm-wide action on one job."""
+    job = args.job_id
+    async with NodeClient(args.node, args.farm_key) as client:
+        if args.command == "cancel":
+            await client.cancel(job)
+            print(f"job {job} cancelled")
+        elif args.command == "pause":
+            await client.pause(job)
+            print(f"job {job} paused: no new frames start; frames rendering now finish")
+        elif args.command == "resume":
+            await client.resume(job)
+            print(f"job {job} resumed")
+        elif args.command == "retry":
+            frames = await client.retry(job)
+            print(f"job {job}: {frames} failed frame(s) will be rendered again")
+        else:
+            await client.set_priority(job, args.priority)
+            print(f"job {job} now has priority {args.priority}")
+    return 0
+
+
+async def show_logs(args: argparse.Namespace) -> int:
+    async with NodeClient(args.node, args.farm_key) as client:
+        logs = await client.logs(args.job_id, args.frame)
+    if not logs:
+        print(f"no renderer logs for job {args.job_id} yet (nothing rendered or failed)")
+    for entry in logs:
+        a, b = entry["frames"]
+        where = entry["node_name"] or entry["node_id"][:8]
+        note = ", failed here" if entry["failed_here"] else ""
+        part = (
+            f"frames {a}-{b}" if entry.get("tile") is None else f"tile {entry['tile']} of frame {a}"
+        )
+        print(f"== chunk {entry['chunk']} ({part}, {entry['state']}) on {where}{note} ==")
+        print(entry["text"].rstrip() or "(empty)")
+        print()
+    return 0

@@ -1,0 +1,300 @@
+"""The `peerfarm` command line: init, node, gui, bootstrap, submit, status, job control
+(cancel, pause, resume, retry, priority), logs, demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import trio
+
+from peerfarm import __version__
+from peerfarm.cli.commands import (
+    JOB_CONTROLS,
+    control_job,
+    init_farm,
+    show_logs,
+    status,
+    submit,
+)
+from peerfarm.cli.errors import CliError
+from peerfarm.core.refused import Refused
+from peerfarm.runtime.client import ClientError
+from peerfarm.runtime.node import Node, NodeConfig, SetupError
+from peerfarm.runtime.serve import (
+    add_farm_key_option,
+    add_listen_options,
+    address_arg,
+    listen_address,
+    serve,
+)
+from peerfarm.security.farm_key import FarmKeyError, resolve_key
+from peerfarm.security.identity import IdentityError
+
+log = logging.getLogger("peerfarm")
+
+# Commands that start another face of peerfarm. The CLI does not import those faces
+# (faces stay independent of each other; docs/architecture.md): this table, in this
+# one place, names the module whose main(argv) runs each one.
+OTHER_FACES = {
+    "gui": "ui.launch",  # the desktop app (needs PySide6: pip install 'peerfarm[gui]')
+    "bootstrap": "bootstrap_server.server",
+}
+
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not -1000 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number from -1000 to 1000")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peerfarm",
+        description="A peer-to-peer render farm: every machine renders and submits.",
+    )
+    parser.add_argument("--version", action="version", version=f"peerfarm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    key = argparse.ArgumentParser(add_help=False)
+    add_farm_key_option(key)
+
+    p = sub.add_parser(
+        "init", parents=[key], help="create a farm: write a new farm key and say how to join"
+    )
+
+    p = sub.add_parser("node", parents=[key], help="run a node (worker and manager)")
+    add_listen_options(p, 7100)
+    p.add_argument(
+        "--bootstrap",
+        type=address_arg,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a bootstrap server; give several for redundancy",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="where the node keeps its identity, log and rendered frames",
+    )
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="renderer processes at once (default: number of cores)",
+    )
+    p.add_argument("--name", default="", help="a name shown to the farm (default: host name)")
+    p.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="a peer silent this long is declared down and its chunks rendered elsewhere "
+        "(default 3; a lost link that does not come back within 0.5 s counts at once)",
+    )
+
+    for command, what in (
+        (
+            "gui",
+            "the desktop app: a node (worker and manager) with a window; "
+            "options given here override its saved settings (see `peerfarm gui --help`)",
+        ),
+        (
+            "bootstrap",
+            "run a bootstrap server, a peer that never renders (see `peerfarm bootstrap --help`)",
+        ),
+    ):
+        sub.add_parser(command, help=what, add_help=False)  # main() hands it over first
+
+    p = sub.add_parser(
+        "submit", parents=[key], help="submit a job; prints the job id on the first line"
+    )
+    p.add_argument(
+        "scene",
+        metavar="SCENE",
+        help="a scene file, or builtin:NAME for a shipped scene (builtin:demo)",
+    )
+    p.add_argument("--node", required=True, metavar="HOST:PORT", help="the node to submit to")
+    p.add_argument("--frames", metavar="A-B", help="frame range (default: the scene's own)")
+    p.add_argument("--chunk", type=int, default=None, metavar="N", help="frames per chunk")
+    p.add_argument(
+        "--tiles",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cut each frame into N tiles rendered by different nodes and stitched by the "
+        "submitter; each chunk is then one tile (default 1: whole frames)",
+    )
+    p.add_argument(
+        "--size",
+        metavar="WxH",
+        help="image size (default: the scene's own; 320x240 for built-in scenes)",
+    )
+    p.add_argument(
+        "--format",
+        default=None,
+        metavar="FMT",
+        help="image format of the frames, also their file extension (default: the .blend's "
+        "own for Blender, else png); builtin: png jpg tiff bmp; povray: png jpg tga bmp ppm "
+        "exr hdr; blender: png jpg tiff bmp tga exr hdr",
+    )
+    p.add_argument("--renderer", default=None, metavar="NAME", help="renderer (default: builtin)")
+    p.add_argument(
+        "--renderer-option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="an option for the renderer, e.g. +A0.3 for POV-Ray, engine=CYCLES for Blender "
+        "(allow-listed; repeatable)",
+    )
+    p.add_argument(
+        "--renderer-version",
+        default="",
+        metavar="VERSION",
+        help="only nodes whose renderer version starts with this take the job (e.g. 3.7)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="output folder on the node's machine (default ./peerfarm-output/NAME)",
+    )
+    p.add_argument("--name", default=None, help="job name (default: the scene's name)")
+    p.add_argument(
+        "--padding",
+        type=int,
+        default=4,
+        metavar="N",
+        help="digits of the frame number in file names (default 4: name_0001.png)",
+    )
+    p.add_argument("--priority", type=int, default=0, help="higher renders first (default 0)")
+    p.add_argument(
+        "--video",
+        action="store_true",
+        help="also make NAME.mp4 (H.264) of the frames; needs ffmpeg on the node you submit to",
+    )
+    p.add_argument(
+        "--fps",
+        type=int,
+        default=24,
+        metavar="N",
+        help="frames per second of the video and the GIF (default 24)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="show progress and return once every frame is in the output folder",
+    )
+
+    p = sub.add_parser("status", parents=[key], help="show the farm as one node sees it")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for command, what in (
+        ("cancel", "cancel a job on every node"),
+        ("pause", "pause a job on every node (chunks in flight finish)"),
+        ("resume", "resume a paused job"),
+        ("retry", "render a job's failed frames again"),
+    ):
+        p = sub.add_parser(command, parents=[key], help=what)
+        p.add_argument("job_id", metavar="JOB")
+        p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser(
+        "priority", parents=[key], help="change a job's priority (higher renders first)"
+    )
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument("priority", type=_priority, metavar="PRIORITY", help="-1000 to 1000")
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("logs", parents=[key], help="show the renderer output of a job's chunks")
+    p.add_argument("job_id", metavar="JOB")
+    p.add_argument(
+        "--frame",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the chunk holding this frame (default: chunks that failed)",
+    )
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+
+    p = sub.add_parser("demo", help="start a small farm on this machine and render builtin:demo")
+    p.add_argument("--nodes", type=int, default=3, metavar="N", help="worker nodes (default 3)")
+    p.add_argument("--frames", type=int, default=24, metavar="N", help="frames (default 24)")
+    p.add_argument("--chunk", type=int, default=2, metavar="N", help="frames per chunk (default 2)")
+    p.add_argument("--size", default="320x240", metavar="WxH")
+    p.add_argument("--output", type=Path, default=Path("peerfarm-demo-output"), metavar="DIR")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `peerfarm [-v] gui|bootstrap ARGS`: the other face parses ARGS itself.
+    verbose = [a for a in argv[:1] if a in ("-v", "--verbose")]
+    rest = argv[len(verbose) :]
+    if rest and rest[0] in OTHER_FACES:
+        return _run_other_face(rest[0], verbose + rest[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "init":
+            return init_farm(args.farm_key_file)
+        if hasattr(args, "farm_key_file"):
+            args.farm_key = resolve_key(args.farm_key_file)
+        if args.command == "node":
+            config = NodeConfig(
+                listen=listen_address(args.listen, args.farm_key, 7100, "node"),
+                data_dir=args.data_dir,
+                bootstraps=args.bootstrap,
+                slots=max(args.slots, 0),
+                name=args.name,
+                advertise=args.advertise,
+                peer_timeout=max(args.peer_timeout, 0.3),
+                zeroconf=not args.no_zeroconf,
+                farm_key=args.farm_key,
+            )
+            return trio.run(serve, Node(config))
+        if args.command == "submit":
+            return trio.run(submit, args)
+        if args.command == "status":
+            return trio.run(status, args)
+        if args.command in JOB_CONTROLS:
+            return trio.run(control_job, args)
+        if args.command == "logs":
+            return trio.run(show_logs, args)
+        if args.command == "demo":
+            from peerfarm.cli.demo import run_demo
+
+            return run_demo(args)
+    except (CliError, ClientError, Refused, FarmKeyError, IdentityError, SetupError) as exc:
+        print(f"peerfarm: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _run_other_face(command: str, face_args: list[str]) -> int:
+    try:
+        face = importlib.import_module(OTHER_FACES[command])
+    except ImportError as exc:
+        print(f"peerfarm: error: `peerfarm {command}` cannot start: {exc}", file=sys.stderr)
+        return 1
+    return face.main(face_args)

@@ -1,0 +1,29 @@
+"""What users type for frames and sizes, parsed the same way everywhere (the CLI, the
+app, renderer processes)."""
+
+from __future__ import annotations
+
+import re
+
+from peerfarm.core.refused import Refused
+
+MAX_SIDE = 16_384
+
+
+def parse_frames(text: str) -> tuple[int, int]:
+    """'A-B' or 'N' -> (first, last)."""
+    m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?", text)
+    if not m:
+        raise Refused(f"--frames {text!r}: expected A-B (e.g. 1-48) or a single frame N")
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) is not None else first
+    if last < first:
+        raise Refused(f"--frames {text!r}: the last frame is before the first")
+    return first, last
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or not (0 < int(m.group(1)) <= MAX_SIDE and 0 < int(m.group(2)) <= MAX_SIDE):
+        raise Refused(f"--size {text!r}: expected WxH, e.g. 320x240 (1..16384 each)")
+    return int(m.group(1)), int(m.group(2))

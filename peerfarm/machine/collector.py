@@ -1,0 +1,243 @@
+"""The collector's rules: bringing the frames of this node's own jobs home.
+
+The node that submitted a job pulls each finished frame from the node that
+rendered it into the job's output folder, and writes the GIF (and video) when
+the last one is in. Pull, not push: a submitter that was away collects when it
+comes back. When the only copy of a chunk's frames is gone before it was
+collected (its holder left or died, or lost its disk), the collector emits
+CHUNK_LOST and the chunk is rendered again.
+
+Tiled jobs: each tile is pulled into this node's frames folder (tiles it
+rendered itself are there already); when a frame's tiles are all here, the
+driver stitches them into the output folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from peerfarm.core import actions as act
+from peerfarm.core.state import CANCELLED, CHUNK_DONE, DOWN, LEFT, Job
+from peerfarm.machine import effects as fx
+from peerfarm.machine import events as ev
+from peerfarm.machine.membership import Membership
+from peerfarm.machine.shared import Shared
+from peerfarm.machine.timing import COLLECT_INTERVAL, MAX_FETCHES
+
+FetchKey = tuple[str, int, int]  # job id, frame, tile (-1: the whole frame)
+
+
+class Collector:
+    def __init__(self, shared: Shared, membership: Membership) -> None:
+        self.shared = shared
+        self.membership = membership
+        self.collected: dict[str, set[int]] = {}  # job -> frames in its output folder
+        # Tiled jobs: job -> frame -> tiles in our frames folder, for frames not stitched yet.
+        self.tiles: dict[str, dict[int, set[int]]] = {}
+        self._scanning: set[str] = set()
+        self._fetching: dict[FetchKey, Job] = {}  # -> the job as it was when the fetch began
+        self._retry_at: dict[FetchKey, float] = {}  # no answer: ask again after this
+        self._stitching: set[tuple[str, int]] = set()
+        self._finishing: set[str] = set()
+        self.complete: set[str] = set()  # jobs whose outputs are all written
+        self.gif: set[str] = set()  # jobs whose GIF is written
+        self.errors: dict[str, str] = {}
+        self._reported_lost: set[tuple[str, int, int, str]] = set()
+        self._next_pass = math.inf
+
+    def progress(self, job: Job) -> dict[str, Any]:
+        collected = self.collected.get(job.id, set())
+        waiting = self.tiles.get(job.id, {})
+        return {
+            "frames_collected": len(collected),
+            # tiles of stitched frames count as collected
+            "tiles_collected": len(collected) * job.tiles
+            + sum(len(tiles) for frame, tiles in waiting.items() if frame not in collected),
+            "complete": job.id in self.complete,
+            "gif": job.id in self.gif,
+            "output_error": self.errors.get(job.id, ""),
+        }
+
+    def next_deadline(self) -> float:
+        return self._next_pass
+
+    def start(self) -> None:
+        self._next_pass = self.shared.now + COLLECT_INTERVAL
+
+    def tick(self) -> None:
+        """Every COLLECT_INTERVAL: look again (fetches that got no answer are retried)."""
+        if self.shared.now >= self._next_pass:
+            self._next_pass = self.shared.now + COLLECT_INTERVAL
+            self.react()
+
+    # -- what happens on every change -------------------------------------------------
+
+    def react(self) -> None:
+        me = self.shared.node_id
+        jobs = self.shared.state.jobs
+        for job_id in sorted(jobs):
+            job = jobs[job_id]
+            if job.submitter == me and job.state != CANCELLED:
+                self._collect(job)
+
+    def _holder_gone(self, holder: str) -> bool:
+        """Gone by the farm's account, and we cannot hear it either (after a partition
+        the state may call it down before its rejoin arrives)."""
+        peer = self.shared.state.peers.get(holder)
+        return (
+            holder != self.shared.node_id
+            and (peer is None or peer.state in (DOWN, LEFT))
+            and not self.membership.linked(holder)
+        )
+
+    def _may_fetch(self, key: FetchKey, holder: str) -> bool | None:
+        """True: fetch now; False: not now; None: the fetch limit is reached."""
+        if key in self._fetching or self._retry_at.get(key, -math.inf) > self.shared.now:
+            return False
+        if holder != self.shared.node_id and not self.membership.linked(holder):
+            return False  # no link to the holder: a later pass tries again
+        if len(self._fetching) >= MAX_FETCHES:
+            return None
+        return True
+
+    def _fetch(self, key: FetchKey, job: Job, frame: int, tile: int | None, holder: str) -> None:
+        self._fetching[key] = job
+        self.shared.out(fx.FetchFrame(job, frame, tile, holder))
+
+    def _collect(self, job: Job) -> None:
+        if job.id in self.complete or job.id in self.errors:
+            return
+        collected = self.collected.get(job.id)
+        if collected is None:
+            if job.id not in self._scanning:
+                self._scanning.add(job.id)
+                self.shared.out(fx.ScanOutputs(job))
+            return
+        if job.tiles > 1:
+            self._collect_tiles(job, collected)
+        else:
+            self._collect_frames(job, collected)
+        if len(collected) == job.frames_total and job.id not in self._finishing:
+            self._finishing.add(job.id)
+            self.shared.out(fx.FinishOutputs(job))
+
+    def _collect_frames(self, job: Job, collected: set[int]) -> None:
+        for index in sorted(job.chunks):
+            chunk = job.chunks[index]
+            if chunk.state != CHUNK_DONE:
+                continue
+            missing = [f for f in job.frames_of(index) if f not in collected]
+            if not missing:
+                continue
+            if self._holder_gone(chunk.done_by):
+                self._lost(job, index, chunk.done_by, "its holder is gone")
+                continue
+            for frame in missing:
+                key = (job.id, frame, -1)
+                may = self._may_fetch(key, chunk.done_by)
+                if may is None:
+                    return
+                if may:
+                    self._fetch(key, job, frame, None, chunk.done_by)
+
+    def _collect_tiles(self, job: Job, collected: set[int]) -> None:
+        here = self.tiles.setdefault(job.id, {})
+        for index in sorted(job.chunks):
+            chunk = job.chunks[index]
+            if chunk.state != CHUNK_DONE:
+                continue
+            frame = job.frames_of(index).start
+            tile = job.tile_of(index)
+            assert tile is not None
+            if frame in collected or tile in here.get(frame, ()):
+                continue
+            if self._holder_gone(chunk.done_by):
+                self._lost(job, index, chunk.done_by, "its holder is gone")
+                continue
+            key = (job.id, frame, tile)
+            may = self._may_fetch(key, chunk.done_by)
+            if may is None:
+                break
+            if may:
+                self._fetch(key, job, frame, tile, chunk.done_by)
+        for frame in sorted(here):
+            if len(here[frame]) == job.tiles and frame not in collected:
+                if (job.id, frame) not in self._stitching:
+                    self._stitching.add((job.id, frame))
+                    self.shared.out(fx.Stitch(job, frame))
+
+    def _lost(self, job: Job, index: int, holder: str, why: str) -> None:
+        """The only copy of a chunk's frames is gone before we collected them: render again."""
+        # Per holder too: after a re-fold another node can hold the same epoch's frames.
+        key = (job.id, index, job.chunk(index).epoch, holder)
+        if key in self._reported_lost:
+            return
+        self._reported_lost.add(key)
+        self.shared.note(
+            logging.WARNING,
+            f"job {job.id}: frames of chunk {index} are lost ({why}); rendering them again",
+        )
+        self.shared.emit(act.CHUNK_LOST, {"job_id": job.id, "chunk": index, "holder": holder})
+
+    def _fail(self, job_id: str, error: str) -> None:
+        self.errors[job_id] = error
+        self.shared.note(logging.ERROR, f"job {job_id}: {error}")
+        self.shared.touch()
+
+    # -- events ----------------------------------------------------------------------
+
+    def scanned(self, event: ev.OutputsScanned) -> None:
+        self._scanning.discard(event.job_id)
+        if event.error:
+            self._fail(event.job_id, event.error)
+            return
+        self.collected[event.job_id] = set(event.frames)
+        if event.tiles:
+            self.tiles[event.job_id] = {f: set(t) for f, t in event.tiles.items()}
+        self.shared.touch()
+
+    def fetched(self, event: ev.FrameFetched) -> None:
+        key = (event.job_id, event.frame, -1 if event.tile is None else event.tile)
+        job = self._fetching.pop(key, None)
+        if job is None:
+            return
+        self._retry_at.pop(key, None)
+        if event.outcome == ev.STORED:
+            if event.tile is None:
+                self.collected.setdefault(event.job_id, set()).add(event.frame)
+            else:
+                tiles = self.tiles.setdefault(event.job_id, {})
+                tiles.setdefault(event.frame, set()).add(event.tile)
+            self.shared.touch()
+        elif event.outcome == ev.MISSING:
+            if event.tile is None:
+                index, what = job.chunk_of_frame(event.frame), f"frame {event.frame} is missing"
+            else:
+                index = job.chunks_of_frame(event.frame)[event.tile]
+                what = f"tile {event.tile} of frame {event.frame} is missing"
+            self._lost(job, index, event.holder, what)
+            self.shared.touch()
+        elif event.outcome == ev.WRITE_FAILED:
+            self._fail(event.job_id, event.error)
+        else:  # UNREACHABLE: the next pass after the interval asks again
+            self._retry_at[key] = self.shared.now + COLLECT_INTERVAL
+
+    def stitched(self, event: ev.Stitched) -> None:
+        self._stitching.discard((event.job_id, event.frame))
+        if event.error:
+            self._fail(event.job_id, event.error)
+            return
+        self.collected.setdefault(event.job_id, set()).add(event.frame)
+        self.tiles.get(event.job_id, {}).pop(event.frame, None)
+        self.shared.touch()
+
+    def finished(self, event: ev.OutputsFinished) -> None:
+        if event.error:
+            self._fail(event.job_id, event.error)
+            return
+        self.complete.add(event.job_id)
+        if event.gif:
+            self.gif.add(event.job_id)
+        self.shared.touch()

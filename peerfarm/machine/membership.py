@@ -1,0 +1,291 @@
+"""Who is in the farm, seen from this node: links, the known-worker list, failure
+detection, catching up at start, and announcing ourselves.
+
+Liveness is this node's own view, from when it last heard each peer; it never
+enters the replicated state directly. A peer that is up in the state but down
+to us becomes a PEER_DOWN action (reducers never read clocks), once per
+incarnation; several nodes declaring the same peer down is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from peerfarm.core import actions as act
+from peerfarm.core.state import DOWN, UP
+from peerfarm.machine import effects as fx
+from peerfarm.machine.shared import Shared
+from peerfarm.machine.timing import (
+    ANTI_ENTROPY_INTERVAL,
+    HEARTBEATS_PER_TIMEOUT,
+    RECONNECT_GRACE,
+    SYNC_TIMEOUT,
+)
+from peerfarm.wire.messages import message
+
+UP_HEALTH, SUSPECT, DOWN_HEALTH = "up", "suspect", "down"
+
+
+class Membership:
+    def __init__(self, shared: Shared, kwl: dict[str, dict[str, str]]) -> None:
+        self.shared = shared
+        self.kwl = {k: v for k, v in kwl.items() if k != shared.node_id}
+        self.heard: dict[str, float] = {}  # linked peers -> when we last heard from them
+        self.roles: dict[str, str] = {}  # linked peers -> "node" or "bootstrap"
+        self.lost_at: dict[str, float] = {}  # peers whose link closed -> when
+        self.declared_down: dict[str, int] = {}  # peer -> incarnation we declared down
+        self.started_at: float | None = None
+        self.synced = False  # caught up with the farm (or gave up waiting)
+        self.working = False  # announced; the worker and the collector run
+        self._join_vv: dict[str, int] | None = None
+        self._next_heartbeat = math.inf
+        self._next_vv = math.inf
+
+    # -- queries ---------------------------------------------------------------------
+
+    def linked(self, peer: str) -> bool:
+        return peer in self.heard
+
+    def address_of(self, peer: str) -> str | None:
+        entry = self.kwl.get(peer)
+        return entry["address"] if entry else None
+
+    def health(self, peer: str, now: float | None = None) -> str:
+        """This node's view of a peer: up, suspect or down (never replicated)."""
+        if now is None:
+            now = self.shared.now
+        if now >= self._down_at(peer):
+            return DOWN_HEALTH
+        heard = self.heard.get(peer)
+        if heard is not None and now - heard <= self.shared.config.peer_timeout / 2:
+            return UP_HEALTH
+        return SUSPECT
+
+    def _down_at(self, peer: str) -> float:
+        """When a peer turns down in our eyes if nothing is heard from it: silent for the
+        timeout; its link lost and not back within the grace; never linked since we
+        started (e.g. after a power cut) for the full timeout."""
+        timeout = self.shared.config.peer_timeout
+        heard = self.heard.get(peer)
+        if heard is not None:
+            return heard + timeout
+        lost = self.lost_at.get(peer)
+        if lost is not None:
+            return lost + RECONNECT_GRACE
+        return (self.started_at if self.started_at is not None else self.shared.now) + timeout
+
+    def next_deadline(self) -> float:
+        """The earliest time a Tick has something to do here."""
+        deadline = min(self._next_heartbeat, self._next_vv)
+        if not self.synced and self.started_at is not None:
+            deadline = min(deadline, self.started_at + SYNC_TIMEOUT)
+        if self.working and not self.shared.stopping:
+            state = self.shared.state
+            me = state.peers.get(self.shared.node_id)
+            if me is not None and me.state == DOWN:
+                return self.shared.now
+            for peer_id, peer in state.peers.items():
+                if peer_id == self.shared.node_id or peer.state != UP:
+                    continue
+                if self.declared_down.get(peer_id) == peer.incarnation:
+                    continue
+                deadline = min(deadline, self._down_at(peer_id))
+        return deadline
+
+    # -- start, links ----------------------------------------------------------------
+
+    def start(self) -> None:
+        shared = self.shared
+        self.started_at = shared.now
+        self._next_heartbeat = shared.now + self._heartbeat_interval()
+        self._next_vv = shared.now + ANTI_ENTROPY_INTERVAL
+        for peer_id in sorted(self.kwl):
+            shared.out(fx.Dial(peer_id, self.kwl[peer_id]["address"]))
+        for address in shared.config.bootstraps:
+            shared.out(fx.Dial("", address))
+
+    def _heartbeat_interval(self) -> float:
+        return self.shared.config.peer_timeout / HEARTBEATS_PER_TIMEOUT
+
+    def link_up(self, peer: str, role: str, name: str, address: str) -> None:
+        shared = self.shared
+        self.heard[peer] = shared.now
+        self.roles[peer] = role
+        self.lost_at.pop(peer, None)
+        if address:
+            self._remember(peer, address, name)
+        shared.out(fx.Send(peer, self._vv_message()))
+        if role == "bootstrap":
+            shared.out(fx.Send(peer, message("JOIN")))
+        shared.changes += 1
+
+    def link_down(self, peer: str) -> None:
+        if self.heard.pop(peer, None) is not None:
+            self.roles.pop(peer, None)
+            self.lost_at[peer] = self.shared.now
+            self.shared.changes += 1
+
+    def heard_from(self, peer: str, at: float | None = None) -> None:
+        last = self.heard.get(peer)
+        if last is not None:
+            self.heard[peer] = max(last, self.shared.now if at is None else at)
+
+    def _remember(self, peer: str, address: str, name: str) -> None:
+        """A greeting peer goes on our known-worker list (as in the research design)."""
+        entry = {"address": address, "name": name}
+        changed = False
+        # Another node now listening at this address makes the old entry stale.
+        for other, known in list(self.kwl.items()):
+            if other != peer and known.get("address") == address:
+                del self.kwl[other]
+                changed = True
+        if self.kwl.get(peer) != entry:
+            self.kwl[peer] = entry
+            changed = True
+        if changed:
+            self.shared.out(fx.SaveKnownPeers(dict(self.kwl)))
+        self.shared.out(fx.Dial(peer, address))
+
+    def learn(self, entries: list[dict[str, str]]) -> None:
+        """Add known-worker-list entries (from a bootstrap server, LAN discovery or the
+        replicated state) and dial them.
+
+        An entry we already have but with another address is updated: the peer
+        restarted elsewhere (the bootstrap server heard its greeting more recently).
+        """
+        changed = False
+        for entry in entries:
+            peer_id = entry["node_id"]
+            known = {"address": entry["address"], "name": entry["name"]}
+            if peer_id == self.shared.node_id or self.kwl.get(peer_id) == known:
+                continue
+            if self.linked(peer_id):
+                continue  # a live link knows better than a list
+            self.kwl[peer_id] = known
+            changed = True
+            self.shared.out(fx.Dial(peer_id, known["address"]))
+        if changed:
+            self.shared.out(fx.SaveKnownPeers(dict(self.kwl)))
+
+    # -- replication -----------------------------------------------------------------
+
+    def _vv_message(self) -> dict[str, Any]:
+        log = self.shared.log
+        return message("VV", vv=log.version_vector(), digest=log.digest())
+
+    def actions_received(self, peer: str, raw: list[Any]) -> None:
+        name = self.kwl.get(peer, {}).get("name", "")
+        source = f"{name} ({peer[:8]})" if name else peer[:8]
+        if self.shared.accept(raw, source):
+            self._check_synced()
+
+    def vv_received(self, peer: str, vv: dict[str, int]) -> None:
+        missing = self.shared.log.missing_for(vv)
+        if missing:
+            self.shared.out(fx.SendActions(peer, tuple(a.to_wire() for a in missing)))
+
+    def join_asked(self, peer: str) -> None:
+        """A bootstrap server answers JOIN with the KWL and its version vector.
+
+        The replicated state itself travels as the log the joiner lacks: it sent
+        its version vector on connect, and the normal anti-entropy answer streams
+        every missing action in batches. (A folded snapshot could not take actions
+        that arrive late and sort before it; the log can.)
+        """
+        kwl = [
+            {"node_id": peer_id, "address": entry["address"], "name": entry.get("name", "")}
+            for peer_id, entry in sorted(self.kwl.items())
+            if peer_id != peer
+        ]
+        vv = self.shared.log.version_vector()
+        self.shared.out(fx.Send(peer, message("JOIN_REPLY", kwl=kwl, vv=vv)))
+
+    def join_answered(self, kwl: list[dict[str, str]], vv: dict[str, int]) -> None:
+        self.learn(kwl)
+        self._join_vv = dict(vv)
+        self._check_synced()
+
+    def _check_synced(self) -> None:
+        if self._join_vv is not None and not self.synced:
+            vv = self.shared.log.version_vector()
+            if all(vv.get(o, 0) >= n for o, n in self._join_vv.items()):
+                self._become_synced()
+
+    def _become_synced(self) -> None:
+        self.synced = True
+        self.shared.touch()
+
+    # -- time ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        shared = self.shared
+        now = shared.now
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self._heartbeat_interval()
+            for peer in sorted(self.heard):
+                shared.out(fx.Send(peer, message("HEARTBEAT")))
+        if now >= self._next_vv:
+            self._next_vv = now + ANTI_ENTROPY_INTERVAL
+            vv = self._vv_message()
+            for peer in sorted(self.heard):
+                shared.out(fx.Send(peer, vv))
+        if not self.synced and self.started_at is not None:
+            if now >= self.started_at + SYNC_TIMEOUT:
+                self._become_synced()
+
+    def detect(self) -> None:
+        """Turn what the clock says about peers into actions.
+
+        A peer that is up in the replicated state but down to us is declared down
+        (PEER_DOWN), once per incarnation; its claims go back to the pool. If we
+        are the one declared down (we were frozen or cut off), we rejoin with our
+        own identity.
+        """
+        shared = self.shared
+        state = shared.state
+        for peer_id in sorted(state.peers):  # sorted: a Map's order depends on string hashing
+            peer = state.peers[peer_id]
+            if peer_id == shared.node_id or peer.state != UP:
+                continue
+            if peer_id not in self.kwl:
+                # Known only from the replicated state: dial the address it announced.
+                self.learn([{"node_id": peer_id, "address": peer.address, "name": peer.name}])
+            if self.declared_down.get(peer_id) == peer.incarnation:
+                continue
+            if self.health(peer_id) == DOWN_HEALTH:
+                shared.note(
+                    logging.WARNING,
+                    f"peer {peer.name} ({peer_id[:8]}) is down; its chunks go back to the pool",
+                )
+                self.declared_down[peer_id] = peer.incarnation
+                shared.emit(act.PEER_DOWN, {"node_id": peer_id, "incarnation": peer.incarnation})
+        me = state.peers.get(shared.node_id)
+        if me is not None and me.state == DOWN:
+            shared.note(logging.WARNING, "the farm declared this node down; rejoining")
+            self.announce()
+
+    def announce(self) -> None:
+        """PEER_JOINED, when the state does not show us as we are (name, address, slots,
+        renderers) or shows us down or gone."""
+        shared = self.shared
+        config = shared.config
+        me = shared.state.peers.get(shared.node_id)
+        slots = config.slots if config.renders else 0
+        renderers = tuple(sorted(config.renderers.items()))
+        wanted = (config.name, config.address, slots, config.renders, UP, renderers)
+        if (
+            me is None
+            or (me.name, me.address, me.slots, me.renders, me.state, me.renderers) != wanted
+        ):
+            shared.emit(
+                act.PEER_JOINED,
+                {
+                    "name": config.name,
+                    "address": config.address,
+                    "slots": slots,
+                    "renders": config.renders,
+                    "renderers": dict(renderers),
+                },
+            )

@@ -1,0 +1,21 @@
+"""The node's timings, in seconds: one place, read by the machine and both drivers.
+
+Failure-detection values follow memberlist's LAN defaults and Afanasy's
+heartbeat (see docs/failure-handling.md for what each one does).
+"""
+
+PEER_TIMEOUT = 3.0  # a peer silent this long is down (half of it: suspect)
+HEARTBEATS_PER_TIMEOUT = 3  # so one lost heartbeat never looks like silence
+ANTI_ENTROPY_INTERVAL = 2.0  # version-vector swap with every linked peer
+RECONNECT_GRACE = 0.5  # a lost link not re-established within this: the peer is down
+SYNC_TIMEOUT = 3.0  # start working even if no bootstrap server answers
+COLLECT_INTERVAL = 1.0  # the collector looks again for frames it could not fetch
+ABORT_TIMEOUT = 2.0  # an emergency stop waits this long for the renderers to die
+MAX_FETCHES = 8  # frames fetched at once for our own jobs
+
+# Kept by the drivers, not the machine: how long a frame fetch may take, how long
+# a leaving node waits for its last actions to drain, and how dialing backs off.
+FRAME_FETCH_TIMEOUT = 30.0
+LEAVE_TIMEOUT = 3.0
+MIN_BACKOFF = 0.2
+MAX_BACKOFF = 5.0

@@ -1,0 +1,50 @@
+"""Where a node keeps things: the layout of its data folder, in one place.
+
+::
+
+    DATA_DIR/node.key, node.crt   identity (peerfarm.security.identity)
+    DATA_DIR/node.json            node id and name
+    DATA_DIR/kwl.json             known-worker list
+    DATA_DIR/log.bin              the action log (runtime/store.py)
+    DATA_DIR/blobs/               content-addressed scene files (runtime/blobs.py)
+    DATA_DIR/work/JOB/            a job's scene, unpacked, where its renderer runs
+    DATA_DIR/frames/JOB/          frames (and tiles) this node rendered, or pulled to stitch
+    DATA_DIR/logs/JOB/chunk-N.log renderer output of this node's runs of chunk N
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peerfarm.core.state import Job
+
+
+class DataDir:
+    def __init__(self, root: Path) -> None:
+        # Resolved once: renderers run in the job's work folder, where a relative
+        # path would mean something else.
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "log.bin"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.root / "work" / job_id
+
+    def frames_dir(self, job_id: str) -> Path:
+        return self.root / "frames" / job_id
+
+    def frame_path(self, job: Job, frame: int, tile: int | None = None) -> Path:
+        """Where this node keeps a frame (or one tile of a frame) it rendered; the
+        submitter also keeps the tiles it pulled here until it stitches the frame."""
+        name = job.frame_file_name(frame) if tile is None else job.tile_file_name(frame, tile)
+        return self.frames_dir(job.id) / name
+
+    def chunk_log_path(self, job_id: str, chunk: int) -> Path:
+        """Where this node keeps the renderer output of its runs of one chunk."""
+        return self.root / "logs" / job_id / f"chunk-{chunk}.log"

@@ -1,0 +1,262 @@
+"""A job's outputs on a real disk: what the node machine's collector asks for.
+
+The machine decides which frame to fetch from whom and when a frame is lost;
+this module does the I/O and reports back: reading which frames an output
+folder already holds (ScanOutputs), pulling a frame or tile from its holder and
+writing it atomically with a thumbnail beside it (FetchFrame), stitching a
+tiled frame (Stitch, runtime/stitch.py), and writing the animated GIF and the
+MP4 once every frame is in (FinishOutputs, runtime/video.py). Disk work runs
+in threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from peerfarm.core.state import Job
+from peerfarm.disk import write_atomically
+from peerfarm.formats import pillow_reads
+from peerfarm.jobspec import safe_name
+from peerfarm.machine import effects as fx
+from peerfarm.machine import events as ev
+from peerfarm.renderers.base import Renderer
+from peerfarm.runtime.data_dir import DataDir
+from peerfarm.runtime.stitch import StitchError, stitch_tiles
+from peerfarm.runtime.video import VideoError, encode_video
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIZE = (160, 120)
+
+Report = Callable[[object], None]
+# holder, job id, frame, tile -> bytes; None: no answer; b"": the holder lacks it
+FetchFromPeer = Callable[[str, str, int, "int | None"], Awaitable["bytes | None"]]
+
+
+def output_frame_path(job: Job, frame: int) -> Path:
+    return Path(job.output) / job.frame_file_name(frame)
+
+
+def output_gif_path(job: Job) -> Path:
+    return Path(job.output) / f"{safe_name(job.name)}.gif"
+
+
+def output_video_path(job: Job) -> Path:
+    return Path(job.output) / f"{safe_name(job.name)}.mp4"
+
+
+def thumbnail_path(job: Job, frame: int) -> Path:
+    """A small PNG copy of each frame, for the desktop app's frame grid."""
+    return (Path(job.output) / ".thumbs" / job.frame_file_name(frame)).with_suffix(".png")
+
+
+def previews_note(job: Job) -> str:
+    """What the collector skips for this job's format, and why ("" when nothing)."""
+    if pillow_reads(job.format):
+        return ""
+    return f"no thumbnails and no GIF: Pillow cannot read {job.format} frames"
+
+
+class Outputs:
+    def __init__(
+        self,
+        node_id: str,
+        data_dir: DataDir,
+        plugins: dict[str, Renderer],
+        fetch_from_peer: FetchFromPeer,
+        report: Report,
+    ) -> None:
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.plugins = plugins
+        self.fetch_from_peer = fetch_from_peer
+        self.report = report
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await trio.sleep_forever()
+
+    def carry_out(
+        self, effect: fx.ScanOutputs | fx.FetchFrame | fx.Stitch | fx.FinishOutputs
+    ) -> None:
+        assert self._nursery is not None
+        if isinstance(effect, fx.ScanOutputs):
+            self._nursery.start_soon(self._scan, effect.job)
+        elif isinstance(effect, fx.FetchFrame):
+            self._nursery.start_soon(self._fetch, effect)
+        elif isinstance(effect, fx.Stitch):
+            self._nursery.start_soon(self._stitch, effect.job, effect.frame)
+        else:
+            self._nursery.start_soon(self._finish, effect.job)
+
+    def progress(self, job: Job, collected: dict) -> dict:
+        """The output paths of a job's collection progress (``collected``: the machine's)."""
+        return {
+            **collected,
+            "gif": str(output_gif_path(job)) if collected.get("gif") else None,
+            "video_path": str(output_video_path(job))
+            if job.video and collected.get("complete")
+            else None,
+            "output_note": previews_note(job),
+        }
+
+    async def _scan(self, job: Job) -> None:
+        try:
+            frames, tiles = await trio.to_thread.run_sync(self._on_disk, job)
+        except OSError as exc:
+            error = f"cannot use the output folder {job.output}: {exc}"
+            self.report(ev.OutputsScanned(job.id, frozenset(), {}, error))
+            return
+        self.report(ev.OutputsScanned(job.id, frames, tiles))
+
+    def _on_disk(self, job: Job) -> tuple[frozenset[int], dict[int, frozenset[int]]]:
+        """Frames in the output folder; for a tiled job also the tiles of frames not
+        stitched yet that are in this node's frames folder (blocking)."""
+        Path(job.output).mkdir(parents=True, exist_ok=True)
+        frames = frozenset(
+            f
+            for f in range(job.frame_start, job.frame_end + 1)
+            if output_frame_path(job, f).exists()
+        )
+        tiles: dict[int, frozenset[int]] = {}
+        if job.tiles > 1:
+            for frame in range(job.frame_start, job.frame_end + 1):
+                if frame in frames:
+                    continue
+                here = frozenset(
+                    t for t in range(job.tiles) if self.data_dir.frame_path(job, frame, t).exists()
+                )
+                if here:
+                    tiles[frame] = here
+        return frames, tiles
+
+    async def _fetch(self, effect: fx.FetchFrame) -> None:
+        job, frame, tile, holder = effect.job, effect.frame, effect.tile, effect.holder
+
+        def fetched(outcome: str, error: str = "") -> None:
+            self.report(ev.FrameFetched(job.id, frame, tile, holder, outcome, error))
+
+        path = self.data_dir.frame_path(job, frame, tile)
+        try:
+            if holder == self.node_id:
+                if tile is not None:  # rendered here: it is in our frames folder already
+                    here = await trio.to_thread.run_sync(path.exists)
+                    fetched(ev.STORED if here else ev.MISSING)
+                    return
+                try:
+                    data = await trio.to_thread.run_sync(path.read_bytes)
+                except FileNotFoundError:
+                    data = b""
+            else:
+                data = await self.fetch_from_peer(holder, job.id, frame, tile)
+                if data is None:
+                    fetched(ev.UNREACHABLE)
+                    return
+            if not data:
+                fetched(ev.MISSING)
+                return
+            if tile is None:
+                await trio.to_thread.run_sync(_store_frame, job, frame, data)
+            else:
+                await trio.to_thread.run_sync(_store_tile, path, data)
+        except OSError as exc:
+            where = f"the output folder {job.output}" if tile is None else str(self.data_dir.root)
+            fetched(ev.WRITE_FAILED, f"cannot write to {where}: {exc}")
+            return
+        fetched(ev.STORED)
+
+    async def _stitch(self, job: Job, frame: int) -> None:
+        plugin = self.plugins.get(job.renderer)
+        try:
+            if plugin is None:
+                raise StitchError(f"the {job.renderer} renderer plugin is not installed here")
+            files = [self.data_dir.frame_path(job, frame, tile) for tile in range(job.tiles)]
+            data = await trio.to_thread.run_sync(stitch_tiles, files, plugin.tile_align, job.format)
+            await trio.to_thread.run_sync(_store_frame, job, frame, data)
+        except StitchError as exc:
+            self.report(ev.Stitched(job.id, frame, f"cannot stitch frame {frame}: {exc}"))
+            return
+        except OSError as exc:
+            error = f"cannot write to the output folder {job.output}: {exc}"
+            self.report(ev.Stitched(job.id, frame, error))
+            return
+        log.info("job %s: frame %d stitched from %d tiles", job.id, frame, job.tiles)
+        self.report(ev.Stitched(job.id, frame))
+
+    async def _finish(self, job: Job) -> None:
+        gif = pillow_reads(job.format)
+        if gif:
+            try:
+                await trio.to_thread.run_sync(_write_gif, job)
+            except OSError as exc:
+                error = f"cannot write the GIF in {job.output}: {exc}"
+                self.report(ev.OutputsFinished(job.id, False, error))
+                return
+        else:
+            log.info("job %s: %s", job.id, previews_note(job))
+        if job.video:
+            frames = [output_frame_path(job, f) for f in range(job.frame_start, job.frame_end + 1)]
+            try:
+                await encode_video(frames, job.format, job.fps, output_video_path(job))
+            except (VideoError, OSError) as exc:
+                error = f"the frames are in {job.output}, but the video could not be made: {exc}"
+                self.report(ev.OutputsFinished(job.id, gif, error))
+                return
+            log.info("job %s: video %s", job.id, output_video_path(job))
+        log.info(
+            "job %s (%s): all %d frames are in %s", job.id, job.name, job.frames_total, job.output
+        )
+        self.report(ev.OutputsFinished(job.id, gif))
+
+
+def _store_tile(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, data)
+
+
+def _store_frame(job: Job, frame: int, data: bytes) -> None:
+    write_atomically(output_frame_path(job, frame), data)
+    if not pillow_reads(job.format):
+        return  # the job's progress says why there are no thumbnails
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.thumbnail(THUMBNAIL_SIZE)
+            out = io.BytesIO()
+            image.save(out, format="PNG")
+    except (UnidentifiedImageError, OSError):
+        return  # not an image Pillow reads: the frame is kept, without a thumbnail
+    path = thumbnail_path(job, frame)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, out.getvalue())
+
+
+def _write_gif(job: Job) -> None:
+    from PIL import Image
+
+    frames = [
+        Image.open(output_frame_path(job, f)) for f in range(job.frame_start, job.frame_end + 1)
+    ]
+    try:
+        first, rest = frames[0], frames[1:]
+        tmp = output_gif_path(job).with_suffix(".gif.tmp")
+        first.save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=rest,
+            duration=round(1000 / job.fps),
+            loop=0,
+        )
+        tmp.replace(output_gif_path(job))
+    finally:
+        for im in frames:
+            im.close()

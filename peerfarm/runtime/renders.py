@@ -1,0 +1,189 @@
+"""Renders: what the node machine's StartRender and StopRender mean on a
+real machine.
+
+Each chunk is one renderer process (so it uses its own core, and a cancel or a
+lost claim can kill it), run in the job's work folder after the job's scene
+files are fetched (blobs) and unpacked there, once per job and node. Its
+stdout tells frame progress; its stderr goes to the chunk's log file. What
+happened is reported back to the machine as RenderProgress and RenderEnded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import trio
+
+from peerfarm.core.state import Job
+from peerfarm.machine import effects as fx
+from peerfarm.machine import events as ev
+from peerfarm.renderers.base import Renderer, output_pattern, renderer_environment
+from peerfarm.runtime.blobs import BlobError, BlobStore
+from peerfarm.runtime.data_dir import DataDir
+from peerfarm.scenes import PackageError, ScenePackage, unpack_to
+
+log = logging.getLogger(__name__)
+
+ERROR_TAIL_CHARS = 2000
+
+Report = Callable[[object], None]
+FetchBlob = Callable[[str, int, list[str]], Awaitable[None]]  # sha, size, sources
+
+
+class Renders:
+    def __init__(
+        self,
+        data_dir: DataDir,
+        plugins: dict[str, Renderer],
+        blobs: BlobStore,
+        fetch_blob: FetchBlob,
+        report: Report,
+    ) -> None:
+        self.data_dir = data_dir
+        self.plugins = plugins
+        self.blobs = blobs
+        self.fetch_blob = fetch_blob
+        self.report = report
+        self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
+        self._job_locks: dict[str, trio.Lock] = {}  # one scene download per job at a time
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await trio.sleep_forever()
+
+    def start(self, effect: fx.StartRender) -> None:
+        assert self._nursery is not None
+        scope = trio.CancelScope()
+        self._scopes[(effect.job.id, effect.chunk)] = scope
+        self._nursery.start_soon(self._render, effect, scope)
+
+    def stop(self, effect: fx.StopRender) -> None:
+        scope = self._scopes.get((effect.job_id, effect.chunk))
+        if scope is not None:
+            scope.cancel()
+
+    async def _render(self, effect: fx.StartRender, scope: trio.CancelScope) -> None:
+        job, chunk = effect.job, effect.chunk
+        ok, error = False, "stopped"
+        try:
+            with scope:
+                ok, error = await self._run_renderer(effect)
+        except Exception as exc:  # the renderer could not even run: a failure, not a crash
+            log.exception("chunk %d of job %s: renderer did not run", chunk, job.id)
+            ok, error = False, f"could not run the renderer: {exc!r}"
+        finally:
+            del self._scopes[(job.id, chunk)]
+            if scope.cancelled_caught:
+                ok = False
+            self.report(ev.RenderEnded(job.id, chunk, ok, error))
+
+    async def _materialize(self, job: Job, sources: tuple[str, ...]) -> None:
+        """Fetch the job's scene files (blobs) this node lacks and unpack them into
+        the job's work folder, once per job and node. Paths came over the network:
+        unpack_to applies every rule of peerfarm.scenes before writing anything."""
+        if not job.files:
+            return
+        work_dir = self.data_dir.work_dir(job.id)
+        async with self._job_locks.setdefault(job.id, trio.Lock()):
+            if work_dir.exists():
+                return  # unpack_to renames a complete folder into place: it is whole
+            for _, sha, size in job.files:
+                if not await trio.to_thread.run_sync(self.blobs.has, sha):
+                    await self.fetch_blob(sha, size, list(sources))
+            # The blobs' files, not their bytes: unpack_to copies them in blocks.
+            files = {path: self.blobs.path(sha) for path, sha, _ in job.files}
+            package = ScenePackage(files=files, main=job.main, renderer=job.renderer)
+            await trio.to_thread.run_sync(unpack_to, package, work_dir)
+
+    async def _run_renderer(self, effect: fx.StartRender) -> tuple[bool, str]:
+        """Run one renderer process for the whole chunk; (ok, error text)."""
+        job, chunk, frames, tile = effect.job, effect.chunk, effect.frames, effect.tile
+        plugin = self.plugins[job.renderer]
+        data_dir = self.data_dir
+        work_dir = data_dir.work_dir(job.id)
+        log_file = data_dir.chunk_log_path(job.id, chunk)
+        out_dir = data_dir.frames_dir(job.id)
+        try:
+            await self._materialize(job, effect.sources)
+        except (BlobError, PackageError) as exc:
+            return False, f"could not get the scene files: {exc}"
+        await trio.to_thread.run_sync(_prepare, plugin, job, work_dir, log_file, out_dir)
+        if tile is None:
+            pattern = output_pattern(out_dir, job.name, job.padding, job.format)
+            cmd = plugin.chunk_command(job, frames, work_dir, pattern)
+        else:
+            # name_0001.tile3.png, as Job.tile_file_name has it
+            ext = f"tile{tile}.{job.format}"
+            pattern = output_pattern(out_dir, job.name, job.padding, ext)
+            cmd = plugin.chunk_command(job, frames, work_dir, pattern, tile=(tile, job.tiles))
+        temp_dir = work_dir / ".home"
+        temp_dir.mkdir(exist_ok=True)
+        with open(log_file, "ab") as stderr:
+            async with trio.open_nursery() as nursery:
+                proc = await nursery.start(
+                    lambda task_status: trio.run_process(
+                        cmd,
+                        cwd=work_dir,  # the renderer works in the job's own folder
+                        env=renderer_environment(temp_dir),
+                        stdout=subprocess.PIPE,
+                        stderr=stderr,
+                        check=False,
+                        task_status=task_status,
+                        **_LOW_PRIORITY,
+                    )
+                )
+                _lower_priority(proc.pid)
+                buffered = b""
+                async for data in proc.stdout:
+                    buffered += data
+                    *lines, buffered = buffered.split(b"\n")
+                    for line in lines:
+                        if plugin.frame_finished(line.decode("utf-8", errors="replace")):
+                            self.report(ev.RenderProgress(job.id, chunk))
+            code = proc.returncode
+        if code == 0:
+            missing = [f for f in frames if not data_dir.frame_path(job, f, tile).exists()]
+            if not missing:
+                return True, ""
+            return False, f"the renderer exited without writing frames {missing}"
+        tail = await trio.to_thread.run_sync(_tail, log_file)
+        return False, f"renderer exited with code {code}: {tail}"
+
+
+# Renderers run at a lower CPU priority than everything else on the machine: a node is
+# often someone's workstation (or the desktop app itself), and its window and its user
+# come first; on a dedicated render node nothing else wants the CPU, so nothing is lost.
+RENDERER_NICENESS = 10
+_LOW_PRIORITY = (
+    {"creationflags": subprocess.BELOW_NORMAL_PRIORITY_CLASS} if sys.platform == "win32" else {}
+)
+
+
+def _lower_priority(pid: int) -> None:
+    """POSIX: renice the renderer just started (Windows: set at creation, above)."""
+    if hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, RENDERER_NICENESS)
+        except OSError:
+            pass  # already exited, or not allowed: it renders at normal priority
+
+
+def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir: Path) -> None:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    plugin.prepare(job, work_dir)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text("utf-8", errors="replace")[-ERROR_TAIL_CHARS:].strip()
+    except OSError:
+        return "(no renderer output)"

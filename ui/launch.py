@@ -1,0 +1,39 @@
+"""Starting the desktop app: `peerfarm gui` and `peerfarm-gui` (Qt-free until it runs).
+
+Its options are `peerfarm node`'s (ui/options.py); they parse without PySide6, so
+`--help` works on a machine without it, and a missing PySide6 is one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ui.options import add_gui_options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peerfarm gui", description="The peerfarm desktop app.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    add_gui_options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `peerfarm-gui` entry point (and what `peerfarm gui` runs)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        from ui.app import run_gui
+    except ImportError as exc:
+        print(
+            f"peerfarm: error: the desktop app needs PySide6 ({exc}); install it with "
+            "pip install 'peerfarm[gui]'",
+            file=sys.stderr,
+        )
+        return 1
+    return run_gui(args)
