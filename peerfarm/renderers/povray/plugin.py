@@ -18,8 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from peerfarm.renderers.base import Renderer, RendererError
-from peerfarm.renderers.povray.ini import OUTPUT_TYPES, IniError, load_scene
+from peerfarm.renderers.base import JobCheck, Renderer, RendererError
+from peerfarm.renderers.povray.ini import (
+    OUTPUT_TYPES,
+    IniError,
+    load_scene,
+    output_format,
+    scene_output_type,
+)
 from peerfarm.renderers.povray.sandbox import unavailable_reason
 from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
 from peerfarm.scenes.detect import decode_text
@@ -74,6 +80,26 @@ def _head(path: Path, limit: int) -> bytes:
         raise RendererError(f"cannot read the scene file: {exc.strerror or exc}") from None
 
 
+def _main_file(spec: dict[str, Any]) -> tuple[Mapping[str, Any], str, str]:
+    """The job's files, its main file's name and that file's text (a .pov's: its head)."""
+    files = spec.get("files")
+    main = spec.get("main")
+    if not isinstance(files, Mapping) or not files:
+        raise RendererError(
+            "the job has no scene files; submit a .pov or .ini file, or the scene's folder"
+        )
+    if not isinstance(main, str) or main not in files:
+        raise RendererError(f"the main scene file {main!r} is not in the scene package")
+    data = files[main]
+    if isinstance(data, os.PathLike):  # an uploaded file, where the node keeps it
+        data = _head(Path(data), MAX_INI_BYTES + 1)
+        if main.lower().endswith(".ini") and len(data) > MAX_INI_BYTES:
+            raise RendererError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
+    if not isinstance(data, bytes):
+        raise RendererError(f"the main scene file {main!r} has no contents")
+    return files, main, decode_text(data)
+
+
 class PovrayRenderer(Renderer):
     name = "povray"
     supports_tiles = True  # on POV-Ray's 32-pixel block grid, for scenes tiling.py accepts
@@ -99,35 +125,26 @@ class PovrayRenderer(Renderer):
         return version
 
     def check_job(self, spec: dict[str, Any]) -> tuple[int, int]:
-        """Check a POV-Ray job before it is submitted; the scene's own frame range.
+        """Check a POV-Ray job before it is submitted; the scene's own frame range."""
+        return self.check_job_with_notes(spec).frame_range
+
+    def check_job_with_notes(self, spec: dict[str, Any]) -> JobCheck:
+        """Check a POV-Ray job before it is submitted: the scene's own frame range, and a
+        note for each setting of the INI peerfarm overrides (Output_File_Name, ...).
 
         `spec`: files (package path -> bytes, or the path of a file holding them),
         main (the .ini or .pov), options (list of str), width/height (override the
         INI's), frames ([A, B] or None), tiles (1 or absent: whole frames), format
         (absent: png).
         """
-        files = spec.get("files")
-        main = spec.get("main")
-        if not isinstance(files, Mapping) or not files:
-            raise RendererError(
-                "the job has no scene files; submit a .pov or .ini file, or the scene's folder"
-            )
-        if not isinstance(main, str) or main not in files:
-            raise RendererError(f"the main scene file {main!r} is not in the scene package")
-        data = files[main]
-        if isinstance(data, os.PathLike):  # an uploaded file, where the node keeps it
-            data = _head(Path(data), MAX_INI_BYTES + 1)
-            if main.lower().endswith(".ini") and len(data) > MAX_INI_BYTES:
-                raise RendererError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
-        if not isinstance(data, bytes):
-            raise RendererError(f"the main scene file {main!r} has no contents")
+        files, main, text = _main_file(spec)
         options = spec.get("options") or []
         if not isinstance(options, list):
             raise RendererError("the POV-Ray options must be a list like ['+A0.3', '+Q9']")
         size = _size(spec.get("width"), spec.get("height"))
         try:
             fmt = spec.get("format") or "png"
-            scene = load_scene(main, decode_text(data), files.keys(), options, size, fmt)
+            scene = load_scene(main, text, files.keys(), options, size, fmt)
             frames = spec.get("frames")
             if frames is not None:
                 if not (
@@ -142,12 +159,22 @@ class PovrayRenderer(Renderer):
         tiles = spec.get("tiles") or 1
         if tiles > 1:
             width, height = scene.size
-            problem = tiling_problem(
+            problem = scene.tile_problem(BLOCK_SIZE) or tiling_problem(
                 files, width, height, tiles, scene.bits_per_color, scene.format, scene.alpha
             )
             if problem is not None:
                 raise RendererError(f"--tiles {tiles}: {problem}")
-        return scene.frame_range
+        return JobCheck(scene.frame_range, scene.notes)
+
+    def scene_format(self, spec: dict[str, Any]) -> str | None:
+        """The format the INI's Output_File_Type (or an option's +F) asks for, so a job
+        submitted without --format writes what `povray scene.ini` writes."""
+        files, main, text = _main_file(spec)
+        try:
+            output_type = scene_output_type(main, text, spec.get("options") or [])
+        except IniError:
+            return None  # check_job says what is wrong, with the whole scene in view
+        return output_format(output_type) if output_type else None
 
     def prepare(self, job: Any, work_dir: Path) -> None:
         # The worker has unpacked the scene package into work_dir. Everything

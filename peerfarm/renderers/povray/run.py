@@ -270,13 +270,15 @@ def _run(args: argparse.Namespace) -> int:
         scene.check_frames(first, last)
     except IniError as exc:
         raise UsageError(str(exc)) from None
+    for note in scene.notes:  # the chunk's log: what of the scene's INI the farm overrode
+        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     region = None
     if args.tile is not None:
         index, count = args.tile
         width, height = scene.size
         # The scene folder may have changed since submit: check the scene again.
         files = _text_files(work_dir)
-        problem = tiling_problem(
+        problem = scene.tile_problem(BLOCK_SIZE) or tiling_problem(
             files, width, height, count, scene.bits_per_color, scene.format, scene.alpha
         )
         if problem is not None:
