@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from peerfarm.core import schema
@@ -103,6 +104,20 @@ def manifest_of(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
     }
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A checked submit request: the NEW_JOB payload, and notes for the submitter.
+
+    ``notes`` are human-readable lines from the renderer plugin about scene settings
+    the farm overrides (e.g. "scene.ini line 15: Output_File_Name=x is overridden:
+    peerfarm names the frames itself ..."). They belong in the submit reply and the
+    submitting node's log; the payload does not carry them.
+    """
+
+    payload: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
 def build_new_job(
     spec: dict[str, Any],
     job_id: str,
@@ -110,7 +125,19 @@ def build_new_job(
     farm_renderers: set[str],
     video_problem: str | None = None,
 ) -> dict[str, Any]:
-    """Validate a submit request and return the NEW_JOB payload.
+    """Validate a submit request and return the NEW_JOB payload (``prepare_new_job``
+    without its notes)."""
+    return prepare_new_job(spec, job_id, plugins, farm_renderers, video_problem).payload
+
+
+def prepare_new_job(
+    spec: dict[str, Any],
+    job_id: str,
+    plugins: dict[str, Renderer],
+    farm_renderers: set[str],
+    video_problem: str | None = None,
+) -> NewJob:
+    """Validate a submit request: the NEW_JOB payload and the plugin's notes.
 
     ``spec`` keys: scene (scene text), name, renderer, renderer_version, frames
     ([A, B] or None: the scene's own range), chunk_size, tiles, format, video, fps,
@@ -178,9 +205,10 @@ def build_new_job(
             )
     spec = {**spec, "tiles": tiles, "format": fmt}
     try:
-        scene_range = plugin.check_job(spec)
+        checked = plugin.check_job_with_notes(spec)
     except RendererError as exc:
         raise SubmitError(str(exc)) from None
+    scene_range = checked.frame_range
     frames = spec.get("frames")
     if frames is None:
         first, last = scene_range
@@ -235,4 +263,4 @@ def build_new_job(
         why = "the last frame is before the first"
     if why:
         raise SubmitError(f"the job is not valid: {why}")
-    return payload
+    return NewJob(payload, tuple(checked.notes))
