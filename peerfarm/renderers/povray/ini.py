@@ -685,14 +685,16 @@ def _input_file(setting: Setting, folder: str, files: Collection[str]) -> tuple[
 
 def _collapse(settings: Iterable[Setting]) -> dict[str, Setting]:
     """One setting per key, the last one winning (as in POV-Ray); Declares per name and
-    Library_Path per folder, which POV-Ray collects."""
+    Library_Path per folder, which POV-Ray collects (keeping the first of equal folders,
+    so the search order stays as written)."""
     values: dict[str, Setting] = {}
     for setting in settings:
         slot = setting.key
         if setting.key == "Declare":
             slot = "Declare:" + setting.value.partition("=")[0]
         elif setting.key == "Library_Path":
-            slot = "Library_Path:" + setting.value
+            values.setdefault("Library_Path:" + setting.value, setting)
+            continue
         values.pop(slot, None)  # re-insert: a later setting keeps its own place in order
         values[slot] = setting
     return values

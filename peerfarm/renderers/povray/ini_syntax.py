@@ -287,6 +287,13 @@ _C_INT = re.compile(r"[ \t\n\r\f\v]*([+-]?\d+)")
 _C_FLOAT = re.compile(r"[ \t\n\r\f\v]*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
 
 
+def number_rest(kind: str, text: str) -> str:
+    """What follows the number in an INT or FLOAT value: POV-Ray reads the number and
+    ignores that ("640px" -> "px")."""
+    match = (_C_INT if kind == INT else _C_FLOAT).match(text)
+    return text[match.end() :].strip() if match else ""
+
+
 def c_int(text: str) -> int | None:
     """sscanf(text, "%d"): the whole number text starts with (trailing text ignored)."""
     match = _C_INT.match(text)
@@ -534,7 +541,7 @@ def read_ini(text: str, source: str, lines: bool = True) -> IniReading:
             settings += _switch(reader, token, start)
         elif token.isalnum() or token == "_":
             reader.pos = start
-            found = _option(reader, start)
+            found = _option(reader, start, notes)
             if found is None:  # not Key=Value: POV-Ray reads it as a plain string
                 reader.pos = start
                 settings += _plain(reader, start, reader.value(smart=True), quoted=False)
@@ -555,9 +562,9 @@ def read_ini(text: str, source: str, lines: bool = True) -> IniReading:
     return IniReading(settings, notes)
 
 
-def _option(reader: _Reader, start: int) -> list[Setting] | None:
+def _option(reader: _Reader, start: int, notes: list[str]) -> list[Setting] | None:
     """Parse_INI_Option: `Key=Value[, value...]`; None where POV-Ray backtracks (an unknown
-    key, no `=`, a value of the wrong type), and the text is then read as a plain string."""
+    key, no `=`), and the text is then read as a plain string."""
     where = reader.where(start)
     name = _BY_LOWER.get(reader.word().lower())
     if name is None:
@@ -593,7 +600,15 @@ def _option(reader: _Reader, start: int) -> list[Setting] | None:
         return [Setting(key, values[-1].strip(), where)]  # ini.py drops it, as POV-Ray 3.7 does
     # A value POV-Ray cannot read stops it: a bad number makes it back up, read
     # "Key=value" as a plain string and stop there because that holds a "=".
-    return [Setting(key, _typed(key, kind, value, where), where) for value in values]
+    settings = [Setting(key, _typed(key, kind, value, where), where) for value in values]
+    for setting, value in zip(settings, values, strict=True):
+        rest = number_rest(kind, value) if kind in (INT, FLOAT) else ""
+        if rest:
+            notes.append(
+                f"{where}: POV-Ray reads {key}={setting.value} and ignores the rest of the "
+                f"value, {rest!r}; so does peerfarm (put another setting on a line of its own)"
+            )
+    return settings
 
 
 def _switch(reader: _Reader, sign: str, start: int) -> list[Setting]:
