@@ -270,8 +270,6 @@ def _run(args: argparse.Namespace) -> int:
         scene.check_frames(first, last)
     except IniError as exc:
         raise UsageError(str(exc)) from None
-    for note in scene.notes:  # the chunk's log: what of the scene's INI the farm overrode
-        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     region = None
     if args.tile is not None:
         index, count = args.tile
@@ -330,6 +328,10 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(settings_home, ignore_errors=True)
         shutil.rmtree(chunk_dir, ignore_errors=True)
+    # What of the scene's INI the farm overrode, for the chunk's log; after POV-Ray's
+    # messages, so that the log's tail that `peerfarm logs` shows keeps it.
+    for note in scene.notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     if status != 0:
         print(
             f"{PROG}: error: povray failed with exit status {status} (its messages are above)",
