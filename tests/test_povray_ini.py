@@ -7,6 +7,7 @@ distribution (Debian: povray-examples), is read by both and the readings compare
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -423,3 +424,31 @@ def test_a_partial_frame_and_an_overridden_output_render_as_povray_renders_them(
     assert "note: scene.ini line 4: Output_File_Name=mine.png is overridden" in result.stderr
     assert "note: scene.ini line 6 (+GAall.log): All_File=all.log is overridden" in result.stderr
     assert not (work_dir / "all.log").exists() and not (work_dir / "mine.png").exists()
+
+
+@needs_sandbox
+def test_tiles_keep_the_inis_render_block_size(tmp_path):
+    # POV-Ray's antialiasing looks only within a block: tiles rendered with the INI's
+    # 16-pixel blocks (on the 32-pixel tile grid) stitch into the frame povray renders.
+    from peerfarm.runtime.stitch import stitch_tiles
+
+    ini = "Input_File_Name=scene.pov\nWidth=96\nHeight=64\n+A0.1 +R3 +BS16\n"
+    files = ball_files(ini)
+    direct_dir = write_files(tmp_path / "direct", files)
+    direct = subprocess.run(
+        ["povray", "scene.ini", "-D", "+Od.png"], cwd=direct_dir, capture_output=True, timeout=60
+    )
+    assert direct.returncode == 0, direct.stderr[-2000:]
+    work_dir = write_files(tmp_path / "work", files)
+    tiles = []
+    for index in range(6):
+        pattern = str(tmp_path / f"tile{index}_{{frame:04d}}.png")
+        command = PovrayRenderer().chunk_command(
+            job("scene.ini", size=None), range(1, 2), work_dir, pattern, tile=(index, 6)
+        )
+        result = subprocess.run(command, cwd=work_dir, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "Render_Block_Size=16" in result.stderr  # the INI POV-Ray got
+        tiles.append(Path(pattern.format(frame=1)))
+    stitched = np.asarray(Image.open(io.BytesIO(stitch_tiles(tiles, 32))))
+    assert np.array_equal(stitched, np.asarray(Image.open(direct_dir / "d.png")))

@@ -818,8 +818,10 @@ def load_scene(
     folder = posixpath.dirname(main)
     notes = list(reading.notes) + _overrides(values, fmt, folder)
     if "Input_File_Name" not in values:
+        sections = [note for note in notes if "starts a named section" in note]
         raise IniError(
             f"{main} names no Input_File_Name; add a line such as Input_File_Name=scene.pov"
+            + (f" before the first section ({sections[0].split(': ')[0]})" if sections else "")
         )
     if suffix == "pov":  # named from its own folder, like any Input_File_Name
         values["Input_File_Name"] = Setting("Input_File_Name", posixpath.basename(main), main)

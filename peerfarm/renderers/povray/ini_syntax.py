@@ -30,6 +30,7 @@ writing `Key=value` back into an INI gives POV-Ray exactly the same setting.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -413,12 +414,15 @@ class _Reader:
         self.pos = 0
         self.source = source
         self.lines = lines
+        # Where lines break, so naming a setting's line costs a search, not a count
+        # through a (possibly 1 MiB) file for each setting.
+        self.breaks = [m.start() for m in re.finditer("\n", text)] if lines else []
 
     def where(self, pos: int) -> str:
         """For messages: "scene.ini line 4" (or just the source, for a one-line option)."""
         if not self.lines:
             return self.source
-        return f"{self.source} line {self.text.count(chr(10), 0, pos) + 1}"
+        return f"{self.source} line {bisect.bisect_left(self.breaks, pos) + 1}"
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else _END
