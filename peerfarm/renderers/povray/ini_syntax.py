@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import string
 from dataclasses import dataclass
 
 # How POV-Ray reads a key's value (the third column of its option tables).
@@ -493,7 +494,7 @@ class _Reader:
             if char == _END or char in ";#,":
                 return False
             if char in "+-":
-                if self.get().isalpha():
+                if self.get() in string.ascii_letters:  # C's isalpha
                     return False  # a switch follows
                 self.pos = back  # else the "word" read below starts at the blank: empty
             return self.word().lower() not in _BY_LOWER
@@ -521,6 +522,8 @@ def read_ini(text: str, source: str, lines: bool = True) -> IniReading:
     """What POV-Ray 3.7 reads from an INI given without a section name, setting by
     setting. Raises IniError (naming `source` and the line) where POV-Ray would stop.
     `lines=False`: messages name only `source` (a submitter's one-line option)."""
+    if "\x00" in text:  # (also the reader's end marker)
+        raise IniError(f"{source} holds NUL characters: it is not a text INI file")
     reader = _Reader(text.removeprefix("\ufeff"), source, lines)
     settings: list[Setting] = []
     notes: list[str] = []
@@ -543,7 +546,7 @@ def read_ini(text: str, source: str, lines: bool = True) -> IniReading:
             reader.rest_of_line()
         elif token in "+-":
             settings += _switch(reader, token, start)
-        elif token.isalnum() or token == "_":
+        elif (token.isascii() and token.isalnum()) or token == "_":  # C's isalnum
             reader.pos = start
             found = _option(reader, start, notes)
             if found is None:  # not Key=Value: POV-Ray reads it as a plain string
