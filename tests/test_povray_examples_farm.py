@@ -87,7 +87,7 @@ def test_povray_examples_render_on_a_farm_as_povray_renders_them(tmp_path):
             stdout, _ = submit.communicate(timeout=300)
             assert submit.returncode == 0, f"{name}: {stdout}"
             job_ids.append(stdout.splitlines()[0])
-        for i, (name, frames) in enumerate(SCENES):
+        for i, (name, _) in enumerate(SCENES):
             for n, theirs in expected[name].items():
                 ours = np.asarray(Image.open(tmp_path / "out" / str(i) / f"s{i}_{n:04d}.png"))
                 assert ours.shape == (SIZE[1], SIZE[0], 3), name
