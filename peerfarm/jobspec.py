@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from peerfarm.core import schema
@@ -82,6 +83,20 @@ def manifest_of(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
     }
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A checked submit request: the NEW_JOB payload, and notes for the submitter.
+
+    ``notes`` are human-readable lines from the renderer plugin about scene settings
+    the farm overrides (e.g. "scene.ini line 15: Output_File_Name=x is overridden:
+    peerfarm names the frames itself ..."). They belong in the submit reply and the
+    submitting node's log; the payload does not carry them.
+    """
+
+    payload: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
 def build_new_job(
     request: JobRequest,
     job_id: str,
@@ -89,7 +104,19 @@ def build_new_job(
     farm_renderers: set[str],
     video_problem: str | None = None,
 ) -> dict[str, Any]:
-    """Check a job request and return the NEW_JOB payload.
+    """Check a job request and return the NEW_JOB payload (``prepare_new_job``
+    without its notes)."""
+    return prepare_new_job(request, job_id, plugins, farm_renderers, video_problem).payload
+
+
+def prepare_new_job(
+    request: JobRequest,
+    job_id: str,
+    plugins: dict[str, Renderer],
+    farm_renderers: set[str],
+    video_problem: str | None = None,
+) -> NewJob:
+    """Check a job request: the NEW_JOB payload and the plugin's notes.
 
     ``plugins`` are the renderer plugins this node knows; ``farm_renderers`` the
     renderers some node of the farm advertises; ``video_problem`` why this node
@@ -156,9 +183,10 @@ def build_new_job(
             )
     request = request.replace(tiles=tiles, format=fmt)
     try:
-        scene_range = plugin.check_job(request)
+        checked = plugin.check_job_with_notes(request)
     except RendererError as exc:
         raise SubmitError(str(exc)) from None
+    scene_range = checked.frame_range
     frames = request.frames
     if frames is None:
         first, last = scene_range
@@ -213,4 +241,4 @@ def build_new_job(
         why = "the last frame is before the first"
     if why:
         raise SubmitError(f"the job is not valid: {why}")
-    return payload
+    return NewJob(payload, tuple(checked.notes))

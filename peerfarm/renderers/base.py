@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,20 @@ if TYPE_CHECKING:
 
 class RendererError(ValueError):
     """A job's scene cannot be rendered by this renderer; the message says why."""
+
+
+@dataclass(frozen=True)
+class JobCheck:
+    """What checking a job found: the scene's own frame range, and notes for the user.
+
+    A note is one human-readable line about a setting of the scene the farm overrides
+    (e.g. the scene's own output file name: the farm names the frames) or reads
+    differently from how it looks, naming the file and line. The job still renders;
+    notes are shown at submit and are not part of the job (NEW_JOB does not carry them).
+    """
+
+    frame_range: tuple[int, int]
+    notes: tuple[str, ...] = ()
 
 
 class Renderer(ABC):
@@ -62,6 +77,14 @@ class Renderer(ABC):
         for them and that the scene renders the same tiled as whole. Runs in a
         thread; may block. Raises RendererError with a message the user can act on.
         """
+
+    def check_job_with_notes(self, request: JobRequest) -> JobCheck:
+        """``check_job``, plus the notes the user should see (see ``JobCheck``).
+
+        Plugins that override scene settings override this method (and have
+        ``check_job`` return its ``frame_range``); the default has no notes.
+        """
+        return JobCheck(self.check_job(request))
 
     @abstractmethod
     def prepare(self, job: Any, work_dir: Path) -> None:

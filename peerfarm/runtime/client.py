@@ -92,8 +92,13 @@ class NodeClient:
 
     async def submit(self, request: JobRequest) -> str:
         """Submit a job; its scene files must be bytes or already uploaded (manifest)."""
+        job_id, _ = await self.submit_job(request)
+        return job_id
+
+    async def submit_job(self, request: JobRequest) -> tuple[str, list[str]]:
+        """``submit``, also returning the notes: scene settings the farm overrides."""
         reply = await self.request(message("SUBMIT", job=request.to_wire()), SUBMIT_TIMEOUT)
-        return reply["job_id"]
+        return reply["job_id"], reply.get("notes", [])
 
     async def blobs_held(self, shas: list[str]) -> list[tuple[bool, int]]:
         """For each blob: (complete, bytes the node holds of it)."""

@@ -193,8 +193,8 @@ class LinkService:
         kind = msg["type"]
         try:
             if kind == "SUBMIT":
-                request = JobRequest.from_wire(msg["job"])
-                reply = message("SUBMITTED", job_id=await node.submit(request))
+                job_id, notes = await node.submit_job(JobRequest.from_wire(msg["job"]))
+                reply = message("SUBMITTED", job_id=job_id, notes=list(notes))
             elif kind == "CANCEL":
                 node.cancel(msg["job_id"])
                 reply = message("CANCELLED", job_id=msg["job_id"])

@@ -31,7 +31,7 @@ from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
 from peerfarm.core.state import UP, State
 from peerfarm.job_request import JobRequest, SubmitError
-from peerfarm.jobspec import build_new_job, check_files, check_manifest, manifest_of
+from peerfarm.jobspec import check_files, check_manifest, manifest_of, prepare_new_job
 from peerfarm.machine import MachineConfig, NodeMachine
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
@@ -243,7 +243,13 @@ class Node:
                 await event.wait()
 
     async def submit(self, request: JobRequest) -> str:
-        """Check a job request and emit NEW_JOB; returns the job id. Raises SubmitError.
+        """Check a job request and emit NEW_JOB; returns the job id. Raises SubmitError."""
+        job_id, _ = await self.submit_job(request)
+        return job_id
+
+    async def submit_job(self, request: JobRequest) -> tuple[str, tuple[str, ...]]:
+        """``submit``, also returning the renderer plugin's notes: scene settings the
+        farm overrides (each is logged here too).
 
         Scene files come inline (``request.files``: path -> bytes), and are stored as
         blobs here; or were uploaded as blobs before (PUT_BLOB), and
@@ -270,13 +276,15 @@ class Node:
         if request.video:  # this node's collector will run ffmpeg
             video_problem = await trio.to_thread.run_sync(ffmpeg_problem)
         # In a thread: a plugin may run its renderer to read the scene (Blender does).
-        payload = await trio.to_thread.run_sync(
-            build_new_job, request, job_id, self.plugins, farm_renderers, video_problem
+        new_job = await trio.to_thread.run_sync(
+            prepare_new_job, request, job_id, self.plugins, farm_renderers, video_problem
         )
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
-        self.feed(ev.SubmitJob(payload))
-        return job_id
+        self.feed(ev.SubmitJob(new_job.payload))
+        for note in new_job.notes:
+            log.info("job %s: %s", job_id, note)
+        return job_id, new_job.notes
 
     def _uploaded_files(self, manifest: dict[str, dict[str, Any]]) -> dict[str, Path]:
         """path -> blob file of a manifest whose blobs a client uploaded (blocking)."""

@@ -158,7 +158,16 @@ def decode_text(data: bytes) -> str:
 
 
 def ini_input_file(text: str) -> str | None:
-    """The `Input_File_Name` a POV-Ray .ini names (the last one wins, as in POV-Ray)."""
+    """The scene a POV-Ray .ini names (the last one wins, as in POV-Ray): with
+    Input_File_Name, +I or a lone `scene.pov`, read as POV-Ray reads it."""
+    # Imported here: the POV-Ray plugin imports this module.
+    from peerfarm.renderers.povray.ini_syntax import IniError, read_ini
+
+    try:
+        named = [s.value for s in read_ini(text, "ini").settings if s.key == "Input_File_Name"]
+        return named[-1] if named and named[-1] else None
+    except IniError:
+        pass  # the submit's check reports the INI's error; find the scene all the same
     found = None
     for match in _INI_INPUT.finditer(text):
         value = match.group(1) if match.group(1) is not None else match.group(2)

@@ -144,7 +144,8 @@ SCHEMAS: dict[str, s.Check] = {
         {"sha": s.sha256_hex, "held": s.integer(0, MAX_BLOB_OFFSET), "complete": s.boolean}
     ),
     "SUBMIT": s.record({"job": _any_map}),
-    "SUBMITTED": s.record({"job_id": s.job_id}),
+    # notes: scene settings the farm overrides (e.g. a POV-Ray INI's Output_File_Name)
+    "SUBMITTED": s.record({"job_id": s.job_id}, {"notes": s.list_of(s.text(1000), 1000)}),
     "STATUS": s.record({}),
     "STATUS_REPLY": s.record({"status": _any_map}),
     "CANCEL": s.record({"job_id": s.job_id}),

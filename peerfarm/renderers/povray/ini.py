@@ -1,18 +1,23 @@
-"""POV-Ray INI settings as peerfarm reads them, and POV-Ray 3.7's animation maths.
+"""What peerfarm does with each POV-Ray INI setting, and POV-Ray 3.7's animation maths.
 
 Pure functions on text and numbers, tested with plain values.
 
 peerfarm never hands a submitted INI to POV-Ray. An INI can run programs
-(Pre_Frame_Command and friends), write files anywhere (Output_File_Name, the
-console files, Create_Ini), widen the include search (Library_Path) or pull in
-other INI files. So the scene's INI and the submitter's options are parsed here,
-checked against allow-lists, and POV-Ray gets an INI peerfarm writes itself
-(`PovrayScene.chunk_ini`).
+(Pre_Frame_Command and friends), write files (Output_File_Name, the message files,
+Create_Ini), widen the include search (Library_Path) or pull in other INI files. So
+the scene's INI and the submitter's options are read here exactly as POV-Ray reads
+them (ini_syntax.py), every setting is judged, and POV-Ray gets an INI peerfarm
+writes itself (`PovrayScene.chunk_ini`). Each setting is:
 
-The syntax follows POV-Ray 3.7 (source/frontend/processoptions.cpp): `Key=Value`
-lines with case-insensitive keys, `+X`/`-X` switches (several on a line), `;` and
-`#` comments, and only the part before the first `[section]` counts, as when
-POV-Ray is given an INI without a section name.
+- passed on, when it is part of the picture or of how POV-Ray renders it;
+- ignored, when a render node decides it for itself (display, pauses, messages to
+  the console) or POV-Ray 3.7 ignores it too (histograms, field rendering);
+- overridden, when it says where or how output goes (Output_File_Name, the message
+  files, Create_Ini, ...): the farm decides that, as farm managers do with Blender's
+  output path. The scene still renders; each override becomes a note for the user;
+- refused, only when it is unsafe (programs, files outside the scene folder, other
+  INI files peerfarm does not check) or when the farm could not give the picture a
+  direct `povray scene.ini` run gives. The error names the file, line and danger.
 
 The clock maths copies POV-Ray 3.7 (source/frontend/animationprocessing.cpp and
 vfe/vfe.cpp), single-precision floats included, so a frame's clock here is bit
@@ -25,7 +30,34 @@ import posixpath
 import re
 import struct
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from peerfarm.renderers.povray.ini_syntax import (
+    SHELL_COMMANDS,
+    IniError,
+    IniReading,
+    Setting,
+    read_ini,
+)
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "MAX_FRAME",
+    "MAX_SIDE",
+    "OUTPUT_TYPES",
+    "STEM",
+    "Animation",
+    "IniError",
+    "PovrayScene",
+    "Setting",
+    "animation_of",
+    "f32",
+    "load_scene",
+    "output_format",
+    "parse_ini",
+    "parse_options",
+    "scene_output_type",
+]
 
 # POV-Ray turns frame numbers into single-precision floats; beyond 2**24 they would round.
 MAX_FRAME = 2**24
@@ -35,204 +67,249 @@ MAX_SIDE = 16_384
 DEFAULT_SIZE = (160, 120)
 STEM = "frame"  # file name stem POV-Ray writes a chunk's frames under
 
-
-class IniError(ValueError):
-    """A scene INI or an option peerfarm will not pass to POV-Ray; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    key: str  # canonical spelling, e.g. "Antialias_Threshold"
-    value: str  # checked text, safe to write into an INI line
-    origin: str  # for messages: "scene.ini line 4", "option '+A0.3'"
-
-
-# --- value checks: each returns the value as peerfarm writes it, or raises ValueError ---
-
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TRUE = {"on", "true", "yes", "1"}
-_FALSE = {"off", "false", "no", "0"}
-# Far below float32's limit, so no clock overflows when POV-Ray narrows it.
-_MAX_FLOAT = 1e30
-
-
-def _whole(lo: int, hi: int) -> Callable[[str], str]:
-    def check(text: str) -> str:
-        if not re.fullmatch(r"[+-]?\d{1,9}", text) or not lo <= int(text) <= hi:
-            raise ValueError(f"expected a whole number from {lo} to {hi}")
-        return str(int(text))
-
-    return check
-
-
-def _number(lo: float = -_MAX_FLOAT, hi: float = _MAX_FLOAT) -> Callable[[str], str]:
-    def check(text: str) -> str:
-        if not _NUMBER.fullmatch(text) or not lo <= float(text) <= hi:
-            raise ValueError(f"expected a number from {lo:g} to {hi:g}")
-        return text  # written back as given: POV-Ray then reads exactly the same value
-
-    return check
-
-
-def _switch(text: str) -> str:
-    lowered = text.lower()
-    if lowered in _TRUE:
-        return "on"
-    if lowered in _FALSE:
-        return "off"
-    raise ValueError("expected on or off")
-
-
-def _scene_path(text: str) -> str:
-    if not text or any(c in text for c in "\"'") or any(ord(c) < 32 for c in text):
-        raise ValueError("expected a file name without quotes or control characters")
-    return text
-
-
 # The job's format (peerfarm.formats) -> POV-Ray's Output_File_Type; POV-Ray names its
 # files with the format's name as extension. C is compressed TGA.
 OUTPUT_TYPES = {"png": "N", "jpg": "J", "tga": "T", "bmp": "B", "ppm": "P", "exr": "E", "hdr": "H"}
 _TYPE_FORMATS = {**{letter: fmt for fmt, letter in OUTPUT_TYPES.items()}, "C": "tga"}
 
 
-def _output_type(text: str) -> str:
-    match = re.fullmatch(r"([A-Za-z])(\d{1,2})?", text)
-    letter = match[1].upper() if match else ""
-    if letter not in _TYPE_FORMATS or (
-        match[2] and (letter not in "NP" or not 5 <= int(match[2]) <= 16)
-    ):
-        raise ValueError(
-            "expected N (PNG, or N8/N16 for the bits per colour), J (JPEG), T or C (TGA, C "
-            "compressed), B (BMP), P (PPM), E (OpenEXR) or H (Radiance HDR)"
-        )
-    return text.upper()
-
-
 def output_format(output_type: str) -> str:
-    """The job format an Output_File_Type value writes: "N16" -> "png"."""
-    return _TYPE_FORMATS[output_type[0]]
+    """The job format an Output_File_Type value writes: "N" -> "png", "C" -> "tga"."""
+    return _TYPE_FORMATS[output_type[0].upper()]
 
 
-def _gamma(text: str) -> str:
-    if text.lower() == "srgb":
-        return "sRGB"
-    if _NUMBER.fullmatch(text) and 0 < float(text) <= 10:
+# --- peerfarm's own bounds on values it passes on (ValueError says what is expected) ---
+
+# Far below float32's limit, so no clock overflows when POV-Ray narrows it.
+_MAX_FLOAT = 1e30
+
+
+def _whole(lo: int, hi: int) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if not lo <= int(text) <= hi:
+            raise ValueError(f"expected a whole number from {lo} to {hi}")
         return text
-    raise ValueError("expected sRGB or a number above 0 (e.g. 2.2)")
+
+    return check
 
 
-def _declare(text: str) -> str:
-    name, _, value = text.partition("=")
-    if not _IDENT.fullmatch(name.strip()) or not _NUMBER.fullmatch(value.strip()):
-        raise ValueError("expected NAME=NUMBER, e.g. Declare=Speed=2.5")
-    return f"{name.strip()}={value.strip()}"
+def _number(lo: float = -_MAX_FLOAT, hi: float = _MAX_FLOAT) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if not lo <= float(text) <= hi:
+            raise ValueError(f"expected a number from {lo:g} to {hi:g}")
+        return text
+
+    return check
 
 
-def _anything(text: str) -> str:
+def _text(text: str) -> str:
+    # peerfarm writes it back between quotes, on one line.
+    if ('"' in text and "'" in text) or any(ord(c) < 32 for c in text):
+        raise ValueError("expected a name without both kinds of quotes or control characters")
     return text
 
 
+def _any(text: str) -> str:
+    return text
+
+
+# --- what peerfarm does with each setting ---
+
+SCENE = "scene"  # passed on; only from the scene's INI
+RENDER = "render"  # passed on; also allowed as a submitter's --option
+IGNORED = "ignored"  # dropped without a word: the node decides, or POV-Ray 3.7 ignores it
+OVERRIDDEN = "overridden"  # dropped (peerfarm decides), with a note for the user
+REFUSED = "refused"  # the job is refused, naming the danger
+
+
+def _always(value: str) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
-class _Key:
-    name: str
-    check: Callable[[str], str]
-    # "scene": only in the scene's INI; "render": also as a submitter's option;
-    # "ignored": accepted in an INI, without effect (peerfarm sets its own value).
+class _Rule:
     group: str
-    quoted: bool = False
+    check: Callable[[str], str] = _any
+    # OVERRIDDEN: what peerfarm does instead; REFUSED: the danger, and what to do.
+    why: str = ""
+    # OVERRIDDEN/REFUSED only for these values; other values do nothing and are dropped
+    # (an empty shell-out command runs nothing, Continue_Trace=off continues nothing).
+    active: Callable[[str], bool] = _always
+    quoted: bool = False  # a file name: written back between quotes
 
 
-_KEY_LIST = [
-    _Key("Input_File_Name", _scene_path, "scene", quoted=True),
-    _Key("Width", _whole(1, MAX_SIDE), "scene"),
-    _Key("Height", _whole(1, MAX_SIDE), "scene"),
-    _Key("Initial_Frame", _whole(0, MAX_FRAME), "scene"),
-    _Key("Final_Frame", _whole(0, MAX_FRAME), "scene"),
-    _Key("Initial_Clock", _number(), "scene"),
-    _Key("Final_Clock", _number(), "scene"),
-    _Key("Subset_Start_Frame", _number(0, MAX_FRAME), "scene"),
-    _Key("Subset_End_Frame", _number(0, MAX_FRAME), "scene"),
-    _Key("Cyclic_Animation", _switch, "scene"),
-    _Key("Clock", _number(), "scene"),
-    _Key("Version", _number(1, 10), "scene"),
-    _Key("File_Gamma", _gamma, "scene"),
-    _Key("Display_Gamma", _gamma, "scene"),
-    _Key("Declare", _declare, "scene"),
-    _Key("Quality", _whole(0, 11), "render"),
-    _Key("Antialias", _switch, "render"),
-    _Key("Antialias_Threshold", _number(0, 3), "render"),
-    _Key("Antialias_Depth", _whole(1, 9), "render"),
-    _Key("Antialias_Gamma", _number(0.01, 10), "render"),
-    _Key("Sampling_Method", _whole(1, 3), "render"),
-    _Key("Jitter", _switch, "render"),
-    _Key("Jitter_Amount", _number(0, 1), "render"),
-    _Key("Output_File_Type", _output_type, "render"),
-    _Key("Bits_Per_Color", _whole(5, 16), "render"),
-    _Key("Output_Alpha", _switch, "render"),
-    _Key("Work_Threads", _whole(1, 512), "render"),
-    _Key("Bounding", _switch, "render"),
-    _Key("Bounding_Threshold", _whole(0, 1_000_000), "render"),
-    _Key("Display", _switch, "ignored"),  # as an option: only "off" (see parse_options)
-    _Key("Output_To_File", _switch, "ignored"),  # "off" is refused in _setting
-    _Key("Verbose", _anything, "ignored"),
-    _Key("Pause_When_Done", _anything, "ignored"),
-    _Key("Test_Abort", _anything, "ignored"),
-    _Key("Test_Abort_Count", _anything, "ignored"),
-    _Key("Preview_Start_Size", _anything, "ignored"),
-    _Key("Preview_End_Size", _anything, "ignored"),
-    _Key("Draw_Vistas", _anything, "ignored"),
-    *(
-        _Key(f"{stream}_Console", _anything, "ignored")
-        for stream in ("All", "Debug", "Fatal", "Render", "Statistic", "Warning")
+def _on(value: str) -> bool:
+    return value == "on"
+
+
+def _off(value: str) -> bool:
+    return value == "off"
+
+
+_PATH = dict(check=_text, quoted=True)
+_MESSAGES = (
+    "POV-Ray's messages go to the chunk's log on the render node instead "
+    "(`peerfarm logs JOB` shows them)"
+)
+_SHELLOUT = (
+    "shell-out commands would run programs on the render nodes, which a farm rendering "
+    "other people's scenes must not allow; remove it (render nodes cannot run them anyway)"
+)
+
+# Every POV-Ray 3.7 setting (ini_syntax.KEYWORDS, Bits_Per_Colour as Bits_Per_Color),
+# in the order peerfarm writes them. Library_Path, Include_Header, Radiosity_File_Name,
+# region, Frame_Step and Output_File_Type get further checks in load_scene.
+_RULES: dict[str, _Rule] = {
+    "Input_File_Name": _Rule(SCENE, **_PATH),
+    "Width": _Rule(SCENE, _whole(1, MAX_SIDE)),
+    "Height": _Rule(SCENE, _whole(1, MAX_SIDE)),
+    "Initial_Frame": _Rule(SCENE, _whole(0, MAX_FRAME)),
+    "Final_Frame": _Rule(SCENE, _whole(0, MAX_FRAME)),
+    "Initial_Clock": _Rule(SCENE, _number()),
+    "Final_Clock": _Rule(SCENE, _number()),
+    "Subset_Start_Frame": _Rule(SCENE, _number(0, MAX_FRAME)),
+    "Subset_End_Frame": _Rule(SCENE, _number(0, MAX_FRAME)),
+    "Cyclic_Animation": _Rule(SCENE),
+    "Clock": _Rule(SCENE, _number()),
+    "Clockless_Animation": _Rule(SCENE),
+    "Version": _Rule(SCENE, _number(1, 10)),
+    "File_Gamma": _Rule(SCENE),
+    "Display_Gamma": _Rule(SCENE),
+    "Declare": _Rule(SCENE),
+    "Library_Path": _Rule(SCENE, **_PATH),
+    "Include_Header": _Rule(SCENE, **_PATH),
+    "Start_Column": _Rule(SCENE, _number()),
+    "End_Column": _Rule(SCENE, _number()),
+    "Start_Row": _Rule(SCENE, _number()),
+    "End_Row": _Rule(SCENE, _number()),
+    "Radiosity_From_File": _Rule(SCENE),
+    "Radiosity_File_Name": _Rule(SCENE, **_PATH),
+    "Radiosity_Vain_Pretrace": _Rule(SCENE),
+    "Grayscale_Output": _Rule(SCENE),
+    "Dither": _Rule(SCENE),
+    "Dither_Method": _Rule(SCENE),
+    "Compression": _Rule(SCENE, _whole(0, 255)),
+    "High_Reproducibility": _Rule(SCENE),
+    "Render_Block_Size": _Rule(SCENE, _whole(4, MAX_SIDE)),
+    "Render_Block_Step": _Rule(SCENE, _whole(0, 2**31 - 1)),
+    "Render_Pattern": _Rule(SCENE, _whole(0, 5)),
+    "Max_Image_Buffer_Memory": _Rule(SCENE, _whole(0, 2**31 - 1)),
+    "Bounding_Method": _Rule(SCENE, _whole(0, 2)),
+    "BSP_BaseAccessCost": _Rule(SCENE),
+    "BSP_ChildAccessCost": _Rule(SCENE),
+    "BSP_ISectCost": _Rule(SCENE),
+    "BSP_MaxDepth": _Rule(SCENE),
+    "BSP_MissChance": _Rule(SCENE),
+    "Remove_Bounds": _Rule(SCENE),
+    "Split_Unions": _Rule(SCENE),
+    "Warning_Level": _Rule(SCENE),
+    "Quality": _Rule(RENDER, _whole(0, 11)),
+    "Antialias": _Rule(RENDER),
+    "Antialias_Threshold": _Rule(RENDER, _number(0, 3)),
+    "Antialias_Depth": _Rule(RENDER, _whole(1, 9)),
+    "Antialias_Gamma": _Rule(RENDER, _number(0.01, 10)),
+    "Sampling_Method": _Rule(RENDER, _whole(1, 3)),
+    "Jitter": _Rule(RENDER),
+    "Jitter_Amount": _Rule(RENDER, _number(0, 1)),
+    "Output_File_Type": _Rule(RENDER),
+    "Bits_Per_Color": _Rule(RENDER, _whole(5, 16)),
+    "Output_Alpha": _Rule(RENDER),
+    "Work_Threads": _Rule(RENDER, _whole(1, 512)),
+    "Bounding": _Rule(RENDER),
+    "Bounding_Threshold": _Rule(RENDER, _whole(0, 1_000_000)),
+    # A render node has no display, nobody to press a key, and logs POV-Ray's messages.
+    **{
+        key: _Rule(IGNORED)
+        for key in (
+            "Display",
+            "Video_Mode",
+            "Palette",
+            "Verbose",
+            "Pause_When_Done",
+            "Test_Abort",
+            "Test_Abort_Count",
+            "Preview_Start_Size",
+            "Preview_End_Size",
+            "Append_File",
+            *(f"{stream}_Console" for stream in ("All", "Debug", "Fatal", "Render")),
+            "Statistic_Console",
+            "Warning_Console",
+        )
+    },
+    # POV-Ray 3.7 reads these but does nothing with them (its source says "currently not
+    # supported by code"), or warns that they are no longer used.
+    **{
+        key: _Rule(IGNORED)
+        for key in (
+            "Draw_Vistas",
+            "Light_Buffer",
+            "Vista_Buffer",
+            "Field_Render",
+            "Odd_Field",
+            "Buffer_Output",
+            "Buffer_Size",
+            "Create_Histogram",
+            "Histogram_Name",
+            "Histogram_Grid_Size",
+            "Histogram_Type",
+        )
+    },
+    # What POV-Ray does with a shell-out command's exit status: nothing without a command.
+    **{key.replace("_Command", "_Return"): _Rule(IGNORED) for key in SHELL_COMMANDS},
+    "Output_File_Name": _Rule(
+        OVERRIDDEN,
+        why="peerfarm names the frames itself (NAME_0001.png, ... in the job's output folder)",
     ),
-]
-_KEYS = {key.name.lower(): key for key in _KEY_LIST}
-
-_SHELLOUT = "shell-out commands would run programs on the render nodes"
-_FILES = "POV-Ray's messages already go to the chunk's log on the node; remove it"
-_FORBIDDEN = {
-    "output_file_name": "peerfarm names the frames itself (see docs/povray.md); remove it",
-    "library_path": "a scene may include only its own files and POV-Ray's standard include "
-    "files; put the files you include into the scene folder",
-    "include_ini": "peerfarm reads only the main INI; merge the other INI into it",
-    "create_ini": "it writes a file outside peerfarm's control; remove it",
-    "frame_step": "peerfarm renders every frame; to render fewer, change Initial_Frame and "
-    "Final_Frame (and the clocks)",
-    "continue_trace": "peerfarm always renders whole frames; remove it",
-    "field_render": "POV-Ray 3.7 does not support field rendering; remove it",
-    "odd_field": "POV-Ray 3.7 does not support field rendering; remove it",
+    "Output_To_File": _Rule(
+        OVERRIDDEN, why="a farm delivers frames as files, so POV-Ray writes them", active=_off
+    ),
     **{
-        f"{when}_{what}_{kind}": _SHELLOUT
-        for when, what in (("pre", "scene"), ("pre", "frame"), ("post", "scene"), ("post", "frame"))
-        for kind in ("command", "return")
+        f"{stream}_File": _Rule(OVERRIDDEN, why=_MESSAGES)
+        for stream in ("All", "Debug", "Fatal", "Render", "Statistic", "Warning")
     },
-    **{
-        f"{event}_{kind}": _SHELLOUT
-        for event in ("user_abort", "fatal_error")
-        for kind in ("command", "return")
-    },
-    **{
-        f"{stream}_file": _FILES
-        for stream in ("all", "debug", "fatal", "render", "statistic", "warning")
-    },
-    **{
-        f"histogram_{what}": "histograms are not supported; remove it"
-        for what in ("name", "type", "grid_size")
-    },
-    **{
-        f"{edge}_{what}": "peerfarm chooses the part of the frame each node renders; to "
-        "split a frame across nodes, submit with --tiles N"
-        for edge in ("start", "end")
-        for what in ("row", "column")
-    },
+    "Create_Ini": _Rule(
+        OVERRIDDEN, why="peerfarm writes POV-Ray's INI itself and keeps no copy of it as a file"
+    ),
+    "Continue_Trace": _Rule(
+        OVERRIDDEN,
+        why="each chunk renders its frames from the start into a fresh folder, so there is no "
+        "partial image to continue",
+        active=_on,
+    ),
+    "Radiosity_To_File": _Rule(
+        OVERRIDDEN,
+        why="the radiosity cache would be saved on a render node, where nobody collects it; "
+        "POV-Ray computes radiosity as usual",
+        active=_on,
+    ),
+    "Real_Time_Raytracing": _Rule(
+        OVERRIDDEN,
+        why="real-time raytracing shows the scene on a display over and over and writes no "
+        "frames; render nodes render each frame once, to a file",
+        active=_on,
+    ),
+    "Frame_Step": _Rule(
+        OVERRIDDEN,
+        why="peerfarm renders every frame of the job's range, the ones in between included "
+        "(choose fewer frames with --frames)",
+        active=lambda value: int(value) > 1,
+    ),
+    **{key: _Rule(REFUSED, why=_SHELLOUT, active=str.strip) for key in SHELL_COMMANDS},
+    "Include_Ini": _Rule(
+        REFUSED,
+        why="POV-Ray would read that INI file too, and peerfarm reads and checks only the "
+        "main INI (another could run programs or write files); merge its settings into this "
+        "one. A word alone, or a setting without '=', is read as such a file name",
+    ),
 }
 
-# Why a submitter's option may not set a scene key; the rest say "put it in the INI".
+# Why a submitter's option may not set a scene setting; the rest say "put it in the INI".
 _OPTION_REASONS = {
     "Width": "set the image size with the job's size (--size)",
     "Height": "set the image size with the job's size (--size)",
     "Input_File_Name": "the scene's main file comes from the scene package",
+    "Library_Path": "a scene may include only its own files and POV-Ray's standard include "
+    "files, which every node has",
     **{
         key: "frames and clock come from the scene's INI; choose frames with --frames"
         for key in (
@@ -244,203 +321,63 @@ _OPTION_REASONS = {
             "Subset_End_Frame",
             "Cyclic_Animation",
             "Clock",
+            "Frame_Step",
         )
     },
 }
 
-# Switch letters -> key. Longest first, so +KFI is Initial_Frame, not +KF (Final_Clock)
-# followed by "I". The third field: None for a switch that takes a value (+W640);
-# otherwise the switch's sign turns the key on or off, and the field says what a value
-# after it means: "flag" none allowed, "any" ignored, else the key it sets (+A0.3:
-# antialias on, threshold 0.3).
-_SWITCHES: list[tuple[str, str, str | None]] = [
-    ("KFI", "Initial_Frame", None),
-    ("KFF", "Final_Frame", None),
-    ("KI", "Initial_Clock", None),
-    ("KF", "Final_Clock", None),
-    ("KC", "Cyclic_Animation", "flag"),
-    ("K", "Clock", None),
-    ("SF", "Subset_Start_Frame", None),
-    ("EF", "Subset_End_Frame", None),
-    ("SR", "Start_Row", None),
-    ("ER", "End_Row", None),
-    ("SC", "Start_Column", None),
-    ("EC", "End_Column", None),
-    ("AM", "Sampling_Method", None),
-    ("AG", "Antialias_Gamma", None),
-    ("A", "Antialias", "Antialias_Threshold"),
-    ("R", "Antialias_Depth", None),
-    ("J", "Jitter", "Jitter_Amount"),
-    ("Q", "Quality", None),
-    ("WT", "Work_Threads", None),
-    ("W", "Width", None),
-    ("HT", "Histogram_Type", None),
-    ("HN", "Histogram_Name", None),
-    ("HS", "Histogram_Grid_Size", None),
-    ("H", "Height", None),
-    ("I", "Input_File_Name", None),
-    ("O", "Output_File_Name", None),
-    ("L", "Library_Path", None),
-    ("GI", "Create_Ini", None),
-    ("GA", "All_File", None),
-    ("GD", "Debug_File", None),
-    ("GF", "Fatal_File", None),
-    ("GR", "Render_File", None),
-    ("GS", "Statistic_File", None),
-    ("GW", "Warning_File", None),
-    ("UA", "Output_Alpha", "flag"),
-    ("F", "Output_To_File", "Output_File_Type"),
-    ("D", "Display", "any"),  # +D can name a display type: no display on a node anyway
-    ("V", "Verbose", "flag"),
-    ("P", "Pause_When_Done", "flag"),
-    ("X", "Test_Abort", "Test_Abort_Count"),
-    ("C", "Continue_Trace", "flag"),
-    ("MV", "Version", None),
-    ("MB", "Bounding", "Bounding_Threshold"),
-]
 
-
-def _setting(name: str, value: str, origin: str) -> Setting:
-    """A checked setting; raises IniError for a forbidden, unknown or invalid one."""
-    key = _KEYS.get(name.lower())
-    if key is None:
-        reason = _FORBIDDEN.get(name.lower())
-        if reason is not None:
-            raise IniError(f"{origin}: {name} is not allowed: {reason}")
+def _judged(setting: Setting) -> Setting | None:
+    """The setting as peerfarm passes it on; None when it is dropped (ignored or
+    overridden: load_scene writes the notes). Raises IniError for a refused one."""
+    rule = _RULES[setting.key]
+    if rule.group == REFUSED and rule.active(setting.value):
         raise IniError(
-            f"{origin}: {name} is not a setting peerfarm passes to POV-Ray; remove it "
-            "(docs/povray.md lists the settings it honours)"
+            f"{setting.origin}: {setting.key}={setting.value.strip()} is not allowed: {rule.why}"
         )
+    if rule.group in (IGNORED, REFUSED):
+        return None
     try:
-        checked = key.check(value.strip())
+        checked = rule.check(setting.value)
     except ValueError as exc:
-        raise IniError(f"{origin}: {key.name}={value.strip()}: {exc}") from None
-    if key.name == "Output_To_File" and checked == "off":
-        raise IniError(f"{origin}: Output_To_File=off: peerfarm needs the frames as files")
-    return Setting(key.name, checked, origin)
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
-
-
-def _unknown_switch(where: str, token: str) -> IniError:
-    return IniError(
-        f"{where}: {token} is not a switch peerfarm passes to POV-Ray; remove it "
-        "(docs/povray.md lists the settings it honours)"
-    )
-
-
-def _switch_settings(token: str, where: str) -> list[Setting]:
-    """`+A0.3` -> [Antialias=on, Antialias_Threshold=0.3]."""
-    sign, body = token[0], token[1:]
-    for letters, key, extra in _SWITCHES:
-        if not body.upper().startswith(letters):
-            continue
-        param = _unquote(body[len(letters) :])
-        if extra is None:  # a switch that takes a value: +W640
-            if not param:
-                raise IniError(f"{where}: {token} needs a value, e.g. {sign}{letters}1")
-            try:
-                return [_setting(key, param, where)]
-            except IniError:
-                if param[:1].isalpha():  # +WL0 is not Width=L0 but a switch we do not know
-                    raise _unknown_switch(where, token) from None
-                raise
-        settings = [_setting(key, "on" if sign == "+" else "off", where)]
-        if param and extra == "flag":
-            raise _unknown_switch(where, token)
-        if param and extra != "any":
-            settings.append(_setting(extra, param, where))
-        return settings
-    raise _unknown_switch(where, token)
-
-
-def _line_settings(line: str, origin: str) -> list[Setting]:
-    """The settings one INI line (or one option) sets: `Key=Value` or switches."""
-    if line[0] in "+-":
-        settings: list[Setting] = []
-        i = 0
-        while i < len(line):
-            if line[i].isspace():
-                i += 1
-                continue
-            if line[i] in ";#":  # the rest of the line is a comment
-                break
-            if line[i] not in "+-":
-                raise IniError(f"{origin}: expected a +/- switch at {line[i:]!r}")
-            j = i + 1
-            while j < len(line) and not line[j].isspace() and line[j] not in ";#":
-                if line[j] in "\"'":
-                    close = line.find(line[j], j + 1)
-                    if close < 0:
-                        raise IniError(f"{origin}: a quote is not closed in {line[i:]!r}")
-                    j = close
-                j += 1
-            token = line[i:j]
-            # Messages name the switch as written, unless the origin (an option) already does.
-            where = origin if token == line and token in origin else f"{origin} ({token})"
-            settings += _switch_settings(token, where)
-            i = j
-        return settings
-    match = re.match(r"([A-Za-z0-9_]+)[ \t]*=[ \t]*(.*)$", line)
-    if match is None:
-        raise IniError(
-            f"{origin}: {line!r} is neither Key=Value nor a +/- switch; POV-Ray would read "
-            "it as the name of another INI file, which peerfarm does not follow: merge "
-            "that file's settings into this one"
-        )
-    name, rest = match[1], match[2]
-    if rest[:1] in ("'", '"'):
-        close = rest.find(rest[0], 1)
-        if close < 0:
-            raise IniError(f"{origin}: the quote after {name}= is not closed")
-        value, several = rest[1:close], rest[close + 1 :].strip().startswith(",")
-    else:
-        # Like POV-Ray: an unquoted value ends at a comment; a comma starts another value.
-        cut = min((i for i in (rest.find(";"), rest.find("#")) if i >= 0), default=len(rest))
-        value = rest[:cut].strip()
-        several = "," in value
-    if several:
-        raise IniError(f"{origin}: {name} has several values; give one value per line")
-    return [_setting(name, value, origin)]
+        raise IniError(f"{setting.origin}: {setting.key}={setting.value}: {exc}") from None
+    return Setting(setting.key, checked, setting.origin)
 
 
 def parse_ini(text: str, source: str) -> list[Setting]:
-    """The settings of an INI file, in order; raises IniError naming the line."""
-    settings: list[Setting] = []
-    for number, raw in enumerate(text.lstrip("\ufeff").splitlines(), 1):
-        line = raw.strip()
-        if not line or line[0] in ";#":
-            continue
-        if line[0] == "[":
-            break  # POV-Ray ignores named sections when the INI is given without one
-        settings += _line_settings(line, f"{source} line {number}")
-    return settings
+    """The settings of an INI file as POV-Ray reads them, in order; raises IniError
+    naming the line where POV-Ray itself would stop."""
+    return read_ini(text, source).settings
 
 
 def parse_options(options: Iterable[object]) -> list[Setting]:
-    """A submitter's options (["+A0.3", "Antialias_Depth=3"]), checked against the allow-list."""
+    """A submitter's options (["+A0.3", "Antialias_Depth=3"]): rendering quality only."""
     settings: list[Setting] = []
     for option in options:
         if not isinstance(option, str) or not option.strip() or "\n" in option:
             raise IniError(f"option {option!r}: expected one setting like +A0.3 or Quality=9")
         origin = f"option {option.strip()!r}"
-        for setting in _line_settings(option.strip(), origin):
-            group = _KEYS[setting.key.lower()].group
+        reading = read_ini(option.strip(), origin, lines=False)
+        if reading.notes:
+            raise IniError(f"{origin}: give one setting per option, e.g. --option=+A0.3")
+        for setting in reading.settings:
+            setting = Setting(setting.key, setting.value, origin)
             if (setting.key, setting.value) in (("Display", "off"), ("Output_To_File", "on")):
                 continue  # what peerfarm does anyway: no display, frames as files
-            if group != "render":
+            group = _RULES[setting.key].group
+            if group != RENDER:
                 if setting.key == "Display":
                     reason = "render nodes have no display"
-                elif group == "ignored":
+                elif group == IGNORED:
                     reason = "it has no effect on a render node"
+                elif group in (OVERRIDDEN, REFUSED):
+                    reason = _RULES[setting.key].why
                 else:
                     reason = _OPTION_REASONS.get(setting.key, "put it into the scene's INI")
                 raise IniError(f"{origin}: {setting.key} is not allowed as an option: {reason}")
-            settings.append(setting)
+            judged = _judged(setting)
+            if judged is not None:
+                settings.append(judged)
     return settings
 
 
@@ -545,14 +482,21 @@ def animation_of(values: dict[str, Setting]) -> Animation | None:
 
 # --- a whole scene: main file, options, size ---
 
+_REGION = ("Start_Column", "End_Column", "Start_Row", "End_Row")
+# File names besides Input_File_Name that POV-Ray reads relative to where it runs.
+_PATHS = ("Library_Path", "Include_Header", "Radiosity_File_Name")
+
 
 @dataclass(frozen=True)
 class PovrayScene:
     main: str  # the .ini or .pov the job names (a package path)
     input_file: str  # the .pov POV-Ray parses (a package path)
-    settings: tuple[Setting, ...]  # one per key (Declare: one per name), in _KEY_LIST order
+    settings: tuple[Setting, ...]  # one per key (Declare, Library_Path: per value), in order
     animation: Animation | None  # None: a still image
     format: str = "png"  # the job's image format (a key of OUTPUT_TYPES)
+    # What peerfarm overrides or reads differently from how it looks, one line each,
+    # naming file and line: shown at submit and written into every chunk's log.
+    notes: tuple[str, ...] = field(default=())
 
     @property
     def folder(self) -> str:
@@ -577,11 +521,8 @@ class PovrayScene:
 
     @property
     def bits_per_color(self) -> int:
-        """Bits per colour channel of the output: Bits_Per_Color, or +FN16's 16, else 8."""
-        bits = self.value("Bits_Per_Color")
-        if bits is None:
-            bits = (self.value("Output_File_Type") or "")[1:]
-        return int(bits) if bits else 8
+        """Bits per colour channel of the output: Bits_Per_Color, else 8."""
+        return int(self.value("Bits_Per_Color") or 8)
 
     @property
     def frame_range(self) -> tuple[int, int]:
@@ -615,6 +556,33 @@ class PovrayScene:
         if last > MAX_FRAME:
             raise IniError(f"frames {first}-{last}: POV-Ray numbers frames up to {MAX_FRAME}")
 
+    def tile_problem(self, block_size: int) -> str | None:
+        """Why this scene's settings cannot be rendered in tiles on a `block_size` grid (the
+        whole frame's pixels would differ), or None. tiling.py checks the scene files."""
+        partial = [s for s in self.settings if s.key in _REGION]
+        if partial:
+            return (
+                f"{partial[0].origin}: the INI renders only part of the frame "
+                f"({', '.join(f'{s.key}={s.value}' for s in partial)}), and tiles split the "
+                "whole frame; submit without --tiles"
+            )
+        block = self.value("Render_Block_Size")
+        if block is not None and block_size % int(block):
+            return (
+                f"Render_Block_Size={block}: POV-Ray's antialiasing looks only within a "
+                f"block, and tiles start every {block_size} pixels, which is not a multiple "
+                f"of {block}; so tiles would differ from the whole frame at their edges. "
+                f"Submit without --tiles (or use a block size dividing {block_size})"
+            )
+        if self.value("Dither") == "on" and (self.value("Dither_Method") or "FS")[0] != "B":
+            return (
+                "Dither=on with error diffusion (Dither_Method D1, D2 or FS, the default) "
+                "spreads each pixel's rounding error to its neighbours, so tiles would differ "
+                "from the whole frame at their edges; submit without --tiles (or use "
+                "Dither_Method=B2, B3 or B4)"
+            )
+        return None
+
     def output_name(self, frame: int) -> str:
         """The file POV-Ray writes `frame` to, given Output_File_Name=STEM.<format>."""
         if self.animation is None:
@@ -632,7 +600,8 @@ class PovrayScene:
         (STEM.<format>).
 
         `region` (left, top, right, bottom; pixels, right and bottom exclusive) renders
-        only that part of the frame, in `block_size` blocks (a tile, see tiling.py)."""
+        only that part of the frame, in `block_size` blocks (a tile, see tiling.py) unless
+        the scene sets its own Render_Block_Size (tile_problem checked that it fits)."""
         if any(c in output_file for c in '"\n\r'):
             raise ValueError(f"cannot name an output file {output_file!r} in an INI")
         lines = [
@@ -642,8 +611,9 @@ class PovrayScene:
         for setting in self.settings:
             if setting.key in ("Subset_Start_Frame", "Subset_End_Frame"):
                 continue  # the chunk's frames replace the INI's subset
-            value = f'"{setting.value}"' if _KEYS[setting.key.lower()].quoted else setting.value
-            lines.append(f"{setting.key}={value}")
+            if region is not None and setting.key in _REGION:
+                continue  # the tile's box replaces the INI's (tile_problem: whole frame)
+            lines.append(f"{setting.key}={_ini_value(setting)}")
         if self.animation is not None:
             lines += [
                 f"Subset_Start_Frame={frames.start}",
@@ -658,8 +628,9 @@ class PovrayScene:
                 f"End_Column={right}",
                 f"Start_Row={top + 1}",
                 f"End_Row={bottom}",
-                f"Render_Block_Size={block_size}",
             ]
+            if self.value("Render_Block_Size") is None:
+                lines.append(f"Render_Block_Size={block_size}")
         if self.value("Output_File_Type") is None:
             lines.append(f"Output_File_Type={OUTPUT_TYPES[self.format]}")
         lines += [
@@ -671,12 +642,32 @@ class PovrayScene:
         return "\n".join(lines) + "\n"
 
 
+def _ini_value(setting: Setting) -> str:
+    """A setting's value as an INI line writes it, so POV-Ray reads back the same value."""
+    if setting.key == "Declare" and '"' in setting.value:
+        return f"'{setting.value}'"  # Declare='Name="text"': a string
+    if _RULES[setting.key].quoted:
+        quote = "'" if '"' in setting.value else '"'
+        return f"{quote}{setting.value}{quote}"
+    return setting.value
+
+
+def _inside(name: str, folder: str) -> str | None:
+    """`name` (relative to the main file's `folder`, where POV-Ray runs) as a package
+    path, or None when it points outside the scene package."""
+    name = name.replace("\\", "/")
+    path = posixpath.normpath(posixpath.join(folder, name))
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name) or path.split("/")[0] == "..":
+        return None
+    return path
+
+
 def _input_file(setting: Setting, folder: str, files: Collection[str]) -> tuple[str, str]:
     """The file Input_File_Name names, relative to the main file's `folder` (where POV-Ray
     runs): (its package path, its name from `folder`). POV-Ray also tries adding .pov."""
     name = posixpath.normpath(setting.value.replace("\\", "/"))
-    path = posixpath.normpath(posixpath.join(folder, name))
-    if name.startswith("/") or re.match(r"[A-Za-z]:", name) or path.split("/")[0] == "..":
+    path = _inside(name, folder)
+    if path is None:
         raise IniError(
             f"{setting.origin}: Input_File_Name {setting.value!r} points outside the scene "
             "folder; name a file inside it with a relative path"
@@ -693,17 +684,101 @@ def _input_file(setting: Setting, folder: str, files: Collection[str]) -> tuple[
 
 
 def _collapse(settings: Iterable[Setting]) -> dict[str, Setting]:
-    """One setting per key, the last one winning (as in POV-Ray); Declares per name."""
+    """One setting per key, the last one winning (as in POV-Ray); Declares per name and
+    Library_Path per folder, which POV-Ray collects (keeping the first of equal folders,
+    so the search order stays as written)."""
     values: dict[str, Setting] = {}
     for setting in settings:
-        if _KEYS[setting.key.lower()].group == "ignored":
-            continue
         slot = setting.key
         if setting.key == "Declare":
             slot = "Declare:" + setting.value.partition("=")[0]
+        elif setting.key == "Library_Path":
+            values.setdefault("Library_Path:" + setting.value, setting)
+            continue
         values.pop(slot, None)  # re-insert: a later setting keeps its own place in order
         values[slot] = setting
     return values
+
+
+def _region_box(values: dict[str, Setting], width: int, height: int) -> tuple[int, ...]:
+    """The pixels Start_/End_Column/Row select, as POV-Ray 3.7 computes them
+    (backend/scene/view.cpp): values from 0 to 1 are fractions of the image (below 1 for
+    a start), others pixel numbers counted from 1. (left, top, right, bottom), exclusive."""
+
+    def side(key: str, default: float, size: int, end: bool) -> int:
+        value = float(values[key].value) if key in values else default
+        if 0.0 <= value < 1.0 or (end and value == 1.0):
+            return int(size * value) - (1 if end else 0)
+        return int(value - 1)
+
+    left = side("Start_Column", 1.0, width, end=False)
+    top = side("Start_Row", 1.0, height, end=False)
+    right = side("End_Column", float(width), width, end=True)
+    bottom = side("End_Row", float(height), height, end=True)
+    return left, top, right + 1, bottom + 1
+
+
+def _overrides(values: dict[str, Setting], fmt: str, folder: str) -> list[str]:
+    """Drop from `values` what peerfarm decides itself; one note per override. Raises
+    IniError for combinations the farm cannot render as POV-Ray would."""
+    load, save = values.get("Radiosity_From_File"), values.get("Radiosity_To_File")
+    if load is not None and save is not None and load.value == save.value == "on":
+        raise IniError(
+            f"{load.origin}: Radiosity_From_File=on with Radiosity_To_File=on makes each "
+            "frame start from the radiosity cache the frames before it saved, which frames "
+            "rendered on different nodes cannot do, so the pictures would differ from a "
+            "direct run; remove one of the two"
+        )
+    if load is None or load.value != "on":
+        values.pop("Radiosity_File_Name", None)  # names a cache nobody reads
+    notes = []
+    for slot, setting in list(values.items()):
+        rule = _RULES[setting.key]
+        if rule.group == OVERRIDDEN:
+            del values[slot]
+            if rule.active(setting.value):
+                shown = setting.value or '""'  # All_File= still makes POV-Ray write a file
+                notes.append(f"{setting.origin}: {setting.key}={shown} is overridden: {rule.why}")
+    if "Output_File_Type" in values:
+        setting = values["Output_File_Type"]
+        wants = output_format(setting.value)
+        if wants != fmt:
+            del values["Output_File_Type"]
+            notes.append(
+                f"{setting.origin}: Output_File_Type={setting.value} is overridden: the job's "
+                f"format is {fmt}, so POV-Ray writes {fmt} frames (submit with --format "
+                f"{wants} to keep the scene's)"
+            )
+    if values.get("Grayscale_Output", Setting("", "off", "")).value == "on" and fmt not in (
+        "png",
+        "ppm",
+    ):
+        raise IniError(
+            f"{values['Grayscale_Output'].origin}: Grayscale_Output=on: POV-Ray writes grey "
+            f"frames only as PNG or PPM, and the job's format is {fmt}; submit with "
+            "--format png"
+        )
+    for slot, setting in list(values.items()):
+        if setting.key in _PATHS and not setting.value:
+            del values[slot]  # Include_Header= includes nothing: as if not there
+        elif setting.key in _PATHS and _inside(setting.value, folder) is None:
+            raise IniError(
+                f"{setting.origin}: {setting.key}={setting.value} is not allowed: it reaches "
+                "outside the scene folder, and a scene may read only its own files and "
+                "POV-Ray's standard include files (which every node has); put the files "
+                "into the scene folder and name them relative to it"
+            )
+    return notes
+
+
+def scene_output_type(main: str, main_text: str, options: Sequence[object] = ()) -> str | None:
+    """The Output_File_Type an INI or the options ask for ("N", "J", ...), or None."""
+    settings = []
+    if main.lower().endswith(".ini"):
+        settings = read_ini(main_text, main).settings
+    settings += parse_options(options)
+    types = [s.value for s in settings if s.key == "Output_File_Type"]
+    return types[-1] if types else None
 
 
 def load_scene(
@@ -715,27 +790,42 @@ def load_scene(
     fmt: str = "png",
 ) -> PovrayScene:
     """Check a POV-Ray scene: its main file (.ini or .pov), the submitter's options, the
-    job's size (which overrides the INI's) and image format (which an Output_File_Type
-    of the INI or the options must agree with). `files` are the package's file names.
+    job's size (which overrides the INI's) and image format (which overrides the INI's
+    Output_File_Type; an option's must agree). `files` are the package's file names.
 
-    Raises IniError with a message the user can act on.
+    Raises IniError with a message the user can act on; what is overridden is in the
+    scene's notes.
     """
     suffix = main.rsplit(".", 1)[-1].lower() if "." in main else ""
     if suffix == "ini":
-        settings = parse_ini(main_text, main)
+        reading = read_ini(main_text, main)
     elif suffix == "pov":
-        settings = [_setting("Input_File_Name", main, f"the main file {main}")]
+        reading = IniReading([Setting("Input_File_Name", main, f"the main file {main}")], [])
     else:
         raise IniError(f"the main scene file must be a .pov or .ini file, not {main!r}")
-    settings += parse_options(options)
-    values = _collapse(settings)
+    if fmt not in OUTPUT_TYPES:
+        raise IniError(f"POV-Ray does not write {fmt} frames; it writes {', '.join(OUTPUT_TYPES)}")
+    option_settings = parse_options(options)
+    for setting in option_settings:
+        if setting.key == "Output_File_Type" and output_format(setting.value) != fmt:
+            wants = output_format(setting.value)
+            raise IniError(
+                f"{setting.origin}: Output_File_Type={setting.value} writes {wants} frames, "
+                f"but the job's format is {fmt}: submit with --format {wants}, or remove it"
+            )
+    judged = [_judged(s) for s in reading.settings]
+    values = _collapse([s for s in judged if s is not None] + option_settings)
+    folder = posixpath.dirname(main)
+    notes = list(reading.notes) + _overrides(values, fmt, folder)
     if "Input_File_Name" not in values:
+        sections = [note for note in notes if "starts a named section" in note]
         raise IniError(
             f"{main} names no Input_File_Name; add a line such as Input_File_Name=scene.pov"
+            + (f" before the first section ({sections[0].split(': ')[0]})" if sections else "")
         )
     if suffix == "pov":  # named from its own folder, like any Input_File_Name
         values["Input_File_Name"] = Setting("Input_File_Name", posixpath.basename(main), main)
-    input_file, name = _input_file(values["Input_File_Name"], posixpath.dirname(main), files)
+    input_file, name = _input_file(values["Input_File_Name"], folder, files)
     values["Input_File_Name"] = Setting("Input_File_Name", name, values["Input_File_Name"].origin)
     width, height = size or (
         int(values["Width"].value) if "Width" in values else DEFAULT_SIZE[0],
@@ -746,17 +836,19 @@ def load_scene(
             raise IniError(f"the image size {width}x{height} is outside 1..{MAX_SIDE}")
         origin = "the job's size" if size else values.get(key, Setting(key, "", "default")).origin
         values[key] = Setting(key, str(side), origin)
-    animation = animation_of(values)
-    order = {key.name: i for i, key in enumerate(_KEY_LIST)}
-    ordered = sorted(values.values(), key=lambda s: order[s.key])  # stable: Declares keep order
-    if fmt not in OUTPUT_TYPES:
-        raise IniError(f"POV-Ray does not write {fmt} frames; it writes {', '.join(OUTPUT_TYPES)}")
-    if "Output_File_Type" in values:
-        setting = values["Output_File_Type"]
-        wants = output_format(setting.value)
-        if wants != fmt:
+    if any(key in values for key in _REGION):
+        left, top, right, bottom = _region_box(values, width, height)
+        where = next(values[key].origin for key in _REGION if key in values)
+        if not (0 <= left < right <= width and 0 <= top < bottom <= height):
             raise IniError(
-                f"{setting.origin}: Output_File_Type={setting.value} writes {wants} frames, "
-                f"but the job's format is {fmt}: submit with --format {wants}, or remove it"
+                f"{where}: Start_Column/End_Column/Start_Row/End_Row select no part of the "
+                f"{width}x{height} image (POV-Ray would stop with 'Invalid start column or "
+                "row'); fix them"
             )
-    return PovrayScene(main, input_file, tuple(ordered), animation, fmt)
+        if (left, top, right, bottom) == (0, 0, width, height):
+            for key in _REGION:  # the whole frame, as without them
+                values.pop(key, None)
+    animation = animation_of(values)
+    order = {key: i for i, key in enumerate(_RULES)}
+    ordered = sorted(values.values(), key=lambda s: order[s.key])  # stable: Declares keep order
+    return PovrayScene(main, input_file, tuple(ordered), animation, fmt, tuple(notes))

@@ -18,8 +18,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peerfarm.renderers.base import Renderer, RendererError
-from peerfarm.renderers.povray.ini import OUTPUT_TYPES, IniError, load_scene
+from peerfarm.renderers.base import JobCheck, Renderer, RendererError
+from peerfarm.renderers.povray.ini import (
+    OUTPUT_TYPES,
+    IniError,
+    load_scene,
+    output_format,
+    scene_output_type,
+)
 from peerfarm.renderers.povray.sandbox import unavailable_reason
 from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
 from peerfarm.scenes.detect import decode_text
@@ -77,6 +83,26 @@ def _head(path: Path, limit: int) -> bytes:
         raise RendererError(f"cannot read the scene file: {exc.strerror or exc}") from None
 
 
+def _main_file(request: JobRequest) -> tuple[Mapping[str, Any], str, str]:
+    """The job's files, its main file's name and that file's text (a .pov's: its head)."""
+    files = request.files
+    main = request.main
+    if not isinstance(files, Mapping) or not files:
+        raise RendererError(
+            "the job has no scene files; submit a .pov or .ini file, or the scene's folder"
+        )
+    if not isinstance(main, str) or main not in files:
+        raise RendererError(f"the main scene file {main!r} is not in the scene package")
+    data = files[main]
+    if isinstance(data, os.PathLike):  # an uploaded file, where the node keeps it
+        data = _head(Path(data), MAX_INI_BYTES + 1)
+        if main.lower().endswith(".ini") and len(data) > MAX_INI_BYTES:
+            raise RendererError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
+    if not isinstance(data, bytes):
+        raise RendererError(f"the main scene file {main!r} has no contents")
+    return files, main, decode_text(data)
+
+
 class PovrayRenderer(Renderer):
     name = "povray"
     supports_tiles = True  # on POV-Ray's 32-pixel block grid, for scenes tiling.py accepts
@@ -102,34 +128,25 @@ class PovrayRenderer(Renderer):
         return version
 
     def check_job(self, request: JobRequest) -> tuple[int, int]:
-        """Check a POV-Ray job before it is submitted; the scene's own frame range.
+        """Check a POV-Ray job before it is submitted; the scene's own frame range."""
+        return self.check_job_with_notes(request).frame_range
+
+    def check_job_with_notes(self, request: JobRequest) -> JobCheck:
+        """Check a POV-Ray job before it is submitted: the scene's own frame range, and a
+        note for each setting of the INI peerfarm overrides (Output_File_Name, ...).
 
         Reads the request's files (package path -> bytes, or the path of a file
         holding them), main (the .ini or .pov), options, width/height (override the
         INI's), frames (None: the INI's), tiles and format (None: png).
         """
-        files = request.files
-        main = request.main
-        if not isinstance(files, Mapping) or not files:
-            raise RendererError(
-                "the job has no scene files; submit a .pov or .ini file, or the scene's folder"
-            )
-        if not isinstance(main, str) or main not in files:
-            raise RendererError(f"the main scene file {main!r} is not in the scene package")
-        data = files[main]
-        if isinstance(data, os.PathLike):  # an uploaded file, where the node keeps it
-            data = _head(Path(data), MAX_INI_BYTES + 1)
-            if main.lower().endswith(".ini") and len(data) > MAX_INI_BYTES:
-                raise RendererError(f"{main}: an INI file larger than 1 MiB is not a scene INI")
-        if not isinstance(data, bytes):
-            raise RendererError(f"the main scene file {main!r} has no contents")
+        files, main, text = _main_file(request)
         options = request.options
         if not isinstance(options, list):
             raise RendererError("the POV-Ray options must be a list like ['+A0.3', '+Q9']")
         size = _size(request.width, request.height)
         try:
             fmt = request.format or "png"
-            scene = load_scene(main, decode_text(data), files.keys(), options, size, fmt)
+            scene = load_scene(main, text, files.keys(), options, size, fmt)
             frames = request.frames
             if frames is not None:
                 if not (
@@ -144,12 +161,22 @@ class PovrayRenderer(Renderer):
         tiles = request.tiles or 1
         if tiles > 1:
             width, height = scene.size
-            problem = tiling_problem(
+            problem = scene.tile_problem(BLOCK_SIZE) or tiling_problem(
                 files, width, height, tiles, scene.bits_per_color, scene.format, scene.alpha
             )
             if problem is not None:
                 raise RendererError(f"--tiles {tiles}: {problem}")
-        return scene.frame_range
+        return JobCheck(scene.frame_range, scene.notes)
+
+    def scene_format(self, request: JobRequest) -> str | None:
+        """The format the INI's Output_File_Type (or an option's +F) asks for, so a job
+        submitted without --format writes what `povray scene.ini` writes."""
+        files, main, text = _main_file(request)
+        try:
+            output_type = scene_output_type(main, text, request.options)
+        except IniError:
+            return None  # check_job says what is wrong, with the whole scene in view
+        return output_format(output_type) if output_type else None
 
     def prepare(self, job: Any, work_dir: Path) -> None:
         # The worker has unpacked the scene package into work_dir. Everything

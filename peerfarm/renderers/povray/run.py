@@ -276,7 +276,7 @@ def _run(args: argparse.Namespace) -> int:
         width, height = scene.size
         # The scene folder may have changed since submit: check the scene again.
         files = _text_files(work_dir)
-        problem = tiling_problem(
+        problem = scene.tile_problem(BLOCK_SIZE) or tiling_problem(
             files, width, height, count, scene.bits_per_color, scene.format, scene.alpha
         )
         if problem is not None:
@@ -328,6 +328,10 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(settings_home, ignore_errors=True)
         shutil.rmtree(chunk_dir, ignore_errors=True)
+    # What of the scene's INI the farm overrode, for the chunk's log; after POV-Ray's
+    # messages, so that the log's tail that `peerfarm logs` shows keeps it.
+    for note in scene.notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr, flush=True)
     if status != 0:
         print(
             f"{PROG}: error: povray failed with exit status {status} (its messages are above)",
