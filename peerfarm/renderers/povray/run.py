@@ -19,7 +19,8 @@ stdout carries one line per event, flushed at once: `START <n>` when povray
 starts frame n, `FRAME <n> <path>` once frame n is at its place, fsynced.
 Exit status: 0 done; povray's own status when it fails; 2 bad scene or
 arguments (a retry will not help); 1 anything else; 128+N when stopped by
-signal N. Stopping this process stops povray.
+signal N. Stopping this process stops povray; so does killing it (Linux, where
+povray runs: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from peerfarm.child_processes import start_tied_child
 from peerfarm.core.tiles import TileError, tile_box
 from peerfarm.renderers.base import frame_range_arg, tile_arg
 from peerfarm.renderers.povray.ini import (
@@ -57,7 +59,13 @@ from peerfarm.renderers.povray.sandbox import (
     write_settings_home,
 )
 from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
-from peerfarm.renderers.wrapper import RunError, Stopped, UsageError, on_signal, size_arg
+from peerfarm.renderers.wrapper import (
+    RunError,
+    Stopped,
+    UsageError,
+    on_signal,
+    size_arg,
+)
 from peerfarm.scenes.detect import decode_text
 
 PROG = "peerfarm-povray"
@@ -215,14 +223,15 @@ def _render(
     pattern: str,
 ) -> int:
     """Run povray, relaying its messages and moving frames as they finish; its exit status."""
-    process = subprocess.Popen(
+    # povray dies with this process, even on SIGKILL (and is confined by `preexec`).
+    process = start_tied_child(
         command,
+        preexec=preexec,
         cwd=work_dir / scene.folder,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # one stream: messages stay in order in the log
-        preexec_fn=preexec,
     )
     delivered: set[int] = set()
     try:
