@@ -50,6 +50,7 @@ from peerfarm.renderers.wrapper import (
     UsageError,
     on_signal,
     size_arg,
+    use_utf8_stdio,
 )
 
 PROG = "peerfarm-blender"
@@ -210,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_utf8_stdio()  # Saved: lines carry paths; the worker reads them as UTF-8
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-blender: error: ...", 2
     for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
         if hasattr(signal, name):

@@ -15,7 +15,7 @@ With --tile, povray renders only that tile's box (on its 32-pixel block grid,
 see tiling.py) and the file it writes, the whole frame's size with black
 outside the box, is what the farm stitches.
 
-stdout carries one line per event, flushed at once: `START <n>` when povray
+stdout carries one line per event, in UTF-8, flushed at once: `START <n>` when povray
 starts frame n, `FRAME <n> <path>` once frame n is at its place, fsynced.
 Exit status: 0 done; povray's own status when it fails; 2 bad scene or
 arguments (a retry will not help); 1 anything else; 128+N when stopped by
@@ -65,6 +65,7 @@ from peerfarm.renderers.wrapper import (
     UsageError,
     on_signal,
     size_arg,
+    use_utf8_stdio,
 )
 from peerfarm.scenes.detect import decode_text
 
@@ -346,6 +347,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_utf8_stdio()  # FRAME lines carry paths; the worker reads them as UTF-8
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-povray: error: ...", 2
     for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
         if hasattr(signal, name):
