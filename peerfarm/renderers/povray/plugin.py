@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from peerfarm.child_processes import no_window_options
 from peerfarm.renderers.base import Renderer, RendererError
 from peerfarm.renderers.povray.ini import OUTPUT_TYPES, IniError, load_scene
 from peerfarm.renderers.povray.sandbox import unavailable_reason
@@ -41,6 +42,7 @@ def povray_version() -> str | None:
             capture_output=True,
             timeout=PROBE_TIMEOUT,
             check=False,
+            **no_window_options(),
         )
     except (OSError, subprocess.SubprocessError):  # missing, not executable, hung
         return None
