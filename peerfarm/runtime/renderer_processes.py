@@ -112,16 +112,11 @@ class RendererProcesses:
             watch_fd = node_end_fd()
             spawn = guarded_command(command, watch_fd, RENDERER_NICENESS)
             options["pass_fds"] = (watch_fd,)
-        pid: int | None = None
+        result: subprocess.CompletedProcess[bytes] | None = None
 
-        def started(process: trio.Process) -> None:
-            nonlocal pid
-            pid = process.pid
-            self._started(process.pid)
-            task_status.started(process)
-
-        try:
-            return await trio.run_process(
+        async def run_process(task_status: trio.TaskStatus[trio.Process]) -> None:
+            nonlocal result
+            result = await trio.run_process(
                 spawn,
                 cwd=cwd,
                 env=dict(env),
@@ -130,22 +125,36 @@ class RendererProcesses:
                 stderr=stderr,
                 check=False,
                 deliver_cancel=self._stop,
-                task_status=_Started(started),
+                task_status=_Started(self._put_in_job, task_status),
                 **options,
             )
-        finally:
-            if pid is not None:
-                self._ended(pid)
 
-    def _started(self, pid: int) -> None:
-        if sys.platform == "win32":
-            try:
-                job = KillOnCloseJob()
-                job.assign(pid)
-            except OSError as exc:
-                log.warning("renderer %d is not in a job object (it may outlive us): %s", pid, exc)
-            else:
-                self._jobs[pid] = job
+        process: trio.Process | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                process = await nursery.start(run_process)
+                await trio.to_thread.run_sync(self._record, process.pid)
+                task_status.started(process)
+        finally:
+            if process is not None:
+                self._ended(process.pid)
+        assert result is not None
+        return result
+
+    def _put_in_job(self, process: trio.Process) -> None:
+        """Windows: into a job object at once, before the renderer starts much."""
+        if sys.platform != "win32":
+            return
+        try:
+            job = KillOnCloseJob()
+            job.assign(process.pid)
+        except OSError as exc:
+            log.warning("renderer %d is in no job object (it may outlive us): %s", process.pid, exc)
+        else:
+            self._jobs[process.pid] = job
+
+    def _record(self, pid: int) -> None:
+        """Note a renderer just started in the record file (blocking: macOS runs ps)."""
         started = process_start_time(pid)
         if started is None:
             return  # already gone
@@ -205,10 +214,15 @@ class RendererProcesses:
 
 
 class _Started:
-    """A task_status whose started() calls a function (trio's TaskStatus protocol)."""
+    """A task_status that calls `first(process)`, then passes the process on."""
 
-    def __init__(self, function: Any) -> None:
-        self.started = function
+    def __init__(self, first: Any, then: trio.TaskStatus[trio.Process]) -> None:
+        self._first = first
+        self._then = then
+
+    def started(self, process: trio.Process) -> None:
+        self._first(process)
+        self._then.started(process)
 
 
 def _signal_group(process: trio.Process, signum: int) -> None:
