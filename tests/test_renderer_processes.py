@@ -362,6 +362,18 @@ def test_leftover_cleanup_never_kills_a_process_that_reused_a_recorded_pid(tmp_p
             process.wait()
 
 
+def test_a_renderer_that_cannot_start_fails_with_127_and_says_why(tmp_path):
+    async def main() -> int | None:
+        with open(tmp_path / "chunk.log", "wb") as stderr:
+            result = await RendererProcesses(tmp_path).run(
+                [str(tmp_path / "no-such-renderer")], cwd=tmp_path, env={}, stderr=stderr
+            )
+        return result.returncode
+
+    assert trio.run(main) == 127
+    assert "cannot run" in (tmp_path / "chunk.log").read_text()
+
+
 def test_a_broken_record_file_is_ignored(tmp_path):
     (tmp_path / RECORD_FILE).write_text("{not json")
     assert RendererProcesses(tmp_path).kill_leftovers() == []
