@@ -73,9 +73,10 @@ class RendererProcesses:
         self._lock = threading.Lock()
 
     def kill_leftovers(self) -> list[int]:
-        """Kill the renderers an earlier run of this node started and left running (a
-        crash can leave them only if their guard was stopped or killed as well); the
-        pids killed. Call it at start, before the first `run`; it blocks (use a thread).
+        """Kill the renderers an earlier run of this node started and left running (POSIX:
+        only possible if their guard was stopped or killed too; Windows: if one was not
+        in its job object); the pids killed. Call it at start, before the first `run`;
+        it blocks (use a thread).
 
         A recorded pid counts only if its process started when the recorded one did:
         a pid taken by another process since is left alone. POSIX kills the recorded
