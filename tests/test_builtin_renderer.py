@@ -392,3 +392,34 @@ def test_cli_bad_arguments_exit_2(tmp_path, args):
     assert result.returncode == 2
     assert "peerfarm-builtin: error: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        # The C locale, coercion and UTF-8 mode off: stdout is ASCII.
+        {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"},
+        # A pipe in a code page without "ł", as on a Windows machine set to Western
+        # European (cp1252): the case that failed (issue 16 #2).
+        {"LANG": "C.UTF-8", "PYTHONUTF8": "0", "PYTHONIOENCODING": "cp1252"},
+    ],
+    ids=["C-locale", "cp1252-pipe"],
+)
+def test_cli_reports_a_non_ascii_frame_path_in_utf8_whatever_the_locale(tmp_path, encoding):
+    out_dir = tmp_path / "Michał" / "klatki"
+    pattern = str(out_dir / "żółw_{frame:04d}.png")
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "PYTHONPATH": str(REPO),
+        **encoding,
+    }  # PYTHONIOENCODING only where the case sets it
+    result = subprocess.run(
+        [sys.executable, "-m", "peerfarm.renderers.builtin", "--scene-file", "builtin:demo",
+         "--frames", "2", "--size", "8x8", "--output-pattern", pattern],
+        capture_output=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    frame = out_dir / "żółw_0002.png"
+    assert frame.is_file()
+    # What the worker reads: bytes, decoded as UTF-8 (worker.py).
+    assert result.stdout.decode("utf-8").splitlines() == ["START 2", f"FRAME 2 {frame}"]

@@ -501,6 +501,20 @@ def test_scene_reads_and_writes_only_inside_its_folder(tmp_path):
 
 
 @needs_sandbox
+def test_frame_lines_are_utf8_in_a_code_page_without_the_paths_letters(tmp_path):
+    """A pipe in cp1252 (a Western European Windows) and a data folder named Michał."""
+    work_dir = write_files(tmp_path / "work", {"still.pov": b"camera { location -z look_at 0 }\n"})
+    pattern = str(tmp_path / "Michał" / "ball_{frame:04d}.png")
+    command = PovrayRenderer().chunk_command(job("still.pov"), range(1, 2), work_dir, pattern)
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252", "PYTHONUTF8": "0"}
+    result = subprocess.run(command, cwd=work_dir, capture_output=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")[-2000:]
+    frame = tmp_path / "Michał" / "ball_0001.png"
+    assert frame.is_file()
+    assert result.stdout.decode("utf-8").splitlines() == ["START 1", f"FRAME 1 {frame}"]
+
+
+@needs_sandbox
 def test_a_syntax_error_fails_the_chunk_with_povrays_message(tmp_path):
     files = {"bad.pov": b"camera { location -z look_at 0 }\nsphere { 0, 1 pigment { rgb 1 }\n"}
     work_dir = write_files(tmp_path / "work", files)

@@ -1,11 +1,13 @@
 """What every renderer wrapper process (`python -m peerfarm.renderers.NAME.run`) shares:
 its error kinds (they decide the exit status the worker sees), stopping on a
-signal, and the --size argument."""
+signal, the --size argument, and UTF-8 output."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import re
+import sys
 from collections.abc import Callable
 from types import FrameType
 
@@ -28,6 +30,17 @@ class Stopped(BaseException):
 
 def on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Stopped(signum)
+
+
+def use_utf8_stdio() -> None:
+    """Write stdout (the `START`/`FRAME` lines the worker reads as UTF-8) and stderr (the
+    chunk's log) in UTF-8, whatever the locale or Windows code page says: a frame path
+    outside the code page (C:\\Users\\Michał\\...) must not fail the render. On POSIX,
+    characters that stand for undecodable bytes of a file name go out as those bytes.
+    Lines end in "\\n" alone, on Windows too. Call it first, before any output."""
+    for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
+        if isinstance(stream, io.TextIOWrapper):  # not None (no console), not replaced
+            stream.reconfigure(encoding="utf-8", errors=errors, newline="\n")
 
 
 def size_arg(max_side: int) -> Callable[[str], tuple[int, int]]:

@@ -167,7 +167,7 @@ class Node:
             self.mesh.start(nursery)
             nursery.start_soon(trio.serve_listeners, self.mesh.handle_inbound, listeners)
             nursery.start_soon(self._flusher)
-            nursery.start_soon(self._renders.run)
+            await nursery.start(self._renders.run)  # after leftovers from before are gone
             nursery.start_soon(self._outputs.run)
             if self.config.zeroconf:
                 discovery = LanDiscovery(

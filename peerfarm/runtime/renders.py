@@ -10,10 +10,9 @@ happened is reported back to the machine as RenderProgress and RenderEnded.
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from peerfarm.machine import events as ev
 from peerfarm.renderers.base import Renderer, output_pattern, renderer_environment
 from peerfarm.runtime.blobs import BlobError, BlobStore
 from peerfarm.runtime.data_dir import DataDir
+from peerfarm.runtime.renderer_processes import RendererProcesses
 from peerfarm.scenes import PackageError, ScenePackage, unpack_to
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,19 @@ class Renders:
         self.fetch_blob = fetch_blob
         self.report = report
         self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
+        self.processes = RendererProcesses(data_dir.root)
         self._job_locks: dict[str, trio.Lock] = {}  # one scene download per job at a time
         self._nursery: trio.Nursery | None = None
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Renderers that outlived an earlier run of this node (it cannot be told how
+        # they would end): gone before this node renders anything.
+        killed = await trio.to_thread.run_sync(self.processes.kill_leftovers)
+        if killed:
+            log.warning("stopped %d renderer process(es) left from before: %s", len(killed), killed)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            task_status.started()
             await trio.sleep_forever()
 
     def start(self, effect: fx.StartRender) -> None:
@@ -128,18 +135,15 @@ class Renders:
         with open(log_file, "ab") as stderr:
             async with trio.open_nursery() as nursery:
                 proc = await nursery.start(
-                    lambda task_status: trio.run_process(
+                    functools.partial(
+                        self.processes.run,
                         cmd,
                         cwd=work_dir,  # the renderer works in the job's own folder
                         env=renderer_environment(temp_dir),
                         stdout=subprocess.PIPE,
                         stderr=stderr,
-                        check=False,
-                        task_status=task_status,
-                        **_LOW_PRIORITY,
                     )
                 )
-                _lower_priority(proc.pid)
                 buffered = b""
                 async for data in proc.stdout:
                     buffered += data
@@ -155,24 +159,6 @@ class Renders:
             return False, f"the renderer exited without writing frames {missing}"
         tail = await trio.to_thread.run_sync(_tail, log_file)
         return False, f"renderer exited with code {code}: {tail}"
-
-
-# Renderers run at a lower CPU priority than everything else on the machine: a node is
-# often someone's workstation (or the desktop app itself), and its window and its user
-# come first; on a dedicated render node nothing else wants the CPU, so nothing is lost.
-RENDERER_NICENESS = 10
-_LOW_PRIORITY = (
-    {"creationflags": subprocess.BELOW_NORMAL_PRIORITY_CLASS} if sys.platform == "win32" else {}
-)
-
-
-def _lower_priority(pid: int) -> None:
-    """POSIX: renice the renderer just started (Windows: set at creation, above)."""
-    if hasattr(os, "setpriority"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, pid, RENDERER_NICENESS)
-        except OSError:
-            pass  # already exited, or not allowed: it renders at normal priority
 
 
 def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir: Path) -> None:

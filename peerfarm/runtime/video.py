@@ -19,6 +19,8 @@ from pathlib import Path
 
 import trio
 
+from peerfarm.child_processes import no_window_options
+
 FFMPEG_PACKAGE_HINT = (
     "install the ffmpeg package (Debian/Ubuntu: sudo apt-get install ffmpeg; Fedora: "
     "sudo dnf install ffmpeg; macOS: brew install ffmpeg; Windows: winget install ffmpeg)"
@@ -36,6 +38,7 @@ def _encoders(ffmpeg: str) -> str:
         text=True,
         timeout=PROBE_TIMEOUT,
         check=False,
+        **no_window_options(),
     )
     return result.stdout
 
@@ -121,6 +124,7 @@ async def encode_video(frames: list[Path], ext: str, fps: int, output: Path) -> 
             capture_stdout=True,
             capture_stderr=True,
             check=False,
+            **no_window_options(),  # the packaged app has no console to lend ffmpeg
         )
         if result.returncode != 0:
             tail = result.stderr.decode("utf-8", errors="replace")[-ERROR_TAIL_CHARS:].strip()

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from peerfarm.child_processes import no_window_options
 from peerfarm.renderers.blender import scene_script
 from peerfarm.renderers.blender.scene_script import ERROR_PREFIX, INFO_PREFIX
 
@@ -65,6 +66,7 @@ def blender_version(blender: str | None = None) -> str | None:
             timeout=PROBE_TIMEOUT,
             check=False,
             env=clean_environment(Path(tempfile.gettempdir())),
+            **no_window_options(),
         )
     except (OSError, subprocess.SubprocessError):  # missing, not executable, hung
         return None
@@ -171,6 +173,7 @@ def read_scene_info(blend_file: Path, blender: str | None = None) -> dict[str, A
                 check=False,
                 cwd=home,
                 env=clean_environment(Path(home)),
+                **no_window_options(),
             )
         except subprocess.TimeoutExpired:
             raise BlenderError(

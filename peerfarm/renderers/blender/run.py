@@ -14,13 +14,13 @@ Blender's `Saved: '<path>'` line for each finished frame is also copied to
 stdout, where the worker counts frames. Exit status: 0 done; 2 bad arguments or
 a scene that cannot be rendered (the reason is the last line of stderr);
 Blender's own status when it fails; 1 anything else; 128+N when stopped by
-signal N. Stopping this process stops Blender.
+signal N. Stopping this process stops Blender; so does killing it (see
+peerfarm.child_processes.start_tied_child).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import re
 import shutil
@@ -30,10 +30,10 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from peerfarm.child_processes import start_tied_child
 from peerfarm.renderers.base import frame_range_arg
 from peerfarm.renderers.blender.options import FILE_FORMATS, OptionError, parse_options
 from peerfarm.renderers.blender.program import (
@@ -44,7 +44,14 @@ from peerfarm.renderers.blender.program import (
     render_command,
 )
 from peerfarm.renderers.blender.scene_script import EXIT_REFUSED
-from peerfarm.renderers.wrapper import RunError, Stopped, UsageError, on_signal, size_arg
+from peerfarm.renderers.wrapper import (
+    RunError,
+    Stopped,
+    UsageError,
+    on_signal,
+    size_arg,
+    use_utf8_stdio,
+)
 
 PROG = "peerfarm-blender"
 EXIT_FAILED = 1
@@ -112,22 +119,6 @@ def _blend_file(work_dir: Path, main: str) -> Path:
     return path
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, a preexec function that makes Blender die with this process, even on
-    SIGKILL (elsewhere None: stopping this process stops Blender through _stop)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    parent = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def apply() -> None:
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return apply
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Stop Blender: ask, then insist. Further signals must not interrupt this."""
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
@@ -144,14 +135,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def _render(command: list[str], env: dict[str, str], work_dir: Path) -> tuple[int, list[str]]:
     """Run Blender, relaying its output; (exit status, the lines that say what went wrong)."""
-    process = subprocess.Popen(
+    # Blender dies with this process, even when it is killed (Linux: PR_SET_PDEATHSIG;
+    # Windows: a kill-on-close job object; macOS: the renderer guard ends the group).
+    process = start_tied_child(
         command,
         cwd=work_dir,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # one stream: messages stay in order in the log
-        preexec_fn=_die_with_parent(),
     )
     errors: list[str] = []
     try:
@@ -219,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_utf8_stdio()  # Saved: lines carry paths; the worker reads them as UTF-8
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-blender: error: ...", 2
     for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
         if hasattr(signal, name):

@@ -7,8 +7,8 @@ With --tile, only tile I of N (peerfarm.core.tiles) of each frame is traced; the
 file is still the whole frame's size, black outside the tile, as the farm's
 stitching expects.
 
-stdout carries one line per event, flushed at once: `START <n>` before frame n
-and `FRAME <n> <path>` once frame n is durably on disk. Exit status: 0 done,
+stdout carries one line per event, in UTF-8, flushed at once: `START <n>` before
+frame n and `FRAME <n> <path>` once frame n is durably on disk. Exit status: 0 done,
 2 bad scene or arguments, 1 anything else (130 when interrupted).
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from peerfarm.core.tiles import TileError, tile_box
 from peerfarm.renderers.base import frame_range_arg, tile_arg
+from peerfarm.renderers.wrapper import use_utf8_stdio
 
 from .scene import (
     MAX_SCENE_BYTES,
@@ -165,6 +166,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_utf8_stdio()  # FRAME lines carry paths; the worker reads them as UTF-8
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-builtin: error: ...", 2
     try:
         _run(args)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peerfarm.child_processes import no_window_options
 from peerfarm.renderers.base import JobCheck, Renderer, RendererError
 from peerfarm.renderers.povray.ini import (
     OUTPUT_TYPES,
@@ -50,6 +51,7 @@ def povray_version() -> str | None:
             capture_output=True,
             timeout=PROBE_TIMEOUT,
             check=False,
+            **no_window_options(),
         )
     except (OSError, subprocess.SubprocessError):  # missing, not executable, hung
         return None

@@ -15,11 +15,12 @@ With --tile, povray renders only that tile's box (on its 32-pixel block grid,
 see tiling.py) and the file it writes, the whole frame's size with black
 outside the box, is what the farm stitches.
 
-stdout carries one line per event, flushed at once: `START <n>` when povray
+stdout carries one line per event, in UTF-8, flushed at once: `START <n>` when povray
 starts frame n, `FRAME <n> <path>` once frame n is at its place, fsynced.
 Exit status: 0 done; povray's own status when it fails; 2 bad scene or
 arguments (a retry will not help); 1 anything else; 128+N when stopped by
-signal N. Stopping this process stops povray.
+signal N. Stopping this process stops povray; so does killing it (Linux, where
+povray runs: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from peerfarm.child_processes import start_tied_child
 from peerfarm.core.tiles import TileError, tile_box
 from peerfarm.renderers.base import frame_range_arg, tile_arg
 from peerfarm.renderers.povray.ini import (
@@ -57,7 +59,14 @@ from peerfarm.renderers.povray.sandbox import (
     write_settings_home,
 )
 from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
-from peerfarm.renderers.wrapper import RunError, Stopped, UsageError, on_signal, size_arg
+from peerfarm.renderers.wrapper import (
+    RunError,
+    Stopped,
+    UsageError,
+    on_signal,
+    size_arg,
+    use_utf8_stdio,
+)
 from peerfarm.scenes.detect import decode_text
 
 PROG = "peerfarm-povray"
@@ -215,14 +224,15 @@ def _render(
     pattern: str,
 ) -> int:
     """Run povray, relaying its messages and moving frames as they finish; its exit status."""
-    process = subprocess.Popen(
+    # povray dies with this process, even on SIGKILL (and is confined by `preexec`).
+    process = start_tied_child(
         command,
+        preexec=preexec,
         cwd=work_dir / scene.folder,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # one stream: messages stay in order in the log
-        preexec_fn=preexec,
     )
     delivered: set[int] = set()
     try:
@@ -341,6 +351,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_utf8_stdio()  # FRAME lines carry paths; the worker reads them as UTF-8
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-povray: error: ...", 2
     for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
         if hasattr(signal, name):

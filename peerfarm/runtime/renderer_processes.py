@@ -1,0 +1,347 @@
+"""A node's renderer processes: started off the terminal at low priority, stopped as a
+whole tree, never outliving the node, and killed by the node's next start if they
+somehow did.
+
+    processes = RendererProcesses(data_dir)
+    killed = processes.kill_leftovers()  # at start, before the first render (blocking)
+    ...
+    proc = await nursery.start(partial(processes.run, command, cwd=..., env=...,
+                                       stdout=subprocess.PIPE, stderr=log_file))
+
+`run` is `trio.run_process(command, check=False, ...)` with these differences:
+
+- POSIX: the renderer runs under a guard (peerfarm.runtime.renderer_guard) in a session
+  of its own: Ctrl+C in the node's terminal does not reach it (only the node decides
+  when it stops), it runs at niceness 10, and it dies with the node process even on
+  SIGKILL. The Process handed to task_status is the guard's: its stdout is the
+  renderer's, its exit status the renderer's (SIGKILL when the renderer died by a
+  signal). Stopping it (cancelling) sends SIGTERM to the whole process group, and
+  SIGKILL after STOP_GRACE seconds.
+- Windows: the renderer runs in a process group of its own (Ctrl+C does not reach it),
+  with no console window, at BELOW_NORMAL priority, in a job object that kills its
+  whole tree when the node process ends or the renderer is stopped.
+- Every renderer started is recorded (pid and start time) in DATA_DIR/renderer-
+  processes.json until it has ended. `kill_leftovers` kills those of an earlier run
+  that are still running: only a process whose start time is the recorded one, so a
+  process that got a recorded pid since is never touched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import trio
+
+from peerfarm.child_processes import (
+    PROCESS_QUERY_LIMITED_INFORMATION,
+    PROCESS_TERMINATE,
+    RENDERER_NICENESS,
+    KillOnCloseJob,
+    close_handle,
+    kernel32,
+    open_process,
+    renderer_options,
+)
+from peerfarm.runtime.renderer_guard import guarded_command
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "renderer-processes.json"
+STOP_GRACE = 5.0  # seconds a stopped renderer gets to end before SIGKILL (as trio's default)
+
+Output = int | IO[Any] | None
+
+
+class RendererProcesses:
+    """The renderer processes of one node (one data folder)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.record_path = Path(data_dir) / RECORD_FILE
+        self._running: dict[int, str] = {}  # pid (POSIX: the guard's) -> its start time
+        self._jobs: dict[int, KillOnCloseJob] = {}  # Windows: pid -> the renderer's job
+        self._lock = threading.Lock()
+
+    def kill_leftovers(self) -> list[int]:
+        """Kill the renderers an earlier run of this node started and left running (POSIX:
+        only possible if their guard was stopped or killed too; Windows: if one was not
+        in its job object); the pids killed. Call it at start, before the first `run`;
+        it blocks (use a thread).
+
+        A recorded pid counts only if its process started when the recorded one did:
+        a pid taken by another process since is left alone. POSIX kills the recorded
+        guard's whole process group (the renderer and everything it started).
+        """
+        with self._lock:
+            records = self._read()
+            killed = [pid for pid, started in records.items() if _kill_if_same(pid, started)]
+            self._running.clear()
+            self._write()
+        return killed
+
+    async def run(
+        self,
+        command: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str],
+        env: Mapping[str, str],
+        stdout: Output = None,
+        stderr: Output = None,
+        task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run one renderer to its end, as `trio.run_process(command, check=False)`
+        would (stdin is /dev/null). With `nursery.start`, task_status gets the
+        trio.Process: read its stdout while it runs. Cancelling stops the renderer's
+        whole process tree (see the module's doc).
+        """
+        if task_status is trio.TASK_STATUS_IGNORED and subprocess.PIPE in (stdout, stderr):
+            raise ValueError("a renderer's output pipe is only readable with nursery.start")
+        options: dict[str, Any] = renderer_options()
+        if sys.platform == "win32":
+            spawn = list(command)
+        else:
+            watch_fd = node_end_fd()
+            spawn = guarded_command(command, watch_fd, RENDERER_NICENESS)
+            options["pass_fds"] = (watch_fd,)
+        result: subprocess.CompletedProcess[bytes] | None = None
+
+        async def run_process(task_status: trio.TaskStatus[trio.Process]) -> None:
+            nonlocal result
+            result = await trio.run_process(
+                spawn,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                check=False,
+                deliver_cancel=self._stop,
+                task_status=_Started(self._put_in_job, task_status),
+                **options,
+            )
+
+        process: trio.Process | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                process = await nursery.start(run_process)
+                await trio.to_thread.run_sync(self._record, process.pid)
+                task_status.started(process)
+        finally:
+            if process is not None:
+                self._ended(process.pid)
+        assert result is not None
+        return result
+
+    def _put_in_job(self, process: trio.Process) -> None:
+        """Windows: into a job object at once, before the renderer starts much."""
+        if sys.platform != "win32":
+            return
+        try:
+            job = KillOnCloseJob()
+            job.assign(process.pid)
+        except OSError as exc:
+            log.warning("renderer %d is in no job object (it may outlive us): %s", process.pid, exc)
+        else:
+            self._jobs[process.pid] = job
+
+    def _record(self, pid: int) -> None:
+        """Note a renderer just started in the record file (blocking: macOS runs ps)."""
+        started = process_start_time(pid)
+        if started is None:
+            return  # already gone
+        with self._lock:
+            self._running[pid] = started
+            self._write()
+
+    def _ended(self, pid: int) -> None:
+        job = self._jobs.pop(pid, None)
+        if job is not None:
+            job.close()  # kills what the renderer left running
+        with self._lock:
+            if self._running.pop(pid, None) is not None:
+                self._write()
+
+    async def _stop(self, process: trio.Process) -> None:
+        """trio.run_process's deliver_cancel: stop the renderer's whole tree."""
+        if sys.platform == "win32":
+            job = self._jobs.get(process.pid)
+            try:
+                if job is None:
+                    raise OSError("no job object")
+                job.terminate()
+            except OSError:
+                process.kill()
+            return
+        _signal_group(process, signal.SIGTERM)
+        with trio.move_on_after(STOP_GRACE):
+            await process.wait()
+            return
+        log.warning("renderer %d did not stop within %.0f s: killing it", process.pid, STOP_GRACE)
+        _signal_group(process, signal.SIGKILL)
+
+    def _read(self) -> dict[int, str]:
+        try:
+            data = json.loads(self.record_path.read_text("utf-8"))
+            return {int(item["pid"]): str(item["started"]) for item in data["renderers"]}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring %s: %s", self.record_path, exc)
+            return {}
+
+    def _write(self) -> None:
+        # No fsync: the file matters after a crash of the node, not of the machine (a
+        # power cut ends the renderers too). Small: written in the event loop.
+        try:
+            if not self._running:
+                self.record_path.unlink(missing_ok=True)
+                return
+            items = [{"pid": pid, "started": started} for pid, started in self._running.items()]
+            partial = self.record_path.with_name(self.record_path.name + ".partial")
+            partial.write_text(json.dumps({"renderers": items}), "utf-8")
+            os.replace(partial, self.record_path)
+        except OSError as exc:
+            log.warning("cannot record the running renderers in %s: %s", self.record_path, exc)
+
+
+class _Started:
+    """A task_status that calls `first(process)`, then passes the process on."""
+
+    def __init__(self, first: Any, then: trio.TaskStatus[trio.Process]) -> None:
+        self._first = first
+        self._then = then
+
+    def started(self, process: trio.Process) -> None:
+        self._first(process)
+        self._then.started(process)
+
+
+def _signal_group(process: trio.Process, signum: int) -> None:
+    """Signal the guard's process group: the renderer and all it started."""
+    if process.returncode is not None:
+        return  # reaped: its pid, the group's id, may belong to someone else by now
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@functools.cache
+def node_end_fd() -> int:
+    """The read end of a pipe whose write end only this process holds (both are closed
+    in every program it starts, but for pass_fds): end of file on it means this process
+    has ended. Renderer guards watch it."""
+    read_end, write_end = os.pipe()  # not inheritable: closed on exec
+    _NODE_END_PIPE.extend((read_end, write_end))  # open until this process ends
+    return read_end
+
+
+_NODE_END_PIPE: list[int] = []
+
+
+# --- knowing a process again -----------------------------------------------------------------
+
+
+def process_start_time(pid: int) -> str | None:
+    """When process `pid` started, as an opaque text that differs for any other
+    process that has or will have this pid; None when there is no such process."""
+    if sys.platform == "win32":
+        return _windows_creation_time(pid)
+    if sys.platform.startswith("linux"):
+        return _linux_start_time(pid)
+    return _ps_start_time(pid)
+
+
+@functools.cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _linux_start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces and parentheses): state is
+    # field 3, starttime (clock ticks after boot) field 22.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None  # dead; only not reaped yet
+    return f"{_boot_id()}:{fields[19]}"
+
+
+def _ps_start_time(pid: int) -> str | None:
+    """macOS and other POSIX systems: ps's start date, to the second."""
+    try:
+        result = subprocess.run(
+            ["ps", "-o", "lstart=", "-p", str(pid)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={**os.environ, "LC_ALL": "C"},
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def _windows_creation_time(pid: int) -> str | None:
+    try:
+        handle = open_process(pid, PROCESS_QUERY_LIMITED_INFORMATION)
+    except OSError:
+        return None
+    try:
+        return _creation_time(handle)
+    finally:
+        close_handle(handle)
+
+
+def _creation_time(handle: int) -> str | None:
+    """GetProcessTimes' creation time (FILETIME, 100 ns units) as text."""
+    times = [ctypes.c_uint64() for _ in range(4)]  # creation, exit, kernel, user
+    if not kernel32().GetProcessTimes(handle, *(ctypes.byref(t) for t in times)):
+        return None
+    return str(times[0].value)
+
+
+def _kill_if_same(pid: int, started: str) -> bool:
+    """Kill the process `pid` (POSIX: its process group) if it started at `started`."""
+    if pid <= 1 or pid == os.getpid():
+        return False
+    if sys.platform == "win32":
+        try:
+            handle = open_process(pid, PROCESS_QUERY_LIMITED_INFORMATION | PROCESS_TERMINATE)
+        except OSError:
+            return False
+        try:  # while we hold the handle, the pid stays this process's
+            if _creation_time(handle) != started:
+                return False
+            return bool(kernel32().TerminateProcess(handle, 1))
+        finally:
+            close_handle(handle)
+    if process_start_time(pid) != started:
+        return False
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)  # a guard: it leads its renderer's group
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    log.warning("killed renderer process %d, left running by an earlier run of this node", pid)
+    return True

@@ -1,0 +1,380 @@
+"""Renderer processes with real processes: they die with their node (SIGKILL included),
+stop as a whole tree, stay out of reach of the terminal's Ctrl+C, and a restarted node
+kills the ones an earlier run left behind, never an unrelated process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import trio
+
+from peerfarm.child_processes import RENDERER_NICENESS
+from peerfarm.renderers.povray import PovrayRenderer
+from peerfarm.renderers.povray.sandbox import unavailable_reason
+from peerfarm.runtime.renderer_processes import (
+    RECORD_FILE,
+    RendererProcesses,
+    process_start_time,
+)
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="watches processes through Linux's /proc"
+)
+
+DEADLINE = 10.0  # generous: only how long we wait for what must happen, never a measure
+
+# A renderer that starts a child of its own with no tie to it (as a careless renderer
+# might), reports both pids, and renders until a file appears (or for a minute).
+RENDERER = """\
+import os, subprocess, sys, time
+child = subprocess.Popen(["sleep", "60"])
+print(f"RENDERER {os.getpid()} {child.pid}", flush=True)
+go = sys.argv[1] if len(sys.argv) > 1 else None
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and not (go and os.path.exists(go)):
+    time.sleep(0.02)
+child.kill()
+child.wait()
+print("FINISHED", flush=True)
+"""
+
+# A node in miniature: runs one renderer through RendererProcesses and relays its
+# output. On SIGINT it says so and goes on, as a node's graceful stop lets its
+# renderers finish.
+NODE = """\
+import os, signal, subprocess, sys
+from functools import partial
+from pathlib import Path
+import trio
+from peerfarm.runtime.renderer_processes import RendererProcesses
+
+def on_sigint(signum, frame):
+    os.write(1, b"NODE GOT SIGINT\\n")
+
+signal.signal(signal.SIGINT, on_sigint)
+data_dir, *command = sys.argv[1:]
+
+async def main():
+    processes = RendererProcesses(Path(data_dir))
+    async with trio.open_nursery() as nursery:
+        run = partial(processes.run, command, cwd=data_dir, env=dict(os.environ),
+                      stdout=subprocess.PIPE)
+        process = await nursery.start(run)
+        print(f"GUARD {process.pid}", flush=True)
+        async for data in process.stdout:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+    print(f"EXIT {process.returncode}", flush=True)
+
+trio.run(main)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # a zombie nobody reaped yet is dead, too
+
+
+def _wait_until_gone(pids: list[int]) -> list[int]:
+    """The pids still alive after DEADLINE (none, normally much sooner)."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline and not all(_gone(pid) for pid in pids):
+        time.sleep(0.02)
+    return [pid for pid in pids if not _gone(pid)]
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+@pytest.fixture
+def renderer(tmp_path) -> list[str]:
+    script = tmp_path / "renderer.py"
+    script.write_text(RENDERER)
+    return [sys.executable, str(script)]
+
+
+class Node:
+    """A node process running one renderer (NODE above)."""
+
+    def __init__(self, data_dir: Path, command: list[str], **options) -> None:
+        data_dir.mkdir(exist_ok=True)
+        self.data_dir = data_dir
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", NODE, str(data_dir), *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            **options,
+        )
+
+    def line(self, prefix: str) -> list[str]:
+        """The words after `prefix` on the next line that starts with it."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix) :].split()
+        raise AssertionError(f"the node ended without a {prefix!r} line")
+
+    def renderer_tree(self) -> tuple[int, int, int]:
+        """(guard, renderer, the renderer's own child), once the renderer runs."""
+        (guard,) = map(int, self.line("GUARD "))
+        renderer, child = map(int, self.line("RENDERER "))
+        return guard, renderer, child
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def nodes():
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.close()
+
+
+def test_renderer_tree_dies_with_its_sigkilled_node(tmp_path, renderer, nodes):
+    node = Node(tmp_path / "node", renderer)
+    nodes.append(node)
+    guard, pid, child = node.renderer_tree()
+    assert _children(guard) == [pid] and _children(pid) == [child]
+    # Its own session: the terminal's signals and the node's process group miss it.
+    assert os.getsid(pid) == os.getpgid(pid) == guard != os.getpgid(node.process.pid)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == RENDERER_NICENESS
+    record = json.loads((node.data_dir / RECORD_FILE).read_text())
+    assert record == {"renderers": [{"pid": guard, "started": process_start_time(guard)}]}
+
+    node.process.kill()
+    node.process.wait()
+    assert _wait_until_gone([guard, pid, child]) == []
+
+
+@pytest.mark.skipif(shutil.which("povray") is None, reason="needs povray (apt-get install povray)")
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_povray_and_its_wrapper_die_with_their_sigkilled_node(tmp_path, nodes):
+    slow = "camera { location -z look_at 0 }\n" + "".join(
+        f"sphere {{ <{i % 7 - 3}, {i % 5 - 2}, {i}>, 0.5 pigment {{ rgb 1 }} "
+        "finish { reflection 0.9 } }\n"
+        for i in range(200)
+    )
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    ini = "Input_File_Name=slow.pov\nInitial_Frame=1\nFinal_Frame=100\n+A0.0 +R9\n"
+    (work_dir / "slow.ini").write_text(ini)
+    (work_dir / "slow.pov").write_text(slow)
+    job = SimpleNamespace(main="slow.ini", options=[], width=1600, height=1200)
+    pattern = str(tmp_path / "frames" / "f_{frame:04d}.png")
+    command = PovrayRenderer().chunk_command(job, range(1, 101), work_dir, pattern)
+    node = Node(tmp_path / "node", command)
+    nodes.append(node)
+    (guard,) = map(int, node.line("GUARD "))
+    assert node.line("START ") == ["1"]
+    (wrapper,) = _children(guard)
+    (povray,) = _children(wrapper)
+    assert Path(f"/proc/{povray}/exe").resolve().name.startswith("povray")
+
+    node.process.kill()
+    node.process.wait()
+    assert _wait_until_gone([guard, wrapper, povray]) == []
+
+
+def test_a_renderer_killed_by_a_signal_takes_its_children_along(tmp_path, renderer):
+    """What a wrapper killed with SIGKILL leaves running (its povray or blender) is stopped
+    by the guard, even where the kernel has no PR_SET_PDEATHSIG (macOS)."""
+    log = tmp_path / "chunk.log"
+
+    async def main() -> int | None:
+        processes = RendererProcesses(tmp_path)
+        with open(log, "wb") as stderr:
+            async with trio.open_nursery() as nursery:
+                run = partial(
+                    processes.run,
+                    renderer,
+                    cwd=tmp_path,
+                    env=dict(os.environ),
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                )
+                process = await nursery.start(run)
+                lines = b""
+                async for data in process.stdout:
+                    lines += data
+                    if b"\n" in lines:
+                        _, pid, child = lines.split(b"\n")[0].split()
+                        os.kill(int(pid), signal.SIGKILL)
+                        break
+        assert _wait_until_gone([int(pid), int(child)]) == []
+        return process.returncode
+
+    assert trio.run(main) == -signal.SIGKILL
+    assert "the renderer was killed by SIGKILL" in log.read_text()
+    assert not (tmp_path / RECORD_FILE).exists()  # it ended: no longer recorded
+
+
+def test_a_renderer_outlives_the_thread_that_started_it(tmp_path, renderer, monkeypatch):
+    """trio starts processes from worker threads that end after 10 s idle; a renderer
+    tied to that thread (PR_SET_PDEATHSIG set in trio.run_process's preexec_fn) would
+    be killed with it. Threads are made to end at once here to show that it is not."""
+    from trio._core import _thread_cache
+
+    monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0.05)
+    go = tmp_path / "go"
+
+    async def main() -> tuple[int | None, bytes]:
+        processes = RendererProcesses(tmp_path)
+        async with trio.open_nursery() as nursery:
+            run = partial(
+                processes.run,
+                [*renderer, str(go)],
+                cwd=tmp_path,
+                env=dict(os.environ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            process = await nursery.start(run)
+            output = await process.stdout.receive_some()
+            await trio.sleep(0.5)  # the thread that forked is gone by now
+            go.touch()
+            output += b"".join([data async for data in process.stdout])
+        return process.returncode, output
+
+    status, output = trio.run(main)
+    assert output.endswith(b"FINISHED\n") and status == 0
+
+
+def test_exit_status_and_output_pass_through_the_guard(tmp_path):
+    async def main() -> subprocess.CompletedProcess[bytes]:
+        processes = RendererProcesses(tmp_path)
+        with open(tmp_path / "chunk.log", "wb") as stderr:
+            async with trio.open_nursery() as nursery:
+                command = [sys.executable, "-c", "print('FRAME 1 ż.png'); raise SystemExit(3)"]
+                run = partial(
+                    processes.run,
+                    command,
+                    cwd=tmp_path,
+                    env=dict(os.environ, PYTHONIOENCODING="utf-8"),
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                )
+                process = await nursery.start(run)
+                output = b"".join([data async for data in process.stdout])
+        assert output == "FRAME 1 ż.png\n".encode()
+        return process.returncode
+
+    assert trio.run(main) == 3
+
+
+def test_cancelling_a_render_stops_the_whole_tree(tmp_path, renderer):
+    async def main() -> tuple[int, int]:
+        processes = RendererProcesses(tmp_path)
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                run = partial(
+                    processes.run,
+                    renderer,
+                    cwd=tmp_path,
+                    env=dict(os.environ),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+                process = await nursery.start(run)
+                line = await process.stdout.receive_some()
+                _, pid, child = line.split()
+                scope.cancel()
+        assert scope.cancelled_caught
+        return int(pid), int(child)
+
+    pid, child = trio.run(main)
+    assert _wait_until_gone([pid, child]) == []
+    assert not (tmp_path / RECORD_FILE).exists()
+
+
+def test_ctrl_c_in_the_nodes_terminal_does_not_reach_its_renderer(tmp_path, renderer, nodes):
+    go = tmp_path / "go"
+    # The node leads its own process group, as a shell's foreground job does: Ctrl+C is
+    # SIGINT to that whole group.
+    node = Node(tmp_path / "node", [*renderer, str(go)], start_new_session=True)
+    nodes.append(node)
+    guard, pid, child = node.renderer_tree()
+    os.killpg(node.process.pid, signal.SIGINT)
+    assert node.line("NODE GOT SIGINT") == []
+    go.touch()  # the render in flight finishes: nothing stopped it
+    assert node.line("FINISHED") == []
+    assert node.line("EXIT ") == ["0"]
+    assert node.process.wait(timeout=DEADLINE) == 0
+
+
+def test_restart_kills_the_renderers_a_killed_node_left_behind(tmp_path, renderer, nodes):
+    node = Node(tmp_path / "node", renderer)
+    nodes.append(node)
+    guard, pid, child = node.renderer_tree()
+    # A guard that cannot act (stopped) when its node is killed: the tree lives on.
+    os.kill(guard, signal.SIGSTOP)
+    node.process.kill()
+    node.process.wait()
+    time.sleep(0.2)
+    assert not _gone(pid) and not _gone(child)
+
+    killed = RendererProcesses(node.data_dir).kill_leftovers()  # the node starts again
+    assert killed == [guard]
+    assert _wait_until_gone([guard, pid, child]) == []
+    assert not (node.data_dir / RECORD_FILE).exists()
+
+
+def test_leftover_cleanup_never_kills_a_process_that_reused_a_recorded_pid(tmp_path):
+    unrelated = subprocess.Popen(["sleep", "60"])  # has a recorded pid, started later
+    ours = subprocess.Popen(["sleep", "60"])  # a leftover indeed (not a group leader)
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # its pid: recorded, now nobody's
+    try:
+        records = [
+            {"pid": unrelated.pid, "started": "0:1"},  # another process had it then
+            {"pid": ours.pid, "started": process_start_time(ours.pid)},
+            {"pid": ended.pid, "started": "0:2"},
+        ]
+        (tmp_path / RECORD_FILE).write_text(json.dumps({"renderers": records}))
+        assert RendererProcesses(tmp_path).kill_leftovers() == [ours.pid]
+        assert ours.wait(timeout=DEADLINE) == -signal.SIGKILL
+        assert unrelated.poll() is None
+        assert not (tmp_path / RECORD_FILE).exists()
+    finally:
+        for process in (unrelated, ours):
+            process.kill()
+            process.wait()
+
+
+def test_a_renderer_that_cannot_start_fails_with_127_and_says_why(tmp_path):
+    async def main() -> int | None:
+        with open(tmp_path / "chunk.log", "wb") as stderr:
+            result = await RendererProcesses(tmp_path).run(
+                [str(tmp_path / "no-such-renderer")], cwd=tmp_path, env={}, stderr=stderr
+            )
+        return result.returncode
+
+    assert trio.run(main) == 127
+    assert "cannot run" in (tmp_path / "chunk.log").read_text()
+
+
+def test_a_broken_record_file_is_ignored(tmp_path):
+    (tmp_path / RECORD_FILE).write_text("{not json")
+    assert RendererProcesses(tmp_path).kill_leftovers() == []
+    assert not (tmp_path / RECORD_FILE).exists()
