@@ -22,6 +22,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from farmtools import start_farm  # noqa: E402
 
+from peerfarm.job_request import JobRequest
 from peerfarm.renderers.builtin import builtin_scene_text
 from peerfarm.runtime.client import NodeClient
 
@@ -60,15 +61,15 @@ def farm(frames: int, chunk: int, size: str, nodes: int, root: Path) -> dict:
     f, _, _, addresses = start_farm(root, nodes=nodes)
     try:
         w, h = (int(x) for x in size.split("x"))
-        spec = {
-            "scene": builtin_scene_text("demo"),
-            "name": "demo",
-            "frames": [1, frames],
-            "chunk_size": chunk,
-            "width": w,
-            "height": h,
-            "output": str(root / "out"),
-        }
+        spec = JobRequest(
+            scene=builtin_scene_text("demo"),
+            name="demo",
+            frames=(1, frames),
+            chunk_size=chunk,
+            width=w,
+            height=h,
+            output=str(root / "out"),
+        )
 
         async def go() -> dict:
             async with NodeClient(addresses[0]) as client:

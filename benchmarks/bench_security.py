@@ -21,6 +21,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from farmtools import start_farm  # noqa: E402
 
+from peerfarm.job_request import JobRequest
 from peerfarm.renderers.builtin import builtin_scene_text  # noqa: E402
 from peerfarm.runtime.client import NodeClient  # noqa: E402
 from peerfarm.runtime.node import Node, NodeConfig  # noqa: E402
@@ -87,15 +88,15 @@ async def throughput(megabytes: int, root: Path, tls: bool) -> float:
 def job_seconds(frames: int, root: Path, flood: bool) -> float:
     farm, _, _, nodes = start_farm(root, nodes=2)
     try:
-        spec = {
-            "scene": builtin_scene_text("demo"),
-            "name": "demo",
-            "frames": [1, frames],
-            "chunk_size": 2,
-            "width": 160,
-            "height": 120,
-            "output": str(root / "out"),
-        }
+        spec = JobRequest(
+            scene=builtin_scene_text("demo"),
+            name="demo",
+            frames=(1, frames),
+            chunk_size=2,
+            width=160,
+            height=120,
+            output=str(root / "out"),
+        )
 
         async def flood_forever(address: str) -> None:
             rng = random.Random(7)

@@ -20,6 +20,7 @@ import trio
 from PySide6.QtWidgets import QApplication, QToolTip, QWidget
 
 from peerfarm.cli.demo import Farm
+from peerfarm.job_request import JobRequest
 from peerfarm.renderers.builtin import builtin_scene_text
 from peerfarm.runtime.client import NodeClient
 from peerfarm.security.farm_key import resolve_key
@@ -87,7 +88,7 @@ def shot(widget: QWidget, name: str, with_popups: bool = False) -> None:
     print(f"saved {name}.png ({image.width()}x{image.height()})")
 
 
-def client_submit(address: str, spec: dict) -> str:
+def client_submit(address: str, spec: JobRequest) -> str:
     async def go() -> str:
         async with NodeClient(address, resolve_key(None)) as client:
             return await client.submit(spec)
@@ -167,16 +168,15 @@ def main() -> int:
             dialog.submit()
             wait("submitted", lambda: not dialog.isVisible())
             fail_id = window.jobs_view.selected_row().id
-            spec = {
-                "scene": builtin_scene_text("demo"),
-                "name": "turntable-hd",
-                "frames": [1, 48],
-                "chunk_size": 1,
-                "width": 1280,  # slow enough to still render after the failing job fails
-                "height": 720,
-                "output": str(root / "ana-renders"),
-                "priority": 0,
-            }
+            spec = JobRequest(
+                scene=builtin_scene_text("demo"),
+                name="turntable-hd",
+                frames=(1, 48),
+                chunk_size=1,
+                width=1280,  # slow enough to still render after the failing job fails
+                height=720,
+                output=str(root / "ana-renders"),
+            )
             # Submitted after the failing job has reached every node, so that it is
             # the younger job (submitted at once, the two would be concurrent).
             settle(2.0)
