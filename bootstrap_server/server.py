@@ -12,10 +12,15 @@ from pathlib import Path
 
 import trio
 
-from peerfarm.runtime.node import Node, NodeConfig, SetupError
-from peerfarm.runtime.serve import add_farm_key_option, add_listen_options, listen_address, serve
+from peerfarm.runtime.node import Node, NodeConfig
+from peerfarm.runtime.serve import (
+    START_ERRORS,
+    add_farm_key_option,
+    add_listen_options,
+    listen_address,
+    serve,
+)
 from peerfarm.security.farm_key import FarmKey, FarmKeyError, resolve_key
-from peerfarm.security.identity import IdentityError
 
 PORT = 7000
 
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         node.config.advertise = args.advertise
         node.config.zeroconf = not args.no_zeroconf
         return trio.run(serve, node)
-    except (FarmKeyError, IdentityError, SetupError) as exc:
+    except (FarmKeyError, *START_ERRORS) as exc:
         print(f"peerfarm: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

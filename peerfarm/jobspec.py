@@ -4,12 +4,12 @@ a user can act on."""
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from peerfarm.core import schema
 from peerfarm.core.actions import MAX_CHUNKS, MAX_FPS, PAYLOADS, chunk_count
+from peerfarm.core.names import safe_name
 from peerfarm.core.tiles import MAX_TILES, TileError, tile_grid
 from peerfarm.formats import DEFAULT_FORMAT, format_name, why_no_video, why_not_stitched
 from peerfarm.job_request import JobRequest, SubmitError
@@ -19,12 +19,6 @@ DEFAULT_SIZE = (320, 240)
 DEFAULT_CHUNK = 4
 DEFAULT_PADDING = 4
 DEFAULT_FPS = 24
-
-
-def safe_name(name: str) -> str:
-    """A job name that is safe as a file name stem on every platform."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    return cleaned[:64] or "job"
 
 
 MAX_FILES = 10_000

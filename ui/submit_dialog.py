@@ -28,10 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from peerfarm.core.names import safe_name
 from peerfarm.core.state import UP
 from peerfarm.core.tiles import MAX_TILES
 from peerfarm.job_request import JobRequest, SubmitError, scene_request
-from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE, safe_name
+from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE
 from peerfarm.renderers.base import RendererError
 from peerfarm.scenes import RENDERERS
 

@@ -24,8 +24,9 @@ from peerfarm.cli.commands import (
 from peerfarm.cli.errors import CliError
 from peerfarm.core.refused import Refused
 from peerfarm.runtime.client import ClientError
-from peerfarm.runtime.node import Node, NodeConfig, SetupError
+from peerfarm.runtime.node import Node, NodeConfig
 from peerfarm.runtime.serve import (
+    START_ERRORS,
     add_farm_key_option,
     add_listen_options,
     address_arg,
@@ -33,7 +34,6 @@ from peerfarm.runtime.serve import (
     serve,
 )
 from peerfarm.security.farm_key import FarmKeyError, resolve_key
-from peerfarm.security.identity import IdentityError
 
 log = logging.getLogger("peerfarm")
 
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             from peerfarm.cli.demo import run_demo
 
             return run_demo(args)
-    except (CliError, ClientError, Refused, FarmKeyError, IdentityError, SetupError) as exc:
+    except (CliError, ClientError, Refused, FarmKeyError, *START_ERRORS) as exc:
         print(f"peerfarm: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

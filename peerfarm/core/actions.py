@@ -16,12 +16,20 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from peerfarm.core import schema as s
+from peerfarm.core.names import is_safe_name
 from peerfarm.core.tiles import MAX_TILES
+from peerfarm.formats import FORMATS
 
 MAX_FRAME = 10_000_000
 MAX_CHUNKS = 100_000
 MAX_SCENE_BYTES = 256 * 1024
 MAX_SEQ = 2**62
+# Lamport times: far below MAX_SEQ, and an origin's next action may move its clock
+# forward by at most MAX_LAMPORT_STEP (its first by at most MAX_FIRST_LAMPORT): one
+# action from a faulty member cannot use up the farm's clock (ActionLog checks it).
+MAX_LAMPORT = 2**53
+MAX_LAMPORT_STEP = 2**32
+MAX_FIRST_LAMPORT = 2**40
 MAX_FPS = 240
 
 PEER_JOINED = "PEER_JOINED"
@@ -64,7 +72,8 @@ PAYLOADS: dict[str, s.Check] = {
     NEW_JOB: s.record(
         {
             "job_id": s.job_id,
-            "name": s.text(64, allow_empty=False),
+            # a file name stem on every node (core/names.py): checked as it arrives
+            "name": lambda v: None if is_safe_name(v) else "not a safe job name",
             "renderer": s.renderer_name,
             "renderer_version": s.text(32),  # "" = any; else a version prefix, e.g. "3.7"
             # The built-in renderer's scene travels inline; other renderers' scene
@@ -93,7 +102,7 @@ PAYLOADS: dict[str, s.Check] = {
             # (chunk_size is then 1); absent means 1, whole frames.
             "tiles": s.integer(1, MAX_TILES),
             # the frames' image format, also their file extension; absent means png
-            "format": s.file_extension,
+            "format": s.one_of(*FORMATS),
             # the submitter encodes an MP4 of the frames (absent: false), at fps (absent:
             # 24; also the GIF's frame rate)
             "video": s.boolean,
@@ -153,7 +162,7 @@ _envelope = s.record(
         "payload": lambda v: None if type(v) is dict else "expected a map",
         "origin": s.node_id,
         "seq": s.integer(1, MAX_SEQ),
-        "lamport": s.integer(1, MAX_SEQ),
+        "lamport": s.integer(1, MAX_LAMPORT),
     }
 )
 

@@ -11,6 +11,12 @@ times they arrived:
   in its place and the tail is re-folded from the nearest checkpoint (a state
   kept every ``CHECKPOINT_EVERY`` positions; states share structure, so a
   checkpoint costs only what changed since the previous one).
+- An origin's Lamport time never goes back and moves forward by at most
+  ``MAX_LAMPORT_STEP`` per action (``MAX_FIRST_LAMPORT`` for its first): an action
+  that breaks this is refused, alike on every node (the rule reads only the action
+  and its origin's previous one), so one faulty action cannot use up the farm's
+  clock. Our own actions never break it: ``create`` keeps within it, at the cost of
+  sorting before actions seen from a faulty member if it must.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import bisect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from peerfarm.core.actions import Action
+from peerfarm.core.actions import MAX_FIRST_LAMPORT, MAX_LAMPORT, MAX_LAMPORT_STEP, Action
 from peerfarm.core.digest import state_digest
 from peerfarm.core.reducers import reduce
 from peerfarm.core.state import EMPTY_STATE, State
@@ -43,6 +49,7 @@ class ActionLog:
         self._digest: tuple[State, str] | None = None
         self.lamport = 0  # highest Lamport time seen
         self.late_inserts = 0  # actions that arrived after later ones (for benchmarks)
+        self.refused = 0  # actions that broke the Lamport rule (see the module's doc)
         self._batching = False
         self._dirty_from: int | None = None  # in a batch: where the pending re-fold starts
 
@@ -90,8 +97,22 @@ class ActionLog:
     # -- writing ---------------------------------------------------------------
 
     def create(self, origin: str, type_: str, payload: dict[str, Any]) -> Action:
-        """A new action of ``origin``, next in its seq and after everything seen."""
-        return Action(type_, payload, origin, self.next_seq(origin), self.lamport + 1)
+        """A new action of ``origin``, next in its seq and after everything seen (as far
+        as the Lamport rule lets it: see the module's doc)."""
+        own = self._by_origin.get(origin)
+        if own:
+            last = own[-1].lamport
+            lamport = max(min(self.lamport + 1, last + MAX_LAMPORT_STEP, MAX_LAMPORT), last)
+        else:
+            lamport = min(self.lamport + 1, MAX_FIRST_LAMPORT)
+        return Action(type_, payload, origin, self.next_seq(origin), lamport)
+
+    @staticmethod
+    def _fits(action: Action, previous: Action | None) -> bool:
+        """The Lamport rule: what an origin's next action may carry."""
+        if previous is None:
+            return action.lamport <= MAX_FIRST_LAMPORT
+        return previous.lamport <= action.lamport <= previous.lamport + MAX_LAMPORT_STEP
 
     def add(self, action: Action) -> list[Action]:
         """Add a validated action; return the actions this applied, in seq order.
@@ -108,12 +129,19 @@ class ActionLog:
             if len(held) < MAX_HELD_PER_ORIGIN:
                 held.setdefault(action.seq, action)
             return []
+        own = self._by_origin.get(origin)
+        if not self._fits(action, own[-1] if own else None):
+            self.refused += 1
+            return []
         applied = [action]
         self._apply(action)
         held = self._held.get(origin)
         while held:
             nxt = held.pop(have + len(applied) + 1, None)
             if nxt is None:
+                break
+            if not self._fits(nxt, applied[-1]):
+                self.refused += 1
                 break
             applied.append(nxt)
             self._apply(nxt)

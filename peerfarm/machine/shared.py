@@ -80,7 +80,14 @@ class Shared:
                 valid.append(validate_action(raw))
             except InvalidAction as exc:
                 self.note(logging.WARNING, f"dropped an invalid action from {source}: {exc}")
+        refused = self.log.refused
         applied = self.log.add_all(valid)
+        if self.log.refused > refused:
+            self.note(
+                logging.WARNING,
+                f"refused {self.log.refused - refused} action(s) from {source}: their origin's "
+                "Lamport clock went back or jumped too far (a faulty member?)",
+            )
         if applied:
             self._persist.extend(a.to_wire() for a in applied)
             self.touch()

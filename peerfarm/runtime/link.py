@@ -15,7 +15,13 @@ from peerfarm.runtime.tls import PlaintextPeer, accept_tls, connect_tls
 from peerfarm.security.farm_key import NO_KEY_ID, FarmKey, key_id_of
 from peerfarm.security.identity import Identity, node_id_of
 from peerfarm.security.proof import NONCE_BYTES, check_proof, make_proof, transcript
-from peerfarm.wire.framing import FrameDecoder, ProtocolError, encode
+from peerfarm.wire.framing import (
+    HANDSHAKE_MESSAGE_BYTES,
+    MAX_MESSAGE_BYTES,
+    FrameDecoder,
+    ProtocolError,
+    encode,
+)
 from peerfarm.wire.messages import MAX_BATCH, PROTOCOL_VERSION, MessageError, message, parse_message
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,8 @@ class Link:
         self.peer_address = ""  # where the peer listens
         self.closed = trio.Event()
         self.last_heard = trio.current_time()  # when anything last arrived from the peer
-        self._decoder = FrameDecoder()
+        # Small until the peer has proved it holds the farm key (see handshake).
+        self._decoder = FrameDecoder(limit=HANDSHAKE_MESSAGE_BYTES)
         self._inbox: deque[dict[str, Any]] = deque()
         self._send_lock = trio.Lock()
         self._outbox: list[dict[str, Any]] = []
@@ -173,6 +180,7 @@ class Link:
             raise HandshakeError(
                 f"{self.remote}: connection lost during handshake ({exc})"
             ) from None
+        self._decoder.limit = MAX_MESSAGE_BYTES  # a member now: frames may come
         self.peer_id = theirs["node_id"]
         self.peer_name = theirs["name"]
         self.peer_role = theirs["role"]

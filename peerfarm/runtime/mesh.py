@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 # A handshake slot is held at most HANDSHAKE_TIMEOUT (runtime/link.py); one address
 # can hold a few, so a flood from it leaves room for everyone else.
 MAX_PENDING_HANDSHAKES = 128
+# Of those, this many only for this machine's own clients (the CLI, the app on
+# 127.0.0.1 / ::1) and hosts of known members: a flood from many addresses takes
+# the rest, never the farm's own way in.
+RESERVED_HANDSHAKES = 32
 MAX_PENDING_PER_ADDRESS = 16
 MAX_CONNECTIONS_PER_ADDRESS = 64
 REFUSAL_LOG_WINDOW = 10.0  # log the first refusal per address per window, count the rest
@@ -54,6 +58,7 @@ class Mesh:
         tls_context: Any,
         hello: Callable[[], dict[str, Any]],
         address_of: Callable[[str], str | None],
+        member_hosts: Callable[[], set[str]],
         serve: Serve,
     ) -> None:
         self.node_id = node_id
@@ -62,6 +67,7 @@ class Mesh:
         self.tls_context = tls_context
         self.hello = hello
         self.address_of = address_of
+        self.member_hosts = member_hosts
         self.serve = serve
         self.links: dict[str, Link] = {}  # mesh peers by node id (clients are not here)
         self._nursery: trio.Nursery | None = None
@@ -168,10 +174,10 @@ class Mesh:
             host, remote = str(peer[0]), format_address(str(peer[0]), int(peer[1]))
         except OSError:
             host = remote = "?"
-        if (
-            self._pending_handshakes.total() >= MAX_PENDING_HANDSHAKES
-            or self._pending_handshakes[host] >= MAX_PENDING_PER_ADDRESS
-        ):
+        pending = self._pending_handshakes.total()
+        trusted = host in ("127.0.0.1", "::1") or host in self.member_hosts()
+        limit = MAX_PENDING_HANDSHAKES if trusted else MAX_PENDING_HANDSHAKES - RESERVED_HANDSHAKES
+        if pending >= limit or self._pending_handshakes[host] >= MAX_PENDING_PER_ADDRESS:
             self._log_refusal(host, f"refused {remote}: too many handshakes in progress")
             await trio.aclose_forcefully(stream)
             return

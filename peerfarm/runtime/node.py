@@ -38,7 +38,7 @@ from peerfarm.machine import events as ev
 from peerfarm.machine.timing import FRAME_FETCH_TIMEOUT, LEAVE_TIMEOUT, PEER_TIMEOUT
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
-from peerfarm.runtime.addresses import format_address
+from peerfarm.runtime.addresses import format_address, parse_address
 from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.data_dir import DataDir
 from peerfarm.runtime.discovery import LanDiscovery
@@ -147,6 +147,7 @@ class Node:
             tls_context=tls_context,
             hello=self._hello,
             address_of=self.machine.address_of,
+            member_hosts=self._member_hosts,
             serve=LinkService(self).serve,
         )
         self._renders = Renders(
@@ -593,6 +594,16 @@ class Node:
         async with self._kwl_lock:  # one writer at a time; each writes the newest list
             kwl = self._machine().known_peers()
             await trio.to_thread.run_sync(store.save_kwl, self.data_dir.root, kwl)
+
+    def _member_hosts(self) -> set[str]:
+        """Hosts of the farm's known members (their handshakes get reserved slots)."""
+        hosts = set()
+        for entry in self._machine().known_peers().values():
+            try:
+                hosts.add(parse_address(entry["address"])[0])
+            except ValueError:
+                pass
+        return hosts
 
     def _hello(self) -> dict[str, Any]:
         return message(

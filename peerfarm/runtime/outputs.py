@@ -18,10 +18,10 @@ from pathlib import Path
 
 import trio
 
+from peerfarm.core.names import safe_name
 from peerfarm.core.state import Job
 from peerfarm.disk import write_atomically
 from peerfarm.formats import pillow_reads
-from peerfarm.jobspec import safe_name
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.renderers.base import Renderer

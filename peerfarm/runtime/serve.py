@@ -15,8 +15,10 @@ from pathlib import Path
 import trio
 
 from peerfarm.runtime.addresses import parse_address
-from peerfarm.runtime.node import Node
+from peerfarm.runtime.node import Node, SetupError
+from peerfarm.runtime.store import DataDirError
 from peerfarm.security.farm_key import ENV_VAR, FarmKey, default_key_path
+from peerfarm.security.identity import IdentityError
 
 _STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM] + (
     [signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []  # Windows' Ctrl+Break
@@ -83,10 +85,33 @@ def listen_address(
     return ("0.0.0.0", port)
 
 
+# What a node can meet at start that a user can fix: one clear line, no traceback.
+START_ERRORS: tuple[type[Exception], ...] = (SetupError, IdentityError, DataDirError, OSError)
+
+
 async def serve(node: Node) -> int:
     """Run a node until a signal: the first stops it gracefully (finishing the chunks
-    in flight), a second at once (killing renderers, releasing their chunks)."""
+    in flight), a second at once (killing renderers, releasing their chunks).
+
+    Raises the first of START_ERRORS the node met (not an exception group)."""
     node.check_setup()  # a clear error before anything starts
+    try:
+        return await _serve(node)
+    except BaseExceptionGroup as group:
+        expected = _leaves(group)
+        if expected and all(isinstance(e, START_ERRORS) for e in expected):
+            raise expected[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+async def _serve(node: Node) -> int:
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:

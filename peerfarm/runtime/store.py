@@ -26,6 +26,12 @@ from peerfarm.disk import write_atomically
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">II")
+
+
+class DataDirError(Exception):
+    """A file in the data folder cannot be used; the message says which and what to do."""
+
+
 MAX_RECORD_BYTES = 1024 * 1024
 
 
@@ -101,8 +107,14 @@ def load_identity(data_dir: Path, default_name: str) -> dict[str, str]:
             if isinstance(ident.get("node_id"), str) and isinstance(ident.get("name"), str):
                 return ident
         except (ValueError, OSError) as exc:
-            raise SystemExit(f"peerfarm: cannot read {path}: {exc}; fix or remove it") from None
-        raise SystemExit(f"peerfarm: {path} is not a node identity file; fix or remove it")
+            raise DataDirError(
+                f"cannot read {path} ({exc}): fix it, or remove it and the node keeps its id "
+                "from node.crt"
+            ) from None
+        raise DataDirError(
+            f"{path} is not a node identity file: fix it, or remove it and the node keeps its "
+            "id from node.crt"
+        )
     return {"node_id": "", "name": default_name}  # a new node: the caller saves it
 
 

@@ -1,0 +1,202 @@
+"""Hardening: no action, peer or disk can crash a node, split the farm or write outside
+its folders. Each case was reproduced on real processes before its fix."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+from factories import demo_spec, joined_payload, new_job_payload
+from farmtools import farm_running, start_farm, status
+from rawpeer import join_as, tls_connect
+
+from peerfarm.core import actions as act
+from peerfarm.core.actions import MAX_FIRST_LAMPORT, MAX_LAMPORT_STEP
+from peerfarm.runtime.client import NodeClient
+from peerfarm.runtime.node import Node, NodeConfig
+from peerfarm.security.farm_key import new_key
+from peerfarm.security.identity import new_identity
+from peerfarm.wire.messages import message
+
+
+def make_node(tmp_path: Path, name: str = "n1", **kw) -> Node:
+    kw.setdefault("zeroconf", False)
+    return Node(NodeConfig(listen=("127.0.0.1", 0), data_dir=tmp_path / name, name=name, **kw))
+
+
+def test_no_action_can_stop_a_node(tmp_path):
+    """A member's actions with extreme values (a Lamport time near the limit that made
+    every node's next action invalid, for good; names that climb out of the data folder;
+    a format that is a shell script) are refused where they enter, and the node goes on
+    rendering with its own actions, also after a restart from its log."""
+    spec = demo_spec(tmp_path / "out", frames=(1, 4), chunk=2)
+
+    async def first_life():
+        node = make_node(tmp_path, slots=1)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(node.run)
+            member = new_identity()
+            link = await join_as(address, identity=member)
+            await link.receive()  # VV
+            peer = member.node_id
+
+            def action(seq, type_, payload, lamport):
+                return {
+                    "type": type_,
+                    "payload": payload,
+                    "origin": peer,
+                    "seq": seq,
+                    "lamport": lamport,
+                }
+
+            poison = [
+                # The one that bricked the farm: over the schema's bound now.
+                action(1, act.SET_PRIORITY, {"job_id": "nojob", "priority": 1}, 2**62),
+                # Within the bound, but the origin's first action may not start that high.
+                action(1, act.SET_PRIORITY, {"job_id": "nojob", "priority": 1}, 2**53 - 1),
+                action(1, act.NEW_JOB, {**new_job_payload("up"), "name": "../../up"}, 5),
+                action(1, act.NEW_JOB, {**new_job_payload("sh"), "format": "sh"}, 5),
+                action(1, act.NEW_JOB, {**new_job_payload("con"), "name": "con"}, 5),
+            ]
+            fine = action(1, act.PEER_JOINED, joined_payload("member"), MAX_FIRST_LAMPORT)
+            # Its next action may not jump its clock by more than MAX_LAMPORT_STEP.
+            jump = action(2, act.SET_PRIORITY, {"job_id": "x", "priority": 1}, 2**52)
+            await link.send(message("ACTIONS", actions=[*poison, fine, jump]))
+            with trio.fail_after(5):
+                while peer not in node.state.peers:
+                    await node.wait_for_change(0.1)
+            job_id = await node.submit(spec)
+            with trio.fail_after(60):
+                while not node.output_progress(job_id)["complete"]:
+                    await node.wait_for_change(0.2)
+            lamports = [a.lamport for a in node.actions() if a.origin == node.node_id]
+            peers_seqs = [a.seq for a in node.actions() if a.origin == peer]
+            node.request_stop()
+        return node.state.jobs, lamports, peers_seqs
+
+    jobs, lamports, peer_seqs = trio.run(first_life)
+    assert not {"up", "sh", "con"} & set(jobs)
+    assert peer_seqs == [1]  # the jump was refused, and with it the rest of its stream
+    assert lamports == sorted(lamports) and max(lamports) <= MAX_FIRST_LAMPORT + MAX_LAMPORT_STEP
+    assert not list(tmp_path.rglob("up_*"))  # nothing written outside the data folder
+
+    async def second_life():  # the log holds what was accepted: the node starts again
+        node = make_node(tmp_path, slots=1)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            job_id = await node.submit(spec.replace(output=str(tmp_path / "again")))
+            with trio.fail_after(60):
+                while not node.output_progress(job_id)["complete"]:
+                    await node.wait_for_change(0.2)
+            node.request_stop()
+
+    trio.run(second_life)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_strangers_cannot_make_a_node_hold_their_messages(tmp_path):
+    """Before the farm-key proof a connection may make the node hold a few KiB, not the
+    64 MiB a member's frame may need: 8 connections without the key, each streaming a
+    60 MB message, took a node from ~70 MB to 546 MB resident."""
+    farm, _, bootstrap, nodes = start_farm(tmp_path, nodes=1)
+    with farm_running(farm, tmp_path):
+        pid = farm.procs[1].pid
+        before = _peak_rss_kib(pid)
+        sent = []
+
+        async def stream_one() -> None:
+            stream, _ = await tls_connect(nodes[0])
+            header = b"\xc6" + (60 * 1024 * 1024).to_bytes(4, "big")  # bin32 of 60 MB
+            total = 0
+            try:
+                await stream.send_all(header)
+                piece = b"x" * (256 * 1024)
+                with trio.move_on_after(10):
+                    while total < 60 * 1024 * 1024:
+                        await stream.send_all(piece)
+                        total += len(piece)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            sent.append(total)
+
+        async def flood() -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(stream_one)
+
+        trio.run(flood)
+        grown_mib = (_peak_rss_kib(pid) - before) / 1024
+        assert status(nodes[0])["name"] == "node-1"  # still serving
+    assert max(sent) < 16 * 1024 * 1024, sent  # cut off long before 60 MB
+    assert grown_mib < 40, f"peak resident memory grew by {grown_mib:.0f} MiB"
+
+
+def test_a_flood_from_many_addresses_leaves_the_farm_its_way_in(tmp_path):
+    """Idle connections from 20 source addresses held every handshake slot: `peerfarm
+    status` from this machine failed for the whole flood. Slots are now reserved for
+    this machine's own clients and the farm's known members."""
+    key = new_key()
+
+    async def main():
+        node = make_node(tmp_path, slots=0, farm_key=key)
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(node.run)
+            host, port = address.rsplit(":", 1)
+            idle = []
+            for i in range(20):
+                for _ in range(16):
+                    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    await sock.bind((f"127.0.0.{i + 2}", 0))
+                    try:
+                        await sock.connect((host, int(port)))
+                    except OSError:
+                        sock.close()
+                        continue
+                    idle.append(sock)
+            await trio.sleep(0.5)
+            held = node.mesh.pending_handshakes()
+            started = time.monotonic()
+            async with NodeClient(address, key) as client:
+                st = await client.status()
+            took = time.monotonic() - started
+            for sock in idle:
+                sock.close()
+            node.request_stop()
+        return held, st, took
+
+    held, st, took = trio.run(main)
+    assert held >= 96  # the flood took every slot it may take
+    assert st["node_id"]  # and this machine's own client still got in
+    assert took < 5
+
+
+def test_a_corrupt_node_json_is_one_clear_line(tmp_path):
+    data = tmp_path / "node"
+    data.mkdir()
+    (data / "node.json").write_text("{garbage")
+    proc = subprocess.run(
+        [sys.executable, "-m", "peerfarm", "node", "--data-dir", str(data), "--no-zeroconf"]
+        + ["--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [next(line for line in errors if "node.json" in line)], (
+        proc.stderr
+    )  # one line, no traceback
+    assert "Traceback" not in proc.stderr
+    assert "fix it, or remove it" in errors[0]
