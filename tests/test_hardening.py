@@ -3,6 +3,8 @@ its folders. Each case was reproduced on real processes before its fix."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,9 +14,10 @@ from pathlib import Path
 import pytest
 import trio
 from factories import demo_spec, joined_payload, new_job_payload
-from farmtools import farm_running, start_farm, status
+from farmtools import farm_running, job_of, start_farm, status, submit, wait_until
 from rawpeer import join_as, tls_connect
 
+from peerfarm.cli.demo import Farm
 from peerfarm.core import actions as act
 from peerfarm.core.actions import MAX_FIRST_LAMPORT, MAX_LAMPORT_STEP
 from peerfarm.runtime.client import NodeClient
@@ -200,3 +203,103 @@ def test_a_corrupt_node_json_is_one_clear_line(tmp_path):
     )  # one line, no traceback
     assert "Traceback" not in proc.stderr
     assert "fix it, or remove it" in errors[0]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 MiB file system of its own (tmpfs), for a node whose disk fills up."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs: {mounted.stderr.decode()}")
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """Take all but ``leave`` bytes of the disk's free space."""
+    filler = disk / f"filler-{time.monotonic_ns()}"
+    free = shutil.disk_usage(disk).free
+    with open(filler, "wb") as f:
+        if free > leave:
+            os.posix_fallocate(f.fileno(), 0, free - leave)
+    return filler
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="fills a disk with fallocate")
+def test_a_full_disk_stops_claiming_and_the_node_goes_on_when_there_is_room(tmp_path, small_disk):
+    """ENOSPC while appending to log.bin ended the process with a raw exception group,
+    and a renderer's failure said nothing. Now the node stops claiming and says why,
+    keeps serving, and renders again once there is room."""
+    farm = Farm(tmp_path)
+    with farm_running(farm, tmp_path):
+        _, bootstrap = farm.start_bootstrap(tmp_path / "b")
+        _, node = farm.start_node(
+            "node-1", bootstrap, small_disk / "node-1", 1, "--min-free-space", "16M"
+        )
+        wait_until("the node is up", lambda: status(node)["worker"] is not None, 30)
+        filler = _fill(small_disk, 8 * 2**20)  # below the node's 16M
+        problem = wait_until(
+            "the node to see its disk nearly full",
+            lambda: status(node)["worker"]["disk_problem"],
+            30,
+        )
+        assert "MiB free" in problem and "--min-free-space" in problem
+        job_id = submit(node, demo_spec(tmp_path / "out", frames=(1, 12), chunk=1))
+        time.sleep(2)
+        st = status(node)
+        assert job_of(st, job_id)["frames_done"] == 0 and not st["worker"]["rendering"]
+        # Completely full: the log file cannot grow either. The node stays up.
+        full = _fill(small_disk, 0)
+        control = submit(node, demo_spec(tmp_path / "out2", frames=(1, 2), chunk=1))
+        time.sleep(2)
+        assert status(node)["worker"]["disk_problem"]
+        full.unlink()
+        filler.unlink()
+        wait_until(
+            "the node to take chunks again", lambda: not status(node)["worker"]["disk_problem"], 30
+        )
+        for job in (job_id, control):
+            wait_until(
+                f"job {job} to complete",
+                lambda job=job: job_of(status(node), job).get("complete"),
+                120,
+            )
+        assert farm.procs[1].poll() is None  # never died
+    assert "Traceback" not in (tmp_path / "node-1.log").read_text()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sets a POSIX open-files limit")
+def test_the_gif_of_a_job_longer_than_the_open_files_limit(tmp_path):
+    """The GIF step opened every frame at once: 1,100 frames on a submitter with the
+    common limit of 1,024 open files never completed. It is written one frame at a
+    time now (a preview of at most GIF_MAX_FRAMES)."""
+    script = f"""
+import resource
+from pathlib import Path
+from PIL import Image
+from peerfarm.core.state import Job
+from peerfarm.runtime.outputs import GIF_MAX_FRAMES, _write_gif, output_gif_path
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+out = Path({str(tmp_path)!r})
+job = Job(id="j", name="long", renderer="builtin", renderer_version="", scene="", files=(),
+          main="", options=(), frame_start=1, frame_end=1100, chunk_size=10, padding=4,
+          width=16, height=12, output=str(out), priority=0, submitter="x", submitted_lamport=1)
+for f in range(1, 1101):
+    Image.new("RGB", (16, 12), (f % 256, 0, 0)).save(out / job.frame_file_name(f))
+_write_gif(job)
+with Image.open(output_gif_path(job)) as gif:
+    print(gif.n_frames, GIF_MAX_FRAMES)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    shown, most = proc.stdout.split()
+    assert shown == most  # 1,100 frames shown as an evenly spread preview

@@ -268,6 +268,8 @@ class MainWindow(QMainWindow):
             return "not rendering"
         if self.app.worker_pause_reason:
             return self.app.worker_pause_reason
+        if worker.get("disk_problem"):
+            return f"takes no chunks: {worker['disk_problem']}"
         busy = len(worker["rendering"])
         if not worker["slots"]:
             return "renders nothing (0 slots)"

@@ -23,8 +23,9 @@ from peerfarm.cli.commands import (
 )
 from peerfarm.cli.errors import CliError
 from peerfarm.core.refused import Refused
+from peerfarm.core.user_text import parse_bytes
 from peerfarm.runtime.client import ClientError
-from peerfarm.runtime.node import Node, NodeConfig
+from peerfarm.runtime.node import DEFAULT_MIN_FREE_BYTES, Node, NodeConfig
 from peerfarm.runtime.serve import (
     START_ERRORS,
     add_farm_key_option,
@@ -44,6 +45,13 @@ OTHER_FACES = {
     "gui": "ui.launch",  # the desktop app (needs PySide6: pip install 'peerfarm[gui]')
     "bootstrap": "bootstrap_server.server",
 }
+
+
+def _bytes(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except Refused as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _priority(text: str) -> int:
@@ -104,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a peer silent this long is declared down and its chunks rendered elsewhere "
         "(default 3; a lost link that does not come back within 0.5 s counts at once)",
+    )
+    p.add_argument(
+        "--min-free-space",
+        type=_bytes,
+        default=DEFAULT_MIN_FREE_BYTES,
+        metavar="SIZE",
+        help="take no new chunks while the data folder's disk has less free space than "
+        f"this (default {DEFAULT_MIN_FREE_BYTES // 2**20}M; e.g. 500M, 2G)",
     )
 
     for command, what in (
@@ -267,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 name=args.name,
                 advertise=args.advertise,
                 peer_timeout=max(args.peer_timeout, 0.3),
+                min_free_bytes=args.min_free_space,
                 zeroconf=not args.no_zeroconf,
                 farm_key=args.farm_key,
             )

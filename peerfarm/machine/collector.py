@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from peerfarm.core import actions as act
+from peerfarm.core.actions import Action
 from peerfarm.core.state import CANCELLED, CHUNK_DONE, DOWN, LEFT, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
@@ -27,6 +28,11 @@ from peerfarm.machine.shared import Shared
 from peerfarm.machine.timing import COLLECT_INTERVAL, MAX_FETCHES
 
 FetchKey = tuple[str, int, int]  # job id, frame, tile (-1: the whole frame)
+
+RESCAN_INTERVAL = 60.0  # look over each unfinished job whole, whatever happened
+NO_SPACE_NOTE_INTERVAL = 60.0  # how often a full output disk is said again
+LOOK_BUDGET = 256  # chunks looked at per job per pass (waiting ones go to the end)
+_DROP, _KEEP, _FULL = object(), object(), object()
 
 
 class Collector:
@@ -46,6 +52,13 @@ class Collector:
         self.errors: dict[str, str] = {}
         self._reported_lost: set[tuple[str, int, int, str]] = set()
         self._next_pass = math.inf
+        # What to look at, so a pass costs what is left to do, not the job's size:
+        # chunks to look at per job (in order), and jobs to look over whole again.
+        self._todo: dict[str, dict[int, None]] = {}
+        self._rescan: set[str] = set()
+        self._late_inserts = 0
+        self._next_rescan = math.inf
+        self._told_no_space = -math.inf
 
     def progress(self, job: Job) -> dict[str, Any]:
         collected = self.collected.get(job.id, set())
@@ -61,16 +74,57 @@ class Collector:
         }
 
     def next_deadline(self) -> float:
-        return self._next_pass
+        """Ticks only while one of our jobs still waits for frames: an idle node sleeps."""
+        me = self.shared.node_id
+        for job in self.shared.state.jobs.values():
+            if (
+                job.submitter == me
+                and job.state != CANCELLED
+                and job.id not in self.complete
+                and job.id not in self.errors
+            ):
+                return min(self._next_pass, self._next_rescan)
+        return math.inf
 
     def start(self) -> None:
         self._next_pass = self.shared.now + COLLECT_INTERVAL
+        self._next_rescan = self.shared.now + RESCAN_INTERVAL
 
     def tick(self) -> None:
-        """Every COLLECT_INTERVAL: look again (fetches that got no answer are retried)."""
-        if self.shared.now >= self._next_pass:
-            self._next_pass = self.shared.now + COLLECT_INTERVAL
+        """Every COLLECT_INTERVAL: look again (fetches that got no answer are retried);
+        every RESCAN_INTERVAL, over each job whole (a safety net: see observe)."""
+        now = self.shared.now
+        if now >= self._next_rescan:
+            self._next_rescan = now + RESCAN_INTERVAL
+            self._rescan_all()
+        if now >= self._next_pass:
+            self._next_pass = now + COLLECT_INTERVAL
             self.react()
+
+    def _rescan_all(self) -> None:
+        me = self.shared.node_id
+        self._rescan.update(j.id for j in self.shared.state.jobs.values() if j.submitter == me)
+
+    def observe(self, applied: list[Action]) -> None:
+        """Actions just applied: which chunks to look at. A DONE of one of our jobs names
+        its chunk; a peer joining, leaving or going down, or a re-fold of the log (a late
+        action can change who holds what), sends us over our jobs whole again."""
+        me = self.shared.node_id
+        jobs = self.shared.state.jobs
+        for action in applied:
+            if action.type == act.DONE:
+                job = jobs.get(action.payload["job_id"])
+                if job is not None and job.submitter == me:
+                    self._todo.setdefault(job.id, {})[action.payload["chunk"]] = None
+            elif action.type in (act.PEER_DOWN, act.PEER_LEFT, act.PEER_JOINED):
+                self._rescan_all()
+        if self.shared.log.late_inserts != self._late_inserts:
+            self._late_inserts = self.shared.log.late_inserts
+            self._rescan_all()
+
+    def relinked(self) -> None:
+        """A link came up: frames whose holder could not be asked can be asked now."""
+        self._rescan_all()
 
     # -- what happens on every change -------------------------------------------------
 
@@ -115,58 +169,65 @@ class Collector:
                 self._scanning.add(job.id)
                 self.shared.out(fx.ScanOutputs(job))
             return
-        if job.tiles > 1:
-            self._collect_tiles(job, collected)
-        else:
-            self._collect_frames(job, collected)
+        todo = self._todo.setdefault(job.id, {})
+        if job.id in self._rescan:
+            self._rescan.discard(job.id)
+            for index in sorted(job.chunks):
+                if job.chunks[index].state == CHUNK_DONE:
+                    todo[index] = None
+        looked = 0
+        for index in list(todo):
+            if looked >= LOOK_BUDGET:
+                break
+            looked += 1
+            verdict = self._look_at(job, collected, index)
+            if verdict is _FULL:
+                break
+            del todo[index]
+            if verdict is _KEEP:
+                todo[index] = None  # to the end: a waiting chunk does not block the others
         if len(collected) == job.frames_total and job.id not in self._finishing:
             self._finishing.add(job.id)
             self.shared.out(fx.FinishOutputs(job))
 
-    def _collect_frames(self, job: Job, collected: set[int]) -> None:
-        for index in sorted(job.chunks):
-            chunk = job.chunks[index]
-            if chunk.state != CHUNK_DONE:
-                continue
-            missing = [f for f in job.frames_of(index) if f not in collected]
-            if not missing:
-                continue
-            if self._holder_gone(chunk.done_by):
-                self._lost(job, index, chunk.done_by, "its holder is gone")
-                continue
-            for frame in missing:
-                key = (job.id, frame, -1)
-                may = self._may_fetch(key, chunk.done_by)
-                if may is None:
-                    return
-                if may:
-                    self._fetch(key, job, frame, None, chunk.done_by)
-
-    def _collect_tiles(self, job: Job, collected: set[int]) -> None:
-        here = self.tiles.setdefault(job.id, {})
-        for index in sorted(job.chunks):
-            chunk = job.chunks[index]
-            if chunk.state != CHUNK_DONE:
-                continue
-            frame = job.frames_of(index).start
-            tile = job.tile_of(index)
-            assert tile is not None
-            if frame in collected or tile in here.get(frame, ()):
-                continue
-            if self._holder_gone(chunk.done_by):
-                self._lost(job, index, chunk.done_by, "its holder is gone")
-                continue
-            key = (job.id, frame, tile)
+    def _look_at(self, job: Job, collected: set[int], index: int) -> object:
+        """Fetch what a done chunk's frames (or tile) still need. _DROP: nothing more to
+        do for it now; _KEEP: look again later (its holder cannot be asked now); _FULL:
+        the fetch limit is reached."""
+        chunk = job.chunk(index)
+        if chunk.state != CHUNK_DONE:
+            return _DROP  # a DONE will name it again when it is done
+        if job.tiles > 1:
+            frame, tile = job.frames_of(index).start, job.tile_of(index)
+            here = self.tiles.get(job.id, {}).get(frame, ())
+            wanted = [] if frame in collected or tile in here else [(frame, tile)]
+        else:
+            wanted = [(f, None) for f in job.frames_of(index) if f not in collected]
+        if not wanted:
+            return _DROP
+        if self._holder_gone(chunk.done_by):
+            self._lost(job, index, chunk.done_by, "its holder is gone")
+            return _DROP
+        waiting = False
+        for frame, tile in wanted:
+            key = (job.id, frame, -1 if tile is None else tile)
             may = self._may_fetch(key, chunk.done_by)
             if may is None:
-                break
+                return _FULL
             if may:
                 self._fetch(key, job, frame, tile, chunk.done_by)
-        for frame in sorted(here):
-            if len(here[frame]) == job.tiles and frame not in collected:
-                if (job.id, frame) not in self._stitching:
-                    self._stitching.add((job.id, frame))
-                    self.shared.out(fx.Stitch(job, frame))
+            elif key not in self._fetching:
+                waiting = True
+        return _KEEP if waiting else _DROP
+
+    def _maybe_stitch(self, job_id: str, frame: int) -> None:
+        job = self.shared.state.jobs.get(job_id)
+        if job is None or frame in self.collected.get(job_id, ()):
+            return
+        if len(self.tiles.get(job_id, {}).get(frame, ())) == job.tiles:
+            if (job_id, frame) not in self._stitching:
+                self._stitching.add((job_id, frame))
+                self.shared.out(fx.Stitch(job, frame))
 
     def _lost(self, job: Job, index: int, holder: str, why: str) -> None:
         """The only copy of a chunk's frames is gone before we collected them: render again."""
@@ -196,6 +257,9 @@ class Collector:
         self.collected[event.job_id] = set(event.frames)
         if event.tiles:
             self.tiles[event.job_id] = {f: set(t) for f, t in event.tiles.items()}
+            for frame in sorted(event.tiles):
+                self._maybe_stitch(event.job_id, frame)
+        self._rescan.add(event.job_id)
         self.shared.touch()
 
     def fetched(self, event: ev.FrameFetched) -> None:
@@ -210,6 +274,7 @@ class Collector:
             else:
                 tiles = self.tiles.setdefault(event.job_id, {})
                 tiles.setdefault(event.frame, set()).add(event.tile)
+                self._maybe_stitch(event.job_id, event.frame)
             self.shared.touch()
         elif event.outcome == ev.MISSING:
             if event.tile is None:
@@ -221,8 +286,15 @@ class Collector:
             self.shared.touch()
         elif event.outcome == ev.WRITE_FAILED:
             self._fail(event.job_id, event.error)
-        else:  # UNREACHABLE: the next pass after the interval asks again
+        else:  # UNREACHABLE or NO_SPACE: the next pass after the interval asks again
+            if event.outcome == ev.NO_SPACE and self.shared.now >= self._told_no_space:
+                self._told_no_space = self.shared.now + NO_SPACE_NOTE_INTERVAL
+                self.shared.note(logging.ERROR, f"job {event.job_id}: {event.error}")
             self._retry_at[key] = self.shared.now + COLLECT_INTERVAL
+            index = job.chunk_of_frame(event.frame)
+            if event.tile is not None:
+                index = job.chunks_of_frame(event.frame)[event.tile]
+            self._todo.setdefault(event.job_id, {})[index] = None
 
     def stitched(self, event: ev.Stitched) -> None:
         self._stitching.discard((event.job_id, event.frame))

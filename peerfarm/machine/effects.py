@@ -128,7 +128,8 @@ class FinishOutputs:
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """A line for the node's log (logging levels: 20 info, 30 warning, 40 error)."""
+    """A line for the node's log (logging levels: 20 info, 30 warning, 40 error, 50 an
+    internal error: a bug of the machine, which the simulator counts as a failure)."""
 
     level: int
     text: str

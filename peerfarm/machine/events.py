@@ -116,6 +116,7 @@ class RenderEnded:
     chunk: int
     ok: bool
     error: str = ""
+    no_space: bool = False  # it failed because the disk is full: not the scene's fault
 
 
 # -- collecting the outputs of our own jobs ---------------------------------------------
@@ -132,11 +133,20 @@ class OutputsScanned:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class DiskTrouble:
+    """This node cannot write its data folder (full, or failing): ``problem`` says what;
+    "" means it can again."""
+
+    problem: str
+
+
 # Outcomes of a FetchFrame.
 STORED = "stored"  # the frame is in the output folder (a tile: in our frames folder)
 MISSING = "missing"  # the holder answered that it does not hold it
 UNREACHABLE = "unreachable"  # no answer (not linked, link dropped, timed out): try later
 WRITE_FAILED = "write failed"  # we could not write it: ``error`` says why
+NO_SPACE = "no space"  # the disk is full: try again once there is room
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ class NodeMachine:
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.Started: self._started,
             ev.Tick: self._tick,
-            ev.LinkUp: lambda e: self.membership.link_up(e.peer, e.role, e.name, e.address),
+            ev.LinkUp: self._link_up,
             ev.LinkDown: lambda e: self.membership.link_down(e.peer),
             ev.Heard: lambda e: None,  # handle() already noted when we heard the peer
             ev.ActionsReceived: lambda e: self.membership.actions_received(e.peer, e.actions),
@@ -72,7 +72,10 @@ class NodeMachine:
             ev.JoinAnswered: lambda e: self.membership.join_answered(e.kwl, e.vv),
             ev.PeersFound: lambda e: self.membership.learn(e.entries),
             ev.RenderProgress: lambda e: self.worker.progress(e.job_id, e.chunk),
-            ev.RenderEnded: lambda e: self.worker.ended(e.job_id, e.chunk, e.ok, e.error),
+            ev.RenderEnded: lambda e: self.worker.ended(
+                e.job_id, e.chunk, e.ok, e.error, e.no_space
+            ),
+            ev.DiskTrouble: lambda e: self.worker.disk_trouble(e.problem),
             ev.OutputsScanned: self.collector.scanned,
             ev.FrameFetched: self.collector.fetched,
             ev.Stitched: self.collector.stitched,
@@ -271,19 +274,21 @@ class NodeMachine:
             if not shared.dirty:
                 return
             shared.dirty = False
+            applied, shared.applied = shared.applied, []
             if not self.started or self.left:
                 continue
             membership = self.membership
             if membership.synced and not membership.working and not shared.stopping:
                 self._start_working()
             if membership.working:
+                self.collector.observe(applied)
                 if self.config.renders:
                     self.worker.react()
                 self.collector.react()
             if shared.stopping:
                 self._maybe_leave()
         shared.dirty = False
-        shared.note(logging.ERROR, "internal error: the node keeps reacting to its own actions")
+        shared.note(logging.CRITICAL, "internal error: the node keeps reacting to its own actions")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -317,6 +322,10 @@ class NodeMachine:
             self.collector.tick()
         if self.shared.stopping:
             self.shared.dirty = True  # _react checks whether we may leave now
+
+    def _link_up(self, event: ev.LinkUp) -> None:
+        self.membership.link_up(event.peer, event.role, event.name, event.address)
+        self.collector.relinked()
 
     def _join_asked(self, event: ev.JoinAsked) -> None:
         if self.config.role != "bootstrap":

@@ -41,6 +41,7 @@ class Shared:
         self.dirty = False  # something the worker or the collector may act on changed
         self.changes = 0  # bumped by anything a face could show (drivers wake waiters)
         self.stopping = False  # a stop was asked: claim nothing more
+        self.applied: list[Action] = []  # since the rules last looked (machine._react)
         self._persist: list[dict[str, Any]] = []
         self._own: list[dict[str, Any]] = []
 
@@ -65,7 +66,7 @@ class Shared:
         action = self.log.create(self.node_id, type_, payload)
         wire = action.to_wire()
         validate_action(wire)  # our own bugs must not reach the farm
-        self.log.add(action)
+        self.applied.extend(self.log.add(action))
         self._persist.append(wire)
         self._own.append(wire)
         self.touch()
@@ -89,6 +90,7 @@ class Shared:
                 "Lamport clock went back or jumped too far (a faulty member?)",
             )
         if applied:
+            self.applied.extend(applied)
             self._persist.extend(a.to_wire() for a in applied)
             self.touch()
         return applied

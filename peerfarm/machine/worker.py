@@ -23,7 +23,8 @@ from peerfarm.machine.shared import Shared
 # node takes it at once; other stops (job over, claim lost) have nothing to give back.
 RELEASE_REASON_STOPPING = "node stopping"
 RELEASE_REASON_PAUSED = "this machine's worker paused"
-RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED)
+RELEASE_REASON_NO_SPACE = "this node's disk is full"
+RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED, RELEASE_REASON_NO_SPACE)
 
 
 @dataclass
@@ -45,6 +46,10 @@ class Worker:
         self.shared = shared
         self.renders: dict[tuple[str, int], Render] = {}
         self.paused = False  # this machine's user paused it (or is at the keyboard)
+        self.disk_problem = ""  # why this node cannot write its data folder now
+        # Orphaned claims can only appear at start (the log from disk) and when a late
+        # action re-folds the log: only then is every chunk looked over (see react).
+        self._late_inserts = -1
 
     @property
     def slots(self) -> int:
@@ -54,6 +59,7 @@ class Worker:
         return {
             "slots": self.slots,
             "paused": self.paused,
+            "disk_problem": self.disk_problem,
             "rendering": [
                 {
                     "job_id": r.job_id,
@@ -67,13 +73,16 @@ class Worker:
         }
 
     def _may_start(self) -> bool:
-        return not self.paused and not self.shared.stopping
+        return not self.paused and not self.shared.stopping and not self.disk_problem
 
     # -- what happens on every change -------------------------------------------------
 
     def react(self) -> None:
         self._stop_lost_claims()
-        self._adopt_orphan_claims()
+        late = self.shared.log.late_inserts
+        if late != self._late_inserts:
+            self._late_inserts = late
+            self._adopt_orphan_claims()
         self._fill_slots()
 
     def _holds(self, job: Job, index: int, claim_seq: int) -> bool:
@@ -164,7 +173,7 @@ class Worker:
             if not self._holds(job, index, claim.seq):
                 # The scheduler picked a chunk our own claim cannot take: a bug.
                 shared.note(
-                    logging.ERROR,
+                    logging.CRITICAL,
                     f"internal error: our own claim on chunk {index} of job {job_id} "
                     "does not hold; not rendering it",
                 )
@@ -196,10 +205,13 @@ class Worker:
             render.frames_finished += 1
             self.shared.changes += 1
 
-    def ended(self, job_id: str, chunk: int, ok: bool, error: str) -> None:
+    def ended(self, job_id: str, chunk: int, ok: bool, error: str, no_space: bool) -> None:
         render = self.renders.pop((job_id, chunk), None)
         if render is None:
             return
+        if not ok and no_space:  # not the scene's fault: give the chunk back, claim no more
+            render.stop_reason = render.stop_reason or RELEASE_REASON_NO_SPACE
+            self.disk_trouble(f"a render failed for want of disk space: {error}")
         shared = self.shared
         shared.touch()  # a slot is free
         if ok:
@@ -207,12 +219,26 @@ class Worker:
             # while the chunk is not done yet (no rendered frame is wasted).
             shared.emit(act.DONE, render.claim_ref())
         elif render.stop_reason:
+            # While it was dying, its claim may have won again (a re-fold): look over
+            # our claims once more, or nobody would render that chunk.
+            self._late_inserts = -1
             job = shared.state.jobs[job_id]
             if render.stop_reason in RELEASE_REASONS and self._holds(job, chunk, render.claim_seq):
                 shared.emit(act.RELEASE_CHUNK, render.claim_ref())
         else:
             shared.note(logging.WARNING, f"chunk {chunk} of job {job_id} failed: {error}")
             shared.emit(act.CHUNK_FAILED, {**render.claim_ref(), "error": error})
+
+    def disk_trouble(self, problem: str) -> None:
+        """The data folder cannot be written (problem), or can again (""): claim nothing
+        while it cannot; what runs finishes or fails on its own."""
+        if problem != self.disk_problem:
+            self.disk_problem = problem
+            if problem:
+                self.shared.note(logging.ERROR, f"not taking new chunks: {problem}")
+            else:
+                self.shared.note(logging.INFO, "the disk has room again: taking chunks again")
+            self.shared.touch()
 
     def pause(self) -> None:
         """This machine stops rendering now: renders in flight stop and their chunks go

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 # The app and headless nodes wake the machine at its own deadlines; this bounds a
 # sleep in case a deadline moved without an event (it never should).
 MAX_TICK_INTERVAL = 1.0
+DEFAULT_MIN_FREE_BYTES = 200 * 1024 * 1024
+DISK_CHECK_INTERVAL = 5.0  # free space looked at; a failed write looks at once
 
 
 class SetupError(ValueError):
@@ -88,6 +91,8 @@ class NodeConfig:
     peer_timeout: float = PEER_TIMEOUT  # silent this long: down (half of it: suspect)
     zeroconf: bool = True  # announce and find nodes on the LAN
     farm_key: FarmKey | None = None  # None: a loopback-only farm (docs/security.md)
+    # Below this much free space in the data folder's disk, take no new chunks.
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
 
 
 class Node:
@@ -117,6 +122,7 @@ class Node:
         self._to_send: list[tuple[str | None, tuple[dict[str, Any], ...]]] = []
         self._flush_ready = trio.Event()
         self._flushed = trio.Event()
+        self._log_write_failed = False
         self._kwl_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._renders: Renders | None = None
@@ -151,7 +157,7 @@ class Node:
             serve=LinkService(self).serve,
         )
         self._renders = Renders(
-            self.data_dir, self.plugins, self.blobs, self._fetch_blob, self.feed
+            self.data_dir, self.plugins, self.blobs, self._fetch_blob, self.feed, self.disk_is_full
         )
         self._outputs = Outputs(
             self.node_id, self.data_dir, self.plugins, self.fetch_frame, self.feed
@@ -168,6 +174,7 @@ class Node:
             self.mesh.start(nursery)
             nursery.start_soon(trio.serve_listeners, self.mesh.handle_inbound, listeners)
             nursery.start_soon(self._flusher)
+            nursery.start_soon(self._watch_disk)
             await nursery.start(self._renders.run)  # after leftovers from before are gone
             nursery.start_soon(self._outputs.run)
             if self.config.zeroconf:
@@ -532,7 +539,9 @@ class Node:
         """Write accepted actions to disk (one fsync per batch), then send.
 
         Our own actions reach peers only once they are durable, so a crash can
-        never make us reuse a seq that a peer has already seen.
+        never make us reuse a seq that a peer has already seen. When the log file
+        cannot be written (a full disk), nothing is sent and the batch is tried again
+        until it can: the node stops taking chunks meanwhile and says why.
         """
         while True:
             await self._flush_ready.wait()
@@ -540,7 +549,18 @@ class Node:
             persist, self._to_persist = self._to_persist, []
             sends, self._to_send = self._to_send, []
             if persist:
-                await trio.to_thread.run_sync(self._logfile.append, persist)
+                try:
+                    await trio.to_thread.run_sync(self._logfile.append, persist)
+                except OSError as exc:
+                    self._to_persist[:0] = persist
+                    self._to_send[:0] = sends
+                    self._disk_trouble(f"cannot write {self._logfile.path}: {exc}")
+                    await trio.sleep(DISK_CHECK_INTERVAL)
+                    self._flush_ready.set()
+                    continue
+                if self._log_write_failed:
+                    self._log_write_failed = False
+                    self._disk_ok_now()
             assert self.mesh is not None
             for peer, actions in sends:
                 if peer is None:
@@ -552,6 +572,48 @@ class Node:
                         link.queue_actions(actions)
             self._flushed.set()
             self._flushed = trio.Event()
+
+    def disk_is_full(self) -> bool:
+        """Whether the data folder's disk has less free space than the node needs."""
+        try:
+            return shutil.disk_usage(self.data_dir.root).free < self.config.min_free_bytes
+        except OSError:
+            return False
+
+    def _disk_trouble(self, problem: str) -> None:
+        if problem.startswith("cannot write"):
+            self._log_write_failed = True
+        if self.machine is not None and self.machine.worker.disk_problem != problem:
+            self.feed(ev.DiskTrouble(problem))
+
+    def _disk_ok_now(self) -> None:
+        if (
+            not self.disk_is_full()
+            and self.machine is not None
+            and self.machine.worker.disk_problem
+        ):
+            self.feed(ev.DiskTrouble(""))
+
+    async def _watch_disk(self) -> None:
+        """Stop taking chunks while the data folder's disk is (nearly) full; go on when
+        there is room again. Serving what the node holds goes on all the while."""
+        while True:
+            free = await trio.to_thread.run_sync(self._free_bytes)
+            if free is not None and free < self.config.min_free_bytes:
+                self._disk_trouble(
+                    f"the disk of {self.data_dir.root} has {free // 2**20} MiB free, below "
+                    f"{self.config.min_free_bytes // 2**20} MiB: free some space (or set "
+                    "--min-free-space lower) and this node takes chunks again"
+                )
+            elif not self._log_write_failed:
+                self._disk_ok_now()
+            await trio.sleep(DISK_CHECK_INTERVAL)
+
+    def _free_bytes(self) -> int | None:
+        try:
+            return shutil.disk_usage(self.data_dir.root).free
+        except OSError:
+            return None
 
     async def _fetch_blob(self, sha: str, size: int, sources: list[str]) -> None:
         from peerfarm.runtime.blobs import fetch_blob

@@ -11,8 +11,11 @@ in threads, never on the event loop.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -118,23 +121,21 @@ class Outputs:
 
     def _on_disk(self, job: Job) -> tuple[frozenset[int], dict[int, frozenset[int]]]:
         """Frames in the output folder; for a tiled job also the tiles of frames not
-        stitched yet that are in this node's frames folder (blocking)."""
+        stitched yet that are in this node's frames folder (blocking).
+
+        One listing of each folder, not a look per frame: a job of a million frames
+        resumes in a moment."""
         Path(job.output).mkdir(parents=True, exist_ok=True)
-        frames = frozenset(
-            f
-            for f in range(job.frame_start, job.frame_end + 1)
-            if output_frame_path(job, f).exists()
-        )
+        frames = frozenset(_numbered(Path(job.output), job, rf"\.{re.escape(job.format)}"))
         tiles: dict[int, frozenset[int]] = {}
         if job.tiles > 1:
-            for frame in range(job.frame_start, job.frame_end + 1):
-                if frame in frames:
-                    continue
-                here = frozenset(
-                    t for t in range(job.tiles) if self.data_dir.frame_path(job, frame, t).exists()
-                )
-                if here:
-                    tiles[frame] = here
+            found: dict[int, set[int]] = {}
+            folder = self.data_dir.frames_dir(job.id)
+            pattern = rf"\.tile(\d+)\.{re.escape(job.format)}"
+            for frame, tile in _numbered(folder, job, pattern, with_group=True):
+                if frame not in frames and tile < job.tiles:
+                    found.setdefault(frame, set()).add(tile)
+            tiles = {f: frozenset(t) for f, t in found.items()}
         return frames, tiles
 
     async def _fetch(self, effect: fx.FetchFrame) -> None:
@@ -168,7 +169,10 @@ class Outputs:
                 await trio.to_thread.run_sync(_store_tile, path, data)
         except OSError as exc:
             where = f"the output folder {job.output}" if tile is None else str(self.data_dir.root)
-            fetched(ev.WRITE_FAILED, f"cannot write to {where}: {exc}")
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # room may come back: try again
+                fetched(ev.NO_SPACE, f"cannot write to {where}: {exc}; waiting for room")
+            else:
+                fetched(ev.WRITE_FAILED, f"cannot write to {where}: {exc}")
             return
         fetched(ev.STORED)
 
@@ -216,6 +220,25 @@ class Outputs:
         self.report(ev.OutputsFinished(job.id, gif))
 
 
+def _numbered(folder: Path, job: Job, suffix: str, with_group: bool = False) -> list:
+    """Frame numbers (and a number from ``suffix``) of the job's files in a folder."""
+    name = re.compile(rf"{re.escape(job.name)}_(-?\d{{{job.padding},}}){suffix}")
+    out = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        m = name.fullmatch(entry.name)
+        if m is None:
+            continue
+        frame = int(m[1])
+        # Exactly the name the job gives that frame (not e.g. an extra leading zero).
+        if job.frame_start <= frame <= job.frame_end and f"{frame:0{job.padding}d}" == m[1]:
+            out.append((frame, int(m[2])) if with_group else frame)
+    return out
+
+
 def _store_tile(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, data)
@@ -239,24 +262,40 @@ def _store_frame(job: Job, frame: int, data: bytes) -> None:
     write_atomically(path, out.getvalue())
 
 
+# The GIF is a preview of the animation: at most this many frames (evenly spread over
+# a longer job, each shown longer), each fitted into this box. The frames and the MP4
+# are the full output; the GIF must stay cheap for a job of 100,000 frames too.
+GIF_MAX_FRAMES = 300
+GIF_BOX = (320, 320)
+
+
+def gif_frames(job: Job) -> list[int]:
+    """The frames the job's GIF shows."""
+    total = job.frames_total
+    count = min(total, GIF_MAX_FRAMES)
+    return [job.frame_start + (i * total) // count for i in range(count)]
+
+
 def _write_gif(job: Job) -> None:
+    """Write the GIF one frame at a time: one frame file open at once, whatever the job's
+    length (1,100 frames used to mean 1,100 open files, and no GIF past the limit)."""
     from PIL import Image
 
-    frames = [
-        Image.open(output_frame_path(job, f)) for f in range(job.frame_start, job.frame_end + 1)
-    ]
-    try:
-        first, rest = frames[0], frames[1:]
-        tmp = output_gif_path(job).with_suffix(".gif.tmp")
-        first.save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=rest,
-            duration=round(1000 / job.fps),
-            loop=0,
-        )
-        tmp.replace(output_gif_path(job))
-    finally:
-        for im in frames:
-            im.close()
+    shown = gif_frames(job)
+
+    def preview(frame: int) -> Image.Image:
+        with Image.open(output_frame_path(job, frame)) as im:
+            im.thumbnail(GIF_BOX)
+            return im.convert("RGB")  # loaded: the file is closed when this returns
+
+    step = job.frames_total / len(shown)
+    tmp = output_gif_path(job).with_suffix(".gif.tmp")
+    preview(shown[0]).save(
+        tmp,
+        format="GIF",
+        save_all=True,
+        append_images=(preview(frame) for frame in shown[1:]),
+        duration=round(1000 * step / job.fps),
+        loop=0,
+    )
+    tmp.replace(output_gif_path(job))

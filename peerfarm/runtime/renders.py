@@ -43,12 +43,14 @@ class Renders:
         blobs: BlobStore,
         fetch_blob: FetchBlob,
         report: Report,
+        disk_is_full: Callable[[], bool],
     ) -> None:
         self.data_dir = data_dir
         self.plugins = plugins
         self.blobs = blobs
         self.fetch_blob = fetch_blob
         self.report = report
+        self.disk_is_full = disk_is_full
         self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
         self.processes = RendererProcesses(data_dir.root)
         self._job_locks: dict[str, trio.Lock] = {}  # one scene download per job at a time
@@ -89,7 +91,9 @@ class Renders:
             del self._scopes[(job.id, chunk)]
             if scope.cancelled_caught:
                 ok = False
-            self.report(ev.RenderEnded(job.id, chunk, ok, error))
+            # A renderer that failed on a full disk is not the scene's fault.
+            no_space = not ok and not scope.cancelled_caught and self.disk_is_full()
+            self.report(ev.RenderEnded(job.id, chunk, ok, error, no_space))
 
     async def _materialize(self, job: Job, sources: tuple[str, ...]) -> None:
         """Fetch the job's scene files (blobs) this node lacks and unpack them into
@@ -170,6 +174,7 @@ def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir
 
 def _tail(path: Path) -> str:
     try:
-        return path.read_text("utf-8", errors="replace")[-ERROR_TAIL_CHARS:].strip()
+        text = path.read_text("utf-8", errors="replace")[-ERROR_TAIL_CHARS:].strip()
     except OSError:
-        return "(no renderer output)"
+        text = ""
+    return text or f"(no renderer output in {path}: is its disk full?)"

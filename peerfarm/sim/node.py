@@ -271,7 +271,7 @@ class SimNode:
             self.farm.trace(self, f"collected all {job.frames_total} frames of {job.id}")
             self.call_later(0.0, self._handle, ev.OutputsFinished(job.id, gif=True))
         elif isinstance(effect, fx.Note):
-            if effect.level >= logging.ERROR:
+            if effect.level >= logging.CRITICAL:
                 self.farm.violation(f"{self.name}: {effect.text}")
             self.farm.trace(self, effect.text)
         elif isinstance(effect, fx.Left):
