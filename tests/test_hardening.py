@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 import trio
 from factories import demo_spec, joined_payload, new_job_payload
-from farmtools import farm_running, job_of, start_farm, status, submit, wait_until
+from farmtools import (
+    farm_running,
+    job_of,
+    start_farm,
+    start_node,
+    status,
+    submit,
+    wait_for_rendering_mesh,
+    wait_until,
+)
 from rawpeer import join_as, tls_connect
 
 from peerfarm.cli.demo import Farm
@@ -303,3 +312,44 @@ with Image.open(output_gif_path(job)) as gif:
     assert proc.returncode == 0, proc.stderr
     shown, most = proc.stdout.split()
     assert shown == most  # 1,100 frames shown as an evenly spread preview
+
+
+def test_a_node_whose_log_lost_actions_comes_back_as_a_new_incarnation(tmp_path):
+    """A corrupt record in the middle of log.bin is cut off with all after it, the
+    node's own actions among them. It must never emit those seqs again (the farm would
+    split for good): it comes back under a new id, and the farm converges."""
+    farm, _, bootstrap, nodes = start_farm(tmp_path, nodes=2)
+    with farm_running(farm, tmp_path):
+        wait_for_rendering_mesh(nodes)
+        job_id = submit(nodes[0], demo_spec(tmp_path / "out", frames=(1, 16), chunk=1))
+        wait_until(
+            "node-2 to render some frames",
+            lambda: (
+                any(p["renders"] for p in status(nodes[1])["peers"])
+                and job_of(status(nodes[0]), job_id).get("frames_done", 0) >= 4
+            ),
+            60,
+        )
+        old_id = status(nodes[1])["node_id"]
+        farm.procs[2].kill()
+        farm.procs[2].wait()
+        log_file = tmp_path / "node-2" / "log.bin"
+        data = bytearray(log_file.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 16] = b"\xff" * 16  # a record in the middle goes bad
+        log_file.write_bytes(bytes(data))
+        _, address = start_node(farm, tmp_path, 2, bootstrap)
+        new_id = status(address)["node_id"]
+        assert new_id != old_id
+        wait_until(
+            "the job to complete", lambda: job_of(status(nodes[0]), job_id).get("complete"), 120
+        )
+        wait_until(
+            "every node to hold the same state",
+            lambda: len({status(a)["state_digest"] for a in (nodes[0], address, bootstrap)}) == 1,
+            30,
+        )
+        retired = [p for p in status(nodes[0])["peers"] if p["id"] == old_id]
+        assert retired and retired[0]["state"] == "down"
+    text = (tmp_path / "node-2.log").read_text()
+    assert f"joins as a new node {new_id[:12]}" in text and old_id[:12] in text

@@ -130,7 +130,11 @@ def _claim_chunk(state: State, action: a.Action) -> State:
     # A worker claims only what its own fold shows pending, so every claim starts a
     # render, even one that loses a race: count them all, so wasted work is visible.
     job = job._replace(frame_renders=job.frame_renders + len(job.frames_of(index)))
-    if chunk.state == PENDING:
+    claimer = state.peers.get(action.origin)
+    if chunk.state == PENDING and (claimer is None or claimer.state == UP):
+        # A node the farm has declared down or gone wins no chunk: its claim would hold
+        # the chunk until that node came back, and one that returns as a new incarnation
+        # (a new id, see runtime/node.py) never does.
         won = chunk._replace(
             state=CLAIMED, claim_origin=action.origin, claim_seq=action.seq, epoch=chunk.epoch + 1
         )

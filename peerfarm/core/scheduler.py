@@ -39,8 +39,10 @@ def pick_chunk(
     must not take (e.g. a renderer it lacks).
     """
     me = state.peers.get(node_id)
-    if me is None:
-        return None  # not announced yet: the farm does not know what we can render
+    if me is None or me.state != UP:
+        # Not announced yet (the farm does not know what we can render), or declared
+        # down and not rejoined yet (a claim would not count: core/reducers.py).
+        return None
     rank, renderers = _rank(state, node_id)
     for job in job_order(state):
         if job.id in skip_jobs or not me.can_render(job):

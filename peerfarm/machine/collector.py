@@ -75,10 +75,9 @@ class Collector:
 
     def next_deadline(self) -> float:
         """Ticks only while one of our jobs still waits for frames: an idle node sleeps."""
-        me = self.shared.node_id
         for job in self.shared.state.jobs.values():
             if (
-                job.submitter == me
+                self.shared.is_me(job.submitter)
                 and job.state != CANCELLED
                 and job.id not in self.complete
                 and job.id not in self.errors
@@ -102,19 +101,18 @@ class Collector:
             self.react()
 
     def _rescan_all(self) -> None:
-        me = self.shared.node_id
-        self._rescan.update(j.id for j in self.shared.state.jobs.values() if j.submitter == me)
+        jobs = self.shared.state.jobs.values()
+        self._rescan.update(j.id for j in jobs if self.shared.is_me(j.submitter))
 
     def observe(self, applied: list[Action]) -> None:
         """Actions just applied: which chunks to look at. A DONE of one of our jobs names
         its chunk; a peer joining, leaving or going down, or a re-fold of the log (a late
         action can change who holds what), sends us over our jobs whole again."""
-        me = self.shared.node_id
         jobs = self.shared.state.jobs
         for action in applied:
             if action.type == act.DONE:
                 job = jobs.get(action.payload["job_id"])
-                if job is not None and job.submitter == me:
+                if job is not None and self.shared.is_me(job.submitter):
                     self._todo.setdefault(job.id, {})[action.payload["chunk"]] = None
             elif action.type in (act.PEER_DOWN, act.PEER_LEFT, act.PEER_JOINED):
                 self._rescan_all()
@@ -129,11 +127,10 @@ class Collector:
     # -- what happens on every change -------------------------------------------------
 
     def react(self) -> None:
-        me = self.shared.node_id
         jobs = self.shared.state.jobs
         for job_id in sorted(jobs):
             job = jobs[job_id]
-            if job.submitter == me and job.state != CANCELLED:
+            if self.shared.is_me(job.submitter) and job.state != CANCELLED:
                 self._collect(job)
 
     def _holder_gone(self, holder: str) -> bool:

@@ -231,7 +231,7 @@ class NodeMachine:
                 "output": job.output,
                 "error": job.error,
             }
-            if job.submitter == self.node_id:
+            if self.shared.is_me(job.submitter):
                 entry.update(self.collector.progress(job))
             jobs.append(entry)
         config = self.config

@@ -29,6 +29,9 @@ class MachineConfig:
     renderers: dict[str, str] = field(default_factory=dict)  # what we can render: name -> version
     bootstraps: tuple[str, ...] = ()  # bootstrap server addresses to dial
     peer_timeout: float = PEER_TIMEOUT
+    # Ids this node had before (it came back as a new incarnation after its log lost
+    # actions): jobs submitted under them are still ours to collect.
+    former_ids: tuple[str, ...] = ()
 
 
 class Shared:
@@ -48,6 +51,10 @@ class Shared:
     @property
     def state(self) -> State:
         return self.log.state
+
+    def is_me(self, node_id: str) -> bool:
+        """This node, under its id or one it had before."""
+        return node_id == self.node_id or node_id in self.config.former_ids
 
     def out(self, effect: fx.Effect) -> None:
         self.effects.append(effect)

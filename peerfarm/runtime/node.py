@@ -53,7 +53,7 @@ from peerfarm.runtime.requests import Requests
 from peerfarm.runtime.tls import server_context
 from peerfarm.runtime.video import ffmpeg_problem
 from peerfarm.security.farm_key import FarmKey, key_id_of
-from peerfarm.security.identity import Identity, load_or_create_identity
+from peerfarm.security.identity import Identity, load_or_create_identity, retire_identity
 from peerfarm.wire.messages import PROTOCOL_VERSION, message
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ class Node:
         self._flush_ready = trio.Event()
         self._flushed = trio.Event()
         self._log_write_failed = False
+        self._former_ids: tuple[str, ...] = ()
+        self._has_log = False
         self._kwl_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._renders: Renders | None = None
@@ -361,7 +363,7 @@ class Node:
         tiles collected, complete, GIF and video paths, output error (as in status)."""
         machine = self._machine()
         job = machine.state.jobs.get(job_id)
-        if job is None or job.submitter != machine.node_id:
+        if job is None or not machine.shared.is_me(job.submitter):
             raise Refused(f"job {job_id} was not submitted to this node")
         assert self._outputs is not None
         return self._outputs.progress(job, machine.collector.progress(job))
@@ -452,6 +454,7 @@ class Node:
                 renderers=dict(self.renderers),
                 bootstraps=tuple(format_address(*b) for b in config.bootstraps),
                 peer_timeout=config.peer_timeout,
+                former_ids=self._former_ids,
             ),
             kwl=kwl,
             log=ActionLog(),
@@ -561,6 +564,7 @@ class Node:
                 if self._log_write_failed:
                     self._log_write_failed = False
                     self._disk_ok_now()
+                await self._note_log_started()
             assert self.mesh is not None
             for peer, actions in sends:
                 if peer is None:
@@ -629,18 +633,56 @@ class Node:
         default_name = self.config.name or socket.gethostname()[:64] or "node"
         self.identity = await trio.to_thread.run_sync(load_or_create_identity, root)
         ident = await trio.to_thread.run_sync(store.load_identity, root, default_name)
-        wanted = {
-            "node_id": self.identity.node_id,
-            "name": self.config.name or ident["name"],
-        }
+        records = await trio.to_thread.run_sync(self._logfile.load)
+        former = ident.get("former_ids")
+        self._former_ids = (
+            tuple(i for i in former if type(i) is str) if type(former) is list else ()
+        )
+        # node.json says "has_log" once the log file held anything: a log gone since
+        # (deleted, a lost disk) is damage too. A node restarted before it wrote any is not.
+        self._has_log = bool(ident.get("has_log")) and ident["node_id"] == self.identity.node_id
+        if self._logfile.damaged or (self._has_log and not records):
+            # Actions of ours the farm may hold are gone from our log: emitting under the
+            # same id would reuse their numbers with other contents (a fork the farm
+            # could not heal). A new incarnation, a new id, never can.
+            old = await trio.to_thread.run_sync(retire_identity, root)
+            self.identity = await trio.to_thread.run_sync(load_or_create_identity, root)
+            self._former_ids = (*self._former_ids, old)
+            log.warning(
+                "this node's log file lost actions the farm may hold: it joins as a new "
+                "node %s (the old id %s is retired; its chunks go back to the farm)",
+                self.identity.node_id[:12],
+                old[:12],
+            )
+        self._has_log = bool(records)
+        wanted = self._identity_record(self.config.name or ident["name"])
         if ident != wanted:
             if ident["node_id"] and ident["node_id"] != wanted["node_id"]:
                 log.info("this node's id is now its certificate's hash %s", wanted["node_id"][:12])
             await trio.to_thread.run_sync(store.save_identity, root, wanted)
         self.node_id, self.name = wanted["node_id"], wanted["name"]
         kwl = await trio.to_thread.run_sync(store.load_kwl, root)
-        records = await trio.to_thread.run_sync(self._logfile.load)
         return kwl, records
+
+    def _identity_record(self, name: str) -> dict[str, Any]:
+        """What node.json holds (runtime/store.py)."""
+        record: dict[str, Any] = {"node_id": self.identity.node_id, "name": name}
+        if self._former_ids:
+            record["former_ids"] = list(self._former_ids)
+        if self._has_log:
+            record["has_log"] = True
+        return record
+
+    async def _note_log_started(self) -> None:
+        """The log file holds something now: its loss later counts as damage (see _load)."""
+        if not self._has_log:
+            self._has_log = True
+            record = self._identity_record(self.name)
+            try:
+                await trio.to_thread.run_sync(store.save_identity, self.data_dir.root, record)
+            except OSError as exc:  # a full disk: the next batch tries again
+                self._has_log = False
+                log.warning("cannot update node.json: %s", exc)
 
     async def _drain(self) -> None:
         """Let the flusher write and hand the last actions to the links, then let them drain."""

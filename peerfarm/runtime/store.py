@@ -35,9 +35,17 @@ class DataDirError(Exception):
 MAX_RECORD_BYTES = 1024 * 1024
 
 
+# A crash while appending leaves a torn last record: that batch was never fsynced,
+# so never sent; anything else cut off may have reached peers (see ``damaged``).
+_TORN = ("a torn record header", "a torn last record")
+
+
 class LogFile:
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Set by load: records were cut off that peers may hold. The node must then get
+        # its own actions back from them before it emits, or it would reuse their seqs.
+        self.damaged = False
 
     def load(self) -> list[Any]:
         """Every intact record in order; a torn or corrupt tail is cut off with a warning."""
@@ -65,6 +73,7 @@ class LogFile:
                     except (ValueError, msgpack.UnpackException):
                         problem = "a record that does not decode"
             if problem:
+                self.damaged = problem not in _TORN
                 log.warning(
                     "%s: found %s at byte %d of %d; dropping it and everything after it "
                     "(%d records kept); peers will send back what was lost",

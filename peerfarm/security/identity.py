@@ -112,6 +112,16 @@ def load_or_create_identity(data_dir: Path) -> Identity:
     return Identity(ident.private_key, ident.cert_der, key_path, cert_path)
 
 
+def retire_identity(data_dir: Path) -> str:
+    """Set the node's key and certificate aside (node.key.retired-ID, ...) so that the
+    next load_or_create_identity makes a new one; returns the retired node id."""
+    key_path, cert_path = data_dir / KEY_FILE, data_dir / CERT_FILE
+    old = load_or_create_identity(data_dir).node_id
+    for path in (key_path, cert_path):
+        path.replace(path.with_name(f"{path.name}.retired-{old[:12]}"))
+    return old
+
+
 def _write_new(path: Path, data: bytes, *, private: bool) -> None:
     tmp = path.with_name(path.name + ".tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)

@@ -26,11 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="replay this seed (default 0)")
     parser.add_argument("--seeds", type=_seed_range, help="sweep START:END, print failing seeds")
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
+    parser.add_argument(
+        "--log-damage",
+        action="store_true",
+        help="about half the crashes also cut off the end of the node's log file",
+    )
     args = parser.parse_args(argv)
     if args.seeds is not None:
-        return _sweep(args.seeds)
+        return _sweep(args.seeds, args.log_damage)
     rng = random.Random(args.seed)
-    schedule = random_schedule(rng)
+    schedule = random_schedule(rng, log_damage=args.log_damage)
     farm = Farm(schedule, rng, args.seed)
     if not args.quiet:
         print("\n".join(schedule.describe()))
@@ -48,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sweep(seeds: range) -> int:
+def _sweep(seeds: range, log_damage: bool) -> int:
     started = time.perf_counter()
     failing = []
     for seed in seeds:
         try:
-            run_seed(seed)
+            run_seed(seed, log_damage)
         except SimulationFailure as exc:
             failing.append(seed)
             print(f"seed {seed}: {exc.problem}", flush=True)

@@ -25,6 +25,7 @@ from peerfarm.sim.schedule import (
     CRASH,
     DISK_LOSS,
     FREEZE,
+    LOG_DAMAGE,
     PARTITION,
     FaultPlan,
     JobPlan,
@@ -95,6 +96,7 @@ class Farm:
         self._names = {node_id: f"n{i}" for i, node_id in enumerate(ids)}
         self._index = {node_id: i for i, node_id in enumerate(ids)}
         self._peers = {i: [p for p in ids if p != node_id] for i, node_id in enumerate(ids)}
+        self.retired: set[str] = set()  # ids of nodes that came back as new incarnations
         self.nodes = [
             SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob)
             for i, (node_id, plan) in enumerate(zip(schedule.node_ids, schedule.nodes, strict=True))
@@ -113,6 +115,23 @@ class Farm:
 
     def index_of(self, node_id: str) -> int:
         return self._index[node_id]
+
+    def address_of(self, node_id: str) -> str:
+        return f"10.0.0.{self._index[node_id] + 1}:7100"
+
+    def new_incarnation(self, node: SimNode) -> str:
+        """A node comes back under a new id (its log lost actions others may hold)."""
+        old = node.node_id
+        new = f"{self.rng.getrandbits(64):016x}"
+        self.retired.add(old)
+        self._names[new] = node.name
+        self._index[new] = node.index
+        self.network.detach(old)
+        current = [n.node_id if n is not node else new for n in self.nodes]
+        self._peers = {n.index: [p for p in current if p != current[n.index]] for n in self.nodes}
+        node.node_id = new
+        self.network.attach(node)
+        return new
 
     def name_of(self, node_id: str) -> str:
         return self._names.get(node_id, node_id[:8])
@@ -221,7 +240,9 @@ class Farm:
             self.loop.call_later(RETRY_DELAY, self._submit, job)
             return
         why = node.request(ev.SubmitJob(job.payload()))
-        if why:
+        if "own history back" in why:  # its log was damaged: the user tries again
+            self.loop.call_later(RETRY_DELAY, self._submit, job)
+        elif why:
             self.violation(f"{node.name} refused job {job.job_id}: {why}")
 
     def _cancel(self, job: JobPlan) -> None:
@@ -230,7 +251,7 @@ class Farm:
             self.loop.call_later(RETRY_DELAY, self._cancel, job)
             return
         why = node.request(ev.CancelJob(job.job_id))
-        if why.startswith("no job"):  # not heard of here yet
+        if why.startswith("no job") or "own history back" in why:  # not heard of here yet
             self.loop.call_later(RETRY_DELAY, self._cancel, job)
         elif why:
             self.trace(node, f"cancel of {job.job_id} refused: {why}")
@@ -248,18 +269,20 @@ class Farm:
             "priority": ev.SetPriority(job.job_id, priority),
         }[kind]
         why = node.request(event)
-        if why.startswith("no job"):  # not heard of here yet
+        if why.startswith("no job") or "own history back" in why:  # not heard of here yet
             self.loop.call_later(RETRY_DELAY, self._control, job, control)
         elif why:
             self.trace(node, f"{kind} of {job.job_id} refused: {why}")
 
     def _begin(self, fault: FaultPlan) -> None:
         nodes = [self.nodes[i] for i in fault.nodes]
-        if fault.kind == CRASH:
+        if fault.kind in (CRASH, LOG_DAMAGE):
             node = nodes[0]
             if not node.running:
                 return
             node.crash()
+            if fault.kind == LOG_DAMAGE:
+                node.damage_log()
             # The OS closes the dead process's connections; the other ends hear of it
             # if the network between them works.
             for peer in self.network.close_links(node.node_id):
@@ -277,7 +300,7 @@ class Farm:
 
     def _end(self, fault: FaultPlan) -> None:
         node = self.nodes[fault.nodes[0]]
-        if fault.kind == CRASH:
+        if fault.kind in (CRASH, LOG_DAMAGE):
             if not node.running:
                 node.start()
         elif fault.kind == FREEZE:
@@ -332,7 +355,7 @@ class Farm:
                 return f"{node.name} holds other actions than n0"
         state = nodes[0].state
         for peer_id in sorted(state.peers):
-            if state.peers[peer_id].state != UP:
+            if state.peers[peer_id].state != UP and peer_id not in self.retired:
                 return f"{self.name_of(peer_id)} is {state.peers[peer_id].state}"
         for plan in self.schedule.jobs:
             job = state.jobs.get(plan.job_id)
@@ -347,6 +370,15 @@ class Farm:
         return None
 
     def _check_invariants(self) -> None:
+        # 5. No seq is used twice: one action per (origin, seq), whatever was lost.
+        seen: dict[tuple[str, int], Action] = {}
+        for _, _, action in self.actions:
+            other = seen.setdefault((action.origin, action.seq), action)
+            if other != action:
+                self.violation(
+                    f"{self.name_of(action.origin)} emitted two actions as #{action.seq}: "
+                    f"{other.type} and {action.type}"
+                )
         digest = self.nodes[0].log.digest()
         for node in self.nodes:
             # 3. Same actions, same state: every node has the same digest.
@@ -385,10 +417,10 @@ class Farm:
                         self.violation(f"job {job.id}: frames missing at {submitter.name}")
 
 
-def run_seed(seed: int) -> RunResult:
+def run_seed(seed: int, log_damage: bool = False) -> RunResult:
     """One random schedule and its run, both drawn from ``random.Random(seed)``."""
     rng = random.Random(seed)
-    schedule = random_schedule(rng)
+    schedule = random_schedule(rng, log_damage=log_damage)
     return run_schedule(schedule, rng, seed)
 
 

@@ -67,6 +67,8 @@ class Endpoint(Protocol):
 
     def deliver(self, src: str, msg: Message, life: int) -> None: ...
 
+    def link_reset(self, peer: str, life: int) -> None: ...
+
     def link_up(self, peer: str, life: int) -> None: ...
 
 
@@ -95,6 +97,10 @@ class Network:
 
     def attach(self, endpoint: Endpoint) -> None:
         self.endpoints[endpoint.node_id] = endpoint
+
+    def detach(self, node_id: str) -> None:
+        """A retired id: nothing reaches it any more."""
+        self.endpoints.pop(node_id, None)
 
     @staticmethod
     def _pair(a: str, b: str) -> tuple[str, str]:
@@ -136,8 +142,8 @@ class Network:
         pair = self._pair(src, dst)
         if pair in self._links:
             return True
-        target = self.endpoints[dst]
-        if not target.running or target.frozen or not self.reachable(src, dst):
+        target = self.endpoints.get(dst)
+        if target is None or not target.running or target.frozen or not self.reachable(src, dst):
             return False
         self._link_count += 1
         self._links[pair] = self._link_count
@@ -150,7 +156,9 @@ class Network:
         if self._links.get(pair) != number:
             return  # a process died during the handshake
         for a, b in (pair, pair[::-1]):
-            self.endpoints[a].link_up(b, self.endpoints[a].life)
+            endpoint = self.endpoints.get(a)
+            if endpoint is not None:
+                endpoint.link_up(b, endpoint.life)
 
     def close_links(self, node: str) -> list[str]:
         """``node``'s process died: its links are gone. Returns the peers it had links to."""
@@ -165,11 +173,19 @@ class Network:
 
     def send(self, src: str, dst: str, msg: Message) -> None:
         self.sent += 1
-        target = self.endpoints[dst]
+        target = self.endpoints.get(dst)
         c = self.conditions
         number = self._links.get(self._pair(src, dst))
+        if number is None and self.reachable(src, dst):
+            # The sender still counts on a link whose other end died while they could
+            # not reach each other: TCP answers its next segment with a reset.
+            sender = self.endpoints.get(src)
+            if sender is not None:
+                delay = self.rng.uniform(c.min_delay, c.max_delay)
+                self.loop.call_later(delay, sender.link_reset, dst, sender.life)
         if (
             number is None
+            or target is None
             or not target.running
             or not self.reachable(src, dst)
             or self.rng.random() < c.loss
@@ -184,7 +200,12 @@ class Network:
     def _arrive(self, src: str, dst: str, msg: Message, life: int, number: int) -> None:
         # A partition that started while the message was on its way drops it too, and
         # so does the end of the link it travelled on.
-        if not self.reachable(src, dst) or self._links.get(self._pair(src, dst)) != number:
+        target = self.endpoints.get(dst)
+        if (
+            target is None
+            or not self.reachable(src, dst)
+            or self._links.get(self._pair(src, dst)) != number
+        ):
             self.lost += 1
             return
-        self.endpoints[dst].deliver(src, msg, life)
+        target.deliver(src, msg, life)

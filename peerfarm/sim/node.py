@@ -59,6 +59,9 @@ class SimNode:
         # bootstrap server would have told it), the frames it rendered (job, frame,
         # tile or -1) and the frames it collected into its output folders.
         self.durable: list[Action] = []
+        self.persisted: list[dict[str, Any]] = []  # the log file, in the order written
+        self.log_damaged = False  # the next start finds its log file damaged
+        self.former_ids: list[str] = []  # ids before new incarnations
         self.kwl = {
             peer: {"address": f"10.0.0.{farm.index_of(peer) + 1}:7100", "name": farm.name_of(peer)}
             for peer in farm.peers_of(self)
@@ -149,6 +152,13 @@ class SimNode:
         self._reset()
         log = ActionLog()
         log.add_all(self.durable)  # rebuild the state from the log file
+        if self.log_damaged:
+            # As the runtime does: actions of ours the farm may hold are gone from our
+            # log, so this node comes back as a new incarnation with a new id.
+            old = self.node_id
+            self.former_ids.append(old)
+            self.node_id = self.farm.new_incarnation(self)
+            self.farm.trace(self, f"new incarnation {self.node_id[:8]} (retired {old[:8]})")
         renders = self.slots > 0  # a node with no slots is a mirror, like a bootstrap server
         config = MachineConfig(
             node_id=self.node_id,
@@ -158,7 +168,9 @@ class SimNode:
             slots=self.slots,
             # What the runtime's probe finds: the built-in renderer ships with peerfarm.
             renderers={"builtin": __version__} if renders else {},
+            former_ids=tuple(self.former_ids),
         )
+        self.log_damaged = False
         self.machine = NodeMachine(config, kwl=dict(self.kwl), log=log)
         self.farm.trace(self, f"start ({len(self.durable)} actions on disk)")
         self._handle(ev.Started())
@@ -169,7 +181,7 @@ class SimNode:
             return
         self.farm.trace(self, f"crash ({len(self._renders)} renders killed)")
         # Every applied action was persisted before its event ended (fsync is instant here).
-        self.durable = self.log.actions()
+        self.durable = [Action(**wire) for wire in self.persisted]
         self.running = False
         self.frozen = False
         self.life += 1
@@ -189,6 +201,15 @@ class SimNode:
         deferred, self._deferred = self._deferred, []
         for fn, args in deferred:
             self.call_later(0.0, fn, *args)
+
+    def damage_log(self) -> None:
+        """A corrupt record in the log file: it is cut off with everything after it (the
+        node finds out at its next start)."""
+        keep = self.farm.rng.randint(0, len(self.persisted))
+        self.farm.trace(self, f"log damaged: {len(self.persisted) - keep} of its records lost")
+        self.persisted = self.persisted[:keep]
+        self.durable = [Action(**wire) for wire in self.persisted]
+        self.log_damaged = True
 
     def lose_disk(self) -> None:
         """The disk holding rendered frames dies (the log and the outputs survive)."""
@@ -216,7 +237,17 @@ class SimNode:
 
     def link_up(self, peer: str, life: int) -> None:
         """The network finished a handshake with ``peer``."""
-        self._fire(life, self._handle, (ev.LinkUp(peer, "node", self.farm.name_of(peer), ""),))
+        name, address = self.farm.name_of(peer), self.farm.address_of(peer)
+        self._fire(life, self._handle, (ev.LinkUp(peer, "node", name, address),))
+
+    def link_reset(self, peer: str, life: int) -> None:
+        """The network reset a link this node still counted on."""
+        self._fire(life, self._link_was_reset, (peer,))
+
+    def _link_was_reset(self, peer: str) -> None:
+        assert self.machine is not None
+        if self.machine.linked(peer) and not self.farm.network.linked(self.node_id, peer):
+            self.link_down(peer)
 
     def link_down(self, peer: str) -> None:
         """The OS reported the link closed (the peer's process died)."""
@@ -245,7 +276,7 @@ class SimNode:
                 self.farm.record(self, Action(**wire))
             self._send_all(message("ACTIONS", actions=list(effect.actions)))
         elif isinstance(effect, fx.Persist):
-            pass  # the log file: taken from the machine's log at a crash
+            self.persisted.extend(effect.actions)
         elif isinstance(effect, fx.SendActions):
             self._send(effect.peer, message("ACTIONS", actions=list(effect.actions)))
         elif isinstance(effect, fx.Send):

@@ -16,6 +16,10 @@ FREEZE = "freeze"  # SIGSTOP, then SIGCONT
 PARTITION = "partition"  # the listed nodes cannot talk to the others
 DISK_LOSS = "disk_loss"  # the node's rendered frames are gone (it keeps running)
 FAULT_KINDS = (CRASH, FREEZE, PARTITION, DISK_LOSS)
+# A crash after which the log file has lost its last records (a corrupt record cut
+# off with all after it): drawn only when a schedule asks for it (random_schedule's
+# log_damage), so the seeds of ordinary schedules stay what they were.
+LOG_DAMAGE = "log_damage"
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,11 @@ def node_ids(rng: random.Random, count: int) -> list[str]:
     return ids
 
 
-def random_schedule(rng: random.Random, min_nodes: int = 3, max_nodes: int = 6) -> Schedule:
-    """3-6 nodes, 1-4 jobs, 0-6 faults in the first 15-30 simulated seconds."""
+def random_schedule(
+    rng: random.Random, min_nodes: int = 3, max_nodes: int = 6, log_damage: bool = False
+) -> Schedule:
+    """3-6 nodes, 1-4 jobs, 0-6 faults in the first 15-30 simulated seconds; with
+    ``log_damage``, about half the crashes also damage the crashed node's log file."""
     n = rng.randint(min_nodes, max_nodes)
     ids = node_ids(rng, n)
     nodes = [NodePlan(rng.choice((1, 1, 2, 3)), rng.uniform(0.5, 2.0)) for _ in range(n)]
@@ -162,6 +169,13 @@ def random_schedule(rng: random.Random, min_nodes: int = 3, max_nodes: int = 6) 
             faults.append(FaultPlan(kind, at, (rng.randrange(n),), rng.uniform(0.5, 8.0)))
         else:
             faults.append(FaultPlan(kind, at, (rng.randrange(n),)))
+    if log_damage:
+        faults = [
+            FaultPlan(LOG_DAMAGE, f.at, f.nodes, f.duration)
+            if f.kind == CRASH and rng.random() < 0.5
+            else f
+            for f in faults
+        ]
     return Schedule(
         node_ids=ids,
         nodes=nodes,
