@@ -122,6 +122,9 @@ with bpy.data.libraries.load(p["library"], link=True) as (source, target):
 for ob in target.objects:
     bpy.context.scene.collection.objects.link(ob)
 save(p["linked"])
+for key in ("gone_library", "bad_library"):  # the same shot, its library elsewhere
+    bpy.data.libraries[0].filepath = p[key]
+    save(p["linked_" + key])
 
 # (3) An image sequence, one frame per scene frame, named by an absolute path.
 for n, color in enumerate([RED, GREEN, BLUE, WHITE], start=1):
@@ -180,6 +183,10 @@ def made(tmp_path_factory) -> SimpleNamespace:
         hidden=shots / "hidden.blend",
         pipe=root / "pipe.png",
         pipe_blend=shots / "pipe.blend",
+        gone_library=root / "libs" / "gone.blend",
+        linked_gone_library=shots / "linked_gone.blend",
+        bad_library=root / "libs" / "bad.blend",
+        linked_bad_library=shots / "linked_bad.blend",
         baked=shots / "baked.blend",
         baked_cache=root / "caches" / "smoke",
         unbaked=shots / "unbaked.blend",
@@ -197,6 +204,7 @@ def made(tmp_path_factory) -> SimpleNamespace:
     )
     assert result.returncode == 0 and paths.pipe_blend.exists(), result.stdout + result.stderr
     os.mkfifo(paths.pipe)
+    paths.bad_library.write_bytes(b"no blend file")
     shutil.rmtree(paths.unbaked_cache, ignore_errors=True)
     (paths.baked_cache / "data").mkdir(parents=True, exist_ok=True)
     (paths.baked_cache / "data" / "fluid_data_0001.vdb").write_bytes(b"baked frame 1")
@@ -332,6 +340,22 @@ def test_a_missing_file_is_refused_by_name_with_what_to_do(made):
     )
     assert "File > External Data > Find Missing Files" in message
     assert "File > External Data > Pack Resources" in message
+
+
+def test_a_missing_or_broken_library_is_refused(made):
+    with pytest.raises(PackageError) as refused:
+        load_package(made.linked_gone_library)
+    assert str(refused.value).startswith(
+        "linked_gone.blend uses a file that is missing, so the farm would render it wrong "
+        f"(nothing was sent): {made.gone_library}, used by library 'props.blend' in "
+        "linked_gone.blend. To fix it:"
+    )
+    assert "Relocate in the Outliner's Blender File view" in str(refused.value)
+    with pytest.raises(PackageError) as refused:
+        load_package(made.linked_bad_library)
+    assert str(refused.value).startswith(
+        f"linked_bad.blend: the library {made.bad_library} cannot be read as a .blend file"
+    )
 
 
 @pytest.mark.parametrize(

@@ -159,7 +159,13 @@ class _Blocks(file2blocks.BlockIterator):
         try:
             opened = super().open_blendfile(bfilepath)
         except _BAT_ERRORS as exc:
-            raise UnreadableBlend(f"{bfilepath.name}: {exc}") from None
+            if not self.opened:  # the main file
+                raise UnreadableBlend(f"{bfilepath.name}: {exc}") from None
+            raise DependencyError(
+                f"the library {bfilepath} cannot be read as a .blend file ({exc}), so Blender "
+                "cannot link from it either: point the library to a good file (Relocate in "
+                "the Outliner's Blender File view), or make its datablocks local"
+            ) from None
         self.opened.append(Path(bfilepath))
         return opened
 
@@ -216,8 +222,8 @@ def trace(main: Path, max_files: int = 10_000) -> Trace:
     """Every file `main` uses, through its libraries, grouped by the path used.
 
     `max_files` bounds how many files of one sequence or folder are listed.
-    Raises UnreadableBlend when BAT cannot read the main file or a library, and
-    DependencyError for a library that is not a regular file.
+    Raises UnreadableBlend when BAT cannot read the main file, and DependencyError
+    for a library that is not a regular .blend file.
     """
     main = Path(os.path.abspath(main))
     with _LOCK:
