@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blender_asset_tracer import blendfile
-from blender_asset_tracer.blendfile import exceptions as bat_exceptions
 from blender_asset_tracer.trace import (
     asset_holding_blocks,
     blocks2assets,
@@ -59,20 +58,10 @@ _KINDS = {
     b"SC": "scene",
 }
 _MODIFIER = re.compile(r"^(.*)\.modifiers\[(\d+)\]$")
-# What BAT raises on a file it cannot read (broken, or from a Blender it does not know).
-_BAT_ERRORS = (
-    bat_exceptions.BlendFileError,
-    bat_exceptions.SegmentationFault,
-    NotImplementedError,  # NoReaderImplemented
-    KeyError,  # a field this BAT does not know in a struct
-    ValueError,
-    EOFError,
-    OSError,  # includes zstandard missing for a compressed file
-    AssertionError,
-    IndexError,
-    TypeError,
-    UnicodeError,
-)
+# BAT parses files that may be broken or from a Blender it does not know, and then
+# raises many kinds of errors (its own, struct.error, KeyError, AssertionError,
+# OSError when zstandard is missing...): any of them means "BAT cannot read this".
+_BAT_ERRORS = (Exception,)
 
 
 class DependencyError(ValueError):
@@ -321,6 +310,11 @@ def rewrite(
                 for use, new in uses:
                     block = bfile.dereference_pointer(use.address)
                     block.set(use.field_name, new.encode("utf-8"))
+            except _BAT_ERRORS as exc:
+                raise DependencyError(
+                    f"{use.datablock}: its path cannot be rewritten ({type(exc).__name__}: "
+                    f"{exc}); keep the file in the same place relative to the .blend"
+                ) from None
             finally:
                 bfile.close()  # writes the changes (compressed files: recompressed)
             copies[blend] = copy
