@@ -225,6 +225,7 @@ def collect(main: Path, main_name: str, work: Path, max_files: int) -> BlendFile
     found = BlendFiles(main)
     new_names: dict[Path, str] = {}
     taken_from_outside: list[str] = []
+    listed: set[tuple[str, Path]] = set()
     for dep in present:
         base, real_base = bases[dep.path], real_bases[dep.path]
         if dep.too_many:
@@ -268,6 +269,10 @@ def collect(main: Path, main_name: str, work: Path, max_files: int) -> BlendFile
                         "secrets, not scene files) to the farm. If the render really needs it, "
                         "copy it next to the .blend and point the .blend to the copy"
                     )
+            if (name, path) in listed:
+                continue  # also in another sequence or folder
+            listed.add((name, path))
+            if not _within(real_root, real):
                 taken_from_outside.append(f"{real} as {name}")
             found.files.append((name, path))
 
