@@ -49,6 +49,9 @@ class JobRequest:
     height: int | None = None
     output: str = ""  # the output folder, on the node the job is submitted to
     priority: int = 0
+    # What reading the scene found that the user should know (a .blend's files taken
+    # from outside its folder): shown by the face before submitting, never sent.
+    scene_notes: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> JobRequest:
         return dataclasses.replace(self, **changes)
@@ -57,6 +60,8 @@ class JobRequest:
         """The request as a SUBMIT message carries it (files must be uploaded first, or
         be bytes)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in _LOCAL_ONLY:
+            del data[name]
         if self.files is not None:
             if not all(isinstance(v, bytes) for v in self.files.values()):
                 raise SubmitError("scene files kept on disk must be uploaded before submitting")
@@ -68,7 +73,7 @@ class JobRequest:
         """A request from a SUBMIT message; every field's type is checked."""
         if type(data) is not dict:
             raise SubmitError("the job request is not a map")
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name not in _LOCAL_ONLY}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise SubmitError(f"the job request has unknown fields: {', '.join(unknown)}")
@@ -119,6 +124,7 @@ _WIRE_TYPES = {
     "output": _str,
     "priority": _int,
 }
+_LOCAL_ONLY = {"scene_notes"}  # fields a face uses and SUBMIT does not carry
 _OPTIONAL = {"renderer", "files", "manifest", "frames", "chunk_size", "format", "width", "height"}
 
 
@@ -168,5 +174,9 @@ def scene_request(scene: str, renderer: str | None, spool: Path | None = None) -
             raise SubmitError(f"{package.main} is not UTF-8 text") from None
         return JobRequest(renderer="builtin", scene=text, name=name)
     return JobRequest(
-        renderer=package.renderer, files=dict(package.files), main=package.main, name=name
+        renderer=package.renderer,
+        files=dict(package.files),
+        main=package.main,
+        name=name,
+        scene_notes=package.notes,
     )

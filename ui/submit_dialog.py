@@ -299,6 +299,8 @@ class SubmitDialog(QDialog):
             self.scene_status.setStyleSheet("color: #b26a00;")
         else:
             self.scene_status.setStyleSheet("color: #1b5e20;")
+        for note in request.scene_notes:  # e.g. a .blend's files from outside its folder
+            status += f"\nNote: {note}"
         self.scene_status.setText(status)
         if not self.name_edit.isModified():
             self.name_edit.setText(safe_name(request.name))

@@ -68,6 +68,8 @@ async def submit(args: argparse.Namespace) -> int:
     # The spool holds big files of an archive while they are uploaded.
     with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:
         request = request_from_args(args, Path(spool))
+        for note in request.scene_notes:
+            print(f"peerfarm: note: {note}", file=sys.stderr, flush=True)
         async with NodeClient(args.node, args.farm_key) as client:
             if request.files:
                 manifest, summary = await upload_scene(client, request.files)

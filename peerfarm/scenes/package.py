@@ -25,6 +25,7 @@ import secrets
 import shutil
 import stat
 import tarfile
+import tempfile
 import unicodedata
 import zipfile
 import zlib
@@ -109,6 +110,9 @@ class ScenePackage:
     files: dict[str, FileData]
     main: str
     renderer: str
+    # What the user should know about what was taken (e.g. a .blend's files from
+    # outside its folder); shown at submit, not sent.
+    notes: tuple[str, ...] = ()
 
 
 def _size(n: float) -> str:
@@ -183,6 +187,7 @@ class _Builder:
         self.noun = noun
         self.spool = spool
         self.files: dict[str, FileData] = {}
+        self.notes: list[str] = []
         self._in_memory = 0  # bytes of contents held in memory
         self._spooled = 0  # files written to the spool folder
         # link name -> (name as written, target as written, target as a package name)
@@ -635,12 +640,45 @@ def _read_folder(root: Path, b: _Builder) -> None:
     _read_files(b, plan)
 
 
+def _read_blend(path: Path, main: str, b: _Builder) -> None:
+    """A .blend and every file it uses, its paths rewritten where files moved
+    (peerfarm.scenes.blend_files, docs/blender.md)."""
+    from peerfarm.scenes.blend_files import BlendFilesError, collect
+
+    with tempfile.TemporaryDirectory(prefix="peerfarm-blend-") as work:
+        try:
+            found = collect(path, main, Path(work), b.limits.max_files)
+        except BlendFilesError as exc:
+            raise PackageError(str(exc)) from None
+        for name, disk in [(main, found.main), *found.files]:
+            if name != main:
+                name = b.clean(name)
+                b.register(name, name, "file")
+            try:
+                size = disk.stat().st_size
+            except OSError as exc:
+                raise b.fail(
+                    name, f"cannot be read ({exc.strerror}); check that it is readable"
+                ) from None
+            b.declare(name, size)
+            if Path(work) in disk.parents:  # a rewritten copy: read it before it goes
+                with open(disk, "rb") as stream:
+                    b.add(name, name, b.read(name, stream, size))
+            else:
+                _read_files(b, [(name, name, disk, size)])
+        b.notes.extend(found.notes)
+
+
 def _read_single(path: Path, b: _Builder) -> str:
-    """One scene file, plus the .pov an .ini names and the #include files beside it."""
+    """One scene file, plus the .pov an .ini names and the #include files beside it,
+    or the files a .blend uses."""
     folder = path.parent
     real_folder = folder.resolve()
     main = b.clean(path.name)
     b.register(main, path.name, "file")
+    if main.lower().endswith(".blend"):
+        _read_blend(path, main, b)
+        return main
     st = path.stat()
     b.declare(path.name, st.st_size)
     _read_files(b, [(main, path.name, path, st.st_size)])
@@ -756,7 +794,7 @@ def load_package(
         renderer, main = choose_main(files, renderer, b.source, main)
     except DetectError as exc:
         raise PackageError(str(exc)) from None
-    return ScenePackage(files=files, main=main, renderer=renderer)
+    return ScenePackage(files=files, main=main, renderer=renderer, notes=tuple(b.notes))
 
 
 def unpack_to(package: ScenePackage, dest: Path, *, limits: Limits = DEFAULT_LIMITS) -> None:
