@@ -21,13 +21,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 
 from peerfarm import __version__
 from peerfarm.core import actions as a
@@ -244,15 +245,26 @@ async def _answer(registry: CollectorRegistry, stream: trio.SocketStream) -> Non
                 if not data or len(head) > MAX_REQUEST:
                     return
                 head += data
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            lines = head.decode("latin-1").splitlines()
+            parts = lines[0].split() if lines else []
             method, path = (parts + ["", ""])[:2]
+            accept = next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in lines
+                    if line.lower().startswith("accept:")
+                ),
+                "",
+            )
             if method not in ("GET", "HEAD"):
                 await _send(stream, "405 Method Not Allowed", b"GET only\n")
             elif path.split("?")[0] not in ("/metrics", "/"):
                 await _send(stream, "404 Not Found", b"metrics are at /metrics\n")
             else:
-                body = generate_latest(registry)
-                await _send(stream, "200 OK", body, CONTENT_TYPE_LATEST, head_only=method == "HEAD")
+                # Prometheus' text format, or OpenMetrics when the scraper asks for it.
+                encode, content_type = choose_encoder(accept)
+                body = encode(registry)
+                await _send(stream, "200 OK", body, content_type, head_only=method == "HEAD")
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         log.debug("metrics request: %s", exc)
     finally:
