@@ -168,7 +168,7 @@ def check_farm_key(option: Path | None, listen_host: str) -> list[Finding]:
         key: FarmKey = load_key(path)
     except FarmKeyError as exc:
         fix = ""
-        if path.exists():
+        if "does not exist" not in str(exc):  # its own message says what to do then
             fix = (
                 "give the user running the node read access to the file (e.g. `chmod 640 "
                 f"{path}` with the service user's group), or copy it again from a machine "
@@ -177,7 +177,7 @@ def check_farm_key(option: Path | None, listen_host: str) -> list[Finding]:
         return [Finding("farm key", FAIL, f"{exc} (from {source})", fix)]
     found = [Finding("farm key", OK, f"{path} (from {source}), key id {key.key_id}")]
     if os.name == "posix":
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode
         if mode & 0o004:
             found.append(
                 Finding(
@@ -406,22 +406,37 @@ def check_clock() -> Finding:
 
 
 def check_data_dir(data_dir: Path) -> list[Finding]:
+    try:
+        return _check_data_dir(data_dir)
+    except OSError as exc:  # e.g. a folder on the way this user may not enter
+        return [
+            Finding(
+                "data dir",
+                FAIL,
+                f"{data_dir}: {exc.strerror or exc} ({exc.filename or data_dir})",
+                "give the user running the node access to it, or choose another (data-dir)",
+            )
+        ]
+
+
+def _check_data_dir(data_dir: Path) -> list[Finding]:
     existing = data_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    while not os.path.exists(existing) and existing != existing.parent:
+        existing = existing.parent  # os.path.exists: False also where we may not look
     found = []
-    if not data_dir.exists():
-        if not os.access(existing, os.W_OK):
+    if not os.path.exists(data_dir):
+        if not os.access(existing, os.W_OK | os.X_OK):
             return [
                 Finding(
                     "data dir",
                     FAIL,
-                    f"{data_dir} does not exist and {existing} is not writable",
+                    f"{data_dir} cannot be created: {existing} is not writable by this user "
+                    "(or a folder on the way may not be entered)",
                     "create it for the user running the node, or choose another (data-dir)",
                 )
             ]
         found.append(Finding("data dir", OK, f"{data_dir} (created at the first start)"))
-    elif not data_dir.is_dir():
+    elif not os.path.isdir(data_dir):
         return [Finding("data dir", FAIL, f"{data_dir} is not a folder", "choose another")]
     else:
         probe = data_dir / f".doctor-{uuid.uuid4().hex[:8]}"
@@ -437,7 +452,8 @@ def check_data_dir(data_dir: Path) -> list[Finding]:
                     "give the user running the node write access, or choose another (data-dir)",
                 )
             ]
-        log_size = (data_dir / "log.bin").stat().st_size if (data_dir / "log.bin").exists() else 0
+        log_file = data_dir / "log.bin"
+        log_size = log_file.stat().st_size if os.path.exists(log_file) else 0
         found.append(Finding("data dir", OK, f"{data_dir}, log {log_size / 1e6:.1f} MB"))
     usage = shutil.disk_usage(existing)
     free = f"{usage.free / GIB:.1f} GiB free of {usage.total / GIB:.1f} GiB at {existing}"
