@@ -25,6 +25,7 @@ def subject_of(args: argparse.Namespace) -> Subject:
         listen=listen,
         data_dir=args.data_dir,
         farm_key_file=args.farm_key_file,
+        farm_key_source=getattr(args, "setting_sources", {}).get("farm-key-file", "farm-key-file"),
         bootstraps=tuple(args.bootstrap),
         zeroconf=not args.no_zeroconf,
         metrics=args.metrics,

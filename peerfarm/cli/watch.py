@@ -74,8 +74,8 @@ def render_view(
             lines.append(f"  rendering job {r['job_id']} chunk {r['chunk']}: {what}")
     lines.append("")
     lines.append(
-        f"{'JOB':<13} {'NAME':<16} {'STATE':<10} {'PROGRESS':<{BAR + 2}} {'DONE':>13} "
-        f"{'RATE':>8} {'ETA':>7}"
+        f"{'JOB':<13} {'NAME':<16} {'STATE':<10} {'PROGRESS':<{BAR + 2}} {'FRAMES':>13} "
+        f"{'PER SEC':>8} {'ETA':>7}"
     )
     for job in st["jobs"]:
         done, total, unit = _progress(job)
@@ -88,11 +88,12 @@ def render_view(
             eta = f"{left / rate:.0f}s"
         else:
             eta = "?"
-        per = "/s" if unit == "frames" else " t/s"
+        finished = job["state"] in ("done", "cancelled", "failed")
+        shown_rate = "-" if rate is None or finished else f"{rate:.2f}/s"
+        amount = f"{done}/{total}" + (" tiles" if unit == "tiles" else "")
         lines.append(
             f"{job['id'][:12]:<13} {job['name'][:16]:<16} {job['state'][:10]:<10} "
-            f"[{'#' * filled}{'.' * (BAR - filled)}] {f'{done}/{total} {unit[0]}':>13} "
-            f"{(f'{rate:.2f}{per}' if rate is not None else '-'):>8} {eta:>7}"
+            f"[{'#' * filled}{'.' * (BAR - filled)}] {amount:>13} {shown_rate:>8} {eta:>7}"
         )
     if not st["jobs"]:
         lines.append("(no jobs)")

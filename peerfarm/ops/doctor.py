@@ -74,6 +74,7 @@ class Subject:
     listen: tuple[str, int]
     data_dir: Path
     farm_key_file: Path | None = None
+    farm_key_source: str = "farm-key-file"  # where that setting came from
     bootstraps: tuple[tuple[str, int], ...] = ()
     zeroconf: bool = True
     metrics: tuple[str, int] | None = None
@@ -135,10 +136,13 @@ def check_renderers(plugins: dict[str, Renderer] | None = None) -> list[Finding]
 # -- the farm key -------------------------------------------------------------------
 
 
-def check_farm_key(option: Path | None, listen_host: str) -> list[Finding]:
-    """The key the node would use (as resolve_key picks it), readable, private."""
+def check_farm_key(
+    option: Path | None, listen_host: str, source: str = "farm-key-file"
+) -> list[Finding]:
+    """The key the node would use (as resolve_key picks it), readable, private;
+    ``source`` says where the option's value came from."""
     if option is not None:
-        path, source = option, "farm-key-file"
+        path = option
     elif os.environ.get(ENV_VAR):
         path, source = Path(os.environ[ENV_VAR]), f"${ENV_VAR}"
     elif default_key_path().exists():
@@ -520,7 +524,7 @@ def _app_problem(result: qt_platform.QtPlatformCheck, level: str) -> Finding:
 
 async def diagnose(subject: Subject) -> list[Finding]:
     findings = await trio.to_thread.run_sync(check_renderers)
-    key_findings = check_farm_key(subject.farm_key_file, subject.listen[0])
+    key_findings = check_farm_key(subject.farm_key_file, subject.listen[0], subject.farm_key_source)
     findings += key_findings
     try:
         farm_key = resolve_key(subject.farm_key_file)  # as the node picks it

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from peerfarm.ops.logs import add_log_options, setup_logging
 from peerfarm.ops.metrics import metrics_address, serve_metrics
 from peerfarm.runtime.node import Node, SetupError
 from peerfarm.runtime.serve import serve
+from peerfarm.security.farm_key import ENV_VAR, default_key_path
 
 
 def add_service_options(parser: argparse.ArgumentParser) -> None:
@@ -43,11 +45,24 @@ def parse_service_args(
         parser,
         argv,
         command,
-        computed={"data_dir": lambda: config.default_data_dir(command)},
+        computed={
+            "data_dir": lambda: config.default_data_dir(command),
+            "farm_key_file": default_farm_key_file,
+        },
     )
     args = effective.args
     setup_logging(args.log_level, args.log_json, getattr(args, "verbose", False))
     return effective
+
+
+def default_farm_key_file() -> tuple[Path | None, str]:
+    """The key file a node uses without farm-key-file (as resolve_key picks it), so
+    `config show` and `doctor` name it."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]), f"default (${ENV_VAR})"
+    if default_key_path().exists():
+        return default_key_path(), "default (the file `peerfarm init` writes)"
+    return None, "default: none, so this machine's loopback only"
 
 
 def show_config(effective: config.Effective) -> bool:
