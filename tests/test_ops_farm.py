@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -169,3 +170,18 @@ def test_status_watch_draws_live_views(lab, tmp_path):
     assert cli.stdout.count("every 0.2s, Ctrl+C quits") == 3
     assert "node-2" in cli.stdout and "bootstrap" in cli.stdout
     assert "demo" in views[-1] and "JOB" in views[-1]
+
+
+def test_a_busy_port_is_one_clear_line(tmp_path):
+    """A node (or its metrics) that cannot listen says so, and what to do: no traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        for where in (["--listen", f"127.0.0.1:{port}"], ["--metrics", str(port)]):
+            cli = peerfarm_cli(
+                "node", "--no-config", "--no-zeroconf", "--data-dir", str(tmp_path / "n"), *where
+            )
+            assert cli.returncode == 1, cli.stderr
+            assert "peerfarm: error: cannot listen" in cli.stderr
+            assert "peerfarm doctor" in cli.stderr and "Traceback" not in cli.stderr

@@ -51,4 +51,6 @@ def window_problem() -> str:
     if not qt_platform.linux() or not qt_platform.has_display(os.environ):
         return ""  # elsewhere Qt brings its own plugin; without a display run_gui says so
     check = qt_platform.check_platform_plugin(os.environ)
-    return "" if check.ok else check.problem
+    # Only libraries known to be missing stop the start: a plugin not found where we look
+    # (a frozen app, a qt.conf elsewhere) is left for Qt itself to find.
+    return check.problem if check.missing else ""
