@@ -6,19 +6,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 import trio
 
+from peerfarm.ops.config import ConfigError, default_data_dir
+from peerfarm.ops.serving import add_service_options, parse_service_args, serve_node, show_config
 from peerfarm.runtime.node import Node, NodeConfig
 from peerfarm.runtime.serve import (
     START_ERRORS,
     add_farm_key_option,
     add_listen_options,
     listen_address,
-    serve,
 )
 from peerfarm.security.farm_key import FarmKey, FarmKeyError, resolve_key
 
@@ -67,28 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        required=True,
+        default=None,
         metavar="DIR",
-        help="where it keeps its identity, known-worker list and log",
+        help="where it keeps its identity, known-worker list and log (default: "
+        f"{default_data_dir('bootstrap')[0]}; as a system service, its own)",
     )
+    add_service_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """`peerfarm bootstrap ARGS`: ARGS over the config file's [bootstrap] settings."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        effective = parse_service_args(build_parser(), argv, "bootstrap")
+        if show_config(effective):
+            return 0
+        args = effective.args
         key = resolve_key(args.farm_key_file)
         listen = listen_address(args.listen, key, PORT, "bootstrap server")
         node = bootstrap_node(listen, args.data_dir, farm_key=key)
         node.config.advertise = args.advertise
         node.config.zeroconf = not args.no_zeroconf
-        return trio.run(serve, node)
-    except (FarmKeyError, *START_ERRORS) as exc:
+        return trio.run(serve_node, node, args.metrics)
+    except (ConfigError, FarmKeyError, *START_ERRORS) as exc:
         print(f"peerfarm: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -21,3 +21,16 @@ def farm_key_file(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(ENV_VAR, str(path))
         yield path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_config_files(tmp_path_factory):
+    """Commands read no config file of this machine or its user (peerfarm/ops/config.py):
+    the per-user and system-wide places point into empty folders."""
+    root = tmp_path_factory.mktemp("config-places")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(root / "user"))
+        patch.setenv("XDG_CONFIG_DIRS", str(root / "system"))
+        for name in ("PEERFARM_CONFIG", "PEERFARM_SERVICE", "STATE_DIRECTORY"):
+            patch.delenv(name, raising=False)
+        yield root

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
+from peerfarm.ops import qt_platform
 from ui.options import add_gui_options
 
 
@@ -36,4 +38,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    problem = window_problem()
+    if problem:
+        print(f"peerfarm: error: {problem} (`peerfarm doctor` checks the rest)", file=sys.stderr)
+        return 1
     return run_gui(args)
+
+
+def window_problem() -> str:
+    """Why Qt could not open a window here, said before Qt says it by ending the process
+    ("could not load the Qt platform plugin"); "" when nothing is known to be missing."""
+    if not qt_platform.linux() or not qt_platform.has_display(os.environ):
+        return ""  # elsewhere Qt brings its own plugin; without a display run_gui says so
+    check = qt_platform.check_platform_plugin(os.environ)
+    # Only libraries known to be missing stop the start: a plugin not found where we look
+    # (a frozen app, a qt.conf elsewhere) is left for Qt itself to find.
+    return check.problem if check.missing else ""

@@ -29,11 +29,11 @@ def init_farm(path: Path | None) -> int:
     print(f"On every machine of the farm, copy it to {default_key_path()} (or anywhere, and")
     print(f"pass --farm-key-file PATH or set {ENV_VAR}), then start a node:")
     print()
-    print(f"    peerfarm node --data-dir ~/peerfarm-node{key_option}")
+    print(f"    peerfarm node{key_option}")
     print()
     print("Nodes find each other on the LAN; across subnets, run a bootstrap server on one")
-    print(f"machine (`peerfarm bootstrap --data-dir DIR{key_option}`) and give the nodes")
-    print("--bootstrap HOST:7000.")
+    print(f"machine (`peerfarm bootstrap{key_option}`) and give the nodes --bootstrap HOST:7000.")
+    print("`peerfarm doctor` checks a machine; docs/quick-start.md shows the whole way.")
     return 0
 
 

@@ -60,17 +60,27 @@ class Farm:
         return proc, line.rsplit(" ", 1)[1]
 
     def start_bootstrap(self, data_dir: Path, name: str = "bootstrap"):  # noqa: ANN201
-        """A private bootstrap server on a free loopback port (no LAN discovery)."""
+        """A private bootstrap server on a free loopback port (no LAN discovery, and no
+        config file: this machine's settings are not the throwaway farm's)."""
         return self.start(
             name,
-            ["bootstrap", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--no-zeroconf"],
+            [
+                "bootstrap",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data_dir),
+                "--no-zeroconf",
+                "--no-config",
+            ],
         )
 
     def start_node(  # noqa: ANN201
         self, name: str, bootstrap: str, data_dir: Path, slots: int, *extra: str
     ):
         """A private node on a free loopback port; a throwaway farm must not join (or
-        be joined by) farms on the LAN, so LAN discovery is off."""
+        be joined by) farms on the LAN, so LAN discovery is off, and it reads no config
+        file (a metrics port or bootstrap servers set there are not for it)."""
         return self.start(
             name,
             [
@@ -86,6 +96,7 @@ class Farm:
                 "--slots",
                 str(slots),
                 "--no-zeroconf",
+                "--no-config",
                 *extra,
             ],
         )

@@ -1,5 +1,8 @@
 """The `peerfarm` command line: init, node, gui, bootstrap, submit, status, job control
-(cancel, pause, resume, retry, priority), logs, demo."""
+(cancel, pause, resume, retry, priority), logs, demo, doctor, config.
+
+Every command but init, demo and config reads its settings from the config file
+under its options (peerfarm/ops/config.py); `peerfarm doctor` reads the node's."""
 
 from __future__ import annotations
 
@@ -24,6 +27,14 @@ from peerfarm.cli.commands import (
 from peerfarm.cli.errors import CliError
 from peerfarm.core.refused import Refused
 from peerfarm.core.user_text import parse_bytes
+from peerfarm.ops import config
+from peerfarm.ops.logs import setup_logging
+from peerfarm.ops.serving import (
+    add_service_options,
+    parse_service_args,
+    serve_node,
+    show_config,
+)
 from peerfarm.runtime.client import ClientError
 from peerfarm.runtime.node import DEFAULT_MIN_FREE_BYTES, Node, NodeConfig
 from peerfarm.runtime.serve import (
@@ -32,7 +43,6 @@ from peerfarm.runtime.serve import (
     add_listen_options,
     address_arg,
     listen_address,
-    serve,
 )
 from peerfarm.security.farm_key import FarmKeyError, resolve_key
 
@@ -81,45 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("node", parents=[key], help="run a node (worker and manager)")
-    add_listen_options(p, 7100)
-    p.add_argument(
-        "--bootstrap",
-        type=address_arg,
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="a bootstrap server; give several for redundancy",
+    add_node_options(p)
+    add_service_options(p)
+
+    p = sub.add_parser(
+        "doctor",
+        parents=[key],
+        help="check this machine for running a node (and the app) and say what to fix",
+        description="Check this machine for `peerfarm node` with these options (over the "
+        "config file's [node] settings, as `peerfarm node` reads them) and for the desktop "
+        "app: renderers, farm key, ports, bootstrap servers, LAN discovery, clock, disk, Qt.",
     )
+    add_node_options(p)
+    add_service_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
-        "--data-dir",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="where the node keeps its identity, log and rendered frames",
-    )
-    p.add_argument(
-        "--slots",
-        type=int,
-        default=os.cpu_count() or 1,
-        metavar="N",
-        help="renderer processes at once (default: number of cores)",
-    )
-    p.add_argument("--name", default="", help="a name shown to the farm (default: host name)")
-    p.add_argument(
-        "--peer-timeout",
-        type=float,
-        default=3.0,
-        metavar="SECONDS",
-        help="a peer silent this long is declared down and its chunks rendered elsewhere "
-        "(default 3; a lost link that does not come back within 0.5 s counts at once)",
-    )
-    p.add_argument(
-        "--min-free-space",
-        type=_bytes,
-        default=DEFAULT_MIN_FREE_BYTES,
-        metavar="SIZE",
-        help="take no new chunks while the data folder's disk has less free space than "
-        f"this (default {DEFAULT_MIN_FREE_BYTES // 2**20}M; e.g. 500M, 2G)",
+        "--offline",
+        action="store_true",
+        help="skip the checks that use the network (bootstrap servers, LAN discovery)",
     )
 
     for command, what in (
@@ -218,6 +207,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[key], help="show the farm as one node sees it")
     p.add_argument("--node", required=True, metavar="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="a live view in the terminal, redrawn every --interval seconds (Ctrl+C to quit)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between redraws with --watch (default 2)",
+    )
+    p.add_argument(
+        "--count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --watch: stop after N views (default: until Ctrl+C)",
+    )
 
     for command, what in (
         ("cancel", "cancel a job on every node"),
@@ -253,7 +261,133 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=2, metavar="N", help="frames per chunk (default 2)")
     p.add_argument("--size", default="320x240", metavar="WxH")
     p.add_argument("--output", type=Path, default=Path("peerfarm-demo-output"), metavar="DIR")
+
+    p = sub.add_parser(
+        "config",
+        help="the config file: `peerfarm config show [node|bootstrap] [OPTIONS]` prints the "
+        "effective settings and where each came from",
+    )
+    actions = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        help="print the effective settings of `peerfarm node` (or bootstrap) with these "
+        "options, and where each came from",
+    )
+    show.add_argument("--json", action="store_true", help="JSON instead of TOML")
+    show.add_argument(
+        "target",
+        nargs="?",
+        default="node",
+        choices=SHOWN,
+        metavar="COMMAND",
+        help="node or bootstrap",
+    )
+    show.add_argument("options", nargs=argparse.REMAINDER, help="options of that command")
+
+    for command, p in sub.choices.items():  # the client commands read their [COMMAND] too
+        if command not in (*UNCONFIGURED, *OTHER_FACES, "node", "doctor"):
+            config.add_config_options(p, show=False)
     return parser
+
+
+# Commands that read no config file: init writes the key where it is told, the demo
+# farm is a throwaway of its own, config shows the others.
+UNCONFIGURED = ("init", "demo", "config")
+SHOWN = ("node", "bootstrap")  # commands `peerfarm config show` prints the settings of
+
+
+def add_node_options(p: argparse.ArgumentParser) -> None:
+    """`peerfarm node`'s own options (`peerfarm doctor` takes them too)."""
+    add_listen_options(p, 7100)
+    p.add_argument(
+        "--bootstrap",
+        type=address_arg,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a bootstrap server; give several for redundancy",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the node keeps its identity, log and rendered frames (default: "
+        f"{config.default_data_dir('node')[0]}; as a system service, its own)",
+    )
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="renderer processes at once (default: number of cores)",
+    )
+    p.add_argument("--name", default="", help="a name shown to the farm (default: host name)")
+    p.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="a peer silent this long is declared down and its chunks rendered elsewhere "
+        "(default 3; a lost link that does not come back within 0.5 s counts at once)",
+    )
+    p.add_argument(
+        "--min-free-space",
+        type=_bytes,
+        default=DEFAULT_MIN_FREE_BYTES,
+        metavar="SIZE",
+        help="take no new chunks while the data folder's disk has less free space than "
+        f"this (default {DEFAULT_MIN_FREE_BYTES // 2**20}M; e.g. 500M, 2G)",
+    )
+
+
+def _subcommand(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str, int]:
+    """The command word of argv and its index ("" when there is none: argparse says so)."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for i, word in enumerate(argv):
+        if word in ("-v", "--verbose"):
+            continue
+        return (word, i) if word in commands else ("", i)
+    return "", len(argv)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
+def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, config.Effective | None]:
+    """Parse argv; a command that reads the config file gets its settings from there too
+    (doctor: the node's). Raises config.ConfigError."""
+    parser = build_parser()
+    command, index = _subcommand(parser, argv)
+    verbose = any(a in ("-v", "--verbose") for a in argv[:index])
+    if command == "config" and argv[index + 1 : index + 2] == ["show"]:
+        # `config show [--json] [COMMAND] OPTIONS...`: the options are the command's own.
+        options = argv[index + 2 :]
+        if not options or options[0] not in ("-h", "--help"):
+            fmt = "--json" in options
+            options = [o for o in options if o != "--json"]
+            target = options.pop(0) if options and options[0] in SHOWN else "node"
+            shown = argparse.Namespace(
+                command="config", config_command="show", json=fmt, target=target, options=options
+            )
+            shown.verbose = verbose
+            return shown, None
+    if not command or command in UNCONFIGURED:
+        return parser.parse_args(argv), None
+    sub = _subparser(parser, command)
+    rest = argv[index + 1 :]
+    if command in ("node", "doctor"):
+        effective = parse_service_args(sub, rest, "node")
+    else:
+        effective = config.parse(sub, rest, command)
+    args = effective.args
+    args.command, args.verbose = command, verbose
+    args.setting_sources = {key: s.source for key, s in effective.settings.items()}
+    if command in ("node", "doctor") and args.log_level is None and verbose:
+        setup_logging("debug", args.log_json)
+    return args, effective
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,19 +397,28 @@ def main(argv: list[str] | None = None) -> int:
     rest = argv[len(verbose) :]
     if rest and rest[0] in OTHER_FACES:
         return _run_other_face(rest[0], verbose + rest[1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        args, effective = parse_command_line(argv)
+    except config.ConfigError as exc:
+        print(f"peerfarm: error: {exc}", file=sys.stderr)
+        return 1
+    if args.command not in ("node", "doctor"):  # those two set their logging up already
+        setup_logging(verbose=args.verbose)
     try:
         if args.command == "init":
             return init_farm(args.farm_key_file)
+        if args.command == "config":
+            return show_settings(args)
+        if effective is not None and show_config(effective):
+            return 0
+        if args.command == "doctor":  # reports an unreadable key rather than stopping at it
+            from peerfarm.cli.doctor import run_doctor
+
+            return run_doctor(args)
         if hasattr(args, "farm_key_file"):
             args.farm_key = resolve_key(args.farm_key_file)
         if args.command == "node":
-            config = NodeConfig(
+            node_config = NodeConfig(
                 listen=listen_address(args.listen, args.farm_key, 7100, "node"),
                 data_dir=args.data_dir,
                 bootstraps=args.bootstrap,
@@ -287,10 +430,14 @@ def main(argv: list[str] | None = None) -> int:
                 zeroconf=not args.no_zeroconf,
                 farm_key=args.farm_key,
             )
-            return trio.run(serve, Node(config))
+            return trio.run(serve_node, Node(node_config), args.metrics)
         if args.command == "submit":
             return trio.run(submit, args)
         if args.command == "status":
+            if args.watch:
+                from peerfarm.cli.watch import watch_status
+
+                return trio.run(watch_status, args)
             return trio.run(status, args)
         if args.command in JOB_CONTROLS:
             return trio.run(control_job, args)
@@ -306,6 +453,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def show_settings(args: argparse.Namespace) -> int:
+    """`peerfarm config show [node|bootstrap] [OPTIONS]`: the command itself prints them
+    (--show-config), so what is shown is what it would run with."""
+    fmt = "json" if args.json else "toml"
+    options = [*args.options, "--show-config", fmt]
+    if args.target in OTHER_FACES:
+        return _run_other_face(args.target, options)
+    return main([args.target, *options])
 
 
 def _run_other_face(command: str, face_args: list[str]) -> int:

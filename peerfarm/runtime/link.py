@@ -58,6 +58,8 @@ class Link:
         self._outbox: list[dict[str, Any]] = []
         self._messages: deque[dict[str, Any]] = deque()
         self._outbox_ready = trio.Event()
+        self.bytes_sent = 0  # message bytes moved, for metrics (runtime/counters.py)
+        self.bytes_received = 0
 
     def describe(self) -> str:
         who = f"{self.peer_name} ({self.peer_id[:8]})" if self.peer_id else "unknown peer"
@@ -67,6 +69,7 @@ class Link:
         data = encode(msg)
         async with self._send_lock:
             await self.stream.send_all(data)
+            self.bytes_sent += len(data)
 
     async def receive(self) -> dict[str, Any] | None:
         """The next valid message, or None when the peer closed the connection.
@@ -77,6 +80,7 @@ class Link:
             data = await self.stream.receive_some(READ_SIZE)
             if not data:
                 return None
+            self.bytes_received += len(data)
             self._inbox.extend(self._decoder.feed(data))
             self.last_heard = trio.current_time()
         return parse_message(self._inbox.popleft())

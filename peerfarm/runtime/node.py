@@ -16,6 +16,7 @@ runs its non-rendering variant, and the desktop app runs it in Qt's event loop
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import secrets
@@ -41,6 +42,7 @@ from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
 from peerfarm.runtime.addresses import format_address, parse_address
 from peerfarm.runtime.blobs import BlobStore
+from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import DataDir
 from peerfarm.runtime.discovery import LanDiscovery
 from peerfarm.runtime.link import Link
@@ -109,6 +111,7 @@ class Node:
         self.machine: NodeMachine | None = None
         self.mesh: Mesh | None = None
         self.requests = Requests(self.link_to)
+        self.counters = RuntimeCounters()  # for metrics: renderer seconds, bytes moved
         self._logfile = store.LogFile(self.data_dir.log_file)
         self._stop_requests = 0
         self._changed = trio.Event()
@@ -156,10 +159,16 @@ class Node:
             hello=self._hello,
             address_of=self.machine.address_of,
             member_hosts=self._member_hosts,
-            serve=LinkService(self).serve,
+            serve=functools.partial(self._serve_counted, LinkService(self).serve),
         )
         self._renders = Renders(
-            self.data_dir, self.plugins, self.blobs, self._fetch_blob, self.feed, self.disk_is_full
+            self.data_dir,
+            self.plugins,
+            self.blobs,
+            self._fetch_blob,
+            self.feed,
+            self.disk_is_full,
+            self.counters,
         )
         self._outputs = Outputs(
             self.node_id, self.data_dir, self.plugins, self.fetch_frame, self.feed
@@ -618,6 +627,14 @@ class Node:
             return shutil.disk_usage(self.data_dir.root).free
         except OSError:
             return None
+
+    async def _serve_counted(self, serve: Any, link: Link) -> str | None:
+        """Serve a link, counting the bytes it moves (runtime/counters.py)."""
+        self.counters.link_opened(link)
+        try:
+            return await serve(link)
+        finally:
+            self.counters.link_closed(link)
 
     async def _fetch_blob(self, sha: str, size: int, sources: list[str]) -> None:
         from peerfarm.runtime.blobs import fetch_blob

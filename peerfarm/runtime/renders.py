@@ -23,6 +23,7 @@ from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.renderers.base import Renderer, output_pattern, renderer_environment
 from peerfarm.runtime.blobs import BlobError, BlobStore
+from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import DataDir
 from peerfarm.runtime.renderer_processes import RendererProcesses
 from peerfarm.scenes import PackageError, ScenePackage, unpack_to
@@ -44,7 +45,9 @@ class Renders:
         fetch_blob: FetchBlob,
         report: Report,
         disk_is_full: Callable[[], bool],
+        counters: RuntimeCounters | None = None,
     ) -> None:
+        self.counters = counters or RuntimeCounters()  # renderer seconds, for metrics
         self.data_dir = data_dir
         self.plugins = plugins
         self.blobs = blobs
@@ -136,7 +139,7 @@ class Renders:
             cmd = plugin.chunk_command(job, frames, work_dir, pattern, tile=(tile, job.tiles))
         temp_dir = work_dir / ".home"
         temp_dir.mkdir(exist_ok=True)
-        with open(log_file, "ab") as stderr:
+        with open(log_file, "ab") as stderr, self.counters.renderer_running(job.renderer):
             async with trio.open_nursery() as nursery:
                 proc = await nursery.start(
                     functools.partial(

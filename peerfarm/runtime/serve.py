@@ -98,16 +98,17 @@ async def serve(node: Node) -> int:
     try:
         return await _serve(node)
     except BaseExceptionGroup as group:
-        expected = _leaves(group)
+        expected = leaves(group)
         if expected and all(isinstance(e, START_ERRORS) for e in expected):
             raise expected[0] from None
         raise
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+def leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    """The exceptions inside a (nested) exception group, in order."""
     out: list[BaseException] = []
     for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+        out.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
 
 
