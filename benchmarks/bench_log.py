@@ -2,7 +2,10 @@
 
 Prints JSON. The per-action cost must not grow with the size of the state (no
 whole-state copy per action): compare a 1,000-chunk job with a 100,000-chunk one
-in the same run. Also measures late arrivals (actions that sort before the tail).
+in the same run. Also measures late arrivals (actions that sort before the tail),
+and what signed feeds cost (core/feeds.py): the same history as four nodes emit it
+(a signature on the last action of each batch: a CLAIM and its DONE),
+checked by an authenticating log, against the plain fold in the same run.
 
     python benchmarks/bench_log.py
 """
@@ -13,7 +16,9 @@ import json
 import time
 
 from peerfarm.core.actions import Action
+from peerfarm.core.feeds import GENESIS
 from peerfarm.core.log import ActionLog
+from peerfarm.security.identity import identity_from_secret
 
 NODES = [f"{i:x}" * 16 for i in range(1, 5)]  # four nodes
 BATCH = 1024  # actions per ACTIONS message
@@ -24,7 +29,12 @@ def history(chunks: int, pairs: int) -> list[Action]:
         "job_id": "bench",
         "name": "bench",
         "renderer": "builtin",
+        "renderer_version": "",
         "scene": "{}",
+        "files": {},
+        "main": "",
+        "options": [],
+        "padding": 4,
         "frame_start": 1,
         "frame_end": chunks,
         "chunk_size": 1,
@@ -49,11 +59,47 @@ def history(chunks: int, pairs: int) -> list[Action]:
     return out
 
 
-def fold_rate(actions: list[Action]) -> float:
-    log = ActionLog()
+def signed(actions: list[Action]) -> tuple[list[Action], float]:
+    """The history as signed feeds of real identities; and the seconds spent signing."""
+    identities = {n: identity_from_secret(i + 1) for i, n in enumerate(NODES)}
+    last_seq = {}
+    for a in actions:
+        last_seq[a.origin] = a.seq
+    prev: dict[str, bytes] = {}
+    out = []
+    signing = 0.0
+    for a in actions:
+        ident = identities[a.origin]
+        feed = a._replace(origin=ident.node_id, prev=prev.get(a.origin, GENESIS))
+        if a.seq == 1:
+            feed = feed._replace(cert=ident.cert_der)
+        digest = feed.hash
+        prev[a.origin] = digest
+        # A node's batch here is a CLAIM and the DONE after it (and the NEW_JOB).
+        if a.type != "CLAIM_CHUNK" or a.seq == last_seq[a.origin]:
+            began = time.perf_counter()
+            feed = feed._replace(sig=ident.sign(digest))
+            signing += time.perf_counter() - began
+        out.append(feed)
+    return out, signing
+
+
+def fold_rate(actions: list[Action], authenticate: bool = False) -> float:
+    log = ActionLog(authenticate=authenticate)
     start = time.perf_counter()
     for a in actions:
         log.add(a)
+    elapsed = time.perf_counter() - start
+    assert log.state.jobs["bench"].chunks_done == (len(actions) - 1) // 2
+    return (len(actions) - 1) / 2 / elapsed
+
+
+def batch_rate(actions: list[Action], batch: int) -> float:
+    """Signed feeds as a node takes them in ACTIONS messages of ``batch`` actions."""
+    log = ActionLog(authenticate=True)
+    start = time.perf_counter()
+    for i in range(0, len(actions), batch):
+        log.add_all(actions[i : i + batch])
     elapsed = time.perf_counter() - start
     assert log.state.jobs["bench"].chunks_done == (len(actions) - 1) // 2
     return (len(actions) - 1) / 2 / elapsed
@@ -72,8 +118,13 @@ def late_rate(actions: list[Action]) -> tuple[float, int]:
 
 def main() -> None:
     pairs = 20_000
-    small = fold_rate(history(1_000 if pairs <= 1_000 else pairs, pairs))
+    plain = history(1_000 if pairs <= 1_000 else pairs, pairs)
+    small = fold_rate(plain)
     big = fold_rate(history(100_000, pairs))
+    feeds, signing = signed(plain)
+    checked = fold_rate(feeds, authenticate=True)  # live: one node's batch at a time
+    catch_up = batch_rate(feeds, BATCH)  # a node catching up: anti-entropy batches
+    signatures = sum(1 for a in feeds if a.sig)
     late_pairs = 20_000
     late, late_inserts = late_rate(history(late_pairs, late_pairs))
     print(
@@ -87,6 +138,12 @@ def main() -> None:
                 "late_arrival_pairs": late_pairs,
                 "late_arrival_pairs_per_s": round(late),
                 "late_inserts": late_inserts,
+                "signed_feeds_pairs_per_s": round(checked),
+                "ratio_signed_to_plain": round(checked / small, 3),
+                "signed_feeds_catch_up_pairs_per_s": round(catch_up),
+                "ratio_signed_catch_up_to_plain": round(catch_up / small, 3),
+                "signatures": signatures,
+                "signing_us_per_signature": round(signing / signatures * 1e6, 1),
             },
             indent=2,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from peerfarm.core.actions import Action
+from peerfarm.core.log import ActionLog
 
 A = "a" * 16
 B = "b" * 16
@@ -74,3 +75,21 @@ def joined_payload(name: str, renderers: dict | None = None) -> dict:
         "renders": True,
         "renderers": {"builtin": "0.1.0"} if renderers is None else renderers,
     }
+
+
+class Member:
+    """A node's own side of its feed: creates its actions, signs the last of a batch."""
+
+    def __init__(self, identity) -> None:
+        self.identity = identity
+        self.id = identity.node_id
+        self.log = ActionLog(authenticate=True)
+
+    def emit(self, *batch: tuple[str, dict]) -> list[Action]:
+        out = []
+        for type_, payload in batch:
+            action = self.log.create(self.id, type_, payload, self.identity.cert_der)
+            self.log.add(action, trusted=True)
+            out.append(action)
+        out[-1] = self.log.sign_last(self.id, self.identity.sign(out[-1].hash))
+        return out

@@ -7,6 +7,7 @@ from typing import Any
 
 import trio
 
+from peerfarm.core.feeds import GENESIS, action_hash
 from peerfarm.runtime.addresses import parse_address
 from peerfarm.runtime.link import Link, dial
 from peerfarm.runtime.tls import connect_tls
@@ -14,6 +15,22 @@ from peerfarm.security.farm_key import FarmKey
 from peerfarm.security.identity import Identity, new_identity
 from peerfarm.wire.framing import FrameDecoder, encode
 from peerfarm.wire.messages import PROTOCOL_VERSION, message, parse_message
+
+
+def on_feed(identity: Identity, actions: list[dict], prev: bytes = GENESIS) -> list[dict]:
+    """Wire actions of ``identity`` (in seq order, starting after ``prev``) as a member
+    sends them: chained, each signed, the certificate on its first (core/feeds.py)."""
+    out = []
+    for raw in actions:
+        digest = action_hash(
+            raw["type"], raw["payload"], raw["origin"], raw["seq"], raw["lamport"], prev
+        )
+        signed = {**raw, "prev": prev, "sig": identity.sign(digest)}
+        if raw["seq"] == 1:
+            signed["cert"] = identity.cert_der
+        out.append(signed)
+        prev = digest
+    return out
 
 
 async def tcp_connect(address: str) -> trio.SocketStream:

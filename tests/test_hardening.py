@@ -3,6 +3,8 @@ its folders. Each case was reproduced on real processes before its fix."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import socket
@@ -13,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from factories import demo_spec, joined_payload, new_job_payload
+from factories import Member, demo_spec, joined_payload, new_job_payload
 from farmtools import (
     farm_running,
     job_of,
+    logs,
     start_farm,
     start_node,
     status,
@@ -24,15 +27,17 @@ from farmtools import (
     wait_for_rendering_mesh,
     wait_until,
 )
-from rawpeer import join_as, tls_connect
+from rawpeer import join_as, on_feed, tls_connect
 
 from peerfarm.cli.demo import Farm
 from peerfarm.core import actions as act
 from peerfarm.core.actions import MAX_FIRST_LAMPORT, MAX_LAMPORT_STEP
-from peerfarm.runtime.client import NodeClient
+from peerfarm.core.log import ActionLog
+from peerfarm.runtime import store
+from peerfarm.runtime.client import ClientError, NodeClient
 from peerfarm.runtime.node import Node, NodeConfig
-from peerfarm.security.farm_key import new_key
-from peerfarm.security.identity import new_identity
+from peerfarm.security.farm_key import new_key, resolve_key
+from peerfarm.security.identity import load_or_create_identity, new_identity
 from peerfarm.wire.messages import message
 
 
@@ -78,7 +83,9 @@ def test_no_action_can_stop_a_node(tmp_path):
             fine = action(1, act.PEER_JOINED, joined_payload("member"), MAX_FIRST_LAMPORT)
             # Its next action may not jump its clock by more than MAX_LAMPORT_STEP.
             jump = action(2, act.SET_PRIORITY, {"job_id": "x", "priority": 1}, 2**52)
-            await link.send(message("ACTIONS", actions=[*poison, fine, jump]))
+            signed = [a for p in poison for a in on_feed(member, [p])]
+            signed += on_feed(member, [fine, jump])
+            await link.send(message("ACTIONS", actions=signed))
             with trio.fail_after(5):
                 while peer not in node.state.peers:
                     await node.wait_for_change(0.1)
@@ -353,3 +360,190 @@ def test_a_node_whose_log_lost_actions_comes_back_as_a_new_incarnation(tmp_path)
         assert retired and retired[0]["state"] == "down"
     text = (tmp_path / "node-2.log").read_text()
     assert f"joins as a new node {new_id[:12]}" in text and old_id[:12] in text
+
+
+def test_a_member_cannot_forge_nor_split_the_farm(tmp_path):
+    """Issue cases 2 and 4 on real processes. A member (it holds the farm key) sends
+    (a) a NEW_JOB and a PEER_LEFT in another node's name: refused, nothing changes;
+    (b) two different signed versions of its own action #2, one to each node (that split
+    the farm for good before): both nodes prove it faulty, drop both versions and end
+    with the same digest."""
+    farm, _, _, nodes = start_farm(tmp_path, nodes=2)
+    with farm_running(farm, tmp_path):
+        wait_for_rendering_mesh(nodes)
+        victim = status(nodes[1])["node_id"]
+        member = new_identity()
+
+        def action(seq, type_, payload, lamport, origin=member.node_id):
+            return {
+                "type": type_,
+                "payload": payload,
+                "origin": origin,
+                "seq": seq,
+                "lamport": lamport,
+            }
+
+        joined = action(1, act.PEER_JOINED, joined_payload("member"), 1)
+        forged = on_feed(
+            member,
+            [
+                action(1, act.NEW_JOB, new_job_payload("forged"), 50, origin=victim),
+                action(1, act.PEER_LEFT, {}, 51, origin=victim),
+            ],
+        )
+        one = on_feed(member, [joined, action(2, act.NEW_JOB, new_job_payload("one"), 60)])
+        two = on_feed(member, [joined, action(2, act.NEW_JOB, new_job_payload("two"), 60)])
+
+        async def send_all():
+            key = resolve_key(None)  # the farm's (tests/conftest.py)
+            first = await join_as(nodes[0], identity=member, farm_key=key, name="member")
+            second = await join_as(nodes[1], identity=member, farm_key=key, name="member")
+            for link in (first, second):
+                await link.receive()  # VV
+            await first.send(message("ACTIONS", actions=forged))
+            await first.send(message("ACTIONS", actions=one))
+            await second.send(message("ACTIONS", actions=two))
+            await trio.sleep(0.5)
+            for link in (first, second):
+                await link.close()
+
+        trio.run(send_all)
+
+        def settled():
+            views = [status(n) for n in nodes]
+            states = [{p["id"]: p["state"] for p in v["peers"]}.get(member.node_id) for v in views]
+            digests = {v["state_digest"] for v in views}
+            return views if states == ["faulty", "faulty"] and len(digests) == 1 else None
+
+        views = wait_until("both nodes to prove the member faulty", settled, 30)
+        for view in views:
+            assert {j["id"] for j in view["jobs"]} == set()  # forged, one and two: none
+            assert {p["id"]: p["state"] for p in view["peers"]}.get(victim, "up") == "up"
+        text = logs(tmp_path)
+        assert "not on their origin's signed feed" in text
+        assert "signed two different actions as #2" in text
+
+
+def test_a_log_from_before_signed_feeds_is_set_aside(tmp_path, caplog):
+    """A log.bin written by protocol 2 (actions without ``prev``) cannot be shown to
+    protocol 3 nodes: it is kept beside as log.protocol2.bin, the node starts a new
+    history and says what to do."""
+    data = tmp_path / "n1"
+    data.mkdir()
+    old = {
+        "type": act.NEW_JOB,
+        "payload": new_job_payload("old"),
+        "origin": "ab" * 16,
+        "seq": 1,
+        "lamport": 1,
+    }
+    store.LogFile(data / "log.bin").append([old])
+
+    async def main():
+        node = make_node(tmp_path, slots=0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            jobs = dict(node.state.jobs)
+            node.request_stop()
+        return jobs
+
+    with caplog.at_level(logging.WARNING):
+        jobs = trio.run(main)
+    assert jobs == {}
+    assert (data / "log.protocol2.bin").exists()
+    assert "protocol 2, before signed feeds" in caplog.text
+    assert "must be submitted again" in caplog.text
+
+
+def test_a_node_proven_faulty_comes_back_under_a_new_id(tmp_path, caplog):
+    """A copied data folder: another machine signed a different action with this node's
+    key, and the farm proved it (an EQUIVOCATION in the log). On its next start the node
+    sets that id aside and joins as a new node; its jobs stay its own."""
+    data = tmp_path / "n1"
+    data.mkdir()
+    me = Member(load_or_create_identity(data))
+    mine = me.emit((act.PEER_JOINED, joined_payload("n1")))
+    (ours,) = me.emit((act.SET_PRIORITY, {"job_id": "j", "priority": 1}))
+    copy = ours._replace(payload={"job_id": "j", "priority": 2}, sig=b"")
+    copy = copy._replace(sig=me.identity.sign(copy.hash))
+    witness = ActionLog(authenticate=True)
+    witness.add_all([*mine, ours, copy])
+    (proof,) = witness.forks
+    other = Member(new_identity())
+    (equivocation,) = other.emit((act.EQUIVOCATION, proof))
+    store.LogFile(data / "log.bin").append([a.to_wire() for a in (*mine, ours, equivocation)])
+
+    async def main():
+        node = make_node(tmp_path, slots=0)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            st = node.status()
+            node.request_stop()
+        return st
+
+    with caplog.at_level(logging.WARNING):
+        st = trio.run(main)
+    assert st["node_id"] != me.id and not st["faulty"]
+    assert "another machine ran with this node's identity" in caplog.text
+    assert me.id in json.loads((data / "node.json").read_text())["former_ids"]
+    assert list(data.glob(f"node.key.retired-{me.id[:12]}"))
+
+
+def _this_machine_on_the_lan() -> str | None:
+    """An address of this machine that is not loopback (None if it has none)."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        infos = []
+    hosts = [info[4][0] for info in infos] + ["192.0.2.2"]
+    for host in hosts:
+        if host.startswith("127."):
+            continue
+        try:
+            with socket.socket() as probe:
+                probe.bind((host, 0))
+        except OSError:
+            continue
+        return host
+    return None
+
+
+def test_a_remote_member_writes_outputs_only_where_the_node_allows(tmp_path):
+    """Output folders are a user's choice on their own machine. A job submitted from
+    another machine (a member holding the key) gets its output only inside the node's
+    remote-outputs folder: elsewhere is refused with the folder to use; a relative
+    folder is taken inside it."""
+    host = _this_machine_on_the_lan()
+    if host is None:
+        pytest.skip("this machine has no address but loopback")
+    key = new_key()
+    outside = tmp_path / "elsewhere"
+
+    async def main():
+        node = Node(
+            NodeConfig(
+                listen=(host, 0),
+                data_dir=tmp_path / "n1",
+                name="n1",
+                zeroconf=False,
+                farm_key=key,
+                slots=1,
+            )
+        )
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(node.run)
+            async with NodeClient(address, key) as client:
+                with pytest.raises(ClientError) as refused:
+                    await client.submit(demo_spec(outside))
+                job_id = await client.submit(demo_spec("shots"))
+            with trio.fail_after(60):
+                while not node.output_progress(job_id)["complete"]:
+                    await node.wait_for_change(0.2)
+            output = node.state.jobs[job_id].output
+            node.request_stop()
+        return str(refused.value), output, node.remote_outputs
+
+    why, output, root = trio.run(main)
+    assert f"only inside {root}" in why
+    assert not outside.exists()
+    assert output == str(root / "shots") and list((root / "shots").glob("*.png"))

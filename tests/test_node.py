@@ -16,6 +16,7 @@ from rawpeer import (
     hello,
     identity_sorting_before,
     join_as,
+    on_feed,
     read_messages,
     send,
     tcp_connect,
@@ -126,6 +127,7 @@ def test_garbage_and_invalid_actions_leave_the_node_unharmed(tmp_path, caplog):
                 {**good, "origin": "NOT-HEX"},
                 "just a string",
             ]
+            (good,) = on_feed(ident, [good])
             await link.send(message("ACTIONS", actions=[*bad, good]))
             with trio.fail_after(5):
                 while "ok1" not in node.state.jobs:
@@ -181,7 +183,7 @@ def test_loser_of_a_claim_race_stops_and_takes_other_work(tmp_path, caplog):
                 "seq": 1,
                 "lamport": ours.lamport,
             }
-            await link.send(message("ACTIONS", actions=[claim]))
+            await link.send(message("ACTIONS", actions=on_feed(rival_identity, [claim])))
             with trio.fail_after(10):
                 while (job, chunk) in rendering() or not rendering():
                     await node.wait_for_change(0.05)

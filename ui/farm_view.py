@@ -37,6 +37,7 @@ HEALTH_COLOURS = {
     "suspect": QColor("#e0a000"),
     "down": QColor("#c62828"),
     "left": QColor("#8a8a8a"),
+    "faulty": QColor("#6a1b9a"),
     "unknown": QColor("#8a8a8a"),
 }
 HEALTH_HINTS = {
@@ -44,6 +45,8 @@ HEALTH_HINTS = {
     "suspect": "silent for a moment: may be busy or cut off",
     "down": "not answering: its unfinished frames went to other nodes",
     "left": "stopped and left the farm",
+    "faulty": "signed two different actions (a copied data folder, or a machine taken "
+    "over): the farm ignores it; see docs/security.md",
 }
 
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from peerfarm.runtime.addresses import parse_address
-from peerfarm.runtime.node import NodeConfig, is_loopback
+from peerfarm.runtime.addresses import is_loopback, parse_address
+from peerfarm.runtime.node import NodeConfig
 from peerfarm.security.farm_key import FarmKey, FarmKeyError, load_key, resolve_key
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from pathlib import Path
 from peerfarm.cli.progress import wait_for_job
 from peerfarm.core.user_text import parse_frames, parse_size
 from peerfarm.job_request import JobRequest, scene_request
+from peerfarm.runtime.addresses import from_this_machine
 from peerfarm.runtime.client import NodeClient
 from peerfarm.security.farm_key import ENV_VAR, default_key_path, new_key, write_key
 
@@ -57,7 +58,10 @@ def request_from_args(args: argparse.Namespace, spool: Path | None = None) -> Jo
         padding=args.padding,
         width=width,
         height=height,
-        output=str(output.resolve()),
+        # On this machine: the folder the user means here. On another machine the node
+        # puts it inside its folder for remote jobs (--remote-outputs): a relative
+        # path stays relative.
+        output=str(output.resolve()) if from_this_machine(args.node) else str(output),
         priority=args.priority,
     )
 
@@ -92,6 +96,12 @@ async def status(args: argparse.Namespace) -> int:
         return 0
     print(f"node {st['name']} ({st['node_id'][:12]}) at {st['address']}, role {st['role']}")
     print(f"state digest {st['state_digest'][:16]}, {st['log_length']} actions in the log")
+    if st.get("faulty"):
+        print(
+            "this node's id signed two different actions (another machine runs with its "
+            "identity: a copied data folder?); the farm ignores it: restart it and it "
+            "joins as a new node"
+        )
     print(f"\npeers ({len(st['peers'])}):")
     for p in st["peers"]:
         link = "connected" if p["connected"] else "not connected"

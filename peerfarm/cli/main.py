@@ -339,6 +339,14 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help="take no new chunks while the data folder's disk has less free space than "
         f"this (default {DEFAULT_MIN_FREE_BYTES // 2**20}M; e.g. 500M, 2G)",
     )
+    p.add_argument(
+        "--remote-outputs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="jobs submitted from other machines write their frames only inside this "
+        "folder (default: DATA_DIR/outputs)",
+    )
 
 
 def _subcommand(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str, int]:
@@ -427,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                 advertise=args.advertise,
                 peer_timeout=max(args.peer_timeout, 0.3),
                 min_free_bytes=args.min_free_space,
+                remote_outputs=args.remote_outputs,
                 zeroconf=not args.no_zeroconf,
                 farm_key=args.farm_key,
             )

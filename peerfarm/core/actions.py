@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from peerfarm.core import schema as s
+from peerfarm.core.feeds import GENESIS, HASH_BYTES, MAX_CHAIN, action_hash, check_fork_proof
 from peerfarm.core.names import is_safe_name
 from peerfarm.core.tiles import MAX_TILES
 from peerfarm.formats import FORMATS
@@ -30,6 +31,8 @@ MAX_SEQ = 2**62
 MAX_LAMPORT = 2**53
 MAX_LAMPORT_STEP = 2**32
 MAX_FIRST_LAMPORT = 2**40
+MAX_SIGNATURE_BYTES = 128  # an ECDSA P-256 signature is at most 72
+MAX_CERT_BYTES = 4096  # as peerfarm.security.identity's
 MAX_FPS = 240
 
 PEER_JOINED = "PEER_JOINED"
@@ -46,6 +49,7 @@ PAUSE_JOB = "PAUSE_JOB"
 RESUME_JOB = "RESUME_JOB"
 RETRY_JOB = "RETRY_JOB"
 SET_PRIORITY = "SET_PRIORITY"
+EQUIVOCATION = "EQUIVOCATION"
 
 _chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
 _claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
@@ -125,6 +129,18 @@ PAYLOADS: dict[str, s.Check] = {
     # slate (attempts, failing nodes, blocklist), and a failed job is active again.
     RETRY_JOB: s.record({"job_id": s.job_id}),
     SET_PRIORITY: s.record({"job_id": s.job_id, "priority": s.integer(-1000, 1000)}),
+    # Proof that a node signed two different actions at one seq (core/feeds.py): two
+    # runs of its actions from that seq, each ending with one it signed. Every node
+    # that applies it drops the node's actions from that seq on and counts it faulty.
+    EQUIVOCATION: s.record(
+        {
+            "node_id": s.node_id,
+            "seq": s.integer(1, MAX_SEQ),
+            "cert": s.binary(MAX_CERT_BYTES),
+            "ours": s.list_of(lambda v: _nested_action(v), MAX_CHAIN),
+            "theirs": s.list_of(lambda v: _nested_action(v), MAX_CHAIN),
+        }
+    ),
 }
 
 ACTION_TYPES = frozenset(PAYLOADS)
@@ -136,20 +152,40 @@ class Action(NamedTuple):
     origin: str
     seq: int
     lamport: int
+    # The origin's feed (core/feeds.py): the hash of its previous action, its signature
+    # over this action's hash (at least on the last action of each batch it emits), and
+    # on its first action its certificate.
+    prev: bytes = GENESIS
+    sig: bytes = b""
+    cert: bytes = b""
 
     @property
     def key(self) -> tuple[int, str, int]:
         """Position in the total order every node folds the log in."""
         return (self.lamport, self.origin, self.seq)
 
+    @property
+    def hash(self) -> bytes:
+        return action_hash(self.type, self.payload, self.origin, self.seq, self.lamport, self.prev)
+
+    def same_as(self, other: Action) -> bool:
+        """The same action (signatures aside): what one (origin, seq) may only ever be."""
+        return self[:6] == other[:6]
+
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "type": self.type,
             "payload": self.payload,
             "origin": self.origin,
             "seq": self.seq,
             "lamport": self.lamport,
+            "prev": self.prev,
         }
+        if self.sig:
+            wire["sig"] = self.sig
+        if self.cert:
+            wire["cert"] = self.cert
+        return wire
 
 
 class InvalidAction(ValueError):
@@ -163,8 +199,26 @@ _envelope = s.record(
         "origin": s.node_id,
         "seq": s.integer(1, MAX_SEQ),
         "lamport": s.integer(1, MAX_LAMPORT),
-    }
+    },
+    # Feeds (core/feeds.py); a node's log requires them (ActionLog(authenticate=True)).
+    {
+        "prev": s.binary(HASH_BYTES),
+        "sig": s.binary(MAX_SIGNATURE_BYTES),
+        "cert": s.binary(MAX_CERT_BYTES),
+    },
 )
+
+
+def _nested_action(v: Any) -> str | None:
+    # One level only: a proof inside a proof would let one action cost a node any
+    # number of signature checks.
+    if type(v) is dict and v.get("type") == EQUIVOCATION:
+        return "a proof does not nest another proof"
+    try:
+        validate_action(v)
+    except InvalidAction as exc:
+        return str(exc)
+    return None
 
 
 def validate_action(data: Any) -> Action:
@@ -174,6 +228,12 @@ def validate_action(data: Any) -> Action:
         why = PAYLOADS[data["type"]](data["payload"])
         if why is not None:
             why = f"{data['type']} payload: {why}"
+    if why is None and len(data.get("prev", GENESIS)) != HASH_BYTES:
+        why = f"prev: expected {HASH_BYTES} bytes"
+    if why is None and data["type"] == EQUIVOCATION:
+        why = check_fork_proof(data["payload"])
+        if why is not None:
+            why = f"EQUIVOCATION payload: {why}"
     if why is None and data["type"] == NEW_JOB:
         p = data["payload"]
         if p["frame_end"] < p["frame_start"]:
@@ -187,7 +247,16 @@ def validate_action(data: Any) -> Action:
             why = f"NEW_JOB payload: more than {MAX_CHUNKS} chunks; use a bigger chunk size"
     if why is not None:
         raise InvalidAction(why)
-    return Action(data["type"], data["payload"], data["origin"], data["seq"], data["lamport"])
+    return Action(
+        data["type"],
+        data["payload"],
+        data["origin"],
+        data["seq"],
+        data["lamport"],
+        data.get("prev", GENESIS),
+        data.get("sig", b""),
+        data.get("cert", b""),
+    )
 
 
 def chunk_count(frame_start: int, frame_end: int, chunk_size: int, tiles: int = 1) -> int:

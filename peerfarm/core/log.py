@@ -22,11 +22,18 @@ times they arrived:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from peerfarm.core.actions import MAX_FIRST_LAMPORT, MAX_LAMPORT, MAX_LAMPORT_STEP, Action
+from peerfarm.core.actions import (
+    EQUIVOCATION,
+    MAX_FIRST_LAMPORT,
+    MAX_LAMPORT,
+    MAX_LAMPORT_STEP,
+    Action,
+)
 from peerfarm.core.digest import state_digest
+from peerfarm.core.feeds import GENESIS, MAX_CHAIN, PublicKey, key_of, signed_by
 from peerfarm.core.reducers import reduce
 from peerfarm.core.state import EMPTY_STATE, State
 
@@ -39,7 +46,27 @@ def _key(action: Action) -> tuple[int, str, int]:
 
 
 class ActionLog:
-    def __init__(self) -> None:
+    """``authenticate``: accept an origin's actions only as a signed chain (core/feeds.py)
+    and find forks. A node's log does; the core's tests fold plain actions without it."""
+
+    def __init__(self, authenticate: bool = False) -> None:
+        self.authenticate = authenticate
+        self._hashes: dict[str, list[bytes]] = {}  # per origin, parallel to _by_origin
+        self._keys_of: dict[str, PublicKey] = {}  # origin -> key, from its first action
+        # Chained actions waiting for a signature to cover them, with their hashes.
+        self._unsigned: dict[str, list[tuple[Action, bytes]]] = {}
+        self._rivals: dict[str, list[tuple[Action, bytes]]] = {}  # a run forking from ours
+        self._forked: dict[str, int] = {}  # origin -> its first seq dropped (proven faulty)
+        # origin -> (seq, hash) of its last action a fork proof vouches for (see _forget)
+        self._vouched: dict[str, tuple[int, bytes]] = {}
+        self._also_applied: list[Action] = []  # applied by a fork proof, for add to return
+        self._defer: dict[str, int] = {}  # in add_all: each origin's last signed seq in it
+        self.forks: list[dict[str, Any]] = []  # EQUIVOCATION payloads found, to be emitted
+        # Origins whose chain, as a peer sent it, does not continue ours: the peer holds
+        # another version of an earlier action. Our chain goes back to it (see
+        # ``chain_tail``), and whichever end holds both versions proves the fork.
+        self.diverged: set[str] = set()
+        self.unauthentic = 0  # actions refused: not on the origin's chain, or a bad signature
         self._keys: list[tuple[int, str, int]] = []  # sorted, parallel to _actions
         self._actions: list[Action] = []  # in total order
         self._by_origin: dict[str, list[Action]] = {}  # per origin, index = seq - 1
@@ -48,7 +75,7 @@ class ActionLog:
         self._state: State = EMPTY_STATE
         self._digest: tuple[State, str] | None = None
         self.lamport = 0  # highest Lamport time seen
-        self.late_inserts = 0  # actions that arrived after later ones (for benchmarks)
+        self.late_inserts = 0  # history changed behind the end: late actions, dropped forks
         self.refused = 0  # actions that broke the Lamport rule (see the module's doc)
         self._batching = False
         self._dirty_from: int | None = None  # in a batch: where the pending re-fold starts
@@ -91,21 +118,56 @@ class ActionLog:
             self._digest = (self._state, state_digest(self._state))
         return self._digest[1]
 
+    def actions_of(self, origin: str) -> list[Action]:
+        """The origin's applied actions, in seq order (index = seq - 1; a copy)."""
+        return list(self._by_origin.get(origin, ()))
+
+    def heads(self) -> dict[str, bytes]:
+        """Each origin's last action's hash (its first 8 bytes): two nodes that hold as
+        many actions of an origin hold the same ones iff these agree."""
+        return {origin: self._last_hash(origin)[:8] for origin in self._by_origin}
+
+    def chain_tail(self, origin: str) -> list[Action]:
+        """The origin's last actions (enough to show a recent fork: ``MAX_CHAIN``)."""
+        return list(self._by_origin.get(origin, [])[-MAX_CHAIN:])
+
     def held_count(self) -> int:
         return sum(len(h) for h in self._held.values())
 
     # -- writing ---------------------------------------------------------------
 
-    def create(self, origin: str, type_: str, payload: dict[str, Any]) -> Action:
+    def create(self, origin: str, type_: str, payload: dict[str, Any], cert: bytes = b"") -> Action:
         """A new action of ``origin``, next in its seq and after everything seen (as far
-        as the Lamport rule lets it: see the module's doc)."""
+        as the Lamport rule lets it: see the module's doc), chained to its previous one;
+        ``cert`` goes on its first."""
         own = self._by_origin.get(origin)
         if own:
             last = own[-1].lamport
             lamport = max(min(self.lamport + 1, last + MAX_LAMPORT_STEP, MAX_LAMPORT), last)
-        else:
-            lamport = min(self.lamport + 1, MAX_FIRST_LAMPORT)
-        return Action(type_, payload, origin, self.next_seq(origin), lamport)
+            return Action(type_, payload, origin, len(own) + 1, lamport, self._last_hash(origin))
+        lamport = min(self.lamport + 1, MAX_FIRST_LAMPORT)
+        return Action(type_, payload, origin, 1, lamport, GENESIS, b"", cert)
+
+    def _last_hash(self, origin: str) -> bytes:
+        hashes = self._hashes.get(origin)
+        if hashes:
+            return hashes[-1]
+        own = self._by_origin.get(origin)
+        return own[-1].hash if own else GENESIS
+
+    def own_last(self, origin: str, count: int) -> list[Action]:
+        """The origin's last ``count`` actions, in seq order."""
+        return list(self._by_origin[origin][-count:])
+
+    def sign_last(self, origin: str, sig: bytes) -> Action:
+        """Put ``sig`` on the origin's last action (we sign our own as we emit)."""
+        own = self._by_origin[origin]
+        last = own[-1]
+        signed = last._replace(sig=sig)
+        own[-1] = signed
+        pos = bisect.bisect_left(self._keys, last.key)
+        self._actions[pos] = signed
+        return signed
 
     @staticmethod
     def _fits(action: Action, previous: Action | None) -> bool:
@@ -114,57 +176,276 @@ class ActionLog:
             return action.lamport <= MAX_FIRST_LAMPORT
         return previous.lamport <= action.lamport <= previous.lamport + MAX_LAMPORT_STEP
 
-    def add(self, action: Action) -> list[Action]:
+    def add(self, action: Action, trusted: bool = False) -> list[Action]:
         """Add a validated action; return the actions this applied, in seq order.
 
-        Empty for a duplicate or for an action held back behind a gap; several
-        when it fills a gap and releases held successors.
+        Empty for a duplicate, for an action held back behind a gap, and (when the log
+        authenticates) for one waiting for a signature to cover it; several when it
+        fills a gap or brings the signature. ``trusted``: our own actions, and our log
+        file's (checked before they were written), are applied without a signature.
         """
         origin = action.origin
+        forked = self._forked.get(origin)
+        if forked is not None and action.seq >= forked:
+            return []  # a node proven faulty: nothing more of it from the fork on
         have = len(self._by_origin.get(origin, ()))
         if action.seq <= have:
+            if self.authenticate:
+                self._compare(action, trusted)
             return []
-        if action.seq > have + 1:
-            held = self._held.setdefault(origin, {})
-            if len(held) < MAX_HELD_PER_ORIGIN:
-                held.setdefault(action.seq, action)
+        waiting = self._unsigned.get(origin, ())
+        expected = have + len(waiting) + 1
+        if action.seq < expected:
+            # Waiting for a signature already: this copy may bring one.
+            return self._signed_copy(action) if action.sig else []
+        if action.seq > expected:
+            if not self._extends_rival(action):
+                held = self._held.setdefault(origin, {})
+                if len(held) < MAX_HELD_PER_ORIGIN:
+                    held.setdefault(action.seq, action)
             return []
-        own = self._by_origin.get(origin)
-        if not self._fits(action, own[-1] if own else None):
-            self.refused += 1
-            return []
-        applied = [action]
-        self._apply(action)
+        applied: list[Action] = []
+        nxt: Action | None = action
+        while nxt is not None:
+            if not self._take(nxt, trusted, applied):
+                break
+            held = self._held.get(origin)
+            seq = len(self._by_origin.get(origin, ())) + len(self._unsigned.get(origin, ())) + 1
+            nxt = held.pop(seq, None) if held else None
         held = self._held.get(origin)
-        while held:
-            nxt = held.pop(have + len(applied) + 1, None)
-            if nxt is None:
-                break
-            if not self._fits(nxt, applied[-1]):
-                self.refused += 1
-                break
-            applied.append(nxt)
-            self._apply(nxt)
         if held is not None and not held:
             del self._held[origin]
+        if self._also_applied:
+            applied.extend(self._also_applied)
+            self._also_applied.clear()
         return applied
 
-    def add_all(self, actions: Iterable[Action]) -> list[Action]:
+    def _take(self, action: Action, trusted: bool, applied: list[Action]) -> bool:
+        """The origin's next action: checked against the chain and the Lamport rule,
+        then applied (or kept until a signature covers it). False if refused."""
+        origin = action.origin
+        waiting = self._unsigned.get(origin)
+        if waiting:
+            previous, previous_hash = waiting[-1]
+        else:
+            own = self._by_origin.get(origin)
+            previous = own[-1] if own else None
+            previous_hash = self._last_hash(origin) if own else GENESIS
+        if not self._fits(action, previous):
+            self.refused += 1
+            return False
+        if not self.authenticate:
+            applied.append(action)
+            self._apply(action)
+            return True
+        if action.seq == 1:
+            key = key_of(action.cert, origin)
+            if key is not None:
+                self._keys_of[origin] = key
+            elif not trusted:
+                self.unauthentic += 1
+                return False
+        digest = action.hash
+        if not trusted:
+            if action.prev != previous_hash:
+                if not self._extends_rival(action, digest):
+                    self.unauthentic += 1
+                    if previous is not None:
+                        self.diverged.add(origin)
+                return False
+            key = self._keys_of.get(origin)
+            waiting_run = self._unsigned.get(origin, ())
+            # A signature that its batch's last one covers need not be checked now (the
+            # batch's end checks it, see add_all).
+            deferred = (
+                bool(action.sig)
+                and action.seq < self._defer.get(origin, 0)
+                and len(waiting_run) < MAX_CHAIN // 2
+            )
+            if (
+                action.sig
+                and not deferred
+                and (key is None or not signed_by(key, digest, action.sig))
+            ):
+                self.unauthentic += 1
+                return False
+            if (deferred or not action.sig) and self._vouched.get(origin) != (action.seq, digest):
+                run = self._unsigned.setdefault(origin, [])
+                if len(run) >= MAX_CHAIN:
+                    self.unauthentic += 1
+                    return False
+                run.append((action, digest))
+                return True
+        self._cover(origin, len(self._unsigned.get(origin, ())), applied)
+        applied.append(action)
+        self._apply(action, digest)
+        return True
+
+    def _cover(self, origin: str, count: int, applied: list[Action]) -> None:
+        """Apply the first ``count`` waiting actions of ``origin``: a checked signature
+        covers them. Signatures among them were not checked and are not kept (every
+        signature a log holds was checked)."""
+        run = self._unsigned.get(origin)
+        if not run:
+            return
+        covered, rest = run[:count], run[count:]
+        if rest:
+            self._unsigned[origin] = rest
+        else:
+            del self._unsigned[origin]
+        for action, digest in covered:
+            action = action._replace(sig=b"") if action.sig else action
+            applied.append(action)
+            self._apply(action, digest)
+
+    def _settle(self, applied: list[Action]) -> None:
+        """End of a batch: an origin whose last signature in it did not cover its
+        waiting actions (that action was refused) gets its latest waiting signature
+        checked instead, so a bad end never holds back what an earlier one signs."""
+        for origin in sorted(self._defer):
+            run = self._unsigned.get(origin, [])
+            for index in range(len(run) - 1, -1, -1):
+                action, digest = run[index]
+                if not action.sig:
+                    continue
+                key = self._keys_of.get(origin)
+                if key is not None and signed_by(key, digest, action.sig):
+                    self._take_signed(origin, index, action, applied)
+                else:
+                    self.unauthentic += 1
+                    self._unsigned[origin] = run[:index]
+                    if not run[:index]:
+                        del self._unsigned[origin]
+                break
+
+    def _signed_copy(self, action: Action) -> list[Action]:
+        """A signed copy of an action that waits for a signature: it covers the run up
+        to it (a node may sign an action after others got it unsigned: see
+        ``sign_held``)."""
+        origin = action.origin
+        run = self._unsigned[origin]
+        index = action.seq - run[0][0].seq
+        waiting, digest = run[index]
+        key = self._keys_of.get(origin)
+        if not waiting.same_as(action) or key is None or not signed_by(key, digest, action.sig):
+            return []
+        applied: list[Action] = []
+        self._take_signed(origin, index, waiting._replace(sig=action.sig), applied)
+        return applied
+
+    def _take_signed(self, origin: str, index: int, signed: Action, applied: list[Action]) -> None:
+        """The waiting action at ``index`` has a checked signature (``signed`` is it
+        with that signature): apply the run up to it."""
+        self._cover(origin, index, applied)
+        run = self._unsigned.pop(origin)
+        digest = run[0][1]
+        if len(run) > 1:
+            self._unsigned[origin] = run[1:]
+        applied.append(signed)
+        self._apply(signed, digest)
+
+    def sign_held(self, origin: str, sign: Callable[[bytes], bytes]) -> Action | None:
+        """Sign the origin's last action if no signature covers it (we hold its key):
+        a node whose log lost the action that signed it comes back under a new id
+        (runtime/node.py), and the farm must still be able to take its old actions."""
+        own = self._by_origin.get(origin)
+        if not own or own[-1].sig:
+            return None
+        return self.sign_last(origin, sign(self._last_hash(origin)))
+
+    def _compare(self, action: Action, trusted: bool = False) -> None:
+        """An action of a seq we hold: the same one, or part of a fork (a run that starts
+        where ours does and differs at its first action)."""
+        stored = self._by_origin[action.origin][action.seq - 1]
+        if stored.same_as(action):
+            if (
+                action.sig
+                and not stored.sig
+                and trusted
+                and action.seq == len(self._by_origin[action.origin])
+            ):
+                self.sign_last(action.origin, action.sig)  # our log file's signed copy
+            return
+        self.diverged.add(action.origin)  # the sender may need our version to see it too
+        if action.prev == stored.prev:
+            self._rivals[action.origin] = []  # a fork starts here (a newer one wins)
+        self._extends_rival(action)
+
+    def _extends_rival(self, action: Action, digest: bytes | None = None) -> bool:
+        """Grow a run that forks from the origin's chain; once a signature of the origin
+        ends it, the fork is proven (``forks``). True if the action belonged to it."""
+        run = self._rivals.get(action.origin)
+        if run is None:
+            return False
+        if run:
+            last, last_hash = run[-1]
+            if action.seq != last.seq + 1 or action.prev != last_hash:
+                return False
+        digest = digest or action.hash
+        if len(run) >= MAX_CHAIN:
+            del self._rivals[action.origin]
+            return False
+        run.append((action, digest))
+        if action.sig:
+            del self._rivals[action.origin]
+            key = self._keys_of.get(action.origin)
+            if key is not None and signed_by(key, digest, action.sig):
+                self._prove_fork(action.origin, [a for a, _ in run])
+            else:
+                self.unauthentic += 1  # not the origin's: a forgery, not a fork
+        return True
+
+    def _prove_fork(self, origin: str, theirs: list[Action]) -> None:
+        seq = theirs[0].seq
+        own = self._by_origin.get(origin, [])
+        ours = []
+        for stored in own[seq - 1 : seq - 1 + MAX_CHAIN]:
+            ours.append(stored)
+            if stored.sig:
+                break
+        if not ours or not ours[-1].sig or not own[0].cert:
+            return  # cannot show it (our run is not signed here): a later fork will do
+        if any(a.type == EQUIVOCATION for a in (*ours, *theirs)):
+            return  # a proof may not nest one (core/actions.py): the other nodes prove it
+        self.forks.append(
+            {
+                "node_id": origin,
+                "seq": seq,
+                "cert": own[0].cert,
+                "ours": [a.to_wire() for a in ours],
+                "theirs": [a.to_wire() for a in theirs],
+            }
+        )
+
+    def add_all(self, actions: Iterable[Action], trusted: bool = False) -> list[Action]:
         """Add a batch; late actions in it cost one re-fold for the whole batch."""
         applied: list[Action] = []
         self._batching = True
+        if self.authenticate and not trusted:
+            # One signature check per origin and batch: an earlier signature in the
+            # batch is covered by the origin's last one (through the chain). Checking
+            # ECDSA is most of what a signed feed costs (benchmarks/bench_log.py).
+            actions = list(actions)
+            for action in actions:
+                if action.sig and action.seq > self._defer.get(action.origin, 0):
+                    self._defer[action.origin] = action.seq
         try:
             for action in actions:
-                applied.extend(self.add(action))
+                applied.extend(self.add(action, trusted))
+            if self._defer:
+                self._settle(applied)
         finally:
             self._batching = False
+            self._defer.clear()
             if self._dirty_from is not None:
                 dirty, self._dirty_from = self._dirty_from, None
                 self._refold(dirty)
         return applied
 
-    def _apply(self, action: Action) -> None:
+    def _apply(self, action: Action, digest: bytes | None = None) -> None:
         self._by_origin.setdefault(action.origin, []).append(action)
+        if self.authenticate:
+            self._hashes.setdefault(action.origin, []).append(digest or action.hash)
         if action.lamport > self.lamport:
             self.lamport = action.lamport
         key = action.key
@@ -188,6 +469,53 @@ class ActionLog:
             self._dirty_from = pos
         else:
             self._refold(pos)
+        if action.type == EQUIVOCATION:
+            proof = action.payload
+            self._forget(proof["node_id"], proof["seq"], proof["ours"][0].get("prev", GENESIS))
+
+    def _forget(self, origin: str, seq: int, prev: bytes) -> None:
+        """A proven fork: drop the origin's actions from ``seq`` on, and take no more.
+        Every node that applies the proof drops the same ones, whatever it held.
+
+        The proof's signed runs both chain from ``prev``, the hash of the origin's
+        action ``seq - 1``: they vouch for the chain up to there, which may have no
+        signature of its own left (the one that covered it was in the dropped part)."""
+        if self._forked.get(origin, seq + 1) <= seq:
+            return
+        self._forked[origin] = seq
+        self._vouched[origin] = (seq - 1, prev)
+        waiting = self._unsigned.pop(origin, [])
+        for table in (self._held, self._rivals):
+            table.pop(origin, None)
+        own = self._by_origin.get(origin, [])
+        if len(own) < seq:
+            # Waiting actions that reach the vouched one are covered now.
+            run = [(a, h) for a, h in waiting if a.seq < seq]
+            if run and run[-1][1] == prev and run[-1][0].seq == seq - 1:
+                for covered, covered_hash in run:
+                    self._also_applied.append(covered)
+                    self._apply(covered, covered_hash)
+            return
+        dropped = {a.key for a in own[seq - 1 :]}
+        self.late_inserts += 1  # history changed behind the end, as a late action changes it
+        del own[seq - 1 :]
+        if origin in self._hashes:
+            del self._hashes[origin][seq - 1 :]
+        if not own:  # nothing of it left: as if never heard of (version vectors agree)
+            self._by_origin.pop(origin)
+            self._hashes.pop(origin, None)
+        first = bisect.bisect_left(self._keys, min(dropped))
+        kept = [a for a in self._actions[first:] if a.key not in dropped]
+        self._actions[first:] = kept
+        self._keys[first:] = [a.key for a in kept]
+        if self._batching:
+            self._dirty_from = first if self._dirty_from is None else min(first, self._dirty_from)
+        else:
+            self._refold(first)
+
+    def forked(self) -> dict[str, int]:
+        """Nodes proven faulty, and the first seq of theirs each node dropped."""
+        return dict(self._forked)
 
     def _refold(self, pos: int) -> None:
         """Re-fold from the checkpoint at or before position ``pos`` to the end."""

@@ -21,6 +21,7 @@ from peerfarm.core.state import (
     CHUNK_FAILED,
     CLAIMED,
     DOWN,
+    FAULTY,
     JOB_DONE,
     JOB_FAILED,
     LEFT,
@@ -299,6 +300,20 @@ def _set_priority(state: State, action: a.Action) -> State:
     return _put(state, job._replace(priority=action.payload["priority"]))
 
 
+def _equivocation(state: State, action: a.Action) -> State:
+    """A node proven faulty (its fork: core/feeds.py) is out of the farm: its claims go
+    back to the pool, and it takes no more (the log drops what it sends from the fork)."""
+    node_id = action.payload["node_id"]
+    peer = state.peers.get(node_id)
+    if peer is not None and peer.state == FAULTY:
+        return state
+    state = _peer_gone(state, node_id, FAULTY)
+    if peer is None:  # never joined in this node's view: record it all the same
+        faulty = Peer(node_id[:8], "", 0, False, FAULTY)
+        state = state._replace(peers=state.peers.set(node_id, faulty))
+    return state
+
+
 _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.PEER_JOINED: _peer_joined,
     a.PEER_LEFT: _peer_left,
@@ -314,5 +329,6 @@ _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.RESUME_JOB: _resume_job,
     a.RETRY_JOB: _retry_job,
     a.SET_PRIORITY: _set_priority,
+    a.EQUIVOCATION: _equivocation,
 }
 assert set(_HANDLERS) == a.ACTION_TYPES

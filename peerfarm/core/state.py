@@ -29,6 +29,7 @@ CANCELLED = "cancelled"
 UP = "up"
 LEFT = "left"
 DOWN = "down"
+FAULTY = "faulty"  # proven to have signed two different actions at one seq: out for good
 
 MAX_ATTEMPTS = 3  # failed renders of a chunk before it fails, when no other node can try
 MAX_FAILING_NODES = 3  # a chunk that failed on this many different nodes fails the job

@@ -20,7 +20,7 @@ from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action
-from peerfarm.core.state import CANCELLED, CHUNK_DONE, DOWN, LEFT, Job
+from peerfarm.core.state import CANCELLED, CHUNK_DONE, DOWN, FAULTY, LEFT, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine.membership import Membership
@@ -106,15 +106,21 @@ class Collector:
 
     def observe(self, applied: list[Action]) -> None:
         """Actions just applied: which chunks to look at. A DONE of one of our jobs names
-        its chunk; a peer joining, leaving or going down, or a re-fold of the log (a late
-        action can change who holds what), sends us over our jobs whole again."""
+        its chunk; a peer joining, leaving, going down or proven faulty, or a re-fold of
+        the log (a late action can change who holds what), sends us over our jobs whole
+        again."""
         jobs = self.shared.state.jobs
         for action in applied:
             if action.type == act.DONE:
                 job = jobs.get(action.payload["job_id"])
                 if job is not None and self.shared.is_me(job.submitter):
                     self._todo.setdefault(job.id, {})[action.payload["chunk"]] = None
-            elif action.type in (act.PEER_DOWN, act.PEER_LEFT, act.PEER_JOINED):
+            elif action.type in (
+                act.PEER_DOWN,
+                act.PEER_LEFT,
+                act.PEER_JOINED,
+                act.EQUIVOCATION,
+            ):
                 self._rescan_all()
         if self.shared.log.late_inserts != self._late_inserts:
             self._late_inserts = self.shared.log.late_inserts
@@ -139,7 +145,7 @@ class Collector:
         peer = self.shared.state.peers.get(holder)
         return (
             holder != self.shared.node_id
-            and (peer is None or peer.state in (DOWN, LEFT))
+            and (peer is None or peer.state in (DOWN, LEFT, FAULTY))
             and not self.membership.linked(holder)
         )
 

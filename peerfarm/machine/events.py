@@ -64,10 +64,12 @@ class ActionsReceived:
 
 @dataclass(frozen=True, slots=True)
 class VersionVectorReceived:
-    """A VV message: what the peer holds; it wants what it lacks."""
+    """A VV message: what the peer holds; it wants what it lacks. ``heads``: the hash
+    (8 bytes) of its last action of each origin (core/log.py ActionLog.heads)."""
 
     peer: str
     vv: dict[str, int]
+    heads: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

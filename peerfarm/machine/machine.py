@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
-from peerfarm.core.state import CANCELLED, LEFT, State
+from peerfarm.core.state import CANCELLED, FAULTY, LEFT, State
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine import job_control
@@ -52,7 +52,9 @@ class NodeMachine:
         kwl: dict[str, dict[str, str]] | None = None,
         log: ActionLog | None = None,
     ) -> None:
-        self.shared = Shared(config, log if log is not None else ActionLog())
+        if log is None:
+            log = ActionLog(authenticate=config.sign is not None)
+        self.shared = Shared(config, log)
         self.membership = Membership(self.shared, kwl or {})
         self.worker = Worker(self.shared)
         self.collector = Collector(self.shared, self.membership)
@@ -67,7 +69,7 @@ class NodeMachine:
             ev.LinkDown: lambda e: self.membership.link_down(e.peer),
             ev.Heard: lambda e: None,  # handle() already noted when we heard the peer
             ev.ActionsReceived: lambda e: self.membership.actions_received(e.peer, e.actions),
-            ev.VersionVectorReceived: lambda e: self.membership.vv_received(e.peer, e.vv),
+            ev.VersionVectorReceived: lambda e: self.membership.vv_received(e.peer, e.vv, e.heads),
             ev.JoinAsked: self._join_asked,
             ev.JoinAnswered: lambda e: self.membership.join_answered(e.kwl, e.vv),
             ev.PeersFound: lambda e: self.membership.learn(e.entries),
@@ -171,16 +173,24 @@ class NodeMachine:
             deadline = min(deadline, self._abort_deadline)
         return deadline
 
-    def restore(self, raw_records: list[Any]) -> int:
+    def restore(
+        self, raw_records: list[Any], signers: Mapping[str, Callable[[bytes], bytes]] = {}
+    ) -> int:
         """Rebuild the state from the actions of our log file; returns how many
-        records were invalid (and skipped)."""
+        records were invalid (and skipped). ``signers``: ids we retired at this start,
+        with their keys: the last action of each is signed if nothing signed it."""
         valid = []
         for raw in raw_records:
             try:
                 valid.append(validate_action(raw))
             except InvalidAction:
                 pass
-        self.shared.log.add_all(valid)
+        log = self.shared.log
+        log.add_all(valid, trusted=True)  # checked before they were written
+        for origin, sign in signers.items():
+            signed = log.sign_held(origin, sign)
+            if signed is not None:
+                self.shared.persist(signed)
         return len(raw_records) - len(valid)
 
     def status(self) -> dict[str, Any]:
@@ -193,8 +203,8 @@ class NodeMachine:
                 continue
             replicated = state.peers.get(peer_id)
             known = membership.kwl.get(peer_id, {})
-            if replicated is not None and replicated.state == LEFT:
-                health = LEFT
+            if replicated is not None and replicated.state in (LEFT, FAULTY):
+                health = replicated.state
             elif not self.started:
                 health = "unknown"
             else:
@@ -240,6 +250,7 @@ class NodeMachine:
             "name": config.name,
             "address": config.address,
             "role": config.role,
+            "faulty": self.shared.faulty,
             "state_digest": self.log.digest(),
             "log_length": len(self.log),
             "peers": peers,

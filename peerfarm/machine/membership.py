@@ -19,6 +19,7 @@ from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
+    CHAIN_SHOWN_EVERY,
     HEARTBEATS_PER_TIMEOUT,
     RECONNECT_GRACE,
     SYNC_TIMEOUT,
@@ -42,6 +43,7 @@ class Membership:
         self._join_vv: dict[str, int] | None = None
         self._next_heartbeat = math.inf
         self._next_vv = math.inf
+        self._chain_shown: dict[tuple[str, str], float] = {}  # (peer, origin) -> when
 
     # -- queries ---------------------------------------------------------------------
 
@@ -173,18 +175,43 @@ class Membership:
 
     def _vv_message(self) -> dict[str, Any]:
         log = self.shared.log
-        return message("VV", vv=log.version_vector(), digest=log.digest())
+        if not log.authenticate:
+            return message("VV", vv=log.version_vector(), digest=log.digest())
+        return message("VV", vv=log.version_vector(), digest=log.digest(), heads=log.heads())
 
     def actions_received(self, peer: str, raw: list[Any]) -> None:
         name = self.kwl.get(peer, {}).get("name", "")
         source = f"{name} ({peer[:8]})" if name else peer[:8]
+        log = self.shared.log
         if self.shared.accept(raw, source):
             self._check_synced()
+        while log.diverged:
+            self._show_chain(peer, log.diverged.pop())
 
-    def vv_received(self, peer: str, vv: dict[str, int]) -> None:
-        missing = self.shared.log.missing_for(vv)
+    def vv_received(self, peer: str, vv: dict[str, int], heads: dict[str, bytes]) -> None:
+        log = self.shared.log
+        missing = log.missing_for(vv)
         if missing:
             self.shared.out(fx.SendActions(peer, tuple(a.to_wire() for a in missing)))
+        if heads and log.authenticate:
+            ours = log.heads()
+            for origin, head in heads.items():
+                if head != ours.get(origin, head) and vv.get(origin) == log.next_seq(origin) - 1:
+                    self._show_chain(peer, origin)
+
+    def _show_chain(self, peer: str, origin: str) -> None:
+        """The peer holds another version of some action of ``origin``: send it our
+        version of the origin's recent actions, so that it holds both and can prove the
+        fork (core/feeds.py). At most once per peer and origin per CHAIN_SHOWN_EVERY."""
+        now = self.shared.now
+        if now < self._chain_shown.get((peer, origin), -math.inf) + CHAIN_SHOWN_EVERY:
+            return
+        if len(self._chain_shown) > 10_000:
+            self._chain_shown.clear()
+        self._chain_shown[(peer, origin)] = now
+        tail = self.shared.log.chain_tail(origin)
+        if tail:
+            self.shared.out(fx.SendActions(peer, tuple(a.to_wire() for a in tail)))
 
     def join_asked(self, peer: str) -> None:
         """A bootstrap server answers JOIN with the KWL and its version vector.

@@ -8,9 +8,11 @@ effects. Nothing here does I/O.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from peerfarm.core import actions as act
 from peerfarm.core.actions import Action, InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import State
@@ -32,6 +34,11 @@ class MachineConfig:
     # Ids this node had before (it came back as a new incarnation after its log lost
     # actions): jobs submitted under them are still ours to collect.
     former_ids: tuple[str, ...] = ()
+    # This node's certificate (its SHA-256 is node_id) and how to sign with its key: our
+    # actions form a signed feed (core/feeds.py). Without a signer the machine neither
+    # signs nor checks signatures (unit tests of the rules).
+    cert: bytes = b""
+    sign: Callable[[bytes], bytes] | None = None
 
 
 class Shared:
@@ -46,7 +53,19 @@ class Shared:
         self.stopping = False  # a stop was asked: claim nothing more
         self.applied: list[Action] = []  # since the rules last looked (machine._react)
         self._persist: list[dict[str, Any]] = []
-        self._own: list[dict[str, Any]] = []
+        self._own = 0  # our actions since the effects were last taken (signed then)
+        self.faulty = False  # the farm proved this node id signed two different actions
+
+    def _check_faulty(self) -> bool:
+        if not self.faulty and self.node_id in self.log.forked():
+            self.faulty = True
+            self.note(
+                logging.ERROR,
+                "the farm proved that this node's id signed two different actions: another "
+                "machine runs with this node's identity (a copied data folder?). Nothing "
+                "this node does counts any more; restart it and it joins as a new node",
+            )
+        return self.faulty
 
     @property
     def state(self) -> State:
@@ -70,12 +89,12 @@ class Shared:
     def emit(self, type_: str, payload: dict[str, Any]) -> Action:
         """Create one of our own actions and apply it now; it is persisted, then
         broadcast, when the current event's effects are taken."""
-        action = self.log.create(self.node_id, type_, payload)
-        wire = action.to_wire()
-        validate_action(wire)  # our own bugs must not reach the farm
-        self.applied.extend(self.log.add(action))
-        self._persist.append(wire)
-        self._own.append(wire)
+        action = self.log.create(self.node_id, type_, payload, self.config.cert)
+        validate_action(action.to_wire())  # our own bugs must not reach the farm
+        if self._check_faulty():
+            return action  # the farm takes nothing more of this id (core/feeds.py)
+        self.applied.extend(self.log.add(action, trusted=True))
+        self._own += 1
         self.touch()
         return action
 
@@ -88,27 +107,73 @@ class Shared:
                 valid.append(validate_action(raw))
             except InvalidAction as exc:
                 self.note(logging.WARNING, f"dropped an invalid action from {source}: {exc}")
-        refused = self.log.refused
-        applied = self.log.add_all(valid)
-        if self.log.refused > refused:
+        log = self.log
+        refused, unauthentic = log.refused, log.unauthentic
+        applied = log.add_all(valid)
+        if log.refused > refused:
             self.note(
                 logging.WARNING,
-                f"refused {self.log.refused - refused} action(s) from {source}: their origin's "
+                f"refused {log.refused - refused} action(s) from {source}: their origin's "
                 "Lamport clock went back or jumped too far (a faulty member?)",
+            )
+        if log.unauthentic > unauthentic:
+            self.note(
+                logging.WARNING,
+                f"refused {log.unauthentic - unauthentic} action(s) from {source}: not on "
+                "their origin's signed feed (forged, or altered on the way)",
             )
         if applied:
             self.applied.extend(applied)
             self._persist.extend(a.to_wire() for a in applied)
             self.touch()
+        self._report_forks()
+        self._check_faulty()
         return applied
+
+    def _report_forks(self) -> None:
+        """A fork the log proved: tell the farm, whose every node then drops the same
+        actions of that node and counts it faulty (core/feeds.py)."""
+        while self.log.forks:
+            proof = self.log.forks.pop(0)
+            node = proof["node_id"]
+            if node in self.log.forked() and self.log.forked()[node] <= proof["seq"]:
+                continue  # proven already
+            if node == self.node_id:
+                # Our own fork (a copy of us runs elsewhere): whatever we emitted now
+                # would be past the fork and dropped with it. The nodes that hold both
+                # versions prove it.
+                self.note(
+                    logging.ERROR,
+                    f"another machine signed a different action #{proof['seq']} with this "
+                    "node's identity (a copied data folder?)",
+                )
+                continue
+            self.note(
+                logging.ERROR,
+                f"node {node[:12]} signed two different actions as #{proof['seq']}: it is "
+                "faulty; the farm drops what it sent from there on and stops counting on it "
+                "(rotate the farm key if it was a member's machine taken over)",
+            )
+            self.emit(act.EQUIVOCATION, proof)
+
+    def persist(self, action: Action) -> None:
+        """Write an action to our log file with the next batch (a re-signed one)."""
+        self._persist.append(action.to_wire())
 
     def take_effects(self) -> list[fx.Effect]:
         """The effects queued so far, with the actions to persist and broadcast last."""
         effects, self.effects = self.effects, []
-        if self._persist:
-            effects.append(fx.Persist(tuple(self._persist)))
-            self._persist = []
+        own: tuple[dict[str, Any], ...] = ()
         if self._own:
-            effects.append(fx.Broadcast(tuple(self._own)))
-            self._own = []
+            sign = self.config.sign
+            actions = self.log.own_last(self.node_id, self._own)
+            if sign is not None:  # one signature covers the batch (the feed's chain)
+                actions[-1] = self.log.sign_last(self.node_id, sign(actions[-1].hash))
+            own = tuple(a.to_wire() for a in actions)
+            self._own = 0
+        if self._persist or own:
+            effects.append(fx.Persist((*self._persist, *own)))
+            self._persist = []
+        if own:
+            effects.append(fx.Broadcast(own))
         return effects

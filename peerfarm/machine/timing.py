@@ -12,6 +12,7 @@ SYNC_TIMEOUT = 3.0  # start working even if no bootstrap server answers
 COLLECT_INTERVAL = 1.0  # the collector looks again for frames it could not fetch
 ABORT_TIMEOUT = 2.0  # an emergency stop waits this long for the renderers to die
 MAX_FETCHES = 8  # frames fetched at once for our own jobs
+CHAIN_SHOWN_EVERY = 10.0  # a peer's diverging view of an origin gets our chain this often
 
 # Kept by the drivers, not the machine: how long a frame fetch may take, how long
 # a leaving node waits for its last actions to drain, and how dialing backs off.

@@ -104,7 +104,15 @@ class Worker:
             render = self.renders[key]
             if render.stop_reason:
                 continue
-            job = self.shared.state.jobs[render.job_id]
+            job = self.shared.state.jobs.get(render.job_id)
+            if job is None:
+                # Its NEW_JOB was dropped with a faulty member's fork (core/feeds.py).
+                reason = "the job is gone (its submitter was proven faulty)"
+                self.shared.note(
+                    logging.INFO, f"stopping chunk {render.chunk} of job {render.job_id}: {reason}"
+                )
+                self._stop(render, reason)
+                continue
             chunk = job.chunk(render.chunk)
             if job.state != ACTIVE:
                 reason = f"job {job.state}"
@@ -222,8 +230,12 @@ class Worker:
             # While it was dying, its claim may have won again (a re-fold): look over
             # our claims once more, or nobody would render that chunk.
             self._late_inserts = -1
-            job = shared.state.jobs[job_id]
-            if render.stop_reason in RELEASE_REASONS and self._holds(job, chunk, render.claim_seq):
+            job = shared.state.jobs.get(job_id)
+            if (
+                job is not None
+                and render.stop_reason in RELEASE_REASONS
+                and self._holds(job, chunk, render.claim_seq)
+            ):
                 shared.emit(act.RELEASE_CHUNK, render.claim_ref())
         else:
             shared.note(logging.WARNING, f"chunk {chunk} of job {job_id} failed: {error}")

@@ -30,10 +30,9 @@ import trio
 from peerfarm.ops import qt_platform
 from peerfarm.renderers.base import Renderer
 from peerfarm.renderers.registry import renderer_plugins
-from peerfarm.runtime.addresses import format_address
+from peerfarm.runtime.addresses import format_address, is_loopback
 from peerfarm.runtime.client import ClientError, NodeClient
 from peerfarm.runtime.discovery import SERVICE_TYPE
-from peerfarm.runtime.node import is_loopback
 from peerfarm.security.farm_key import (
     ENV_VAR,
     FarmKey,

@@ -6,6 +6,7 @@
     DATA_DIR/node.json            node id and name
     DATA_DIR/kwl.json             known-worker list
     DATA_DIR/log.bin              the action log (runtime/store.py)
+    DATA_DIR/log.protocol2.bin    a log written before signed feeds, set aside
     DATA_DIR/blobs/               content-addressed scene files (runtime/blobs.py)
     DATA_DIR/work/JOB/            a job's scene, unpacked, where its renderer runs
     DATA_DIR/frames/JOB/          frames (and tiles) this node rendered, or pulled to stitch
@@ -17,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from peerfarm.core.state import Job
+
+LEGACY_LOG_NAME = "log.protocol2.bin"
 
 
 class DataDir:

@@ -19,6 +19,7 @@ import trio
 from peerfarm.core.refused import Refused
 from peerfarm.job_request import JobRequest
 from peerfarm.machine import events as ev
+from peerfarm.runtime.addresses import from_this_machine
 from peerfarm.runtime.blobs import BlobError, serve_blob
 from peerfarm.runtime.link import Link
 from peerfarm.runtime.renderer_logs import read_log_tail
@@ -130,7 +131,7 @@ class LinkService:
         self.node.feed(ev.ActionsReceived(link.peer_id, msg["actions"]))
 
     async def _vv(self, link: Link, msg: dict[str, Any]) -> None:
-        self.node.feed(ev.VersionVectorReceived(link.peer_id, msg["vv"]))
+        self.node.feed(ev.VersionVectorReceived(link.peer_id, msg["vv"], msg.get("heads", {})))
 
     async def _join(self, link: Link, msg: dict[str, Any]) -> None:
         if self.node.config.role != "bootstrap":
@@ -193,7 +194,10 @@ class LinkService:
         kind = msg["type"]
         try:
             if kind == "SUBMIT":
-                job_id, notes = await node.submit_job(JobRequest.from_wire(msg["job"]))
+                request = JobRequest.from_wire(msg["job"])
+                if not from_this_machine(link.remote):
+                    request = node.place_remote_output(request)  # not our user's choice
+                job_id, notes = await node.submit_job(request)
                 reply = message("SUBMITTED", job_id=job_id, notes=list(notes))
             elif kind == "CANCEL":
                 node.cancel(msg["job_id"])

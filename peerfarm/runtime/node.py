@@ -17,7 +17,6 @@ runs its non-rendering variant, and the desktop app runs it in Qt's event loop
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import secrets
 import shutil
@@ -40,10 +39,10 @@ from peerfarm.machine import events as ev
 from peerfarm.machine.timing import FRAME_FETCH_TIMEOUT, LEAVE_TIMEOUT, PEER_TIMEOUT
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
-from peerfarm.runtime.addresses import format_address, parse_address
+from peerfarm.runtime.addresses import format_address, is_loopback, parse_address
 from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
-from peerfarm.runtime.data_dir import DataDir
+from peerfarm.runtime.data_dir import LEGACY_LOG_NAME, DataDir
 from peerfarm.runtime.discovery import LanDiscovery
 from peerfarm.runtime.link import Link
 from peerfarm.runtime.link_service import LinkService
@@ -71,13 +70,12 @@ class SetupError(ValueError):
     """The node cannot start as configured; the message says what to change."""
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+def _names_as_faulty(record: Any, node_id: str) -> bool:
+    """A log record that is an EQUIVOCATION proving ``node_id`` faulty."""
+    if type(record) is not dict or record.get("type") != "EQUIVOCATION":
         return False
+    payload = record.get("payload")
+    return type(payload) is dict and payload.get("node_id") == node_id
 
 
 @dataclass
@@ -95,6 +93,9 @@ class NodeConfig:
     farm_key: FarmKey | None = None  # None: a loopback-only farm (docs/security.md)
     # Below this much free space in the data folder's disk, take no new chunks.
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    # Jobs submitted from another machine write their outputs only under this folder
+    # (None: DATA_DIR/outputs): a farm member must not choose folders on our disk.
+    remote_outputs: Path | None = None
 
 
 class Node:
@@ -108,6 +109,7 @@ class Node:
         self.renderers: dict[str, str] = {}  # what this machine can render: name -> version
         self.blobs = BlobStore(self.data_dir.blobs)  # content-addressed (runtime/blobs.py)
         self.identity: Identity | None = None
+        self._retired: list[Identity] = []  # identities retired at this start (see _load)
         self.machine: NodeMachine | None = None
         self.mesh: Mesh | None = None
         self.requests = Requests(self.link_to)
@@ -265,6 +267,25 @@ class Node:
         """Check a job request and emit NEW_JOB; returns the job id. Raises SubmitError."""
         job_id, _ = await self.submit_job(request)
         return job_id
+
+    @property
+    def remote_outputs(self) -> Path:
+        root = self.config.remote_outputs
+        return Path(root).expanduser().resolve() if root else self.data_dir.root / "outputs"
+
+    def place_remote_output(self, request: JobRequest) -> JobRequest:
+        """A job from a client on another machine: its output folder must be inside
+        ``remote_outputs`` (a relative one is taken inside it). Raises SubmitError."""
+        root = self.remote_outputs
+        wanted = Path(request.output) if request.output else Path(f"job-{secrets.token_hex(3)}")
+        output = (wanted if wanted.is_absolute() else root / wanted).resolve()
+        if output != root and root not in output.parents:
+            raise SubmitError(
+                f"this node writes the outputs of jobs submitted from other machines only "
+                f"inside {root}: ask for a folder there (e.g. --output {root / 'myjob'}, "
+                "or a relative one), or submit on this machine"
+            )
+        return request.replace(output=str(output))
 
     async def submit_job(self, request: JobRequest) -> tuple[str, tuple[str, ...]]:
         """``submit``, also returning the renderer plugin's notes: scene settings the
@@ -464,11 +485,16 @@ class Node:
                 bootstraps=tuple(format_address(*b) for b in config.bootstraps),
                 peer_timeout=config.peer_timeout,
                 former_ids=self._former_ids,
+                cert=self.identity.cert_der,
+                sign=self.identity.sign,
             ),
             kwl=kwl,
-            log=ActionLog(),
+            log=ActionLog(authenticate=True),
         )
-        dropped = machine.restore(records)
+        # Our old id's last logged action may have lost the action that signed it: sign
+        # it with the old key, or the farm could never take it.
+        signers = {old.node_id: old.sign for old in self._retired}
+        dropped = machine.restore(records, signers)
         if dropped:
             log.warning("%d invalid records in %s were skipped", dropped, self._logfile.path)
         if records:
@@ -658,19 +684,42 @@ class Node:
         # node.json says "has_log" once the log file held anything: a log gone since
         # (deleted, a lost disk) is damage too. A node restarted before it wrote any is not.
         self._has_log = bool(ident.get("has_log")) and ident["node_id"] == self.identity.node_id
-        if self._logfile.damaged or (self._has_log and not records):
+        legacy = any(type(r) is dict and "prev" not in r for r in records)
+        if legacy:
+            # Written by protocol 2, before signed feeds (docs/protocol.md): its actions
+            # cannot be shown to protocol 3 nodes, which refuse unsigned ones. The farm
+            # starts a new history; rendered frames stay in their output folders.
+            kept = await trio.to_thread.run_sync(self._logfile.set_aside, LEGACY_LOG_NAME)
+            records = []
+            log.warning(
+                "this node's log was written by an older peerfarm (protocol 2, before "
+                "signed feeds): kept as %s; the node starts a new history as a new node. "
+                "Jobs that were not finished must be submitted again (frames already "
+                "rendered stay in their output folders)",
+                kept,
+            )
+        burnt = any(_names_as_faulty(r, self.identity.node_id) for r in records)
+        if burnt:
+            log.warning(
+                "the farm proved that this node's id signed two different actions: another "
+                "machine ran with this node's identity (a copied data folder?); it joins as "
+                "a new node"
+            )
+        if burnt or self._logfile.damaged or (self._has_log and not records):
             # Actions of ours the farm may hold are gone from our log: emitting under the
             # same id would reuse their numbers with other contents (a fork the farm
             # could not heal). A new incarnation, a new id, never can.
+            self._retired.append(self.identity)
             old = await trio.to_thread.run_sync(retire_identity, root)
             self.identity = await trio.to_thread.run_sync(load_or_create_identity, root)
             self._former_ids = (*self._former_ids, old)
-            log.warning(
-                "this node's log file lost actions the farm may hold: it joins as a new "
-                "node %s (the old id %s is retired; its chunks go back to the farm)",
-                self.identity.node_id[:12],
-                old[:12],
-            )
+            if not legacy and not burnt:
+                log.warning(
+                    "this node's log file lost actions the farm may hold: it joins as a new "
+                    "node %s (the old id %s is retired; its chunks go back to the farm)",
+                    self.identity.node_id[:12],
+                    old[:12],
+                )
         self._has_log = bool(records)
         wanted = self._identity_record(self.config.name or ident["name"])
         if ident != wanted:

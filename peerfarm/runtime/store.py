@@ -91,6 +91,12 @@ class LogFile:
             pos += _HEADER.size + length
         return records
 
+    def set_aside(self, name: str) -> Path:
+        """Rename the log file to ``name`` beside it (the node starts an empty one)."""
+        target = self.path.with_name(name)
+        os.replace(self.path, target)
+        return target
+
     def append(self, records: list[Any]) -> None:
         """Append records and fsync once for the whole batch."""
         if not records:

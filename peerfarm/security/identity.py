@@ -43,7 +43,9 @@ class Identity:
         return node_id_of(self.cert_der)
 
     def sign(self, data: bytes) -> bytes:
-        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+        # Deterministic (RFC 6979): no random number is needed, and a simulated farm
+        # signs alike in every run.
+        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
 
 
 def verify_signature(cert_der: bytes, data: bytes, signature: bytes) -> bool:
@@ -77,6 +79,29 @@ def new_identity() -> Identity:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=36500))
         .sign(key, hashes.SHA256())
+    )
+    return Identity(key, cert.public_bytes(serialization.Encoding.DER))
+
+
+# The order of P-256's group: private keys are the numbers 1 .. n - 1.
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def identity_from_secret(secret: int) -> Identity:
+    """An identity that is a pure function of ``secret`` (key, certificate and so node
+    id): for the simulator, whose runs must repeat exactly. Never for a real node."""
+    key = ec.derive_private_key(secret % (_P256_ORDER - 1) + 1, ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "peerfarm simulated node")])
+    start = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(secret % (2**63) + 1)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=36500))
+        .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
     )
     return Identity(key, cert.public_bytes(serialization.Encoding.DER))
 

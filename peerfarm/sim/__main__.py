@@ -31,11 +31,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="about half the crashes also cut off the end of the node's log file",
     )
+    parser.add_argument(
+        "--equivocation",
+        action="store_true",
+        help="a node that submits nothing signs two versions of one action, once",
+    )
     args = parser.parse_args(argv)
     if args.seeds is not None:
-        return _sweep(args.seeds, args.log_damage)
+        return _sweep(args.seeds, args.log_damage, args.equivocation)
     rng = random.Random(args.seed)
-    schedule = random_schedule(rng, log_damage=args.log_damage)
+    schedule = random_schedule(rng, log_damage=args.log_damage, equivocation=args.equivocation)
     farm = Farm(schedule, rng, args.seed)
     if not args.quiet:
         print("\n".join(schedule.describe()))
@@ -53,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sweep(seeds: range, log_damage: bool) -> int:
+def _sweep(seeds: range, log_damage: bool, equivocation: bool) -> int:
     started = time.perf_counter()
     failing = []
     for seed in seeds:
         try:
-            run_seed(seed, log_damage)
+            run_seed(seed, log_damage, equivocation)
         except SimulationFailure as exc:
             failing.append(seed)
             print(f"seed {seed}: {exc.problem}", flush=True)

@@ -17,19 +17,29 @@ from dataclasses import dataclass
 
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action
-from peerfarm.core.state import ACTIVE, CANCELLED, CHUNK_DONE, JOB_DONE, JOB_FAILED, UP
+from peerfarm.core.state import (
+    ACTIVE,
+    CANCELLED,
+    CHUNK_DONE,
+    FAULTY,
+    JOB_DONE,
+    JOB_FAILED,
+    UP,
+)
 from peerfarm.machine import events as ev
 from peerfarm.sim.network import EventLoop, Network
 from peerfarm.sim.node import PEER_TIMEOUT, SimNode
 from peerfarm.sim.schedule import (
     CRASH,
     DISK_LOSS,
+    EQUIVOCATE,
     FREEZE,
     LOG_DAMAGE,
     PARTITION,
     FaultPlan,
     JobPlan,
     Schedule,
+    new_node_id,
     random_schedule,
 )
 
@@ -97,6 +107,11 @@ class Farm:
         self._index = {node_id: i for i, node_id in enumerate(ids)}
         self._peers = {i: [p for p in ids if p != node_id] for i, node_id in enumerate(ids)}
         self.retired: set[str] = set()  # ids of nodes that came back as new incarnations
+        # EQUIVOCATE: the second versions a node signed ((origin, seq, signature)), and
+        # the ids whose second version reached another node (the farm must prove them).
+        self.lies: set[tuple[str, int, bytes]] = set()
+        self.liars: set[str] = set()
+        self._damaged_at: dict[int, list[float]] = {}  # node index -> when its log lost records
         self.nodes = [
             SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob)
             for i, (node_id, plan) in enumerate(zip(schedule.node_ids, schedule.nodes, strict=True))
@@ -122,7 +137,7 @@ class Farm:
     def new_incarnation(self, node: SimNode) -> str:
         """A node comes back under a new id (its log lost actions others may hold)."""
         old = node.node_id
-        new = f"{self.rng.getrandbits(64):016x}"
+        new = new_node_id(self.rng)
         self.retired.add(old)
         self._names[new] = node.name
         self._index[new] = node.index
@@ -283,6 +298,7 @@ class Farm:
             node.crash()
             if fault.kind == LOG_DAMAGE:
                 node.damage_log()
+                self._damaged_at.setdefault(node.index, []).append(self.loop.now)
             # The OS closes the dead process's connections; the other ends hear of it
             # if the network between them works.
             for peer in self.network.close_links(node.node_id):
@@ -297,6 +313,8 @@ class Farm:
             self.trace(None, f"partition {self._group(side)} | {self._group(others)}")
         elif fault.kind == DISK_LOSS:
             nodes[0].lose_disk()
+        elif fault.kind == EQUIVOCATE:
+            nodes[0].fool = frozenset(n.node_id for n in nodes[1:])
 
     def _end(self, fault: FaultPlan) -> None:
         node = self.nodes[fault.nodes[0]]
@@ -349,17 +367,32 @@ class Farm:
                 health = node.peer_health(peer)
                 if health != "up":
                     return f"{node.name} sees {self.name_of(peer)} {health}"
-        vv = nodes[0].log.version_vector()
+        vv, heads = nodes[0].log.version_vector(), nodes[0].log.heads()
         for node in nodes[1:]:
-            if node.log.version_vector() != vv:
+            if node.log.version_vector() != vv or node.log.heads() != heads:
                 return f"{node.name} holds other actions than n0"
         state = nodes[0].state
         for peer_id in sorted(state.peers):
-            if state.peers[peer_id].state != UP and peer_id not in self.retired:
-                return f"{self.name_of(peer_id)} is {state.peers[peer_id].state}"
+            peer_state = state.peers[peer_id].state
+            lied = any(lie[0] == peer_id for lie in self.lies)
+            if (
+                peer_id in self.liars
+                and peer_state != FAULTY
+                and self._lie_held(peer_id)
+                and peer_id not in self.retired
+            ):
+                # A lie another node took must be found out, everywhere alike (unless
+                # every copy of it was lost since, with a log's damage).
+                return f"{self.name_of(peer_id)} equivocated but is {peer_state}"
+            if lied and peer_state in (FAULTY, UP):
+                pass  # proven, or its lie reached nobody for good
+            elif peer_state != UP and peer_id not in self.retired:
+                return f"{self.name_of(peer_id)} is {peer_state}"
         for plan in self.schedule.jobs:
             job = state.jobs.get(plan.job_id)
             if job is None:
+                if self._lost_with_a_log(plan):
+                    continue
                 return f"job {plan.job_id} is not submitted yet"
             if job.state == ACTIVE:
                 return f"job {job.id} is active ({job.frames_done}/{job.frames_total} frames)"
@@ -368,6 +401,24 @@ class Farm:
                 if have != job.frames_total:
                     return f"job {job.id}: {have}/{job.frames_total} frames collected"
         return None
+
+    def _lie_held(self, origin: str) -> bool:
+        """Some node holds a second version ``origin`` signed (EQUIVOCATE)."""
+        return any(
+            node.holds(o, seq, sig)
+            for o, seq, sig in self.lies
+            if o == origin
+            for node in self.nodes
+        )
+
+    def _lost_with_a_log(self, plan: JobPlan) -> bool:
+        """A job whose only copy was in a log that lost it: its submitter's log was
+        damaged after the submit, before any other node had the NEW_JOB (no node knows
+        it now). What a lost disk loses; everything that reached a second node stays."""
+        damaged = self._damaged_at.get(plan.submitter, [])
+        return any(at >= plan.at for at in damaged) and all(
+            plan.job_id not in n.state.jobs for n in self.nodes if n.machine is not None
+        )
 
     def _check_invariants(self) -> None:
         # 5. No seq is used twice: one action per (origin, seq), whatever was lost.
@@ -389,6 +440,8 @@ class Farm:
             for plan in self.schedule.jobs:
                 job = jobs.get(plan.job_id)
                 if job is None:
+                    if self._lost_with_a_log(plan):
+                        continue
                     self.violation(f"{node.name} never heard of job {plan.job_id}")
                 # 1. Every job reached a final state it had a reason to reach.
                 if job.state == CANCELLED and (act.CANCEL_JOB, job.id) not in logged:
@@ -417,10 +470,10 @@ class Farm:
                         self.violation(f"job {job.id}: frames missing at {submitter.name}")
 
 
-def run_seed(seed: int, log_damage: bool = False) -> RunResult:
+def run_seed(seed: int, log_damage: bool = False, equivocation: bool = False) -> RunResult:
     """One random schedule and its run, both drawn from ``random.Random(seed)``."""
     rng = random.Random(seed)
-    schedule = random_schedule(rng, log_damage=log_damage)
+    schedule = random_schedule(rng, log_damage=log_damage, equivocation=equivocation)
     return run_schedule(schedule, rng, seed)
 
 

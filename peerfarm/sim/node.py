@@ -31,6 +31,7 @@ from peerfarm.machine import events as ev
 from peerfarm.machine.shared import MachineConfig
 from peerfarm.machine.timing import FRAME_FETCH_TIMEOUT, MAX_BACKOFF, MIN_BACKOFF, PEER_TIMEOUT
 from peerfarm.sim.network import Message
+from peerfarm.sim.schedule import identity_of
 from peerfarm.wire.messages import message
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class SimNode:
         self.persisted: list[dict[str, Any]] = []  # the log file, in the order written
         self.log_damaged = False  # the next start finds its log file damaged
         self.former_ids: list[str] = []  # ids before new incarnations
+        self.fool: frozenset[str] = frozenset()  # peers its next broadcast lies to
         self.kwl = {
             peer: {"address": f"10.0.0.{farm.index_of(peer) + 1}:7100", "name": farm.name_of(peer)}
             for peer in farm.peers_of(self)
@@ -150,18 +152,28 @@ class SimNode:
         self.frozen = False
         self.life += 1
         self._reset()
-        log = ActionLog()
-        log.add_all(self.durable)  # rebuild the state from the log file
+        log = ActionLog(authenticate=True)
+        log.add_all(self.durable, trusted=True)  # rebuild the state from the log file
+        if self.node_id in log.forked():
+            # As the runtime does: the farm proved this id faulty (it signed two versions
+            # of an action); nothing it emits counts, so it comes back under a new id.
+            self.log_damaged = True
         if self.log_damaged:
             # As the runtime does: actions of ours the farm may hold are gone from our
             # log, so this node comes back as a new incarnation with a new id.
             old = self.node_id
             self.former_ids.append(old)
+            signed = log.sign_held(old, identity_of(old).sign)  # as NodeMachine.restore
+            if signed is not None:
+                self.persisted.append(signed.to_wire())
             self.node_id = self.farm.new_incarnation(self)
             self.farm.trace(self, f"new incarnation {self.node_id[:8]} (retired {old[:8]})")
         renders = self.slots > 0  # a node with no slots is a mirror, like a bootstrap server
+        identity = identity_of(self.node_id)
         config = MachineConfig(
             node_id=self.node_id,
+            cert=identity.cert_der,
+            sign=identity.sign,
             name=self.name,
             address=self.address,
             renders=renders,
@@ -226,9 +238,14 @@ class SimNode:
 
     def _try_dial(self, peer: str) -> None:
         assert self.machine is not None
-        if self.machine.linked(peer) or self.farm.network.linked(self.node_id, peer):
+        # The runtime dials an address: whoever answers there is linked, also a node
+        # that came back there under a new id (a new incarnation).
+        reached = self.farm.nodes[self.farm.index_of(peer)].node_id
+        if reached == self.node_id:
+            return  # our own old id
+        if self.machine.linked(reached) or self.farm.network.linked(self.node_id, reached):
             return  # the link's end (link_down) dials again
-        if self.farm.network.connect(self.node_id, peer):
+        if self.farm.network.connect(self.node_id, reached):
             self._dialing[peer] = MIN_BACKOFF
             return
         backoff = self._dialing[peer]
@@ -274,7 +291,10 @@ class SimNode:
         if isinstance(effect, fx.Broadcast):
             for wire in effect.actions:
                 self.farm.record(self, Action(**wire))
-            self._send_all(message("ACTIONS", actions=list(effect.actions)))
+            if self.fool:
+                self._equivocate(list(effect.actions))
+            else:
+                self._send_all(message("ACTIONS", actions=list(effect.actions)))
         elif isinstance(effect, fx.Persist):
             self.persisted.extend(effect.actions)
         elif isinstance(effect, fx.SendActions):
@@ -307,6 +327,27 @@ class SimNode:
             self.farm.trace(self, effect.text)
         elif isinstance(effect, fx.Left):
             self.farm.trace(self, "left the farm")
+
+    def holds(self, origin: str, seq: int, sig: bytes) -> bool:
+        """Our log holds this version of the origin's action (EQUIVOCATE)."""
+        own = self.log.actions_of(origin)
+        return len(own) >= seq and own[seq - 1].sig == sig
+
+    def _equivocate(self, actions: list[dict[str, Any]]) -> None:
+        """The EQUIVOCATE fault: the fooled peers get another version of the batch's last
+        action (one Lamport tick later, so it sorts elsewhere), signed all the same."""
+        last = Action(**actions[-1])
+        other = last._replace(lamport=last.lamport + 1, sig=b"")
+        other = other._replace(sig=identity_of(self.node_id).sign(other.hash))
+        lie = [*actions[:-1], other.to_wire()]
+        fooled, self.fool = self.fool, frozenset()
+        self.farm.lies.add((other.origin, other.seq, other.sig))
+        self.farm.trace(
+            self, f"equivocates: #{last.seq} goes to {len(fooled)} peer(s) as another version"
+        )
+        for peer in self.farm.peers_of(self):
+            if self.farm.network.linked(self.node_id, peer):
+                self._send(peer, message("ACTIONS", actions=lie if peer in fooled else actions))
 
     def _send(self, peer: str, msg: Message) -> None:
         self.farm.network.send(self.node_id, peer, msg)
@@ -426,9 +467,14 @@ class SimNode:
     def _receive(self, src: str, msg: dict[str, Any]) -> None:
         kind = msg["type"]
         if kind == "ACTIONS":
+            lies = self.farm.lies
+            told = [r for r in msg["actions"] if (r["origin"], r["seq"], r.get("sig")) in lies]
             self._handle(ev.ActionsReceived(src, msg["actions"]))
+            for raw in told:  # a lie another node took (not one lost with its memory)
+                if self.holds(raw["origin"], raw["seq"], raw["sig"]):
+                    self.farm.liars.add(raw["origin"])
         elif kind == "VV":
-            self._handle(ev.VersionVectorReceived(src, msg["vv"]))
+            self._handle(ev.VersionVectorReceived(src, msg["vv"], msg.get("heads", {})))
             assert self.machine is not None
             if not self._join_answered and not self.machine.synced:
                 # Stands in for a bootstrap server's JOIN_REPLY: the first peer to

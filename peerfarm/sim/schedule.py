@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from peerfarm.security.identity import Identity, identity_from_secret
 from peerfarm.sim.network import NetworkConditions
 
 CRASH = "crash"  # SIGKILL / power cut, then a restart with the same node id
@@ -20,6 +21,10 @@ FAULT_KINDS = (CRASH, FREEZE, PARTITION, DISK_LOSS)
 # off with all after it): drawn only when a schedule asks for it (random_schedule's
 # log_damage), so the seeds of ordinary schedules stay what they were.
 LOG_DAMAGE = "log_damage"
+# A faulty member: the first node signs two versions of one action and sends one to the
+# other listed nodes, the other to the rest (a copied data folder, or a machine taken
+# over). Drawn only when asked (random_schedule's equivocation).
+EQUIVOCATE = "equivocate"
 
 
 @dataclass(frozen=True)
@@ -112,20 +117,42 @@ class Schedule:
         return out
 
 
+# Simulated nodes have real identities (their actions are signed feeds, as on a real
+# farm), made from the run's random numbers so that every run repeats exactly.
+_IDENTITIES: dict[str, Identity] = {}
+
+
+def new_node_id(rng: random.Random) -> str:
+    identity = identity_from_secret(rng.getrandbits(64))
+    _IDENTITIES[identity.node_id] = identity
+    return identity.node_id
+
+
+def identity_of(node_id: str) -> Identity:
+    """The identity of a simulated node id made by new_node_id."""
+    return _IDENTITIES[node_id]
+
+
 def node_ids(rng: random.Random, count: int) -> list[str]:
     ids: list[str] = []
     while len(ids) < count:
-        nid = f"{rng.getrandbits(64):016x}"
+        nid = new_node_id(rng)
         if nid not in ids:
             ids.append(nid)
     return ids
 
 
 def random_schedule(
-    rng: random.Random, min_nodes: int = 3, max_nodes: int = 6, log_damage: bool = False
+    rng: random.Random,
+    min_nodes: int = 3,
+    max_nodes: int = 6,
+    log_damage: bool = False,
+    equivocation: bool = False,
 ) -> Schedule:
     """3-6 nodes, 1-4 jobs, 0-6 faults in the first 15-30 simulated seconds; with
-    ``log_damage``, about half the crashes also damage the crashed node's log file."""
+    ``log_damage``, about half the crashes also damage the crashed node's log file;
+    with ``equivocation``, a node that submits nothing equivocates once (if there is one:
+    a faulty node can no longer ask for lost frames again, so it is never a submitter)."""
     n = rng.randint(min_nodes, max_nodes)
     ids = node_ids(rng, n)
     nodes = [NodePlan(rng.choice((1, 1, 2, 3)), rng.uniform(0.5, 2.0)) for _ in range(n)]
@@ -176,6 +203,15 @@ def random_schedule(
             else f
             for f in faults
         ]
+    if equivocation:
+        users = {j.submitter for j in jobs} | {j.cancel_by for j in jobs if j.cancel_at}
+        liars = [i for i in range(n) if i not in users]
+        if liars:
+            liar = rng.choice(liars)
+            others = [i for i in range(n) if i != liar]
+            fooled = rng.sample(others, rng.randint(1, len(others)))
+            at = rng.uniform(1.0, fault_end)
+            faults.append(FaultPlan(EQUIVOCATE, at, (liar, *sorted(fooled))))
     return Schedule(
         node_ids=ids,
         nodes=nodes,

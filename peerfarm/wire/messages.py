@@ -17,7 +17,7 @@ from peerfarm.security.proof import NONCE_BYTES
 
 # 2: TLS 1.3 and the farm-key proof on every connection; NEW_JOB tiles/format/video/fps;
 # GET_FRAME / FRAME / FRAME_MISSING tile
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
 MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
@@ -31,6 +31,7 @@ ROLES = ("node", "bootstrap", "client")
 # is dropped and logged without losing the rest of its batch.
 _action = lambda v: None  # noqa: E731
 _vv = s.map_of(s.node_id, s.integer(0, 2**62), 1_000_000)
+_heads = s.map_of(s.node_id, s.binary(8), 1_000_000)
 _kwl_entry = s.record({"node_id": s.node_id, "address": s.address, "name": s.text(64)})
 _any_map = lambda v: None if type(v) is dict else "expected a map"  # noqa: E731
 _tile = {"tile": s.integer(0, MAX_TILES - 1)}
@@ -69,7 +70,7 @@ SCHEMAS: dict[str, s.Check] = {
     "ERROR": s.record({"code": s.text(64), "message": s.text(4000)}),
     # Replication.
     "ACTIONS": s.record({"actions": s.list_of(_action, MAX_BATCH)}),
-    "VV": s.record({"vv": _vv, "digest": s.text(64)}),
+    "VV": s.record({"vv": _vv, "digest": s.text(64)}, {"heads": _heads}),
     # Liveness: sent on every link a few times per peer timeout.
     "HEARTBEAT": s.record({}),
     # Joining through a bootstrap server.
