@@ -256,6 +256,33 @@ def test_pausing_this_machine_gives_its_chunks_back_and_resuming_takes_work_agai
     assert of(out, fx.StartRender)
 
 
+def test_a_render_stopped_because_its_job_failed_gives_the_chunk_back_for_a_retry():
+    """The job fails on one chunk while another of ours renders: that render stops,
+    and its chunk must not stay claimed by us, or a retry could never finish the job."""
+    h = Harness(slots=2)
+    h.start_working()
+    out = h.receive(A, h.peer_action(A, act.NEW_JOB, new_job_payload("j", frames=(1, 4), chunk=2)))
+    first, second = of(out, fx.StartRender)
+    failing = first
+    for attempt in range(3):  # MAX_ATTEMPTS: nobody else can render it
+        out = h.feed(ev.RenderEnded("j", failing.chunk, ok=False, error="exit 3"))
+        if attempt < 2:
+            (failing,) = of(out, fx.StartRender)
+            assert failing.chunk == first.chunk
+    assert h.machine.shared.state.jobs["j"].state == "failed"
+    (stop,) = of(out, fx.StopRender)
+    assert (stop.chunk, stop.reason) == (second.chunk, "job failed")
+    h.feed(ev.RenderEnded("j", second.chunk, ok=False, error="stopped"))
+    (released,) = h.emitted(act.RELEASE_CHUNK)
+    assert released["payload"]["chunk"] == second.chunk
+    assert h.machine.shared.state.jobs["j"].chunk(second.chunk).state == "pending"
+    out = h.receive(A, h.peer_action(A, act.RETRY_JOB, {"job_id": "j"}))
+    assert sorted(s.chunk for s in of(out, fx.StartRender)) == sorted([first.chunk, second.chunk])
+    for s in of(out, fx.StartRender):
+        h.feed(ev.RenderEnded("j", s.chunk, ok=True))
+    assert h.machine.shared.state.jobs["j"].state == "done"
+
+
 def test_the_collector_fetches_frames_and_reports_lost_ones():
     h = Harness(slots=0)
     h.start_working()

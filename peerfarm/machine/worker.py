@@ -15,7 +15,7 @@ from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core.scheduler import pick_chunk
-from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, UP, Job
+from peerfarm.core.state import ACTIVE, CLAIMED, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
 
@@ -86,10 +86,12 @@ class Worker:
         self._fill_slots()
 
     def _holds(self, job: Job, index: int, claim_seq: int) -> bool:
+        return job.state == ACTIVE and self._claimed_by_me(job, index, claim_seq)
+
+    def _claimed_by_me(self, job: Job, index: int, claim_seq: int) -> bool:
         chunk = job.chunk(index)
         return (
-            job.state == ACTIVE
-            and chunk.state == CLAIMED
+            chunk.state == CLAIMED
             and chunk.claim_origin == self.shared.node_id
             and chunk.claim_seq == claim_seq
         )
@@ -231,10 +233,14 @@ class Worker:
             # our claims once more, or nobody would render that chunk.
             self._late_inserts = -1
             job = shared.state.jobs.get(job_id)
-            if (
-                job is not None
-                and render.stop_reason in RELEASE_REASONS
-                and self._holds(job, chunk, render.claim_seq)
+            if job is not None and (
+                (
+                    render.stop_reason in RELEASE_REASONS
+                    and self._holds(job, chunk, render.claim_seq)
+                )
+                # Stopped because the job failed: a retry resets failed chunks, not ones
+                # claimed by a live node, so a claim kept here would hold the job forever.
+                or (job.state == JOB_FAILED and self._claimed_by_me(job, chunk, render.claim_seq))
             ):
                 shared.emit(act.RELEASE_CHUNK, render.claim_ref())
         else:
