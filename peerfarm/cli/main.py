@@ -54,6 +54,7 @@ log = logging.getLogger("peerfarm")
 OTHER_FACES = {
     "gui": "ui.launch",  # the desktop app (needs PySide6: pip install 'peerfarm[gui]')
     "bootstrap": "bootstrap_server.server",
+    "bench": "peerfarm.cli.bench",  # benchmarks that print JSON
 }
 
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
             "bootstrap",
             "run a bootstrap server, a peer that never renders (see `peerfarm bootstrap --help`)",
         ),
+        ("bench", "measure the farm; each bench prints JSON (see `peerfarm bench --help`)"),
     ):
         sub.add_parser(command, help=what, add_help=False)  # main() hands it over first
 

@@ -21,6 +21,7 @@ from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
     CHAIN_SHOWN_EVERY,
     HEARTBEATS_PER_TIMEOUT,
+    NEVER_LINKED_TIMEOUT,
     RECONNECT_GRACE,
     SYNC_TIMEOUT,
 )
@@ -44,6 +45,9 @@ class Membership:
         self._next_heartbeat = math.inf
         self._next_vv = math.inf
         self._chain_shown: dict[tuple[str, str], float] = {}  # (peer, origin) -> when
+        # Until then this node does not trust its own view of who is silent: it was not
+        # running (frozen, or starved of CPU) and its peers' messages wait unread.
+        self.stalled_until = -math.inf
 
     # -- queries ---------------------------------------------------------------------
 
@@ -68,15 +72,18 @@ class Membership:
     def _down_at(self, peer: str) -> float:
         """When a peer turns down in our eyes if nothing is heard from it: silent for the
         timeout; its link lost and not back within the grace; never linked since we
-        started (e.g. after a power cut) for the full timeout."""
+        started (after a power cut, or a boot storm still linking) for the longer
+        NEVER_LINKED_TIMEOUT. Never before a stall of ours is heard out."""
         timeout = self.shared.config.peer_timeout
         heard = self.heard.get(peer)
         if heard is not None:
-            return heard + timeout
-        lost = self.lost_at.get(peer)
-        if lost is not None:
-            return lost + RECONNECT_GRACE
-        return (self.started_at if self.started_at is not None else self.shared.now) + timeout
+            down_at = heard + timeout
+        elif peer in self.lost_at:
+            down_at = self.lost_at[peer] + RECONNECT_GRACE
+        else:
+            started = self.started_at if self.started_at is not None else self.shared.now
+            down_at = started + max(timeout, NEVER_LINKED_TIMEOUT)
+        return max(down_at, self.stalled_until)
 
     def next_deadline(self) -> float:
         """The earliest time a Tick has something to do here."""
@@ -250,6 +257,16 @@ class Membership:
         shared = self.shared
         now = shared.now
         if now >= self._next_heartbeat:
+            if now - self._next_heartbeat > self._heartbeat_interval():
+                # We woke up more than a heartbeat late: every peer looks silent because
+                # we were not listening. Read what waits before declaring anyone down
+                # (Lifeguard's "local health", reduced to its first rule).
+                self.stalled_until = now + self.shared.config.peer_timeout
+                shared.note(
+                    logging.INFO,
+                    f"this node did not run for {now - self._next_heartbeat:.1f} s "
+                    "(frozen or starved of CPU): judging peers again after a timeout",
+                )
             self._next_heartbeat = now + self._heartbeat_interval()
             for peer in sorted(self.heard):
                 shared.out(fx.Send(peer, message("HEARTBEAT")))
