@@ -19,6 +19,7 @@ from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
+    FULL_ANTI_ENTROPY_EVERY,
     NEVER_LINKED_TIMEOUT,
     PEER_TIMEOUT,
     RECONNECT_GRACE,
@@ -233,16 +234,49 @@ def test_a_stalled_node_hears_its_peers_out_before_declaring_them_down():
 
 
 def test_heartbeats_and_version_vectors_go_to_linked_peers_on_time():
+    """Every heartbeat interval a linked peer gets one message: a version vector while
+    our views may differ, else a heartbeat (an idle farm in sync swaps no version
+    vectors, but for a full swap every FULL_ANTI_ENTROPY_EVERY)."""
     h = Harness(slots=0)
     h.start_working()
     h.feed(ev.LinkUp(A, "node", "a", "10.0.0.2:7100"))
-    out = h.tick(h.machine.next_deadline())
-    sent = [e.message["type"] for e in of(out, fx.Send) if e.peer == A]
-    assert "HEARTBEAT" in sent
-    vv_due = [e for e in of(h.effects, fx.Send) if e.message["type"] == "VV"]
-    assert vv_due  # one on link up
-    h.tick(3.0 + 2 * ANTI_ENTROPY_INTERVAL)
-    assert len([e for e in of(h.effects, fx.Send) if e.message["type"] == "VV"]) > len(vv_due)
+
+    def sent_to_a(since: int) -> list[str]:
+        return [e.message["type"] for e in of(h.effects[since:], fx.Send) if e.peer == A]
+
+    assert sent_to_a(0) == ["VV"]  # on link up
+    mark = len(h.effects)
+    h.tick(h.now + 2 * ANTI_ENTROPY_INTERVAL)
+    sent = sent_to_a(mark)
+    assert "HEARTBEAT" in sent and "VV" in sent  # A has not told us its view yet
+    # A tells us the very view we hold: in sync, only heartbeats from now on.
+    vv = next(
+        e.message
+        for e in reversed(h.effects)
+        if isinstance(e, fx.Send) and e.message["type"] == "VV"
+    )
+    h.feed(ev.VersionVectorReceived(A, vv["vv"], vv.get("heads", {})))
+    mark = len(h.effects)
+    h.tick(h.now + 3 * ANTI_ENTROPY_INTERVAL)
+    sent = sent_to_a(mark)
+    assert sent and set(sent) == {"HEARTBEAT"}
+    # A new action changes our view: A gets a version vector at the next swap.
+    h.feed(ev.SubmitJob(new_job_payload("j", frames=(1, 2), chunk=2)))
+    mark = len(h.effects)
+    h.tick(h.now + ANTI_ENTROPY_INTERVAL)
+    assert "VV" in sent_to_a(mark)
+    # In sync again, and a full swap comes anyway after FULL_ANTI_ENTROPY_EVERY.
+    vv = next(
+        e.message
+        for e in reversed(h.effects)
+        if isinstance(e, fx.Send) and e.message["type"] == "VV"
+    )
+    h.feed(ev.VersionVectorReceived(A, vv["vv"], vv.get("heads", {})))
+    mark = len(h.effects)
+    h.tick(h.now + FULL_ANTI_ENTROPY_EVERY - ANTI_ENTROPY_INTERVAL)
+    assert "VV" not in sent_to_a(mark)
+    h.tick(h.now + 2 * ANTI_ENTROPY_INTERVAL)
+    assert "VV" in sent_to_a(mark)
 
 
 def test_graceful_stop_finishes_in_flight_then_leaves():

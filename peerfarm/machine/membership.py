@@ -20,6 +20,7 @@ from peerfarm.machine.shared import Shared
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
     CHAIN_SHOWN_EVERY,
+    FULL_ANTI_ENTROPY_EVERY,
     HEARTBEATS_PER_TIMEOUT,
     NEVER_LINKED_TIMEOUT,
     RECONNECT_GRACE,
@@ -48,6 +49,11 @@ class Membership:
         # Until then this node does not trust its own view of who is silent: it was not
         # running (frozen, or starved of CPU) and its peers' messages wait unread.
         self.stalled_until = -math.inf
+        # Anti-entropy that costs nothing when views agree: what we last told each peer,
+        # what it last told us, and when it is due a version vector anyway.
+        self._vv_sent: dict[str, tuple] = {}
+        self._vv_heard: dict[str, tuple] = {}
+        self._vv_full_at: dict[str, float] = {}
 
     # -- queries ---------------------------------------------------------------------
 
@@ -125,12 +131,14 @@ class Membership:
         self.lost_at.pop(peer, None)
         if address:
             self._remember(peer, address, name)
-        shared.out(fx.Send(peer, self._vv_message()))
+        self._send_vv(peer, self._vv_message())
         if role == "bootstrap":
             shared.out(fx.Send(peer, message("JOIN")))
         shared.changes += 1
 
     def link_down(self, peer: str) -> None:
+        for sent in (self._vv_sent, self._vv_heard, self._vv_full_at):
+            sent.pop(peer, None)
         if self.heard.pop(peer, None) is not None:
             self.roles.pop(peer, None)
             self.lost_at[peer] = self.shared.now
@@ -180,6 +188,21 @@ class Membership:
 
     # -- replication -----------------------------------------------------------------
 
+    def _send_vv(self, peer: str, vv: dict[str, Any]) -> None:
+        self._vv_sent[peer] = _view(vv["vv"], vv.get("heads", {}))
+        self._vv_full_at[peer] = self.shared.now + FULL_ANTI_ENTROPY_EVERY
+        self.shared.out(fx.Send(peer, vv))
+
+    def _in_sync_with(self, peer: str, ours: tuple) -> bool:
+        """We told the peer our view, it told us the same one, and no full swap is due:
+        nothing to reconcile. (A peer lacking something tells us a different view, and
+        gets a version vector back, whose answer brings what it lacks.)"""
+        return (
+            self._vv_sent.get(peer) == ours
+            and self._vv_heard.get(peer) == ours
+            and self.shared.now < self._vv_full_at.get(peer, -math.inf)
+        )
+
     def _vv_message(self) -> dict[str, Any]:
         log = self.shared.log
         if not log.authenticate:
@@ -196,6 +219,7 @@ class Membership:
             self._show_chain(peer, log.diverged.pop())
 
     def vv_received(self, peer: str, vv: dict[str, int], heads: dict[str, bytes]) -> None:
+        self._vv_heard[peer] = _view(vv, heads)
         log = self.shared.log
         missing = log.missing_for(vv)
         if missing:
@@ -256,6 +280,15 @@ class Membership:
     def tick(self) -> None:
         shared = self.shared
         now = shared.now
+        sent_vv: set[str] = set()
+        if now >= self._next_vv:
+            self._next_vv = now + ANTI_ENTROPY_INTERVAL
+            vv = self._vv_message()
+            ours = _view(vv["vv"], vv.get("heads", {}))
+            for peer in sorted(self.heard):
+                if not self._in_sync_with(peer, ours):
+                    self._send_vv(peer, vv)
+                    sent_vv.add(peer)
         if now >= self._next_heartbeat:
             if now - self._next_heartbeat > self._heartbeat_interval():
                 # We woke up more than a heartbeat late: every peer looks silent because
@@ -269,12 +302,8 @@ class Membership:
                 )
             self._next_heartbeat = now + self._heartbeat_interval()
             for peer in sorted(self.heard):
-                shared.out(fx.Send(peer, message("HEARTBEAT")))
-        if now >= self._next_vv:
-            self._next_vv = now + ANTI_ENTROPY_INTERVAL
-            vv = self._vv_message()
-            for peer in sorted(self.heard):
-                shared.out(fx.Send(peer, vv))
+                if peer not in sent_vv:  # a version vector is a sign of life too
+                    shared.out(fx.Send(peer, message("HEARTBEAT")))
         if not self.synced and self.started_at is not None:
             if now >= self.started_at + SYNC_TIMEOUT:
                 self._become_synced()
@@ -333,3 +362,8 @@ class Membership:
                     "renderers": dict(renderers),
                 },
             )
+
+
+def _view(vv: dict[str, int], heads: dict[str, bytes]) -> tuple:
+    """A version vector with its heads, comparable: equal views hold the same actions."""
+    return tuple(sorted(vv.items())), tuple(sorted(heads.items()))

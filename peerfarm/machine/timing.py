@@ -6,7 +6,8 @@ heartbeat (see docs/failure-handling.md for what each one does).
 
 PEER_TIMEOUT = 3.0  # a peer silent this long is down (half of it: suspect)
 HEARTBEATS_PER_TIMEOUT = 3  # so one lost heartbeat never looks like silence
-ANTI_ENTROPY_INTERVAL = 2.0  # version-vector swap with every linked peer
+ANTI_ENTROPY_INTERVAL = 2.0  # version-vector swap with every linked peer not known in sync
+FULL_ANTI_ENTROPY_EVERY = 30.0  # ...and with every peer, in sync or not (a safety net)
 RECONNECT_GRACE = 0.5  # a lost link not re-established within this: the peer is down
 # A peer not linked once since this node started: at a lab's 8 am boot, linking every
 # pair over TLS on busy machines takes seconds, so its silence means less than a link's.
