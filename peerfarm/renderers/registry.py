@@ -4,6 +4,7 @@ register under the ``peerfarm.renderers`` entry-point group."""
 from __future__ import annotations
 
 import logging
+import os
 from importlib.metadata import entry_points
 
 from peerfarm.renderers.base import Renderer
@@ -14,6 +15,7 @@ ENTRY_POINT_GROUP = "peerfarm.renderers"
 
 
 def renderer_plugins() -> dict[str, Renderer]:
+    from peerfarm.renderers import null
     from peerfarm.renderers.blender.plugin import BlenderRenderer
     from peerfarm.renderers.builtin.plugin import BuiltinRenderer
     from peerfarm.renderers.povray.plugin import PovrayRenderer
@@ -23,6 +25,8 @@ def renderer_plugins() -> dict[str, Renderer]:
         "povray": PovrayRenderer(),
         "blender": BlenderRenderer(),
     }
+    if os.environ.get(null.ENV_VAR) == "1":  # `peerfarm bench dispatch` only
+        plugins["null"] = null.NullRenderer()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             plugin = ep.load()()

@@ -131,6 +131,9 @@ class Renders:
         await trio.to_thread.run_sync(_prepare, plugin, job, work_dir, log_file, out_dir)
         if tile is None:
             pattern = output_pattern(out_dir, job.name, job.padding, job.format)
+            if getattr(plugin, "in_process", False):  # the bench's null renderer: no process
+                plugin.render_in_process(frames, pattern)  # type: ignore[attr-defined]
+                return True, ""
             cmd = plugin.chunk_command(job, frames, work_dir, pattern)
         else:
             # name_0001.tile3.png, as Job.tile_file_name has it

@@ -30,6 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh-timeout", type=float, default=60.0, help="give up after (60 s)")
     p.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     p.add_argument("--json", action="store_true", help="only the JSON object, no progress")
+    p = sub.add_parser(
+        "dispatch",
+        help="frames a second the farm hands out: one-frame chunks of a renderer doing no work",
+    )
+    p.add_argument("--nodes", type=int, default=4, help="node processes (default 4)")
+    p.add_argument("--frames", type=int, default=20_000, help="one-frame chunks (20000)")
+    p.add_argument("--slots", type=int, default=4, help="slots per node (4)")
+    p.add_argument("--timeout", type=float, default=1200.0, help="give up after (1200 s)")
+    p.add_argument("--json", action="store_true", help="only the JSON object, no progress")
     return parser
 
 
@@ -41,6 +50,10 @@ def main(argv: list[str]) -> int:
             from peerfarm.cli.bench.scale import run_scale
 
             result = run_scale(args, say)
+        elif args.bench == "dispatch":
+            from peerfarm.cli.bench.dispatch import run_dispatch
+
+            result = run_dispatch(args, say)
     except (CliError, ClientError) as exc:
         print(f"peerfarm bench: error: {exc}", file=sys.stderr)
         return 1

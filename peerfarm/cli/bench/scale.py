@@ -89,7 +89,7 @@ def run_scale(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
     return result
 
 
-async def _statuses(key: FarmKey, addresses: list[str]) -> list[dict[str, Any] | None]:
+async def statuses_of(key: FarmKey, addresses: list[str]) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = [None] * len(addresses)
 
     async def ask(i: int) -> None:
@@ -128,7 +128,7 @@ async def _measure(
     ids: set[str] = set()
     mesh_s = None
     while time.monotonic() - started < args.mesh_timeout:
-        statuses = await _statuses(key, addresses)
+        statuses = await statuses_of(key, addresses)
         ids |= {s["node_id"] for s in statuses if s is not None}
         full = sum(_sees_full_mesh(s, ids) for s in statuses)
         if len(ids) == len(addresses) and full == len(addresses):
@@ -188,7 +188,7 @@ async def _measure(
     digests: set[str] = set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        statuses = await _statuses(key, addresses)
+        statuses = await statuses_of(key, addresses)
         digests = {s["state_digest"] for s in statuses if s is not None}
         if len(digests) == 1 and all(s is not None for s in statuses):
             break
