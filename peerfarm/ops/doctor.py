@@ -28,6 +28,7 @@ from pathlib import Path
 import trio
 
 from peerfarm.ops import qt_platform
+from peerfarm.programs import PROGRAMS, find_program, where_from
 from peerfarm.renderers.base import Renderer
 from peerfarm.renderers.registry import renderer_plugins
 from peerfarm.runtime.addresses import format_address, is_loopback
@@ -53,8 +54,8 @@ RENDERER_HINTS = {
     "povray": "install POV-Ray 3.7: on Debian/Ubuntu `sudo apt install povray`; on Fedora "
     "`sudo dnf install povray` (docs/povray.md)",
     "blender": "install Blender (on Debian/Ubuntu `sudo apt install blender`, on Fedora "
-    "`sudo dnf install blender`, or from blender.org) and put `blender` on the PATH of the "
-    "user running the node (docs/blender.md)",
+    "`sudo dnf install blender`, or from blender.org); one installed elsewhere than the PATH "
+    'or its usual place: set `blender = "PATH"` in the config file (docs/blender.md)',
 }
 
 
@@ -119,7 +120,7 @@ def check_renderers(plugins: dict[str, Renderer] | None = None) -> list[Finding]
         if version:
             found.append(Finding("renderers", OK, f"{name} {version[:64]}"))
             continue
-        why = "; ".join(said.messages) or "not found on the PATH"
+        why = "; ".join(said.messages) or "not found on the PATH or in its usual places"
         hint = RENDERER_HINTS.get(name, f"see the documentation of the {name} renderer plugin")
         found.append(
             Finding(
@@ -129,6 +130,27 @@ def check_renderers(plugins: dict[str, Renderer] | None = None) -> list[Finding]
                 hint,
             )
         )
+    return found
+
+
+def check_programs() -> list[Finding]:
+    """Where Blender, POV-Ray and ffmpeg were found (peerfarm/programs.py), or where
+    they were looked for."""
+    found = []
+    for program in PROGRAMS:
+        path = find_program(program)
+        if path is not None:
+            found.append(Finding("programs", OK, f"{program}: {path}"))
+        else:
+            found.append(
+                Finding(
+                    "programs",
+                    WARN,
+                    f"{program}: not found (looked at: {where_from(program)})",
+                    f'install it, or set its location: `{program} = "PATH"` in the config '
+                    f"file's [node] table or --{program} PATH",
+                )
+            )
     return found
 
 
@@ -523,6 +545,7 @@ def _app_problem(result: qt_platform.QtPlatformCheck, level: str) -> Finding:
 
 async def diagnose(subject: Subject) -> list[Finding]:
     findings = await trio.to_thread.run_sync(check_renderers)
+    findings += await trio.to_thread.run_sync(check_programs)
     key_findings = check_farm_key(subject.farm_key_file, subject.listen[0], subject.farm_key_source)
     findings += key_findings
     try:

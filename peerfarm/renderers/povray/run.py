@@ -40,6 +40,7 @@ from pathlib import Path
 
 from peerfarm.child_processes import start_tied_child
 from peerfarm.core.tiles import TileError, tile_box
+from peerfarm.programs import find_program, where_from
 from peerfarm.renderers.base import frame_range_arg, tile_arg
 from peerfarm.renderers.povray.ini import (
     MAX_SIDE,
@@ -295,9 +296,9 @@ def _run(args: argparse.Namespace) -> int:
             region = tuple(tile_box(width, height, count, index, BLOCK_SIZE))
         except TileError as exc:
             raise UsageError(f"--tile {index}/{count}: {exc}") from None
-    found = shutil.which("povray")
+    found = find_program("povray")
     if found is None:
-        raise RunError("povray is not installed on this node (or not on its PATH)")
+        raise RunError(f"povray is not installed on this node (looked at: {where_from('povray')})")
     reason = unavailable_reason()
     if reason is not None:
         raise RunError(reason)

@@ -1,0 +1,179 @@
+"""Windows, macOS and Linux decisions, each with the platform as a parameter (there is no
+Windows or macOS machine here), and what can be run for real on this Linux machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+
+import pytest
+
+from peerfarm.programs import env_var, find_program, standard_places
+from peerfarm.renderers.base import renderer_environment
+
+# -- where Blender, POV-Ray and ffmpeg are ----------------------------------------------
+
+WINDOWS_ENV = {
+    "ProgramFiles": "C:\\Program Files",
+    "ProgramFiles(x86)": "C:\\Program Files (x86)",
+    "LOCALAPPDATA": "C:\\Users\\Michał\\AppData\\Local",
+    "USERPROFILE": "C:\\Users\\Michał",
+}
+
+
+def _no_path(_program: str) -> None:
+    return None
+
+
+def _only(*files: PurePath | str):  # noqa: ANN202
+    wanted = {str(f) for f in files}
+    return lambda path: str(path) in wanted
+
+
+def test_windows_blender_is_found_in_program_files_newest_version_first():
+    def glob(folder: PurePath, pattern: str) -> list[PurePath]:
+        assert pattern == "Blender*"
+        if folder == PureWindowsPath("C:/Program Files/Blender Foundation"):
+            return [folder / "Blender 3.6", folder / "Blender 4.10", folder / "Blender 4.2"]
+        return []
+
+    places = standard_places("blender", "win32", WINDOWS_ENV, glob)
+    assert places[:3] == [
+        PureWindowsPath("C:/Program Files/Blender Foundation/Blender 4.10/blender.exe"),
+        PureWindowsPath("C:/Program Files/Blender Foundation/Blender 4.2/blender.exe"),
+        PureWindowsPath("C:/Program Files/Blender Foundation/Blender 3.6/blender.exe"),
+    ]
+    installed = PureWindowsPath("C:/Program Files/Blender Foundation/Blender 4.2/blender.exe")
+    found = find_program(
+        "blender",
+        platform="win32",
+        env=WINDOWS_ENV,
+        which=_no_path,
+        is_program=_only(installed),
+        glob=glob,
+    )
+    assert found == str(installed)
+
+
+def test_macos_blender_is_found_inside_blender_app_and_ffmpeg_in_homebrew():
+    env = {"HOME": "/Users/ana"}
+    app = "/Applications/Blender.app/Contents/MacOS/Blender"
+    assert (
+        find_program("blender", platform="darwin", env=env, which=_no_path, is_program=_only(app))
+        == app
+    )
+    user_app = "/Users/ana/Applications/Blender.app/Contents/MacOS/Blender"
+    assert (
+        find_program(
+            "blender", platform="darwin", env=env, which=_no_path, is_program=_only(user_app)
+        )
+        == user_app
+    )
+    # The Finder's PATH has no Homebrew folder: Apple silicon first, then Intel.
+    for brew in ("/opt/homebrew/bin/ffmpeg", "/usr/local/bin/ffmpeg"):
+        found = find_program(
+            "ffmpeg", platform="darwin", env=env, which=_no_path, is_program=_only(brew)
+        )
+        assert found == brew
+    assert standard_places("povray", "darwin", env)[0] == PurePosixPath("/opt/homebrew/bin/povray")
+
+
+def test_windows_ffmpeg_is_found_where_winget_chocolatey_and_scoop_put_it():
+    places = [str(p) for p in standard_places("ffmpeg", "win32", WINDOWS_ENV, lambda f, p: [])]
+    assert places[:3] == [
+        "C:\\Users\\Michał\\AppData\\Local\\Microsoft\\WinGet\\Links\\ffmpeg.exe",
+        "C:\\ProgramData\\chocolatey\\bin\\ffmpeg.exe",
+        "C:\\Users\\Michał\\scoop\\shims\\ffmpeg.exe",
+    ]
+
+
+def test_the_path_wins_over_the_usual_places_and_a_setting_wins_over_both():
+    everywhere = lambda path: True  # noqa: E731
+    env = {"HOME": "/Users/ana"}
+    which = lambda program: f"/somewhere/{program}"  # noqa: E731
+    assert find_program(
+        "ffmpeg", platform="darwin", env=env, which=which, is_program=everywhere
+    ) == ("/somewhere/ffmpeg")
+    env[env_var("ffmpeg")] = "/opt/ffmpeg-7/bin/ffmpeg"
+    assert find_program(
+        "ffmpeg", platform="darwin", env=env, which=which, is_program=everywhere
+    ) == ("/opt/ffmpeg-7/bin/ffmpeg")
+    # A setting that names no file is not silently passed over for another copy.
+    nothing = lambda path: False  # noqa: E731
+    assert (
+        find_program("ffmpeg", platform="darwin", env=env, which=which, is_program=nothing) is None
+    )
+
+
+def test_a_program_setting_reaches_the_renderer_and_the_doctor(tmp_path):
+    """Real: POV-Ray off the PATH, named by --povray, is probed, passed to the renderer's
+    environment, and shown by `peerfarm doctor`; a wrong path is a warning naming it."""
+    povray = shutil.which("povray")
+    assert povray is not None
+    hidden = tmp_path / "Program Files" / "POV-Ray" / "povray"
+    hidden.parent.mkdir(parents=True)
+    shutil.copy2(povray, hidden)  # a copy: settings are resolved paths (no symlink kept)
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "PEERFARM_POVRAY": ""}
+    code = (
+        "import json, os\n"
+        "from peerfarm.programs import set_locations\n"
+        f"set_locations({{'povray': {str(hidden)!r}}})\n"
+        "from peerfarm.renderers.povray.plugin import povray_version\n"
+        "from peerfarm.renderers.base import renderer_environment\n"
+        "from pathlib import Path\n"
+        "passed = renderer_environment(Path('.'))['PEERFARM_POVRAY']\n"
+        "print(json.dumps([povray_version(), passed]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    version, passed = json.loads(done.stdout)
+    assert version and version.startswith("3.7")
+    assert passed == str(hidden)
+
+    def doctor(*options: str) -> list[dict]:
+        done = subprocess.run(
+            [sys.executable, "-m", "peerfarm", "doctor", "--no-config", "--offline", "--json",
+             "--data-dir", str(tmp_path / "data"), *options],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return [f for f in json.loads(done.stdout) if f["check"] == "programs"]
+
+    povray_finding = [f for f in doctor("--povray", str(hidden)) if "povray" in f["text"]]
+    assert povray_finding[0]["status"] == "ok" and str(hidden) in povray_finding[0]["text"]
+    wrong = tmp_path / "nowhere" / "povray"
+    povray_finding = [f for f in doctor("--povray", str(wrong)) if "povray" in f["text"]]
+    assert povray_finding[0]["status"] == "warn" and str(wrong) in povray_finding[0]["text"]
+
+
+# -- the renderer's environment ---------------------------------------------------------
+
+
+def test_renderers_write_utf8_to_their_pipes_whatever_the_locale(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANG", "C")
+    monkeypatch.setenv("PYTHONIOENCODING", "cp1252")
+    env = renderer_environment(tmp_path)
+    assert env["PYTHONUTF8"] == "1" and env["PYTHONIOENCODING"] == "utf-8"
+    # A Python renderer that knows nothing of peerfarm prints a path outside cp1252.
+    path = str(tmp_path / "Michał データ" / "frame_0001.png")
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; print('FRAME 1', sys.argv[1])", path],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode("utf-8") == f"FRAME 1 {path}\n"
+
+
+@pytest.mark.parametrize("program", ["blender", "povray", "ffmpeg"])
+def test_only_the_programs_locations_pass_to_renderers(tmp_path, monkeypatch, program):
+    monkeypatch.setenv(env_var(program), "/opt/x")
+    monkeypatch.setenv("PEERFARM_FARM_KEY_FILE", "/secret")
+    env = renderer_environment(tmp_path)
+    assert env[env_var(program)] == "/opt/x" and "PEERFARM_FARM_KEY_FILE" not in env
