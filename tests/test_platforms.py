@@ -3,6 +3,7 @@ Windows or macOS machine here), and what can be run for real on this Linux machi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -11,9 +12,17 @@ import sys
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
 import pytest
+import trio
 
 from peerfarm.programs import env_var, find_program, standard_places
 from peerfarm.renderers.base import renderer_environment
+from peerfarm.runtime.addresses import (
+    LAN_PROBE,
+    advertised_host,
+    is_loopback,
+    parse_address,
+    route_source,
+)
 
 # -- where Blender, POV-Ray and ffmpeg are ----------------------------------------------
 
@@ -177,3 +186,73 @@ def test_only_the_programs_locations_pass_to_renderers(tmp_path, monkeypatch, pr
     monkeypatch.setenv("PEERFARM_FARM_KEY_FILE", "/secret")
     env = renderer_environment(tmp_path)
     assert env[env_var(program)] == "/opt/x" and "PEERFARM_FARM_KEY_FILE" not in env
+
+
+# -- the address a node announces --------------------------------------------------------
+
+
+def _routes(table: dict[str, str]):  # noqa: ANN202
+    return lambda host: table.get(host)
+
+
+def test_a_node_listening_on_one_address_announces_that_one():
+    assert advertised_host("10.0.0.7", ["farm.example"], route=_routes({}))[0] == "10.0.0.7"
+
+
+def test_the_interface_that_reaches_the_bootstrap_server_wins_over_virtual_adapters():
+    # A Windows workstation: the default route goes out through a VPN adapter, a Hyper-V
+    # switch is there too; the bootstrap server is reached through the office LAN.
+    routes = _routes({"10.20.0.5": "10.20.0.77", LAN_PROBE: "100.64.3.9"})
+    resolve = {"farm.example": ["10.20.0.5"]}.get
+    host, why = advertised_host("0.0.0.0", ["farm.example"], route=routes, resolve=resolve)
+    assert host == "10.20.0.77" and "farm.example" in why
+
+
+def test_without_a_bootstrap_server_the_lan_route_decides_and_loopback_comes_last():
+    routes = _routes({LAN_PROBE: "192.168.1.20"})
+    # The bootstrap server on this machine says nothing of the LAN: skipped.
+    resolve = {"localhost": ["127.0.0.1", "::1"]}.get
+    assert advertised_host("0.0.0.0", ["localhost"], route=routes, resolve=resolve)[0] == (
+        "192.168.1.20"
+    )
+    # A macOS .local lookup answering 127.0.0.1 never decides; a link-local source neither.
+    routes = _routes({LAN_PROBE: "169.254.10.1", "10.0.0.1": "127.0.0.1"})
+    resolve = {"mac.local": ["10.0.0.1"]}.get
+    host, why = advertised_host("::", ["mac.local"], route=routes, resolve=resolve)
+    assert host == "127.0.0.1" and "this machine only" in why
+
+
+def test_route_source_asks_the_routing_table_only():
+    assert route_source("127.0.0.1") == "127.0.0.1"
+    assert route_source("not an address") is None
+
+
+def test_a_real_node_on_all_interfaces_announces_the_chosen_address_or_advertise(tmp_path):
+    from peerfarm.runtime.node import Node, NodeConfig
+    from peerfarm.security.farm_key import new_key
+
+    async def address_of(**options: object) -> str:
+        config = NodeConfig(
+            listen=("0.0.0.0", 0),
+            data_dir=tmp_path / "n",
+            zeroconf=False,
+            slots=0,
+            farm_key=new_key(),
+            **options,
+        )
+        node = Node(config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            address = node.status()["address"]
+            node.request_stop()
+        return address
+
+    expected, _ = advertised_host("0.0.0.0", ["127.0.0.1"])
+    host, port = parse_address(
+        trio.run(functools.partial(address_of, bootstraps=[("127.0.0.1", 9)]))
+    )
+    assert host == expected and port > 0
+    assert not is_loopback(host) or route_source(LAN_PROBE) is None
+    assert trio.run(functools.partial(address_of, advertise="render-7.lan:7100")) == (
+        "render-7.lan:7100"
+    )

@@ -31,7 +31,7 @@ from peerfarm.ops import qt_platform
 from peerfarm.programs import PROGRAMS, find_program, where_from
 from peerfarm.renderers.base import Renderer
 from peerfarm.renderers.registry import renderer_plugins
-from peerfarm.runtime.addresses import format_address, is_loopback
+from peerfarm.runtime.addresses import advertised_host, format_address, is_loopback
 from peerfarm.runtime.client import ClientError, NodeClient
 from peerfarm.runtime.discovery import SERVICE_TYPE
 from peerfarm.security.farm_key import (
@@ -76,6 +76,7 @@ class Subject:
     farm_key_file: Path | None = None
     farm_key_source: str = "farm-key-file"  # where that setting came from
     bootstraps: tuple[tuple[str, int], ...] = ()
+    advertise: str = ""  # --advertise: the address peers dial, when set
     zeroconf: bool = True
     metrics: tuple[str, int] | None = None
     offline: bool = False  # skip the checks that use the network
@@ -152,6 +153,24 @@ def check_programs() -> list[Finding]:
                 )
             )
     return found
+
+
+def check_address(subject: Subject) -> Finding:
+    """The address the node would tell peers to dial, and why (runtime/addresses.py)."""
+    host, port = subject.listen
+    if subject.advertise:
+        return Finding("address", OK, f"peers dial this node at {subject.advertise} (--advertise)")
+    chosen, why = advertised_host(host, [h for h, _ in subject.bootstraps])
+    address = format_address(chosen, port)
+    if is_loopback(chosen) and not is_loopback(host):
+        return Finding(
+            "address",
+            WARN,
+            f"peers would dial this node at {address}: {why}; no other machine can reach it",
+            "connect this machine to the network, or set --advertise HOST:PORT "
+            "(`advertise` in the config file) to the address other machines reach it at",
+        )
+    return Finding("address", OK, f"peers dial this node at {address} ({why})")
 
 
 # -- the farm key -------------------------------------------------------------------
@@ -553,6 +572,7 @@ async def diagnose(subject: Subject) -> list[Finding]:
     except FarmKeyError:
         farm_key = None
     findings.append(await check_port("node", subject.listen, farm_key, "--listen HOST:PORT"))
+    findings.append(await trio.to_thread.run_sync(check_address, subject))
     if subject.metrics is not None:
         findings.append(
             await check_port("metrics", subject.metrics, farm_key, "--metrics [HOST:]PORT")

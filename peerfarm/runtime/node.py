@@ -39,7 +39,7 @@ from peerfarm.machine import events as ev
 from peerfarm.machine.timing import FRAME_FETCH_TIMEOUT, LEAVE_TIMEOUT, PEER_TIMEOUT
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins
 from peerfarm.runtime import store
-from peerfarm.runtime.addresses import format_address, is_loopback, parse_address
+from peerfarm.runtime.addresses import advertised_host, format_address, is_loopback, parse_address
 from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import LEGACY_LOG_NAME, DataDir
@@ -151,7 +151,13 @@ class Node:
             )
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
-        self.address = self.config.advertise or format_address(_advertised_host(host), bound_port)
+        if self.config.advertise:
+            self.address = self.config.advertise
+        else:
+            bootstrap_hosts = [h for h, _ in self.config.bootstraps]
+            chosen, why = await trio.to_thread.run_sync(advertised_host, host, bootstrap_hosts)
+            self.address = format_address(chosen, bound_port)
+            log.info("peers dial this node at %s (%s; --advertise to change)", self.address, why)
         self.machine = self._make_machine(kwl, records)
         self.mesh = Mesh(
             node_id=self.node_id,
@@ -784,13 +790,3 @@ class Node:
             role=self.config.role,
             address=self.address,
         )
-
-
-def _advertised_host(host: str) -> str:
-    """The host peers should dial when we listen on a wildcard address."""
-    if host in ("", "0.0.0.0", "::"):
-        try:
-            return socket.gethostbyname(socket.gethostname())
-        except OSError:
-            return "127.0.0.1"
-    return host
