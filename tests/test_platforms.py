@@ -14,6 +14,12 @@ from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 import pytest
 import trio
 
+from peerfarm.ops.places import (
+    move_out_of_roaming,
+    roaming_data_root,
+    user_data_root,
+    user_log_dir,
+)
 from peerfarm.programs import env_var, find_program, standard_places
 from peerfarm.renderers.base import renderer_environment
 from peerfarm.runtime.addresses import (
@@ -256,3 +262,53 @@ def test_a_real_node_on_all_interfaces_announces_the_chosen_address_or_advertise
     assert trio.run(functools.partial(address_of, advertise="render-7.lan:7100")) == (
         "render-7.lan:7100"
     )
+
+
+# -- per-user folders --------------------------------------------------------------------
+
+
+def test_windows_data_stays_on_the_machine_not_in_the_roaming_profile():
+    env = {
+        "LOCALAPPDATA": "C:\\Users\\Michał\\AppData\\Local",
+        "APPDATA": "C:\\Users\\Michał\\AppData\\Roaming",
+    }
+    assert str(user_data_root("win32", env)) == "C:\\Users\\Michał\\AppData\\Local\\peerfarm"
+    assert str(user_log_dir("win32", env)) == "C:\\Users\\Michał\\AppData\\Local\\peerfarm\\Logs"
+    assert str(roaming_data_root("win32", env)) == "C:\\Users\\Michał\\AppData\\Roaming\\peerfarm"
+    # No LOCALAPPDATA (a service account's bare environment): under the profile still.
+    bare = {"USERPROFILE": "C:\\Users\\svc"}
+    assert str(user_data_root("win32", bare)) == "C:\\Users\\svc\\AppData\\Local\\peerfarm"
+
+
+def test_macos_and_linux_folders():
+    home = PurePosixPath("/Users/ana")
+    assert user_data_root("darwin", {}, home) == home / "Library/Application Support/peerfarm"
+    assert user_log_dir("darwin", {}, home) == home / "Library/Logs/peerfarm"
+    assert roaming_data_root("darwin", {}, home) is None
+    home = PurePosixPath("/home/ana")
+    assert user_data_root("linux", {}, home) == home / ".local/share/peerfarm"
+    assert user_data_root("linux", {"XDG_DATA_HOME": "/data/ana"}, home) == PurePosixPath(
+        "/data/ana/peerfarm"
+    )
+    assert user_log_dir("linux", {}, home) == home / ".local/state/peerfarm/log"
+
+
+def test_an_old_roaming_data_folder_is_moved_out_whole(tmp_path):
+    old, new = tmp_path / "Roaming" / "peerfarm" / "node", tmp_path / "Local" / "peerfarm" / "node"
+    old.mkdir(parents=True)
+    (old / "node.json").write_text('{"node_id": "abc"}')
+    assert move_out_of_roaming(old, new) == new
+    assert (new / "node.json").read_text() == '{"node_id": "abc"}' and not old.exists()
+    # Both there (moved before, or made by hand): the local one is used, the old one kept.
+    old.mkdir(parents=True)
+    assert move_out_of_roaming(old, new) == new and old.exists()
+
+
+def test_a_roaming_folder_that_cannot_move_stays_in_use(tmp_path, caplog):
+    old = tmp_path / "Roaming" / "node"
+    old.mkdir(parents=True)
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where a folder should go")
+    new = blocked / "peerfarm" / "node"
+    assert move_out_of_roaming(old, new) == old and old.exists()
+    assert "could not be moved" in caplog.text

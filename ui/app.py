@@ -26,6 +26,7 @@ from PySide6.QtWidgets import QApplication
 
 from peerfarm.core.refused import Refused
 from peerfarm.core.state import JOB_FAILED
+from peerfarm.ops.places import move_out_of_roaming, roaming_data_root, user_data_root
 from peerfarm.runtime.node import Node
 from ui.farm_summary import FarmSummary, JobRow, PeerRow
 from ui.idle import IdleClock, pause_reason
@@ -341,10 +342,15 @@ class PeerfarmApp(QObject):
 
 
 def default_paths() -> tuple[Path, Path]:
-    """(settings file, default data folder) in the platform's per-user folders."""
+    """(settings file, default data folder) in the platform's per-user folders; the data
+    folder stays on this machine (Windows: not in the roaming profile, peerfarm/ops/
+    places.py), and one an earlier version left there is moved out."""
     config = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppConfigLocation)
-    data = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
-    return Path(config) / SETTINGS_FILE, Path(data) / "node"
+    data = Path(user_data_root()) / "node"
+    roaming = roaming_data_root()
+    if roaming is not None:
+        data = move_out_of_roaming(Path(roaming) / "node", data)
+    return Path(config) / SETTINGS_FILE, data
 
 
 def run_gui(args: argparse.Namespace) -> int:
