@@ -3,6 +3,7 @@ Windows or macOS machine here), and what can be run for real on this Linux machi
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import os
@@ -14,6 +15,8 @@ from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 import pytest
 import trio
 
+from peerfarm.core.names import is_safe_name, safe_name
+from peerfarm.disk import long_path, replace_file
 from peerfarm.ops.places import (
     move_out_of_roaming,
     roaming_data_root,
@@ -312,3 +315,130 @@ def test_a_roaming_folder_that_cannot_move_stays_in_use(tmp_path, caplog):
     new = blocked / "peerfarm" / "node"
     assert move_out_of_roaming(old, new) == old and old.exists()
     assert "could not be moved" in caplog.text
+
+
+# -- files on Windows: held files, long paths, names ---------------------------------------
+
+
+def test_a_rename_windows_refuses_while_a_viewer_holds_the_file_is_tried_again(tmp_path):
+    source, target = tmp_path / "frame.png.tmp", tmp_path / "frame.png"
+    source.write_bytes(b"new")
+    target.write_bytes(b"old")
+    refusals, waits = [2], []
+
+    def rename(a, b):  # noqa: ANN001, ANN202 - the viewer lets go after two tries
+        if refusals[0]:
+            refusals[0] -= 1
+            raise PermissionError(13, "The process cannot access the file")
+        os.replace(a, b)
+
+    replace_file(source, target, platform="win32", rename=rename, sleep=waits.append)
+    assert target.read_bytes() == b"new" and len(waits) == 2
+    # Held for good: the error stands after about 2 s of tries, and the frame is not lost.
+    source.write_bytes(b"newer")
+
+    def held(a, b):  # noqa: ANN001, ANN202
+        raise PermissionError(13, "The process cannot access the file")
+
+    waits.clear()
+    with pytest.raises(PermissionError):
+        replace_file(source, target, platform="win32", rename=held, sleep=waits.append)
+    assert 1.5 < sum(waits) < 3 and source.read_bytes() == b"newer"
+    # POSIX renames over open files: a PermissionError there is real, raised at once.
+    waits.clear()
+    with pytest.raises(PermissionError):
+        replace_file(source, target, platform="linux", rename=held, sleep=waits.append)
+    assert waits == []
+
+
+def test_windows_paths_past_260_characters_get_the_long_path_prefix():
+    deep = "C:\\Users\\Michał\\AppData\\Local\\peerfarm\\node\\work\\" + "x" * 250
+    assert long_path(deep, "win32") == "\\\\?\\" + deep
+    assert long_path("\\\\nas\\farm\\work\\job", "win32") == "\\\\?\\UNC\\nas\\farm\\work\\job"
+    assert long_path("\\\\?\\C:\\already", "win32") == "\\\\?\\C:\\already"
+    assert long_path("/home/ana/work/job", "linux") == "/home/ana/work/job"
+
+
+@pytest.mark.parametrize(
+    ("asked", "made"),
+    [
+        ("con", "con_"),
+        ("AUX", "AUX_"),
+        ("nul.final", "nul_.final"),
+        ("com1", "com1_"),
+        ("lpt9", "lpt9_"),
+        ("shot 12. ", "shot_12"),
+        ("take:2", "take_2"),
+        ('a<b>c"d|e?f*g', "a_b_c_d_e_f_g"),
+        ("...", "job"),
+    ],
+)
+def test_job_names_windows_cannot_hold_are_mapped(asked, made):
+    assert safe_name(asked) == made and is_safe_name(made)
+    assert not is_safe_name(asked)
+
+
+def test_a_tilde_in_a_path_setting_is_the_home_folder(tmp_path):
+    """`--data-dir=~/farm` (no shell expands a ~ after =) and a config file's "~/..."."""
+    config = tmp_path / "config.toml"
+    config.write_text('[node]\nremote-outputs = "~/farm-outputs"\n')
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "peerfarm", "config", "show", "--json", "node",
+         "--config", str(config), "--data-dir=~/farm"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    settings = json.loads(done.stdout)["settings"]
+    assert settings["data-dir"]["value"] == str(tmp_path / "home" / "farm")
+    assert settings["remote-outputs"]["value"] == str(tmp_path / "home" / "farm-outputs")
+
+
+def _subprocess_calls(tree: ast.AST):  # noqa: ANN202
+    starters = {("subprocess", "run"), ("subprocess", "Popen"), ("subprocess", "check_output")}
+    starters |= {("subprocess", "call"), ("trio", "run_process"), ("trio", "open_process")}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if isinstance(owner, ast.Name) and (owner.id, node.func.attr) in starters:
+                yield node
+
+
+# Programs started only where there is no console window to flash: Linux's GNOME idle
+# monitor (ui/idle.py) and macOS's ps (renderer_processes._ps_start_time); and the helper
+# itself, which sets the flags.
+NOT_ON_WINDOWS = {"ui/idle.py", "peerfarm/runtime/renderer_processes.py:_ps_start_time"}
+
+
+def test_every_program_peerfarm_starts_goes_through_the_no_window_helper():
+    root = Path(__file__).resolve().parent.parent
+    missing = []
+    for folder in ("peerfarm", "ui", "bootstrap_server"):
+        for path in sorted((root / folder).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            if relative == "peerfarm/child_processes.py" or relative in NOT_ON_WINDOWS:
+                continue
+            tree = ast.parse(path.read_text("utf-8"))
+            functions = {
+                id(call): f.name
+                for f in ast.walk(tree)
+                if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+                for call in ast.walk(f)
+            }
+            for call in _subprocess_calls(tree):
+                where = f"{relative}:{functions.get(id(call), '')}"
+                if where in NOT_ON_WINDOWS:
+                    continue
+                helpers = [
+                    k.value.func.id
+                    for k in call.keywords
+                    if k.arg is None
+                    and isinstance(k.value, ast.Call)
+                    and isinstance(k.value.func, ast.Name)
+                ]
+                if not {"no_window_options", "renderer_options"} & set(helpers) and not any(
+                    k.arg == "creationflags" or (k.arg is None and isinstance(k.value, ast.Name))
+                    for k in call.keywords
+                ):
+                    missing.append(f"{where} line {call.lineno}")
+    assert missing == [], "start these with **no_window_options() (child_processes.py)"

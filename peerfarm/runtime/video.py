@@ -20,6 +20,7 @@ from pathlib import Path
 import trio
 
 from peerfarm.child_processes import no_window_options
+from peerfarm.disk import replace_file
 from peerfarm.programs import find_program, where_from
 
 FFMPEG_PACKAGE_HINT = (
@@ -139,7 +140,7 @@ async def encode_video(frames: list[Path], ext: str, fps: int, output: Path) -> 
 def _sync_and_rename(partial: Path, output: Path) -> None:
     with open(partial, "r+b") as file:  # writable: Windows syncs only those
         os.fsync(file.fileno())
-    os.replace(partial, output)
+    replace_file(partial, output)  # Windows: retried while a video player holds it
 
 
 def _clean_up(folder: Path, partial: Path) -> None:
