@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
@@ -442,3 +443,54 @@ def test_every_program_peerfarm_starts_goes_through_the_no_window_helper():
                 ):
                     missing.append(f"{where} line {call.lineno}")
     assert missing == [], "start these with **no_window_options() (child_processes.py)"
+
+
+# -- Ctrl+C and a data folder outside the locale, with a real node -------------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and signals")
+def test_ctrl_c_lets_a_chunk_in_flight_finish_in_a_non_ascii_data_folder(tmp_path):
+    """A real `peerfarm node` in a terminal's foreground process group, with a data folder
+    and an output folder outside ASCII, in the C locale: Ctrl+C (SIGINT
+    to the whole group) while its renderer works stops the node only after the chunk has
+    finished; every frame is there, and the node exits 0."""
+    from factories import demo_spec
+    from farmtools import submit, wait_until
+
+    data_dir = tmp_path / "Michał データ"
+    output = tmp_path / "wyjście ü"
+    # The C locale, and the node's own output in a Windows code page without "ł" or "デ".
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": "cp1252"}
+    log_file = open(tmp_path / "node.log", "wb")  # noqa: SIM115 - closed below
+    node = subprocess.Popen(
+        [sys.executable, "-m", "peerfarm", "node", "--no-config", "--listen", "127.0.0.1:0",
+         "--data-dir", str(data_dir), "--slots", "1", "--no-zeroconf", "--name", "solo"],
+        stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL, env=env,
+        start_new_session=True,  # its own group, as a shell's foreground job
+    )  # fmt: skip
+    try:
+        assert node.stdout is not None
+        line = node.stdout.readline().decode("utf-8", "replace").strip()
+        assert " listening on " in line, (tmp_path / "node.log").read_text(errors="replace")
+        address = line.rsplit(" ", 1)[1]
+        frames = 3
+        spec = demo_spec(output, frames=(1, frames), chunk=frames, size=(640, 480))
+        job_id = submit(address, spec)
+        frames_dir = data_dir / "frames" / job_id
+        record = data_dir / "renderer-processes.json"
+        wait_until("the renderer to start", record.exists, 60, 0.05)
+        in_flight = len(list(frames_dir.glob("*.png")))
+        os.killpg(node.pid, signal.SIGINT)  # Ctrl+C in the node's terminal
+        assert node.wait(timeout=180) == 0
+        assert in_flight < frames  # the chunk was in flight when Ctrl+C came
+        rendered = sorted(p.name for p in frames_dir.glob("*.png"))
+        assert rendered == [f"demo_{n:04d}.png" for n in range(1, frames + 1)]
+        log = (tmp_path / "node.log").read_text("utf-8", errors="replace")
+        assert "renderer exited" not in log and "failed" not in log.lower(), log[-3000:]
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        log_file.close()
+        if node.stdout is not None:
+            node.stdout.close()
