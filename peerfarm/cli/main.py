@@ -404,7 +404,7 @@ def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, config.Effe
     args.command, args.verbose = command, verbose
     args.setting_sources = {key: s.source for key, s in effective.settings.items()}
     if command in ("node", "doctor") and args.log_level is None and verbose:
-        setup_logging("debug", args.log_json)
+        setup_logging("debug", args.log_json, log_file=args.log_file)
     return args, effective
 
 
