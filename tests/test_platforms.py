@@ -550,3 +550,126 @@ def test_a_log_file_rotates_and_holds_any_text(tmp_path, capsys):
         assert "cannot log to" in capsys.readouterr().err
     finally:
         setup_logging("warning")
+
+
+# -- POV-Ray where Landlock is missing ------------------------------------------------------
+
+# Runs `peerfarm ARGS` as on a Linux kernel without Landlock (before 5.13: Ubuntu 20.04's
+# 5.4, RHEL 8's 4.18): a seccomp filter makes Landlock's system calls (444-446, the same
+# numbers on every architecture) fail with ENOSYS, as such a kernel does, for the node
+# and everything it starts.
+OLD_KERNEL = """\
+import ctypes, runpy, sys
+
+class Instruction(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+class Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Instruction))]
+
+LOAD_NR, JEQ, RET = 0x20, 0x15, 0x06
+ENOSYS, ALLOW = 0x00050000 | 38, 0x7FFF0000
+code = (Instruction * 6)(
+    Instruction(LOAD_NR, 0, 0, 0),
+    Instruction(JEQ, 2, 0, 444), Instruction(JEQ, 1, 0, 445), Instruction(JEQ, 0, 1, 446),
+    Instruction(RET, 0, 0, ENOSYS), Instruction(RET, 0, 0, ALLOW),
+)
+libc = ctypes.CDLL(None, use_errno=True)
+program = Program(6, code)
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(program), 0, 0):
+    sys.exit(f"cannot install the seccomp filter: errno {ctypes.get_errno()}")
+sys.argv = ["peerfarm", *sys.argv[1:]]
+runpy.run_module("peerfarm", run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("povray") is None,
+    reason="a Linux kernel's Landlock and a real POV-Ray",
+)
+def test_without_landlock_povray_is_not_offered_and_status_and_doctor_say_why(tmp_path):
+    def old_kernel(*args: str) -> list[str]:
+        return [sys.executable, "-c", OLD_KERNEL, *args]
+
+    doctor = subprocess.run(
+        [*old_kernel("doctor", "--no-config", "--offline", "--json"),
+         "--data-dir", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    povray = [f for f in json.loads(doctor.stdout) if f["text"].startswith("povray")]
+    assert povray[0]["status"] == "warn" and "Landlock" in povray[0]["text"], povray
+    log_file = open(tmp_path / "node.log", "wb")  # noqa: SIM115 - closed below
+    node = subprocess.Popen(
+        [*old_kernel("node", "--no-config", "--listen", "127.0.0.1:0", "--slots", "1",
+                     "--data-dir", str(tmp_path / "n"), "--no-zeroconf")],
+        stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert node.stdout is not None
+        line = node.stdout.readline().decode("utf-8", "replace").strip()
+        assert " listening on " in line, (tmp_path / "node.log").read_text(errors="replace")
+        address = line.rsplit(" ", 1)[1]
+        shown = subprocess.run(
+            [sys.executable, "-m", "peerfarm", "status", "--node", address],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        said = [ln for ln in shown.stdout.splitlines() if ln.startswith("povray is not offered")]
+        assert said and "POV-Ray 3.7" in said[0] and "Landlock" in said[0], shown.stdout
+        as_json = subprocess.run(
+            [sys.executable, "-m", "peerfarm", "status", "--node", address, "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        st = json.loads(as_json.stdout)
+        assert set(st["renderers_not_offered"]) == {"povray"}
+    finally:
+        node.terminate()
+        node.wait(timeout=60)
+        log_file.close()
+        node.stdout.close()
+
+
+@pytest.mark.skipif(shutil.which("povray") is None, reason="a real POV-Ray")
+def test_povrays_own_file_restrictions_do_not_hold_so_it_needs_landlock(tmp_path):
+    """Why POV-Ray is not offered without Landlock: with the povray.conf peerfarm writes
+    ([File I/O Security] restricted, only the job folder read+write), POV-Ray 3.7 still
+    writes a file outside it and reads /etc/passwd. Should a POV-Ray build ever enforce
+    its own restrictions, this fails: POV-Ray could then be offered without Landlock."""
+    from peerfarm.renderers.povray.sandbox import (
+        povray_conf,
+        povray_library_paths,
+        write_settings_home,
+    )
+
+    work, home, outside = tmp_path / "job", tmp_path / "settings", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    povray = Path(shutil.which("povray") or "").resolve()
+    library = povray_library_paths(povray)
+    write_settings_home(home, povray_conf(work, library, home), "")
+    escaped = outside / "written-by-the-scene.txt"
+    (work / "scene.pov").write_text(
+        f'#fopen Out "{escaped}" write\n#write (Out, "x")\n#fclose Out\n'
+        '#fopen In "/etc/passwd" read\n#fclose In\n'
+        "camera { location <0,0,-3> look_at 0 }\nsphere { 0, 1 pigment { rgb 1 } }\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "LANG": "C.UTF-8"}
+    done = subprocess.run(
+        [str(povray), "+Iscene.pov", f"+O{work / 'out.png'}", "+W16", "+H16", "-D", "-V"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert escaped.exists(), "POV-Ray now enforces its own restrictions: see docs/povray.md"
+
+
+def test_the_app_shows_a_renderer_installed_here_but_not_offered():
+    pytest.importorskip("PySide6")
+    from ui.farm_summary import PeerRow
+    from ui.farm_view import not_offered_text, renderers_text
+
+    why = "POV-Ray 3.7.0.10 is installed, but this Linux kernel does not offer Landlock"
+    row = PeerRow("n1", "ws-7", "10.0.0.7:7100", "up", True, [("builtin", "0.1.0")], 4, [],
+                  0, None, True, not_offered={"povray": why})  # fmt: skip
+    assert renderers_text(row) == "builtin 0.1.0 (povray not offered)"
+    assert not_offered_text(row) == f"povray is not offered: {why}"

@@ -301,6 +301,8 @@ class PeerfarmApp(QObject):
         for row in peers:
             if row.me and self.worker_pause_reason:
                 row.worker_note = self.worker_pause_reason
+            if row.me:
+                row.not_offered = dict(status.get("renderers_not_offered", {}))
         self.snapshot = Snapshot(
             node_id=node.node_id,
             name=node.name,

@@ -66,6 +66,11 @@ class Renderer(ABC):
         May block (it can run the program): the node calls it from a thread.
         """
 
+    def not_offered(self) -> str | None:
+        """Why this renderer, although installed here, is not offered (`peerfarm status`
+        and the app say it); None when it is offered or simply not installed. May block."""
+        return None
+
     @abstractmethod
     def check_job(self, request: JobRequest) -> tuple[int, int]:
         """Validate a submitted scene; return the scene's own frame range.

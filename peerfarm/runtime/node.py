@@ -37,7 +37,7 @@ from peerfarm.machine import MachineConfig, NodeMachine
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine.timing import FRAME_FETCH_TIMEOUT, LEAVE_TIMEOUT, PEER_TIMEOUT
-from peerfarm.renderers.registry import probe_renderers, renderer_plugins
+from peerfarm.renderers.registry import probe_renderers, renderer_plugins, renderers_not_offered
 from peerfarm.runtime import store
 from peerfarm.runtime.addresses import advertised_host, format_address, is_loopback, parse_address
 from peerfarm.runtime.blobs import BlobStore
@@ -107,6 +107,7 @@ class Node:
         self.address = ""
         self.plugins = renderer_plugins()
         self.renderers: dict[str, str] = {}  # what this machine can render: name -> version
+        self.renderers_not_offered: dict[str, str] = {}  # installed, not offered: name -> why
         self.blobs = BlobStore(self.data_dir.blobs)  # content-addressed (runtime/blobs.py)
         self.identity: Identity | None = None
         self._retired: list[Identity] = []  # identities retired at this start (see _load)
@@ -145,6 +146,9 @@ class Node:
         tls_context = server_context(self.identity)
         if self.config.renders:
             self.renderers = await trio.to_thread.run_sync(probe_renderers, self.plugins)
+            self.renderers_not_offered = await trio.to_thread.run_sync(
+                renderers_not_offered, self.plugins, self.renderers
+            )
             log.info(
                 "renderers here: %s",
                 ", ".join(f"{n} {v}" for n, v in sorted(self.renderers.items())) or "none",
@@ -420,6 +424,7 @@ class Node:
             **status,
             "protocol": PROTOCOL_VERSION,
             "farm_key_id": key_id_of(self.config.farm_key),
+            "renderers_not_offered": dict(self.renderers_not_offered),
         }
 
     def peer_health(self, peer_id: str) -> str:

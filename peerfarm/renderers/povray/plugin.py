@@ -133,6 +133,15 @@ class PovrayRenderer(Renderer):
             return None
         return version
 
+    def not_offered(self) -> str | None:
+        version = povray_version()
+        if version is None:
+            return None  # not installed (or not running): nothing to explain
+        if not version.startswith(SUPPORTED):
+            return f"POV-Ray {version} is installed; peerfarm supports {' and '.join(SUPPORTED)}"
+        reason = unavailable_reason()
+        return None if reason is None else f"POV-Ray {version} is installed, but {reason}"
+
     def check_job(self, request: JobRequest) -> tuple[int, int]:
         """Check a POV-Ray job before it is submitted; the scene's own frame range."""
         return self.check_job_with_notes(request).frame_range
