@@ -27,10 +27,17 @@ from PySide6.QtWidgets import QApplication
 from peerfarm.core.refused import Refused
 from peerfarm.core.state import JOB_FAILED
 from peerfarm.ops.places import move_out_of_roaming, roaming_data_root, user_data_root
+from peerfarm.programs import set_locations
 from peerfarm.runtime.node import Node
 from ui.farm_summary import FarmSummary, JobRow, PeerRow
 from ui.idle import IdleClock, pause_reason
-from ui.settings import SETTINGS_FILE, SettingsError, SettingsStore, node_config
+from ui.settings import (
+    SETTINGS_FILE,
+    SettingsError,
+    SettingsStore,
+    node_config,
+    program_locations,
+)
 from ui.trio_host import TrioHost
 
 log = logging.getLogger(__name__)
@@ -134,6 +141,8 @@ class PeerfarmApp(QObject):
         except SettingsError as exc:
             self.stop_error = f"cannot start the node: {exc}"
             return
+        # Where Blender, POV-Ray and ffmpeg are, for the probes and the renderer processes.
+        set_locations(program_locations(self.store.effective))
         self.node = Node(config)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
