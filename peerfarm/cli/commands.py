@@ -102,6 +102,8 @@ async def status(args: argparse.Namespace) -> int:
             "identity: a copied data folder?); the farm ignores it: restart it and it "
             "joins as a new node"
         )
+    for name, why in sorted(st.get("renderers_not_offered", {}).items()):
+        print(f"{name} is not offered by this node: {why}")
     print(f"\npeers ({len(st['peers'])}):")
     for p in st["peers"]:
         link = "connected" if p["connected"] else "not connected"

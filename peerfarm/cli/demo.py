@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from peerfarm.child_processes import no_window_options
 from peerfarm.cli.errors import CliError
 from peerfarm.cli.progress import wait_for_job
 from peerfarm.core.user_text import parse_size
@@ -54,6 +55,7 @@ class Farm:
             stderr=log_file,
             stdin=subprocess.DEVNULL,
             env=env,
+            **no_window_options(),
         )
         log_file.close()
         self.procs.append(proc)

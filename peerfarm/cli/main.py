@@ -35,6 +35,7 @@ from peerfarm.ops.serving import (
     serve_node,
     show_config,
 )
+from peerfarm.programs import PROGRAMS, set_locations
 from peerfarm.runtime.client import ClientError
 from peerfarm.runtime.node import DEFAULT_MIN_FREE_BYTES, Node, NodeConfig
 from peerfarm.runtime.serve import (
@@ -349,6 +350,15 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help="jobs submitted from other machines write their frames only inside this "
         "folder (default: DATA_DIR/outputs)",
     )
+    for program in PROGRAMS:  # peerfarm/programs.py: where each is looked for
+        p.add_argument(
+            f"--{program}",
+            type=Path,
+            default=None,
+            metavar="PATH",
+            help=f"the {program} program to run (default: found on the PATH, then in its "
+            "usual install places)",
+        )
 
 
 def _subcommand(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str, int]:
@@ -396,7 +406,7 @@ def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, config.Effe
     args.command, args.verbose = command, verbose
     args.setting_sources = {key: s.source for key, s in effective.settings.items()}
     if command in ("node", "doctor") and args.log_level is None and verbose:
-        setup_logging("debug", args.log_json)
+        setup_logging("debug", args.log_json, log_file=args.log_file)
     return args, effective
 
 
@@ -421,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
             return show_settings(args)
         if effective is not None and show_config(effective):
             return 0
+        if args.command in ("node", "doctor"):
+            set_locations({program: getattr(args, program) for program in PROGRAMS})
         if args.command == "doctor":  # reports an unreadable key rather than stopping at it
             from peerfarm.cli.doctor import run_doctor
 

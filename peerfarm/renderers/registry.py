@@ -40,6 +40,22 @@ def renderer_plugins() -> dict[str, Renderer]:
     return plugins
 
 
+def renderers_not_offered(plugins: dict[str, Renderer], found: dict[str, str]) -> dict[str, str]:
+    """name -> why, for the renderers installed here but not offered (blocking)."""
+    reasons = {}
+    for name, plugin in sorted(plugins.items()):
+        if name in found:
+            continue
+        try:
+            reason = plugin.not_offered()
+        except Exception as exc:
+            log.warning("asking renderer %s why it is not offered failed: %s", name, exc)
+            continue
+        if reason:
+            reasons[name] = reason
+    return reasons
+
+
 def probe_renderers(plugins: dict[str, Renderer]) -> dict[str, str]:
     """name -> version of the renderers that can run on this machine (blocking)."""
     found = {}

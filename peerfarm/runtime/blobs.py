@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from peerfarm.disk import replace_file
 from peerfarm.wire.messages import MAX_BLOB_CHUNK_BYTES, message
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ class BlobStore:
     def _install(self, written: Path, sha: str) -> None:
         final = self.path(sha)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(written, final)
+        replace_file(written, final)
 
 
 # -- serving (called by the node's dispatch) -------------------------------------------

@@ -37,9 +37,9 @@ from peerfarm.machine import MachineConfig, NodeMachine
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine.timing import FRAME_FETCH_TIMEOUT, LEAVE_TIMEOUT, PEER_TIMEOUT
-from peerfarm.renderers.registry import probe_renderers, renderer_plugins
+from peerfarm.renderers.registry import probe_renderers, renderer_plugins, renderers_not_offered
 from peerfarm.runtime import store
-from peerfarm.runtime.addresses import format_address, is_loopback, parse_address
+from peerfarm.runtime.addresses import advertised_host, format_address, is_loopback, parse_address
 from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import LEGACY_LOG_NAME, DataDir
@@ -107,6 +107,7 @@ class Node:
         self.address = ""
         self.plugins = renderer_plugins()
         self.renderers: dict[str, str] = {}  # what this machine can render: name -> version
+        self.renderers_not_offered: dict[str, str] = {}  # installed, not offered: name -> why
         self.blobs = BlobStore(self.data_dir.blobs)  # content-addressed (runtime/blobs.py)
         self.identity: Identity | None = None
         self._retired: list[Identity] = []  # identities retired at this start (see _load)
@@ -145,13 +146,22 @@ class Node:
         tls_context = server_context(self.identity)
         if self.config.renders:
             self.renderers = await trio.to_thread.run_sync(probe_renderers, self.plugins)
+            self.renderers_not_offered = await trio.to_thread.run_sync(
+                renderers_not_offered, self.plugins, self.renderers
+            )
             log.info(
                 "renderers here: %s",
                 ", ".join(f"{n} {v}" for n, v in sorted(self.renderers.items())) or "none",
             )
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
-        self.address = self.config.advertise or format_address(_advertised_host(host), bound_port)
+        if self.config.advertise:
+            self.address = self.config.advertise
+        else:
+            bootstrap_hosts = [h for h, _ in self.config.bootstraps]
+            chosen, why = await trio.to_thread.run_sync(advertised_host, host, bootstrap_hosts)
+            self.address = format_address(chosen, bound_port)
+            log.info("peers dial this node at %s (%s; --advertise to change)", self.address, why)
         self.machine = self._make_machine(kwl, records)
         self.mesh = Mesh(
             node_id=self.node_id,
@@ -414,6 +424,7 @@ class Node:
             **status,
             "protocol": PROTOCOL_VERSION,
             "farm_key_id": key_id_of(self.config.farm_key),
+            "renderers_not_offered": dict(self.renderers_not_offered),
         }
 
     def peer_health(self, peer_id: str) -> str:
@@ -784,13 +795,3 @@ class Node:
             role=self.config.role,
             address=self.address,
         )
-
-
-def _advertised_host(host: str) -> str:
-    """The host peers should dial when we listen on a wildcard address."""
-    if host in ("", "0.0.0.0", "::"):
-        try:
-            return socket.gethostbyname(socket.gethostname())
-        except OSError:
-            return "127.0.0.1"
-    return host
