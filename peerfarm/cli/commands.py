@@ -63,11 +63,17 @@ def request_from_args(args: argparse.Namespace, spool: Path | None = None) -> Jo
         # path stays relative.
         output=str(output.resolve()) if from_this_machine(args.node) else str(output),
         priority=args.priority,
+        order=args.order,
     )
 
 
 async def submit(args: argparse.Namespace) -> int:
     from peerfarm.runtime.upload import upload_scene
+
+    if args.watch:
+        from peerfarm.cli.rerender import submit_and_watch
+
+        return await submit_and_watch(args)
 
     # The spool holds big files of an archive while they are uploaded.
     with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:
