@@ -29,6 +29,7 @@ from peerfarm.core.state import JOB_FAILED
 from peerfarm.runtime.node import Node
 from ui.farm_summary import FarmSummary, JobRow, PeerRow
 from ui.idle import IdleClock, pause_reason
+from ui.scene_watch import SceneWatches
 from ui.settings import SETTINGS_FILE, SettingsError, SettingsStore, node_config
 from ui.trio_host import TrioHost
 
@@ -104,6 +105,10 @@ class PeerfarmApp(QObject):
         self.worker_pause_reason = ""
         self.last_input = time.monotonic()  # input to our own windows (the fallback)
         self._input_watcher: _InputWatcher | None = None
+        # Scenes re-rendered when they change (the submit dialog's switch).
+        self.watches = SceneWatches(self)
+        self.stopped.connect(lambda _: self.watches.stop_all())
+        self.restarting.connect(self.watches.stop_all)
 
     # -- running ----------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from peerfarm.job_request import JobRequest, SubmitError
 from peerfarm.runtime.addresses import from_this_machine
 from peerfarm.runtime.client import ClientError, NodeClient
 from peerfarm.runtime.upload import UploadSummary, upload_scene
-from peerfarm.scenes.watch import scene_changes, watched_folder
+from peerfarm.scenes.watch import scene_changes, scene_key, watched_folder
 
 
 def _say(text: str) -> None:
@@ -58,12 +58,6 @@ async def send_job(
     return job_id, tuple(notes), manifest, summary
 
 
-def _scene_key(request: JobRequest, manifest: dict[str, Any] | None) -> Any:
-    """What makes a revision differ from the last one: the scene's text and files."""
-    files = sorted((p, e["sha"]) for p, e in (manifest or {}).items())
-    return (request.scene, request.main, files)
-
-
 async def submit_and_watch(args: argparse.Namespace) -> int:
     from peerfarm.cli.commands import request_from_args
 
@@ -85,13 +79,14 @@ async def submit_and_watch(args: argparse.Namespace) -> int:
                     raise
                 _say(f"the scene cannot be submitted now: {exc}; waiting for the next save")
                 return None
-            if supersedes:
-                # Hash first, upload nothing: an unchanged scene is not a revision.
-                key = _scene_key(request, await _manifest_only(request))
-                if key == last_key:
-                    return None
+            # Hashed before anything is sent: an unchanged scene is not a revision.
+            key = await trio.to_thread.run_sync(
+                scene_key, request.scene, request.main, request.files
+            )
+            if supersedes and key == last_key:
+                return None
             try:
-                job_id, _, manifest, summary = await send_job(args, request)
+                job_id, _, _, summary = await send_job(args, request)
             except (ClientError, SubmitError) as exc:
                 if not supersedes:
                     raise
@@ -103,7 +98,7 @@ async def submit_and_watch(args: argparse.Namespace) -> int:
         elif summary is not None:
             _say(summary.describe())
         print(job_id, flush=True)
-        return job_id, _scene_key(request, manifest)
+        return job_id, key
 
     scene = Path(args.scene)
     folder = watched_folder(scene)
@@ -132,19 +127,6 @@ async def submit_and_watch(args: argparse.Namespace) -> int:
     if job_id:
         _say(f"stopped watching; job {job_id} goes on rendering")
     return 0
-
-
-async def _manifest_only(request: JobRequest) -> dict[str, Any] | None:
-    """path -> {sha, size} of the request's files, without sending anything."""
-    if not request.files:
-        return None
-    from peerfarm.runtime.upload import hash_data
-
-    manifest = {}
-    for path, data in request.files.items():
-        sha, size = await trio.to_thread.run_sync(hash_data, data)
-        manifest[path] = {"sha": sha, "size": size}
-    return manifest
 
 
 async def _cancel_on_interrupt(scope: trio.CancelScope) -> None:

@@ -11,10 +11,13 @@ the files' hashes (a swap file or an unrelated file in the folder changes nothin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import watchfiles
+
+from peerfarm.scenes.package import FileData, open_data
 
 QUIET_SECONDS = 0.4  # saves closer together than this are one change
 MAX_GATHER_SECONDS = 5.0  # a folder that never goes quiet is still reported this often
@@ -50,3 +53,16 @@ async def scene_changes(scene: Path, ignore: Path | None = None) -> AsyncIterato
         if paths or not watching:
             watching = True
             yield paths
+
+
+def scene_key(scene_text: str, main: str, files: Mapping[str, FileData] | None) -> tuple:
+    """What tells one revision of a scene from the next: its inline text, main file and
+    every file's SHA-256 (blocking: reads the files). Equal keys: nothing to re-render."""
+    hashes = []
+    for path in sorted(files or {}):
+        digest = hashlib.sha256()
+        with open_data(files[path]) as stream:
+            while block := stream.read(1024 * 1024):
+                digest.update(block)
+        hashes.append((path, digest.hexdigest()))
+    return (scene_text, main, tuple(hashes))
