@@ -1,7 +1,9 @@
 """Preview first (`peerfarm submit --preview`): a quick pass of a job before the full one.
 
 The preview is a job of its own, submitted just before the full job: the same scene
-and frames at a quarter of the size (half the width and half the height), with the
+and frames at quarter size (a quarter of the width and of the height, as Blender's
+25 %; the scene's own size where the renderer plugin cannot tell it, e.g. a .blend
+on a machine without Blender), with the
 renderer's quick settings, one frame per chunk, taken in spread order (first, last,
 middle...), one priority step above the full job, into the ``preview`` folder inside
 the full job's output folder. Nodes take the preview's chunks first, so every part
@@ -17,13 +19,16 @@ What "quick settings" means per renderer (docs/povray.md, docs/blender.md):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePath
 
 from peerfarm.core.chunk_order import SPREAD
 from peerfarm.job_request import JobRequest
+from peerfarm.jobspec import DEFAULT_SIZE
+from peerfarm.renderers.base import Renderer
 
 PREVIEW_FOLDER = "preview"
-PREVIEW_SCALE = 2  # width and height divided by this: a quarter of the pixels
+PREVIEW_SCALE = 4  # width and height divided by this: quarter size
 PREVIEW_SAMPLES = 8
 MAX_PRIORITY = 1000
 
@@ -52,13 +57,21 @@ def _povray_quality(option: str) -> bool:
     return key == "quality" or key.startswith("antialias") or key.startswith("jitter")
 
 
-def preview_request(request: JobRequest, size: tuple[int, int]) -> JobRequest:
-    """The preview job of ``request``, whose frames are ``size`` (width, height) big."""
-    width, height = size
+def preview_request(request: JobRequest, plugins: Mapping[str, Renderer]) -> JobRequest:
+    """The preview job of ``request`` (blocking: the plugin may read the scene's size)."""
+    renderer = request.renderer or "builtin"
+    if request.width and request.height:
+        size: tuple[int, int] | None = (request.width, request.height)
+    elif renderer == "builtin":
+        size = DEFAULT_SIZE
+    else:
+        plugin = plugins.get(renderer)
+        size = plugin.scene_size(request) if plugin is not None else None
+    width, height = size if size else (None, None)  # unknown: the scene's own
     return request.replace(
-        options=_quick_options(request.renderer or "builtin", list(request.options)),
-        width=max(1, width // PREVIEW_SCALE),
-        height=max(1, height // PREVIEW_SCALE),
+        options=_quick_options(renderer, list(request.options)),
+        width=max(1, width // PREVIEW_SCALE) if width else None,
+        height=max(1, height // PREVIEW_SCALE) if height else None,
         chunk_size=1,
         tiles=1,
         video=False,

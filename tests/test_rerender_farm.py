@@ -147,3 +147,50 @@ def test_watch_refuses_what_it_cannot_watch(tmp_path):
     assert cli.returncode == 1, cli.stderr
     assert f"the output folder {inside} is inside the scene folder {scene}" in cli.stderr
     assert not inside.exists()
+
+
+def _in_total_order(records):
+    return sorted(records, key=lambda r: (r["lamport"], r["origin"], r["seq"]))
+
+
+def test_preview_frames_come_first_spread_and_small(tmp_path):
+    from farmtools import peerfarm_cli
+    from rerender_scene import ball_inc
+
+    scene = write_files(tmp_path / "ball", scene_files(ball_inc(300_000, "<1, 0, 0>")))
+    out = tmp_path / "out"
+    farm, _, _, nodes = start_farm(tmp_path / "farm", nodes=2)
+    with farm_running(farm, tmp_path / "farm"):
+        wait_for_rendering_mesh(nodes)
+        cli = peerfarm_cli(
+            "submit", str(scene), "--node", nodes[0], "--preview", "--chunk", "3",
+            "--output", str(out), "--wait", timeout=300,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        job_id = cli.stdout.splitlines()[0]
+        line = next(e for e in cli.stderr.splitlines() if "preview: job" in e)
+        preview_id = re.search(r"preview: job (\w+) \(12x9, quick settings", line)[1]
+        assert f"frames in {out / 'preview'}" in line
+        wait_until(
+            "the preview's frames",
+            lambda: job_of(status(nodes[0]), preview_id).get("complete"),
+            timeout=60,
+        )
+        for n in range(1, 10):
+            assert Image.open(out / "preview" / f"ball_{n:04d}.png").size == (12, 9)
+            assert Image.open(out / f"ball_{n:04d}.png").size == (48, 36)
+        records = _in_total_order(LogFile(tmp_path / "farm" / "node-1" / "log.bin").load())
+        claimed = []
+        for r in records:
+            key = (r["payload"].get("job_id"), r["payload"].get("chunk"))
+            if r["type"] == "CLAIM_CHUNK" and key not in claimed:
+                claimed.append(key)
+        # Every preview chunk (one frame each) was taken before any chunk of the full job.
+        assert [job for job, _ in claimed[:9]] == [preview_id] * 9, claimed
+        assert {job for job, _ in claimed[9:]} == {job_id}
+        done = [
+            r["payload"]["chunk"]
+            for r in records
+            if r["type"] == "DONE" and r["payload"]["job_id"] == preview_id
+        ]
+        assert set(done[:3]) <= set(list(spread(9))[:4]), done

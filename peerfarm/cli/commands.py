@@ -70,10 +70,10 @@ def request_from_args(args: argparse.Namespace, spool: Path | None = None) -> Jo
 async def submit(args: argparse.Namespace) -> int:
     from peerfarm.runtime.upload import upload_scene
 
-    if args.watch:
-        from peerfarm.cli.rerender import submit_and_watch
+    if args.watch or args.preview:
+        from peerfarm.cli.rerender import submit_scene
 
-        return await submit_and_watch(args)
+        return await submit_scene(args)
 
     # The spool holds big files of an archive while they are uploaded.
     with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:

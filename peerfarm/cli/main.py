@@ -212,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
         "quarters...: the whole shot early; the default with --watch)",
     )
     p.add_argument(
+        "--preview",
+        action="store_true",
+        help="first a quick pass: the frames at quarter size with the renderer's quick "
+        "settings, spread over the shot, in OUTPUT/preview (a job of its own, rendered "
+        "before the full one)",
+    )
+    p.add_argument(
         "--watch",
         action="store_true",
         help="re-render when the scene's files change: each save submits a new revision "
@@ -221,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[key], help="show the farm as one node sees it")
     p.add_argument("--node", required=True, metavar="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="first a quick pass: the frames at quarter size with the renderer's quick "
+        "settings, spread over the shot, in OUTPUT/preview (a job of its own, rendered "
+        "before the full one)",
+    )
     p.add_argument(
         "--watch",
         action="store_true",

@@ -1,4 +1,5 @@
-"""`peerfarm submit SCENE --watch`: re-render a scene each time it is saved.
+"""`peerfarm submit SCENE --watch`: re-render a scene each time it is saved; and
+`--preview`: a quick pass of the shot before the full render (peerfarm/preview.py).
 
 The first revision is submitted as any job. Then the scene's folder is watched
 (peerfarm/scenes/watch.py); after each burst of saves the scene is read again,
@@ -22,6 +23,7 @@ import argparse
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import trio
 
 from peerfarm.cli.errors import CliError
 from peerfarm.core.chunk_order import SPREAD
+from peerfarm.core.refused import Refused
 from peerfarm.job_request import JobRequest, SubmitError
 from peerfarm.runtime.addresses import from_this_machine
 from peerfarm.runtime.client import ClientError, NodeClient
@@ -42,12 +45,12 @@ def _say(text: str) -> None:
 
 async def send_job(
     args: argparse.Namespace, request: JobRequest
-) -> tuple[str, tuple[str, ...], dict[str, Any] | None, UploadSummary | None]:
-    """Upload what the node lacks and submit: (job id, notes, manifest, upload summary).
-    Scene notes and the renderer's notes are printed."""
+) -> tuple[str, UploadSummary | None]:
+    """Upload what the node lacks and submit: (job id, what the upload sent). Scene
+    notes and the renderer's notes are printed."""
     for note in request.scene_notes:
         _say(f"note: {note}")
-    manifest = summary = None
+    summary = None
     async with NodeClient(args.node, args.farm_key) as client:
         if request.files:
             manifest, summary = await upload_scene(client, request.files)
@@ -55,77 +58,115 @@ async def send_job(
         job_id, notes = await client.submit_job(request)
     for note in notes:
         _say(f"note: {note}")
-    return job_id, tuple(notes), manifest, summary
+    return job_id, summary
 
 
-async def submit_and_watch(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Revision:
+    """One submitted revision of the scene: its job, its preview job ("" for none), and
+    what its files were."""
+
+    job_id: str
+    preview_id: str
+    key: Any
+
+
+async def send_revision(
+    args: argparse.Namespace, request: JobRequest, last: Revision | None
+) -> Revision:
+    """Submit the scene (its preview first, with --preview); each job replaces its
+    counterpart of the ``last`` revision. Prints the job id on stdout."""
+    key = await trio.to_thread.run_sync(scene_key, request.scene, request.main, request.files)
+    preview_id = ""
+    if args.preview:
+        from peerfarm.preview import preview_request
+        from peerfarm.renderers.registry import renderer_plugins
+
+        quick = await trio.to_thread.run_sync(preview_request, request, renderer_plugins())
+        quick = quick.replace(supersedes=last.preview_id if last else "")
+        preview_id, _ = await send_job(args, quick.replace(scene_notes=()))
+        size = f"{quick.width}x{quick.height}" if quick.width else "the scene's own size"
+        _say(f"preview: job {preview_id} ({size}, quick settings, first), frames in {quick.output}")
+    job_id, summary = await send_job(args, request.replace(supersedes=last.job_id if last else ""))
+    sent = f" ({summary.describe()})" if summary is not None else ""
+    if last is not None:
+        _say(f"scene changed: job {job_id} replaces job {last.job_id}{sent}")
+    elif summary is not None:
+        _say(summary.describe())
+    print(job_id, flush=True)
+    return Revision(job_id, preview_id, key)
+
+
+async def submit_scene(args: argparse.Namespace) -> int:
+    """`peerfarm submit` with --preview and/or --watch."""
     from peerfarm.cli.commands import request_from_args
+    from peerfarm.cli.progress import wait_for_job
 
-    if args.scene.startswith("builtin:"):
+    if args.watch and args.scene.startswith("builtin:"):
         raise CliError("--watch watches a scene file or folder; builtin scenes never change")
-    if args.wait:
+    if args.watch and args.wait:
         raise CliError("--watch and --wait do not go together: --watch submits until Ctrl+C")
-    order = args.order or SPREAD
+    order = args.order or (SPREAD if args.watch else None)
 
-    async def revision(supersedes: str) -> tuple[str, Any] | None:
-        """Read the scene and submit it if it changed; (job id, scene key) or None."""
+    def read(spool: str) -> JobRequest:
+        return request_from_args(args, Path(spool)).replace(order=order)
+
+    if not args.watch:
         with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:
+            first = await send_revision(args, read(spool), None)
+        return await wait_for_job(args.node, first.job_id, args.farm_key) if args.wait else 0
+
+    async def revision(last: Revision | None) -> Revision | None:
+        """Read the scene and submit it if it changed since ``last``."""
+        with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:
+            if last is None:
+                return await send_revision(args, read(spool), None)
             try:
-                request = request_from_args(args, Path(spool)).replace(
-                    order=order, supersedes=supersedes
+                request = read(spool)
+                # Hashed before anything is sent: an unchanged scene is not a revision.
+                key = await trio.to_thread.run_sync(
+                    scene_key, request.scene, request.main, request.files
                 )
-            except SubmitError as exc:
-                if not supersedes:
-                    raise
-                _say(f"the scene cannot be submitted now: {exc}; waiting for the next save")
-                return None
-            # Hashed before anything is sent: an unchanged scene is not a revision.
-            key = await trio.to_thread.run_sync(
-                scene_key, request.scene, request.main, request.files
-            )
-            if supersedes and key == last_key:
-                return None
-            try:
-                job_id, _, _, summary = await send_job(args, request)
+                if key == last.key:
+                    return None
+                return await send_revision(args, request, last)
             except (ClientError, SubmitError) as exc:
-                if not supersedes:
-                    raise
-                _say(f"revision not submitted: {exc}; waiting for the next save")
+                _say(f"the scene was not submitted again: {exc}; waiting for the next save")
                 return None
-        sent = f" ({summary.describe()})" if summary is not None else ""
-        if supersedes:
-            _say(f"scene changed: job {job_id} replaces job {supersedes}{sent}")
-        elif summary is not None:
-            _say(summary.describe())
-        print(job_id, flush=True)
-        return job_id, key
 
     scene = Path(args.scene)
     folder = watched_folder(scene)
     with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:
-        output = Path(request_from_args(args, Path(spool)).output).resolve()
+        output = Path(read(spool).output).resolve()
     here = from_this_machine(args.node)  # else the frames go to the node's machine
     if here and scene.is_dir() and (output == folder or folder in output.parents):
         raise CliError(
             f"the output folder {output} is inside the scene folder {folder}: every frame "
             "written would change the scene; choose an output folder outside it (--output)"
         )
-    job_id = ""
-    last_key: Any = None
+    last: Revision | None = None
+    failure: Exception | None = None  # the first revision's: raised outside the nursery
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_interrupt, scope)
             # The first (empty) change says the folder is watched: the scene is read
             # after it, so a save made while the first revision uploads is not missed.
             async for _ in scene_changes(scene, ignore=output if here else None):
-                new = await revision(job_id)
+                try:
+                    new = await revision(last)
+                except (ClientError, Refused) as exc:
+                    failure = exc
+                    scope.cancel()
+                    break
                 if new is None:
                     continue
-                if not job_id:
+                if last is None:
                     _say(f"watching {folder} for changes; Ctrl+C stops watching")
-                job_id, last_key = new
-    if job_id:
-        _say(f"stopped watching; job {job_id} goes on rendering")
+                last = new
+    if failure is not None:
+        raise failure
+    if last is not None:
+        _say(f"stopped watching; job {last.job_id} goes on rendering")
     return 0
 
 
