@@ -89,3 +89,37 @@ def test_the_app_re_renders_a_watched_scene_on_save(qtbot, tmp_path):
         qtbot.wait(3000)
         assert view.job_id == second
         assert len(app.node.state.jobs) == 2
+
+
+def test_the_app_shows_the_preview_until_the_full_frames_arrive(qtbot, tmp_path):
+    scene = write_files(tmp_path / "ball", scene_files(GREEN_SLOWER))
+    out = tmp_path / "ball-out"
+    farm, _, bootstrap, nodes = start_farm(tmp_path / "farm", nodes=2)
+    with (
+        farm_running(farm, tmp_path / "farm"),
+        running_app(qtbot, tmp_path, bootstrap) as (
+            app,
+            window,
+        ),
+    ):
+        qtbot.waitUntil(lambda: len(app.snapshot.peers) >= 4, timeout=30_000)
+        dialog = window.open_submit(str(scene))
+        qtbot.waitUntil(dialog.submit_button.isEnabled, timeout=20_000)
+        dialog.preview.setChecked(True)
+        dialog.chunk.setValue(3)
+        dialog.output_edit.setText(str(out))
+        dialog._output_edited = True
+        qtbot.mouseClick(dialog.submit_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not dialog.isVisible() or dialog.error.isVisible(), timeout=20_000)
+        assert dialog.error.isHidden(), dialog.error.text()
+        view = window.job_view
+        full = app.job(view.job_id)
+        assert full is not None and full.output == str(out)
+        (preview,) = [j for j in app.node.state.jobs.values() if j.id != full.id]
+        assert preview.output == str(out / "preview") and preview.priority == full.priority + 1
+        assert (preview.width, preview.height) == (12, 9)
+        # The preview's small frames stand in for the full ones...
+        qtbot.waitUntil(lambda: bool(view.earlier), timeout=60_000)
+        # ...until every full frame is in.
+        qtbot.waitUntil(lambda: not view.earlier and len(view.thumbnails) == 9, timeout=180_000)
+        assert all(c[2] == DONE for c in view.grid.cells)

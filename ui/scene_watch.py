@@ -22,9 +22,11 @@ from PySide6.QtCore import QObject, Signal
 from peerfarm.core.chunk_order import SPREAD
 from peerfarm.core.refused import Refused
 from peerfarm.job_request import JobRequest, scene_request
+from peerfarm.preview import preview_request
 from peerfarm.scenes.watch import scene_changes, scene_key
 
 if TYPE_CHECKING:
+    from peerfarm.runtime.node import Node
     from ui.app import PeerfarmApp
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class Watch:
     key: tuple = ()
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     revisions: int = 1
+    preview_id: str | None = None  # the newest revision's preview; None: no preview
     note: str = ""  # the last thing worth telling (a scene that cannot be read...)
 
 
@@ -54,6 +57,19 @@ def _revised_request(watch: Watch) -> tuple[JobRequest, tuple]:
     return request, scene_key(request.scene, request.main, request.files)
 
 
+async def submit_with_preview(
+    node: Node, request: JobRequest, preview: bool | str | None
+) -> tuple[str, str]:
+    """Submit ``request``, after its preview job if ``preview`` (True, or the id of the
+    preview job the new one replaces): (job id, preview job id or "")."""
+    preview_id = ""
+    if preview:
+        quick = await trio.to_thread.run_sync(preview_request, request, node.plugins)
+        replaces = preview if isinstance(preview, str) else ""
+        preview_id = await node.submit(quick.replace(supersedes=replaces))
+    return await node.submit(request), preview_id
+
+
 class SceneWatches(QObject):
     """The app's watched scenes, by the job id of their newest revision."""
 
@@ -68,9 +84,13 @@ class SceneWatches(QObject):
     def watching(self, job_id: str) -> Watch | None:
         return self.watches.get(job_id)
 
-    def start(self, scene: str, request: JobRequest, job_id: str) -> None:
-        """Watch ``scene``, which was just submitted as ``request`` (job ``job_id``)."""
-        watch = Watch(scene, request.replace(supersedes="", order=request.order or SPREAD), job_id)
+    def start(
+        self, scene: str, request: JobRequest, job_id: str, preview_id: str | None = None
+    ) -> None:
+        """Watch ``scene``, which was just submitted as ``request`` (job ``job_id``, with
+        its preview ``preview_id``, or None without one)."""
+        request = request.replace(supersedes="", order=request.order or SPREAD)
+        watch = Watch(scene, request, job_id, preview_id=preview_id)
         self.watches[job_id] = watch
         self.app.spawn(self._run, watch)
         self.changed.emit()
@@ -104,12 +124,16 @@ class SceneWatches(QObject):
                 if key == watch.key:
                     continue
                 try:
-                    new_id = await node.submit(revised.replace(scene_notes=()))
+                    new_id, preview_id = await submit_with_preview(
+                        node, revised.replace(scene_notes=()), watch.preview_id
+                    )
                 except Refused as exc:
                     self._note(watch, f"the new revision was refused: {exc}")
                     continue
                 old_id = watch.job_id
                 watch.job_id, watch.key, watch.note = new_id, key, ""
+                if watch.preview_id is not None:
+                    watch.preview_id = preview_id
                 watch.revisions += 1
                 self.watches.pop(old_id, None)
                 self.watches[new_id] = watch

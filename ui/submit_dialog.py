@@ -36,6 +36,7 @@ from peerfarm.job_request import JobRequest, SubmitError, scene_request
 from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE
 from peerfarm.renderers.base import RendererError
 from peerfarm.scenes import RENDERERS
+from ui.scene_watch import submit_with_preview
 
 if TYPE_CHECKING:
     from ui.app import PeerfarmApp
@@ -141,6 +142,12 @@ class SubmitDialog(QDialog):
         self.priority = QSpinBox()
         self.priority.setRange(-1000, 1000)
         self.priority.setToolTip("Higher priority jobs render first")
+        self.preview = QCheckBox("Preview first: a quick pass at quarter size")
+        self.preview.setToolTip(
+            "Before the full render, the farm renders every frame small and with quick "
+            "settings (first, last, middle...), into the output folder's preview folder; "
+            "the frame grid shows them until the full frames arrive"
+        )
         self.rerender = QCheckBox("Re-render when the scene's files change")
         self.rerender.setToolTip(
             "Each time a file of the scene is saved, a new revision of the job is "
@@ -160,6 +167,7 @@ class SubmitDialog(QDialog):
         form.addRow("Image size", size_row)
         form.addRow("Output folder", output_row)
         form.addRow("Priority", self.priority)
+        form.addRow("", self.preview)
         form.addRow("", self.rerender)
 
         self.error = QLabel()
@@ -188,6 +196,7 @@ class SubmitDialog(QDialog):
             self.output_edit,
             output_button,
             self.priority,
+            self.preview,
             self.rerender,
         ]
         self._fields_enabled(False)
@@ -383,13 +392,14 @@ class SubmitDialog(QDialog):
         self.submit_button.setEnabled(False)
         self.submit_button.setText("Submitting…")
         watch = self.rerender.isChecked() and self.rerender.isEnabled()
+        preview = self.preview.isChecked()
         scene = self.scene["scene"]
-        self.app.spawn(self._submit, self.request(), scene, watch, on_error=self._refused)
+        self.app.spawn(self._submit, self.request(), scene, watch, preview, on_error=self._refused)
 
-    async def _submit(self, request: JobRequest, scene: str, watch: bool) -> None:
-        job_id = await self.app.node.submit(request)
+    async def _submit(self, request: JobRequest, scene: str, watch: bool, preview: bool) -> None:
+        job_id, preview_id = await submit_with_preview(self.app.node, request, preview)
         if watch:
-            self.app.watches.start(scene, request, job_id)
+            self.app.watches.start(scene, request, job_id, preview_id if preview else None)
         self.submitted.emit(job_id)
         self.accept()
 
