@@ -194,3 +194,48 @@ def test_preview_frames_come_first_spread_and_small(tmp_path):
             if r["type"] == "DONE" and r["payload"]["job_id"] == preview_id
         ]
         assert set(done[:3]) <= set(list(spread(9))[:4]), done
+
+
+def test_watch_with_preview_replaces_both_jobs(tmp_path):
+    from rerender_scene import ball_inc
+
+    scene = write_files(tmp_path / "ball", scene_files(ball_inc(0, "<1, 0, 0>")))
+    out = tmp_path / "out"
+    farm, _, _, nodes = start_farm(tmp_path / "farm", nodes=1)
+    with farm_running(farm, tmp_path / "farm"):
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "peerfarm", "submit", str(scene), "--node", nodes[0]]
+            + ["--watch", "--preview", "--output", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            lines = Lines(watch)
+            first = lines.next_out(60)
+            wait_until("watching", lambda: any("watching" in e for e in lines.err), 30)
+            (scene / "ball.inc").write_bytes(ball_inc(0, "<0, 0, 1>"))
+            second = lines.next_out(60)
+            previews = [
+                re.search(r"preview: job (\w+)", e)[1] for e in lines.err if "preview: job" in e
+            ]
+            assert len(previews) == 2, lines.err
+            jobs = {j["id"]: j for j in status(nodes[0])["jobs"]}
+            assert jobs[second]["supersedes"] == first and jobs[second]["order"] == "spread"
+            assert jobs[previews[1]]["supersedes"] == previews[0]
+            assert jobs[previews[1]]["output"] == str(out / "preview")
+            # The second save's upload: the one changed file, sent once for both jobs.
+            changed = next(e for e in lines.err if f"job {second} replaces" in e)
+            assert "uploaded 1 file (56 bytes)" in changed, changed
+            wait_until(
+                "both new jobs' frames",
+                lambda: all(
+                    job_of(status(nodes[0]), j).get("complete") for j in (second, previews[1])
+                ),
+                timeout=120,
+            )
+            r, g, b = np.asarray(Image.open(out / "preview" / "ball_0005.png").convert("RGB"))[4, 6]
+            assert b > 200 and r < 60  # the preview was rendered again too: blue
+        finally:
+            watch.send_signal(signal.SIGINT)
+            watch.wait(timeout=15)

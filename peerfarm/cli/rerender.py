@@ -44,11 +44,11 @@ def _say(text: str) -> None:
 
 
 async def send_job(
-    args: argparse.Namespace, request: JobRequest
+    args: argparse.Namespace, request: JobRequest, notes_shown: bool = True
 ) -> tuple[str, UploadSummary | None]:
     """Upload what the node lacks and submit: (job id, what the upload sent). Scene
-    notes and the renderer's notes are printed."""
-    for note in request.scene_notes:
+    notes and the renderer's notes are printed (if ``notes_shown``)."""
+    for note in request.scene_notes if notes_shown else ():
         _say(f"note: {note}")
     summary = None
     async with NodeClient(args.node, args.farm_key) as client:
@@ -56,7 +56,7 @@ async def send_job(
             manifest, summary = await upload_scene(client, request.files)
             request = request.replace(files=None, manifest=manifest)
         job_id, notes = await client.submit_job(request)
-    for note in notes:
+    for note in notes if notes_shown else ():
         _say(f"note: {note}")
     return job_id, summary
 
@@ -72,22 +72,29 @@ class Revision:
 
 
 async def send_revision(
-    args: argparse.Namespace, request: JobRequest, last: Revision | None
+    args: argparse.Namespace, request: JobRequest, last: Revision | None, key: Any = None
 ) -> Revision:
     """Submit the scene (its preview first, with --preview); each job replaces its
-    counterpart of the ``last`` revision. Prints the job id on stdout."""
-    key = await trio.to_thread.run_sync(scene_key, request.scene, request.main, request.files)
+    counterpart of the ``last`` revision. Prints the job id on stdout. ``key``: the
+    scene's key (peerfarm.scenes.watch.scene_key), if known already."""
+    if key is None:
+        key = await trio.to_thread.run_sync(scene_key, request.scene, request.main, request.files)
     preview_id = ""
+    uploaded = None  # what the preview's upload sent: the full job's then sends nothing
     if args.preview:
         from peerfarm.preview import preview_request
         from peerfarm.renderers.registry import renderer_plugins
 
         quick = await trio.to_thread.run_sync(preview_request, request, renderer_plugins())
         quick = quick.replace(supersedes=last.preview_id if last else "")
-        preview_id, _ = await send_job(args, quick.replace(scene_notes=()))
+        # The full job shows the notes: they are the same scene's.
+        preview_id, uploaded = await send_job(args, quick, notes_shown=False)
         size = f"{quick.width}x{quick.height}" if quick.width else "the scene's own size"
         _say(f"preview: job {preview_id} ({size}, quick settings, first), frames in {quick.output}")
     job_id, summary = await send_job(args, request.replace(supersedes=last.job_id if last else ""))
+    if summary is not None and uploaded is not None:
+        summary.sent_files += uploaded.sent_files
+        summary.sent_bytes += uploaded.sent_bytes
     sent = f" ({summary.describe()})" if summary is not None else ""
     if last is not None:
         _say(f"scene changed: job {job_id} replaces job {last.job_id}{sent}")
@@ -129,7 +136,7 @@ async def submit_scene(args: argparse.Namespace) -> int:
                 )
                 if key == last.key:
                     return None
-                return await send_revision(args, request, last)
+                return await send_revision(args, request, last, key)
             except (ClientError, SubmitError) as exc:
                 _say(f"the scene was not submitted again: {exc}; waiting for the next save")
                 return None

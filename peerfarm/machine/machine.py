@@ -238,6 +238,8 @@ class NodeMachine:
                 "video": job.video,
                 "fps": job.fps,
                 "priority": job.priority,
+                "order": job.order,
+                "supersedes": job.supersedes,
                 "output": job.output,
                 "error": job.error,
             }
