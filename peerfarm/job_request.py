@@ -49,6 +49,12 @@ class JobRequest:
     height: int | None = None
     output: str = ""  # the output folder, on the node the job is submitted to
     priority: int = 0
+    # Which chunks nodes take first: None or "in-order", or "spread" (first, last,
+    # middle...: the whole shot early; peerfarm/core/chunk_order.py).
+    order: str | None = None
+    # A new revision of this job (re-render on save): the farm cancels that job as this
+    # one arrives; "" for none.
+    supersedes: str = ""
     # What reading the scene found that the user should know (a .blend's files taken
     # from outside its folder): shown by the face before submitting, never sent.
     scene_notes: tuple[str, ...] = ()
@@ -123,9 +129,21 @@ _WIRE_TYPES = {
     "height": _int,
     "output": _str,
     "priority": _int,
+    "order": _str,
+    "supersedes": _str,
 }
 _LOCAL_ONLY = {"scene_notes"}  # fields a face uses and SUBMIT does not carry
-_OPTIONAL = {"renderer", "files", "manifest", "frames", "chunk_size", "format", "width", "height"}
+_OPTIONAL = {
+    "renderer",
+    "files",
+    "manifest",
+    "frames",
+    "chunk_size",
+    "format",
+    "width",
+    "height",
+    "order",
+}
 
 
 def builtin_scene(scene: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from peerfarm.core import schema
 from peerfarm.core.actions import MAX_CHUNKS, MAX_FPS, PAYLOADS, chunk_count
+from peerfarm.core.chunk_order import IN_ORDER, ORDERS
 from peerfarm.core.names import safe_name
 from peerfarm.core.tiles import MAX_TILES, TileError, tile_grid
 from peerfarm.formats import DEFAULT_FORMAT, format_name, why_no_video, why_not_stitched
@@ -205,6 +206,9 @@ def prepare_new_job(
     if last >= first and chunk_count(first, last, chunk_size, tiles) > MAX_CHUNKS:
         more = "fewer --tiles or frames" if tiles > 1 else "a bigger --chunk"
         raise SubmitError(f"more than {MAX_CHUNKS} chunks: use {more}")
+    order = request.order or IN_ORDER
+    if order not in ORDERS:
+        raise SubmitError(f"--order {order}: choose {' or '.join(ORDERS)}")
     output = request.output
     if not isinstance(output, str) or not output:
         raise SubmitError("the job has no output folder")
@@ -230,6 +234,11 @@ def prepare_new_job(
         "video": video,
         "fps": fps,
     }
+    # Optional fields, sent only when set (logs from before them still load alike).
+    if order != IN_ORDER:
+        payload["order"] = order
+    if request.supersedes:
+        payload["supersedes"] = request.supersedes
     why = PAYLOADS["NEW_JOB"](payload)
     if why is None and last < first:
         why = "the last frame is before the first"

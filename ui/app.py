@@ -31,6 +31,7 @@ from peerfarm.programs import set_locations
 from peerfarm.runtime.node import Node
 from ui.farm_summary import FarmSummary, JobRow, PeerRow
 from ui.idle import IdleClock, pause_reason
+from ui.scene_watch import SceneWatches
 from ui.settings import (
     SETTINGS_FILE,
     SettingsError,
@@ -112,6 +113,10 @@ class PeerfarmApp(QObject):
         self.worker_pause_reason = ""
         self.last_input = time.monotonic()  # input to our own windows (the fallback)
         self._input_watcher: _InputWatcher | None = None
+        # Scenes re-rendered when they change (the submit dialog's switch).
+        self.watches = SceneWatches(self)
+        self.stopped.connect(lambda _: self.watches.stop_all())
+        self.restarting.connect(self.watches.stop_all)
 
     # -- running ----------------------------------------------------------------------
 

@@ -51,6 +51,9 @@ class FrameGrid(QWidget):
         super().__init__()
         self.cells: list[tuple[int, int, str]] = []
         self.thumbnails: dict[int, QPixmap] = {}
+        # Frames whose thumbnail is from before this job (the revision it replaced, or
+        # its preview): drawn dimmed, framed in the cell's state colour, in any state.
+        self.earlier: set[int] = set()
         self._scaled: dict[int, QPixmap] = {}  # thumbnails at the current cell size
         self.cell_size = CELL_SIZES["medium"]
         self.text_for = lambda frame, chunk: f"frame {frame}"
@@ -74,14 +77,19 @@ class FrameGrid(QWidget):
             for i in changed:
                 self.update(self.cell_rect(i))
 
-    def set_thumbnails(self, thumbnails: dict[int, QPixmap]) -> None:
+    def set_thumbnails(
+        self, thumbnails: dict[int, QPixmap], earlier: set[int] | None = None
+    ) -> None:
         if thumbnails is not self.thumbnails:
             self._scaled = {}
         self.thumbnails = thumbnails
+        self.earlier = earlier if earlier is not None else set()
         self.update()
 
     def add_thumbnails(self, more: dict[int, QPixmap]) -> None:
         self.thumbnails.update(more)
+        for frame in more:
+            self._scaled.pop(frame, None)
         if len(more) > PARTIAL_REPAINT_LIMIT:
             self.update()
             return
@@ -145,7 +153,8 @@ class FrameGrid(QWidget):
         for i in self._cells_in(event.region()):
             frame, _, state = self.cells[i]
             rect = self.cell_rect(i)
-            thumb = self.thumbnails.get(frame) if state == DONE else None
+            earlier = frame in self.earlier
+            thumb = self.thumbnails.get(frame) if state == DONE or earlier else None
             if thumb is not None and not small:
                 painter.fillRect(rect, QColor("#202020"))
                 scaled = self._scaled.get(frame)
@@ -164,8 +173,11 @@ class FrameGrid(QWidget):
                     self._scaled[frame] = scaled
                 x = rect.x() + (rect.width() - scaled.width()) // 2
                 y = rect.y() + (rect.height() - scaled.height()) // 2
+                if earlier:  # an older picture: dimmed until this job's frame is in
+                    painter.setOpacity(0.45)
                 painter.drawPixmap(x, y, scaled)
-                painter.setPen(QPen(COLOURS[DONE], 3))
+                painter.setOpacity(1.0)
+                painter.setPen(QPen(COLOURS[state], 3))
                 painter.drawRect(rect.adjusted(1, 1, -2, -2))
                 label = QRect(rect.x() + 3, rect.bottom() - 15, rect.width() - 6, 13)
                 painter.fillRect(label.adjusted(-1, 0, 1, 0), QColor(0, 0, 0, 140))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from peerfarm.core.state import CHUNK_DONE, Job
+from peerfarm.preview import preview_output
 from peerfarm.runtime.outputs import output_frame_path, thumbnail_path
 
 if TYPE_CHECKING:
@@ -50,4 +51,39 @@ def read_thumbnails(job: Job, frames: list[int]) -> dict[int, bytes]:
         data = _read(thumbnail_path(job, frame))
         if data:
             out[frame] = data
+    return out
+
+
+# Earlier thumbnails are looked for once per job, for jobs up to this many frames.
+EARLIER_FRAMES_LIMIT = 5000
+
+
+def has_earlier_frames(job: Job) -> bool:
+    """Whether pictures from before this job may stand in for its frames: it replaced
+    an earlier revision, or it has a preview (one stat call)."""
+    if job.frames_total > EARLIER_FRAMES_LIMIT:
+        return False
+    return bool(job.supersedes) or Path(preview_output(job.output)).is_dir()
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def read_earlier_thumbnails(job: Job, frames: list[int]) -> dict[int, bytes]:
+    """Thumbnails of frames this job has not brought in yet, from before it: the
+    revision it replaced (same output folder) or its preview (the preview folder), the
+    newer of the two (blocking)."""
+    out = {}
+    for frame in frames:
+        own = thumbnail_path(job, frame)
+        preview = Path(preview_output(job.output)) / own.relative_to(job.output)
+        found = [(t, p) for p in (own, preview) if (t := _mtime(p)) is not None]
+        if found:
+            data = _read(max(found)[1])
+            if data:
+                out[frame] = data
     return out

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import TYPE_CHECKING
 
 import trio
 from PySide6.QtCore import QPoint, QSize, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QImage, QPixmap
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -34,7 +37,7 @@ from ui.farm_summary import (
 )
 from ui.frame_grid import COLOURS, FrameGrid
 from ui.frame_viewer import FrameViewer
-from ui.frames import read_thumbnails
+from ui.frames import has_earlier_frames, read_earlier_thumbnails, read_thumbnails
 from ui.jobs_view import STATE_COLOURS, format_fps, state_text
 from ui.log_dialog import LogDialog
 from ui.rates import format_eta
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from ui.app import PeerfarmApp
 
 THUMBNAIL_BATCH = 16  # thumbnails per thread call: the first show soon, each batch is short
+EARLIER_INTERVAL = 2.0  # seconds between looks for earlier thumbnails (see JobView)
 
 
 def _decode_all(blobs: dict[int, bytes], size: QSize) -> dict[int, QImage]:
@@ -96,6 +100,10 @@ class JobView(QWidget):
         self.job_id = ""
         self._job: Job | None = None
         self.thumbnails: dict[int, QPixmap] = {}
+        # Frames whose thumbnail is an earlier one (the revision this job replaced, or
+        # the preview): shown until this job's own frame replaces it.
+        self.earlier: set[int] = set()
+        self._earlier_next = 0.0
         self._thumbs_loading = False
         self._viewers: list[FrameViewer] = []
         self._logs: list[LogDialog] = []
@@ -128,6 +136,12 @@ class JobView(QWidget):
         self.play_button = QPushButton("Play")
         self.play_button.setToolTip("Open the frame viewer and play the finished frames")
         self.folder_button = QPushButton("Open output folder")
+        self.watch_box = QCheckBox("Re-render on save")
+        self.watch_box.setToolTip(
+            "This job's scene is watched: each save submits a new revision. Untick to stop "
+            "watching (the newest revision goes on rendering)."
+        )
+        self.watch_box.hide()
         self.log_button = QPushButton("Logs")
         self.log_button.setToolTip(
             "Renderer logs of the failed frames (right-click a frame: its log)"
@@ -158,7 +172,7 @@ class JobView(QWidget):
             head.addWidget(w)
         second = QHBoxLayout()
         second.addWidget(self.detail, 1)
-        for w in (self.play_button, self.folder_button, self.log_button):
+        for w in (self.watch_box, self.play_button, self.folder_button, self.log_button):
             second.addWidget(w)
         third = QHBoxLayout()
         third.addWidget(self.legend, 1)
@@ -179,6 +193,7 @@ class JobView(QWidget):
         self.play_button.clicked.connect(self._play)
         self.folder_button.clicked.connect(self._open_folder)
         self.log_button.clicked.connect(lambda: self.open_logs(None))
+        self.watch_box.toggled.connect(self._watch_toggled)
         self.cell_size.currentTextChanged.connect(self._cell_size_changed)
         self.grid.frame_activated.connect(self.open_viewer)
         self.grid.frame_menu.connect(self._frame_menu)
@@ -192,7 +207,9 @@ class JobView(QWidget):
         self.job_id = job_id
         self._job = None
         self.thumbnails = {}
-        self.grid.set_thumbnails(self.thumbnails)
+        self.earlier = set()
+        self._earlier_next = 0.0
+        self.grid.set_thumbnails(self.thumbnails, self.earlier)
         self.grid.set_cells([])
         if not job_id:
             self.title.setText("Select a job to see its frames")
@@ -233,6 +250,11 @@ class JobView(QWidget):
             parts.append(f"output: {row.output}")
         if row.error:
             parts.append(f"error: {row.error.splitlines()[0][:240]}")
+        watch = self.app.watches.watching(self.job_id)
+        if watch is not None:
+            parts.append(f"revision {watch.revisions}, watching {watch.scene}")
+            if watch.note:
+                parts.append(watch.note)
         self.detail.setText(" · ".join(parts))
         self.detail.setToolTip(row.error or row.output)
         if not self.priority.hasFocus():
@@ -256,6 +278,17 @@ class JobView(QWidget):
         )
         self.folder_button.setEnabled(mine)
         self.log_button.setEnabled(job is not None and bool(job.chunks))
+        watched = job is not None and self.app.watches.watching(job.id) is not None
+        self.watch_box.setVisible(watched)
+        if watched and not self.watch_box.isChecked():
+            self.watch_box.blockSignals(True)
+            self.watch_box.setChecked(True)
+            self.watch_box.blockSignals(False)
+
+    def _watch_toggled(self, on: bool) -> None:
+        if not on and self.job_id:
+            self.app.watches.stop(self.job_id)
+            self.watch_box.hide()
 
     def _cell_text(self, frame: int, chunk: int) -> str:
         job = self.app.job(self.job_id)
@@ -272,7 +305,9 @@ class JobView(QWidget):
         self.grid.set_cell_size(name)
         # Thumbnails are fitted to the cells in a worker thread: load them again.
         self.thumbnails = {}
-        self.grid.set_thumbnails(self.thumbnails)
+        self.earlier = set()
+        self._earlier_next = 0.0
+        self.grid.set_thumbnails(self.thumbnails, self.earlier)
         job = self.app.job(self.job_id)
         if job is not None and self.app.node and job.submitter == self.app.node.node_id:
             self._load_thumbnails(job)
@@ -281,23 +316,45 @@ class JobView(QWidget):
         node = self.app.node
         if self._thumbs_loading or node is None:
             return
-        missing = sorted(node.frames_collected(job.id) - set(self.thumbnails))
-        if missing:
+        collected = node.frames_collected(job.id)
+        missing = sorted(f for f in collected if f not in self.thumbnails or f in self.earlier)
+        # Earlier thumbnails of the frames not here yet: looked for again every few
+        # seconds while the job runs (its preview's frames keep coming).
+        earlier = []
+        now = time.monotonic()
+        if now >= self._earlier_next and has_earlier_frames(job):
+            self._earlier_next = now + EARLIER_INTERVAL if job.state == ACTIVE else math.inf
+            earlier = [
+                f
+                for f in range(job.frame_start, job.frame_end + 1)
+                if f not in collected and f not in self.thumbnails
+            ]
+        if missing or earlier:
             self._thumbs_loading = True
-            self.app.spawn(self._read_thumbnails, job, missing)
+            self.app.spawn(self._read_thumbnails, job, missing, earlier)
 
-    async def _read_thumbnails(self, job: Job, frames: list[int]) -> None:
+    async def _read_thumbnails(self, job: Job, frames: list[int], earlier: list[int]) -> None:
         try:
-            for start in range(0, len(frames), THUMBNAIL_BATCH):
-                batch = frames[start : start + THUMBNAIL_BATCH]
-                size = self.grid.cell_size
-                blobs = await trio.to_thread.run_sync(read_thumbnails, job, batch)
-                images = await trio.to_thread.run_sync(_decode_all, blobs, size)
-                if job.id != self.job_id or size != self.grid.cell_size:
-                    return  # another job or cell size was chosen meanwhile
-                pixmaps = {f: QPixmap.fromImage(img) for f, img in images.items()}
-                self.thumbnails.update(pixmaps)
-                self.grid.add_thumbnails(pixmaps)
+            for reader, wanted in ((read_thumbnails, frames), (read_earlier_thumbnails, earlier)):
+                for start in range(0, len(wanted), THUMBNAIL_BATCH):
+                    batch = wanted[start : start + THUMBNAIL_BATCH]
+                    size = self.grid.cell_size
+                    blobs = await trio.to_thread.run_sync(reader, job, batch)
+                    images = await trio.to_thread.run_sync(_decode_all, blobs, size)
+                    if job.id != self.job_id or size != self.grid.cell_size:
+                        return  # another job or cell size was chosen meanwhile
+                    collected = self.app.node.frames_collected(job.id)
+                    pixmaps = {
+                        f: QPixmap.fromImage(img)
+                        for f, img in images.items()
+                        if reader is read_thumbnails or f not in collected
+                    }
+                    if reader is read_thumbnails:
+                        self.earlier.difference_update(pixmaps)
+                    else:
+                        self.earlier.update(pixmaps)
+                    self.thumbnails.update(pixmaps)
+                    self.grid.add_thumbnails(pixmaps)
         finally:
             self._thumbs_loading = False
 

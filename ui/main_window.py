@@ -131,6 +131,7 @@ class MainWindow(QMainWindow):
         app.stopped.connect(self._node_stopped)
         app.restarting.connect(lambda: self.node_label.setText("restarting the node…"))
         app.notified.connect(self.notify)
+        app.watches.revised.connect(self._revised)
 
     # -- building -----------------------------------------------------------------------
 
@@ -351,6 +352,12 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(0)
         self.app.refresh()
         self.jobs_view.select_job(job_id)
+
+    def _revised(self, old_id: str, new_id: str) -> None:
+        """A watched scene changed: the job view follows the new revision."""
+        if self.job_view.job_id in ("", old_id):
+            self.app.refresh()
+            self.jobs_view.select_job(new_id)
 
     def open_settings(self) -> SettingsDialog:
         dialog = SettingsDialog(self.app, self)

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from peerfarm.core.chunk_order import SPREAD
 from peerfarm.core.names import safe_name
 from peerfarm.core.state import UP
 from peerfarm.core.tiles import MAX_TILES
@@ -35,6 +36,7 @@ from peerfarm.job_request import JobRequest, SubmitError, scene_request
 from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE
 from peerfarm.renderers.base import RendererError
 from peerfarm.scenes import RENDERERS
+from ui.scene_watch import submit_with_preview
 
 if TYPE_CHECKING:
     from ui.app import PeerfarmApp
@@ -140,6 +142,19 @@ class SubmitDialog(QDialog):
         self.priority = QSpinBox()
         self.priority.setRange(-1000, 1000)
         self.priority.setToolTip("Higher priority jobs render first")
+        self.preview = QCheckBox("Preview first: a quick pass at quarter size")
+        self.preview.setToolTip(
+            "Before the full render, the farm renders every frame small and with quick "
+            "settings (first, last, middle...), into the output folder's preview folder; "
+            "the frame grid shows them until the full frames arrive"
+        )
+        self.rerender = QCheckBox("Re-render when the scene's files change")
+        self.rerender.setToolTip(
+            "Each time a file of the scene is saved, a new revision of the job is "
+            "submitted: only changed files are sent, the old revision's frames still "
+            "rendering stop, and the new frames come first, last, middle... so the whole "
+            "shot shows early. The old frames stay until the new ones replace them."
+        )
 
         form = QFormLayout()
         form.addRow("Scene", scene_row)
@@ -152,6 +167,8 @@ class SubmitDialog(QDialog):
         form.addRow("Image size", size_row)
         form.addRow("Output folder", output_row)
         form.addRow("Priority", self.priority)
+        form.addRow("", self.preview)
+        form.addRow("", self.rerender)
 
         self.error = QLabel()
         self.error.setWordWrap(True)
@@ -179,6 +196,8 @@ class SubmitDialog(QDialog):
             self.output_edit,
             output_button,
             self.priority,
+            self.preview,
+            self.rerender,
         ]
         self._fields_enabled(False)
         layout = QVBoxLayout(self)
@@ -286,7 +305,7 @@ class SubmitDialog(QDialog):
         self._show_error(why)
 
     def _scene_read(self, scene: str, result: dict[str, Any]) -> None:
-        self.scene = result
+        self.scene = {**result, "scene": scene}
         renderer = result["renderer"]
         first, last = result["range"]
         request = result["request"]
@@ -312,6 +331,7 @@ class SubmitDialog(QDialog):
         self.own_size.setEnabled(not builtin)  # the built-in renderer needs a size
         self.own_size.setChecked(not builtin)
         self._update_output()
+        self.rerender.setEnabled(not scene.startswith("builtin:"))  # a shipped scene never changes
         self.submit_button.setEnabled(True)
 
     def _farm_renderers(self) -> set[str]:
@@ -356,6 +376,7 @@ class SubmitDialog(QDialog):
             height=None if own else self.height_spin.value(),
             output=str(Path(output).expanduser().resolve()) if output else "",
             priority=self.priority.value(),
+            order=SPREAD if self.rerender.isChecked() else None,
         )
 
     def submit(self) -> None:
@@ -370,10 +391,15 @@ class SubmitDialog(QDialog):
         self._show_error("")
         self.submit_button.setEnabled(False)
         self.submit_button.setText("Submitting…")
-        self.app.spawn(self._submit, self.request(), on_error=self._refused)
+        watch = self.rerender.isChecked() and self.rerender.isEnabled()
+        preview = self.preview.isChecked()
+        scene = self.scene["scene"]
+        self.app.spawn(self._submit, self.request(), scene, watch, preview, on_error=self._refused)
 
-    async def _submit(self, request: JobRequest) -> None:
-        job_id = await self.app.node.submit(request)
+    async def _submit(self, request: JobRequest, scene: str, watch: bool, preview: bool) -> None:
+        job_id, preview_id = await submit_with_preview(self.app.node, request, preview)
+        if watch:
+            self.app.watches.start(scene, request, job_id, preview_id if preview else None)
         self.submitted.emit(job_id)
         self.accept()
 

@@ -63,11 +63,17 @@ def request_from_args(args: argparse.Namespace, spool: Path | None = None) -> Jo
         # path stays relative.
         output=str(output.resolve()) if from_this_machine(args.node) else str(output),
         priority=args.priority,
+        order=args.order,
     )
 
 
 async def submit(args: argparse.Namespace) -> int:
     from peerfarm.runtime.upload import upload_scene
+
+    if args.watch or args.preview:
+        from peerfarm.cli.rerender import submit_scene
+
+        return await submit_scene(args)
 
     # The spool holds big files of an archive while they are uploaded.
     with tempfile.TemporaryDirectory(prefix="peerfarm-submit-") as spool:

@@ -25,6 +25,7 @@ from peerfarm.cli.commands import (
     submit,
 )
 from peerfarm.cli.errors import CliError
+from peerfarm.core.chunk_order import ORDERS
 from peerfarm.core.refused import Refused
 from peerfarm.core.user_text import parse_bytes
 from peerfarm.ops import config
@@ -206,10 +207,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show progress and return once every frame is in the output folder",
     )
+    p.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=None,
+        help="which frames render first: in-order (default) or spread (first, last, middle, "
+        "quarters...: the whole shot early; the default with --watch)",
+    )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="first a quick pass: the frames at quarter size with the renderer's quick "
+        "settings, spread over the shot, in OUTPUT/preview (a job of its own, rendered "
+        "before the full one)",
+    )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="re-render when the scene's files change: each save submits a new revision "
+        "(only changed files are sent) that replaces the last one; Ctrl+C stops watching",
+    )
 
     p = sub.add_parser("status", parents=[key], help="show the farm as one node sees it")
     p.add_argument("--node", required=True, metavar="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="first a quick pass: the frames at quarter size with the renderer's quick "
+        "settings, spread over the shot, in OUTPUT/preview (a job of its own, rendered "
+        "before the full one)",
+    )
     p.add_argument(
         "--watch",
         action="store_true",

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from peerfarm.core import schema as s
+from peerfarm.core.chunk_order import ORDERS
 from peerfarm.core.feeds import GENESIS, HASH_BYTES, MAX_CHAIN, action_hash, check_fork_proof
 from peerfarm.core.names import is_safe_name
 from peerfarm.core.tiles import MAX_TILES
@@ -111,6 +112,11 @@ PAYLOADS: dict[str, s.Check] = {
             # 24; also the GIF's frame rate)
             "video": s.boolean,
             "fps": s.integer(1, MAX_FPS),
+            # which chunks nodes take first (core/chunk_order.py); absent: in order
+            "order": s.one_of(*ORDERS),
+            # a new revision of this job (re-render on save): it is cancelled as this
+            # job arrives (core/reducers.py); absent: none
+            "supersedes": s.job_id,
         },
     ),
     CLAIM_CHUNK: s.record(_chunk_ref),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from immutables import Map
 
 from peerfarm.core import actions as a
+from peerfarm.core.chunk_order import IN_ORDER
 from peerfarm.core.state import (
     ACTIVE,
     CANCELLED,
@@ -105,8 +106,15 @@ def _new_job(state: State, action: a.Action) -> State:
         format=p.get("format", "png"),
         video=p.get("video", False),
         fps=p.get("fps", 24),
+        order=p.get("order", IN_ORDER),
+        supersedes=p.get("supersedes", ""),
     )
-    return state._replace(jobs=state.jobs.set(job.id, job))
+    state = state._replace(jobs=state.jobs.set(job.id, job))
+    # A new revision stops the old one in the same step, alike on every node.
+    old = state.jobs.get(job.supersedes)
+    if old is not None and old.state == ACTIVE:
+        state = _put(state, old._replace(state=CANCELLED))
+    return state
 
 
 def _chunk_target(state: State, action: a.Action) -> tuple[Job, Chunk] | None:

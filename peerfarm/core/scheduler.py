@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 
+from peerfarm.core.chunk_order import chunk_order
 from peerfarm.core.state import ACTIVE, PENDING, UP, Job, State, able_renderers
 
 
@@ -49,10 +50,7 @@ def pick_chunk(
             continue  # never claim what this node cannot render
         if not job.takes(node_id):
             continue  # this node failed too many of its chunks
-        total = job.chunk_total
-        start = (rank * total) // renderers
-        for step in range(total):
-            index = (start + step) % total
+        for index in chunk_order(job.chunk_total, job.order, rank, renderers):
             chunk = job.chunk(index)
             if chunk.state != PENDING or (job.id, index) in busy:
                 continue

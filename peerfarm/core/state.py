@@ -75,6 +75,12 @@ class Job(NamedTuple):
     format: str = "png"  # image format of the frames = their file extension
     video: bool = False  # the submitter encodes an MP4 of the frames
     fps: int = 24  # frames per second of the video and the GIF
+    # Which chunks nodes take first (core/chunk_order.py): "in-order", or "spread" (first,
+    # last, middle...: the whole shot early).
+    order: str = "in-order"
+    # The job this one is a new revision of (a re-render on save): that job was cancelled
+    # when this one arrived, and its frames in the output folder are not this job's.
+    supersedes: str = ""
     state: str = ACTIVE
     # Only chunks that ever left "pending" are stored: absent means PENDING_CHUNK.
     chunks: Map = Map()

@@ -238,6 +238,8 @@ class NodeMachine:
                 "video": job.video,
                 "fps": job.fps,
                 "priority": job.priority,
+                "order": job.order,
+                "supersedes": job.supersedes,
                 "output": job.output,
                 "error": job.error,
             }
@@ -346,6 +348,9 @@ class NodeMachine:
     def _submit(self, event: ev.SubmitJob) -> None:
         if self.shared.stopping:
             raise Refused("this node is stopping; submit to another node")
+        old = event.payload.get("supersedes")
+        if old and old not in self.state.jobs:
+            raise Refused(f"job {old}, which this job would replace, is not known to this node")
         self.shared.emit(act.NEW_JOB, event.payload)
 
     def _control(self, request: job_control.Request) -> None:

@@ -112,6 +112,12 @@ class Renderer(ABC):
         submitter chose none; None: png. Runs in a thread; may block."""
         return None
 
+    def scene_size(self, request: JobRequest) -> tuple[int, int] | None:
+        """The image size (width, height) the scene renders at by its own settings, for
+        a job without --size; None when the plugin cannot tell (a preview then keeps it).
+        Runs in a thread; may block."""
+        return None
+
     def frame_finished(self, line: str) -> bool:
         """True when a line of the renderer's standard output reports a finished frame."""
         return False

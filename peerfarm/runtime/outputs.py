@@ -126,7 +126,12 @@ class Outputs:
         One listing of each folder, not a look per frame: a job of a million frames
         resumes in a moment."""
         Path(job.output).mkdir(parents=True, exist_ok=True)
-        frames = frozenset(_numbered(Path(job.output), job, rf"\.{re.escape(job.format)}"))
+        if job.supersedes:
+            # A new revision: the frames there are the old revision's; they stay until
+            # this job's replace them. (After a restart, this job's own are fetched again.)
+            frames: frozenset[int] = frozenset()
+        else:
+            frames = frozenset(_numbered(Path(job.output), job, rf"\.{re.escape(job.format)}"))
         tiles: dict[int, frozenset[int]] = {}
         if job.tiles > 1:
             found: dict[int, set[int]] = {}

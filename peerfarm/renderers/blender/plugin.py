@@ -125,6 +125,19 @@ class BlenderRenderer(Renderer):
             self._infos[key] = info
         return info
 
+    def scene_size(self, request: JobRequest) -> tuple[int, int] | None:
+        """The .blend's resolution at its resolution percentage (None without Blender)."""
+        files, main = request.files, request.main
+        blender = find_blender()
+        if blender is None or not isinstance(files, Mapping) or main not in files:
+            return None
+        try:
+            info = self._scene_info(main, files[main], blender)
+        except RendererError:
+            return None
+        percent = info["percentage"]  # as Blender sizes its own frames
+        return max(1, info["width"] * percent // 100), max(1, info["height"] * percent // 100)
+
     def scene_format(self, request: JobRequest) -> str | None:
         """The .blend's own output format (png where the farm cannot use it)."""
         files, main = request.files, request.main

@@ -193,6 +193,14 @@ class PovrayRenderer(Renderer):
             return None  # check_job says what is wrong, with the whole scene in view
         return output_format(output_type) if output_type else None
 
+    def scene_size(self, request: JobRequest) -> tuple[int, int] | None:
+        """The INI's Width and Height (POV-Ray's 320x240 where it sets none)."""
+        try:
+            files, main, text = _main_file(request)
+            return load_scene(main, text, files.keys(), request.options, None, "png").size
+        except (RendererError, IniError):
+            return None  # check_job says what is wrong
+
     def prepare(self, job: Any, work_dir: Path) -> None:
         # The worker has unpacked the scene package into work_dir. Everything
         # POV-Ray reads besides the scene (its INI, its settings) is written per
