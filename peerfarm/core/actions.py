@@ -50,6 +50,7 @@ RESUME_JOB = "RESUME_JOB"
 RETRY_JOB = "RETRY_JOB"
 SET_PRIORITY = "SET_PRIORITY"
 EQUIVOCATION = "EQUIVOCATION"
+JOB_COLLECTED = "JOB_COLLECTED"
 
 _chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
 _claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
@@ -129,6 +130,9 @@ PAYLOADS: dict[str, s.Check] = {
     # slate (attempts, failing nodes, blocklist), and a failed job is active again.
     RETRY_JOB: s.record({"job_id": s.job_id}),
     SET_PRIORITY: s.record({"job_id": s.job_id, "priority": s.integer(-1000, 1000)}),
+    # The submitter holds every frame of its done job in the output folder: the nodes
+    # that rendered them may delete their copies (retention, docs/admin-guide.md).
+    JOB_COLLECTED: s.record({"job_id": s.job_id}),
     # Proof that a node signed two different actions at one seq (core/feeds.py): two
     # runs of its actions from that seq, each ending with one it signed. Every node
     # that applies it drops the node's actions from that seq on and counts it faulty.

@@ -238,6 +238,8 @@ def _chunk_lost(state: State, action: a.Action) -> State:
         return state
     if chunk.done_by != action.payload["holder"]:
         return state  # done again elsewhere since: those frames are fine
+    if job.collected:
+        return state  # the submitter holds every frame: nothing is lost
     index = action.payload["chunk"]
     job = job._replace(
         chunks=job.chunks.set(index, chunk._replace(state=PENDING, done_by="")),
@@ -300,6 +302,14 @@ def _set_priority(state: State, action: a.Action) -> State:
     return _put(state, job._replace(priority=action.payload["priority"]))
 
 
+def _job_collected(state: State, action: a.Action) -> State:
+    """Only the submitter says it holds the frames, and only of a job that is done."""
+    job = state.jobs.get(action.payload["job_id"])
+    if job is None or job.collected or job.state != JOB_DONE or action.origin != job.submitter:
+        return state
+    return _put(state, job._replace(collected=True))
+
+
 def _equivocation(state: State, action: a.Action) -> State:
     """A node proven faulty (its fork: core/feeds.py) is out of the farm: its claims go
     back to the pool, and it takes no more (the log drops what it sends from the fork)."""
@@ -330,5 +340,6 @@ _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.RETRY_JOB: _retry_job,
     a.SET_PRIORITY: _set_priority,
     a.EQUIVOCATION: _equivocation,
+    a.JOB_COLLECTED: _job_collected,
 }
 assert set(_HANDLERS) == a.ACTION_TYPES

@@ -84,6 +84,8 @@ class Job(NamedTuple):
     error: str = ""
     failures: Map = Map()  # node id -> chunks of this job it failed
     paused: bool = False  # no new claims while paused (PAUSE_JOB / RESUME_JOB)
+    # The submitter holds every frame (JOB_COLLECTED): other copies may be deleted.
+    collected: bool = False
 
     @property
     def chunk_total(self) -> int:

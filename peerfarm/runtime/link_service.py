@@ -71,6 +71,7 @@ class LinkService:
             "HAVE_BLOBS": self._upload,
             "PUT_BLOB": self._upload,
             "LOGS": self._logs,
+            "GC": self._gc,
         }
 
     # -- a link's life -------------------------------------------------------------------
@@ -224,6 +225,14 @@ class LinkService:
         try:
             logs = await self.node.collect_logs(msg["job_id"], msg.get("frame"))
             reply = message("LOGS_REPLY", logs=logs)
+        except Refused as exc:
+            reply = message("REFUSED", message=str(exc))
+        await link.send(reply)
+
+    async def _gc(self, link: Link, msg: dict[str, Any]) -> None:
+        try:
+            report = await self.node.collect_garbage(msg["dry_run"])
+            reply = message("GC_REPLY", report=report)
         except Refused as exc:
             reply = message("REFUSED", message=str(exc))
         await link.send(reply)

@@ -16,8 +16,8 @@ from peerfarm.security.identity import MAX_CERT_BYTES
 from peerfarm.security.proof import NONCE_BYTES
 
 # 2: TLS 1.3 and the farm-key proof on every connection; NEW_JOB tiles/format/video/fps;
-# GET_FRAME / FRAME / FRAME_MISSING tile
-PROTOCOL_VERSION = 3
+# GET_FRAME / FRAME / FRAME_MISSING tile; 3: signed feeds; 4: JOB_COLLECTED, GC
+PROTOCOL_VERSION = 4
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
 MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
@@ -163,6 +163,9 @@ SCHEMAS: dict[str, s.Check] = {
     "REFUSED": s.record({"message": s.text(4000)}),
     "LOGS": s.record({"job_id": s.job_id}, {"frame": s.integer(-MAX_FRAME, MAX_FRAME)}),
     "LOGS_REPLY": s.record({"logs": s.list_of(_any_map, 10_000)}),
+    # Retention now (`peerfarm gc`): what was freed (or would be, dry_run).
+    "GC": s.record({"dry_run": s.boolean}),
+    "GC_REPLY": s.record({"report": _any_map}),
 }
 
 
