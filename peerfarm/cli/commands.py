@@ -98,6 +98,8 @@ async def status(args: argparse.Namespace) -> int:
         return 0
     print(f"node {st['name']} ({st['node_id'][:12]}) at {st['address']}, role {st['role']}")
     print(f"state digest {st['state_digest'][:16]}, {st['log_length']} actions in the log")
+    features = ", ".join(st.get("features", [])) or "none"
+    print(f"protocol {st.get('protocol')}, features enabled in the farm: {features}")
     if st.get("faulty"):
         print(
             "this node's id signed two different actions (another machine runs with its "

@@ -84,6 +84,10 @@ class LinkService:
             await link.close()
             return node.node_id
         mesh = link.peer_role != "client"
+        missing = node.missing_features(link.peer_features) if mesh else []
+        if missing:
+            await self._refuse_features(link, missing)
+            return link.peer_id
         if mesh and not node.mesh.register(link):
             await link.close()
             return link.peer_id
@@ -101,6 +105,28 @@ class LinkService:
                 log.info("link to %s closed", link.describe())
                 node.feed(ev.LinkDown(link.peer_id))
         return link.peer_id
+
+    async def _refuse_features(self, link: Link, missing: list[str]) -> None:
+        """A peer of an older peerfarm, after the farm enabled features it lacks: what the
+        farm writes now, it could not read (core/features.py)."""
+        names = ", ".join(missing)
+        log.warning(
+            "refused %s: this farm uses protocol features it does not speak (%s); upgrade "
+            "peerfarm there",
+            link.describe(),
+            names,
+        )
+        text = (
+            f"this farm uses protocol features your peerfarm does not speak ({names}): "
+            "upgrade peerfarm on this machine to the farm's version (docs/admin-guide.md, "
+            "Upgrades)"
+        )
+        with trio.move_on_after(1):
+            try:
+                await link.send(message("ERROR", code="features", message=text))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await link.close()
 
     async def _read(self, link: Link, handlers: dict[str, Handler]) -> None:
         """Read and handle messages until the link closes."""

@@ -27,7 +27,9 @@ from typing import Any
 
 import trio
 
+from peerfarm import __version__
 from peerfarm.core.actions import Action
+from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
 from peerfarm.core.retention import Policy as RetentionPolicy
@@ -514,6 +516,7 @@ class Node:
                 former_ids=self._former_ids,
                 cert=self.identity.cert_der,
                 sign=self.identity.sign,
+                version=__version__,
             ),
             kwl=kwl,
             log=ActionLog(authenticate=True),
@@ -810,7 +813,13 @@ class Node:
             name=self.name,
             role=self.config.role,
             address=self.address,
+            features=sorted(SPOKEN),
         )
+
+    def missing_features(self, features: list[str]) -> list[str]:
+        """Features the farm enabled that a peer does not speak (it is refused: what the
+        farm writes now, it could not read)."""
+        return sorted(set(self.state.features) - set(features))
 
 
 def _advertised_host(host: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from peerfarm.core import schema as s
 from peerfarm.core.actions import MAX_CHUNKS, MAX_FRAME
+from peerfarm.core.features import MAX_FEATURE_NAME, MAX_FEATURES
 from peerfarm.core.tiles import MAX_TILES
 from peerfarm.security.identity import MAX_CERT_BYTES
 from peerfarm.security.proof import NONCE_BYTES
@@ -61,7 +62,9 @@ SCHEMAS: dict[str, s.Check] = {
             "cert": s.binary(MAX_CERT_BYTES),  # its certificate; node_id is its SHA-256
             "nonce": _nonce,  # fresh per connection: makes each proof single-use
             "key_id": s.text(16),  # the farm key's fingerprint, or "none"
-        }
+        },
+        # the protocol features the sender speaks (core/features.py); absent: none
+        {"features": s.list_of(s.text(MAX_FEATURE_NAME, allow_empty=False), MAX_FEATURES)},
     ),
     # Second handshake message, both ways: proof of holding the farm key and the
     # certificate's private key, over both certificates and both nonces.
