@@ -221,6 +221,15 @@ def test_files_of_jobs_the_node_does_not_know():
     assert len(old.delete) == 3 and "does not know" in old.delete[0].reason
 
 
+def test_nothing_changed_in_the_last_minutes_goes_but_collected_frames_past_their_grace():
+    """A renderer stopped by a cancel may still be writing its work folder and log."""
+    state = every_kind_of_job().state
+    policy = Policy(grace=0, max_age=0, budget=0, min_age=600)
+    p = plan(state, items_of(("collected", "cancelled"), age=60), policy, NOW, {})
+    assert deleted(p) == {(FRAMES, "collected")}
+    assert p.over_budget == 500
+
+
 def test_job_collected_counts_only_from_the_submitter_of_a_done_job():
     farm = Farm()
     farm.job("j")

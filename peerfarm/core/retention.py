@@ -23,9 +23,9 @@ The rules, in order:
 3. With a ``budget``, what may expire (rule 2's, however young) is deleted oldest
    first until the four kinds together take at most the budget. Frames still
    in their grace are never taken for the budget.
-4. Files of jobs this node does not know and blobs no live job names are never
-   deleted before ``min_age``: an upload waits for its SUBMIT, a NEW_JOB may be
-   on its way.
+4. Nothing changed in the last ``min_age`` seconds is deleted by age or for the
+   budget: an upload waits for its SUBMIT, a NEW_JOB may be on its way, a stopped
+   renderer may still be writing. (Collected frames have their grace instead.)
 
 Output folders (where the submitter writes collected frames) are the user's and
 are never looked at here.
@@ -52,7 +52,7 @@ class Policy:
     grace: float = HOUR  # frames kept this long after their job was collected
     max_age: float = 7 * DAY  # what a finished job left (and unnamed blobs) unused this long
     budget: int | None = None  # bytes the four kinds may take together (None: no limit)
-    min_age: float = 600.0  # unknown jobs' files and unnamed blobs younger than this stay
+    min_age: float = 600.0  # nothing changed more recently is deleted (but collected frames)
 
 
 class Item(NamedTuple):
@@ -147,8 +147,9 @@ def plan(
                 may_go.append(item)
             continue
         job = state.jobs.get(item.name)
+        recent = age < policy.min_age
         if job is None:
-            if age < policy.min_age:
+            if recent:
                 continue
             if expired:
                 delete.append(Deletion(item, f"of a job this farm does not know; {unused}"))
@@ -163,6 +164,8 @@ def plan(
                 delete.append(Deletion(item, why))
             else:
                 in_grace += item.size
+        elif recent:
+            continue
         elif expired:
             what = "cancelled" if job.state == CANCELLED else "finished"
             delete.append(Deletion(item, f"its job is {what}; {unused}"))

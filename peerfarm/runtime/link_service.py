@@ -11,6 +11,7 @@ the node and its other links go on.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +34,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Link, dict[str, Any]], Awaitable[None]]
+FEATURES_NOTE_INTERVAL = 60.0  # an older node refused for want of features: logged this often
 
 
 class LinkService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._upload_lock = trio.Lock()  # one piece at a time: appends must not interleave
+        self._told_features: dict[str, float] = {}  # peer -> when to log its refusal again
         # Messages a mesh peer may send, and those a client may send.
         answers: dict[str, Handler] = {
             "FRAME": self._answer,
@@ -110,12 +113,15 @@ class LinkService:
         """A peer of an older peerfarm, after the farm enabled features it lacks: what the
         farm writes now, it could not read (core/features.py)."""
         names = ", ".join(missing)
-        log.warning(
-            "refused %s: this farm uses protocol features it does not speak (%s); upgrade "
-            "peerfarm there",
-            link.describe(),
-            names,
-        )
+        now = trio.current_time()
+        if now >= self._told_features.get(link.peer_id, -math.inf):  # not at every redial
+            self._told_features[link.peer_id] = now + FEATURES_NOTE_INTERVAL
+            log.warning(
+                "refused %s: this farm uses protocol features it does not speak (%s); "
+                "upgrade peerfarm there",
+                link.describe(),
+                names,
+            )
         text = (
             f"this farm uses protocol features your peerfarm does not speak ({names}): "
             "upgrade peerfarm on this machine to the farm's version (docs/admin-guide.md, "
