@@ -37,6 +37,8 @@ class Farm:
         self.procs: list[subprocess.Popen] = []
         # Without one, the processes inherit $PEERFARM_FARM_KEY_FILE (or have no key).
         self.farm_key_file = farm_key_file
+        # How `peerfarm` is run (a test may run another build of it for some processes).
+        self.command = [sys.executable, "-m", "peerfarm"]
 
     def start(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str]:
         """Start `peerfarm ARGS`; return the process and the address it listens on."""
@@ -50,7 +52,7 @@ class Farm:
         if self.farm_key_file is not None:
             env[ENV_VAR] = str(self.farm_key_file)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "peerfarm", *args],
+            [*self.command, *args],
             stdout=subprocess.PIPE,
             stderr=log_file,
             stdin=subprocess.DEVNULL,

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from peerfarm.core import actions as act
+from peerfarm.core.features import PEER_VERSIONS
 from peerfarm.core.state import DOWN, UP
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
@@ -347,21 +348,28 @@ class Membership:
         me = shared.state.peers.get(shared.node_id)
         slots = config.slots if config.renders else 0
         renderers = tuple(sorted(config.renderers.items()))
+        features = tuple(sorted(config.features))
+        # What a feature adds is written only once the farm enabled it.
+        version = config.version if shared.feature_on(PEER_VERSIONS) else ""
         wanted = (config.name, config.address, slots, config.renders, UP, renderers)
-        if (
-            me is None
-            or (me.name, me.address, me.slots, me.renders, me.state, me.renderers) != wanted
+        wanted += (features, version)
+        if me is None or (
+            (me.name, me.address, me.slots, me.renders, me.state, me.renderers)
+            + (me.features, me.version)
+            != wanted
         ):
-            shared.emit(
-                act.PEER_JOINED,
-                {
-                    "name": config.name,
-                    "address": config.address,
-                    "slots": slots,
-                    "renders": config.renders,
-                    "renderers": dict(renderers),
-                },
-            )
+            payload: dict[str, Any] = {
+                "name": config.name,
+                "address": config.address,
+                "slots": slots,
+                "renders": config.renders,
+                "renderers": dict(renderers),
+            }
+            if features:
+                payload["features"] = list(features)
+            if version:
+                payload["version"] = version
+            shared.emit(act.PEER_JOINED, payload)
 
 
 def _view(vv: dict[str, int], heads: dict[str, bytes]) -> tuple:
