@@ -16,6 +16,7 @@ from pathlib import Path
 import trio
 
 from peerfarm import __version__
+from peerfarm.cli.bench import add_bench_parser
 from peerfarm.cli.commands import (
     JOB_CONTROLS,
     control_job,
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="320x240", metavar="WxH")
     p.add_argument("--output", type=Path, default=Path("peerfarm-demo-output"), metavar="DIR")
 
+    add_bench_parser(sub)
+
     p = sub.add_parser(
         "config",
         help="the config file: `peerfarm config show [node|bootstrap] [OPTIONS]` prints the "
@@ -291,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that read no config file: init writes the key where it is told, the demo
-# farm is a throwaway of its own, config shows the others.
-UNCONFIGURED = ("init", "demo", "config")
+# farm is a throwaway of its own, config shows the others, bench runs the simulator.
+UNCONFIGURED = ("init", "demo", "config", "bench")
 SHOWN = ("node", "bootstrap")  # commands `peerfarm config show` prints the settings of
 
 
@@ -456,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
             from peerfarm.cli.demo import run_demo
 
             return run_demo(args)
+        if args.command == "bench":
+            from peerfarm.cli.bench import run_bench
+
+            return run_bench(args)
     except (CliError, ClientError, Refused, FarmKeyError, *START_ERRORS) as exc:
         print(f"peerfarm: error: {exc}", file=sys.stderr)
         return 1

@@ -75,6 +75,7 @@ class RunResult:
     jobs: dict[str, str]  # job id -> final state
     frames_total: int
     frame_renders: int  # renders started, duplicates included
+    done_at: dict[str, float] = dataclasses.field(default_factory=dict)  # job -> first seen done
 
     @property
     def trace_digest(self) -> str:
@@ -121,6 +122,7 @@ class Farm:
         self.trace_lines: list[str] = []
         self.actions: list[tuple[float, int, Action]] = []
         self._checked: dict[int, object] = {}
+        self.done_at: dict[str, float] = {}  # job id -> when some node first saw it done
         self._healed = False
 
     # -- services for the nodes -------------------------------------------------------
@@ -171,6 +173,8 @@ class Farm:
             return
         self._checked[node.index] = state
         for job in state.jobs.values():
+            if job.state == JOB_DONE and job.id not in self.done_at:
+                self.done_at[job.id] = self.loop.now
             if not 0 <= job.frames_done <= job.frames_total:
                 self.violation(
                     f"{node.name}: job {job.id} has {job.frames_done} of "
@@ -224,7 +228,7 @@ class Farm:
         healed_at = s.heal_at()
         loop.run_until(healed_at)
         self._heal()
-        converged_at = self._converge(healed_at + CONVERGE_DEADLINE)
+        converged_at = self._converge(healed_at + (s.converge_within or CONVERGE_DEADLINE))
         vv = self.nodes[0].log.version_vector()
         loop.run_until(loop.now + QUIET_PERIOD)
         reason = self._not_converged()
@@ -247,6 +251,7 @@ class Farm:
             jobs={j.id: j.state for j in state.jobs.values()},
             frames_total=sum(j.frames_total for j in state.jobs.values()),
             frame_renders=sum(j.frame_renders for j in state.jobs.values()),
+            done_at=dict(self.done_at),
         )
 
     def _submit(self, job: JobPlan) -> None:
@@ -351,7 +356,8 @@ class Farm:
             if reason is None:
                 return self.loop.now
             if self.loop.now >= deadline:
-                self.violation(f"no convergence {CONVERGE_DEADLINE:.0f} s after healing: {reason}")
+                after = deadline - self.schedule.heal_at()
+                self.violation(f"no convergence {after:.0f} s after healing: {reason}")
             self.loop.run_until(self.loop.now + 1.0)
 
     def _not_converged(self) -> str | None:

@@ -30,7 +30,7 @@ EQUIVOCATE = "equivocate"
 @dataclass(frozen=True)
 class NodePlan:
     slots: int  # 0: a node that never renders (like the bootstrap server)
-    speed: float = 1.0  # seconds per frame = frame_time * speed
+    speed: float = 1.0  # seconds per frame = frame_time * speed * the frame's cost
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,13 @@ class JobPlan:
     # priority). Written by hand in tests; random_schedule draws none, so every seed
     # keeps the schedule it had.
     controls: tuple[tuple[float, int, str, int], ...] = ()
+    # Each frame's relative cost, in frame order (frame_start first); empty: all 1.
+    costs: tuple[float, ...] = ()
+    # The same scene content as another job's (re-submitted): "" means its own.
+    scene: str = ""
+
+    def cost(self, frame: int) -> float:
+        return self.costs[frame - self.frame_start] if self.costs else 1.0
 
     def payload(self) -> dict[str, object]:
         return {
@@ -55,7 +62,7 @@ class JobPlan:
             "name": "sim",
             "renderer": "builtin",
             "renderer_version": "",  # any version
-            "scene": "{}",
+            "scene": self.scene or "{}",
             "files": {},  # the built-in renderer's scene travels inline
             "main": "",
             "options": [],
@@ -88,6 +95,13 @@ class Schedule:
     fail_prob: float = 0.0  # chance that a render fails (CHUNK_FAILED)
     frame_time: float = 0.3  # simulated seconds per frame on a speed-1 node
     fault_end: float = 20.0  # everything heals at max(fault_end, end of the last fault)
+    startup: float = 0.0  # a renderer process's start-up (loading the scene), per chunk
+    # A render takes its modelled time times a factor drawn from this range.
+    render_noise: tuple[float, float] = (0.8, 1.25)
+    converge_within: float = 0.0  # simulated s after healing to converge; 0: the default
+
+    def job(self, job_id: str) -> JobPlan | None:
+        return next((j for j in self.jobs if j.job_id == job_id), None)
 
     def heal_at(self) -> float:
         return max([self.fault_end] + [f.at + f.duration for f in self.faults])
@@ -95,6 +109,7 @@ class Schedule:
     def describe(self) -> list[str]:
         out = [
             f"nodes: {len(self.nodes)}; frame time {self.frame_time:.2f} s; "
+            f"start-up {self.startup:.2f} s per chunk; "
             f"render failure chance {self.fail_prob}; heal at {self.heal_at():.2f} s",
             f"network: loss {self.network.loss}, delay {self.network.min_delay}-"
             f"{self.network.max_delay} s, {self.network.slow_chance:.0%} slow by up to "
