@@ -135,7 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--node", required=True, metavar="HOST:PORT", help="the node to submit to")
     p.add_argument("--frames", metavar="A-B", help="frame range (default: the scene's own)")
-    p.add_argument("--chunk", type=int, default=None, metavar="N", help="frames per chunk")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="frames per chunk, fixed (default: each node claims runs of frames sized to its "
+        "measured speed, big early and small at the end; docs/scheduling.md)",
+    )
     p.add_argument(
         "--tiles",
         type=int,

@@ -50,9 +50,15 @@ RESUME_JOB = "RESUME_JOB"
 RETRY_JOB = "RETRY_JOB"
 SET_PRIORITY = "SET_PRIORITY"
 EQUIVOCATION = "EQUIVOCATION"
+NODE_SPEED = "NODE_SPEED"
 
 _chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
 _claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
+# A run of consecutive chunks from "chunk" on, claimed (rendered, given back, failed) as
+# one: an adaptive job's chunks are single frames and a node claims as many as suit its
+# speed (core/scheduler.py). Absent means 1, so logs written before it still load.
+_run = {"count": s.integer(1, MAX_CHUNKS)}
+MAX_MS = 2**40  # a measured time in milliseconds
 
 # The payload schema of every action type.
 PAYLOADS: dict[str, s.Check] = {
@@ -111,12 +117,15 @@ PAYLOADS: dict[str, s.Check] = {
             # 24; also the GIF's frame rate)
             "video": s.boolean,
             "fps": s.integer(1, MAX_FPS),
+            # true: chunk_size is the smallest run, and nodes claim runs of chunks sized
+            # to their speed (absent: false, every claim is one chunk, as --chunk asks)
+            "adaptive": s.boolean,
         },
     ),
-    CLAIM_CHUNK: s.record(_chunk_ref),
-    DONE: s.record(_claim_ref),
-    RELEASE_CHUNK: s.record(_claim_ref),
-    CHUNK_FAILED: s.record({**_claim_ref, "error": s.text(4000)}),
+    CLAIM_CHUNK: s.record(_chunk_ref, _run),
+    DONE: s.record(_claim_ref, _run),
+    RELEASE_CHUNK: s.record(_claim_ref, _run),
+    CHUNK_FAILED: s.record({**_claim_ref, "error": s.text(4000)}, _run),
     CANCEL_JOB: s.record({"job_id": s.job_id}),
     # The submitter found the only copy of a done chunk's frames gone (its holder
     # died or lost them) before collecting them: the chunk is rendered again.
@@ -129,6 +138,16 @@ PAYLOADS: dict[str, s.Check] = {
     # slate (attempts, failing nodes, blocklist), and a failed job is active again.
     RETRY_JOB: s.record({"job_id": s.job_id}),
     SET_PRIORITY: s.record({"job_id": s.job_id, "priority": s.integer(-1000, 1000)}),
+    # A node's measured speed with one renderer (docs/scheduling.md): seconds per frame
+    # (recent renders) and the renderer's start-up per chunk, in milliseconds. Measured
+    # by the node from its own renders; reducers never read clocks.
+    NODE_SPEED: s.record(
+        {
+            "renderer": s.renderer_name,
+            "frame_ms": s.integer(1, MAX_MS),
+            "startup_ms": s.integer(0, MAX_MS),
+        }
+    ),
     # Proof that a node signed two different actions at one seq (core/feeds.py): two
     # runs of its actions from that seq, each ending with one it signed. Every node
     # that applies it drops the node's actions from that seq on and counts it faulty.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from peerfarm.core import actions as act
-from peerfarm.core.scheduler import pick_chunk
-from peerfarm.core.state import ACTIVE, CLAIMED, PENDING, UP, Job
+from peerfarm.core.scheduler import Measured, pick_run
+from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
 
@@ -27,18 +27,35 @@ RELEASE_REASON_NO_SPACE = "this node's disk is full"
 RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED, RELEASE_REASON_NO_SPACE)
 
 
+# A measured speed is shared again (NODE_SPEED) once it is this far off what the farm has.
+SPEED_CHANGE_SHARED = 0.2
+MEASURE_WEIGHT = 0.5  # weight of the newest render in the running averages
+
+
 @dataclass
 class Render:
     job_id: str
-    chunk: int
+    chunk: int  # the first chunk of the run
     claim_seq: int
     frames: range
     tile: int | None  # the tile of frames.start this chunk renders; None: whole frames
+    count: int = 1  # chunks in the run, from ``chunk`` on
+    renderer: str = ""
+    started: float = 0.0  # when StartRender went out (the machine's clock)
+    first_frame_at: float | None = None  # when the first frame was finished
+    last_frame_at: float | None = None
     frames_finished: int = 0
     stop_reason: str = ""  # set once StopRender went out; the slot stays taken until it ends
 
+    @property
+    def chunks(self) -> range:
+        return range(self.chunk, self.chunk + self.count)
+
     def claim_ref(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "chunk": self.chunk, "claim_seq": self.claim_seq}
+        ref = {"job_id": self.job_id, "chunk": self.chunk, "claim_seq": self.claim_seq}
+        if self.count > 1:
+            ref["count"] = self.count
+        return ref
 
 
 class Worker:
@@ -50,6 +67,10 @@ class Worker:
         # Orphaned claims can only appear at start (the log from disk) and when a late
         # action re-folds the log: only then is every chunk looked over (see react).
         self._late_inserts = -1
+        # What this node measured of its own renders (core/scheduler.py reads it):
+        # seconds per frame per job, and per renderer, with the renderer's start-up.
+        self.job_frame_seconds: dict[str, float] = {}
+        self.speeds: dict[str, tuple[float, float]] = {}  # renderer -> (s/frame, start-up s)
 
     @property
     def slots(self) -> int:
@@ -70,6 +91,10 @@ class Worker:
                 }
                 for r in self.renders.values()
             ],
+            "speeds": {
+                name: {"frame_seconds": round(f, 3), "startup_seconds": round(s, 3)}
+                for name, (f, s) in sorted(self.speeds.items())
+            },
         }
 
     def _may_start(self) -> bool:
@@ -85,14 +110,19 @@ class Worker:
             self._adopt_orphan_claims()
         self._fill_slots()
 
-    def _holds(self, job: Job, index: int, claim_seq: int) -> bool:
-        chunk = job.chunk(index)
-        return (
-            job.state == ACTIVE
-            and chunk.state == CLAIMED
-            and chunk.claim_origin == self.shared.node_id
+    def _holds(self, job: Job, index: int, claim_seq: int, count: int = 1) -> bool:
+        """Our claim ``claim_seq`` holds every chunk of the run."""
+        me = self.shared.node_id
+        return job.state == ACTIVE and all(
+            (chunk := job.chunk(i)).state == CLAIMED
+            and chunk.claim_origin == me
             and chunk.claim_seq == claim_seq
+            for i in range(index, index + count)
         )
+
+    def busy(self) -> set[tuple[str, int]]:
+        """Every chunk our renders work on."""
+        return {(r.job_id, i) for r in self.renders.values() for i in r.chunks}
 
     def _stop_lost_claims(self) -> None:
         """Stop renders nobody needs from us: the job ended, the chunk is done, or
@@ -113,15 +143,18 @@ class Worker:
                 )
                 self._stop(render, reason)
                 continue
-            chunk = job.chunk(render.chunk)
+            chunks = [job.chunk(i) for i in render.chunks]
+            taken = [c for c in chunks if c.state == CLAIMED and c.claim_origin != me]
             if job.state != ACTIVE:
                 reason = f"job {job.state}"
-            elif chunk.state == CLAIMED and chunk.claim_origin != me:
-                reason = f"claim lost to {chunk.claim_origin[:8]}"
-            elif chunk.state in (CLAIMED, PENDING):
-                continue  # ours, or released and still free
+            elif taken:
+                reason = f"claim lost to {taken[0].claim_origin[:8]}"
+            elif all(c.state == CHUNK_DONE for c in chunks):
+                reason = "chunk done" if render.count == 1 else "chunks done"
+            elif odd := [c for c in chunks if c.state not in (CLAIMED, CHUNK_DONE, PENDING)]:
+                reason = f"chunk {odd[0].state}"
             else:
-                reason = f"chunk {chunk.state}"
+                continue  # ours, or released and still free, or partly done elsewhere
             self.shared.note(
                 logging.INFO,
                 f"stopping chunk {render.chunk} of job {render.job_id}: {reason}; "
@@ -145,54 +178,83 @@ class Worker:
         shared = self.shared
         me = shared.node_id
         jobs = shared.state.jobs
+        busy = self.busy()
         for job_id in sorted(jobs):
             job = jobs[job_id]
             if job.state != ACTIVE:
                 continue
+            # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).
+            runs: list[list[int]] = []
             for index in sorted(job.chunks):
                 chunk = job.chunks[index]
                 if chunk.state != CLAIMED or chunk.claim_origin != me:
                     continue
-                if (job_id, index) in self.renders:
+                if (job_id, index) in busy:
                     continue
+                last = runs[-1] if runs else None
+                if (
+                    last is not None
+                    and last[-1] == index - 1
+                    and job.chunks[last[0]].claim_seq == chunk.claim_seq
+                ):
+                    last.append(index)
+                else:
+                    runs.append([index])
+            for run in runs:
+                index, count = run[0], len(run)
+                claim_seq = job.chunks[index].claim_seq
                 if self._may_start() and not job.paused and len(self.renders) < self.slots:
                     shared.note(
                         logging.INFO,
-                        f"rendering chunk {index} of job {job_id}: we hold its claim "
-                        f"#{chunk.claim_seq}",
+                        f"rendering chunk {index} of job {job_id}: we hold its claim #{claim_seq}",
                     )
-                    self._start(job, index, chunk.claim_seq)
+                    self._start(job, index, claim_seq, count)
                 else:
                     shared.note(
                         logging.INFO, f"giving back chunk {index} of job {job_id}: not rendering it"
                     )
-                    payload = {"job_id": job_id, "chunk": index, "claim_seq": chunk.claim_seq}
+                    payload = {"job_id": job_id, "chunk": index, "claim_seq": claim_seq}
+                    if count > 1:
+                        payload["count"] = count
                     shared.emit(act.RELEASE_CHUNK, payload)
 
     def _fill_slots(self) -> None:
         shared = self.shared
         while self._may_start() and len(self.renders) < self.slots:
-            pick = pick_chunk(shared.state, shared.node_id, busy=self.renders)
+            measured = Measured(self.job_frame_seconds)
+            pick = pick_run(shared.state, shared.node_id, busy=self.busy(), measured=measured)
             if pick is None:
                 return
-            job_id, index = pick
-            claim = shared.emit(act.CLAIM_CHUNK, {"job_id": job_id, "chunk": index})
-            job = shared.state.jobs[job_id]
-            if not self._holds(job, index, claim.seq):
+            payload: dict[str, Any] = {"job_id": pick.job_id, "chunk": pick.chunk}
+            if pick.count > 1:
+                payload["count"] = pick.count
+            claim = shared.emit(act.CLAIM_CHUNK, payload)
+            job = shared.state.jobs[pick.job_id]
+            if not self._holds(job, pick.chunk, claim.seq, pick.count):
                 # The scheduler picked a chunk our own claim cannot take: a bug.
                 shared.note(
                     logging.CRITICAL,
-                    f"internal error: our own claim on chunk {index} of job {job_id} "
+                    f"internal error: our own claim on chunk {pick.chunk} of job {job.id} "
                     "does not hold; not rendering it",
                 )
                 return
-            self._start(job, index, claim.seq)
+            self._start(job, pick.chunk, claim.seq, pick.count)
 
-    def _start(self, job: Job, index: int, claim_seq: int) -> None:
-        render = Render(job.id, index, claim_seq, job.frames_of(index), job.tile_of(index))
+    def _start(self, job: Job, index: int, claim_seq: int, count: int = 1) -> None:
+        frames = job.run_frames(index, count)
+        render = Render(
+            job.id,
+            index,
+            claim_seq,
+            frames,
+            job.tile_of(index),
+            count=count,
+            renderer=job.renderer,
+            started=self.shared.now,
+        )
         self.renders[(job.id, index)] = render
         self.shared.out(
-            fx.StartRender(job, index, claim_seq, render.frames, render.tile, self._sources(job))
+            fx.StartRender(job, index, claim_seq, frames, render.tile, self._sources(job))
         )
 
     def _sources(self, job: Job) -> tuple[str, ...]:
@@ -211,7 +273,51 @@ class Worker:
         render = self.renders.get((job_id, chunk))
         if render is not None:
             render.frames_finished += 1
+            if render.first_frame_at is None:
+                render.first_frame_at = self.shared.now
+            render.last_frame_at = self.shared.now
             self.shared.changes += 1
+
+    def _measure(self, render: Render) -> None:
+        """Learn this node's speed from a render that finished: seconds per frame from
+        the frames after the first (the first also paid the start-up), the start-up
+        from the first; share the renderer's speed when the farm's record is off."""
+        n = len(render.frames)
+        first, last = render.first_frame_at, render.last_frame_at
+        if first is None or last is None or render.frames_finished < n:
+            return
+        known = self.speeds.get(render.renderer)
+        if n >= 2:
+            per_frame = (last - first) / (n - 1)
+            startup = max(0.0, first - render.started - per_frame)
+        elif known is not None:
+            startup = known[1]
+            per_frame = max(first - render.started - startup, 1e-3)
+        else:
+            per_frame, startup = max(first - render.started, 1e-3), 0.0
+        per_frame = max(per_frame, 1e-3)
+        w = MEASURE_WEIGHT
+        old_job = self.job_frame_seconds.get(render.job_id)
+        self.job_frame_seconds[render.job_id] = (
+            per_frame if old_job is None else (1 - w) * old_job + w * per_frame
+        )
+        if known is not None:
+            per_frame = (1 - w) * known[0] + w * per_frame
+            startup = (1 - w) * known[1] + w * startup if n >= 2 else known[1]
+        self.speeds[render.renderer] = (per_frame, startup)
+        shared = self.shared
+        me = shared.state.peers.get(shared.node_id)
+        told = me.speed(render.renderer) if me is not None else None
+        frame_ms, startup_ms = max(1, round(per_frame * 1000)), round(startup * 1000)
+        if (
+            told is None
+            or abs(frame_ms - told[0]) > SPEED_CHANGE_SHARED * told[0]
+            or abs(startup_ms - told[1]) > max(SPEED_CHANGE_SHARED * told[1], 500)
+        ):
+            shared.emit(
+                act.NODE_SPEED,
+                {"renderer": render.renderer, "frame_ms": frame_ms, "startup_ms": startup_ms},
+            )
 
     def ended(self, job_id: str, chunk: int, ok: bool, error: str, no_space: bool) -> None:
         render = self.renders.pop((job_id, chunk), None)
@@ -226,6 +332,8 @@ class Worker:
             # Even if we had asked it to stop: it finished first, and a DONE counts
             # while the chunk is not done yet (no rendered frame is wasted).
             shared.emit(act.DONE, render.claim_ref())
+            if not render.stop_reason:
+                self._measure(render)
         elif render.stop_reason:
             # While it was dying, its claim may have won again (a re-fold): look over
             # our claims once more, or nobody would render that chunk.
@@ -234,7 +342,7 @@ class Worker:
             if (
                 job is not None
                 and render.stop_reason in RELEASE_REASONS
-                and self._holds(job, chunk, render.claim_seq)
+                and any(self._holds(job, i, render.claim_seq) for i in render.chunks)
             ):
                 shared.emit(act.RELEASE_CHUNK, render.claim_ref())
         else:

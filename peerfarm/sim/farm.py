@@ -193,9 +193,11 @@ class Farm:
                 f"{p['job_id']} frames {p['frame_start']}-{p['frame_end']} chunk {p['chunk_size']}"
             )
         elif action.type == act.CLAIM_CHUNK:
-            detail = f"{p['job_id']}/{p['chunk']}"
+            detail = f"{p['job_id']}/{p['chunk']}{_count(p)}"
         elif action.type in (act.DONE, act.RELEASE_CHUNK, act.CHUNK_FAILED):
-            detail = f"{p['job_id']}/{p['chunk']} claim #{p['claim_seq']}"
+            detail = f"{p['job_id']}/{p['chunk']}{_count(p)} claim #{p['claim_seq']}"
+        elif action.type == act.NODE_SPEED:
+            detail = f"{p['renderer']} {p['frame_ms']} ms/frame, start-up {p['startup_ms']} ms"
         elif action.type == act.CHUNK_LOST:
             detail = f"{p['job_id']}/{p['chunk']} held by {self.name_of(p['holder'])}"
         elif action.type == act.PEER_DOWN:
@@ -474,6 +476,12 @@ class Farm:
                     want = set(range(job.frame_start, job.frame_end + 1))
                     if submitter.outputs.get(job.id, set()) != want:
                         self.violation(f"job {job.id}: frames missing at {submitter.name}")
+
+
+def _count(payload: dict) -> str:
+    """How a trace shows a run of chunks: "+N" more after the first."""
+    count = payload.get("count", 1)
+    return f"+{count - 1}" if count > 1 else ""
 
 
 def run_seed(seed: int, log_damage: bool = False, equivocation: bool = False) -> RunResult:

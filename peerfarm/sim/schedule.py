@@ -6,6 +6,7 @@ A schedule is plain data, drawn from the run's random source by
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -52,6 +53,7 @@ class JobPlan:
     costs: tuple[float, ...] = ()
     # The same scene content as another job's (re-submitted): "" means its own.
     scene: str = ""
+    adaptive: bool = False  # runs of frames sized to each node's speed (no --chunk)
 
     def cost(self, frame: int) -> float:
         return self.costs[frame - self.frame_start] if self.costs else 1.0
@@ -74,6 +76,7 @@ class JobPlan:
             "height": 24,
             "output": f"/out/{self.job_id}",
             "priority": self.priority,
+            **({"adaptive": True} if self.adaptive else {}),
         }
 
 
@@ -119,9 +122,11 @@ class Schedule:
             out.append(f"  n{i} {nid} slots={n.slots} speed={n.speed:.2f}")
         for j in self.jobs:
             cancel = f", cancel by n{j.cancel_by} at {j.cancel_at:.2f}" if j.cancel_at else ""
+            adaptive = " adaptive" if j.adaptive else ""
             out.append(
                 f"  job {j.job_id} at {j.at:.2f} by n{j.submitter}: frames "
-                f"{j.frame_start}-{j.frame_end} chunk {j.chunk_size} priority {j.priority}{cancel}"
+                f"{j.frame_start}-{j.frame_end} chunk {j.chunk_size}{adaptive} "
+                f"priority {j.priority}{cancel}"
             )
             for at, by, kind, value in j.controls:
                 extra = f" {value}" if kind == "priority" else ""
@@ -227,6 +232,12 @@ def random_schedule(
             fooled = rng.sample(others, rng.randint(1, len(others)))
             at = rng.uniform(1.0, fault_end)
             faults.append(FaultPlan(EQUIVOCATE, at, (liar, *sorted(fooled))))
+    # Drawn last, so every other draw of a seed stays what it was: about half the jobs
+    # are submitted without --chunk (adaptive runs, core/scheduler.py).
+    jobs = [
+        dataclasses.replace(j, chunk_size=1, adaptive=True) if rng.random() < 0.5 else j
+        for j in jobs
+    ]
     return Schedule(
         node_ids=ids,
         nodes=nodes,

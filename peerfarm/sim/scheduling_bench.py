@@ -113,8 +113,9 @@ def schedule_for(scenario: Scenario, policy: str) -> Schedule:
         submitter=0,
         frame_start=1,
         frame_end=frames,
-        chunk_size=chunk or 4,
+        chunk_size=chunk or 1,
         costs=scenario.costs,
+        adaptive=policy != "baseline",
     )
     return Schedule(
         node_ids=node_ids(rng, len(scenario.speeds)),
