@@ -342,6 +342,15 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         "(default 3; a lost link that does not come back within 0.5 s counts at once)",
     )
     p.add_argument(
+        "--hung-limit",
+        type=float,
+        default=10.0,
+        metavar="N",
+        help="a render running N times longer than this node's estimate for it (from its "
+        "measured speed; at least 10 s) without finishing a frame is stopped and counted a "
+        "failure (default 10; 0: never)",
+    )
+    p.add_argument(
         "--min-free-space",
         type=_bytes,
         default=DEFAULT_MIN_FREE_BYTES,
@@ -444,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                 name=args.name,
                 advertise=args.advertise,
                 peer_timeout=max(args.peer_timeout, 0.3),
+                hung_limit=max(args.hung_limit, 0.0),
                 min_free_bytes=args.min_free_space,
                 remote_outputs=args.remote_outputs,
                 zeroconf=not args.no_zeroconf,

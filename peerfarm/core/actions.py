@@ -51,6 +51,7 @@ RETRY_JOB = "RETRY_JOB"
 SET_PRIORITY = "SET_PRIORITY"
 EQUIVOCATION = "EQUIVOCATION"
 NODE_SPEED = "NODE_SPEED"
+BACKUP_CHUNK = "BACKUP_CHUNK"
 
 _chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
 _claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
@@ -138,6 +139,9 @@ PAYLOADS: dict[str, s.Check] = {
     # slate (attempts, failing nodes, blocklist), and a failed job is active again.
     RETRY_JOB: s.record({"job_id": s.job_id}),
     SET_PRIORITY: s.record({"job_id": s.job_id, "priority": s.integer(-1000, 1000)}),
+    # An idle node renders a copy of a claimed run expected to finish last (or far past
+    # its estimate): the first DONE of the two counts (docs/scheduling.md).
+    BACKUP_CHUNK: s.record(_claim_ref, _run),
     # A node's measured speed with one renderer (docs/scheduling.md): seconds per frame
     # (recent renders) and the renderer's start-up per chunk, in milliseconds. Measured
     # by the node from its own renders; reducers never read clocks.

@@ -171,11 +171,39 @@ def _claim_chunk(state: State, action: a.Action) -> State:
                 claim_origin=action.origin,
                 claim_seq=action.seq,
                 epoch=chunk.epoch + 1,
+                backup_origin="",
             )
             chunks = chunks.set(i, won)
         job = job._replace(chunks=chunks)
     # else: someone earlier in the total order holds one of them, and this claim loses
     return _put(state, job)
+
+
+def _backup_chunk(state: State, action: a.Action) -> State:
+    """A backup counts if every chunk of the run is held by the claim it names (another
+    node's) and has no backup yet: the first backup in the total order wins."""
+    target = _run_of(state, action)
+    if target is None:
+        return state
+    job, run = target
+    if job.state != ACTIVE:
+        return state
+    chunks = [job.chunk(i) for i in run]
+    if any(
+        c.state != CLAIMED
+        or c.claim_seq != action.payload["claim_seq"]
+        or c.claim_origin in ("", action.origin)
+        or c.claim_origin != chunks[0].claim_origin
+        or c.backup_origin
+        for c in chunks
+    ):
+        return state
+    new = job.chunks
+    for i, c in zip(run, chunks, strict=True):
+        new = new.set(i, c._replace(backup_origin=action.origin))
+    # The copy renders these frames again: count them, so wasted work is visible.
+    frames = sum(len(job.frames_of(i)) for i in run)
+    return _put(state, job._replace(chunks=new, frame_renders=job.frame_renders + frames))
 
 
 def _complete_frames(job: Job, index: int) -> int:
@@ -378,5 +406,6 @@ _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.SET_PRIORITY: _set_priority,
     a.EQUIVOCATION: _equivocation,
     a.NODE_SPEED: _node_speed,
+    a.BACKUP_CHUNK: _backup_chunk,
 }
 assert set(_HANDLERS) == a.ACTION_TYPES

@@ -28,10 +28,20 @@ import math
 from collections.abc import Container, Mapping
 from typing import NamedTuple
 
-from peerfarm.core.state import ACTIVE, PENDING, UP, Job, Peer, State, able_renderers
+from peerfarm.core.state import (
+    ACTIVE,
+    CLAIMED,
+    PENDING,
+    UP,
+    Job,
+    Peer,
+    State,
+    able_renderers,
+)
 
 PROBE_FRAMES = 2  # a node that has not measured itself yet: first frame and one more
-STARTUPS_PER_RUN = 4  # a run renders for at least this many start-ups (when it can)
+STARTUPS_PER_RUN = 8  # a run renders for at least this many start-ups (when it can)
+FIRST_PART = 0.5  # of its share of what is left a node claims at once
 
 
 class Pick(NamedTuple):
@@ -126,11 +136,19 @@ def _adaptive_run(
     state: State, job: Job, node_id: str, me: Peer, busy: Container, measured: Measured
 ) -> Pick | None:
     total = job.chunk_total
-    first = next((i for i in range(total) if _claimable(state, job, i, node_id, busy)), None)
-    if first is None:
-        return None
     unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
     want = run_length(state, job, node_id, me, unclaimed, measured)
+    # Nodes probing their speed all start at once: each skips its rank's worth of probe
+    # runs from the first pending frame, so their claims rarely collide.
+    skip = _rank(state, node_id)[0] * PROBE_FRAMES if me.speed(job.renderer) is None else 0
+    claimable = (i for i in range(total) if _claimable(state, job, i, node_id, busy))
+    first = None
+    for seen, index in enumerate(claimable):
+        first = index
+        if seen >= skip:
+            break
+    if first is None:
+        return None
     count = 1
     while (
         count < want
@@ -162,11 +180,150 @@ def run_length(
         state.peers[n].slots * rates.get(n, fastest) for n in able_renderers(state, job)
     )
     share = unclaimed * my_rate / max(farm_rate, my_rate)  # this slot's share of what is left
-    frames = math.ceil(share / 2)  # factoring: half of it now, the rest in smaller runs
+    frames = math.ceil(share * FIRST_PART)  # factoring: part now, the rest in smaller runs
     # Long enough that loading the scene is paid rarely: seconds per frame of this job
-    # measured here (the start-up is the same for every job of a renderer).
+    # measured here (the start-up is the same for every job of a renderer). When that
+    # part would be too short, the whole share: the last round is one run per node.
     seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
     startup = mine[1] / 1000.0
-    if seconds > 0:
-        frames = max(frames, math.ceil(STARTUPS_PER_RUN * startup / seconds))
+    if seconds > 0 and frames * seconds < STARTUPS_PER_RUN * startup:
+        frames = math.ceil(share)
     return max(1, min(frames, math.ceil(share)))
+
+
+# A backup is worth starting only if it should end this much sooner than the original.
+BACKUP_GAIN = 0.1  # of the original's remaining time
+OVERDUE_FACTOR = 2.0  # a run this many times past its estimate counts as hung
+
+
+class Backup(NamedTuple):
+    job_id: str
+    chunk: int  # the run's first chunk
+    count: int
+    claim_seq: int  # the claim it copies
+    holder: str
+
+
+class InFlight(NamedTuple):
+    """A claimed run of another node, with when this node first saw the claim."""
+
+    job_id: str
+    chunk: int
+    count: int
+    claim_seq: int
+    holder: str
+    seen: float
+
+
+def claimed_runs(job: Job) -> list[tuple[int, int, str, int]]:
+    """The job's claimed runs: (first chunk, count, holder, claim seq), in chunk order."""
+    runs: list[tuple[int, int, str, int]] = []
+    for index in sorted(job.chunks):
+        chunk = job.chunks[index]
+        if chunk.state != CLAIMED:
+            continue
+        if runs:
+            first, count, holder, seq = runs[-1]
+            if first + count == index and (holder, seq) == (chunk.claim_origin, chunk.claim_seq):
+                runs[-1] = (first, count + 1, holder, seq)
+                continue
+        runs.append((index, 1, chunk.claim_origin, chunk.claim_seq))
+    return runs
+
+
+def run_estimate(
+    state: State, job: Job, holder: str, first: int, count: int, scale: float
+) -> float | None:
+    """Seconds ``holder`` should need for ``count`` chunks of ``job``, from its measured
+    speed (start-up included); ``scale`` turns its renderer-wide seconds per frame into
+    this job's (frames of one scene cost more or less than the renderer's average)."""
+    peer = state.peers.get(holder)
+    measured = peer.speed(job.renderer) if peer is not None else None
+    if measured is None:
+        return None
+    frames = sum(len(job.frames_of(i)) for i in range(first, first + count))
+    return measured[1] / 1000.0 + frames * scale * measured[0] / 1000.0
+
+
+def pick_backup(
+    state: State,
+    node_id: str,
+    now: float,
+    seen: Mapping[tuple[str, int, int], float],
+    busy: Container[tuple[str, int]] = (),
+    measured: Measured | None = None,
+) -> Backup | None:
+    """An in-flight run of another node that this idle node should render a copy of, or
+    None. Only when no job has unclaimed work for us (pick_run found none): the run
+    expected to finish last, if our copy should end sooner, or a run far past its
+    estimate (a hung renderer on a live node). ``seen``: (job, first chunk, claim seq)
+    -> when this node first saw that claim; ``now`` is this node's clock."""
+    me = state.peers.get(node_id)
+    if me is None or me.state != UP:
+        return None
+    mine = me.speed
+    measured = measured or Measured()
+    best: tuple[float, Backup] | None = None
+    for job in job_order(state):
+        if not me.can_render(job) or not job.takes(node_id):
+            continue
+        my_speed = mine(job.renderer)
+        if my_speed is None:
+            continue  # not measured yet: no telling whether a copy would be faster
+        job_seconds = measured.frame_seconds.get(job.id)
+        scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
+        for first, count, holder, seq in claimed_runs(job):
+            if holder == node_id or job.chunk(first).backup_origin:
+                continue
+            if any((job.id, i) in busy for i in range(first, first + count)):
+                continue
+            if any(node_id in job.chunk(i).failed_on for i in range(first, first + count)):
+                continue
+            theirs = run_estimate(state, job, holder, first, count, scale)
+            ours = run_estimate(state, job, node_id, first, count, scale)
+            if ours is None:
+                continue
+            started = seen.get((job.id, first, seq), now)
+            if theirs is None:
+                theirs = ours  # a holder not measured yet: as fast as us
+            end = started + theirs
+            hung = now - started >= OVERDUE_FACTOR * theirs
+            left = end - now
+            if not hung and now + ours >= end - BACKUP_GAIN * max(left, 0.0):
+                continue  # the original should end first
+            key = math.inf if hung else end
+            if best is None or key > best[0]:
+                best = (key, Backup(job.id, first, count, seq, holder))
+        if best is not None:
+            return best[1]  # the most urgent job's runs first
+    return None
+
+
+def overdue_at(
+    state: State,
+    node_id: str,
+    seen: Mapping[tuple[str, int, int], float],
+    measured: Measured | None = None,
+) -> float:
+    """When the next in-flight run of another node counts as hung (math.inf: none):
+    an idle node looks again for a backup then."""
+    me = state.peers.get(node_id)
+    if me is None:
+        return math.inf
+    measured = measured or Measured()
+    soonest = math.inf
+    for job in job_order(state):
+        my_speed = me.speed(job.renderer)
+        if my_speed is None or not me.can_render(job):
+            continue
+        job_seconds = measured.frame_seconds.get(job.id)
+        scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
+        for first, count, holder, seq in claimed_runs(job):
+            if holder == node_id or job.chunk(first).backup_origin:
+                continue
+            started = seen.get((job.id, first, seq))
+            theirs = run_estimate(state, job, holder, first, count, scale)
+            if started is None or theirs is None:
+                continue
+            soonest = min(soonest, started + OVERDUE_FACTOR * theirs)
+    return soonest

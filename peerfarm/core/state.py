@@ -45,6 +45,9 @@ class Chunk(NamedTuple):
     attempts: int = 0  # failed renders
     error: str = ""  # the last failure's renderer output
     failed_on: tuple[str, ...] = ()  # nodes it failed on, in order
+    # A node rendering a copy of this claim (BACKUP_CHUNK): the first DONE of either
+    # counts. Cleared when a new claim wins the chunk.
+    backup_origin: str = ""
 
 
 PENDING_CHUNK = Chunk()

@@ -31,7 +31,7 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
-from peerfarm.core.state import CANCELLED, FAULTY, LEFT, State
+from peerfarm.core.state import CANCELLED, FAULTY, LEFT, Peer, State
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine import job_control
@@ -42,6 +42,17 @@ from peerfarm.machine.timing import ABORT_TIMEOUT
 from peerfarm.machine.worker import Worker
 
 MAX_REACTIONS = 10_000  # reaction passes for one event; more means the node is looping
+
+
+def speeds_of(peer: Peer | None) -> dict[str, dict[str, float]]:
+    """A peer's measured speeds as status shows them: renderer -> seconds per frame and
+    start-up seconds (docs/scheduling.md)."""
+    if peer is None:
+        return {}
+    return {
+        name: {"frame_seconds": frame_ms / 1000.0, "startup_seconds": startup_ms / 1000.0}
+        for name, frame_ms, startup_ms in peer.speeds
+    }
 
 
 class NodeMachine:
@@ -169,6 +180,8 @@ class NodeMachine:
         deadline = self.membership.next_deadline()
         if self.working:
             deadline = min(deadline, self.collector.next_deadline())
+            if self.config.renders:
+                deadline = min(deadline, self.worker.next_deadline())
         if self.shared.stopping and not self.left:
             deadline = min(deadline, self._abort_deadline)
         return deadline
@@ -218,6 +231,7 @@ class NodeMachine:
                     "state": health,
                     "renders": replicated.renders if replicated else None,
                     "slots": replicated.slots if replicated else None,
+                    "speeds": speeds_of(replicated),
                 }
             )
         jobs = []
@@ -256,6 +270,8 @@ class NodeMachine:
             "peers": peers,
             "jobs": jobs,
             "worker": self.worker.status() if config.renders else None,
+            # What the farm knows of this node's speed (NODE_SPEED), as of its peers'.
+            "speeds": speeds_of(self.state.peers.get(self.node_id)),
         }
 
     # -- the one way in ----------------------------------------------------------------
@@ -294,6 +310,7 @@ class NodeMachine:
             if membership.working:
                 self.collector.observe(applied)
                 if self.config.renders:
+                    self.worker.observe(applied)
                     self.worker.react()
                 self.collector.react()
             if shared.stopping:
@@ -331,6 +348,8 @@ class NodeMachine:
             membership.detect()
         if membership.working:
             self.collector.tick()
+            if self.config.renders:
+                self.worker.tick()
         if self.shared.stopping:
             self.shared.dirty = True  # _react checks whether we may leave now
 

@@ -39,6 +39,12 @@ class MachineConfig:
     # signs nor checks signatures (unit tests of the rules).
     cert: bytes = b""
     sign: Callable[[bytes], bytes] | None = None
+    # Idle nodes render copies of the runs expected to finish last (docs/scheduling.md).
+    # False only to measure the baseline policy (peerfarm bench schedule).
+    backups: bool = True
+    # A render running this many times longer than this node's estimate for it is
+    # stopped and counted a failure (a hung renderer); 0: never.
+    hung_limit: float = 10.0
 
 
 class Shared:

@@ -10,11 +10,12 @@ StartRender / StopRender effects.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from peerfarm.core import actions as act
-from peerfarm.core.scheduler import Measured, pick_run
+from peerfarm.core.scheduler import Measured, overdue_at, pick_backup, pick_run
 from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
@@ -26,6 +27,10 @@ RELEASE_REASON_PAUSED = "this machine's worker paused"
 RELEASE_REASON_NO_SPACE = "this node's disk is full"
 RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED, RELEASE_REASON_NO_SPACE)
 
+
+RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
+HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
+SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended jobs go
 
 # A measured speed is shared again (NODE_SPEED) once it is this far off what the farm has.
 SPEED_CHANGE_SHARED = 0.2
@@ -46,6 +51,8 @@ class Render:
     last_frame_at: float | None = None
     frames_finished: int = 0
     stop_reason: str = ""  # set once StopRender went out; the slot stays taken until it ends
+    backup: bool = False  # a copy of another node's claim (claim_seq is theirs)
+    hung_at: float = math.inf  # past this, the render counts as hung
 
     @property
     def chunks(self) -> range:
@@ -71,6 +78,10 @@ class Worker:
         # seconds per frame per job, and per renderer, with the renderer's start-up.
         self.job_frame_seconds: dict[str, float] = {}
         self.speeds: dict[str, tuple[float, float]] = {}  # renderer -> (s/frame, start-up s)
+        # When this node first saw each claim, (job, first chunk, claim seq) -> time:
+        # how far along another node's run should be (backups).
+        self.claims_seen: dict[tuple[str, int, int], float] = {}
+        self._look_again_at = math.inf  # an idle node looks for a backup again then
 
     @property
     def slots(self) -> int:
@@ -101,6 +112,45 @@ class Worker:
         return not self.paused and not self.shared.stopping and not self.disk_problem
 
     # -- what happens on every change -------------------------------------------------
+
+    def observe(self, applied: list[Any]) -> None:
+        """Note when claims were first seen (the machine hands over what it applied)."""
+        now = self.shared.now
+        for action in applied:
+            if action.type == act.CLAIM_CHUNK:
+                key = (action.payload["job_id"], action.payload["chunk"], action.seq)
+                self.claims_seen.setdefault(key, now)
+        if len(self.claims_seen) > SEEN_KEPT:
+            jobs = self.shared.state.jobs
+            self.claims_seen = {
+                k: v
+                for k, v in self.claims_seen.items()
+                if (job := jobs.get(k[0])) is not None and job.state == ACTIVE
+            }
+
+    def next_deadline(self) -> float:
+        hung = min(
+            (r.hung_at for r in self.renders.values() if not r.stop_reason), default=math.inf
+        )
+        return min(hung, self._look_again_at)
+
+    def tick(self) -> None:
+        """Stop renders past their hung limit; look for backups again when one is due."""
+        now = self.shared.now
+        for key in sorted(self.renders):
+            render = self.renders[key]
+            if render.stop_reason or now < render.hung_at:
+                continue
+            took = now - render.started
+            self.shared.note(
+                logging.WARNING,
+                f"chunk {render.chunk} of job {render.job_id}: the renderer has run {took:.0f} s, "
+                f"more than {self.shared.config.hung_limit:g} times its estimate; stopping it",
+            )
+            self._stop(render, RELEASE_REASON_HUNG)
+        if now >= self._look_again_at:
+            self._look_again_at = math.inf
+            self.shared.touch()
 
     def react(self) -> None:
         self._stop_lost_claims()
@@ -144,6 +194,16 @@ class Worker:
                 self._stop(render, reason)
                 continue
             chunks = [job.chunk(i) for i in render.chunks]
+            if render.backup:
+                reason = self._backup_unneeded(job, render, chunks)
+                if reason:
+                    self.shared.note(
+                        logging.INFO,
+                        f"stopping our copy of chunk {render.chunk} of job {render.job_id}: "
+                        f"{reason}",
+                    )
+                    self._stop(render, reason)
+                continue
             taken = [c for c in chunks if c.state == CLAIMED and c.claim_origin != me]
             if job.state != ACTIVE:
                 reason = f"job {job.state}"
@@ -161,6 +221,21 @@ class Worker:
                 "taking other work",
             )
             self._stop(render, reason)
+
+    def _backup_unneeded(self, job: Job, render: Render, chunks: list[Any]) -> str:
+        """Why our copy of another node's run should stop, or "" to go on."""
+        if job.state != ACTIVE:
+            return f"job {job.state}"
+        if all(c.state == CHUNK_DONE for c in chunks):
+            return "done" if any(c.done_by != self.shared.node_id for c in chunks) else ""
+        for c in chunks:
+            if c.state == CHUNK_DONE:
+                continue
+            if c.state != CLAIMED or c.claim_seq != render.claim_seq:
+                return "the claim it copies no longer holds"
+            if c.backup_origin != self.shared.node_id:
+                return "another node copies it"
+        return ""
 
     def _stop(self, render: Render, reason: str) -> None:
         render.stop_reason = reason
@@ -224,6 +299,8 @@ class Worker:
             measured = Measured(self.job_frame_seconds)
             pick = pick_run(shared.state, shared.node_id, busy=self.busy(), measured=measured)
             if pick is None:
+                if shared.config.backups:
+                    self._back_up(measured)
                 return
             payload: dict[str, Any] = {"job_id": pick.job_id, "chunk": pick.chunk}
             if pick.count > 1:
@@ -240,8 +317,64 @@ class Worker:
                 return
             self._start(job, pick.chunk, claim.seq, pick.count)
 
-    def _start(self, job: Job, index: int, claim_seq: int, count: int = 1) -> None:
+    def _back_up(self, measured: Measured) -> None:
+        """No unclaimed work for us: render copies of the runs expected to finish last."""
+        shared = self.shared
+        self._look_again_at = math.inf
+        while self._may_start() and len(self.renders) < self.slots:
+            state = shared.state
+            backup = pick_backup(
+                state, shared.node_id, shared.now, self.claims_seen, self.busy(), measured
+            )
+            if backup is None:
+                # A run in flight may still become overdue (a hung renderer): look then.
+                wake = overdue_at(state, shared.node_id, self.claims_seen, measured)
+                self._look_again_at = wake if wake > shared.now else math.inf
+                return
+            payload: dict[str, Any] = {
+                "job_id": backup.job_id,
+                "chunk": backup.chunk,
+                "claim_seq": backup.claim_seq,
+            }
+            if backup.count > 1:
+                payload["count"] = backup.count
+            shared.emit(act.BACKUP_CHUNK, payload)
+            job = shared.state.jobs[backup.job_id]
+            if job.chunk(backup.chunk).backup_origin != shared.node_id:
+                shared.note(
+                    logging.CRITICAL,
+                    f"internal error: our backup of chunk {backup.chunk} of job {job.id} "
+                    "does not hold; not rendering it",
+                )
+                return
+            shared.note(
+                logging.INFO,
+                f"copying chunk {backup.chunk} (+{backup.count - 1}) of job {job.id} from "
+                f"{backup.holder[:8]}: it should finish sooner here",
+            )
+            self._start(job, backup.chunk, backup.claim_seq, backup.count, backup=True)
+
+    def _estimate(
+        self, job_id: str, renderer: str, frames: int, startup: bool = True
+    ) -> float | None:
+        """Seconds this node should need to render ``frames`` frames of a job (with the
+        renderer's start-up, unless not asked), from its own measurements."""
+        speed = self.speeds.get(renderer)
+        if speed is None:
+            return None
+        per_frame = self.job_frame_seconds.get(job_id, speed[0])
+        return (speed[1] if startup else 0.0) + frames * per_frame
+
+    def _start(
+        self, job: Job, index: int, claim_seq: int, count: int = 1, backup: bool = False
+    ) -> None:
         frames = job.run_frames(index, count)
+        now = self.shared.now
+        limit = self.shared.config.hung_limit
+        estimate = self._estimate(job.id, job.renderer, len(frames))
+        hung_at = math.inf
+        if limit > 0 and estimate is not None:
+            hung_at = now + max(limit * estimate, HUNG_MIN_SECONDS)
         render = Render(
             job.id,
             index,
@@ -250,7 +383,9 @@ class Worker:
             job.tile_of(index),
             count=count,
             renderer=job.renderer,
-            started=self.shared.now,
+            started=now,
+            backup=backup,
+            hung_at=hung_at,
         )
         self.renders[(job.id, index)] = render
         self.shared.out(
@@ -273,9 +408,16 @@ class Worker:
         render = self.renders.get((job_id, chunk))
         if render is not None:
             render.frames_finished += 1
+            now = self.shared.now
             if render.first_frame_at is None:
-                render.first_frame_at = self.shared.now
-            render.last_frame_at = self.shared.now
+                render.first_frame_at = now
+            render.last_frame_at = now
+            # A renderer that keeps finishing frames is slow, not hung: it gets the limit
+            # again for the next frame.
+            per_frame = self._estimate(render.job_id, render.renderer, 1, startup=False)
+            limit = self.shared.config.hung_limit
+            if per_frame is not None and limit > 0 and render.hung_at < math.inf:
+                render.hung_at = max(render.hung_at, now + max(limit * per_frame, HUNG_MIN_SECONDS))
             self.shared.changes += 1
 
     def _measure(self, render: Render) -> None:
@@ -328,12 +470,36 @@ class Worker:
             self.disk_trouble(f"a render failed for want of disk space: {error}")
         shared = self.shared
         shared.touch()  # a slot is free
+        if render.backup:
+            # A copy of another node's claim: its DONE counts if it is first; a failure
+            # or a stop is the copy's own business (the original still holds the claim).
+            if ok:
+                shared.emit(act.DONE, render.claim_ref())
+                if not render.stop_reason:
+                    self._measure(render)
+            elif not render.stop_reason:
+                shared.note(
+                    logging.WARNING, f"our copy of chunk {chunk} of job {job_id} failed: {error}"
+                )
+            return
         if ok:
             # Even if we had asked it to stop: it finished first, and a DONE counts
             # while the chunk is not done yet (no rendered frame is wasted).
             shared.emit(act.DONE, render.claim_ref())
             if not render.stop_reason:
                 self._measure(render)
+        elif render.stop_reason == RELEASE_REASON_HUNG:
+            job = shared.state.jobs.get(job_id)
+            if job is not None and any(
+                self._holds(job, i, render.claim_seq) for i in render.chunks
+            ):
+                took = shared.now - render.started
+                error = (
+                    f"the renderer ran {took:.0f} s, more than {shared.config.hung_limit:g} "
+                    "times this node's estimate: stopped as hung"
+                )
+                shared.note(logging.WARNING, f"chunk {chunk} of job {job_id} failed: {error}")
+                shared.emit(act.CHUNK_FAILED, {**render.claim_ref(), "error": error})
         elif render.stop_reason:
             # While it was dying, its claim may have won again (a re-fold): look over
             # our claims once more, or nobody would render that chunk.

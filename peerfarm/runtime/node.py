@@ -96,6 +96,8 @@ class NodeConfig:
     # Jobs submitted from another machine write their outputs only under this folder
     # (None: DATA_DIR/outputs): a farm member must not choose folders on our disk.
     remote_outputs: Path | None = None
+    # A render this many times past this node's estimate is stopped as hung (0: never).
+    hung_limit: float = 10.0
 
 
 class Node:
@@ -487,6 +489,7 @@ class Node:
                 former_ids=self._former_ids,
                 cert=self.identity.cert_der,
                 sign=self.identity.sign,
+                hung_limit=config.hung_limit,
             ),
             kwl=kwl,
             log=ActionLog(authenticate=True),

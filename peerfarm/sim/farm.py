@@ -114,7 +114,7 @@ class Farm:
         self.liars: set[str] = set()
         self._damaged_at: dict[int, list[float]] = {}  # node index -> when its log lost records
         self.nodes = [
-            SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob)
+            SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob, plan.hang_after)
             for i, (node_id, plan) in enumerate(zip(schedule.node_ids, schedule.nodes, strict=True))
         ]
         for node in self.nodes:
@@ -194,7 +194,7 @@ class Farm:
             )
         elif action.type == act.CLAIM_CHUNK:
             detail = f"{p['job_id']}/{p['chunk']}{_count(p)}"
-        elif action.type in (act.DONE, act.RELEASE_CHUNK, act.CHUNK_FAILED):
+        elif action.type in (act.DONE, act.RELEASE_CHUNK, act.CHUNK_FAILED, act.BACKUP_CHUNK):
             detail = f"{p['job_id']}/{p['chunk']}{_count(p)} claim #{p['claim_seq']}"
         elif action.type == act.NODE_SPEED:
             detail = f"{p['renderer']} {p['frame_ms']} ms/frame, start-up {p['startup_ms']} ms"

@@ -46,7 +46,14 @@ FetchKey = tuple[str, int, int]  # job id, frame, tile (-1: whole frame)
 
 class SimNode:
     def __init__(
-        self, farm: Farm, index: int, node_id: str, slots: int, speed: float, fail_prob: float
+        self,
+        farm: Farm,
+        index: int,
+        node_id: str,
+        slots: int,
+        speed: float,
+        fail_prob: float,
+        hang_after: int = -1,
     ) -> None:
         self.farm = farm
         self.index = index
@@ -56,6 +63,8 @@ class SimNode:
         self.slots = slots
         self.speed = speed  # seconds per frame is frame_time * speed
         self.fail_prob = fail_prob
+        self.hang_after = hang_after  # renders after this many hang (-1: none)
+        self.renders_started = 0
         # What survives a crash: the log file, the known-worker list (every peer, as a
         # bootstrap server would have told it), the frames it rendered (job, frame,
         # tile or -1) and the frames it collected into its output folders.
@@ -181,6 +190,8 @@ class SimNode:
             # What the runtime's probe finds: the built-in renderer ships with peerfarm.
             renderers={"builtin": __version__} if renders else {},
             former_ids=tuple(self.former_ids),
+            backups=self.farm.schedule.backups,
+            hung_limit=self.farm.schedule.hung_limit,
         )
         self.log_damaged = False
         self.machine = NodeMachine(config, kwl=dict(self.kwl), log=log)
@@ -370,6 +381,10 @@ class SimNode:
         key = (effect.job.id, effect.chunk)
         self._renders[key] = self._tokens
         what = f"{effect.job.id}/{effect.chunk} claim #{effect.claim_seq}"
+        self.renders_started += 1
+        if 0 <= self.hang_after < self.renders_started:
+            self.farm.trace(self, f"render {what} (its renderer hangs)")
+            return  # never reports: only StopRender ends it
         self.farm.trace(self, f"render {what}")
         at = schedule.startup * noise
         for frame in effect.frames:

@@ -32,6 +32,8 @@ EQUIVOCATE = "equivocate"
 class NodePlan:
     slots: int  # 0: a node that never renders (like the bootstrap server)
     speed: float = 1.0  # seconds per frame = frame_time * speed * the frame's cost
+    # Renders after this many hang (never finish, report nothing); -1: none hang.
+    hang_after: int = -1
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class Schedule:
     startup: float = 0.0  # a renderer process's start-up (loading the scene), per chunk
     # A render takes its modelled time times a factor drawn from this range.
     render_noise: tuple[float, float] = (0.8, 1.25)
+    backups: bool = True  # idle nodes copy the runs expected to finish last
+    hung_limit: float = 10.0  # a render this many times past its estimate is stopped
     converge_within: float = 0.0  # simulated s after healing to converge; 0: the default
 
     def job(self, job_id: str) -> JobPlan | None:

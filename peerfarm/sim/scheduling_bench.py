@@ -126,6 +126,7 @@ def schedule_for(scenario: Scenario, policy: str) -> Schedule:
         fault_end=SUBMIT_AT,
         startup=scenario.startup,
         render_noise=RENDER_NOISE,
+        backups=policy != "baseline",
         # Ten times the slowest node rendering it all alone: only a stuck farm is slower.
         converge_within=10.0 * max(scenario.speeds) * (sum(scenario.costs) + scenario.startup),
     )
