@@ -17,7 +17,6 @@ from peerfarm.job_request import JobRequest, SubmitError
 from peerfarm.renderers.base import Renderer, RendererError
 
 DEFAULT_SIZE = (320, 240)
-DEFAULT_CHUNK = 4
 DEFAULT_PADDING = 4
 DEFAULT_FPS = 24
 
@@ -198,7 +197,14 @@ def prepare_new_job(
             tile_grid(width, height, tiles, plugin.tile_align)
         except TileError as exc:
             raise SubmitError(f"--tiles {tiles}: {exc}") from None
-    chunk_size = 1 if tiles > 1 else request.chunk_size or DEFAULT_CHUNK
+    # Without --chunk, nodes claim runs of frames sized to their speed (adaptive): the
+    # smallest run is one frame, or as many as keep the job within MAX_CHUNKS.
+    adaptive = tiles == 1 and request.chunk_size is None
+    if adaptive:
+        frames = max(last - first + 1, 1)
+        chunk_size = max(1, -(-frames // MAX_CHUNKS))
+    else:
+        chunk_size = 1 if tiles > 1 else request.chunk_size
     if type(chunk_size) is not int or chunk_size < 1:
         raise SubmitError(
             f"--chunk must be a whole number of frames, at least 1 (got {chunk_size})"
@@ -239,6 +245,8 @@ def prepare_new_job(
         payload["order"] = order
     if request.supersedes:
         payload["supersedes"] = request.supersedes
+    if adaptive:
+        payload["adaptive"] = True
     why = PAYLOADS["NEW_JOB"](payload)
     if why is None and last < first:
         why = "the last frame is before the first"

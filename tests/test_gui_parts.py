@@ -419,3 +419,21 @@ def test_frame_cells_and_what_hovering_says():
         ["demo frames 3-4"],
         "10.0.0.2:7100",
     )
+
+
+def test_the_farm_view_shows_runs_and_measured_speeds():
+    from ui.farm_view import renderers_text
+
+    log = ActionLog()
+    for node in (A, B):
+        log.add(log.create(node, "PEER_JOINED", joined_payload(node[:1])))
+    adaptive = {**new_job_payload(frames=(1, 40), chunk=1), "adaptive": True}
+    log.add(log.create(A, "NEW_JOB", adaptive))
+    log.add(log.create(B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 4, "count": 12}))
+    speed = {"renderer": "builtin", "frame_ms": 1250, "startup_ms": 650}
+    log.add(log.create(B, "NODE_SPEED", speed))
+    rows = FarmSummary().peers(log.state, A, 0.0, {B: "up"}, {})
+    row = next(r for r in rows if r.id == B)
+    assert row.rendering == ["demo frames 5-16"]  # one run, not twelve chunks
+    assert renderers_text(row) == "builtin 0.1.0 (1.25 s/frame, start-up 0.65 s)"
+    assert renderers_text(next(r for r in rows if r.id == A)) == "builtin 0.1.0"

@@ -54,12 +54,14 @@ class PeerRow:
     renders: bool
     renderers: list[tuple[str, str]]
     slots: int
-    rendering: list[str]  # "job frames A-B" per chunk it holds now
+    rendering: list[str]  # "job frames A-B" per chunk (or run of chunks) it holds now
     frames_rendered: int
     fps: float | None
     me: bool
     worker_note: str = ""  # this machine only: paused, waiting until you are away
     not_offered: dict[str, str] = field(default_factory=dict)  # this machine: name -> why
+    # Its measured speed per renderer (NODE_SPEED): (renderer, ms per frame, start-up ms)
+    speeds: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -138,8 +140,19 @@ class FarmSummary:
             for node, n in counts.frames_by_node.items():
                 frames[node] = frames.get(node, 0) + n
             for node, indexes in counts.claims_by_node.items():
+                # A run of chunks claimed at once (an adaptive job) is one entry.
+                runs: list[list[int]] = []
                 for index in sorted(indexes):
-                    span = frames_text(job.frames_of(index))
+                    if (
+                        runs
+                        and runs[-1][-1] == index - 1
+                        and (job.chunk(index).claim_seq == job.chunk(runs[-1][0]).claim_seq)
+                    ):
+                        runs[-1].append(index)
+                    else:
+                        runs.append([index])
+                for run in runs:
+                    span = frames_text(job.run_frames(run[0], len(run)))
                     claims.setdefault(node, []).append(f"{job.name} {span}")
         rows = []
         for node_id in sorted(state.peers, key=lambda n: (n != me, state.peers[n].name, n)):
@@ -159,6 +172,7 @@ class FarmSummary:
                     frames_rendered=frames.get(node_id, 0),
                     fps=meter.rate(now),
                     me=node_id == me,
+                    speeds=list(peer.speeds),
                 )
             )
         return rows

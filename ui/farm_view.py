@@ -26,7 +26,8 @@ HEADER_HINTS = [
     "The node's name (its host name unless it was given one)",
     "Where the other nodes reach it",
     "As this computer sees it: up, suspect (silent for a moment), down, left",
-    "Renderers installed there, with their versions",
+    "Renderers installed there, with their versions, and the speed it measured with "
+    "each: seconds per frame lately (and the renderer's start-up per chunk)",
     "Slots: how many chunks it renders at once",
     "The chunks it renders now",
     "Frames it rendered (of the jobs this farm knows)",
@@ -65,7 +66,15 @@ def _dot(colour: QColor) -> QIcon:
 def renderers_text(row: PeerRow) -> str:
     if not row.renders:
         return "—"
-    text = ", ".join(f"{name} {version}" for name, version in row.renderers) or "none found"
+    speeds = {name: (frame_ms, startup_ms) for name, frame_ms, startup_ms in row.speeds}
+    parts = []
+    for name, version in row.renderers:
+        text = f"{name} {version}"
+        if name in speeds:
+            frame_ms, startup_ms = speeds[name]
+            text += f" ({frame_ms / 1000:.2f} s/frame, start-up {startup_ms / 1000:.2f} s)"
+        parts.append(text)
+    text = ", ".join(parts) or "none found"
     if row.not_offered:  # installed here but not offered: the tooltip says why
         text += f" ({', '.join(sorted(row.not_offered))} not offered)"
     return text

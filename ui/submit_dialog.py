@@ -33,7 +33,7 @@ from peerfarm.core.names import safe_name
 from peerfarm.core.state import UP
 from peerfarm.core.tiles import MAX_TILES
 from peerfarm.job_request import JobRequest, SubmitError, scene_request
-from peerfarm.jobspec import DEFAULT_CHUNK, DEFAULT_SIZE
+from peerfarm.jobspec import DEFAULT_SIZE
 from peerfarm.renderers.base import RendererError
 from peerfarm.scenes import RENDERERS
 from ui.scene_watch import submit_with_preview
@@ -101,12 +101,14 @@ class SubmitDialog(QDialog):
         self.frames_hint = QLabel()
         frames_row.addWidget(self.frames_hint, 1)
         self.chunk = QSpinBox()
-        self.chunk.setRange(1, 10_000)
-        self.chunk.setValue(DEFAULT_CHUNK)
+        self.chunk.setRange(0, 10_000)  # 0: "auto", runs sized to each node's speed
+        self.chunk.setValue(0)
+        self.chunk.setSpecialValueText("auto chunk size")
         self.chunk.setSuffix(" frames per chunk")
         self.chunk.setToolTip(
-            "A node renders a chunk in one renderer run: bigger chunks load the scene less "
-            "often, smaller ones spread the work over more nodes"
+            "A node renders a chunk in one renderer run. Auto: each node takes runs sized "
+            "to its measured speed, big early and small at the end (docs/scheduling.md); "
+            "a number fixes the chunk size"
         )
         self.tiles = QSpinBox()
         self.tiles.setRange(1, MAX_TILES)
@@ -370,7 +372,7 @@ class SubmitDialog(QDialog):
         return request.replace(
             name=self.name_edit.text().strip() or request.name,
             frames=(self.first.value(), self.last.value()),
-            chunk_size=self.chunk.value() if self.tiles.value() == 1 else 1,
+            chunk_size=(self.chunk.value() or None) if self.tiles.value() == 1 else 1,
             tiles=self.tiles.value(),
             width=None if own else self.width_spin.value(),
             height=None if own else self.height_spin.value(),

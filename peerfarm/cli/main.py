@@ -152,7 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--node", required=True, metavar="HOST:PORT", help="the node to submit to")
     p.add_argument("--frames", metavar="A-B", help="frame range (default: the scene's own)")
-    p.add_argument("--chunk", type=int, default=None, metavar="N", help="frames per chunk")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="frames per chunk, fixed (default: each node claims runs of frames sized to its "
+        "measured speed, big early and small at the end; docs/scheduling.md)",
+    )
     p.add_argument(
         "--tiles",
         type=int,
@@ -389,6 +396,15 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         "(default 3; a lost link that does not come back within 0.5 s counts at once)",
     )
     p.add_argument(
+        "--hung-limit",
+        type=float,
+        default=10.0,
+        metavar="N",
+        help="a render running N times longer than this node's estimate for it (from its "
+        "measured speed; at least 10 s) without finishing a frame is stopped and counted a "
+        "failure (default 10; 0: never)",
+    )
+    p.add_argument(
         "--min-free-space",
         type=_bytes,
         default=DEFAULT_MIN_FREE_BYTES,
@@ -541,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
                 name=args.name,
                 advertise=args.advertise,
                 peer_timeout=max(args.peer_timeout, 0.3),
+                hung_limit=max(args.hung_limit, 0.0),
                 min_free_bytes=args.min_free_space,
                 remote_outputs=args.remote_outputs,
                 retention=RetentionPolicy(

@@ -56,9 +56,16 @@ JOB_COLLECTED = "JOB_COLLECTED"
 ENABLE_FEATURE = "ENABLE_FEATURE"
 
 _feature = s.text(MAX_FEATURE_NAME, allow_empty=False)
+NODE_SPEED = "NODE_SPEED"
+BACKUP_CHUNK = "BACKUP_CHUNK"
 
 _chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
 _claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
+# A run of consecutive chunks from "chunk" on, claimed (rendered, given back, failed) as
+# one: an adaptive job's chunks are single frames and a node claims as many as suit its
+# speed (core/scheduler.py). Absent means 1, so logs written before it still load.
+_run = {"count": s.integer(1, MAX_CHUNKS)}
+MAX_MS = 2**40  # a measured time in milliseconds
 
 # The payload schema of every action type.
 PAYLOADS: dict[str, s.Check] = {
@@ -129,12 +136,15 @@ PAYLOADS: dict[str, s.Check] = {
             # a new revision of this job (re-render on save): it is cancelled as this
             # job arrives (core/reducers.py); absent: none
             "supersedes": s.job_id,
+            # true: chunk_size is the smallest run, and nodes claim runs of chunks sized
+            # to their speed (absent: false, every claim is one chunk, as --chunk asks)
+            "adaptive": s.boolean,
         },
     ),
-    CLAIM_CHUNK: s.record(_chunk_ref),
-    DONE: s.record(_claim_ref),
-    RELEASE_CHUNK: s.record(_claim_ref),
-    CHUNK_FAILED: s.record({**_claim_ref, "error": s.text(4000)}),
+    CLAIM_CHUNK: s.record(_chunk_ref, _run),
+    DONE: s.record(_claim_ref, _run),
+    RELEASE_CHUNK: s.record(_claim_ref, _run),
+    CHUNK_FAILED: s.record({**_claim_ref, "error": s.text(4000)}, _run),
     CANCEL_JOB: s.record({"job_id": s.job_id}),
     # The submitter found the only copy of a done chunk's frames gone (its holder
     # died or lost them) before collecting them: the chunk is rendered again.
@@ -153,6 +163,19 @@ PAYLOADS: dict[str, s.Check] = {
     # The farm uses a protocol feature from here on, if every member that is up
     # advertises it at this place in the order (core/features.py).
     ENABLE_FEATURE: s.record({"feature": _feature}),
+    # An idle node renders a copy of a claimed run expected to finish last (or far past
+    # its estimate): the first DONE of the two counts (docs/scheduling.md).
+    BACKUP_CHUNK: s.record(_claim_ref, _run),
+    # A node's measured speed with one renderer (docs/scheduling.md): seconds per frame
+    # (recent renders) and the renderer's start-up per chunk, in milliseconds. Measured
+    # by the node from its own renders; reducers never read clocks.
+    NODE_SPEED: s.record(
+        {
+            "renderer": s.renderer_name,
+            "frame_ms": s.integer(1, MAX_MS),
+            "startup_ms": s.integer(0, MAX_MS),
+        }
+    ),
     # Proof that a node signed two different actions at one seq (core/feeds.py): two
     # runs of its actions from that seq, each ending with one it signed. Every node
     # that applies it drops the node's actions from that seq on and counts it faulty.

@@ -56,6 +56,20 @@ def _peer_joined(state: State, action: a.Action) -> State:
         features=tuple(sorted(set(p.get("features", ())))),
         version=p.get("version", ""),
     )
+    known = state.peers.get(action.origin)
+    if known is not None:
+        peer = peer._replace(speeds=known.speeds)  # what it measured still holds
+    return state._replace(peers=state.peers.set(action.origin, peer))
+
+
+def _node_speed(state: State, action: a.Action) -> State:
+    peer = state.peers.get(action.origin)
+    if peer is None:
+        return state  # measured before it announced itself: it sends it again
+    p = action.payload
+    speeds = [s for s in peer.speeds if s[0] != p["renderer"]]
+    speeds.append((p["renderer"], p["frame_ms"], p["startup_ms"]))
+    peer = peer._replace(speeds=tuple(sorted(speeds)))
     return state._replace(peers=state.peers.set(action.origin, peer))
 
 
@@ -118,6 +132,7 @@ def _new_job(state: State, action: a.Action) -> State:
         fps=p.get("fps", 24),
         order=p.get("order", IN_ORDER),
         supersedes=p.get("supersedes", ""),
+        adaptive=p.get("adaptive", False),
     )
     state = state._replace(jobs=state.jobs.set(job.id, job))
     # A new revision stops the old one in the same step, alike on every node.
@@ -134,32 +149,79 @@ def _chunk_target(state: State, action: a.Action) -> tuple[Job, Chunk] | None:
     return job, job.chunk(action.payload["chunk"])
 
 
+def _run_of(state: State, action: a.Action) -> tuple[Job, range] | None:
+    """The job and the chunks an action names (a run of ``count`` from ``chunk``), or
+    None if any of them is out of the job's range."""
+    job = state.jobs.get(action.payload["job_id"])
+    first = action.payload["chunk"]
+    run = range(first, first + action.payload.get("count", 1))
+    if job is None or run.stop > job.chunk_total:
+        return None
+    return job, run
+
+
 def _put(state: State, job: Job) -> State:
     return state._replace(jobs=state.jobs.set(job.id, job))
 
 
 def _claim_chunk(state: State, action: a.Action) -> State:
-    target = _chunk_target(state, action)
+    """A claim wins its whole run or nothing: every chunk of it must be pending."""
+    target = _run_of(state, action)
     if target is None:
         return state
-    job, chunk = target
-    index = action.payload["chunk"]
+    job, run = target
     if job.state != ACTIVE:
         return state
     # A worker claims only what its own fold shows pending, so every claim starts a
     # render, even one that loses a race: count them all, so wasted work is visible.
-    job = job._replace(frame_renders=job.frame_renders + len(job.frames_of(index)))
+    frames = sum(len(job.frames_of(i)) for i in run)
+    job = job._replace(frame_renders=job.frame_renders + frames)
     claimer = state.peers.get(action.origin)
-    if chunk.state == PENDING and (claimer is None or claimer.state == UP):
+    if all(job.chunk(i).state == PENDING for i in run) and (claimer is None or claimer.state == UP):
         # A node the farm has declared down or gone wins no chunk: its claim would hold
         # the chunk until that node came back, and one that returns as a new incarnation
         # (a new id, see runtime/node.py) never does.
-        won = chunk._replace(
-            state=CLAIMED, claim_origin=action.origin, claim_seq=action.seq, epoch=chunk.epoch + 1
-        )
-        job = job._replace(chunks=job.chunks.set(index, won))
-    # else: someone earlier in the total order holds it, and this claim loses
+        chunks = job.chunks
+        for i in run:
+            chunk = job.chunk(i)
+            won = chunk._replace(
+                state=CLAIMED,
+                claim_origin=action.origin,
+                claim_seq=action.seq,
+                epoch=chunk.epoch + 1,
+                backup_origin="",
+            )
+            chunks = chunks.set(i, won)
+        job = job._replace(chunks=chunks)
+    # else: someone earlier in the total order holds one of them, and this claim loses
     return _put(state, job)
+
+
+def _backup_chunk(state: State, action: a.Action) -> State:
+    """A backup counts if every chunk of the run is held by the claim it names (another
+    node's) and has no backup yet: the first backup in the total order wins."""
+    target = _run_of(state, action)
+    if target is None:
+        return state
+    job, run = target
+    if job.state != ACTIVE:
+        return state
+    chunks = [job.chunk(i) for i in run]
+    if any(
+        c.state != CLAIMED
+        or c.claim_seq != action.payload["claim_seq"]
+        or c.claim_origin in ("", action.origin)
+        or c.claim_origin != chunks[0].claim_origin
+        or c.backup_origin
+        for c in chunks
+    ):
+        return state
+    new = job.chunks
+    for i, c in zip(run, chunks, strict=True):
+        new = new.set(i, c._replace(backup_origin=action.origin))
+    # The copy renders these frames again: count them, so wasted work is visible.
+    frames = sum(len(job.frames_of(i)) for i in run)
+    return _put(state, job._replace(chunks=new, frame_renders=job.frame_renders + frames))
 
 
 def _complete_frames(job: Job, index: int) -> int:
@@ -187,63 +249,76 @@ def _holds(chunk: Chunk, action: a.Action) -> bool:
 
 
 def _done(state: State, action: a.Action) -> State:
-    target = _chunk_target(state, action)
+    target = _run_of(state, action)
     if target is None:
         return state
-    job, chunk = target
-    # Fencing: a DONE counts if the chunk is not done yet, even from a claim that
-    # was taken away (no wasted work); a second DONE is ignored (nothing counted twice).
-    if job.state == CANCELLED or chunk.state not in (PENDING, CLAIMED):
+    job, run = target
+    if job.state == CANCELLED:
         return state
-    index = action.payload["chunk"]
-    job = job._replace(
-        chunks=job.chunks.set(index, chunk._replace(state=CHUNK_DONE, done_by=action.origin)),
-        chunks_done=job.chunks_done + 1,
-    )
-    job = job._replace(frames_done=job.frames_done + _complete_frames(job, index))
+    for index in run:
+        chunk = job.chunk(index)
+        # Fencing: a DONE counts if the chunk is not done yet, even from a claim that
+        # was taken away (no wasted work); a second DONE is ignored (nothing counted twice).
+        if chunk.state not in (PENDING, CLAIMED):
+            continue
+        job = job._replace(
+            chunks=job.chunks.set(index, chunk._replace(state=CHUNK_DONE, done_by=action.origin)),
+            chunks_done=job.chunks_done + 1,
+        )
+        job = job._replace(frames_done=job.frames_done + _complete_frames(job, index))
     if job.state == ACTIVE and job.chunks_done == job.chunk_total:
         job = job._replace(state=JOB_DONE)
     return _put(state, job)
 
 
 def _release_chunk(state: State, action: a.Action) -> State:
-    target = _chunk_target(state, action)
-    if target is None or not _holds(target[1], action):
+    target = _run_of(state, action)
+    if target is None:
         return state
-    job, chunk = target
-    released = chunk._replace(state=PENDING)
-    return _put(state, job._replace(chunks=job.chunks.set(action.payload["chunk"], released)))
+    job, run = target
+    chunks = job.chunks
+    for index in run:
+        chunk = job.chunk(index)
+        if _holds(chunk, action):
+            chunks = chunks.set(index, chunk._replace(state=PENDING))
+    if chunks is job.chunks:
+        return state
+    return _put(state, job._replace(chunks=chunks))
 
 
 def _chunk_failed(state: State, action: a.Action) -> State:
-    """A failed render goes back to the pool for another node; the chunk fails for
-    good once it failed on MAX_FAILING_NODES different nodes (or MAX_ATTEMPTS times
-    when no other node could take it), and with it the job."""
-    target = _chunk_target(state, action)
-    if target is None or not _holds(target[1], action):
+    """A failed render goes back to the pool for another node; a chunk fails for good
+    once it failed on MAX_FAILING_NODES different nodes (or MAX_ATTEMPTS times when no
+    other node could take it), and with it the job. A run counts one failure against
+    the node (one renderer process failed), and one attempt for each of its chunks."""
+    target = _run_of(state, action)
+    if target is None:
         return state
-    job, chunk = target
-    index = action.payload["chunk"]
+    job, run = target
+    held = [i for i in run if _holds(job.chunk(i), action)]
+    if not held:
+        return state
     origin = action.origin
-    attempts = chunk.attempts + 1
     error = action.payload["error"]
-    failed_on = chunk.failed_on if origin in chunk.failed_on else (*chunk.failed_on, origin)
     job = job._replace(failures=job.failures.set(origin, job.failures.get(origin, 0) + 1))
-    chunk = chunk._replace(attempts=attempts, error=error, failed_on=failed_on)
     able = able_renderers(state, job)  # blocklisted nodes are not able
-    others = [n for n in able if n not in failed_on]
-    may_retry_here = origin in able and attempts < MAX_ATTEMPTS  # when no one else can
-    if len(failed_on) < MAX_FAILING_NODES and (others or may_retry_here):
-        return _put(
-            state, job._replace(chunks=job.chunks.set(index, chunk._replace(state=PENDING)))
-        )
-    job = job._replace(chunks=job.chunks.set(index, chunk._replace(state=CHUNK_FAILED)))
-    if job.state == ACTIVE:
-        job = job._replace(
-            state=JOB_FAILED,
-            error=f"{_what(job, index)} failed {attempts} times "
-            f"on {len(failed_on)} node(s): {error}",
-        )
+    for index in held:
+        chunk = job.chunk(index)
+        attempts = chunk.attempts + 1
+        failed_on = chunk.failed_on if origin in chunk.failed_on else (*chunk.failed_on, origin)
+        chunk = chunk._replace(attempts=attempts, error=error, failed_on=failed_on)
+        others = [n for n in able if n not in failed_on]
+        may_retry_here = origin in able and attempts < MAX_ATTEMPTS  # when no one else can
+        if len(failed_on) < MAX_FAILING_NODES and (others or may_retry_here):
+            job = job._replace(chunks=job.chunks.set(index, chunk._replace(state=PENDING)))
+            continue
+        job = job._replace(chunks=job.chunks.set(index, chunk._replace(state=CHUNK_FAILED)))
+        if job.state == ACTIVE:
+            job = job._replace(
+                state=JOB_FAILED,
+                error=f"{_what(job, index)} failed {attempts} times "
+                f"on {len(failed_on)} node(s): {error}",
+            )
     return _put(state, job)
 
 
@@ -370,5 +445,7 @@ _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.EQUIVOCATION: _equivocation,
     a.JOB_COLLECTED: _job_collected,
     a.ENABLE_FEATURE: _enable_feature,
+    a.NODE_SPEED: _node_speed,
+    a.BACKUP_CHUNK: _backup_chunk,
 }
 assert set(_HANDLERS) == a.ACTION_TYPES

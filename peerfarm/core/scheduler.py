@@ -1,19 +1,61 @@
-"""Which chunk a node should claim next: a pure decision over the state.
+"""Which chunks a node should claim next: a pure decision over the state and this
+node's own measurements (docs/scheduling.md).
 
-Policy (simple for now): the highest-priority, oldest active job (not paused) with a
-pending chunk, skipping jobs this node is blocklisted for and chunks that failed here
-while another node could try them. To keep idle nodes from all reaching for the
-same chunk at once, each rendering node starts its search at its own share of
-the chunk range (its rank among rendering peers); concurrent claims that still
-collide are settled by the reducer, and the loser simply asks again.
+Which job: the highest-priority, oldest active job (not paused) with a pending chunk,
+skipping jobs this node is blocklisted for or cannot render, and chunks that failed
+here while another node could try them.
+
+How much of it:
+
+- A job submitted with ``--chunk N`` (not adaptive) is claimed one chunk at a time.
+  Each rendering node starts its search at its own share of the chunk range (its
+  rank among rendering peers) so idle nodes rarely reach for the same chunk.
+- An adaptive job's chunks are single frames, and a node claims a *run* of them from
+  the first pending frame on, sized by factoring (guided self-scheduling weighted by
+  speed): half of this node's proportional share of the frames still unclaimed, so
+  chunks are big while much is left and small at the end. The share comes from every
+  node's measured speed (NODE_SPEED in the state); a run is at least a few start-ups
+  long (so loading the scene is paid rarely) but never more than the whole share. A
+  node that has not measured its speed yet takes a short probe run.
+
+Concurrent claims that still collide are settled by the reducer (a run wins whole or
+not at all), and the loser simply asks again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+import math
+from collections.abc import Container, Mapping
+from typing import NamedTuple
 
-from peerfarm.core.chunk_order import chunk_order
-from peerfarm.core.state import ACTIVE, PENDING, UP, Job, State, able_renderers
+from peerfarm.core.chunk_order import IN_ORDER, chunk_order
+from peerfarm.core.state import (
+    ACTIVE,
+    CLAIMED,
+    PENDING,
+    UP,
+    Job,
+    Peer,
+    State,
+    able_renderers,
+)
+
+PROBE_FRAMES = 2  # a node that has not measured itself yet: first frame and one more
+STARTUPS_PER_RUN = 8  # a run renders for at least this many start-ups (when it can)
+FIRST_PART = 0.5  # of its share of what is left a node claims at once
+
+
+class Pick(NamedTuple):
+    job_id: str
+    chunk: int  # the run's first chunk
+    count: int = 1  # chunks in the run
+
+
+class Measured(NamedTuple):
+    """What this node measured itself, kept by its machine (never in the state)."""
+
+    # job id -> seconds per frame of that job on this node, recent renders
+    frame_seconds: Mapping[str, float] = {}
 
 
 def job_order(state: State) -> list[Job]:
@@ -34,7 +76,20 @@ def pick_chunk(
     busy: Container[tuple[str, int]] = (),
     skip_jobs: Container[str] = (),
 ) -> tuple[str, int] | None:
-    """The (job id, chunk) this node should claim next, or None if there is no work.
+    """The (job id, first chunk) this node should claim next, or None if there is no
+    work; ``pick_run`` also says how many chunks."""
+    pick = pick_run(state, node_id, busy, skip_jobs)
+    return None if pick is None else (pick.job_id, pick.chunk)
+
+
+def pick_run(
+    state: State,
+    node_id: str,
+    busy: Container[tuple[str, int]] = (),
+    skip_jobs: Container[str] = (),
+    measured: Measured | None = None,
+) -> Pick | None:
+    """The run of chunks this node should claim next, or None if there is no work.
 
     ``busy`` holds chunks this node is already rendering, ``skip_jobs`` jobs it
     must not take (e.g. a renderer it lacks).
@@ -44,18 +99,231 @@ def pick_chunk(
         # Not announced yet (the farm does not know what we can render), or declared
         # down and not rejoined yet (a claim would not count: core/reducers.py).
         return None
-    rank, renderers = _rank(state, node_id)
+    measured = measured or Measured()
     for job in job_order(state):
         if job.id in skip_jobs or not me.can_render(job):
             continue  # never claim what this node cannot render
         if not job.takes(node_id):
             continue  # this node failed too many of its chunks
-        for index in chunk_order(job.chunk_total, job.order, rank, renderers):
-            chunk = job.chunk(index)
-            if chunk.state != PENDING or (job.id, index) in busy:
-                continue
-            # A chunk that failed here goes to another node, if any other can take it.
-            if node_id in chunk.failed_on and able_renderers(state, job, chunk.failed_on):
-                continue
-            return job.id, index
+        # Adaptive runs are contiguous; a job that asked for another order (spread, for
+        # a re-render the artist watches) is taken chunk by chunk in that order.
+        if job.adaptive and job.tiles == 1 and job.order == IN_ORDER:
+            pick = _adaptive_run(state, job, node_id, me, busy, measured)
+        else:
+            pick = _fixed_chunk(state, job, node_id, busy)
+        if pick is not None:
+            return pick
     return None
+
+
+def _claimable(state: State, job: Job, index: int, node_id: str, busy: Container) -> bool:
+    chunk = job.chunk(index)
+    if chunk.state != PENDING or (job.id, index) in busy:
+        return False
+    # A chunk that failed here goes to another node, if any other can take it.
+    return not (node_id in chunk.failed_on and able_renderers(state, job, chunk.failed_on))
+
+
+def _fixed_chunk(state: State, job: Job, node_id: str, busy: Container) -> Pick | None:
+    rank, renderers = _rank(state, node_id)
+    for index in chunk_order(job.chunk_total, job.order, rank, renderers):
+        if _claimable(state, job, index, node_id, busy):
+            return Pick(job.id, index)
+    return None
+
+
+def _adaptive_run(
+    state: State, job: Job, node_id: str, me: Peer, busy: Container, measured: Measured
+) -> Pick | None:
+    total = job.chunk_total
+    unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
+    want = run_length(state, job, node_id, me, unclaimed, measured)
+    # Nodes probing their speed all start at once: each skips its rank's worth of probe
+    # runs from the first pending frame, so their claims rarely collide.
+    skip = _rank(state, node_id)[0] * PROBE_FRAMES if me.speed(job.renderer) is None else 0
+    claimable = (i for i in range(total) if _claimable(state, job, i, node_id, busy))
+    first = None
+    for seen, index in enumerate(claimable):
+        first = index
+        if seen >= skip:
+            break
+    if first is None:
+        return None
+    count = 1
+    while (
+        count < want
+        and first + count < total
+        and _claimable(state, job, first + count, node_id, busy)
+    ):
+        count += 1
+    return Pick(job.id, first, count)
+
+
+def run_length(
+    state: State, job: Job, node_id: str, me: Peer, unclaimed: int, measured: Measured
+) -> int:
+    """How many chunks (frames) this node should claim of ``unclaimed`` ones."""
+    mine = me.speed(job.renderer)
+    if mine is None:
+        return PROBE_FRAMES  # measure first: a short run tells our speed and start-up
+    my_rate = 1.0 / mine[0]
+    # The farm's rate, per slot: every node that may take this job, at its measured
+    # speed; one not measured yet counts as fast as the fastest (smaller runs, never
+    # a run that would end long after everyone else's).
+    rates = {
+        n: 1.0 / s[0]
+        for n in able_renderers(state, job)
+        if (s := state.peers[n].speed(job.renderer)) is not None
+    }
+    fastest = max(rates.values(), default=my_rate)
+    farm_rate = sum(
+        state.peers[n].slots * rates.get(n, fastest) for n in able_renderers(state, job)
+    )
+    share = unclaimed * my_rate / max(farm_rate, my_rate)  # this slot's share of what is left
+    frames = math.ceil(share * FIRST_PART)  # factoring: part now, the rest in smaller runs
+    # Long enough that loading the scene is paid rarely: seconds per frame of this job
+    # measured here (the start-up is the same for every job of a renderer). When that
+    # part would be too short, the whole share: the last round is one run per node.
+    seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
+    startup = mine[1] / 1000.0
+    if seconds > 0 and frames * seconds < STARTUPS_PER_RUN * startup:
+        frames = math.ceil(share)
+    return max(1, min(frames, math.ceil(share)))
+
+
+# A backup is worth starting only if it should end this much sooner than the original.
+BACKUP_GAIN = 0.1  # of the original's remaining time
+OVERDUE_FACTOR = 2.0  # a run this many times past its estimate counts as hung
+
+
+class Backup(NamedTuple):
+    job_id: str
+    chunk: int  # the run's first chunk
+    count: int
+    claim_seq: int  # the claim it copies
+    holder: str
+
+
+class InFlight(NamedTuple):
+    """A claimed run of another node, with when this node first saw the claim."""
+
+    job_id: str
+    chunk: int
+    count: int
+    claim_seq: int
+    holder: str
+    seen: float
+
+
+def claimed_runs(job: Job) -> list[tuple[int, int, str, int]]:
+    """The job's claimed runs: (first chunk, count, holder, claim seq), in chunk order."""
+    runs: list[tuple[int, int, str, int]] = []
+    for index in sorted(job.chunks):
+        chunk = job.chunks[index]
+        if chunk.state != CLAIMED:
+            continue
+        if runs:
+            first, count, holder, seq = runs[-1]
+            if first + count == index and (holder, seq) == (chunk.claim_origin, chunk.claim_seq):
+                runs[-1] = (first, count + 1, holder, seq)
+                continue
+        runs.append((index, 1, chunk.claim_origin, chunk.claim_seq))
+    return runs
+
+
+def run_estimate(
+    state: State, job: Job, holder: str, first: int, count: int, scale: float
+) -> float | None:
+    """Seconds ``holder`` should need for ``count`` chunks of ``job``, from its measured
+    speed (start-up included); ``scale`` turns its renderer-wide seconds per frame into
+    this job's (frames of one scene cost more or less than the renderer's average)."""
+    peer = state.peers.get(holder)
+    measured = peer.speed(job.renderer) if peer is not None else None
+    if measured is None:
+        return None
+    frames = sum(len(job.frames_of(i)) for i in range(first, first + count))
+    return measured[1] / 1000.0 + frames * scale * measured[0] / 1000.0
+
+
+def pick_backup(
+    state: State,
+    node_id: str,
+    now: float,
+    seen: Mapping[tuple[str, int, int], float],
+    busy: Container[tuple[str, int]] = (),
+    measured: Measured | None = None,
+) -> Backup | None:
+    """An in-flight run of another node that this idle node should render a copy of, or
+    None. Only when no job has unclaimed work for us (pick_run found none): the run
+    expected to finish last, if our copy should end sooner, or a run far past its
+    estimate (a hung renderer on a live node). ``seen``: (job, first chunk, claim seq)
+    -> when this node first saw that claim; ``now`` is this node's clock."""
+    me = state.peers.get(node_id)
+    if me is None or me.state != UP:
+        return None
+    mine = me.speed
+    measured = measured or Measured()
+    best: tuple[float, Backup] | None = None
+    for job in job_order(state):
+        if not me.can_render(job) or not job.takes(node_id):
+            continue
+        my_speed = mine(job.renderer)
+        if my_speed is None:
+            continue  # not measured yet: no telling whether a copy would be faster
+        job_seconds = measured.frame_seconds.get(job.id)
+        scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
+        for first, count, holder, seq in claimed_runs(job):
+            if holder == node_id or job.chunk(first).backup_origin:
+                continue
+            if any((job.id, i) in busy for i in range(first, first + count)):
+                continue
+            if any(node_id in job.chunk(i).failed_on for i in range(first, first + count)):
+                continue
+            theirs = run_estimate(state, job, holder, first, count, scale)
+            ours = run_estimate(state, job, node_id, first, count, scale)
+            if ours is None:
+                continue
+            started = seen.get((job.id, first, seq), now)
+            if theirs is None:
+                theirs = ours  # a holder not measured yet: as fast as us
+            end = started + theirs
+            hung = now - started >= OVERDUE_FACTOR * theirs
+            left = end - now
+            if not hung and now + ours >= end - BACKUP_GAIN * max(left, 0.0):
+                continue  # the original should end first
+            key = math.inf if hung else end
+            if best is None or key > best[0]:
+                best = (key, Backup(job.id, first, count, seq, holder))
+        if best is not None:
+            return best[1]  # the most urgent job's runs first
+    return None
+
+
+def overdue_at(
+    state: State,
+    node_id: str,
+    seen: Mapping[tuple[str, int, int], float],
+    measured: Measured | None = None,
+) -> float:
+    """When the next in-flight run of another node counts as hung (math.inf: none):
+    an idle node looks again for a backup then."""
+    me = state.peers.get(node_id)
+    if me is None:
+        return math.inf
+    measured = measured or Measured()
+    soonest = math.inf
+    for job in job_order(state):
+        my_speed = me.speed(job.renderer)
+        if my_speed is None or not me.can_render(job):
+            continue
+        job_seconds = measured.frame_seconds.get(job.id)
+        scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
+        for first, count, holder, seq in claimed_runs(job):
+            if holder == node_id or job.chunk(first).backup_origin:
+                continue
+            started = seen.get((job.id, first, seq))
+            theirs = run_estimate(state, job, holder, first, count, scale)
+            if started is None or theirs is None:
+                continue
+            soonest = min(soonest, started + OVERDUE_FACTOR * theirs)
+    return soonest

@@ -45,6 +45,9 @@ class Chunk(NamedTuple):
     attempts: int = 0  # failed renders
     error: str = ""  # the last failure's renderer output
     failed_on: tuple[str, ...] = ()  # nodes it failed on, in order
+    # A node rendering a copy of this claim (BACKUP_CHUNK): the first DONE of either
+    # counts. Cleared when a new claim wins the chunk.
+    backup_origin: str = ""
 
 
 PENDING_CHUNK = Chunk()
@@ -92,6 +95,9 @@ class Job(NamedTuple):
     paused: bool = False  # no new claims while paused (PAUSE_JOB / RESUME_JOB)
     # The submitter holds every frame (JOB_COLLECTED): other copies may be deleted.
     collected: bool = False
+    # Claims take runs of chunks sized to each node's speed (core/scheduler.py); false:
+    # one chunk per claim, the size the user fixed with --chunk.
+    adaptive: bool = False
 
     @property
     def chunk_total(self) -> int:
@@ -107,6 +113,12 @@ class Job(NamedTuple):
 
     def chunk(self, index: int) -> Chunk:
         return self.chunks.get(index, PENDING_CHUNK)
+
+    def run_frames(self, index: int, count: int) -> range:
+        """The frames of the run of ``count`` chunks from ``index`` (one tile: count 1)."""
+        if count == 1:
+            return self.frames_of(index)
+        return range(self.frames_of(index).start, self.frames_of(index + count - 1).stop)
 
     def tile_file_name(self, frame: int, tile: int) -> str:
         """``<name>_0001.tile3.png``: one tile of a frame, on the node that rendered it
@@ -163,6 +175,12 @@ class Peer(NamedTuple):
     renderers: tuple[tuple[str, str], ...] = ()  # (name, version), sorted
     features: tuple[str, ...] = ()  # protocol features it speaks, sorted (core/features.py)
     version: str = ""  # its peerfarm version (feature peer_versions; "" if not said)
+    # Measured by the node (NODE_SPEED): (renderer, ms per frame, start-up ms), sorted.
+    speeds: tuple[tuple[str, int, int], ...] = ()
+
+    def speed(self, renderer: str) -> tuple[int, int] | None:
+        """(ms per frame, start-up ms) this peer measured with ``renderer``, if any."""
+        return next(((f, s) for name, f, s in self.speeds if name == renderer), None)
 
     def can_render(self, job: Job) -> bool:
         """Whether this peer has the job's renderer, in the version the job requires."""

@@ -31,7 +31,7 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
-from peerfarm.core.state import CANCELLED, FAULTY, LEFT, State
+from peerfarm.core.state import CANCELLED, FAULTY, LEFT, Peer, State
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine import job_control
@@ -43,6 +43,17 @@ from peerfarm.machine.timing import ABORT_TIMEOUT
 from peerfarm.machine.worker import Worker
 
 MAX_REACTIONS = 10_000  # reaction passes for one event; more means the node is looping
+
+
+def speeds_of(peer: Peer | None) -> dict[str, dict[str, float]]:
+    """A peer's measured speeds as status shows them: renderer -> seconds per frame and
+    start-up seconds (docs/scheduling.md)."""
+    if peer is None:
+        return {}
+    return {
+        name: {"frame_seconds": frame_ms / 1000.0, "startup_seconds": startup_ms / 1000.0}
+        for name, frame_ms, startup_ms in peer.speeds
+    }
 
 
 class NodeMachine:
@@ -171,6 +182,8 @@ class NodeMachine:
         deadline = self.membership.next_deadline()
         if self.working:
             deadline = min(deadline, self.collector.next_deadline())
+            if self.config.renders:
+                deadline = min(deadline, self.worker.next_deadline())
         if self.shared.stopping and not self.left:
             deadline = min(deadline, self._abort_deadline)
         return deadline
@@ -222,6 +235,7 @@ class NodeMachine:
                     "slots": replicated.slots if replicated else None,
                     "features": list(replicated.features) if replicated else [],
                     "version": replicated.version if replicated else "",
+                    "speeds": speeds_of(replicated),
                 }
             )
         jobs = []
@@ -265,6 +279,8 @@ class NodeMachine:
             "peers": peers,
             "jobs": jobs,
             "worker": self.worker.status() if config.renders else None,
+            # What the farm knows of this node's speed (NODE_SPEED), as of its peers'.
+            "speeds": speeds_of(self.state.peers.get(self.node_id)),
         }
 
     # -- the one way in ----------------------------------------------------------------
@@ -305,6 +321,7 @@ class NodeMachine:
                     self.features.react()
                 self.collector.observe(applied)
                 if self.config.renders:
+                    self.worker.observe(applied)
                     self.worker.react()
                 self.collector.react()
             if shared.stopping:
@@ -342,6 +359,8 @@ class NodeMachine:
             membership.detect()
         if membership.working:
             self.collector.tick()
+            if self.config.renders:
+                self.worker.tick()
         if self.shared.stopping:
             self.shared.dirty = True  # _react checks whether we may leave now
 

@@ -43,6 +43,12 @@ class MachineConfig:
     # Protocol features this node speaks (core/features.py) and its peerfarm version.
     features: frozenset[str] = SPOKEN
     version: str = ""
+    # Idle nodes render copies of the runs expected to finish last (docs/scheduling.md).
+    # False only to measure the baseline policy (peerfarm bench schedule).
+    backups: bool = True
+    # A render running this many times longer than this node's estimate for it is
+    # stopped and counted a failure (a hung renderer); 0: never.
+    hung_limit: float = 10.0
 
 
 class Shared:

@@ -10,12 +10,13 @@ StartRender / StopRender effects.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from peerfarm.core import actions as act
-from peerfarm.core.scheduler import pick_chunk
-from peerfarm.core.state import ACTIVE, CLAIMED, JOB_FAILED, PENDING, UP, Job
+from peerfarm.core.scheduler import Measured, overdue_at, pick_backup, pick_run
+from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
 
@@ -24,7 +25,14 @@ from peerfarm.machine.shared import Shared
 # A re-fold longer than this has every chunk looked over (cheaper than naming them).
 ADOPTION_LOOKS_AT_MOST = 1_000
 CHUNK_ACTIONS = frozenset(
-    (act.CLAIM_CHUNK, act.DONE, act.RELEASE_CHUNK, act.CHUNK_FAILED, act.CHUNK_LOST)
+    (
+        act.CLAIM_CHUNK,
+        act.DONE,
+        act.RELEASE_CHUNK,
+        act.CHUNK_FAILED,
+        act.CHUNK_LOST,
+        act.BACKUP_CHUNK,
+    )
 )
 
 RELEASE_REASON_STOPPING = "node stopping"
@@ -33,18 +41,41 @@ RELEASE_REASON_NO_SPACE = "this node's disk is full"
 RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED, RELEASE_REASON_NO_SPACE)
 
 
+RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
+HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
+SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended jobs go
+
+# A measured speed is shared again (NODE_SPEED) once it is this far off what the farm has.
+SPEED_CHANGE_SHARED = 0.2
+MEASURE_WEIGHT = 0.5  # weight of the newest render in the running averages
+
+
 @dataclass
 class Render:
     job_id: str
-    chunk: int
+    chunk: int  # the first chunk of the run
     claim_seq: int
     frames: range
     tile: int | None  # the tile of frames.start this chunk renders; None: whole frames
+    count: int = 1  # chunks in the run, from ``chunk`` on
+    renderer: str = ""
+    started: float = 0.0  # when StartRender went out (the machine's clock)
+    first_frame_at: float | None = None  # when the first frame was finished
+    last_frame_at: float | None = None
     frames_finished: int = 0
     stop_reason: str = ""  # set once StopRender went out; the slot stays taken until it ends
+    backup: bool = False  # a copy of another node's claim (claim_seq is theirs)
+    hung_at: float = math.inf  # past this, the render counts as hung
+
+    @property
+    def chunks(self) -> range:
+        return range(self.chunk, self.chunk + self.count)
 
     def claim_ref(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "chunk": self.chunk, "claim_seq": self.claim_seq}
+        ref = {"job_id": self.job_id, "chunk": self.chunk, "claim_seq": self.claim_seq}
+        if self.count > 1:
+            ref["count"] = self.count
+        return ref
 
 
 class Worker:
@@ -56,6 +87,14 @@ class Worker:
         # Orphaned claims can only appear at start (the log from disk) and when a late
         # action re-folds the log: only then is every chunk looked over (see react).
         self._late_inserts = -1
+        # What this node measured of its own renders (core/scheduler.py reads it):
+        # seconds per frame per job, and per renderer, with the renderer's start-up.
+        self.job_frame_seconds: dict[str, float] = {}
+        self.speeds: dict[str, tuple[float, float]] = {}  # renderer -> (s/frame, start-up s)
+        # When this node first saw each claim, (job, first chunk, claim seq) -> time:
+        # how far along another node's run should be (backups).
+        self.claims_seen: dict[tuple[str, int, int], float] = {}
+        self._look_again_at = math.inf  # an idle node looks for a backup again then
 
     @property
     def slots(self) -> int:
@@ -76,12 +115,55 @@ class Worker:
                 }
                 for r in self.renders.values()
             ],
+            "speeds": {
+                name: {"frame_seconds": round(f, 3), "startup_seconds": round(s, 3)}
+                for name, (f, s) in sorted(self.speeds.items())
+            },
         }
 
     def _may_start(self) -> bool:
         return not self.paused and not self.shared.stopping and not self.disk_problem
 
     # -- what happens on every change -------------------------------------------------
+
+    def observe(self, applied: list[Any]) -> None:
+        """Note when claims were first seen (the machine hands over what it applied)."""
+        now = self.shared.now
+        for action in applied:
+            if action.type == act.CLAIM_CHUNK:
+                key = (action.payload["job_id"], action.payload["chunk"], action.seq)
+                self.claims_seen.setdefault(key, now)
+        if len(self.claims_seen) > SEEN_KEPT:
+            jobs = self.shared.state.jobs
+            self.claims_seen = {
+                k: v
+                for k, v in self.claims_seen.items()
+                if (job := jobs.get(k[0])) is not None and job.state == ACTIVE
+            }
+
+    def next_deadline(self) -> float:
+        hung = min(
+            (r.hung_at for r in self.renders.values() if not r.stop_reason), default=math.inf
+        )
+        return min(hung, self._look_again_at)
+
+    def tick(self) -> None:
+        """Stop renders past their hung limit; look for backups again when one is due."""
+        now = self.shared.now
+        for key in sorted(self.renders):
+            render = self.renders[key]
+            if render.stop_reason or now < render.hung_at:
+                continue
+            took = now - render.started
+            self.shared.note(
+                logging.WARNING,
+                f"chunk {render.chunk} of job {render.job_id}: the renderer has run {took:.0f} s, "
+                f"more than {self.shared.config.hung_limit:g} times its estimate; stopping it",
+            )
+            self._stop(render, RELEASE_REASON_HUNG)
+        if now >= self._look_again_at:
+            self._look_again_at = math.inf
+            self.shared.touch()
 
     def react(self) -> None:
         self._stop_lost_claims()
@@ -94,16 +176,22 @@ class Worker:
             self._adopt_orphan_claims(None if look_over_all else _chunks_named(refolded))
         self._fill_slots()
 
-    def _holds(self, job: Job, index: int, claim_seq: int) -> bool:
-        return job.state == ACTIVE and self._claimed_by_me(job, index, claim_seq)
+    def _holds(self, job: Job, index: int, claim_seq: int, count: int = 1) -> bool:
+        """Our claim ``claim_seq`` holds every chunk of the run, in an active job."""
+        return job.state == ACTIVE and self._claimed_by_me(job, index, claim_seq, count)
 
-    def _claimed_by_me(self, job: Job, index: int, claim_seq: int) -> bool:
-        chunk = job.chunk(index)
-        return (
-            chunk.state == CLAIMED
-            and chunk.claim_origin == self.shared.node_id
+    def _claimed_by_me(self, job: Job, index: int, claim_seq: int, count: int = 1) -> bool:
+        me = self.shared.node_id
+        return all(
+            (chunk := job.chunk(i)).state == CLAIMED
+            and chunk.claim_origin == me
             and chunk.claim_seq == claim_seq
+            for i in range(index, index + count)
         )
+
+    def busy(self) -> set[tuple[str, int]]:
+        """Every chunk our renders work on."""
+        return {(r.job_id, i) for r in self.renders.values() for i in r.chunks}
 
     def _stop_lost_claims(self) -> None:
         """Stop renders nobody needs from us: the job ended, the chunk is done, or
@@ -124,21 +212,49 @@ class Worker:
                 )
                 self._stop(render, reason)
                 continue
-            chunk = job.chunk(render.chunk)
+            chunks = [job.chunk(i) for i in render.chunks]
+            if render.backup:
+                reason = self._backup_unneeded(job, render, chunks)
+                if reason:
+                    self.shared.note(
+                        logging.INFO,
+                        f"stopping our copy of chunk {render.chunk} of job {render.job_id}: "
+                        f"{reason}",
+                    )
+                    self._stop(render, reason)
+                continue
+            taken = [c for c in chunks if c.state == CLAIMED and c.claim_origin != me]
             if job.state != ACTIVE:
                 reason = f"job {job.state}"
-            elif chunk.state == CLAIMED and chunk.claim_origin != me:
-                reason = f"claim lost to {chunk.claim_origin[:8]}"
-            elif chunk.state in (CLAIMED, PENDING):
-                continue  # ours, or released and still free
+            elif taken:
+                reason = f"claim lost to {taken[0].claim_origin[:8]}"
+            elif all(c.state == CHUNK_DONE for c in chunks):
+                reason = "chunk done" if render.count == 1 else "chunks done"
+            elif odd := [c for c in chunks if c.state not in (CLAIMED, CHUNK_DONE, PENDING)]:
+                reason = f"chunk {odd[0].state}"
             else:
-                reason = f"chunk {chunk.state}"
+                continue  # ours, or released and still free, or partly done elsewhere
             self.shared.note(
                 logging.INFO,
                 f"stopping chunk {render.chunk} of job {render.job_id}: {reason}; "
                 "taking other work",
             )
             self._stop(render, reason)
+
+    def _backup_unneeded(self, job: Job, render: Render, chunks: list[Any]) -> str:
+        """Why our copy of another node's run should stop, or "" to go on."""
+        if job.state != ACTIVE:
+            return f"job {job.state}"
+        if all(c.state == CHUNK_DONE for c in chunks):
+            return "done" if any(c.done_by != self.shared.node_id for c in chunks) else ""
+        for c in chunks:
+            if c.state == CHUNK_DONE:
+                continue
+            if c.state != CLAIMED or c.claim_seq != render.claim_seq:
+                return "the claim it copies no longer holds"
+            if c.backup_origin != self.shared.node_id:
+                return "another node copies it"
+        return ""
 
     def _stop(self, render: Render, reason: str) -> None:
         render.stop_reason = reason
@@ -156,6 +272,7 @@ class Worker:
         shared = self.shared
         me = shared.node_id
         jobs = shared.state.jobs
+        busy = self.busy()
         # ``only``: the chunks the re-folded actions name (a flipped claim is among
         # them); None: every chunk (at start; or a re-fold that was long, or held
         # actions other than a chunk's, such as a PEER_DOWN or a job's end).
@@ -163,6 +280,8 @@ class Worker:
             places = [(j, i) for j in sorted(jobs) for i in sorted(jobs[j].chunks)]
         else:
             places = sorted((j, i) for j, i in only if j in jobs and i in jobs[j].chunks)
+        # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).
+        runs: list[tuple[str, list[int]]] = []
         for job_id, index in places:
             job = jobs[job_id]
             if job.state != ACTIVE:
@@ -170,46 +289,134 @@ class Worker:
             chunk = job.chunks[index]
             if chunk.state != CLAIMED or chunk.claim_origin != me:
                 continue
-            if (job_id, index) in self.renders:
+            if (job_id, index) in busy:
                 continue
+            last = runs[-1] if runs else None
+            if (
+                last is not None
+                and last[0] == job_id
+                and last[1][-1] == index - 1
+                and job.chunks[last[1][0]].claim_seq == chunk.claim_seq
+            ):
+                last[1].append(index)
+            else:
+                runs.append((job_id, [index]))
+        for job_id, run in runs:
+            job = jobs[job_id]
+            index, count = run[0], len(run)
+            claim_seq = job.chunks[index].claim_seq
             if self._may_start() and not job.paused and len(self.renders) < self.slots:
                 shared.note(
                     logging.INFO,
-                    f"rendering chunk {index} of job {job_id}: we hold its claim "
-                    f"#{chunk.claim_seq}",
+                    f"rendering chunk {index} of job {job_id}: we hold its claim #{claim_seq}",
                 )
-                self._start(job, index, chunk.claim_seq)
+                self._start(job, index, claim_seq, count)
             else:
                 shared.note(
                     logging.INFO, f"giving back chunk {index} of job {job_id}: not rendering it"
                 )
-                payload = {"job_id": job_id, "chunk": index, "claim_seq": chunk.claim_seq}
+                payload = {"job_id": job_id, "chunk": index, "claim_seq": claim_seq}
+                if count > 1:
+                    payload["count"] = count
                 shared.emit(act.RELEASE_CHUNK, payload)
 
     def _fill_slots(self) -> None:
         shared = self.shared
         while self._may_start() and len(self.renders) < self.slots:
-            pick = pick_chunk(shared.state, shared.node_id, busy=self.renders)
+            measured = Measured(self.job_frame_seconds)
+            pick = pick_run(shared.state, shared.node_id, busy=self.busy(), measured=measured)
             if pick is None:
+                if shared.config.backups:
+                    self._back_up(measured)
                 return
-            job_id, index = pick
-            claim = shared.emit(act.CLAIM_CHUNK, {"job_id": job_id, "chunk": index})
-            job = shared.state.jobs[job_id]
-            if not self._holds(job, index, claim.seq):
+            payload: dict[str, Any] = {"job_id": pick.job_id, "chunk": pick.chunk}
+            if pick.count > 1:
+                payload["count"] = pick.count
+            claim = shared.emit(act.CLAIM_CHUNK, payload)
+            job = shared.state.jobs[pick.job_id]
+            if not self._holds(job, pick.chunk, claim.seq, pick.count):
                 # The scheduler picked a chunk our own claim cannot take: a bug.
                 shared.note(
                     logging.CRITICAL,
-                    f"internal error: our own claim on chunk {index} of job {job_id} "
+                    f"internal error: our own claim on chunk {pick.chunk} of job {job.id} "
                     "does not hold; not rendering it",
                 )
                 return
-            self._start(job, index, claim.seq)
+            self._start(job, pick.chunk, claim.seq, pick.count)
 
-    def _start(self, job: Job, index: int, claim_seq: int) -> None:
-        render = Render(job.id, index, claim_seq, job.frames_of(index), job.tile_of(index))
+    def _back_up(self, measured: Measured) -> None:
+        """No unclaimed work for us: render copies of the runs expected to finish last."""
+        shared = self.shared
+        self._look_again_at = math.inf
+        while self._may_start() and len(self.renders) < self.slots:
+            state = shared.state
+            backup = pick_backup(
+                state, shared.node_id, shared.now, self.claims_seen, self.busy(), measured
+            )
+            if backup is None:
+                # A run in flight may still become overdue (a hung renderer): look then.
+                wake = overdue_at(state, shared.node_id, self.claims_seen, measured)
+                self._look_again_at = wake if wake > shared.now else math.inf
+                return
+            payload: dict[str, Any] = {
+                "job_id": backup.job_id,
+                "chunk": backup.chunk,
+                "claim_seq": backup.claim_seq,
+            }
+            if backup.count > 1:
+                payload["count"] = backup.count
+            shared.emit(act.BACKUP_CHUNK, payload)
+            job = shared.state.jobs[backup.job_id]
+            if job.chunk(backup.chunk).backup_origin != shared.node_id:
+                shared.note(
+                    logging.CRITICAL,
+                    f"internal error: our backup of chunk {backup.chunk} of job {job.id} "
+                    "does not hold; not rendering it",
+                )
+                return
+            shared.note(
+                logging.INFO,
+                f"copying chunk {backup.chunk} (+{backup.count - 1}) of job {job.id} from "
+                f"{backup.holder[:8]}: it should finish sooner here",
+            )
+            self._start(job, backup.chunk, backup.claim_seq, backup.count, backup=True)
+
+    def _estimate(
+        self, job_id: str, renderer: str, frames: int, startup: bool = True
+    ) -> float | None:
+        """Seconds this node should need to render ``frames`` frames of a job (with the
+        renderer's start-up, unless not asked), from its own measurements."""
+        speed = self.speeds.get(renderer)
+        if speed is None:
+            return None
+        per_frame = self.job_frame_seconds.get(job_id, speed[0])
+        return (speed[1] if startup else 0.0) + frames * per_frame
+
+    def _start(
+        self, job: Job, index: int, claim_seq: int, count: int = 1, backup: bool = False
+    ) -> None:
+        frames = job.run_frames(index, count)
+        now = self.shared.now
+        limit = self.shared.config.hung_limit
+        estimate = self._estimate(job.id, job.renderer, len(frames))
+        hung_at = math.inf
+        if limit > 0 and estimate is not None:
+            hung_at = now + max(limit * estimate, HUNG_MIN_SECONDS)
+        render = Render(
+            job.id,
+            index,
+            claim_seq,
+            frames,
+            job.tile_of(index),
+            count=count,
+            renderer=job.renderer,
+            started=now,
+            backup=backup,
+            hung_at=hung_at,
+        )
         self.renders[(job.id, index)] = render
         self.shared.out(
-            fx.StartRender(job, index, claim_seq, render.frames, render.tile, self._sources(job))
+            fx.StartRender(job, index, claim_seq, frames, render.tile, self._sources(job))
         )
 
     def _sources(self, job: Job) -> tuple[str, ...]:
@@ -228,7 +435,58 @@ class Worker:
         render = self.renders.get((job_id, chunk))
         if render is not None:
             render.frames_finished += 1
+            now = self.shared.now
+            if render.first_frame_at is None:
+                render.first_frame_at = now
+            render.last_frame_at = now
+            # A renderer that keeps finishing frames is slow, not hung: it gets the limit
+            # again for the next frame.
+            per_frame = self._estimate(render.job_id, render.renderer, 1, startup=False)
+            limit = self.shared.config.hung_limit
+            if per_frame is not None and limit > 0 and render.hung_at < math.inf:
+                render.hung_at = max(render.hung_at, now + max(limit * per_frame, HUNG_MIN_SECONDS))
             self.shared.changes += 1
+
+    def _measure(self, render: Render) -> None:
+        """Learn this node's speed from a render that finished: seconds per frame from
+        the frames after the first (the first also paid the start-up), the start-up
+        from the first; share the renderer's speed when the farm's record is off."""
+        n = len(render.frames)
+        first, last = render.first_frame_at, render.last_frame_at
+        if first is None or last is None or render.frames_finished < n:
+            return
+        known = self.speeds.get(render.renderer)
+        if n >= 2:
+            per_frame = (last - first) / (n - 1)
+            startup = max(0.0, first - render.started - per_frame)
+        elif known is not None:
+            startup = known[1]
+            per_frame = max(first - render.started - startup, 1e-3)
+        else:
+            per_frame, startup = max(first - render.started, 1e-3), 0.0
+        per_frame = max(per_frame, 1e-3)
+        w = MEASURE_WEIGHT
+        old_job = self.job_frame_seconds.get(render.job_id)
+        self.job_frame_seconds[render.job_id] = (
+            per_frame if old_job is None else (1 - w) * old_job + w * per_frame
+        )
+        if known is not None:
+            per_frame = (1 - w) * known[0] + w * per_frame
+            startup = (1 - w) * known[1] + w * startup if n >= 2 else known[1]
+        self.speeds[render.renderer] = (per_frame, startup)
+        shared = self.shared
+        me = shared.state.peers.get(shared.node_id)
+        told = me.speed(render.renderer) if me is not None else None
+        frame_ms, startup_ms = max(1, round(per_frame * 1000)), round(startup * 1000)
+        if (
+            told is None
+            or abs(frame_ms - told[0]) > SPEED_CHANGE_SHARED * told[0]
+            or abs(startup_ms - told[1]) > max(SPEED_CHANGE_SHARED * told[1], 500)
+        ):
+            shared.emit(
+                act.NODE_SPEED,
+                {"renderer": render.renderer, "frame_ms": frame_ms, "startup_ms": startup_ms},
+            )
 
     def ended(self, job_id: str, chunk: int, ok: bool, error: str, no_space: bool) -> None:
         render = self.renders.pop((job_id, chunk), None)
@@ -239,23 +497,53 @@ class Worker:
             self.disk_trouble(f"a render failed for want of disk space: {error}")
         shared = self.shared
         shared.touch()  # a slot is free
+        if render.backup:
+            # A copy of another node's claim: its DONE counts if it is first; a failure
+            # or a stop is the copy's own business (the original still holds the claim).
+            if ok:
+                shared.emit(act.DONE, render.claim_ref())
+                if not render.stop_reason:
+                    self._measure(render)
+            elif not render.stop_reason:
+                shared.note(
+                    logging.WARNING, f"our copy of chunk {chunk} of job {job_id} failed: {error}"
+                )
+            return
         if ok:
             # Even if we had asked it to stop: it finished first, and a DONE counts
             # while the chunk is not done yet (no rendered frame is wasted).
             shared.emit(act.DONE, render.claim_ref())
+            if not render.stop_reason:
+                self._measure(render)
+        elif render.stop_reason == RELEASE_REASON_HUNG:
+            job = shared.state.jobs.get(job_id)
+            if job is not None and any(
+                self._holds(job, i, render.claim_seq) for i in render.chunks
+            ):
+                took = shared.now - render.started
+                error = (
+                    f"the renderer ran {took:.0f} s, more than {shared.config.hung_limit:g} "
+                    "times this node's estimate: stopped as hung"
+                )
+                shared.note(logging.WARNING, f"chunk {chunk} of job {job_id} failed: {error}")
+                shared.emit(act.CHUNK_FAILED, {**render.claim_ref(), "error": error})
         elif render.stop_reason:
             # While it was dying, its claim may have won again (a re-fold): look over
             # our claims once more, or nobody would render that chunk.
             self._late_inserts = -1
             job = shared.state.jobs.get(job_id)
+            seq = render.claim_seq
             if job is not None and (
                 (
                     render.stop_reason in RELEASE_REASONS
-                    and self._holds(job, chunk, render.claim_seq)
+                    and any(self._holds(job, i, seq) for i in render.chunks)
                 )
                 # Stopped because the job failed: a retry resets failed chunks, not ones
                 # claimed by a live node, so a claim kept here would hold the job forever.
-                or (job.state == JOB_FAILED and self._claimed_by_me(job, chunk, render.claim_seq))
+                or (
+                    job.state == JOB_FAILED
+                    and any(self._claimed_by_me(job, i, seq) for i in render.chunks)
+                )
             ):
                 shared.emit(act.RELEASE_CHUNK, render.claim_ref())
         else:
@@ -303,5 +591,7 @@ def _chunks_named(actions: list[act.Action] | None) -> set[tuple[str, int]] | No
     for action in actions:
         if action.type not in CHUNK_ACTIONS:
             return None
-        named.add((action.payload["job_id"], action.payload["chunk"]))
+        first = action.payload["chunk"]
+        count = action.payload.get("count", 1)  # a run: its chunks, each
+        named.update((action.payload["job_id"], i) for i in range(first, first + count))
     return named

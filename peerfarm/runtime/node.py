@@ -105,6 +105,8 @@ class NodeConfig:
     # `peerfarm gc`); core/retention.py.
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     retention_interval: float = DEFAULT_RETENTION_INTERVAL
+    # A render this many times past this node's estimate is stopped as hung (0: never).
+    hung_limit: float = 10.0
 
 
 class Node:
@@ -528,6 +530,7 @@ class Node:
                 cert=self.identity.cert_der,
                 sign=self.identity.sign,
                 version=__version__,
+                hung_limit=config.hung_limit,
             ),
             kwl=kwl,
             log=ActionLog(authenticate=True),

@@ -75,6 +75,7 @@ class RunResult:
     jobs: dict[str, str]  # job id -> final state
     frames_total: int
     frame_renders: int  # renders started, duplicates included
+    done_at: dict[str, float] = dataclasses.field(default_factory=dict)  # job -> first seen done
 
     @property
     def trace_digest(self) -> str:
@@ -113,7 +114,7 @@ class Farm:
         self.liars: set[str] = set()
         self._damaged_at: dict[int, list[float]] = {}  # node index -> when its log lost records
         self.nodes = [
-            SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob)
+            SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob, plan.hang_after)
             for i, (node_id, plan) in enumerate(zip(schedule.node_ids, schedule.nodes, strict=True))
         ]
         for node in self.nodes:
@@ -121,6 +122,7 @@ class Farm:
         self.trace_lines: list[str] = []
         self.actions: list[tuple[float, int, Action]] = []
         self._checked: dict[int, object] = {}
+        self.done_at: dict[str, float] = {}  # job id -> when some node first saw it done
         self._healed = False
 
     # -- services for the nodes -------------------------------------------------------
@@ -171,6 +173,8 @@ class Farm:
             return
         self._checked[node.index] = state
         for job in state.jobs.values():
+            if job.state == JOB_DONE and job.id not in self.done_at:
+                self.done_at[job.id] = self.loop.now
             if not 0 <= job.frames_done <= job.frames_total:
                 self.violation(
                     f"{node.name}: job {job.id} has {job.frames_done} of "
@@ -189,9 +193,11 @@ class Farm:
                 f"{p['job_id']} frames {p['frame_start']}-{p['frame_end']} chunk {p['chunk_size']}"
             )
         elif action.type == act.CLAIM_CHUNK:
-            detail = f"{p['job_id']}/{p['chunk']}"
-        elif action.type in (act.DONE, act.RELEASE_CHUNK, act.CHUNK_FAILED):
-            detail = f"{p['job_id']}/{p['chunk']} claim #{p['claim_seq']}"
+            detail = f"{p['job_id']}/{p['chunk']}{_count(p)}"
+        elif action.type in (act.DONE, act.RELEASE_CHUNK, act.CHUNK_FAILED, act.BACKUP_CHUNK):
+            detail = f"{p['job_id']}/{p['chunk']}{_count(p)} claim #{p['claim_seq']}"
+        elif action.type == act.NODE_SPEED:
+            detail = f"{p['renderer']} {p['frame_ms']} ms/frame, start-up {p['startup_ms']} ms"
         elif action.type == act.CHUNK_LOST:
             detail = f"{p['job_id']}/{p['chunk']} held by {self.name_of(p['holder'])}"
         elif action.type == act.PEER_DOWN:
@@ -224,7 +230,7 @@ class Farm:
         healed_at = s.heal_at()
         loop.run_until(healed_at)
         self._heal()
-        converged_at = self._converge(healed_at + CONVERGE_DEADLINE)
+        converged_at = self._converge(healed_at + (s.converge_within or CONVERGE_DEADLINE))
         vv = self.nodes[0].log.version_vector()
         loop.run_until(loop.now + QUIET_PERIOD)
         reason = self._not_converged()
@@ -247,6 +253,7 @@ class Farm:
             jobs={j.id: j.state for j in state.jobs.values()},
             frames_total=sum(j.frames_total for j in state.jobs.values()),
             frame_renders=sum(j.frame_renders for j in state.jobs.values()),
+            done_at=dict(self.done_at),
         )
 
     def _submit(self, job: JobPlan) -> None:
@@ -351,7 +358,8 @@ class Farm:
             if reason is None:
                 return self.loop.now
             if self.loop.now >= deadline:
-                self.violation(f"no convergence {CONVERGE_DEADLINE:.0f} s after healing: {reason}")
+                after = deadline - self.schedule.heal_at()
+                self.violation(f"no convergence {after:.0f} s after healing: {reason}")
             self.loop.run_until(self.loop.now + 1.0)
 
     def _not_converged(self) -> str | None:
@@ -468,6 +476,12 @@ class Farm:
                     want = set(range(job.frame_start, job.frame_end + 1))
                     if submitter.outputs.get(job.id, set()) != want:
                         self.violation(f"job {job.id}: frames missing at {submitter.name}")
+
+
+def _count(payload: dict) -> str:
+    """How a trace shows a run of chunks: "+N" more after the first."""
+    count = payload.get("count", 1)
+    return f"+{count - 1}" if count > 1 else ""
 
 
 def run_seed(seed: int, log_damage: bool = False, equivocation: bool = False) -> RunResult:

@@ -46,7 +46,14 @@ FetchKey = tuple[str, int, int]  # job id, frame, tile (-1: whole frame)
 
 class SimNode:
     def __init__(
-        self, farm: Farm, index: int, node_id: str, slots: int, speed: float, fail_prob: float
+        self,
+        farm: Farm,
+        index: int,
+        node_id: str,
+        slots: int,
+        speed: float,
+        fail_prob: float,
+        hang_after: int = -1,
     ) -> None:
         self.farm = farm
         self.index = index
@@ -56,6 +63,8 @@ class SimNode:
         self.slots = slots
         self.speed = speed  # seconds per frame is frame_time * speed
         self.fail_prob = fail_prob
+        self.hang_after = hang_after  # renders after this many hang (-1: none)
+        self.renders_started = 0
         # What survives a crash: the log file, the known-worker list (every peer, as a
         # bootstrap server would have told it), the frames it rendered (job, frame,
         # tile or -1) and the frames it collected into its output folders.
@@ -181,6 +190,8 @@ class SimNode:
             # What the runtime's probe finds: the built-in renderer ships with peerfarm.
             renderers={"builtin": __version__} if renders else {},
             former_ids=tuple(self.former_ids),
+            backups=self.farm.schedule.backups,
+            hung_limit=self.farm.schedule.hung_limit,
         )
         self.log_damaged = False
         self.machine = NodeMachine(config, kwl=dict(self.kwl), log=log)
@@ -359,22 +370,40 @@ class SimNode:
 
     def _start_render(self, effect: fx.StartRender) -> None:
         rng = self.farm.rng
+        schedule = self.farm.schedule
         fails = rng.random() < self.fail_prob  # drawn when it starts: it will exit non-zero
-        seconds = len(effect.frames) * self.farm.schedule.frame_time * self.speed
+        plan = schedule.job(effect.job.id)
+        per_unit = schedule.frame_time * self.speed
+        # One process per chunk: the start-up (loading the scene) once, then each frame
+        # at its own cost; the whole render is a little faster or slower than modelled.
+        noise = rng.uniform(*schedule.render_noise)
         self._tokens += 1
         key = (effect.job.id, effect.chunk)
         self._renders[key] = self._tokens
         what = f"{effect.job.id}/{effect.chunk} claim #{effect.claim_seq}"
+        self.renders_started += 1
+        if 0 <= self.hang_after < self.renders_started:
+            self.farm.trace(self, f"render {what} (its renderer hangs)")
+            return  # never reports: only StopRender ends it
         self.farm.trace(self, f"render {what}")
-        self.call_later(
-            seconds * rng.uniform(0.8, 1.25), self._render_done, effect, self._tokens, fails
-        )
+        at = schedule.startup * noise
+        for frame in effect.frames:
+            at += (plan.cost(frame) if plan is not None else 1.0) * per_unit * noise
+            if frame != effect.frames[-1]:
+                self.call_later(at, self._render_progress, key, self._tokens)
+        self.call_later(at, self._render_done, effect, self._tokens, fails)
+
+    def _render_progress(self, key: tuple[str, int], token: int) -> None:
+        if self._renders.get(key) == token:
+            self._handle(ev.RenderProgress(key[0], key[1]))
 
     def _render_done(self, effect: fx.StartRender, token: int, fails: bool) -> None:
         key = (effect.job.id, effect.chunk)
         if self._renders.get(key) != token:
             return  # stopped meanwhile
         del self._renders[key]
+        if not fails:
+            self._handle(ev.RenderProgress(key[0], key[1]))  # the last frame
         if fails:
             self._handle(ev.RenderEnded(key[0], key[1], False, "simulated renderer failure"))
             return

@@ -6,6 +6,7 @@ A schedule is plain data, drawn from the run's random source by
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -30,7 +31,9 @@ EQUIVOCATE = "equivocate"
 @dataclass(frozen=True)
 class NodePlan:
     slots: int  # 0: a node that never renders (like the bootstrap server)
-    speed: float = 1.0  # seconds per frame = frame_time * speed
+    speed: float = 1.0  # seconds per frame = frame_time * speed * the frame's cost
+    # Renders after this many hang (never finish, report nothing); -1: none hang.
+    hang_after: int = -1
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,14 @@ class JobPlan:
     # priority). Written by hand in tests; random_schedule draws none, so every seed
     # keeps the schedule it had.
     controls: tuple[tuple[float, int, str, int], ...] = ()
+    # Each frame's relative cost, in frame order (frame_start first); empty: all 1.
+    costs: tuple[float, ...] = ()
+    # The same scene content as another job's (re-submitted): "" means its own.
+    scene: str = ""
+    adaptive: bool = False  # runs of frames sized to each node's speed (no --chunk)
+
+    def cost(self, frame: int) -> float:
+        return self.costs[frame - self.frame_start] if self.costs else 1.0
 
     def payload(self) -> dict[str, object]:
         return {
@@ -55,7 +66,7 @@ class JobPlan:
             "name": "sim",
             "renderer": "builtin",
             "renderer_version": "",  # any version
-            "scene": "{}",
+            "scene": self.scene or "{}",
             "files": {},  # the built-in renderer's scene travels inline
             "main": "",
             "options": [],
@@ -67,6 +78,7 @@ class JobPlan:
             "height": 24,
             "output": f"/out/{self.job_id}",
             "priority": self.priority,
+            **({"adaptive": True} if self.adaptive else {}),
         }
 
 
@@ -88,6 +100,15 @@ class Schedule:
     fail_prob: float = 0.0  # chance that a render fails (CHUNK_FAILED)
     frame_time: float = 0.3  # simulated seconds per frame on a speed-1 node
     fault_end: float = 20.0  # everything heals at max(fault_end, end of the last fault)
+    startup: float = 0.0  # a renderer process's start-up (loading the scene), per chunk
+    # A render takes its modelled time times a factor drawn from this range.
+    render_noise: tuple[float, float] = (0.8, 1.25)
+    backups: bool = True  # idle nodes copy the runs expected to finish last
+    hung_limit: float = 10.0  # a render this many times past its estimate is stopped
+    converge_within: float = 0.0  # simulated s after healing to converge; 0: the default
+
+    def job(self, job_id: str) -> JobPlan | None:
+        return next((j for j in self.jobs if j.job_id == job_id), None)
 
     def heal_at(self) -> float:
         return max([self.fault_end] + [f.at + f.duration for f in self.faults])
@@ -95,6 +116,7 @@ class Schedule:
     def describe(self) -> list[str]:
         out = [
             f"nodes: {len(self.nodes)}; frame time {self.frame_time:.2f} s; "
+            f"start-up {self.startup:.2f} s per chunk; "
             f"render failure chance {self.fail_prob}; heal at {self.heal_at():.2f} s",
             f"network: loss {self.network.loss}, delay {self.network.min_delay}-"
             f"{self.network.max_delay} s, {self.network.slow_chance:.0%} slow by up to "
@@ -104,9 +126,11 @@ class Schedule:
             out.append(f"  n{i} {nid} slots={n.slots} speed={n.speed:.2f}")
         for j in self.jobs:
             cancel = f", cancel by n{j.cancel_by} at {j.cancel_at:.2f}" if j.cancel_at else ""
+            adaptive = " adaptive" if j.adaptive else ""
             out.append(
                 f"  job {j.job_id} at {j.at:.2f} by n{j.submitter}: frames "
-                f"{j.frame_start}-{j.frame_end} chunk {j.chunk_size} priority {j.priority}{cancel}"
+                f"{j.frame_start}-{j.frame_end} chunk {j.chunk_size}{adaptive} "
+                f"priority {j.priority}{cancel}"
             )
             for at, by, kind, value in j.controls:
                 extra = f" {value}" if kind == "priority" else ""
@@ -212,6 +236,12 @@ def random_schedule(
             fooled = rng.sample(others, rng.randint(1, len(others)))
             at = rng.uniform(1.0, fault_end)
             faults.append(FaultPlan(EQUIVOCATE, at, (liar, *sorted(fooled))))
+    # Drawn last, so every other draw of a seed stays what it was: about half the jobs
+    # are submitted without --chunk (adaptive runs, core/scheduler.py).
+    jobs = [
+        dataclasses.replace(j, chunk_size=1, adaptive=True) if rng.random() < 0.5 else j
+        for j in jobs
+    ]
     return Schedule(
         node_ids=ids,
         nodes=nodes,

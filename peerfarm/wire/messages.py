@@ -17,7 +17,8 @@ from peerfarm.security.identity import MAX_CERT_BYTES
 from peerfarm.security.proof import NONCE_BYTES
 
 # 2: TLS 1.3 and the farm-key proof on every connection; NEW_JOB tiles/format/video/fps;
-# GET_FRAME / FRAME / FRAME_MISSING tile; 3: signed feeds; 4: JOB_COLLECTED, GC
+# GET_FRAME / FRAME / FRAME_MISSING tile; 3: signed feeds; 4: JOB_COLLECTED, GC, features,
+# NEW_JOB order/supersedes/adaptive, NODE_SPEED, BACKUP_CHUNK, claims of runs
 PROTOCOL_VERSION = 4
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024

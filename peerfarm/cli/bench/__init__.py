@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from peerfarm.cli.bench.schedule import add_schedule_parser, run_schedule
 from peerfarm.cli.errors import CliError
 from peerfarm.runtime.client import ClientError
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="peerfarm bench", description="Measure the farm; each bench prints JSON."
     )
     sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    add_schedule_parser(sub)
     p = sub.add_parser(
         "scale",
         help="N node processes started at once on loopback: deaths, mesh time, idle CPU, a job",
@@ -46,6 +48,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     say = (lambda _text: None) if args.json else (lambda text: print(text, file=sys.stderr))
     try:
+        if args.bench == "schedule":  # prints its own table or JSON
+            return run_schedule(args)
         if args.bench == "scale":
             from peerfarm.cli.bench.scale import run_scale
 

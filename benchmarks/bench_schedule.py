@@ -1,0 +1,99 @@
+"""The scheduling benchmark over many scenarios: the table in docs/scheduling.md.
+
+Runs what `peerfarm bench schedule` runs (the simulator with the real node machine,
+our policy and the baseline of fixed 5-frame chunks first come first served) on the
+default scenario, on each named cost curve, and on random scenarios (--random
+--seed N for N in 0..RANDOM-1). Prints one JSON object per line, then a summary
+line, or with --markdown the table.
+
+    python benchmarks/bench_schedule.py [--random 10] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from peerfarm.sim.scheduling_bench import (
+    CURVES,
+    DEFAULT_FRAMES,
+    DEFAULT_SPEEDS,
+    DEFAULT_STARTUP,
+    Scenario,
+    compare,
+    complexity_curve,
+    random_scenario,
+)
+
+
+def scenarios(randoms: int) -> list[tuple[str, Scenario]]:
+    named = [(f"default ({curve})" if curve == "wave" else curve, curve) for curve in ("wave",)] + [
+        (curve, curve) for curve in CURVES if curve != "wave"
+    ]
+    out = [
+        (
+            label,
+            Scenario(
+                DEFAULT_SPEEDS,
+                tuple(complexity_curve(curve, DEFAULT_FRAMES)),
+                DEFAULT_STARTUP,
+                0,
+                curve,
+            ),
+        )
+        for label, curve in named
+    ]
+    out.append(
+        (
+            "default, start-up 30 s",
+            Scenario(DEFAULT_SPEEDS, tuple(complexity_curve("wave", DEFAULT_FRAMES)), 30.0),
+        )
+    )
+    out += [(f"random --seed {seed}", random_scenario(seed)) for seed in range(randoms)]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--random", type=int, default=10, metavar="N")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    for label, scenario in scenarios(args.random):
+        result = compare(scenario)
+        result["label"] = label
+        rows.append(result)
+        if not args.markdown:
+            print(json.dumps(result), flush=True)
+    ratios = [r["peerfarm"]["ratio"] for r in rows]
+    gains = [r["shorter_than_baseline"] for r in rows]
+    summary = {
+        "scenarios": len(rows),
+        "ratio_mean": round(statistics.mean(ratios), 3),
+        "ratio_max": max(ratios),
+        "at_most_1.05": sum(r <= 1.05 for r in ratios),
+        "shorter_than_baseline_mean": round(statistics.mean(gains), 3),
+        "shorter_by_25pct": sum(g >= 0.25 for g in gains),
+    }
+    if not args.markdown:
+        print(json.dumps({"summary": summary}))
+        return
+    print(
+        "| scenario | nodes (s per frame-unit) | frames | costs | start-up | peerfarm ÷ bound "
+        "| baseline ÷ bound | shorter than baseline |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        sc = r["scenario"]
+        speeds = ", ".join(f"{s:g}" for s in sc["speeds"])
+        print(
+            f"| {r['label']} | {speeds} | {sc['frames']} | {sc['complexity']} "
+            f"({sc['cost_spread']:g}×) | {sc['startup']:g} s | {r['peerfarm']['ratio']:.3f} "
+            f"| {r['baseline']['ratio']:.3f} | {r['shorter_than_baseline']:.0%} |"
+        )
+    print(f"\n{json.dumps(summary)}")
+
+
+if __name__ == "__main__":
+    main()

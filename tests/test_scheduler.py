@@ -1,0 +1,172 @@
+"""The scheduling policy (core/scheduler.py) and the actions it rests on: runs of chunks
+claimed whole or not at all, measured speeds shared as NODE_SPEED."""
+
+from __future__ import annotations
+
+from factories import A, B, C, joined_payload, new_job_payload
+
+from peerfarm.core.actions import InvalidAction, validate_action
+from peerfarm.core.log import ActionLog
+from peerfarm.core.scheduler import PROBE_FRAMES, Measured, Pick, pick_run, run_length
+
+
+def adaptive_log(*renderers: str, frames: int = 100) -> ActionLog:
+    log = ActionLog()
+    for node in renderers:
+        log.add(log.create(node, "PEER_JOINED", joined_payload(node[:1])))
+    payload = {**new_job_payload(frames=(1, frames), chunk=1), "adaptive": True}
+    log.add(log.create(A, "NEW_JOB", payload))
+    return log
+
+
+def emit(log: ActionLog, node: str, type_: str, payload: dict):  # noqa: ANN201
+    action = log.create(node, type_, payload)
+    assert log.add(action)
+    return action
+
+
+def speed(log: ActionLog, node: str, frame_ms: int, startup_ms: int = 0) -> None:
+    payload = {"renderer": "builtin", "frame_ms": frame_ms, "startup_ms": startup_ms}
+    emit(log, node, "NODE_SPEED", payload)
+
+
+def test_a_run_is_claimed_whole_or_not_at_all():
+    log = adaptive_log(A, B)
+    first = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 10, "count": 5})
+    job = log.state.jobs["job1"]
+    assert {job.chunk(i).claim_seq for i in range(10, 15)} == {first.seq}
+    assert job.chunk(15).state == "pending"
+    # A run that overlaps B's by one chunk wins nothing, not even its free chunks.
+    emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 14, "count": 4})
+    job = log.state.jobs["job1"]
+    assert job.chunk(14).claim_origin == B
+    assert all(job.chunk(i).state == "pending" for i in range(15, 18))
+    assert job.frame_renders == 5 + 4  # the losing claim started a render too
+
+
+def test_a_run_past_the_last_chunk_has_no_effect():
+    log = adaptive_log(A, B, frames=10)
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 8, "count": 3})
+    assert len(log.state.jobs["job1"].chunks) == 0
+
+
+def test_done_release_and_failure_of_a_run():
+    log = adaptive_log(A, B, C, frames=10)
+    claim = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 4})
+    ref = {"job_id": "job1", "chunk": 0, "claim_seq": claim.seq, "count": 4}
+    emit(log, B, "CHUNK_FAILED", {**ref, "error": "boom"})
+    job = log.state.jobs["job1"]
+    assert dict(job.failures) == {B: 1}  # one renderer process failed: one failure
+    assert all(job.chunk(i).state == "pending" and job.chunk(i).failed_on == (B,) for i in range(4))
+    claim = emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 6})
+    ref = {"job_id": "job1", "chunk": 0, "claim_seq": claim.seq, "count": 6}
+    emit(log, C, "RELEASE_CHUNK", {**ref, "count": 2})  # gives back the first two only
+    job = log.state.jobs["job1"]
+    assert [job.chunk(i).state for i in range(7)] == ["pending"] * 2 + ["claimed"] * 4 + ["pending"]
+    emit(log, C, "DONE", {**ref, "chunk": 2, "count": 4})
+    job = log.state.jobs["job1"]
+    assert (job.chunks_done, job.frames_done) == (4, 4)
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 2})
+    emit(log, A, "DONE", {"job_id": "job1", "chunk": 0, "claim_seq": claim.seq, "count": 2})
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 6, "count": 4})
+    emit(log, A, "DONE", {"job_id": "job1", "chunk": 6, "claim_seq": claim.seq, "count": 4})
+    job = log.state.jobs["job1"]
+    assert (job.state, job.chunks_done, job.frames_done) == ("done", 10, 10)
+
+
+def test_node_speed_is_kept_per_renderer_and_survives_a_rejoin():
+    log = adaptive_log(A, B)
+    speed(log, B, 1500, 700)
+    assert log.state.peers[B].speed("builtin") == (1500, 700)
+    speed(log, B, 1200, 650)
+    emit(log, B, "PEER_JOINED", joined_payload("b"))  # announces itself again
+    assert log.state.peers[B].speed("builtin") == (1200, 650)
+    assert log.state.peers[B].speed("povray") is None
+
+
+def test_node_speed_is_validated():
+    raw = {
+        "type": "NODE_SPEED",
+        "payload": {"renderer": "builtin", "frame_ms": 0, "startup_ms": 10},
+        "origin": A,
+        "seq": 1,
+        "lamport": 1,
+    }
+    try:
+        validate_action(raw)
+    except InvalidAction as exc:
+        assert "frame_ms" in str(exc)
+    else:
+        raise AssertionError("a zero frame time was accepted")
+
+
+def test_an_unmeasured_node_takes_a_probe_run_near_the_first_pending_frame():
+    log = adaptive_log(A, B)
+    # Nodes probing at once each skip their rank's worth of probe runs.
+    assert pick_run(log.state, A) == Pick("job1", 0, PROBE_FRAMES)
+    assert pick_run(log.state, B) == Pick("job1", PROBE_FRAMES, PROBE_FRAMES)
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 2})
+    assert pick_run(log.state, B) == Pick("job1", 4, PROBE_FRAMES)
+    speed(log, B, 1000)  # measured: from the first pending frame on
+    assert pick_run(log.state, B).chunk == 2
+
+
+def test_runs_follow_speed_and_shrink_towards_the_end():
+    log = adaptive_log(A, B, frames=1000)
+    speed(log, A, 1000)  # A renders a frame a second
+    speed(log, B, 3000)  # B a frame in three
+    state = log.state
+    me_a, me_b = state.peers[A], state.peers[B]
+    job = state.jobs["job1"]
+    # Factoring: half of each node's proportional share (A 3/4, B 1/4 of the farm).
+    assert run_length(state, job, A, me_a, 1000, Measured()) == 375
+    assert run_length(state, job, B, me_b, 1000, Measured()) == 125
+    assert run_length(state, job, A, me_a, 8, Measured()) == 3
+    assert run_length(state, job, B, me_b, 2, Measured()) == 1
+
+
+def test_a_run_pays_its_startup_rarely_but_never_exceeds_the_share():
+    log = adaptive_log(A, B, frames=1000)
+    speed(log, A, 1000, startup_ms=30_000)  # 30 s to load the scene
+    speed(log, B, 1000, startup_ms=30_000)
+    state = log.state
+    job = state.jobs["job1"]
+    measured = Measured({"job1": 1.0})
+    # 1000 frames left: half of A's share (250) is less than 4 start-ups' worth (120)? no.
+    assert run_length(state, job, A, state.peers[A], 1000, measured) == 250
+    # 200 left: half the share is 50 frames, but 4 start-ups are 120 s: take the share.
+    assert run_length(state, job, A, state.peers[A], 200, measured) == 100
+
+
+def test_a_node_not_measured_yet_counts_as_fast_as_the_fastest():
+    log = adaptive_log(A, B, C, frames=1000)
+    speed(log, A, 1000)
+    speed(log, B, 4000)
+    state = log.state
+    # C is unknown: counted at 1 frame/s, so A's share is 1/(1+0.25+1) of what is left.
+    assert run_length(state, state.jobs["job1"], A, state.peers[A], 900, Measured()) == 200
+
+
+def test_a_job_with_a_fixed_chunk_is_claimed_one_chunk_at_a_time():
+    log = ActionLog()
+    for node in (A, B):
+        log.add(log.create(node, "PEER_JOINED", joined_payload(node[:1])))
+    log.add(log.create(A, "NEW_JOB", new_job_payload(frames=(1, 100), chunk=5)))
+    speed(log, B, 1000)
+    pick = pick_run(log.state, B)
+    assert pick is not None and pick.count == 1
+
+
+def test_a_job_without_chunk_is_adaptive_and_one_with_chunk_is_not():
+    from factories import builtin_request
+
+    from peerfarm.jobspec import build_new_job
+    from peerfarm.renderers.registry import renderer_plugins
+
+    plugins = renderer_plugins()
+    auto = build_new_job(builtin_request(frames=(1, 40)), "j1", plugins, {"builtin"})
+    assert (auto["chunk_size"], auto.get("adaptive")) == (1, True)
+    fixed = build_new_job(builtin_request(frames=(1, 40), chunk_size=5), "j2", plugins, {"builtin"})
+    assert (fixed["chunk_size"], fixed.get("adaptive")) == (5, None)
+    tiled = build_new_job(builtin_request(frames=(1, 2), tiles=4), "j3", plugins, {"builtin"})
+    assert (tiled["chunk_size"], tiled.get("adaptive")) == (1, None)

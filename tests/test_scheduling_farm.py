@@ -1,0 +1,100 @@
+"""Scheduling on real processes on loopback: a renderer that hangs on a live node is
+backed up by an idle node, the job completes, and the hung copy is stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from factories import demo_spec
+from farmtools import (
+    farm_running,
+    job_of,
+    start_farm,
+    status,
+    submit,
+    wait_for_rendering_mesh,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="finds renderer processes in /proc"
+)
+
+
+def _renderers_under(pid: int) -> list[int]:
+    """Built-in renderer processes descending from process ``pid``."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def descends(p: int) -> bool:
+        while p > 1:
+            p = parents.get(p, 0)
+            if p == pid:
+                return True
+        return False
+
+    return [p for p, cmd in commands.items() if "peerfarm.renderers.builtin" in cmd and descends(p)]
+
+
+def test_a_hung_renderer_is_backed_up_and_the_job_completes(tmp_path):
+    farm, _, _, nodes = start_farm(tmp_path, nodes=3)
+    procs = dict(zip(nodes, farm.procs[1:], strict=True))
+    out = tmp_path / "out"
+    frozen: list[int] = []
+    with farm_running(farm, tmp_path):
+        wait_for_rendering_mesh(nodes)
+        # No --chunk: an adaptive job, claimed in runs sized to each node's speed.
+        job_id = submit(nodes[0], demo_spec(out, frames=(1, 48), chunk=None, size=(320, 240)))
+
+        def measured_and_rendering():
+            for node in nodes:
+                st = status(node)
+                running = st["worker"]["rendering"]
+                if st["speeds"] and running and running[0]["frames"][1] > running[0]["frames"][0]:
+                    pids = _renderers_under(procs[node].pid)
+                    if pids:
+                        return node, running[0], pids
+            return None
+
+        # A node that measured its speed renders a run of several frames: freeze its
+        # renderer (SIGSTOP), as a renderer that hangs on a live node would.
+        node, run, pids = wait_until("a measured node rendering a run", measured_and_rendering, 90)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            frozen.append(pid)
+        try:
+            wait_until(
+                "every frame in the output folder",
+                lambda: job_of(status(nodes[0]), job_id).get("complete"),
+                240,
+            )
+            frames = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+            assert frames == [f"demo_{i:04d}.png" for i in range(1, 49)]
+            text = "\n".join(f.read_text(errors="replace") for f in tmp_path.glob("*.log"))
+            first = run["chunk"]
+            assert f"copying chunk {first} " in text, text  # an idle node copied the run
+            # ...and the hung renderer's node stopped it once the copy's DONE arrived.
+            wait_until(
+                "the hung render stopped",
+                lambda: not any(r["chunk"] == first for r in status(node)["worker"]["rendering"]),
+                30,
+            )
+        finally:
+            for pid in frozen:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass

@@ -1,0 +1,107 @@
+"""The scheduler on a simulated farm (the real node machine): adaptive runs, backups
+of the runs expected to finish last, hung renderers, and the scheduling benchmark."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from peerfarm.cli.main import main
+from peerfarm.core import actions as act
+from peerfarm.sim import JobPlan, NodePlan, Schedule, run_schedule
+from peerfarm.sim.network import NetworkConditions
+from peerfarm.sim.schedule import node_ids
+from peerfarm.sim.scheduling_bench import Scenario, complexity_curve, measure
+
+
+def _farm(nodes: list[NodePlan], frames: int = 60, **extra) -> Schedule:
+    return Schedule(
+        node_ids=node_ids(random.Random(3), len(nodes)),
+        nodes=nodes,
+        jobs=[JobPlan("job-s", 1.0, 0, 1, frames, 1, adaptive=True)],
+        network=NetworkConditions(max_delay=0.01),
+        frame_time=0.5,
+        fault_end=1.0,
+        startup=0.5,
+        **extra,
+    )
+
+
+def _by(result, schedule, type_):
+    index = {nid: i for i, nid in enumerate(schedule.node_ids)}
+    return [(index[a.origin], a) for a in result.emitted(type_)]
+
+
+def test_adaptive_runs_shrink_towards_the_end_and_follow_speed():
+    schedule = _farm([NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 4.0)], frames=200)
+    result = run_schedule(schedule, random.Random(1), 1)
+    assert result.jobs == {"job-s": "done"}
+    claims = _by(result, schedule, act.CLAIM_CHUNK)
+    sizes = {i: [a.payload.get("count", 1) for n, a in claims if n == i] for i in range(3)}
+    for i in range(3):  # a probe, then the biggest run, then smaller ones
+        assert sizes[i][0] == 2 and max(sizes[i]) > sizes[i][-1]
+    # The fast nodes' biggest runs are bigger than the slow node's.
+    assert min(max(sizes[0]), max(sizes[1])) > max(sizes[2])
+    speeds = {i: a.payload["frame_ms"] for i, a in _by(result, schedule, act.NODE_SPEED)}
+    assert speeds[2] > 2 * max(speeds[0], speeds[1])  # measured, not told
+
+
+def test_a_hung_renderer_is_backed_up_and_the_job_completes():
+    # n2's second render hangs: never a frame, never an exit.
+    nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 1.0, hang_after=1)]
+    schedule = _farm(nodes, hung_limit=0.0)  # the node itself never gives up
+    result = run_schedule(schedule, random.Random(1), 1)
+    assert result.jobs == {"job-s": "done"}
+    hung_claim = next(a for n, a in _by(result, schedule, act.CLAIM_CHUNK) if n == 2 and a.seq > 2)
+    backups = _by(result, schedule, act.BACKUP_CHUNK)
+    assert [a.payload["claim_seq"] for _, a in backups] == [hung_claim.seq]
+    copier = backups[0][0]
+    done = [
+        a
+        for n, a in _by(result, schedule, act.DONE)
+        if a.payload["chunk"] == hung_claim.payload["chunk"]
+    ]
+    assert [a.origin for a in done] == [schedule.node_ids[copier]]  # the copy's DONE won
+
+
+def test_a_renderer_past_the_hung_limit_is_stopped_and_counted_a_failure():
+    nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0, hang_after=1)]
+    schedule = _farm(nodes, frames=400, hung_limit=2.0, backups=False)
+    result = run_schedule(schedule, random.Random(1), 1)
+    assert result.jobs == {"job-s": "done"}
+    failed = [a for n, a in _by(result, schedule, act.CHUNK_FAILED) if n == 1]
+    assert failed and all("stopped as hung" in a.payload["error"] for a in failed)
+    assert any(
+        "has run" in line and "times its estimate; stopping it" in line for line in result.trace
+    )
+
+
+def test_the_benchmark_beats_the_baseline_on_a_mixed_farm():
+    scenario = Scenario((1.0, 1.0, 4.0, 7.0), tuple(complexity_curve("ramp", 120)), 2.0, seed=1)
+    ours, base = measure(scenario, "peerfarm"), measure(scenario, "baseline")
+    assert ours["lower_bound"] == base["lower_bound"] == round(scenario.lower_bound, 2)
+    assert 1.0 <= ours["ratio"] < base["ratio"]
+
+
+def test_bench_schedule_prints_one_json_object(capsys):
+    assert (
+        main(["bench", "schedule", "--speeds", "1,3", "--frames", "40", "--startup", "1", "--json"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"peerfarm", "baseline", "scenario"}
+    for policy in ("peerfarm", "baseline"):
+        assert set(out[policy]) >= {"makespan", "lower_bound", "ratio"}
+        assert out[policy]["makespan"] >= out[policy]["lower_bound"] > 0
+    assert out["scenario"]["speeds"] == [1.0, 3.0] and out["scenario"]["frames"] == 40
+
+
+def test_bench_schedule_refuses_bad_input(capsys, tmp_path):
+    assert main(["bench", "schedule", "--speeds", "1,-2"]) == 1
+    assert "--speeds 1,-2: give positive seconds" in capsys.readouterr().err
+    assert main(["bench", "schedule", "--complexity", "nosuch"]) == 1
+    assert "not a curve (flat, ramp, wave, spikes) nor a file" in capsys.readouterr().err
+    costs = tmp_path / "costs.txt"
+    costs.write_text("1\n2\n8\n")
+    assert main(["bench", "schedule", "--speeds", "1,2", "--complexity", str(costs), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scenario"]["frames"] == 3
