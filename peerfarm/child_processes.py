@@ -71,7 +71,7 @@ def renderer_options() -> dict[str, Any]:
 
 def lower_priority(niceness: int = RENDERER_NICENESS) -> None:
     """POSIX: lower this process's CPU priority (its children inherit it). Best effort."""
-    if hasattr(os, "setpriority"):
+    if sys.platform != "win32" and hasattr(os, "setpriority"):
         try:
             os.setpriority(os.PRIO_PROCESS, 0, niceness)
         except OSError:

@@ -309,6 +309,8 @@ def test_admin_guide_runs_as_written(lab):
     run_doc(lab, "docs/admin-guide.md")
     shown = "\n".join(lab.outputs)
     assert "[node]" in shown and '"command": "bootstrap"' in shown
+    assert "retention-budget = 53687091200" in shown  # 50G, from the command line
+    assert "would free " in shown and "\nfreed " in shown  # peerfarm gc, dry and not
     assert (lab.machines["lab-1"].home / "peerfarm-bootstrap-backup.tar.gz").exists()
 
 

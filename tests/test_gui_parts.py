@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import zipfile
 from dataclasses import replace
@@ -182,6 +183,39 @@ def test_settings_dialog_saves_and_restarts_the_node(qtbot, tmp_path):
             timeout=30_000,
         )
         assert app.node.node_id == first_id  # same data folder: same identity
+
+
+def test_settings_set_the_address_peers_dial_and_where_programs_are(qtbot, tmp_path, monkeypatch):
+    # The app puts program places in its environment (for its renderer processes):
+    # restored after the test, so later tests find the real programs.
+    for program in ("blender", "povray", "ffmpeg"):
+        monkeypatch.setenv(f"PEERFARM_{program.upper()}", "")
+    povray = tmp_path / "Program Files" / "POV-Ray" / "povray"
+    povray.parent.mkdir(parents=True)
+    shutil.copy2(shutil.which("povray") or sys.executable, povray)
+    path = tmp_path / "settings.json"
+    with running_app(qtbot, tmp_path, None, settings_path=path) as (app, window):
+        dialog = window.open_settings()
+        assert dialog.advertise.placeholderText().endswith(app.address)  # what it chose
+        dialog.programs["blender"].setText(str(tmp_path / "nowhere" / "blender"))
+        dialog.save()
+        assert dialog.error.isVisible() and "blender program: there is no file" in (
+            dialog.error.text()
+        )
+        dialog.programs["blender"].setText("")
+        dialog.programs["povray"].setText(str(povray))
+        dialog.advertise.setText("render-7.lan:7100")
+        dialog.save()
+        assert dialog.needs_restart
+        saved = json.loads(path.read_text())
+        assert (saved["advertise"], saved["povray"]) == ("render-7.lan:7100", str(povray))
+        ask = window.dialogs[-1]
+        qtbot.mouseClick(ask.button(ask.StandardButton.Yes), Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(
+            lambda: app.node is not None and app.address == "render-7.lan:7100", timeout=30_000
+        )
+        assert app.node.status()["address"] == "render-7.lan:7100"
+        assert os.environ["PEERFARM_POVRAY"] == str(povray)
 
 
 def test_closing_the_window_stops_the_node_gracefully(qtbot, tmp_path):

@@ -17,7 +17,13 @@ from peerfarm.core.refused import Refused
 from peerfarm.machine import MachineConfig, NodeMachine
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
-from peerfarm.machine.timing import ANTI_ENTROPY_INTERVAL, PEER_TIMEOUT, RECONNECT_GRACE
+from peerfarm.machine.timing import (
+    ANTI_ENTROPY_INTERVAL,
+    FULL_ANTI_ENTROPY_EVERY,
+    NEVER_LINKED_TIMEOUT,
+    PEER_TIMEOUT,
+    RECONNECT_GRACE,
+)
 
 ME = "0" * 16  # sorts before A and B: our claims win ties against theirs
 LATE = "f" * 16  # sorts after us
@@ -50,6 +56,15 @@ class Harness:
         return out
 
     def tick(self, at: float) -> list:
+        """Time passes to ``at`` as a driver lets it: a Tick at every deadline on the way
+        (a machine woken late believes it was stalled; see test_a_stalled_node...)."""
+        out = []
+        while (deadline := self.machine.next_deadline()) < at:
+            out += self.feed(ev.Tick(), max(deadline, self.now))
+        return out + self.feed(ev.Tick(), at)
+
+    def stall(self, at: float) -> list:
+        """The process did not run until ``at`` (frozen, or starved of CPU)."""
         return self.feed(ev.Tick(), at)
 
     def peer_action(self, origin: str, type_: str, payload: dict, lamport: int = 0) -> dict:
@@ -188,23 +203,80 @@ def test_a_lost_link_counts_after_the_grace_and_a_never_seen_peer_after_the_time
     h.feed(ev.LinkDown(A), at=4.0)
     assert h.machine.health(A) == "suspect"
     h.tick(4.0 + RECONNECT_GRACE)
-    # B was never heard since our start: down PEER_TIMEOUT after it (at 3.0 already).
+    assert {a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)} == {A}
+    # B was never linked since our start (a boot storm may still be linking every
+    # pair): down NEVER_LINKED_TIMEOUT after it, not PEER_TIMEOUT.
+    h.tick(NEVER_LINKED_TIMEOUT - 0.01)
+    assert len(h.emitted(act.PEER_DOWN)) == 1
+    h.tick(NEVER_LINKED_TIMEOUT)
     assert {a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)} == {A, B}
     # The machine dials a peer known only from the replicated state.
     assert any(isinstance(e, fx.Dial) and e.peer == B for e in h.effects)
 
 
+def test_a_stalled_node_hears_its_peers_out_before_declaring_them_down():
+    """A node that did not run for a while (frozen, or starved of CPU at a boot storm)
+    finds every peer silent: their messages wait unread in its sockets. It reads them
+    before judging, and declares only a peer that stays silent a timeout longer."""
+    h = Harness(slots=0)
+    h.start_working()
+    for peer, name, address in ((A, "a", "10.0.0.2:7100"), (B, "b", "10.0.0.3:7100")):
+        h.feed(ev.LinkUp(peer, "node", name, address), at=3.0)
+        h.receive(peer, h.peer_action(peer, act.PEER_JOINED, joined_payload(name)))
+    h.stall(10.0)  # 7 s without running: A and B look silent for longer than the timeout
+    assert not h.emitted(act.PEER_DOWN)
+    assert h.machine.next_deadline() >= 10.0  # no busy loop while it waits
+    h.feed(ev.Heard(A), at=10.1)  # A's queued heartbeats are read; B really is silent
+    h.tick(10.0 + PEER_TIMEOUT - 0.01)
+    assert not h.emitted(act.PEER_DOWN)
+    h.tick(10.0 + PEER_TIMEOUT)
+    assert [a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)] == [B]
+
+
 def test_heartbeats_and_version_vectors_go_to_linked_peers_on_time():
+    """Every heartbeat interval a linked peer gets one message: a version vector while
+    our views may differ, else a heartbeat (an idle farm in sync swaps no version
+    vectors, but for a full swap every FULL_ANTI_ENTROPY_EVERY)."""
     h = Harness(slots=0)
     h.start_working()
     h.feed(ev.LinkUp(A, "node", "a", "10.0.0.2:7100"))
-    out = h.tick(h.machine.next_deadline())
-    sent = [e.message["type"] for e in of(out, fx.Send) if e.peer == A]
-    assert "HEARTBEAT" in sent
-    vv_due = [e for e in of(h.effects, fx.Send) if e.message["type"] == "VV"]
-    assert vv_due  # one on link up
-    h.tick(3.0 + 2 * ANTI_ENTROPY_INTERVAL)
-    assert len([e for e in of(h.effects, fx.Send) if e.message["type"] == "VV"]) > len(vv_due)
+
+    def sent_to_a(since: int) -> list[str]:
+        return [e.message["type"] for e in of(h.effects[since:], fx.Send) if e.peer == A]
+
+    assert sent_to_a(0) == ["VV"]  # on link up
+    mark = len(h.effects)
+    h.tick(h.now + 2 * ANTI_ENTROPY_INTERVAL)
+    sent = sent_to_a(mark)
+    assert "HEARTBEAT" in sent and "VV" in sent  # A has not told us its view yet
+    # A tells us the very view we hold: in sync, only heartbeats from now on.
+    vv = next(
+        e.message
+        for e in reversed(h.effects)
+        if isinstance(e, fx.Send) and e.message["type"] == "VV"
+    )
+    h.feed(ev.VersionVectorReceived(A, vv["vv"], vv.get("heads", {})))
+    mark = len(h.effects)
+    h.tick(h.now + 3 * ANTI_ENTROPY_INTERVAL)
+    sent = sent_to_a(mark)
+    assert sent and set(sent) == {"HEARTBEAT"}
+    # A new action changes our view: A gets a version vector at the next swap.
+    h.feed(ev.SubmitJob(new_job_payload("j", frames=(1, 2), chunk=2)))
+    mark = len(h.effects)
+    h.tick(h.now + ANTI_ENTROPY_INTERVAL)
+    assert "VV" in sent_to_a(mark)
+    # In sync again, and a full swap comes anyway after FULL_ANTI_ENTROPY_EVERY.
+    vv = next(
+        e.message
+        for e in reversed(h.effects)
+        if isinstance(e, fx.Send) and e.message["type"] == "VV"
+    )
+    h.feed(ev.VersionVectorReceived(A, vv["vv"], vv.get("heads", {})))
+    mark = len(h.effects)
+    h.tick(h.now + FULL_ANTI_ENTROPY_EVERY - ANTI_ENTROPY_INTERVAL)
+    assert "VV" not in sent_to_a(mark)
+    h.tick(h.now + 2 * ANTI_ENTROPY_INTERVAL)
+    assert "VV" in sent_to_a(mark)
 
 
 def test_graceful_stop_finishes_in_flight_then_leaves():

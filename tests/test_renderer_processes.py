@@ -80,6 +80,14 @@ trio.run(main)
 """
 
 
+def _state(pid: int) -> str:
+    """The process's state letter in /proc (R, S, T for stopped, Z...); "" when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 def _gone(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -329,6 +337,11 @@ def test_restart_kills_the_renderers_a_killed_node_left_behind(tmp_path, rendere
     guard, pid, child = node.renderer_tree()
     # A guard that cannot act (stopped) when its node is killed: the tree lives on.
     os.kill(guard, signal.SIGSTOP)
+    # Stopped for sure before the node dies (a signal takes effect a moment later), or the
+    # guard may still see its node go and end the tree as it should.
+    deadline = time.monotonic() + DEADLINE
+    while _state(guard) != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
     node.process.kill()
     node.process.wait()
     time.sleep(0.2)

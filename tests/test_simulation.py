@@ -51,7 +51,7 @@ def _trace_events(result: RunResult) -> list[tuple[str, str]]:
     return [tuple(line.split(None, 2)[1:]) for line in result.trace]
 
 
-@pytest.mark.parametrize("seed", [14])
+@pytest.mark.parametrize("seed", [39])
 def test_lost_report_per_holder_is_not_swallowed(seed):
     """collector.py reported CHUNK_LOST once per (job, chunk, epoch): a report about
     one holder that a late DONE made void silenced the report about the real holder,
@@ -67,13 +67,13 @@ def test_lost_report_per_holder_is_not_swallowed(seed):
     assert all(state == "done" for state in result.jobs.values())
 
 
-@pytest.mark.parametrize("seed", [182, 306])
+@pytest.mark.parametrize("seed", [99, 1011])
 def test_orphaned_claim_is_adopted(seed):
     """worker.py stopped a render when the state said it was not needed (a claim that
     sorts earlier arrived, or the job failed), but a late action could re-fold the
     log and make the node's claim hold again; nobody rendered or released the chunk,
     claimed by a live node forever. The worker now adopts such claims on every pass.
-    Seeds 182 and 306 flip a claim race (no seed of 0-1999 flips a job's failure since
+    Seeds 99 and 1011 flip a claim race (no seed of 0-1999 flips a job's failure since
     claims of nodes declared down no longer count; docs/simulation.md)."""
     result = run_seed(seed)
     stopped: set[tuple[str, str, str]] = set()
@@ -219,7 +219,8 @@ def _taken_over(result: RunResult, chunk: tuple[str, int], by_not: str, start: f
 
 
 def test_crash_and_restart():
-    schedule = _schedule(3, [_job(0.5, 0, 60, 2)], [FaultPlan(CRASH, 3.0, (1,), 5.0)])
+    # Frames enough that work is left when the victim is back at 8 s.
+    schedule = _schedule(3, [_job(0.5, 0, 68, 2)], [FaultPlan(CRASH, 3.0, (1,), 5.0)])
     result = _run(schedule)
     victim = schedule.node_ids[1]
     assert any(" n1 crash (1 renders killed)" in line for line in result.trace)
@@ -233,7 +234,7 @@ def test_crash_and_restart():
     rejoined = [a for a in result.emitted(act.PEER_JOINED, 8.0) if a.origin == victim]
     assert rejoined and rejoined[0].seq > 1
     assert [a for a in result.emitted(act.DONE, 8.0) if a.origin == victim]
-    assert result.jobs == {"job-0-60": "done"}
+    assert result.jobs == {"job-0-68": "done"}
 
 
 def test_freeze_then_resume():

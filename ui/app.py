@@ -26,11 +26,19 @@ from PySide6.QtWidgets import QApplication
 
 from peerfarm.core.refused import Refused
 from peerfarm.core.state import JOB_FAILED
+from peerfarm.ops.places import move_out_of_roaming, roaming_data_root, user_data_root
+from peerfarm.programs import set_locations
 from peerfarm.runtime.node import Node
 from ui.farm_summary import FarmSummary, JobRow, PeerRow
 from ui.idle import IdleClock, pause_reason
 from ui.scene_watch import SceneWatches
-from ui.settings import SETTINGS_FILE, SettingsError, SettingsStore, node_config
+from ui.settings import (
+    SETTINGS_FILE,
+    SettingsError,
+    SettingsStore,
+    node_config,
+    program_locations,
+)
 from ui.trio_host import TrioHost
 
 log = logging.getLogger(__name__)
@@ -138,6 +146,8 @@ class PeerfarmApp(QObject):
         except SettingsError as exc:
             self.stop_error = f"cannot start the node: {exc}"
             return
+        # Where Blender, POV-Ray and ffmpeg are, for the probes and the renderer processes.
+        set_locations(program_locations(self.store.effective))
         self.node = Node(config)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -305,6 +315,8 @@ class PeerfarmApp(QObject):
         for row in peers:
             if row.me and self.worker_pause_reason:
                 row.worker_note = self.worker_pause_reason
+            if row.me:
+                row.not_offered = dict(status.get("renderers_not_offered", {}))
         self.snapshot = Snapshot(
             node_id=node.node_id,
             name=node.name,
@@ -346,10 +358,15 @@ class PeerfarmApp(QObject):
 
 
 def default_paths() -> tuple[Path, Path]:
-    """(settings file, default data folder) in the platform's per-user folders."""
+    """(settings file, default data folder) in the platform's per-user folders; the data
+    folder stays on this machine (Windows: not in the roaming profile, peerfarm/ops/
+    places.py), and one an earlier version left there is moved out."""
     config = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppConfigLocation)
-    data = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
-    return Path(config) / SETTINGS_FILE, Path(data) / "node"
+    data = Path(user_data_root()) / "node"
+    roaming = roaming_data_root()
+    if roaming is not None:
+        data = move_out_of_roaming(Path(roaming) / "node", data)
+    return Path(config) / SETTINGS_FILE, data
 
 
 def run_gui(args: argparse.Namespace) -> int:

@@ -59,6 +59,7 @@ class PeerRow:
     fps: float | None
     me: bool
     worker_note: str = ""  # this machine only: paused, waiting until you are away
+    not_offered: dict[str, str] = field(default_factory=dict)  # this machine: name -> why
 
 
 @dataclass

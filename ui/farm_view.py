@@ -65,7 +65,16 @@ def _dot(colour: QColor) -> QIcon:
 def renderers_text(row: PeerRow) -> str:
     if not row.renders:
         return "—"
-    return ", ".join(f"{name} {version}" for name, version in row.renderers) or "none found"
+    text = ", ".join(f"{name} {version}" for name, version in row.renderers) or "none found"
+    if row.not_offered:  # installed here but not offered: the tooltip says why
+        text += f" ({', '.join(sorted(row.not_offered))} not offered)"
+    return text
+
+
+def not_offered_text(row: PeerRow) -> str:
+    return "\n".join(
+        f"{name} is not offered: {why}" for name, why in sorted(row.not_offered.items())
+    )
 
 
 def rendering_text(row: PeerRow) -> str:
@@ -143,6 +152,8 @@ class FarmModel(QAbstractTableModel):
                 return "\n".join(row.rendering)
             if column == 0:
                 return f"node id {row.id}"
+            if column == COLUMNS.index("Renderers") and row.not_offered:
+                return not_offered_text(row)
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (4, 6, 7):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from peerfarm.runtime.addresses import advertised_host
 from peerfarm.security.farm_key import config_dir, default_key_path, new_key, write_key
 from ui.settings import SettingsError
 from ui.settings_dialog import parse_bootstraps, path_row
@@ -34,13 +35,9 @@ JOIN, CREATE, TRY = "join", "create", "try"
 
 
 def lan_address() -> str:
-    """This machine's address on the LAN, as other machines would dial it (best guess)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))  # TEST-NET: nothing is sent, it only picks a route
-            return s.getsockname()[0]
-    except OSError:
-        return "127.0.0.1"
+    """This machine's address on the LAN, as other machines would dial it (best guess:
+    the node makes the same choice, peerfarm.runtime.addresses.advertised_host)."""
+    return advertised_host("0.0.0.0")[0]
 
 
 def _note(text: str) -> QLabel:

@@ -7,11 +7,13 @@ Its options are `peerfarm node`'s (ui/options.py); they parse without PySide6, s
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
+from pathlib import Path
 
 from peerfarm.ops import qt_platform
+from peerfarm.ops.logs import APP_LOG_NAME, setup_logging
+from peerfarm.ops.places import user_log_dir
 from ui.options import add_gui_options
 
 
@@ -25,10 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The `peerfarm-gui` entry point (and what `peerfarm gui` runs)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # The app has no terminal when started from a menu or the Finder: it always logs to
+    # a file in the platform's log folder too (docs/install.md says where).
+    setup_logging(verbose=args.verbose, log_file=Path(user_log_dir()) / APP_LOG_NAME)
     try:
         from ui.app import run_gui
     except ImportError as exc:

@@ -35,6 +35,12 @@ def add_gui_options(p: argparse.ArgumentParser) -> None:
         "--data-dir", type=Path, metavar="DIR", help="the node's identity, log and frames"
     )
     p.add_argument("--slots", type=int, metavar="N", help="renderer processes at once")
+    p.add_argument(
+        "--advertise",
+        type=_address,
+        metavar="HOST:PORT",
+        help="the address peers should dial (default: chosen from the interfaces)",
+    )
     p.add_argument("--name", help="the name shown to the farm (default: host name)")
     p.add_argument(
         "--no-zeroconf",
@@ -68,6 +74,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         out["slots"] = max(args.slots, 0)
     if args.name is not None:
         out["name"] = args.name
+    if args.advertise is not None:
+        out["advertise"] = args.advertise
     if args.no_zeroconf:
         out["lan_discovery"] = False
     if args.farm_key_file is not None:

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from peerfarm.runtime.addresses import is_loopback, parse_address
+from peerfarm.programs import PROGRAMS
+from peerfarm.runtime.addresses import format_address, is_loopback, parse_address
 from peerfarm.runtime.node import NodeConfig
 from peerfarm.security.farm_key import FarmKey, FarmKeyError, load_key, resolve_key
 
@@ -42,6 +43,11 @@ class Settings:
     render_only_when_away: bool = False
     away_minutes: int = 10
     keep_rendering_in_tray: bool = True  # closing the window leaves the node running
+    advertise: str = ""  # the address peers dial; "" = chosen (runtime/addresses.py)
+    # Where Blender, POV-Ray and ffmpeg are; "" = found (PATH, usual places: programs.py)
+    blender: str = ""
+    povray: str = ""
+    ffmpeg: str = ""
     setup_done: bool = False  # the first-start guide ran
 
     def check(self) -> None:
@@ -55,6 +61,18 @@ class Settings:
                 parse_address(b)
             except ValueError as exc:
                 raise SettingsError(f"bootstrap server: {exc}") from None
+        if self.advertise:
+            try:
+                parse_address(self.advertise)
+            except ValueError as exc:
+                raise SettingsError(f"address peers dial: {exc}") from None
+        for program in PROGRAMS:
+            path = getattr(self, program)
+            if path and not Path(path).expanduser().is_file():
+                raise SettingsError(
+                    f"{program} program: there is no file {path}; choose the program "
+                    "itself, or leave it empty to find it by itself"
+                )
         if not 0 <= self.slots <= 1024:
             raise SettingsError(f"slots: {self.slots} is not between 0 and 1024")
         if not 1 <= self.away_minutes <= 24 * 60:
@@ -127,10 +145,17 @@ def node_config(settings: Settings, default_data_dir: Path) -> NodeConfig:
         bootstraps=[parse_address(b) for b in settings.bootstraps],
         slots=settings.slots,
         name=settings.name,
+        advertise=format_address(*parse_address(settings.advertise)) if settings.advertise else "",
         zeroconf=settings.lan_discovery,
         farm_key=farm_key,
     )
     return config
+
+
+def program_locations(settings: Settings) -> dict[str, str | None]:
+    """The program places the settings give (program -> path; None: find it), for
+    peerfarm.programs.set_locations before the node starts."""
+    return {program: getattr(settings, program) or None for program in PROGRAMS}
 
 
 class SettingsStore:

@@ -22,13 +22,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from peerfarm.programs import PROGRAMS, find_program
 from ui.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from ui.app import PeerfarmApp
 
 # Settings the running node cannot change on the fly: they apply after a restart.
-RESTART_FIELDS = ("name", "listen", "bootstraps", "data_dir", "lan_discovery", "farm_key_file")
+RESTART_FIELDS = (
+    "name",
+    "listen",
+    "bootstraps",
+    "data_dir",
+    "lan_discovery",
+    "farm_key_file",
+    "advertise",
+    *PROGRAMS,
+)
 
 
 def parse_bootstraps(text: str) -> tuple[str, ...]:
@@ -68,6 +78,18 @@ class SettingsDialog(QDialog):
         )
         self.bootstraps = QLineEdit(" ".join(s.bootstraps))
         self.bootstraps.setPlaceholderText("HOST:PORT, several separated by spaces")
+        self.advertise = QLineEdit(s.advertise)
+        self.advertise.setPlaceholderText(f"chosen by itself: now {app.address or 'not running'}")
+        self.advertise.setToolTip(
+            "The address other machines dial to reach this one. Empty: the address of the "
+            "network interface that reaches the bootstrap server, else the LAN's"
+        )
+        self.programs = {}
+        for program in PROGRAMS:
+            edit = QLineEdit(getattr(s, program))
+            found = find_program(program)
+            edit.setPlaceholderText(f"found: {found}" if found else "not found: choose it")
+            self.programs[program] = edit
         self.lan = QCheckBox("Find and be found by farm nodes on this network (zeroconf)")
         self.lan.setChecked(s.lan_discovery)
         self.farm_key = QLineEdit(s.farm_key_file)
@@ -85,17 +107,23 @@ class SettingsDialog(QDialog):
         form.addRow("This machine's name", self.name)
         form.addRow("Listen address", self.listen)
         form.addRow("Bootstrap servers", self.bootstraps)
+        form.addRow("Address peers dial", self.advertise)
         form.addRow("", self.lan)
         form.addRow("Farm key file", path_row(self.farm_key, self, False, "Farm key file"))
         form.addRow("Data folder", path_row(self.data_dir, self, True, "Data folder"))
         form.addRow("Default output folder", path_row(self.output, self, True, "Output folder"))
         form.addRow("Renderer slots", self.slots)
+        for program, label in (("blender", "Blender"), ("povray", "POV-Ray"), ("ffmpeg", "ffmpeg")):
+            title = f"{label} program"
+            form.addRow(title, path_row(self.programs[program], self, False, title))
         form.addRow("", self.tray)
         self.error = QLabel()
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #b71c1c;")
         self.error.hide()
-        hint = QLabel("Name, addresses, data folder and farm key apply when the node restarts.")
+        hint = QLabel(
+            "Name, addresses, data folder, farm key and programs apply when the node restarts."
+        )
         hint.setStyleSheet("color: #6b6b6b;")
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
@@ -121,6 +149,8 @@ class SettingsDialog(QDialog):
             output_folder=self.output.text().strip(),
             slots=self.slots.value(),
             keep_rendering_in_tray=self.tray.isChecked(),
+            advertise=self.advertise.text().strip(),
+            **{program: edit.text().strip() for program, edit in self.programs.items()},
         )
 
     def save(self) -> None:

@@ -1,5 +1,5 @@
 """The `peerfarm` commands that talk to a node as a client: init, submit, status,
-job control (cancel, pause, resume, retry, priority), logs."""
+job control (cancel, pause, resume, retry, priority), logs, gc."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import tempfile
 from pathlib import Path
 
 from peerfarm.cli.progress import wait_for_job
+from peerfarm.core.retention import size_text
 from peerfarm.core.user_text import parse_frames, parse_size
 from peerfarm.job_request import JobRequest, scene_request
 from peerfarm.runtime.addresses import from_this_machine
 from peerfarm.runtime.client import NodeClient
+from peerfarm.runtime.retention import summary
 from peerfarm.security.farm_key import ENV_VAR, default_key_path, new_key, write_key
 
 
@@ -102,12 +104,16 @@ async def status(args: argparse.Namespace) -> int:
         return 0
     print(f"node {st['name']} ({st['node_id'][:12]}) at {st['address']}, role {st['role']}")
     print(f"state digest {st['state_digest'][:16]}, {st['log_length']} actions in the log")
+    features = ", ".join(st.get("features", [])) or "none"
+    print(f"protocol {st.get('protocol')}, features enabled in the farm: {features}")
     if st.get("faulty"):
         print(
             "this node's id signed two different actions (another machine runs with its "
             "identity: a copied data folder?); the farm ignores it: restart it and it "
             "joins as a new node"
         )
+    for name, why in sorted(st.get("renderers_not_offered", {}).items()):
+        print(f"{name} is not offered by this node: {why}")
     print(f"\npeers ({len(st['peers'])}):")
     for p in st["peers"]:
         link = "connected" if p["connected"] else "not connected"
@@ -163,4 +169,40 @@ async def show_logs(args: argparse.Namespace) -> int:
         print(f"== chunk {entry['chunk']} ({part}, {entry['state']}) on {where}{note} ==")
         print(entry["text"].rstrip() or "(empty)")
         print()
+    return 0
+
+
+GC_LINES = 50  # deletions listed one by one (--json lists them all)
+
+
+async def collect_garbage(args: argparse.Namespace) -> int:
+    """`peerfarm gc`: the node's retention now, and what it freed."""
+    async with NodeClient(args.node, args.farm_key) as client:
+        rep = await client.gc(args.dry_run)
+    if args.json:
+        print(json.dumps(rep, indent=2, sort_keys=True))
+        return 0
+    print(summary(rep))
+    for entry in rep["deleted"][:GC_LINES]:
+        print(
+            f"  {entry['kind']:<6} {entry['name']:<20} {size_text(entry['bytes']):>10}  "
+            f"{entry['reason']}"
+        )
+    more = len(rep["deleted"]) - GC_LINES
+    if more > 0:
+        print(f"  ... and {more} more (--json lists them all)")
+    grace_hours = rep["grace"] / 3600
+    print(
+        f"kept {size_text(rep['needed_bytes'])} that live jobs need, and "
+        f"{size_text(rep['grace_bytes'])} of collected frames in their grace "
+        f"({grace_hours:g} h); the data folder held {size_text(rep['total_bytes'])}"
+    )
+    if rep["over_budget_bytes"]:
+        print(
+            f"over the budget of {size_text(rep['budget'])} by "
+            f"{size_text(rep['over_budget_bytes'])}: all of it is needed by live jobs or too "
+            "recent to delete"
+        )
+    for error in rep["errors"]:
+        print(f"could not delete {error} (tried again at the next run)", file=sys.stderr)
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from peerfarm.child_processes import no_window_options
 from peerfarm.cli.errors import CliError
 from peerfarm.cli.progress import wait_for_job
 from peerfarm.core.user_text import parse_size
@@ -36,28 +37,40 @@ class Farm:
         self.procs: list[subprocess.Popen] = []
         # Without one, the processes inherit $PEERFARM_FARM_KEY_FILE (or have no key).
         self.farm_key_file = farm_key_file
+        # How `peerfarm` is run (a test may run another build of it for some processes).
+        self.command = [sys.executable, "-m", "peerfarm"]
 
     def start(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str]:
         """Start `peerfarm ARGS`; return the process and the address it listens on."""
+        proc = self.launch(name, args)
+        return proc, self.listening(name, proc)
+
+    def launch(self, name: str, args: list[str]) -> subprocess.Popen:
+        """Start `peerfarm ARGS` without waiting for it (many at once: a lab at 8 am)."""
         log_file = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         env = dict(os.environ)
         if self.farm_key_file is not None:
             env[ENV_VAR] = str(self.farm_key_file)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "peerfarm", *args],
+            [*self.command, *args],
             stdout=subprocess.PIPE,
             stderr=log_file,
             stdin=subprocess.DEVNULL,
             env=env,
+            **no_window_options(),
         )
         log_file.close()
         self.procs.append(proc)
+        return proc
+
+    def listening(self, name: str, proc: subprocess.Popen) -> str:
+        """The address a launched process listens on, from its first line."""
         assert proc.stdout is not None
         line = proc.stdout.readline().decode(errors="replace").strip()
         if " listening on " not in line:
             log_text = (self.root / f"{name}.log").read_text(errors="replace")[-2000:]
             raise CliError(f"{name} did not start:\n{log_text}")
-        return proc, line.rsplit(" ", 1)[1]
+        return line.rsplit(" ", 1)[1]
 
     def start_bootstrap(self, data_dir: Path, name: str = "bootstrap"):  # noqa: ANN201
         """A private bootstrap server on a free loopback port (no LAN discovery, and no
@@ -81,25 +94,26 @@ class Farm:
         """A private node on a free loopback port; a throwaway farm must not join (or
         be joined by) farms on the LAN, so LAN discovery is off, and it reads no config
         file (a metrics port or bootstrap servers set there are not for it)."""
-        return self.start(
+        return self.start(name, self.node_args(name, bootstrap, data_dir, slots, *extra))
+
+    @staticmethod
+    def node_args(name: str, bootstrap: str, data_dir: Path, slots: int, *extra: str) -> list[str]:
+        return [
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            bootstrap,
+            "--data-dir",
+            str(data_dir),
+            "--name",
             name,
-            [
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-                "--bootstrap",
-                bootstrap,
-                "--data-dir",
-                str(data_dir),
-                "--name",
-                name,
-                "--slots",
-                str(slots),
-                "--no-zeroconf",
-                "--no-config",
-                *extra,
-            ],
-        )
+            "--slots",
+            str(slots),
+            "--no-zeroconf",
+            "--no-config",
+            *extra,
+        ]
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

@@ -27,6 +27,7 @@ def subject_of(args: argparse.Namespace) -> Subject:
         farm_key_file=args.farm_key_file,
         farm_key_source=getattr(args, "setting_sources", {}).get("farm-key-file", "farm-key-file"),
         bootstraps=tuple(args.bootstrap),
+        advertise=args.advertise,
         zeroconf=not args.no_zeroconf,
         metrics=args.metrics,
         offline=args.offline,

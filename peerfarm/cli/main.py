@@ -1,5 +1,5 @@
 """The `peerfarm` command line: init, node, gui, bootstrap, submit, status, job control
-(cancel, pause, resume, retry, priority), logs, demo, doctor, config.
+(cancel, pause, resume, retry, priority), logs, gc, demo, doctor, config.
 
 Every command but init, demo and config reads its settings from the config file
 under its options (peerfarm/ops/config.py); `peerfarm doctor` reads the node's."""
@@ -18,6 +18,7 @@ import trio
 from peerfarm import __version__
 from peerfarm.cli.commands import (
     JOB_CONTROLS,
+    collect_garbage,
     control_job,
     init_farm,
     show_logs,
@@ -27,7 +28,8 @@ from peerfarm.cli.commands import (
 from peerfarm.cli.errors import CliError
 from peerfarm.core.chunk_order import ORDERS
 from peerfarm.core.refused import Refused
-from peerfarm.core.user_text import parse_bytes
+from peerfarm.core.retention import Policy as RetentionPolicy
+from peerfarm.core.user_text import parse_bytes, parse_duration
 from peerfarm.ops import config
 from peerfarm.ops.logs import setup_logging
 from peerfarm.ops.serving import (
@@ -36,8 +38,14 @@ from peerfarm.ops.serving import (
     serve_node,
     show_config,
 )
+from peerfarm.programs import PROGRAMS, set_locations
 from peerfarm.runtime.client import ClientError
-from peerfarm.runtime.node import DEFAULT_MIN_FREE_BYTES, Node, NodeConfig
+from peerfarm.runtime.node import (
+    DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_RETENTION_INTERVAL,
+    Node,
+    NodeConfig,
+)
 from peerfarm.runtime.serve import (
     START_ERRORS,
     add_farm_key_option,
@@ -55,12 +63,20 @@ log = logging.getLogger("peerfarm")
 OTHER_FACES = {
     "gui": "ui.launch",  # the desktop app (needs PySide6: pip install 'peerfarm[gui]')
     "bootstrap": "bootstrap_server.server",
+    "bench": "peerfarm.cli.bench",  # benchmarks that print JSON
 }
 
 
 def _bytes(text: str) -> int:
     try:
         return parse_bytes(text)
+    except Refused as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
     except Refused as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -122,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
             "bootstrap",
             "run a bootstrap server, a peer that never renders (see `peerfarm bootstrap --help`)",
         ),
+        ("bench", "measure the farm; each bench prints JSON (see `peerfarm bench --help`)"),
     ):
         sub.add_parser(command, help=what, add_help=False)  # main() hands it over first
 
@@ -283,6 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--node", required=True, metavar="HOST:PORT")
 
+    p = sub.add_parser(
+        "gc",
+        parents=[key],
+        help="run a node's retention now: delete what its policy lets go from its data "
+        "folder (never what a live job needs) and say what was freed",
+    )
+    p.add_argument("--node", required=True, metavar="HOST:PORT")
+    p.add_argument(
+        "--dry-run", action="store_true", help="delete nothing: say what would be deleted"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = sub.add_parser("demo", help="start a small farm on this machine and render builtin:demo")
     p.add_argument("--nodes", type=int, default=3, metavar="N", help="worker nodes (default 3)")
     p.add_argument("--frames", type=int, default=24, metavar="N", help="frames (default 24)")
@@ -375,6 +404,54 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help="jobs submitted from other machines write their frames only inside this "
         "folder (default: DATA_DIR/outputs)",
     )
+    for program in PROGRAMS:  # peerfarm/programs.py: where each is looked for
+        p.add_argument(
+            f"--{program}",
+            type=Path,
+            default=None,
+            metavar="PATH",
+            help=f"the {program} program to run (default: found on the PATH, then in its "
+            "usual install places)",
+        )
+    add_retention_options(p)
+
+
+def add_retention_options(p: argparse.ArgumentParser) -> None:
+    """What a node deletes from its data folder (core/retention.py; `peerfarm gc`)."""
+    policy = RetentionPolicy()
+    group = p.add_argument_group("retention (docs/admin-guide.md#retention)")
+    group.add_argument(
+        "--retention-grace",
+        type=_duration,
+        default=policy.grace,
+        metavar="DURATION",
+        help="delete the frames this node rendered this long after their submitter holds "
+        "them all (default 1h; e.g. 30m, 12h, 7d)",
+    )
+    group.add_argument(
+        "--retention-max-age",
+        type=_duration,
+        default=policy.max_age,
+        metavar="DURATION",
+        help="delete work folders and renderer logs of finished jobs, and scene files no "
+        "live job uses, once unused this long (default 7d)",
+    )
+    group.add_argument(
+        "--retention-budget",
+        type=_bytes,
+        default=None,
+        metavar="SIZE",
+        help="keep the data folder's frames, work folders, logs and scene files under this "
+        "size, deleting what may go oldest first (e.g. 50G; default: no limit)",
+    )
+    group.add_argument(
+        "--retention-interval",
+        type=_duration,
+        default=DEFAULT_RETENTION_INTERVAL,
+        metavar="DURATION",
+        help="how often the node applies retention by itself (default 1h; 0: only on "
+        "`peerfarm gc`)",
+    )
 
 
 def _subcommand(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[str, int]:
@@ -422,7 +499,7 @@ def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, config.Effe
     args.command, args.verbose = command, verbose
     args.setting_sources = {key: s.source for key, s in effective.settings.items()}
     if command in ("node", "doctor") and args.log_level is None and verbose:
-        setup_logging("debug", args.log_json)
+        setup_logging("debug", args.log_json, log_file=args.log_file)
     return args, effective
 
 
@@ -447,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
             return show_settings(args)
         if effective is not None and show_config(effective):
             return 0
+        if args.command in ("node", "doctor"):
+            set_locations({program: getattr(args, program) for program in PROGRAMS})
         if args.command == "doctor":  # reports an unreadable key rather than stopping at it
             from peerfarm.cli.doctor import run_doctor
 
@@ -464,6 +543,12 @@ def main(argv: list[str] | None = None) -> int:
                 peer_timeout=max(args.peer_timeout, 0.3),
                 min_free_bytes=args.min_free_space,
                 remote_outputs=args.remote_outputs,
+                retention=RetentionPolicy(
+                    grace=args.retention_grace,
+                    max_age=args.retention_max_age,
+                    budget=args.retention_budget,
+                ),
+                retention_interval=args.retention_interval,
                 zeroconf=not args.no_zeroconf,
                 farm_key=args.farm_key,
             )
@@ -480,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             return trio.run(control_job, args)
         if args.command == "logs":
             return trio.run(show_logs, args)
+        if args.command == "gc":
+            return trio.run(collect_garbage, args)
         if args.command == "demo":
             from peerfarm.cli.demo import run_demo
 

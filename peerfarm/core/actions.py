@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from peerfarm.core import schema as s
 from peerfarm.core.chunk_order import ORDERS
+from peerfarm.core.features import MAX_FEATURE_NAME, MAX_FEATURES, PEER_VERSIONS, SPOKEN
 from peerfarm.core.feeds import GENESIS, HASH_BYTES, MAX_CHAIN, action_hash, check_fork_proof
 from peerfarm.core.names import is_safe_name
 from peerfarm.core.tiles import MAX_TILES
@@ -51,6 +52,10 @@ RESUME_JOB = "RESUME_JOB"
 RETRY_JOB = "RETRY_JOB"
 SET_PRIORITY = "SET_PRIORITY"
 EQUIVOCATION = "EQUIVOCATION"
+JOB_COLLECTED = "JOB_COLLECTED"
+ENABLE_FEATURE = "ENABLE_FEATURE"
+
+_feature = s.text(MAX_FEATURE_NAME, allow_empty=False)
 
 _chunk_ref = {"job_id": s.job_id, "chunk": s.integer(0, MAX_CHUNKS - 1)}
 _claim_ref = {**_chunk_ref, "claim_seq": s.integer(1, MAX_SEQ)}
@@ -66,7 +71,14 @@ PAYLOADS: dict[str, s.Check] = {
             "renders": s.boolean,
             # renderer name -> installed version, as probed by the node
             "renderers": s.map_of(s.renderer_name, s.text(64), 32),
-        }
+        },
+        {
+            # the protocol features the node speaks (core/features.py)
+            "features": s.list_of(_feature, MAX_FEATURES),
+            # feature peer_versions: the node's peerfarm version. A build that does not
+            # speak it refuses the field, as it would any field it does not know.
+            **({"version": s.text(32)} if PEER_VERSIONS in SPOKEN else {}),
+        },
     ),
     # A node leaves the farm gracefully: its claims go back to the pool.
     PEER_LEFT: s.record({}),
@@ -135,6 +147,12 @@ PAYLOADS: dict[str, s.Check] = {
     # slate (attempts, failing nodes, blocklist), and a failed job is active again.
     RETRY_JOB: s.record({"job_id": s.job_id}),
     SET_PRIORITY: s.record({"job_id": s.job_id, "priority": s.integer(-1000, 1000)}),
+    # The submitter holds every frame of its done job in the output folder: the nodes
+    # that rendered them may delete their copies (retention, docs/admin-guide.md).
+    JOB_COLLECTED: s.record({"job_id": s.job_id}),
+    # The farm uses a protocol feature from here on, if every member that is up
+    # advertises it at this place in the order (core/features.py).
+    ENABLE_FEATURE: s.record({"feature": _feature}),
     # Proof that a node signed two different actions at one seq (core/feeds.py): two
     # runs of its actions from that seq, each ending with one it signed. Every node
     # that applies it drops the node's actions from that seq on and counts it faulty.

@@ -76,6 +76,7 @@ class ActionLog:
         self._digest: tuple[State, str] | None = None
         self.lamport = 0  # highest Lamport time seen
         self.late_inserts = 0  # history changed behind the end: late actions, dropped forks
+        self._refolded_from: int | None = None  # earliest position re-folded, until taken
         self.refused = 0  # actions that broke the Lamport rule (see the module's doc)
         self._batching = False
         self._dirty_from: int | None = None  # in a batch: where the pending re-fold starts
@@ -513,12 +514,25 @@ class ActionLog:
         else:
             self._refold(first)
 
+    def take_refolded(self, limit: int) -> list[Action] | None:
+        """The actions re-folded since the last call (from the earliest position a late
+        action or a dropped fork changed), or None when they are more than ``limit``:
+        what a claim outcome that flipped must be named by. Empty: nothing re-folded."""
+        pos, self._refolded_from = self._refolded_from, None
+        if pos is None:
+            return []
+        if len(self._actions) - pos > limit:
+            return None
+        return self._actions[pos:]
+
     def forked(self) -> dict[str, int]:
         """Nodes proven faulty, and the first seq of theirs each node dropped."""
         return dict(self._forked)
 
     def _refold(self, pos: int) -> None:
         """Re-fold from the checkpoint at or before position ``pos`` to the end."""
+        if self._refolded_from is None or pos < self._refolded_from:
+            self._refolded_from = pos
         cp = pos // CHECKPOINT_EVERY
         del self._checkpoints[cp + 1 :]
         state = self._checkpoints[cp]

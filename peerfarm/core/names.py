@@ -29,6 +29,8 @@ def is_safe_name(name: object) -> bool:
 def safe_name(name: str) -> str:
     """A job name made safe as a file name stem on every platform (see is_safe_name)."""
     cleaned = _UNSAFE.sub("_", name)[:MAX_NAME].strip("._")
-    if cleaned.split(".")[0].lower() in _DEVICES:
-        cleaned = f"{cleaned}_"  # con -> con_: a name Windows can hold
+    stem, dot, rest = cleaned.partition(".")
+    if stem.lower() in _DEVICES:
+        # con -> con_, nul.final -> nul_.final: Windows refuses a device name before any dot
+        cleaned = f"{stem}_{dot}{rest}"
     return cleaned[:MAX_NAME] or "job"

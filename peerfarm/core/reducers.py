@@ -45,7 +45,17 @@ def reduce(state: State, action: a.Action) -> State:
 def _peer_joined(state: State, action: a.Action) -> State:
     p = action.payload
     renderers = tuple(sorted(p["renderers"].items()))
-    peer = Peer(p["name"], p["address"], p["slots"], p["renders"], UP, action.seq, renderers)
+    peer = Peer(
+        p["name"],
+        p["address"],
+        p["slots"],
+        p["renders"],
+        UP,
+        action.seq,
+        renderers,
+        features=tuple(sorted(set(p.get("features", ())))),
+        version=p.get("version", ""),
+    )
     return state._replace(peers=state.peers.set(action.origin, peer))
 
 
@@ -246,6 +256,8 @@ def _chunk_lost(state: State, action: a.Action) -> State:
         return state
     if chunk.done_by != action.payload["holder"]:
         return state  # done again elsewhere since: those frames are fine
+    if job.collected:
+        return state  # the submitter holds every frame: nothing is lost
     index = action.payload["chunk"]
     job = job._replace(
         chunks=job.chunks.set(index, chunk._replace(state=PENDING, done_by="")),
@@ -308,6 +320,24 @@ def _set_priority(state: State, action: a.Action) -> State:
     return _put(state, job._replace(priority=action.payload["priority"]))
 
 
+def _job_collected(state: State, action: a.Action) -> State:
+    """Only the submitter says it holds the frames, and only of a job that is done."""
+    job = state.jobs.get(action.payload["job_id"])
+    if job is None or job.collected or job.state != JOB_DONE or action.origin != job.submitter:
+        return state
+    return _put(state, job._replace(collected=True))
+
+
+def _enable_feature(state: State, action: a.Action) -> State:
+    """Enabled only if every member that is up advertises the feature here: a member
+    that joined before it, and does not speak it, keeps it off (core/features.py)."""
+    feature = action.payload["feature"]
+    up = [p for p in state.peers.values() if p.state == UP]
+    if feature in state.features or not up or any(feature not in p.features for p in up):
+        return state
+    return state._replace(features=tuple(sorted((*state.features, feature))))
+
+
 def _equivocation(state: State, action: a.Action) -> State:
     """A node proven faulty (its fork: core/feeds.py) is out of the farm: its claims go
     back to the pool, and it takes no more (the log drops what it sends from the fork)."""
@@ -338,5 +368,7 @@ _HANDLERS: dict[str, Callable[[State, a.Action], State]] = {
     a.RETRY_JOB: _retry_job,
     a.SET_PRIORITY: _set_priority,
     a.EQUIVOCATION: _equivocation,
+    a.JOB_COLLECTED: _job_collected,
+    a.ENABLE_FEATURE: _enable_feature,
 }
 assert set(_HANDLERS) == a.ACTION_TYPES

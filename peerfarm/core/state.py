@@ -90,6 +90,8 @@ class Job(NamedTuple):
     error: str = ""
     failures: Map = Map()  # node id -> chunks of this job it failed
     paused: bool = False  # no new claims while paused (PAUSE_JOB / RESUME_JOB)
+    # The submitter holds every frame (JOB_COLLECTED): other copies may be deleted.
+    collected: bool = False
 
     @property
     def chunk_total(self) -> int:
@@ -159,6 +161,8 @@ class Peer(NamedTuple):
     state: str = UP
     incarnation: int = 0  # seq of the PEER_JOINED that made it up: fences PEER_DOWN
     renderers: tuple[tuple[str, str], ...] = ()  # (name, version), sorted
+    features: tuple[str, ...] = ()  # protocol features it speaks, sorted (core/features.py)
+    version: str = ""  # its peerfarm version (feature peer_versions; "" if not said)
 
     def can_render(self, job: Job) -> bool:
         """Whether this peer has the job's renderer, in the version the job requires."""
@@ -171,6 +175,7 @@ class Peer(NamedTuple):
 class State(NamedTuple):
     jobs: Map = Map()  # job id -> Job
     peers: Map = Map()  # node id -> Peer
+    features: tuple[str, ...] = ()  # protocol features the farm enabled, sorted
 
 
 EMPTY_STATE = State()

@@ -33,6 +33,17 @@ def parse_bytes(text: str) -> int:
     return int(float(m[1]) * _UNITS[m[2].upper()])
 
 
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '30m', '12h', '7d', '2w' -> seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text, re.IGNORECASE)
+    if not m:
+        raise Refused(f"{text!r}: expected a duration such as 90s, 30m, 12h or 7d")
+    return float(m[1]) * _SECONDS[m[2].lower()]
+
+
 def parse_size(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m or not (0 < int(m.group(1)) <= MAX_SIDE and 0 < int(m.group(2)) <= MAX_SIDE):

@@ -20,7 +20,7 @@ from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action
-from peerfarm.core.state import CANCELLED, CHUNK_DONE, DOWN, FAULTY, LEFT, Job
+from peerfarm.core.state import CANCELLED, CHUNK_DONE, DOWN, FAULTY, JOB_DONE, LEFT, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine.membership import Membership
@@ -165,6 +165,12 @@ class Collector:
 
     def _collect(self, job: Job) -> None:
         if job.id in self.complete or job.id in self.errors:
+            return
+        if job.collected:
+            # Collected before (JOB_COLLECTED): its frames are the user's now, and the
+            # copies on the nodes that rendered them may be gone (retention).
+            self.complete.add(job.id)
+            self.shared.touch()
             return
         collected = self.collected.get(job.id)
         if collected is None:
@@ -315,4 +321,14 @@ class Collector:
         self.complete.add(event.job_id)
         if event.gif:
             self.gif.add(event.job_id)
+        job = self.shared.state.jobs.get(event.job_id)
+        if (
+            job is not None
+            and job.state == JOB_DONE
+            and not job.collected
+            and self.shared.is_me(job.submitter)
+        ):
+            # Every frame is in the output folder: the nodes that rendered them may
+            # delete their copies (retention).
+            self.shared.emit(act.JOB_COLLECTED, {"job_id": job.id})
         self.shared.touch()

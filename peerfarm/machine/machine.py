@@ -36,6 +36,7 @@ from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine import job_control
 from peerfarm.machine.collector import Collector
+from peerfarm.machine.features import FeatureLevel
 from peerfarm.machine.membership import Membership
 from peerfarm.machine.shared import MachineConfig, Shared
 from peerfarm.machine.timing import ABORT_TIMEOUT
@@ -58,6 +59,7 @@ class NodeMachine:
         self.membership = Membership(self.shared, kwl or {})
         self.worker = Worker(self.shared)
         self.collector = Collector(self.shared, self.membership)
+        self.features = FeatureLevel(self.shared, self.membership)
         self.started = False
         self.aborting = False
         self.left = False
@@ -218,6 +220,8 @@ class NodeMachine:
                     "state": health,
                     "renders": replicated.renders if replicated else None,
                     "slots": replicated.slots if replicated else None,
+                    "features": list(replicated.features) if replicated else [],
+                    "version": replicated.version if replicated else "",
                 }
             )
         jobs = []
@@ -255,6 +259,9 @@ class NodeMachine:
             "faulty": self.shared.faulty,
             "state_digest": self.log.digest(),
             "log_length": len(self.log),
+            # protocol features: the farm's (enabled) and this node's (core/features.py)
+            "features": list(state.features),
+            "speaks": sorted(config.features),
             "peers": peers,
             "jobs": jobs,
             "worker": self.worker.status() if config.renders else None,
@@ -294,6 +301,8 @@ class NodeMachine:
             if membership.synced and not membership.working and not shared.stopping:
                 self._start_working()
             if membership.working:
+                if not shared.stopping:
+                    self.features.react()
                 self.collector.observe(applied)
                 if self.config.renders:
                     self.worker.react()

@@ -14,13 +14,16 @@ import math
 from typing import Any
 
 from peerfarm.core import actions as act
+from peerfarm.core.features import PEER_VERSIONS
 from peerfarm.core.state import DOWN, UP
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
     CHAIN_SHOWN_EVERY,
+    FULL_ANTI_ENTROPY_EVERY,
     HEARTBEATS_PER_TIMEOUT,
+    NEVER_LINKED_TIMEOUT,
     RECONNECT_GRACE,
     SYNC_TIMEOUT,
 )
@@ -44,6 +47,14 @@ class Membership:
         self._next_heartbeat = math.inf
         self._next_vv = math.inf
         self._chain_shown: dict[tuple[str, str], float] = {}  # (peer, origin) -> when
+        # Until then this node does not trust its own view of who is silent: it was not
+        # running (frozen, or starved of CPU) and its peers' messages wait unread.
+        self.stalled_until = -math.inf
+        # Anti-entropy that costs nothing when views agree: what we last told each peer,
+        # what it last told us, and when it is due a version vector anyway.
+        self._vv_sent: dict[str, tuple] = {}
+        self._vv_heard: dict[str, tuple] = {}
+        self._vv_full_at: dict[str, float] = {}
 
     # -- queries ---------------------------------------------------------------------
 
@@ -68,15 +79,18 @@ class Membership:
     def _down_at(self, peer: str) -> float:
         """When a peer turns down in our eyes if nothing is heard from it: silent for the
         timeout; its link lost and not back within the grace; never linked since we
-        started (e.g. after a power cut) for the full timeout."""
+        started (after a power cut, or a boot storm still linking) for the longer
+        NEVER_LINKED_TIMEOUT. Never before a stall of ours is heard out."""
         timeout = self.shared.config.peer_timeout
         heard = self.heard.get(peer)
         if heard is not None:
-            return heard + timeout
-        lost = self.lost_at.get(peer)
-        if lost is not None:
-            return lost + RECONNECT_GRACE
-        return (self.started_at if self.started_at is not None else self.shared.now) + timeout
+            down_at = heard + timeout
+        elif peer in self.lost_at:
+            down_at = self.lost_at[peer] + RECONNECT_GRACE
+        else:
+            started = self.started_at if self.started_at is not None else self.shared.now
+            down_at = started + max(timeout, NEVER_LINKED_TIMEOUT)
+        return max(down_at, self.stalled_until)
 
     def next_deadline(self) -> float:
         """The earliest time a Tick has something to do here."""
@@ -118,12 +132,14 @@ class Membership:
         self.lost_at.pop(peer, None)
         if address:
             self._remember(peer, address, name)
-        shared.out(fx.Send(peer, self._vv_message()))
+        self._send_vv(peer, self._vv_message())
         if role == "bootstrap":
             shared.out(fx.Send(peer, message("JOIN")))
         shared.changes += 1
 
     def link_down(self, peer: str) -> None:
+        for sent in (self._vv_sent, self._vv_heard, self._vv_full_at):
+            sent.pop(peer, None)
         if self.heard.pop(peer, None) is not None:
             self.roles.pop(peer, None)
             self.lost_at[peer] = self.shared.now
@@ -173,6 +189,21 @@ class Membership:
 
     # -- replication -----------------------------------------------------------------
 
+    def _send_vv(self, peer: str, vv: dict[str, Any]) -> None:
+        self._vv_sent[peer] = _view(vv["vv"], vv.get("heads", {}))
+        self._vv_full_at[peer] = self.shared.now + FULL_ANTI_ENTROPY_EVERY
+        self.shared.out(fx.Send(peer, vv))
+
+    def _in_sync_with(self, peer: str, ours: tuple) -> bool:
+        """We told the peer our view, it told us the same one, and no full swap is due:
+        nothing to reconcile. (A peer lacking something tells us a different view, and
+        gets a version vector back, whose answer brings what it lacks.)"""
+        return (
+            self._vv_sent.get(peer) == ours
+            and self._vv_heard.get(peer) == ours
+            and self.shared.now < self._vv_full_at.get(peer, -math.inf)
+        )
+
     def _vv_message(self) -> dict[str, Any]:
         log = self.shared.log
         if not log.authenticate:
@@ -189,6 +220,7 @@ class Membership:
             self._show_chain(peer, log.diverged.pop())
 
     def vv_received(self, peer: str, vv: dict[str, int], heads: dict[str, bytes]) -> None:
+        self._vv_heard[peer] = _view(vv, heads)
         log = self.shared.log
         missing = log.missing_for(vv)
         if missing:
@@ -249,15 +281,30 @@ class Membership:
     def tick(self) -> None:
         shared = self.shared
         now = shared.now
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self._heartbeat_interval()
-            for peer in sorted(self.heard):
-                shared.out(fx.Send(peer, message("HEARTBEAT")))
+        sent_vv: set[str] = set()
         if now >= self._next_vv:
             self._next_vv = now + ANTI_ENTROPY_INTERVAL
             vv = self._vv_message()
+            ours = _view(vv["vv"], vv.get("heads", {}))
             for peer in sorted(self.heard):
-                shared.out(fx.Send(peer, vv))
+                if not self._in_sync_with(peer, ours):
+                    self._send_vv(peer, vv)
+                    sent_vv.add(peer)
+        if now >= self._next_heartbeat:
+            if now - self._next_heartbeat > self._heartbeat_interval():
+                # We woke up more than a heartbeat late: every peer looks silent because
+                # we were not listening. Read what waits before declaring anyone down
+                # (Lifeguard's "local health", reduced to its first rule).
+                self.stalled_until = now + self.shared.config.peer_timeout
+                shared.note(
+                    logging.INFO,
+                    f"this node did not run for {now - self._next_heartbeat:.1f} s "
+                    "(frozen or starved of CPU): judging peers again after a timeout",
+                )
+            self._next_heartbeat = now + self._heartbeat_interval()
+            for peer in sorted(self.heard):
+                if peer not in sent_vv:  # a version vector is a sign of life too
+                    shared.out(fx.Send(peer, message("HEARTBEAT")))
         if not self.synced and self.started_at is not None:
             if now >= self.started_at + SYNC_TIMEOUT:
                 self._become_synced()
@@ -301,18 +348,30 @@ class Membership:
         me = shared.state.peers.get(shared.node_id)
         slots = config.slots if config.renders else 0
         renderers = tuple(sorted(config.renderers.items()))
+        features = tuple(sorted(config.features))
+        # What a feature adds is written only once the farm enabled it.
+        version = config.version if shared.feature_on(PEER_VERSIONS) else ""
         wanted = (config.name, config.address, slots, config.renders, UP, renderers)
-        if (
-            me is None
-            or (me.name, me.address, me.slots, me.renders, me.state, me.renderers) != wanted
+        wanted += (features, version)
+        if me is None or (
+            (me.name, me.address, me.slots, me.renders, me.state, me.renderers)
+            + (me.features, me.version)
+            != wanted
         ):
-            shared.emit(
-                act.PEER_JOINED,
-                {
-                    "name": config.name,
-                    "address": config.address,
-                    "slots": slots,
-                    "renders": config.renders,
-                    "renderers": dict(renderers),
-                },
-            )
+            payload: dict[str, Any] = {
+                "name": config.name,
+                "address": config.address,
+                "slots": slots,
+                "renders": config.renders,
+                "renderers": dict(renderers),
+            }
+            if features:
+                payload["features"] = list(features)
+            if version:
+                payload["version"] = version
+            shared.emit(act.PEER_JOINED, payload)
+
+
+def _view(vv: dict[str, int], heads: dict[str, bytes]) -> tuple:
+    """A version vector with its heads, comparable: equal views hold the same actions."""
+    return tuple(sorted(vv.items())), tuple(sorted(heads.items()))

@@ -14,6 +14,7 @@ from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action, InvalidAction, validate_action
+from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import State
 from peerfarm.machine import effects as fx
@@ -39,6 +40,9 @@ class MachineConfig:
     # signs nor checks signatures (unit tests of the rules).
     cert: bytes = b""
     sign: Callable[[bytes], bytes] | None = None
+    # Protocol features this node speaks (core/features.py) and its peerfarm version.
+    features: frozenset[str] = SPOKEN
+    version: str = ""
 
 
 class Shared:
@@ -70,6 +74,11 @@ class Shared:
     @property
     def state(self) -> State:
         return self.log.state
+
+    def feature_on(self, feature: str) -> bool:
+        """Whether we may write what a protocol feature adds: we speak it and the farm
+        enabled it (every member speaks it; core/features.py)."""
+        return feature in self.config.features and feature in self.state.features
 
     def is_me(self, node_id: str) -> bool:
         """This node, under its id or one it had before."""

@@ -6,8 +6,12 @@ heartbeat (see docs/failure-handling.md for what each one does).
 
 PEER_TIMEOUT = 3.0  # a peer silent this long is down (half of it: suspect)
 HEARTBEATS_PER_TIMEOUT = 3  # so one lost heartbeat never looks like silence
-ANTI_ENTROPY_INTERVAL = 2.0  # version-vector swap with every linked peer
+ANTI_ENTROPY_INTERVAL = 2.0  # version-vector swap with every linked peer not known in sync
+FULL_ANTI_ENTROPY_EVERY = 30.0  # ...and with every peer, in sync or not (a safety net)
 RECONNECT_GRACE = 0.5  # a lost link not re-established within this: the peer is down
+# A peer not linked once since this node started: at a lab's 8 am boot, linking every
+# pair over TLS on busy machines takes seconds, so its silence means less than a link's.
+NEVER_LINKED_TIMEOUT = 10.0
 SYNC_TIMEOUT = 3.0  # start working even if no bootstrap server answers
 COLLECT_INTERVAL = 1.0  # the collector looks again for frames it could not fetch
 ABORT_TIMEOUT = 2.0  # an emergency stop waits this long for the renderers to die

@@ -21,6 +21,12 @@ from peerfarm.machine.shared import Shared
 
 # Renders stopped for these reasons give their chunk back (RELEASE_CHUNK) so another
 # node takes it at once; other stops (job over, claim lost) have nothing to give back.
+# A re-fold longer than this has every chunk looked over (cheaper than naming them).
+ADOPTION_LOOKS_AT_MOST = 1_000
+CHUNK_ACTIONS = frozenset(
+    (act.CLAIM_CHUNK, act.DONE, act.RELEASE_CHUNK, act.CHUNK_FAILED, act.CHUNK_LOST)
+)
+
 RELEASE_REASON_STOPPING = "node stopping"
 RELEASE_REASON_PAUSED = "this machine's worker paused"
 RELEASE_REASON_NO_SPACE = "this node's disk is full"
@@ -79,10 +85,13 @@ class Worker:
 
     def react(self) -> None:
         self._stop_lost_claims()
-        late = self.shared.log.late_inserts
+        log = self.shared.log
+        late = log.late_inserts
         if late != self._late_inserts:
+            look_over_all = self._late_inserts == -1  # at start, or after a stop
             self._late_inserts = late
-            self._adopt_orphan_claims()
+            refolded = log.take_refolded(ADOPTION_LOOKS_AT_MOST)
+            self._adopt_orphan_claims(None if look_over_all else _chunks_named(refolded))
         self._fill_slots()
 
     def _holds(self, job: Job, index: int, claim_seq: int) -> bool:
@@ -135,7 +144,7 @@ class Worker:
         render.stop_reason = reason
         self.shared.out(fx.StopRender(render.job_id, render.chunk, reason))
 
-    def _adopt_orphan_claims(self) -> None:
+    def _adopt_orphan_claims(self, only: set[tuple[str, int]] | None = None) -> None:
         """Chunks the state says this node holds but no renderer of ours works on:
         render them if a slot is free, else give them back.
 
@@ -147,29 +156,35 @@ class Worker:
         shared = self.shared
         me = shared.node_id
         jobs = shared.state.jobs
-        for job_id in sorted(jobs):
+        # ``only``: the chunks the re-folded actions name (a flipped claim is among
+        # them); None: every chunk (at start; or a re-fold that was long, or held
+        # actions other than a chunk's, such as a PEER_DOWN or a job's end).
+        if only is None:
+            places = [(j, i) for j in sorted(jobs) for i in sorted(jobs[j].chunks)]
+        else:
+            places = sorted((j, i) for j, i in only if j in jobs and i in jobs[j].chunks)
+        for job_id, index in places:
             job = jobs[job_id]
             if job.state != ACTIVE:
                 continue
-            for index in sorted(job.chunks):
-                chunk = job.chunks[index]
-                if chunk.state != CLAIMED or chunk.claim_origin != me:
-                    continue
-                if (job_id, index) in self.renders:
-                    continue
-                if self._may_start() and not job.paused and len(self.renders) < self.slots:
-                    shared.note(
-                        logging.INFO,
-                        f"rendering chunk {index} of job {job_id}: we hold its claim "
-                        f"#{chunk.claim_seq}",
-                    )
-                    self._start(job, index, chunk.claim_seq)
-                else:
-                    shared.note(
-                        logging.INFO, f"giving back chunk {index} of job {job_id}: not rendering it"
-                    )
-                    payload = {"job_id": job_id, "chunk": index, "claim_seq": chunk.claim_seq}
-                    shared.emit(act.RELEASE_CHUNK, payload)
+            chunk = job.chunks[index]
+            if chunk.state != CLAIMED or chunk.claim_origin != me:
+                continue
+            if (job_id, index) in self.renders:
+                continue
+            if self._may_start() and not job.paused and len(self.renders) < self.slots:
+                shared.note(
+                    logging.INFO,
+                    f"rendering chunk {index} of job {job_id}: we hold its claim "
+                    f"#{chunk.claim_seq}",
+                )
+                self._start(job, index, chunk.claim_seq)
+            else:
+                shared.note(
+                    logging.INFO, f"giving back chunk {index} of job {job_id}: not rendering it"
+                )
+                payload = {"job_id": job_id, "chunk": index, "claim_seq": chunk.claim_seq}
+                shared.emit(act.RELEASE_CHUNK, payload)
 
     def _fill_slots(self) -> None:
         shared = self.shared
@@ -278,3 +293,15 @@ class Worker:
             render = self.renders[key]
             if not render.stop_reason:
                 self._stop(render, RELEASE_REASON_STOPPING)
+
+
+def _chunks_named(actions: list[act.Action] | None) -> set[tuple[str, int]] | None:
+    """The chunks these actions name; None when one of them is not about one chunk."""
+    if actions is None:
+        return None
+    named = set()
+    for action in actions:
+        if action.type not in CHUNK_ACTIONS:
+            return None
+        named.add((action.payload["job_id"], action.payload["chunk"]))
+    return named

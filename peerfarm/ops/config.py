@@ -34,6 +34,7 @@ from typing import Any
 
 import platformdirs
 
+from peerfarm.ops.places import user_data_root
 from peerfarm.runtime.addresses import format_address
 
 APP = "peerfarm"
@@ -81,7 +82,7 @@ def default_data_dir(command: str) -> tuple[Path, str]:
         return Path(state.split(":")[0]), "default (system service: $STATE_DIRECTORY)"
     if os.environ.get(SERVICE_ENV_VAR) == "1":
         return system_data_root() / command, f"default (system service: ${SERVICE_ENV_VAR}=1)"
-    return platformdirs.user_data_path(APP, appauthor=False) / command, "default (per user)"
+    return Path(user_data_root()) / command, "default (per user)"
 
 
 @dataclass(frozen=True)

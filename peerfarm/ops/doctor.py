@@ -28,9 +28,10 @@ from pathlib import Path
 import trio
 
 from peerfarm.ops import qt_platform
+from peerfarm.programs import PROGRAMS, find_program, where_from
 from peerfarm.renderers.base import Renderer
 from peerfarm.renderers.registry import renderer_plugins
-from peerfarm.runtime.addresses import format_address, is_loopback
+from peerfarm.runtime.addresses import advertised_host, format_address, is_loopback
 from peerfarm.runtime.client import ClientError, NodeClient
 from peerfarm.runtime.discovery import SERVICE_TYPE
 from peerfarm.security.farm_key import (
@@ -53,8 +54,8 @@ RENDERER_HINTS = {
     "povray": "install POV-Ray 3.7: on Debian/Ubuntu `sudo apt install povray`; on Fedora "
     "`sudo dnf install povray` (docs/povray.md)",
     "blender": "install Blender (on Debian/Ubuntu `sudo apt install blender`, on Fedora "
-    "`sudo dnf install blender`, or from blender.org) and put `blender` on the PATH of the "
-    "user running the node (docs/blender.md)",
+    "`sudo dnf install blender`, or from blender.org); one installed elsewhere than the PATH "
+    'or its usual place: set `blender = "PATH"` in the config file (docs/blender.md)',
 }
 
 
@@ -75,6 +76,7 @@ class Subject:
     farm_key_file: Path | None = None
     farm_key_source: str = "farm-key-file"  # where that setting came from
     bootstraps: tuple[tuple[str, int], ...] = ()
+    advertise: str = ""  # --advertise: the address peers dial, when set
     zeroconf: bool = True
     metrics: tuple[str, int] | None = None
     offline: bool = False  # skip the checks that use the network
@@ -119,7 +121,7 @@ def check_renderers(plugins: dict[str, Renderer] | None = None) -> list[Finding]
         if version:
             found.append(Finding("renderers", OK, f"{name} {version[:64]}"))
             continue
-        why = "; ".join(said.messages) or "not found on the PATH"
+        why = "; ".join(said.messages) or "not found on the PATH or in its usual places"
         hint = RENDERER_HINTS.get(name, f"see the documentation of the {name} renderer plugin")
         found.append(
             Finding(
@@ -130,6 +132,45 @@ def check_renderers(plugins: dict[str, Renderer] | None = None) -> list[Finding]
             )
         )
     return found
+
+
+def check_programs() -> list[Finding]:
+    """Where Blender, POV-Ray and ffmpeg were found (peerfarm/programs.py), or where
+    they were looked for."""
+    found = []
+    for program in PROGRAMS:
+        path = find_program(program)
+        if path is not None:
+            found.append(Finding("programs", OK, f"{program}: {path}"))
+        else:
+            found.append(
+                Finding(
+                    "programs",
+                    WARN,
+                    f"{program}: not found (looked at: {where_from(program)})",
+                    f'install it, or set its location: `{program} = "PATH"` in the config '
+                    f"file's [node] table or --{program} PATH",
+                )
+            )
+    return found
+
+
+def check_address(subject: Subject) -> Finding:
+    """The address the node would tell peers to dial, and why (runtime/addresses.py)."""
+    host, port = subject.listen
+    if subject.advertise:
+        return Finding("address", OK, f"peers dial this node at {subject.advertise} (--advertise)")
+    chosen, why = advertised_host(host, [h for h, _ in subject.bootstraps])
+    address = format_address(chosen, port)
+    if is_loopback(chosen) and not is_loopback(host):
+        return Finding(
+            "address",
+            WARN,
+            f"peers would dial this node at {address}: {why}; no other machine can reach it",
+            "connect this machine to the network, or set --advertise HOST:PORT "
+            "(`advertise` in the config file) to the address other machines reach it at",
+        )
+    return Finding("address", OK, f"peers dial this node at {address} ({why})")
 
 
 # -- the farm key -------------------------------------------------------------------
@@ -523,6 +564,7 @@ def _app_problem(result: qt_platform.QtPlatformCheck, level: str) -> Finding:
 
 async def diagnose(subject: Subject) -> list[Finding]:
     findings = await trio.to_thread.run_sync(check_renderers)
+    findings += await trio.to_thread.run_sync(check_programs)
     key_findings = check_farm_key(subject.farm_key_file, subject.listen[0], subject.farm_key_source)
     findings += key_findings
     try:
@@ -530,6 +572,7 @@ async def diagnose(subject: Subject) -> list[Finding]:
     except FarmKeyError:
         farm_key = None
     findings.append(await check_port("node", subject.listen, farm_key, "--listen HOST:PORT"))
+    findings.append(await trio.to_thread.run_sync(check_address, subject))
     if subject.metrics is not None:
         findings.append(
             await check_port("metrics", subject.metrics, farm_key, "--metrics [HOST:]PORT")

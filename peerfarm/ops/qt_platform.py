@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peerfarm.child_processes import no_window_options
+
 # A system library the Qt platform plugins link -> (Debian/Ubuntu package, Fedora
 # package). Debian names as `dpkg -S` reports them on Debian 12; Fedora names from
 # Fedora's package lists (not checked on a Fedora machine here).
@@ -140,6 +142,7 @@ def missing_libraries(plugin: Path, env: Mapping[str, str] | None = None) -> lis
             text=True,
             timeout=30,
             env=dict(os.environ if env is None else env),
+            **no_window_options(),
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -233,6 +236,7 @@ def try_loading(platform: str, env: Mapping[str, str] | None = None) -> QtPlatfo
             text=True,
             timeout=PROBE_TIMEOUT,
             env=child_env,
+            **no_window_options(),
         )
     except subprocess.TimeoutExpired:
         return QtPlatformCheck(False, platform, problem=f"Qt did not start within {PROBE_TIMEOUT}s")

@@ -51,7 +51,7 @@ def parse_service_args(
         },
     )
     args = effective.args
-    setup_logging(args.log_level, args.log_json, getattr(args, "verbose", False))
+    setup_logging(args.log_level, args.log_json, getattr(args, "verbose", False), args.log_file)
     return effective
 
 

@@ -66,6 +66,11 @@ class Renderer(ABC):
         May block (it can run the program): the node calls it from a thread.
         """
 
+    def not_offered(self) -> str | None:
+        """Why this renderer, although installed here, is not offered (`peerfarm status`
+        and the app say it); None when it is offered or simply not installed. May block."""
+        return None
+
     @abstractmethod
     def check_job(self, request: JobRequest) -> tuple[int, int]:
         """Validate a submitted scene; return the scene's own frame range.
@@ -119,7 +124,8 @@ class Renderer(ABC):
 
 
 # What a renderer process inherits from the node's environment: what programs need
-# to start and find their libraries, nothing else (no tokens, no PEERFARM_* settings).
+# to start and find their libraries, nothing else (no tokens, and of the PEERFARM_*
+# settings only the programs' locations).
 _INHERITED = (
     "PATH",
     "LD_LIBRARY_PATH",
@@ -131,6 +137,11 @@ _INHERITED = (
     "LC_ALL",
     "LC_CTYPE",
     "TZ",
+    # Where Blender, POV-Ray and ffmpeg are, when set (peerfarm/programs.py): the
+    # wrappers look there first.
+    "PEERFARM_BLENDER",
+    "PEERFARM_POVRAY",
+    "PEERFARM_FFMPEG",
 )
 
 
@@ -141,6 +152,12 @@ def renderer_environment(temp_dir: Path) -> dict[str, str]:
     env.setdefault("PATH", os.defpath)
     for name in ("HOME", "USERPROFILE", "TMPDIR", "TMP", "TEMP"):
         env[name] = str(temp_dir)
+    # Python renderers (the wrappers, third-party plugins) write UTF-8 to their pipes
+    # whatever the locale or Windows code page, as the node reads them: a frame path
+    # outside the code page (C:\\Users\\Michał) must not fail the chunk. The wrappers
+    # also reconfigure their streams (renderers/wrapper.py); this covers the rest.
+    env["PYTHONUTF8"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
     return env
 
 

@@ -4,6 +4,7 @@ register under the ``peerfarm.renderers`` entry-point group."""
 from __future__ import annotations
 
 import logging
+import os
 from importlib.metadata import entry_points
 
 from peerfarm.renderers.base import Renderer
@@ -14,6 +15,7 @@ ENTRY_POINT_GROUP = "peerfarm.renderers"
 
 
 def renderer_plugins() -> dict[str, Renderer]:
+    from peerfarm.renderers import null
     from peerfarm.renderers.blender.plugin import BlenderRenderer
     from peerfarm.renderers.builtin.plugin import BuiltinRenderer
     from peerfarm.renderers.povray.plugin import PovrayRenderer
@@ -23,6 +25,8 @@ def renderer_plugins() -> dict[str, Renderer]:
         "povray": PovrayRenderer(),
         "blender": BlenderRenderer(),
     }
+    if os.environ.get(null.ENV_VAR) == "1":  # `peerfarm bench dispatch` only
+        plugins["null"] = null.NullRenderer()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             plugin = ep.load()()
@@ -34,6 +38,22 @@ def renderer_plugins() -> dict[str, Renderer]:
             continue
         plugins.setdefault(plugin.name, plugin)
     return plugins
+
+
+def renderers_not_offered(plugins: dict[str, Renderer], found: dict[str, str]) -> dict[str, str]:
+    """name -> why, for the renderers installed here but not offered (blocking)."""
+    reasons = {}
+    for name, plugin in sorted(plugins.items()):
+        if name in found:
+            continue
+        try:
+            reason = plugin.not_offered()
+        except Exception as exc:
+            log.warning("asking renderer %s why it is not offered failed: %s", name, exc)
+            continue
+        if reason:
+            reasons[name] = reason
+    return reasons
 
 
 def probe_renderers(plugins: dict[str, Renderer]) -> dict[str, str]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from peerfarm.disk import replace_file
 from peerfarm.wire.messages import MAX_BLOB_CHUNK_BYTES, message
 
 if TYPE_CHECKING:
@@ -107,7 +108,9 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> str:
         """Store bytes and return their sha; content already here is not written again."""
         sha = hashlib.sha256(data).hexdigest()
-        if not self.has(sha):
+        if self.has(sha):
+            self.renew(sha)
+        else:
             tmp = self._temp_file()
             try:
                 with open(tmp, "wb") as f:
@@ -136,7 +139,9 @@ class BlobStore:
                     f"cannot add {source} to the blob store: {exc.strerror or exc}"
                 ) from None
             sha = digest.hexdigest()
-            if not self.has(sha):
+            if self.has(sha):
+                self.renew(sha)
+            else:
                 self._install(tmp, sha)
         finally:
             tmp.unlink(missing_ok=True)
@@ -203,11 +208,22 @@ class BlobStore:
 
     def held(self, sha: str) -> tuple[bool, int]:
         """(complete, bytes held): a stored blob's size, or how much of it a partial
-        upload or fetch holds (where an upload resumes)."""
+        upload or fetch holds (where an upload resumes). A stored blob asked about is
+        about to be used (a SUBMIT names it next): it counts as new for retention."""
         try:
-            return True, self.path(sha).stat().st_size
+            size = self.path(sha).stat().st_size
         except FileNotFoundError:
             return False, self.partial_size(sha)
+        self.renew(sha)
+        return True, size
+
+    def renew(self, sha: str) -> None:
+        """Mark a stored blob as just used, so retention (runtime/retention.py) keeps it
+        for a while even if no job names it yet."""
+        try:
+            os.utime(self.path(sha))
+        except OSError:
+            pass  # gone, or a read-only store: nothing to keep then
 
     def put_piece(self, sha: str, size: int, offset: int, data: bytes) -> tuple[int, bool]:
         """Take a piece of blob ``sha`` (``size`` bytes in all) that a client uploads;
@@ -258,7 +274,7 @@ class BlobStore:
     def _install(self, written: Path, sha: str) -> None:
         final = self.path(sha)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(written, final)
+        replace_file(written, final)
 
 
 # -- serving (called by the node's dispatch) -------------------------------------------

@@ -121,6 +121,10 @@ class NodeClient:
             request["frame"] = frame
         return (await self.request(request))["logs"]
 
+    async def gc(self, dry_run: bool = False) -> dict[str, Any]:
+        """Run the node's retention now; its report (runtime/retention.py)."""
+        return (await self.request(message("GC", dry_run=dry_run), SUBMIT_TIMEOUT))["report"]
+
     async def cancel(self, job_id: str) -> None:
         await self.request(message("CANCEL", job_id=job_id))
 

@@ -48,6 +48,15 @@ class DataDir:
         name = job.frame_file_name(frame) if tile is None else job.tile_file_name(frame, tile)
         return self.frames_dir(job.id) / name
 
+    def logs_dir(self, job_id: str) -> Path:
+        return self.root / "logs" / job_id
+
     def chunk_log_path(self, job_id: str, chunk: int) -> Path:
         """Where this node keeps the renderer output of its runs of one chunk."""
-        return self.root / "logs" / job_id / f"chunk-{chunk}.log"
+        return self.logs_dir(job_id) / f"chunk-{chunk}.log"
+
+    def job_dir(self, kind: str, job_id: str) -> Path:
+        """A job's folder of one kind: "frames", "work" or "logs" (core/retention.py)."""
+        return {"frames": self.frames_dir, "work": self.work_dir, "logs": self.logs_dir}[kind](
+            job_id
+        )

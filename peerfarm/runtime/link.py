@@ -49,6 +49,7 @@ class Link:
         self.peer_name = ""
         self.peer_role = ""
         self.peer_address = ""  # where the peer listens
+        self.peer_features: list[str] = []  # protocol features it speaks (core/features.py)
         self.closed = trio.Event()
         self.last_heard = trio.current_time()  # when anything last arrived from the peer
         # Small until the peer has proved it holds the farm key (see handshake).
@@ -189,6 +190,7 @@ class Link:
         self.peer_name = theirs["name"]
         self.peer_role = theirs["role"]
         self.peer_address = theirs["address"]
+        self.peer_features = list(theirs.get("features", []))
 
     async def _expect(self, kind: str) -> dict[str, Any]:
         reply = await self.receive()

@@ -11,6 +11,7 @@ the node and its other links go on.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +34,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Link, dict[str, Any]], Awaitable[None]]
+FEATURES_NOTE_INTERVAL = 60.0  # an older node refused for want of features: logged this often
 
 
 class LinkService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._upload_lock = trio.Lock()  # one piece at a time: appends must not interleave
+        self._told_features: dict[str, float] = {}  # peer -> when to log its refusal again
         # Messages a mesh peer may send, and those a client may send.
         answers: dict[str, Handler] = {
             "FRAME": self._answer,
@@ -71,6 +74,7 @@ class LinkService:
             "HAVE_BLOBS": self._upload,
             "PUT_BLOB": self._upload,
             "LOGS": self._logs,
+            "GC": self._gc,
         }
 
     # -- a link's life -------------------------------------------------------------------
@@ -83,6 +87,10 @@ class LinkService:
             await link.close()
             return node.node_id
         mesh = link.peer_role != "client"
+        missing = node.missing_features(link.peer_features) if mesh else []
+        if missing:
+            await self._refuse_features(link, missing)
+            return link.peer_id
         if mesh and not node.mesh.register(link):
             await link.close()
             return link.peer_id
@@ -100,6 +108,31 @@ class LinkService:
                 log.info("link to %s closed", link.describe())
                 node.feed(ev.LinkDown(link.peer_id))
         return link.peer_id
+
+    async def _refuse_features(self, link: Link, missing: list[str]) -> None:
+        """A peer of an older peerfarm, after the farm enabled features it lacks: what the
+        farm writes now, it could not read (core/features.py)."""
+        names = ", ".join(missing)
+        now = trio.current_time()
+        if now >= self._told_features.get(link.peer_id, -math.inf):  # not at every redial
+            self._told_features[link.peer_id] = now + FEATURES_NOTE_INTERVAL
+            log.warning(
+                "refused %s: this farm uses protocol features it does not speak (%s); "
+                "upgrade peerfarm there",
+                link.describe(),
+                names,
+            )
+        text = (
+            f"this farm uses protocol features your peerfarm does not speak ({names}): "
+            "upgrade peerfarm on this machine to the farm's version (docs/admin-guide.md, "
+            "Upgrades)"
+        )
+        with trio.move_on_after(1):
+            try:
+                await link.send(message("ERROR", code="features", message=text))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await link.close()
 
     async def _read(self, link: Link, handlers: dict[str, Handler]) -> None:
         """Read and handle messages until the link closes."""
@@ -224,6 +257,14 @@ class LinkService:
         try:
             logs = await self.node.collect_logs(msg["job_id"], msg.get("frame"))
             reply = message("LOGS_REPLY", logs=logs)
+        except Refused as exc:
+            reply = message("REFUSED", message=str(exc))
+        await link.send(reply)
+
+    async def _gc(self, link: Link, msg: dict[str, Any]) -> None:
+        try:
+            report = await self.node.collect_garbage(msg["dry_run"])
+            reply = message("GC_REPLY", report=report)
         except Refused as exc:
             reply = message("REFUSED", message=str(exc))
         await link.send(reply)

@@ -27,9 +27,12 @@ from typing import Any
 
 import trio
 
+from peerfarm import __version__
 from peerfarm.core.actions import Action
+from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
+from peerfarm.core.retention import Policy as RetentionPolicy
 from peerfarm.core.state import CANCELLED, UP, State
 from peerfarm.job_request import JobRequest, SubmitError
 from peerfarm.jobspec import check_files, check_manifest, manifest_of, prepare_new_job
@@ -37,9 +40,9 @@ from peerfarm.machine import MachineConfig, NodeMachine
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine.timing import FRAME_FETCH_TIMEOUT, LEAVE_TIMEOUT, PEER_TIMEOUT
-from peerfarm.renderers.registry import probe_renderers, renderer_plugins
+from peerfarm.renderers.registry import probe_renderers, renderer_plugins, renderers_not_offered
 from peerfarm.runtime import store
-from peerfarm.runtime.addresses import format_address, is_loopback, parse_address
+from peerfarm.runtime.addresses import advertised_host, format_address, is_loopback, parse_address
 from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import LEGACY_LOG_NAME, DataDir
@@ -51,6 +54,8 @@ from peerfarm.runtime.outputs import Outputs
 from peerfarm.runtime.renderer_logs import collect_logs
 from peerfarm.runtime.renders import Renders
 from peerfarm.runtime.requests import Requests
+from peerfarm.runtime.retention import DEFAULT_INTERVAL as DEFAULT_RETENTION_INTERVAL
+from peerfarm.runtime.retention import Retention
 from peerfarm.runtime.tls import server_context
 from peerfarm.runtime.video import ffmpeg_problem
 from peerfarm.security.farm_key import FarmKey, key_id_of
@@ -96,6 +101,10 @@ class NodeConfig:
     # Jobs submitted from another machine write their outputs only under this folder
     # (None: DATA_DIR/outputs): a farm member must not choose folders on our disk.
     remote_outputs: Path | None = None
+    # What the node deletes from its data folder, and how often it looks (0: only on
+    # `peerfarm gc`); core/retention.py.
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    retention_interval: float = DEFAULT_RETENTION_INTERVAL
 
 
 class Node:
@@ -107,6 +116,7 @@ class Node:
         self.address = ""
         self.plugins = renderer_plugins()
         self.renderers: dict[str, str] = {}  # what this machine can render: name -> version
+        self.renderers_not_offered: dict[str, str] = {}  # installed, not offered: name -> why
         self.blobs = BlobStore(self.data_dir.blobs)  # content-addressed (runtime/blobs.py)
         self.identity: Identity | None = None
         self._retired: list[Identity] = []  # identities retired at this start (see _load)
@@ -134,6 +144,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._renders: Renders | None = None
         self._outputs: Outputs | None = None
+        self.retention = Retention(self.data_dir, config.retention, lambda: self.state)
 
     # -- the public API (used by the faces) ---------------------------------------
 
@@ -145,13 +156,22 @@ class Node:
         tls_context = server_context(self.identity)
         if self.config.renders:
             self.renderers = await trio.to_thread.run_sync(probe_renderers, self.plugins)
+            self.renderers_not_offered = await trio.to_thread.run_sync(
+                renderers_not_offered, self.plugins, self.renderers
+            )
             log.info(
                 "renderers here: %s",
                 ", ".join(f"{n} {v}" for n, v in sorted(self.renderers.items())) or "none",
             )
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
-        self.address = self.config.advertise or format_address(_advertised_host(host), bound_port)
+        if self.config.advertise:
+            self.address = self.config.advertise
+        else:
+            bootstrap_hosts = [h for h, _ in self.config.bootstraps]
+            chosen, why = await trio.to_thread.run_sync(advertised_host, host, bootstrap_hosts)
+            self.address = format_address(chosen, bound_port)
+            log.info("peers dial this node at %s (%s; --advertise to change)", self.address, why)
         self.machine = self._make_machine(kwl, records)
         self.mesh = Mesh(
             node_id=self.node_id,
@@ -190,6 +210,9 @@ class Node:
             nursery.start_soon(self._watch_disk)
             await nursery.start(self._renders.run)  # after leftovers from before are gone
             nursery.start_soon(self._outputs.run)
+            nursery.start_soon(
+                self.retention.run_periodically, self.config.retention_interval, self._settled
+            )
             if self.config.zeroconf:
                 discovery = LanDiscovery(
                     self.node_id,
@@ -390,6 +413,22 @@ class Node:
         if self.machine is not None:
             self.feed(ev.SetSlots(slots))
 
+    async def collect_garbage(self, dry_run: bool = False) -> dict[str, Any]:
+        """Run retention now (runtime/retention.py): delete what the policy lets go from
+        the data folder (``dry_run``: only say what). Returns the report. Raises Refused
+        before the node has caught up with the farm: until then its state may lack jobs
+        that need what is here."""
+        if not self._settled():
+            raise Refused(
+                "this node is still catching up with the farm (or stopping); run gc again "
+                "in a moment"
+            )
+        return await self.retention.run(dry_run)
+
+    def _settled(self) -> bool:
+        machine = self.machine
+        return machine is not None and machine.working and not machine.stopping
+
     def frames_collected(self, job_id: str) -> frozenset[int]:
         """Frames of one of our jobs that are in its output folder (with a thumbnail
         beside them, if Pillow could read them)."""
@@ -421,6 +460,7 @@ class Node:
             **status,
             "protocol": PROTOCOL_VERSION,
             "farm_key_id": key_id_of(self.config.farm_key),
+            "renderers_not_offered": dict(self.renderers_not_offered),
         }
 
     def peer_health(self, peer_id: str) -> str:
@@ -494,6 +534,7 @@ class Node:
                 former_ids=self._former_ids,
                 cert=self.identity.cert_der,
                 sign=self.identity.sign,
+                version=__version__,
             ),
             kwl=kwl,
             log=ActionLog(authenticate=True),
@@ -790,14 +831,10 @@ class Node:
             name=self.name,
             role=self.config.role,
             address=self.address,
+            features=sorted(SPOKEN),
         )
 
-
-def _advertised_host(host: str) -> str:
-    """The host peers should dial when we listen on a wildcard address."""
-    if host in ("", "0.0.0.0", "::"):
-        try:
-            return socket.gethostbyname(socket.gethostname())
-        except OSError:
-            return "127.0.0.1"
-    return host
+    def missing_features(self, features: list[str]) -> list[str]:
+        """Features the farm enabled that a peer does not speak (it is refused: what the
+        farm writes now, it could not read)."""
+        return sorted(set(self.state.features) - set(features))

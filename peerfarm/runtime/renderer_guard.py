@@ -73,6 +73,8 @@ def _parse(argv: list[str]) -> tuple[int, int, list[str]]:
 
 def _end_group_when_node_ends(fd: int) -> None:
     """Wait for end of file on `fd` (the node process is gone), then kill the group."""
+    if sys.platform == "win32":
+        raise RuntimeError("the renderer guard is POSIX only")
     while True:
         try:
             if not os.read(fd, 4096):

@@ -39,7 +39,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import trio
 
@@ -130,7 +130,9 @@ class RendererProcesses:
                 stderr=stderr,
                 check=False,
                 deliver_cancel=self._stop,
-                task_status=_Started(self._put_in_job, task_status),
+                task_status=cast(
+                    "trio.TaskStatus[trio.Process]", _Started(self._put_in_job, task_status)
+                ),
                 **options,
             )
 
@@ -231,8 +233,8 @@ class _Started:
 
 
 def _signal_group(process: trio.Process, signum: int) -> None:
-    """Signal the guard's process group: the renderer and all it started."""
-    if process.returncode is not None:
+    """Signal the guard's process group: the renderer and all it started (POSIX)."""
+    if sys.platform == "win32" or process.returncode is not None:
         return  # reaped: its pid, the group's id, may belong to someone else by now
     try:
         os.killpg(process.pid, signum)

@@ -25,6 +25,7 @@ from peerfarm.renderers.base import Renderer, output_pattern, renderer_environme
 from peerfarm.runtime.blobs import BlobError, BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import DataDir
+from peerfarm.runtime.keep_awake import KeepAwake
 from peerfarm.runtime.renderer_processes import RendererProcesses
 from peerfarm.scenes import PackageError, ScenePackage, unpack_to
 
@@ -56,6 +57,7 @@ class Renders:
         self.disk_is_full = disk_is_full
         self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
         self.processes = RendererProcesses(data_dir.root)
+        self.keep_awake = KeepAwake()
         self._job_locks: dict[str, trio.Lock] = {}  # one scene download per job at a time
         self._nursery: trio.Nursery | None = None
 
@@ -131,6 +133,9 @@ class Renders:
         await trio.to_thread.run_sync(_prepare, plugin, job, work_dir, log_file, out_dir)
         if tile is None:
             pattern = output_pattern(out_dir, job.name, job.padding, job.format)
+            if getattr(plugin, "in_process", False):  # the bench's null renderer: no process
+                plugin.render_in_process(frames, pattern)  # type: ignore[attr-defined]
+                return True, ""
             cmd = plugin.chunk_command(job, frames, work_dir, pattern)
         else:
             # name_0001.tile3.png, as Job.tile_file_name has it
@@ -139,7 +144,11 @@ class Renders:
             cmd = plugin.chunk_command(job, frames, work_dir, pattern, tile=(tile, job.tiles))
         temp_dir = work_dir / ".home"
         temp_dir.mkdir(exist_ok=True)
-        with open(log_file, "ab") as stderr, self.counters.renderer_running(job.renderer):
+        with (
+            open(log_file, "ab") as stderr,
+            self.counters.renderer_running(job.renderer),
+            self.keep_awake.while_rendering(),  # best effort: no sleep while rendering
+        ):
             async with trio.open_nursery() as nursery:
                 proc = await nursery.start(
                     functools.partial(

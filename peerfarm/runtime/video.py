@@ -20,6 +20,8 @@ from pathlib import Path
 import trio
 
 from peerfarm.child_processes import no_window_options
+from peerfarm.disk import replace_file
+from peerfarm.programs import find_program, where_from
 
 FFMPEG_PACKAGE_HINT = (
     "install the ffmpeg package (Debian/Ubuntu: sudo apt-get install ffmpeg; Fedora: "
@@ -46,9 +48,10 @@ def _encoders(ffmpeg: str) -> str:
 def ffmpeg_problem() -> str | None:
     """Why this machine cannot encode the video, or None when it can (blocking: it may
     run `ffmpeg -encoders` once)."""
-    ffmpeg = shutil.which("ffmpeg")
+    ffmpeg = find_program("ffmpeg")
     if ffmpeg is None:
-        return f"ffmpeg is not installed here (or not on the PATH): {FFMPEG_PACKAGE_HINT}"
+        where = where_from("ffmpeg")
+        return f"ffmpeg is not installed here (looked at: {where}): {FFMPEG_PACKAGE_HINT}"
     try:
         encoders = _encoders(ffmpeg)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -113,7 +116,7 @@ async def encode_video(frames: list[Path], ext: str, fps: int, output: Path) -> 
     problem = await trio.to_thread.run_sync(ffmpeg_problem)
     if problem is not None:
         raise VideoError(problem)
-    ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
+    ffmpeg = find_program("ffmpeg") or "ffmpeg"
     folder = output.with_name(f".{output.name}.frames")
     partial = output.with_name(f".{output.name}.partial")
     try:
@@ -137,7 +140,7 @@ async def encode_video(frames: list[Path], ext: str, fps: int, output: Path) -> 
 def _sync_and_rename(partial: Path, output: Path) -> None:
     with open(partial, "r+b") as file:  # writable: Windows syncs only those
         os.fsync(file.fileno())
-    os.replace(partial, output)
+    replace_file(partial, output)  # Windows: retried while a video player holds it
 
 
 def _clean_up(folder: Path, partial: Path) -> None:

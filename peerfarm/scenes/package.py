@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from peerfarm.disk import long_path
 from peerfarm.scenes.detect import (
     RENDERERS,
     DetectError,
@@ -825,7 +826,9 @@ def unpack_to(package: ScenePackage, dest: Path, *, limits: Limits = DEFAULT_LIM
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise PackageError(f"{dest} already exists and is not empty; choose a new folder")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.partial"
+        # Windows: the \\?\ form, so a scene's paths (up to 200 characters) fit under a
+        # data folder of any length (MAX_PATH is 260 for the whole path).
+        staging = Path(long_path(dest.parent / f".{dest.name}.{secrets.token_hex(4)}.partial"))
         staging.mkdir()
     except OSError as exc:
         raise PackageError(
@@ -847,7 +850,7 @@ def unpack_to(package: ScenePackage, dest: Path, *, limits: Limits = DEFAULT_LIM
                         shutil.copyfileobj(source, stream, _CHUNK)
         if dest.exists():
             dest.rmdir()  # empty (checked above); fails, safely, if something appeared since
-        staging.rename(dest)
+        staging.rename(long_path(dest))
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise PackageError(

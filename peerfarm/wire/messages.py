@@ -11,13 +11,14 @@ from typing import Any
 
 from peerfarm.core import schema as s
 from peerfarm.core.actions import MAX_CHUNKS, MAX_FRAME
+from peerfarm.core.features import MAX_FEATURE_NAME, MAX_FEATURES
 from peerfarm.core.tiles import MAX_TILES
 from peerfarm.security.identity import MAX_CERT_BYTES
 from peerfarm.security.proof import NONCE_BYTES
 
 # 2: TLS 1.3 and the farm-key proof on every connection; NEW_JOB tiles/format/video/fps;
-# GET_FRAME / FRAME / FRAME_MISSING tile
-PROTOCOL_VERSION = 3
+# GET_FRAME / FRAME / FRAME_MISSING tile; 3: signed feeds; 4: JOB_COLLECTED, GC
+PROTOCOL_VERSION = 4
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
 MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
@@ -61,7 +62,9 @@ SCHEMAS: dict[str, s.Check] = {
             "cert": s.binary(MAX_CERT_BYTES),  # its certificate; node_id is its SHA-256
             "nonce": _nonce,  # fresh per connection: makes each proof single-use
             "key_id": s.text(16),  # the farm key's fingerprint, or "none"
-        }
+        },
+        # the protocol features the sender speaks (core/features.py); absent: none
+        {"features": s.list_of(s.text(MAX_FEATURE_NAME, allow_empty=False), MAX_FEATURES)},
     ),
     # Second handshake message, both ways: proof of holding the farm key and the
     # certificate's private key, over both certificates and both nonces.
@@ -163,6 +166,9 @@ SCHEMAS: dict[str, s.Check] = {
     "REFUSED": s.record({"message": s.text(4000)}),
     "LOGS": s.record({"job_id": s.job_id}, {"frame": s.integer(-MAX_FRAME, MAX_FRAME)}),
     "LOGS_REPLY": s.record({"logs": s.list_of(_any_map, 10_000)}),
+    # Retention now (`peerfarm gc`): what was freed (or would be, dry_run).
+    "GC": s.record({"dry_run": s.boolean}),
+    "GC_REPLY": s.record({"report": _any_map}),
 }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from peerfarm.child_processes import no_window_options
+from peerfarm.programs import find_program, where_from
 from peerfarm.renderers.blender import scene_script
 from peerfarm.renderers.blender.scene_script import ERROR_PREFIX, INFO_PREFIX
 
@@ -42,7 +42,8 @@ class BlenderError(Exception):
 
 
 def find_blender() -> str | None:
-    return shutil.which("blender")
+    """Blender's path: its setting, the PATH, its usual install places (peerfarm/programs.py)."""
+    return find_program("blender")
 
 
 def parse_version(text: str) -> str | None:
@@ -161,7 +162,7 @@ def read_scene_info(blend_file: Path, blender: str | None = None) -> dict[str, A
     """The settings of a .blend's active scene, read by Blender itself (blocking)."""
     blender = blender or find_blender()
     if blender is None:
-        raise BlenderError("Blender is not installed here (no `blender` on the PATH)")
+        raise BlenderError(f"Blender is not installed here (looked at: {where_from('blender')})")
     with tempfile.TemporaryDirectory(prefix="peerfarm-blender-") as home:
         try:
             result = subprocess.run(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from peerfarm.child_processes import start_tied_child
+from peerfarm.programs import where_from
 from peerfarm.renderers.base import frame_range_arg
 from peerfarm.renderers.blender.options import FILE_FORMATS, OptionError, parse_options
 from peerfarm.renderers.blender.program import (
@@ -185,7 +186,9 @@ def _run(args: argparse.Namespace) -> int:
     settings["file_format"] = FILE_FORMATS[extension]
     blender = find_blender()
     if blender is None:
-        raise RunError("Blender is not installed on this node (no `blender` on its PATH)")
+        raise RunError(
+            f"Blender is not installed on this node (looked at: {where_from('blender')})"
+        )
     Path(settings["filepath"]).parent.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="peerfarm-blender-"))
     try:

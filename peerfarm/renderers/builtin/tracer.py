@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from peerfarm.core.tiles import Box as Region
+from peerfarm.disk import replace_file
 
 from .scene import Box, Plane, Scene, Sphere, resolve_frame
 
@@ -377,7 +378,7 @@ def save_image(pixels: np.ndarray, path: Path, fmt: str) -> None:
             image.save(file, format=pillow_name, **settings)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temp, path)
+        replace_file(temp, path)  # Windows: retried while a viewer holds the frame
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peerfarm.child_processes import no_window_options
+from peerfarm.programs import find_program
 from peerfarm.renderers.base import JobCheck, Renderer, RendererError
 from peerfarm.renderers.povray.ini import (
     OUTPUT_TYPES,
@@ -44,9 +45,12 @@ MAX_INI_BYTES = 1024 * 1024  # as run.py, which reads the INI again on each work
 
 def povray_version() -> str | None:
     """`povray --version`'s version ("3.7.0.10"), or None when povray does not run."""
+    povray = find_program("povray")
+    if povray is None:
+        return None
     try:
         result = subprocess.run(
-            ["povray", "--version"],
+            [povray, "--version"],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=PROBE_TIMEOUT,
@@ -128,6 +132,15 @@ class PovrayRenderer(Renderer):
             log.warning("POV-Ray %s is installed but not offered: %s", version, reason)
             return None
         return version
+
+    def not_offered(self) -> str | None:
+        version = povray_version()
+        if version is None:
+            return None  # not installed (or not running): nothing to explain
+        if not version.startswith(SUPPORTED):
+            return f"POV-Ray {version} is installed; peerfarm supports {' and '.join(SUPPORTED)}"
+        reason = unavailable_reason()
+        return None if reason is None else f"POV-Ray {version} is installed, but {reason}"
 
     def check_job(self, request: JobRequest) -> tuple[int, int]:
         """Check a POV-Ray job before it is submitted; the scene's own frame range."""

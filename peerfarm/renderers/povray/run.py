@@ -40,6 +40,8 @@ from pathlib import Path
 
 from peerfarm.child_processes import start_tied_child
 from peerfarm.core.tiles import TileError, tile_box
+from peerfarm.disk import replace_file
+from peerfarm.programs import find_program, where_from
 from peerfarm.renderers.base import frame_range_arg, tile_arg
 from peerfarm.renderers.povray.ini import (
     MAX_SIDE,
@@ -187,12 +189,12 @@ def _deliver(scene: PovrayScene, chunk_dir: Path, frame: int, pattern: str) -> b
         target.parent.mkdir(parents=True, exist_ok=True)
         _fsync(source)  # on disk before the rename makes it visible
         try:
-            os.replace(source, target)
+            replace_file(source, target)  # Windows: retried while a viewer holds it
         except OSError:  # another file system: copy beside the target, then rename
             partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
             shutil.copyfile(source, partial)
             _fsync(partial)
-            os.replace(partial, target)
+            replace_file(partial, target)
     except OSError as exc:
         raise RunError(f"cannot move frame {frame} to {target}: {exc.strerror or exc}") from None
     print(f"FRAME {frame} {target}", flush=True)
@@ -295,9 +297,9 @@ def _run(args: argparse.Namespace) -> int:
             region = tuple(tile_box(width, height, count, index, BLOCK_SIZE))
         except TileError as exc:
             raise UsageError(f"--tile {index}/{count}: {exc}") from None
-    found = shutil.which("povray")
+    found = find_program("povray")
     if found is None:
-        raise RunError("povray is not installed on this node (or not on its PATH)")
+        raise RunError(f"povray is not installed on this node (looked at: {where_from('povray')})")
     reason = unavailable_reason()
     if reason is not None:
         raise RunError(reason)

@@ -1,0 +1,63 @@
+"""`peerfarm bench ...`: benchmarks anyone can rerun, each printing one JSON object.
+
+Targets are checked here, as numbers, never as timed assertions in tests: the
+machines are shared and noisy (docs/performance.md says how to read them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from peerfarm.cli.errors import CliError
+from peerfarm.runtime.client import ClientError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peerfarm bench", description="Measure the farm; each bench prints JSON."
+    )
+    sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    p = sub.add_parser(
+        "scale",
+        help="N node processes started at once on loopback: deaths, mesh time, idle CPU, a job",
+    )
+    p.add_argument("--nodes", type=int, default=32, help="node processes (default 32)")
+    p.add_argument("--idle", type=float, default=15.0, help="seconds of idle measured (15)")
+    p.add_argument("--frames", type=int, default=0, help="frames of the job (default 2 per node)")
+    p.add_argument("--mesh-timeout", type=float, default=60.0, help="give up after (60 s)")
+    p.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
+    p.add_argument("--json", action="store_true", help="only the JSON object, no progress")
+    p = sub.add_parser(
+        "dispatch",
+        help="frames a second the farm hands out: one-frame chunks of a renderer doing no work",
+    )
+    p.add_argument("--nodes", type=int, default=4, help="node processes (default 4)")
+    p.add_argument("--frames", type=int, default=20_000, help="one-frame chunks (20000)")
+    p.add_argument("--slots", type=int, default=4, help="slots per node (4)")
+    p.add_argument("--timeout", type=float, default=1200.0, help="give up after (1200 s)")
+    p.add_argument("--json", action="store_true", help="only the JSON object, no progress")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    say = (lambda _text: None) if args.json else (lambda text: print(text, file=sys.stderr))
+    try:
+        if args.bench == "scale":
+            from peerfarm.cli.bench.scale import run_scale
+
+            result = run_scale(args, say)
+        elif args.bench == "dispatch":
+            from peerfarm.cli.bench.dispatch import run_dispatch
+
+            result = run_dispatch(args, say)
+    except (CliError, ClientError) as exc:
+        print(f"peerfarm bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0

@@ -1,0 +1,135 @@
+"""`peerfarm bench dispatch`: how many frames a second the farm itself hands out.
+
+Node processes on loopback with the real mesh, log, signed feeds and reducers
+render a job of one-frame chunks with the null renderer (renderers/null.py: no
+work, a tiny frame written in the node's process). Frames per second from the
+submit until every node knows the last DONE; then the digests, and when the
+submitter had collected every frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from peerfarm.cli.bench.scale import statuses_of
+from peerfarm.cli.demo import Farm
+from peerfarm.cli.errors import CliError
+from peerfarm.job_request import JobRequest
+from peerfarm.renderers import null
+from peerfarm.runtime.client import NodeClient
+from peerfarm.security.farm_key import FarmKey, new_key, write_key
+
+
+def run_dispatch(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
+    if args.nodes < 1 or args.frames < 1 or args.slots < 1:
+        raise CliError("--nodes, --frames and --slots must be at least 1")
+    os.environ[null.ENV_VAR] = "1"  # the nodes this bench starts have the null renderer
+    with tempfile.TemporaryDirectory(prefix="peerfarm-bench-dispatch-") as tmp:
+        root = Path(tmp)
+        key = new_key()
+        write_key(key, root / "farm.key")
+        farm = Farm(root, root / "farm.key")
+        try:
+            _, bootstrap = farm.start_bootstrap(root / "bootstrap")
+            addresses = [
+                farm.start_node(f"node-{i}", bootstrap, root / f"node-{i}", args.slots)[1]
+                for i in range(1, args.nodes + 1)
+            ]
+            return trio.run(_measure, args, key, addresses, root, say)
+        finally:
+            farm.stop()
+
+
+async def _measure(
+    args: argparse.Namespace,
+    key: FarmKey,
+    addresses: list[str],
+    root: Path,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:  # every node renders, and knows every other does
+        statuses = await statuses_of(key, addresses)
+        ready = sum(
+            s is not None
+            and sum(1 for p in s["peers"] if p["renders"] and p["state"] == "up")
+            == len(addresses) - 1
+            for s in statuses
+        )
+        if ready == len(addresses):
+            break
+        if time.monotonic() > deadline:
+            raise CliError(f"only {ready} of {len(addresses)} nodes saw the whole farm in 60 s")
+        await trio.sleep(0.5)
+    request = JobRequest(
+        renderer="null",
+        scene="null",
+        name="dispatch",
+        frames=(1, args.frames),
+        chunk_size=1,
+        output=str(root / "out"),
+    )
+    say(f"{len(addresses)} nodes x {args.slots} slots; submitting {args.frames} one-frame chunks")
+    async with AsyncExitStack() as stack:
+        # One connection per node for the whole run: a TLS handshake per look would
+        # cost the nodes more than what is measured.
+        clients = [await stack.enter_async_context(NodeClient(a, key)) for a in addresses]
+        return await _run_job(args, request, clients, say)
+
+
+async def _run_job(
+    args: argparse.Namespace,
+    request: JobRequest,
+    clients: list[NodeClient],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    async def statuses() -> list[dict[str, Any]]:
+        return [await c.status() for c in clients]
+
+    started = time.monotonic()
+    job_id = await clients[0].submit(request)
+    knows_last: dict[int, float] = {}
+    collected_s = None
+    while len(knows_last) < len(clients) or collected_s is None:
+        seen = await statuses()
+        now = time.monotonic() - started
+        for i, s in enumerate(seen):
+            job = next((j for j in (s or {}).get("jobs", []) if j["id"] == job_id), None)
+            if job is None:
+                continue
+            if i not in knows_last and job["frames_done"] == args.frames:
+                knows_last[i] = now
+            if i == 0 and job.get("complete"):
+                collected_s = now
+            if i == 0 and job["state"] in ("failed", "cancelled"):
+                raise CliError(f"the job {job['state']}: {job.get('error', '')}")
+        if len(knows_last) < len(clients):
+            done = max(
+                (j["frames_done"] for s in seen for j in s["jobs"] if j["id"] == job_id),
+                default=0,
+            )
+            say(f"  {now:6.1f} s: {done}/{args.frames} frames done")
+        if now > args.timeout:
+            raise CliError(f"not finished after {args.timeout:.0f} s")
+        await trio.sleep(0.2)
+    dispatch_s = max(knows_last.values())
+    digests = {s["state_digest"] for s in await statuses()}
+    return {
+        "nodes": len(clients),
+        "slots_per_node": args.slots,
+        "frames": args.frames,
+        "frames_per_s": round(args.frames / dispatch_s, 1),
+        "seconds_to_last_done_everywhere": round(dispatch_s, 2),
+        "seconds_to_all_collected": round(collected_s, 2),
+        "digests_equal": len(digests) == 1,
+        "target_frames_per_s": 10_000,
+    }

@@ -1,0 +1,90 @@
+"""`peerfarm bench ...` as a user runs it: real processes, JSON out. Only the facts
+are asserted (nothing died, the mesh formed, digests agree), never the timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_nodes_started_at_once_form_a_mesh_and_render_with_equal_digests():
+    """The simultaneous-start case (a lab booting at 8 am) at a size CI can hold."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peerfarm",
+            "bench",
+            "scale",
+            "--nodes",
+            "6",
+            "--idle",
+            "1",
+            "--frames",
+            "12",
+            "--mesh-timeout",
+            "120",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["nodes"] == 6
+    assert result["mesh_formed_s"] is not None, result
+    assert result["processes_died_before_stop"] == [] and result["tracebacks"] == 0, result
+    assert result["job"] == {**result["job"], "frames": 12, "state": "done"}
+    assert result["digests_equal"] is True
+    assert result["idle_cpu_percent_per_node"]["max"] >= 0
+
+
+def test_a_bench_with_bad_arguments_says_what_to_fix():
+    run = subprocess.run(
+        [sys.executable, "-m", "peerfarm", "bench", "scale", "--nodes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "--nodes must be at least 2" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_dispatch_hands_out_every_frame_and_digests_agree():
+    """`peerfarm bench dispatch` at a size CI can hold: every one-frame chunk of the
+    null renderer done everywhere, collected, equal digests; the rate is reported."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peerfarm",
+            "bench",
+            "dispatch",
+            "--nodes",
+            "2",
+            "--frames",
+            "300",
+            "--slots",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["frames"] == 300 and result["digests_equal"] is True
+    assert result["frames_per_s"] > 0 and result["seconds_to_all_collected"] > 0
+
+
+def test_the_null_renderer_is_not_offered_outside_the_bench(monkeypatch):
+    from peerfarm.renderers import null
+    from peerfarm.renderers.registry import renderer_plugins
+
+    monkeypatch.delenv(null.ENV_VAR, raising=False)
+    assert "null" not in renderer_plugins()
+    monkeypatch.setenv(null.ENV_VAR, "1")
+    assert "null" in renderer_plugins()
