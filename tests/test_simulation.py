@@ -51,33 +51,40 @@ def _trace_events(result: RunResult) -> list[tuple[str, str]]:
     return [tuple(line.split(None, 2)[1:]) for line in result.trace]
 
 
-@pytest.mark.parametrize("seed", [39])
-def test_lost_report_per_holder_is_not_swallowed(seed):
-    """collector.py reported CHUNK_LOST once per (job, chunk, epoch): a report about
-    one holder that a late DONE made void silenced the report about the real holder,
-    which had lost the frames, and the output was never complete. The key now
-    includes the holder."""
-    result = run_seed(seed)
+# The situations below arise from particular interleavings, and which seeds give
+# them changes whenever the protocol's timings or messages change. So each test
+# sweeps for the first seed that reaches its situation (and fails if none does).
+SITUATION_SEEDS = range(1500)
+
+
+def _first_seed_where(reached) -> RunResult:
+    for seed in SITUATION_SEEDS:
+        result = run_seed(seed)
+        if reached(result):
+            return result
+    raise AssertionError(f"no seed of {SITUATION_SEEDS} reaches the situation")
+
+
+def _lost_at_two_holders(result: RunResult) -> bool:
     holders: dict[tuple[str, int], set[str]] = {}
     for a in result.emitted(act.CHUNK_LOST):
         holders.setdefault((a.payload["job_id"], a.payload["chunk"]), set()).add(
             a.payload["holder"]
         )
-    assert any(len(h) > 1 for h in holders.values())  # one chunk reported lost at two holders
+    return any(len(h) > 1 for h in holders.values())
+
+
+def test_lost_report_per_holder_is_not_swallowed():
+    """collector.py reported CHUNK_LOST once per (job, chunk, epoch): a report about
+    one holder that a late DONE made void silenced the report about the real holder,
+    which had lost the frames, and the output was never complete. The key now
+    includes the holder. (Seed 14, then 39, reached it; see SITUATION_SEEDS.)"""
+    result = _first_seed_where(_lost_at_two_holders)
     assert all(state == "done" for state in result.jobs.values())
 
 
-@pytest.mark.parametrize("seed", [99, 1011])
-def test_orphaned_claim_is_adopted(seed):
-    """worker.py stopped a render when the state said it was not needed (a claim that
-    sorts earlier arrived, or the job failed), but a late action could re-fold the
-    log and make the node's claim hold again; nobody rendered or released the chunk,
-    claimed by a live node forever. The worker now adopts such claims on every pass.
-    Seeds 99 and 1011 flip a claim race (no seed of 0-1999 flips a job's failure since
-    claims of nodes declared down no longer count; docs/simulation.md)."""
-    result = run_seed(seed)
+def _adopted_after_stop(result: RunResult) -> bool:
     stopped: set[tuple[str, str, str]] = set()
-    adopted_after_stop = []
     for who, text in _trace_events(result):
         stop = re.match(r"stopping chunk (\d+) of job (\S+):", text)
         adopt = re.match(r"rendering chunk (\d+) of job (\S+): we hold its claim", text)
@@ -86,8 +93,19 @@ def test_orphaned_claim_is_adopted(seed):
         elif text.startswith("start "):
             stopped = {s for s in stopped if s[0] != who}  # a restart: no longer ours
         elif adopt and (who, adopt[2], adopt[1]) in stopped:
-            adopted_after_stop.append((who, text))
-    assert adopted_after_stop
+            return True
+    return False
+
+
+def test_orphaned_claim_is_adopted():
+    """worker.py stopped a render when the state said it was not needed (a claim that
+    sorts earlier arrived, or the job failed), but a late action could re-fold the
+    log and make the node's claim hold again; nobody rendered or released the chunk,
+    claimed by a live node forever. The worker now adopts such claims: here a claim
+    race flips back (seeds 182 and 306, then 99, reached it; see SITUATION_SEEDS.
+    No seed flips a job's failure since claims of nodes declared down no longer
+    count; docs/simulation.md)."""
+    result = _first_seed_where(_adopted_after_stop)
     assert all(state == "done" for state in result.jobs.values())
 
 
