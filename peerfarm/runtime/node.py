@@ -33,7 +33,7 @@ from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
 from peerfarm.core.retention import Policy as RetentionPolicy
-from peerfarm.core.state import UP, State
+from peerfarm.core.state import CANCELLED, UP, State
 from peerfarm.job_request import JobRequest, SubmitError
 from peerfarm.jobspec import check_files, check_manifest, manifest_of, prepare_new_job
 from peerfarm.machine import MachineConfig, NodeMachine
@@ -195,7 +195,7 @@ class Node:
             self.counters,
         )
         self._outputs = Outputs(
-            self.node_id, self.data_dir, self.plugins, self.fetch_frame, self.feed
+            self.node_id, self.data_dir, self.plugins, self.fetch_frame, self.feed, self._wanted
         )
         log.info(
             "%s %s (%s) listening on %s",
@@ -350,6 +350,13 @@ class Node:
         for note in new_job.notes:
             log.info("job %s: %s", job_id, note)
         return job_id, new_job.notes
+
+    def _wanted(self, job_id: str) -> bool:
+        """Whether a job's frames may still be written to its output folder: not once it
+        is cancelled (a late fetch of a replaced revision must not overwrite the new
+        revision's frame)."""
+        job = self.state.jobs.get(job_id)
+        return job is not None and job.state != CANCELLED
 
     def _uploaded_files(self, manifest: dict[str, dict[str, Any]]) -> dict[str, Path]:
         """path -> blob file of a manifest whose blobs a client uploaded (blocking)."""

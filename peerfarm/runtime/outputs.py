@@ -73,12 +73,14 @@ class Outputs:
         plugins: dict[str, Renderer],
         fetch_from_peer: FetchFromPeer,
         report: Report,
+        wanted: Callable[[str], bool] = lambda job_id: True,
     ) -> None:
         self.node_id = node_id
         self.data_dir = data_dir
         self.plugins = plugins
         self.fetch_from_peer = fetch_from_peer
         self.report = report
+        self.wanted = wanted  # job id -> whether its frames may still be written
         self._nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
@@ -167,6 +169,9 @@ class Outputs:
                     return
             if not data:
                 fetched(ev.MISSING)
+                return
+            if not self.wanted(job.id):  # cancelled (or replaced) while it was fetched
+                fetched(ev.UNREACHABLE)
                 return
             if tile is None:
                 await trio.to_thread.run_sync(_store_frame, job, frame, data)
