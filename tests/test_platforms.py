@@ -673,3 +673,44 @@ def test_the_app_shows_a_renderer_installed_here_but_not_offered():
                   0, None, True, not_offered={"povray": why})  # fmt: skip
     assert renderers_text(row) == "builtin 0.1.0 (povray not offered)"
     assert not_offered_text(row) == f"povray is not offered: {why}"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows file names are always Unicode")
+def test_an_output_folder_the_nodes_locale_cannot_name_is_an_error_not_a_crash(tmp_path):
+    """A POSIX node in a locale that is not UTF-8 (coercion and UTF-8 mode off) given an
+    output folder outside ASCII: the job says why, the node goes on, nothing is lost."""
+    from factories import demo_spec
+    from farmtools import job_of, status, submit, wait_until
+
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    env["PYTHONCOERCECLOCALE"] = "0"
+    log_file = open(tmp_path / "node.log", "wb")  # noqa: SIM115 - closed below
+    node = subprocess.Popen(
+        [sys.executable, "-m", "peerfarm", "node", "--no-config", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "data"), "--slots", "1", "--no-zeroconf"],
+        stdout=subprocess.PIPE, stderr=log_file, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        assert node.stdout is not None
+        line = node.stdout.readline().decode("utf-8", "replace").strip()
+        address = line.rsplit(" ", 1)[1]
+        spec = demo_spec(tmp_path / "wyjście", frames=(1, 2), chunk=1, size=(32, 24))
+        job_id = submit(address, spec)
+        job = wait_until(
+            "the job rendered and its output error said",
+            lambda: (
+                (j := job_of(status(address), job_id)).get("state") == "done"
+                and j.get("output_error")
+                and j
+            ),
+            120,
+        )
+        assert "UTF-8 locale" in job["output_error"] and node.poll() is None
+        rendered = sorted(p.name for p in (tmp_path / "data" / "frames" / job_id).glob("*.png"))
+        assert rendered == ["demo_0001.png", "demo_0002.png"]  # kept: nothing lost
+    finally:
+        node.terminate()
+        node.wait(timeout=60)
+        log_file.close()
+        if node.stdout is not None:
+            node.stdout.close()

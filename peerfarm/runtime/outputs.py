@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -117,6 +118,14 @@ class Outputs:
             frames, tiles = await trio.to_thread.run_sync(self._on_disk, job)
         except OSError as exc:
             error = f"cannot use the output folder {job.output}: {exc}"
+            self.report(ev.OutputsScanned(job.id, frozenset(), {}, error))
+            return
+        except UnicodeError:  # a POSIX node in a locale that is not UTF-8 (PYTHONUTF8=0)
+            error = (
+                f"cannot use the output folder {job.output}: this node's file names are "
+                f"{sys.getfilesystemencoding()}, which cannot hold its name; run the node in "
+                "a UTF-8 locale (e.g. LANG=C.UTF-8) or choose another output folder"
+            )
             self.report(ev.OutputsScanned(job.id, frozenset(), {}, error))
             return
         self.report(ev.OutputsScanned(job.id, frames, tiles))
