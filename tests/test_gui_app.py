@@ -294,3 +294,26 @@ def test_the_window_stays_responsive_while_the_farm_renders(qtbot, tmp_path):
         stats = probe.stats()
         print(f"\nevent-loop delay while 120 frames render on 3 nodes: {stats}")
         assert stats["samples"] > 100
+
+
+def test_a_quit_request_quits_even_with_the_tray(qtbot, tmp_path):
+    """Cmd+Q (and the Dock's Quit) on macOS send the application a Quit event: the app
+    stops its node and quits, where closing the window would only hide it to the tray."""
+    from PySide6.QtCore import QEvent
+    from PySide6.QtWidgets import QApplication
+
+    class ShownTray:  # offscreen Qt has no system tray: one that is shown, as on a desktop
+        def isVisible(self) -> bool:  # noqa: N802
+            return True
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    with running_app(qtbot, tmp_path, None, keep_rendering_in_tray=True) as (app, window):
+        window.tray = ShownTray()
+        window.close()  # closing the window: hidden to the tray, the node goes on
+        assert not window.quitting and app.running and not window.isVisible()
+        window.show()
+        QApplication.sendEvent(QApplication.instance(), QEvent(QEvent.Type.Quit))
+        qtbot.waitUntil(lambda: window.quitting, timeout=5_000)
+        qtbot.waitUntil(lambda: not app.running, timeout=30_000)

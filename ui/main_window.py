@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -84,11 +84,41 @@ class StoppingDialog(QDialog):
         layout.addWidget(now)
 
 
+class QuitRequests(QObject):
+    """macOS's Cmd+Q and the Dock's Quit ask the application to quit (a Quit event),
+    and logging out asks it to save its data: both mean quit, not "close the window
+    to the tray" (where the node would go on, or die with the session unannounced)."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+        qapp = QApplication.instance()
+        qapp.installEventFilter(self)
+        qapp.commitDataRequest.connect(self._logging_out)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        if (
+            watched is QApplication.instance()
+            and event.type() == QEvent.Type.Quit
+            and self.window.app.running
+            and not self.window.quitting
+        ):
+            QTimer.singleShot(0, self.window.quit_app)  # stops the node, then quits
+            return True
+        return False
+
+    def _logging_out(self, _manager: object) -> None:
+        # The session ends: no time to finish chunks; give them back to the farm now.
+        self.window.quit_app()
+        self.window.quit_app()
+
+
 class MainWindow(QMainWindow):
     def __init__(self, app: PeerfarmApp) -> None:
         super().__init__()
         self.app = app
         self.quitting = False
+        self._quit_requests = QuitRequests(self)
         self.dialogs: list[QDialog] = []  # open dialogs (tests look at them)
         self._told_about_tray = False
         self._stopping: StoppingDialog | None = None
