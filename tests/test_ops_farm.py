@@ -118,8 +118,15 @@ def test_metrics_of_a_running_node_parse_as_prometheus_text(lab, tmp_path):
         lambda: all(p["connected"] for p in status(nodes[0])["peers"] if p["renders"]),
         30,
     )
+    # Retention on demand: the frames node-1 rendered are in their grace (1 hour).
+    gc = peerfarm_cli("gc", "--node", nodes[0], "--json")
+    assert gc.returncode == 0, gc.stderr
+    report = json.loads(gc.stdout)
     families = scrape(metrics_url(root))
     st = status(nodes[0])
+    assert value(families, "peerfarm_retention_runs") == 1
+    assert value(families, "peerfarm_retention_grace_bytes") == report["grace_bytes"] > 0
+    assert value(families, "peerfarm_retention_freed_bytes", kind="frames") == 0
     info = families["peerfarm_node_info"][0]  # the text format has no info type: a gauge
     assert info.labels["node_id"] == st["node_id"] and info.labels["role"] == "node"
     # Counts from the replicated log: what node-1 did, and the farm's actions.

@@ -299,6 +299,22 @@ def test_retry_frees_claims_whose_holder_left_while_the_job_was_failed():
     assert log.state.jobs["job1"].chunk(3).state == "pending"
 
 
+def test_retry_frees_claims_of_members_that_stopped_rendering_when_the_job_failed():
+    """A node rendering a chunk when the job failed stops that render (the job is not
+    active) and gives nothing back: after the retry nobody would render that chunk."""
+    log = farm_log(B, C)
+    held = log.create(C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 3})
+    log.add(held)
+    for node in (B, C, A):
+        fail(log, node, 0, "segv")
+    assert log.state.jobs["job1"].chunk(3).state == "claimed"  # C is up
+    control(log, "RETRY_JOB")
+    assert log.state.jobs["job1"].chunk(3).state == "pending"
+    # A render of it that finished before it was stopped still counts.
+    log.add(log.create(C, "DONE", {"job_id": "job1", "chunk": 3, "claim_seq": held.seq}))
+    assert log.state.jobs["job1"].chunk(3).state == "done"
+
+
 def test_retry_of_a_done_or_cancelled_job_has_no_effect():
     log = farm_log(B)
     control(log, "CANCEL_JOB")

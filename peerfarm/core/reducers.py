@@ -377,11 +377,11 @@ def _retry_job(state: State, action: a.Action) -> State:
             fresh = chunk._replace(state=PENDING, attempts=0, error="", failed_on=())
             chunks = chunks.set(index, fresh)
         elif chunk.state == CLAIMED and job.state == JOB_FAILED:
-            holder = state.peers.get(chunk.claim_origin)
-            if holder is None or holder.state != UP:
-                # Its holder left while the job was failed (PEER_DOWN only frees the
-                # claims of active jobs): nobody would ever render or release it.
-                chunks = chunks.set(index, chunk._replace(state=PENDING))
+            # Every node stopped its renders of the job when it failed (machine/
+            # worker.py) without giving the chunks back, and a holder that left meanwhile
+            # never will (PEER_DOWN frees only active jobs' claims): nobody renders or
+            # releases it. A render that finished first still counts (its DONE).
+            chunks = chunks.set(index, chunk._replace(state=PENDING))
     if chunks is job.chunks and not job.failures and job.state == ACTIVE:
         return state  # nothing failed: nothing to retry
     job = job._replace(chunks=chunks, failures=Map(), state=ACTIVE, error="")

@@ -212,6 +212,43 @@ class NodeCollector:
             "Message bytes this node received from peers and clients (before TLS)",
             value=counters.bytes_received,
         )
+        yield from self._from_retention()
+
+    def _from_retention(self) -> Iterator[Metric]:
+        retention = self.node.retention
+        yield CounterMetricFamily(
+            "peerfarm_retention_runs", "Retention runs on this node (not dry)", value=retention.runs
+        )
+        yield CounterMetricFamily(
+            "peerfarm_retention_errors",
+            "Files retention could not delete (held open, permission denied)",
+            value=retention.errors,
+        )
+        deleted = CounterMetricFamily(
+            "peerfarm_retention_deleted",
+            "Job folders and blob files retention deleted, by kind",
+            labels=["kind"],
+        )
+        freed = CounterMetricFamily(
+            "peerfarm_retention_freed_bytes", "Bytes retention freed, by kind", labels=["kind"]
+        )
+        for kind, (count, size) in sorted(retention.freed_total.items()):
+            deleted.add_metric([kind], count)
+            freed.add_metric([kind], size)
+        yield deleted
+        yield freed
+        last = retention.last_report
+        if last is not None:
+            for name, key, text in (
+                ("needed", "needed_bytes", "what live jobs need"),
+                ("grace", "grace_bytes", "collected jobs' frames in their grace"),
+                ("over_budget", "over_budget_bytes", "above the budget, not deletable"),
+            ):
+                yield GaugeMetricFamily(
+                    f"peerfarm_retention_{name}_bytes",
+                    f"Bytes of the data folder at the last retention run: {text}",
+                    value=last[key],
+                )
 
 
 def registry_for(node: Node) -> CollectorRegistry:

@@ -265,6 +265,10 @@ class Retention:
         self.collected_since: dict[str, float] = {}  # job -> when we first saw it collected
         self._lock = trio.Lock()
         self.last_report: dict[str, Any] | None = None
+        # Since the node started, for metrics: runs, and per kind [items, bytes] deleted.
+        self.runs = 0
+        self.errors = 0
+        self.freed_total: dict[str, list[int]] = {k: [0, 0] for k in KINDS}
 
     def note_collected(self) -> None:
         """Start the grace of jobs collected since the last look. Kept in memory only:
@@ -289,6 +293,11 @@ class Retention:
             rep = report(plan_, self.policy, outcome)
         if not dry_run:
             self.last_report = rep
+            self.runs += 1
+            self.errors += len(rep["errors"])
+            for kind, freed in rep["freed"].items():
+                self.freed_total[kind][0] += freed["count"]
+                self.freed_total[kind][1] += freed["bytes"]
             if rep["freed_bytes"] or rep["errors"]:
                 log.info("retention %s", summary(rep))
             for error in rep["errors"]:
