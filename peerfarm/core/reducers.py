@@ -377,10 +377,10 @@ def _retry_job(state: State, action: a.Action) -> State:
             fresh = chunk._replace(state=PENDING, attempts=0, error="", failed_on=())
             chunks = chunks.set(index, fresh)
         elif chunk.state == CLAIMED and job.state == JOB_FAILED:
-            # Every node stopped its renders of the job when it failed (machine/
-            # worker.py) without giving the chunks back, and a holder that left meanwhile
-            # never will (PEER_DOWN frees only active jobs' claims): nobody renders or
-            # releases it. A render that finished first still counts (its DONE).
+            # Nodes stop their renders of a job that failed and give the chunks back
+            # (machine/worker.py), but that release may sort after the retry, and a
+            # holder that left meanwhile never sends one (PEER_DOWN frees only active
+            # jobs' claims). A render that finished first still counts (its DONE).
             chunks = chunks.set(index, chunk._replace(state=PENDING))
     if chunks is job.chunks and not job.failures and job.state == ACTIVE:
         return state  # nothing failed: nothing to retry
