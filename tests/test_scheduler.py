@@ -170,3 +170,15 @@ def test_a_job_without_chunk_is_adaptive_and_one_with_chunk_is_not():
     assert (fixed["chunk_size"], fixed.get("adaptive")) == (5, None)
     tiled = build_new_job(builtin_request(frames=(1, 2), tiles=4), "j3", plugins, {"builtin"})
     assert (tiled["chunk_size"], tiled.get("adaptive")) == (1, None)
+
+
+def test_status_shows_measured_speeds():
+    from peerfarm.cli.commands import describe_speeds
+    from peerfarm.machine.machine import speeds_of
+
+    log = adaptive_log(A, B)
+    speed(log, B, 1250, 650)
+    shown = speeds_of(log.state.peers[B])
+    assert shown == {"builtin": {"frame_seconds": 1.25, "startup_seconds": 0.65}}
+    assert describe_speeds(shown) == "builtin 1.25 s/frame (start-up 0.65 s)"
+    assert speeds_of(log.state.peers[A]) == {} and speeds_of(None) == {}

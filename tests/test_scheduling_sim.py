@@ -105,3 +105,77 @@ def test_bench_schedule_refuses_bad_input(capsys, tmp_path):
     costs.write_text("1\n2\n8\n")
     assert main(["bench", "schedule", "--speeds", "1,2", "--complexity", str(costs), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["scenario"]["frames"] == 3
+
+
+def _run_times(result, job_id):
+    """(claimed at, done at) of each run of a job, by its claim."""
+    claimed = {
+        (a.origin, a.seq): t
+        for t, _, a in result.actions
+        if a.type == act.CLAIM_CHUNK and a.payload["job_id"] == job_id
+    }
+    return [
+        (claimed[(a.origin, a.payload["claim_seq"])], t)
+        for t, _, a in result.actions
+        if a.type == act.DONE
+        and a.payload["job_id"] == job_id
+        and (a.origin, a.payload["claim_seq"]) in claimed
+    ]
+
+
+def test_equal_priority_jobs_share_the_farm_and_finish_together():
+    nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 2.0), NodePlan(1, 3.0)]
+    jobs = [
+        JobPlan("job-a", 1.0, 0, 1, 120, 1, adaptive=True),
+        JobPlan("job-b", 1.0, 1, 1, 120, 1, adaptive=True),
+    ]
+    schedule = Schedule(
+        node_ids=node_ids(random.Random(4), len(nodes)),
+        nodes=nodes,
+        jobs=jobs,
+        network=NetworkConditions(max_delay=0.01),
+        frame_time=0.5,
+        fault_end=1.0,
+        startup=0.5,
+    )
+    result = run_schedule(schedule, random.Random(2), 2)
+    assert result.jobs == {"job-a": "done", "job-b": "done"}
+    a, b = (result.done_at[j] - 1.0 for j in ("job-a", "job-b"))
+    assert abs(a - b) <= 0.1 * max(a, b), (a, b)  # not one after the other
+
+
+def test_a_priority_job_gets_its_first_frames_within_one_run():
+    nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 2.0)]
+    jobs = [
+        JobPlan("job-big", 1.0, 0, 1, 300, 1, adaptive=True),
+        JobPlan("job-urgent", 30.0, 1, 1, 20, 1, priority=10, adaptive=True),
+    ]
+    schedule = Schedule(
+        node_ids=node_ids(random.Random(5), len(nodes)),
+        nodes=nodes,
+        jobs=jobs,
+        network=NetworkConditions(max_delay=0.01),
+        frame_time=0.5,
+        fault_end=1.0,
+        startup=0.5,
+    )
+    result = run_schedule(schedule, random.Random(2), 2)
+    assert result.jobs == {"job-big": "done", "job-urgent": "done"}
+    runs = _run_times(result, "job-big")
+    longest = max(done - claimed for claimed, done in runs)
+    first_done = min(done for _, done in _run_times(result, "job-urgent"))
+    assert first_done - 30.0 <= longest  # whoever frees a slot first takes it
+    # While the urgent job had frames nobody had claimed, nobody claimed the big one's.
+    urgent_claims = [
+        t
+        for t, _, a in result.actions
+        if a.type == act.CLAIM_CHUNK and a.payload["job_id"] == "job-urgent"
+    ]
+    big_claims_meanwhile = [
+        t
+        for t, _, a in result.actions
+        if a.type == act.CLAIM_CHUNK
+        and a.payload["job_id"] == "job-big"
+        and 30.1 < t < max(urgent_claims)
+    ]
+    assert not big_claims_meanwhile

@@ -56,11 +56,50 @@ class Measured(NamedTuple):
 
     # job id -> seconds per frame of that job on this node, recent renders
     frame_seconds: Mapping[str, float] = {}
+    now: float = 0.0  # this node's clock, as its machine has it
+    # (job id, first chunk, claim seq) -> when this node first saw that claim
+    seen: Mapping[tuple[str, int, int], float] = {}
 
 
 def job_order(state: State) -> list[Job]:
+    """Active jobs in the order nodes serve them: higher priority first; among equal
+    priorities the job with the least speed rendering it now (fair share of the
+    farm: the summed speed of the nodes running its renders, re-balanced at every
+    claim as jobs arrive and finish, never by stopping a render), then the oldest."""
     active = [j for j in state.jobs.values() if j.state == ACTIVE and not j.paused]
-    return sorted(active, key=lambda j: (-j.priority, j.submitted_lamport, j.id))
+    return sorted(
+        active, key=lambda j: (-j.priority, running_rate(state, j), j.submitted_lamport, j.id)
+    )
+
+
+def running_rate(state: State, job: Job) -> float:
+    """Frames per millisecond the nodes running renders of ``job`` now render, by their
+    measured speed (a node not measured yet counts as 1 frame a second)."""
+    holders = {(c.claim_origin, c.claim_seq) for c in job.chunks.values() if c.state == CLAIMED}
+    rate = 0.0
+    for holder, _ in holders:
+        peer = state.peers.get(holder)
+        speed = peer.speed(job.renderer) if peer is not None else None
+        rate += 1.0 / (speed[0] if speed is not None else 1000.0)
+    return rate
+
+
+def _sharing(state: State, job: Job) -> int:
+    """Jobs of the same priority with unclaimed frames, this one included: they share
+    the farm, so each run is sized to a part of it."""
+    return max(
+        1,
+        sum(
+            1
+            for j in state.jobs.values()
+            if j.state == ACTIVE and not j.paused and j.priority == job.priority and _unclaimed(j)
+        ),
+    )
+
+
+def _unclaimed(job: Job) -> bool:
+    # Chunks absent from the map never left "pending".
+    return len(job.chunks) < job.chunk_total or any(c.state == PENDING for c in job.chunks.values())
 
 
 def _rank(state: State, node_id: str) -> tuple[int, int]:
@@ -138,25 +177,31 @@ def _adaptive_run(
     total = job.chunk_total
     unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
     want = run_length(state, job, node_id, me, unclaimed, measured)
-    # Nodes probing their speed all start at once: each skips its rank's worth of probe
-    # runs from the first pending frame, so their claims rarely collide.
-    skip = _rank(state, node_id)[0] * PROBE_FRAMES if me.speed(job.renderer) is None else 0
-    claimable = (i for i in range(total) if _claimable(state, job, i, node_id, busy))
-    first = None
-    for seen, index in enumerate(claimable):
-        first = index
-        if seen >= skip:
-            break
-    if first is None:
+    # The gaps of claimable chunks, in order: (first, length).
+    gaps: list[tuple[int, int]] = []
+    for index in range(total):
+        if not _claimable(state, job, index, node_id, busy):
+            continue
+        if gaps and gaps[-1][0] + gaps[-1][1] == index:
+            gaps[-1] = (gaps[-1][0], gaps[-1][1] + 1)
+        else:
+            gaps.append((index, 1))
+    if not gaps:
         return None
-    count = 1
-    while (
-        count < want
-        and first + count < total
-        and _claimable(state, job, first + count, node_id, busy)
-    ):
-        count += 1
-    return Pick(job.id, first, count)
+    if me.speed(job.renderer) is None:
+        # Nodes probing their speed all start at once: each skips its rank's worth of
+        # probe runs from the first pending frame, so their claims rarely collide.
+        skip = _rank(state, node_id)[0] * PROBE_FRAMES
+        for first, length in gaps:
+            if skip < length:
+                return Pick(job.id, first + skip, min(want, length - skip))
+            skip -= length
+        first, length = gaps[-1]
+        return Pick(job.id, first, min(want, length))
+    # The first gap the whole run fits in (small gaps left between runs are taken at
+    # the end, when runs are small), else the longest.
+    first, length = next(((f, n) for f, n in gaps if n >= want), max(gaps, key=lambda g: g[1]))
+    return Pick(job.id, first, min(want, length))
 
 
 def run_length(
@@ -178,7 +223,7 @@ def run_length(
     fastest = max(rates.values(), default=my_rate)
     farm_rate = sum(
         state.peers[n].slots * rates.get(n, fastest) for n in able_renderers(state, job)
-    )
+    ) / _sharing(state, job)
     share = unclaimed * my_rate / max(farm_rate, my_rate)  # this slot's share of what is left
     frames = math.ceil(share * FIRST_PART)  # factoring: part now, the rest in smaller runs
     # Long enough that loading the scene is paid rarely: seconds per frame of this job
@@ -187,13 +232,38 @@ def run_length(
     seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
     startup = mine[1] / 1000.0
     if seconds > 0 and frames * seconds < STARTUPS_PER_RUN * startup:
+        # The last round: enough to work until the farm should be done, counting the
+        # frames other nodes still have in flight, so every node ends about together.
+        in_flight = frames_in_flight(state, job, node_id, measured)
+        share = (unclaimed + in_flight) * my_rate / max(farm_rate, my_rate)
         frames = math.ceil(share)
     return max(1, min(frames, math.ceil(share)))
+
+
+def frames_in_flight(state: State, job: Job, node_id: str, measured: Measured) -> float:
+    """Frames of ``job`` other nodes' claimed runs should still have to render now, from
+    their measured speeds and when this node saw each claim (half a run if unseen)."""
+    me = state.peers[node_id].speed(job.renderer)
+    job_seconds = measured.frame_seconds.get(job.id)
+    scale = job_seconds * 1000.0 / me[0] if me is not None and job_seconds else 1.0
+    left = 0.0
+    for first, count, holder, seq in claimed_runs(job):
+        if holder == node_id:
+            continue
+        frames = len(job.run_frames(first, count))
+        estimate = run_estimate(state, job, holder, first, count, scale)
+        seen = measured.seen.get((job.id, first, seq))
+        if estimate is None or seen is None or estimate <= 0:
+            left += frames / 2
+            continue
+        left += frames * min(max(1.0 - (measured.now - seen) / estimate, 0.0), 1.0)
+    return left
 
 
 # A backup is worth starting only if it should end this much sooner than the original.
 BACKUP_GAIN = 0.1  # of the original's remaining time
 OVERDUE_FACTOR = 2.0  # a run this many times past its estimate counts as hung
+OVERDUE_LEFT = 0.5  # a run past its estimate: still this part of its time so far to go
 
 
 class Backup(NamedTuple):
@@ -245,6 +315,15 @@ def run_estimate(
     return measured[1] / 1000.0 + frames * scale * measured[0] / 1000.0
 
 
+def expected_left(elapsed: float, estimate: float) -> float:
+    """Seconds a run should still need after ``elapsed`` of its ``estimate``: the rest
+    of the estimate, or once past it (its frames cost more than measured; nobody sees
+    its progress) half as long again as it has run."""
+    if elapsed < estimate:
+        return estimate - elapsed
+    return OVERDUE_LEFT * elapsed
+
+
 def pick_backup(
     state: State,
     node_id: str,
@@ -286,11 +365,11 @@ def pick_backup(
             started = seen.get((job.id, first, seq), now)
             if theirs is None:
                 theirs = ours  # a holder not measured yet: as fast as us
-            end = started + theirs
             hung = now - started >= OVERDUE_FACTOR * theirs
-            left = end - now
-            if not hung and now + ours >= end - BACKUP_GAIN * max(left, 0.0):
+            left = expected_left(now - started, theirs)
+            if not hung and ours >= (1.0 - BACKUP_GAIN) * left:
                 continue  # the original should end first
+            end = now + left
             key = math.inf if hung else end
             if best is None or key > best[0]:
                 best = (key, Backup(job.id, first, count, seq, holder))
@@ -305,12 +384,14 @@ def overdue_at(
     seen: Mapping[tuple[str, int, int], float],
     measured: Measured | None = None,
 ) -> float:
-    """When the next in-flight run of another node counts as hung (math.inf: none):
-    an idle node looks again for a backup then."""
+    """When an idle node should look again for a backup (math.inf: never): the next
+    moment some other node's run is worth copying as it runs past its estimate (a
+    copy from here would end sooner), or counts as hung."""
     me = state.peers.get(node_id)
     if me is None:
         return math.inf
     measured = measured or Measured()
+    now = measured.now
     soonest = math.inf
     for job in job_order(state):
         my_speed = me.speed(job.renderer)
@@ -323,7 +404,13 @@ def overdue_at(
                 continue
             started = seen.get((job.id, first, seq))
             theirs = run_estimate(state, job, holder, first, count, scale)
-            if started is None or theirs is None:
+            ours = run_estimate(state, job, node_id, first, count, scale)
+            if started is None or theirs is None or ours is None:
                 continue
-            soonest = min(soonest, started + OVERDUE_FACTOR * theirs)
+            # Past its estimate, the time left grows with the time run: a copy is worth
+            # it once OVERDUE_LEFT * elapsed * (1 - gain) exceeds ours.
+            worth = started + max(theirs, ours / (OVERDUE_LEFT * (1.0 - BACKUP_GAIN)))
+            at = min(worth, started + OVERDUE_FACTOR * theirs)
+            if at > now:
+                soonest = min(soonest, at)
     return soonest

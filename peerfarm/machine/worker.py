@@ -323,7 +323,7 @@ class Worker:
     def _fill_slots(self) -> None:
         shared = self.shared
         while self._may_start() and len(self.renders) < self.slots:
-            measured = Measured(self.job_frame_seconds)
+            measured = Measured(self.job_frame_seconds, shared.now, self.claims_seen)
             pick = pick_run(shared.state, shared.node_id, busy=self.busy(), measured=measured)
             if pick is None:
                 if shared.config.backups:
@@ -356,6 +356,7 @@ class Worker:
             if backup is None:
                 # A run in flight may still become overdue (a hung renderer): look then.
                 wake = overdue_at(state, shared.node_id, self.claims_seen, measured)
+                # (measured.now is this node's clock: overdue_at returns a future time)
                 self._look_again_at = wake if wake > shared.now else math.inf
                 return
             payload: dict[str, Any] = {
