@@ -20,8 +20,6 @@ from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
 
-# Renders stopped for these reasons give their chunk back (RELEASE_CHUNK) so another
-# node takes it at once; other stops (job over, claim lost) have nothing to give back.
 # A re-fold longer than this has every chunk looked over (cheaper than naming them).
 ADOPTION_LOOKS_AT_MOST = 1_000
 CHUNK_ACTIONS = frozenset(
@@ -35,12 +33,12 @@ CHUNK_ACTIONS = frozenset(
     )
 )
 
+# Renders stopped for these reasons give their chunk back (RELEASE_CHUNK) so another
+# node takes it at once; other stops (job over, claim lost) have nothing to give back.
 RELEASE_REASON_STOPPING = "node stopping"
 RELEASE_REASON_PAUSED = "this machine's worker paused"
 RELEASE_REASON_NO_SPACE = "this node's disk is full"
 RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED, RELEASE_REASON_NO_SPACE)
-
-
 RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
 HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
 SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended jobs go
