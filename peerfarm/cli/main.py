@@ -253,13 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", required=True, metavar="HOST:PORT")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
-        "--preview",
-        action="store_true",
-        help="first a quick pass: the frames at quarter size with the renderer's quick "
-        "settings, spread over the shot, in OUTPUT/preview (a job of its own, rendered "
-        "before the full one)",
-    )
-    p.add_argument(
         "--watch",
         action="store_true",
         help="a live view in the terminal, redrawn every --interval seconds (Ctrl+C to quit)",
