@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -37,10 +36,17 @@ class Lines:
     def __init__(self, proc: subprocess.Popen) -> None:
         self.out: queue.Queue[str] = queue.Queue()
         self.err: list[str] = []
-        threading.Thread(target=self._read, args=(proc.stdout, self.out.put), daemon=True).start()
-        threading.Thread(
-            target=self._read, args=(proc.stderr, self.err.append), daemon=True
-        ).start()
+        self._readers = [
+            threading.Thread(target=self._read, args=(proc.stdout, self.out.put), daemon=True),
+            threading.Thread(target=self._read, args=(proc.stderr, self.err.append), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def drain(self, timeout: float) -> None:
+        """Wait until both streams are read to their end (the process has exited)."""
+        for reader in self._readers:
+            reader.join(timeout)
 
     @staticmethod
     def _read(stream, put) -> None:  # noqa: ANN001
@@ -85,7 +91,10 @@ def test_watch_resubmits_a_changed_scene_sending_only_the_changed_file(tmp_path)
             (scene / "ball.inc").write_bytes(FAST_GREEN)  # the artist saves one small file
             second = lines.next_out(60)
             assert second != first
-            changed = next(e for e in lines.err if f"job {second} replaces job {first}" in e)
+            # stdout and stderr are read in two threads: the line may come a moment later.
+            replaces = f"job {second} replaces job {first}"
+            wait_until("the replacement line", lambda: any(replaces in e for e in lines.err), 10)
+            changed = next(e for e in lines.err if replaces in e)
             # Only the changed file travelled: its bytes exactly, not the 300 KB texture.
             sent = re.search(
                 r"uploaded 1 file \((\d+) bytes\), 3 files already on the node", changed
@@ -126,7 +135,7 @@ def test_watch_resubmits_a_changed_scene_sending_only_the_changed_file(tmp_path)
             # Ctrl+C stops watching cleanly.
             watch.send_signal(signal.SIGINT)
             assert watch.wait(timeout=15) == 0
-            time.sleep(0.2)
+            lines.drain(5)
             assert any(f"stopped watching; job {second}" in e for e in lines.err), lines.err
         finally:
             if watch.poll() is None:
