@@ -15,6 +15,7 @@ from immutables import Map
 
 from peerfarm.core import actions as a
 from peerfarm.core.chunk_order import IN_ORDER
+from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
     ACTIVE,
     CANCELLED,
@@ -55,6 +56,9 @@ def _peer_joined(state: State, action: a.Action) -> State:
         renderers,
         features=tuple(sorted(set(p.get("features", ())))),
         version=p.get("version", ""),
+        tags=tuple(sorted(set(p.get("tags", ())))),
+        memory=p.get("memory", 0),
+        cores=p.get("cores", 0),
     )
     known = state.peers.get(action.origin)
     if known is not None:
@@ -133,6 +137,9 @@ def _new_job(state: State, action: a.Action) -> State:
         order=p.get("order", IN_ORDER),
         supersedes=p.get("supersedes", ""),
         adaptive=p.get("adaptive", False),
+        require=tuple(sorted(set(p.get("require", ())))),
+        require_memory=p.get("require_memory", 0),
+        max_nodes=p.get("max_nodes", 0),
     )
     state = state._replace(jobs=state.jobs.set(job.id, job))
     # A new revision stops the old one in the same step, alike on every node.
@@ -177,7 +184,11 @@ def _claim_chunk(state: State, action: a.Action) -> State:
     frames = sum(len(job.frames_of(i)) for i in run)
     job = job._replace(frame_renders=job.frame_renders + frames)
     claimer = state.peers.get(action.origin)
-    if all(job.chunk(i).state == PENDING for i in run) and (claimer is None or claimer.state == UP):
+    if (
+        all(job.chunk(i).state == PENDING for i in run)
+        and (claimer is None or claimer.state == UP)
+        and _may_take(job, claimer, action.origin)
+    ):
         # A node the farm has declared down or gone wins no chunk: its claim would hold
         # the chunk until that node came back, and one that returns as a new incarnation
         # (a new id, see runtime/node.py) never does.
@@ -197,6 +208,17 @@ def _claim_chunk(state: State, action: a.Action) -> State:
     return _put(state, job)
 
 
+def _may_take(job: Job, claimer: Peer | None, node_id: str) -> bool:
+    """A job's requirements and node limit, settled here alike on every node: two nodes
+    that each saw room for one more and claimed at once, only the first in the total
+    order gets in (docs/scheduling.md). Jobs that ask nothing cost nothing."""
+    if not (job.require or job.require_memory or job.max_nodes):
+        return True
+    if (job.require or job.require_memory) and (claimer is None or not claimer.meets(job)):
+        return False  # a node that has not said what it has meets no requirement
+    return has_room(job, node_id)
+
+
 def _backup_chunk(state: State, action: a.Action) -> State:
     """A backup counts if every chunk of the run is held by the claim it names (another
     node's) and has no backup yet: the first backup in the total order wins."""
@@ -214,7 +236,7 @@ def _backup_chunk(state: State, action: a.Action) -> State:
         or c.claim_origin != chunks[0].claim_origin
         or c.backup_origin
         for c in chunks
-    ):
+    ) or not _may_take(job, state.peers.get(action.origin), action.origin):
         return state
     new = job.chunks
     for i, c in zip(run, chunks, strict=True):
