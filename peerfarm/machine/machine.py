@@ -31,6 +31,7 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import why_waiting
 from peerfarm.core.state import CANCELLED, FAULTY, LEFT, Peer, State
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
@@ -236,6 +237,9 @@ class NodeMachine:
                     "features": list(replicated.features) if replicated else [],
                     "version": replicated.version if replicated else "",
                     "speeds": speeds_of(replicated),
+                    "tags": list(replicated.tags) if replicated else [],
+                    "memory": replicated.memory if replicated else 0,
+                    "cores": replicated.cores if replicated else 0,
                 }
             )
         jobs = []
@@ -260,6 +264,11 @@ class NodeMachine:
                 "supersedes": job.supersedes,
                 "output": job.output,
                 "error": job.error,
+                # requirements and limits (docs/scheduling.md), and why no node takes it
+                "require": list(job.require),
+                "require_memory": job.require_memory,
+                "max_nodes": job.max_nodes,
+                "waiting": why_waiting(state, job),
             }
             if self.shared.is_me(job.submitter):
                 entry.update(self.collector.progress(job))
@@ -281,6 +290,10 @@ class NodeMachine:
             "worker": self.worker.status() if config.renders else None,
             # What the farm knows of this node's speed (NODE_SPEED), as of its peers'.
             "speeds": speeds_of(self.state.peers.get(self.node_id)),
+            # What this node advertises of itself (jobs may require them).
+            "tags": list(config.tags),
+            "memory": config.memory,
+            "cores": config.cores,
         }
 
     # -- the one way in ----------------------------------------------------------------

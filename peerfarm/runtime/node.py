@@ -32,6 +32,7 @@ from peerfarm.core.actions import Action
 from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import parse_tags, why_waiting
 from peerfarm.core.retention import Policy as RetentionPolicy
 from peerfarm.core.state import CANCELLED, UP, State
 from peerfarm.job_request import JobRequest, SubmitError
@@ -47,6 +48,7 @@ from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import LEGACY_LOG_NAME, DataDir
 from peerfarm.runtime.discovery import LanDiscovery
+from peerfarm.runtime.hardware import logical_cores, total_memory
 from peerfarm.runtime.link import Link
 from peerfarm.runtime.link_service import LinkService
 from peerfarm.runtime.mesh import Mesh
@@ -69,6 +71,10 @@ log = logging.getLogger(__name__)
 MAX_TICK_INTERVAL = 1.0
 DEFAULT_MIN_FREE_BYTES = 200 * 1024 * 1024
 DISK_CHECK_INTERVAL = 5.0  # free space looked at; a failed write looks at once
+
+
+# A note of submit_job that warns (faces show it as a warning, not a note).
+WARNING = "warning: "
 
 
 class SetupError(ValueError):
@@ -107,6 +113,9 @@ class NodeConfig:
     retention_interval: float = DEFAULT_RETENTION_INTERVAL
     # A render this many times past this node's estimate is stopped as hung (0: never).
     hung_limit: float = 10.0
+    # Tags this node advertises (`--tag gpu`): jobs that require a tag go only to nodes
+    # that have it (docs/scheduling.md). Its memory and cores are detected.
+    tags: tuple[str, ...] = ()
 
 
 class Node:
@@ -245,6 +254,12 @@ class Node:
                 f"here. Create a farm key with `peerfarm init` (or copy your farm's key file "
                 f"here) and pass --farm-key-file PATH"
             )
+        try:
+            parse_tags(self.config.tags)
+        except Refused as exc:
+            raise SetupError(
+                f"{exc}; fix the node's tags (--tag, or `tag` in the config)"
+            ) from None
 
     def request_stop(self) -> None:
         """First call: stop claiming, finish the chunks in flight, announce leaving, exit.
@@ -347,9 +362,17 @@ class Node:
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
         self.feed(ev.SubmitJob(new_job.payload))
-        for note in new_job.notes:
+        notes = new_job.notes
+        job = self.state.jobs.get(job_id)
+        waiting = why_waiting(self.state, job) if job is not None else ""
+        if waiting:  # accepted all the same: a matching node may join later
+            notes += (
+                f"{WARNING}no node in the farm now meets this job's requirements "
+                f"({waiting.removeprefix('waiting: ')}): it waits until one joins",
+            )
+        for note in notes:
             log.info("job %s: %s", job_id, note)
-        return job_id, new_job.notes
+        return job_id, notes
 
     def _wanted(self, job_id: str) -> bool:
         """Whether a job's frames may still be written to its output folder: not once it
@@ -538,6 +561,9 @@ class Node:
                 sign=self.identity.sign,
                 version=__version__,
                 hung_limit=config.hung_limit,
+                tags=parse_tags(config.tags),
+                memory=total_memory(),
+                cores=logical_cores(),
             ),
             kwl=kwl,
             log=ActionLog(authenticate=True),
