@@ -54,8 +54,12 @@ class SimNode:
         speed: float,
         fail_prob: float,
         hang_after: int = -1,
+        tags: tuple[str, ...] = (),
+        memory: int = 0,
     ) -> None:
         self.farm = farm
+        self.tags = tags  # what it advertises (jobs may require them)
+        self.memory = memory
         self.index = index
         self.node_id = node_id
         self.name = f"n{index}"
@@ -192,6 +196,8 @@ class SimNode:
             former_ids=tuple(self.former_ids),
             backups=self.farm.schedule.backups,
             hung_limit=self.farm.schedule.hung_limit,
+            tags=self.tags,
+            memory=self.memory,
         )
         self.log_damaged = False
         self.machine = NodeMachine(config, kwl=dict(self.kwl), log=log)
