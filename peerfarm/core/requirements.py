@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from peerfarm.core import schema as s
 from peerfarm.core.actions import MAX_JOB_TAGS, MAX_MEMORY, MAX_NODE_TAGS, MAX_NODES_LIMIT
 from peerfarm.core.refused import Refused
-from peerfarm.core.state import ACTIVE, CLAIMED, UP, Job, State
+from peerfarm.core.state import ACTIVE, CLAIMED, UP, Job, Peer, State
 from peerfarm.core.user_text import parse_bytes
 
 
@@ -96,11 +96,18 @@ def has_room(job: Job, node_id: str) -> bool:
 
 def requirement_text(job: Job) -> str:
     """The job's requirements and limit in a few words ("" when it has none)."""
-    parts = [f"tag {t}" for t in job.require]
-    if job.require_memory:
-        parts.append(f"{memory_text(job.require_memory)} of memory")
+    parts = (
+        [_needs_text(job.require, job.require_memory)] if job.require or job.require_memory else []
+    )
     if job.max_nodes:
         parts.append(f"at most {job.max_nodes} node{'s' if job.max_nodes != 1 else ''}")
+    return ", ".join(parts)
+
+
+def _needs_text(require: tuple[str, ...], require_memory: int) -> str:
+    parts = [f"tag {t}" for t in require]
+    if require_memory:
+        parts.append(f"{memory_text(require_memory)} of memory")
     return ", ".join(parts)
 
 
@@ -112,29 +119,32 @@ def why_waiting(state: State, job: Job) -> str:
     # Nodes that could render it but for its requirements (a missing renderer is
     # another matter, said elsewhere).
     up = [p for p in state.peers.values() if p.state == UP and p.renders and p.can_render(job)]
-    if not up or any(p.meets(job) for p in up):
+    if not up:
         return ""
-    return unmet(job, [(p.tags, p.memory) for p in up])
+    return unmet(job.require, job.require_memory, up)
 
 
-def unmet(job: Job, nodes: list[tuple[tuple[str, ...], int]]) -> str:
-    """Why none of ``nodes`` ((tags, memory) each) meets the job's requirements:
-    "no node has tag gpu", "needs 16 GiB of memory, the largest node has 8 GiB"."""
+def unmet(require: tuple[str, ...], require_memory: int, nodes: Iterable[Peer]) -> str:
+    """Why none of ``nodes`` has every tag of ``require`` and ``require_memory`` bytes
+    ("" when one has): "waiting: no node has tag gpu", "waiting: needs 16 GiB of
+    memory, the largest node has 8 GiB"."""
+    nodes = list(nodes)
+    if any(set(require) <= set(p.tags) and p.memory >= require_memory for p in nodes):
+        return ""
     if not nodes:
         return "waiting: no node that renders is up"
     reasons = []
-    missing = [t for t in job.require if not any(t in tags for tags, _ in nodes)]
+    missing = [t for t in require if not any(t in p.tags for p in nodes)]
     if missing:
         reasons.append(f"no node has tag{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    if job.require_memory:
-        largest = max(memory for _, memory in nodes)
-        if largest < job.require_memory:
+    if require_memory:
+        largest = max(p.memory for p in nodes)
+        if largest < require_memory:
             has = memory_text(largest) if largest else "unknown memory"
             reasons.append(
-                f"needs {memory_text(job.require_memory)} of memory, the largest node has {has}"
+                f"needs {memory_text(require_memory)} of memory, the largest node has {has}"
             )
     if not reasons:
         # Each requirement is met by some node, but no one node meets them all.
-        needs = requirement_text(job._replace(max_nodes=0))
-        reasons.append(f"no one node has all of: {needs}")
+        reasons.append(f"no one node has all of: {_needs_text(require, require_memory)}")
     return "waiting: " + "; ".join(reasons)
