@@ -97,3 +97,19 @@ def test_tags_in_settings_reach_the_node_and_bad_ones_are_refused(tmp_path):
     assert node_config(replace(settings, listen="127.0.0.1:0"), tmp_path).tags == ("gpu", "lab2")
     with pytest.raises(SettingsError, match="tags: tag 'my gpu': use 1-32 letters"):
         replace(settings, tags=("my gpu",)).check()
+
+
+def test_the_apps_command_line_takes_tags():
+    import argparse
+
+    from ui.options import add_gui_options, overrides_from
+
+    parser = argparse.ArgumentParser()
+    add_gui_options(parser)
+    assert overrides_from(parser.parse_args(["--tag", "GPU", "--tag", "lab2"]))["tags"] == (
+        "gpu",
+        "lab2",
+    )
+    assert "tags" not in overrides_from(parser.parse_args([]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--tag", "my gpu"])

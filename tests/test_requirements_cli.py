@@ -104,3 +104,19 @@ def test_a_bad_node_tag_is_one_clear_line(tmp_path, capsys):
     assert main(["node", "--config", str(path)]) == 1
     err = capsys.readouterr().err
     assert "tag 'my gpu'" in err and "Traceback" not in err, err
+
+
+def test_memory_and_cores_are_detected():
+    import os
+    import sys
+    from pathlib import Path
+
+    from peerfarm.runtime.hardware import logical_cores, total_memory
+
+    memory = total_memory()
+    assert memory > 64 * 2**20  # any machine that runs the tests has more
+    assert logical_cores() == os.cpu_count()
+    if sys.platform.startswith("linux"):
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
+        assert abs(memory - kib * 1024) <= 0.01 * memory  # the kernel's own count
