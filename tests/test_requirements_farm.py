@@ -70,6 +70,11 @@ def test_a_job_requiring_a_tag_renders_only_on_the_tagged_node(tmp_path):
         assert "requires gpu; at most 1 node" in shown.stdout
         assert "waiting: no node has tag cuda" in shown.stdout
         assert "tags gpu, lab2;" in shown.stdout
+        print(shown.stdout)  # shown with -s: what a user sees
+        watched = peerfarm_cli("status", "--node", plain, "--no-config", "--watch", "--count", "1")
+        assert "waiting: no node has tag cuda" in watched.stdout
+        assert "tags gpu, lab2;" in watched.stdout
+        print(watched.stdout)
     # Per the replicated log: every frame of the gpu job was claimed and rendered by
     # the gpu node, and the other node never won a claim of it.
     records = store.LogFile(tmp_path / "node-1" / "log.bin").load()
