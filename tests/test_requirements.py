@@ -285,3 +285,46 @@ def test_a_job_no_node_can_take_says_why_it_waits():
     )
     node(log2, D, tags=["gpu"], memory=16 * GIB)  # a matching node joins
     assert why_waiting(log2.state, log2.state.jobs["job1"]) == ""
+
+
+def test_the_reducers_keep_the_rendering_nodes_of_a_limited_job_as_its_chunks_say():
+    import random
+
+    from peerfarm.core.state import CLAIMED
+
+    rng = random.Random(11)
+    nodes = [B, C, D, "e" * 16]
+    for _ in range(30):
+        log = ActionLog()
+        for n in nodes:
+            node(log, n)
+        job(log, frames=30, max_nodes=rng.choice((1, 2, 3)))
+        for _ in range(60):
+            j = log.state.jobs["job1"]
+            origin = rng.choice(nodes)
+            kind = rng.random()
+            claimed = [(i, c) for i, c in j.chunks.items() if c.state == CLAIMED]
+            if kind < 0.4 or not claimed:
+                claim(log, origin, rng.randrange(30), rng.choice((1, 2, 3)))
+            elif kind < 0.55:
+                i, c = rng.choice(claimed)
+                ref = {"job_id": "job1", "chunk": i, "claim_seq": c.claim_seq}
+                emit(log, origin, "BACKUP_CHUNK", ref)
+            else:
+                i, c = rng.choice(claimed)
+                ref = {"job_id": "job1", "chunk": i, "claim_seq": c.claim_seq}
+                what = rng.choice(("DONE", "RELEASE_CHUNK", "CHUNK_FAILED", "PEER_DOWN", "LEFT"))
+                if what == "CHUNK_FAILED":
+                    emit(log, c.claim_origin, what, {**ref, "error": "boom"})
+                elif what == "PEER_DOWN":
+                    peer = log.state.peers[c.claim_origin]
+                    emit(log, A, what, {"node_id": c.claim_origin, "incarnation": peer.incarnation})
+                    node(log, c.claim_origin)  # it comes back
+                elif what == "LEFT":
+                    emit(log, c.claim_origin, "PEER_LEFT", {})
+                    node(log, c.claim_origin)
+                else:
+                    emit(log, rng.choice((c.claim_origin, origin)), what, ref)
+            j = log.state.jobs["job1"]
+            assert set(j.holders) == holders(j)
+            assert len(holders(j)) <= j.max_nodes

@@ -122,7 +122,7 @@ async def status(args: argparse.Namespace) -> int:
         print(f"{name} is not offered by this node: {why}")
     if st.get("speeds"):
         print(f"this node's measured speed: {describe_speeds(st['speeds'])}")
-    if "tags" in st:
+    if "tags" in st and st.get("worker") is not None:  # a node that renders
         print(f"this node: {describe_machine(st)}")
     print(f"\npeers ({len(st['peers'])}):")
     for p in st["peers"]:

@@ -40,7 +40,52 @@ from peerfarm.core.state import (
 
 
 def reduce(state: State, action: a.Action) -> State:
-    return _HANDLERS[action.type](state, action)
+    return _count_holders(state, _HANDLERS[action.type](state, action), action)
+
+
+# Actions that change the claims of the run they name, and actions that may change any
+# claims of a job (of any job, for a node that is gone).
+_RUN_ACTIONS = frozenset({a.CLAIM_CHUNK, a.BACKUP_CHUNK, a.DONE, a.RELEASE_CHUNK, a.CHUNK_FAILED})
+_WIDE_ACTIONS = frozenset({a.PEER_LEFT, a.PEER_DOWN, a.EQUIVOCATION, a.RETRY_JOB})
+
+
+def _count_holders(old: State, new: State, action: a.Action) -> State:
+    """Keep ``Job.holders`` of jobs with max_nodes (the nodes rendering them now) in step
+    with their chunks, looking only at what the action may have changed: a claim then
+    checks the limit without a walk over every chunk."""
+    if new is old or (action.type not in _RUN_ACTIONS and action.type not in _WIDE_ACTIONS):
+        return new
+    if action.type in _RUN_ACTIONS:
+        job_id = action.payload["job_id"]
+        before, after = old.jobs.get(job_id), new.jobs.get(job_id)
+        if after is None or before is None or not after.max_nodes or after is before:
+            return new
+        first = action.payload["chunk"]
+        counts = dict(before.holders)
+        for index in range(first, first + action.payload.get("count", 1)):
+            for node in _rendering(before.chunk(index)):
+                counts[node] = counts.get(node, 0) - 1
+            for node in _rendering(after.chunk(index)):
+                counts[node] = counts.get(node, 0) + 1
+        return _put(new, after._replace(holders=Map({n: c for n, c in counts.items() if c > 0})))
+    for job_id, after in new.jobs.items():
+        before = old.jobs.get(job_id)
+        if after.max_nodes and (before is None or after.chunks is not before.chunks):
+            counts: dict[str, int] = {}
+            for chunk in after.chunks.values():
+                for node in _rendering(chunk):
+                    counts[node] = counts.get(node, 0) + 1
+            new = _put(new, after._replace(holders=Map(counts)))
+    return new
+
+
+def _rendering(chunk: Chunk) -> tuple[str, ...]:
+    """The nodes rendering a chunk now: its claim's, and a copy's."""
+    if chunk.state != CLAIMED:
+        return ()
+    return (
+        (chunk.claim_origin, chunk.backup_origin) if chunk.backup_origin else (chunk.claim_origin,)
+    )
 
 
 def _peer_joined(state: State, action: a.Action) -> State:

@@ -75,7 +75,9 @@ def memory_text(n: int) -> str:
 
 
 def holders(job: Job) -> frozenset[str]:
-    """The nodes rendering the job now: holding a claim of it, or a copy (a backup)."""
+    """The nodes rendering the job now: holding a claim of it, or a copy (a backup).
+    A walk over its chunks; the reducers keep the same in ``Job.holders`` for a job
+    with max_nodes (the simulator checks that they agree)."""
     nodes: set[str] = set()
     for chunk in job.chunks.values():
         if chunk.state == CLAIMED:
@@ -90,8 +92,7 @@ def has_room(job: Job, node_id: str) -> bool:
     a node already rendering it may take more; another only below the limit."""
     if not job.max_nodes:
         return True
-    nodes = holders(job)
-    return node_id in nodes or len(nodes) < job.max_nodes
+    return node_id in job.holders or len(job.holders) < job.max_nodes
 
 
 def requirement_text(job: Job) -> str:

@@ -104,6 +104,9 @@ class Job(NamedTuple):
     require: tuple[str, ...] = ()
     require_memory: int = 0
     max_nodes: int = 0
+    # Kept for a job with max_nodes only (core/reducers.py): node id -> chunks it
+    # renders now (claimed, or copies of claims), so a claim checks the limit at once.
+    holders: Map = Map()
 
     @property
     def chunk_total(self) -> int:

@@ -201,6 +201,11 @@ class Farm:
                     f"{node.name}: job {job.id} is rendered by {len(holders(job))} nodes, "
                     f"more than its max_nodes {job.max_nodes}"
                 )
+            if job.max_nodes and set(job.holders) != holders(job):
+                self.violation(
+                    f"{node.name}: job {job.id} counts {sorted(job.holders)} rendering, its "
+                    f"chunks say {sorted(holders(job))}"
+                )
 
     def _describe(self, action: Action) -> str:
         p = action.payload
