@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from peerfarm.child_processes import no_window_options
+
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +71,12 @@ def _macos_sysctl() -> int:
     if sys.platform != "darwin":
         return 0
     out = subprocess.run(
-        ["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5, check=True
+        ["sysctl", "-n", "hw.memsize"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=True,
+        **no_window_options(),  # empty on macOS; the one rule for every program started
     )
     return int(out.stdout.strip())
 
