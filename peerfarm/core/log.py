@@ -167,6 +167,13 @@ class ActionLog:
         """The origin's last actions (enough to show a recent fork: ``MAX_CHAIN``)."""
         return list(self._by_origin.get(origin, [])[-MAX_CHAIN:])
 
+    def waiting(self) -> list[Action]:
+        """Actions taken in but not applied: held behind a gap or waiting for a
+        signature (what a new log built from a snapshot is given again)."""
+        out = [a for held in self._held.values() for a in held.values()]
+        out.extend(a for run in self._unsigned.values() for a, _ in run)
+        return sorted(out, key=lambda a: (a.origin, a.seq))
+
     def held_count(self) -> int:
         return sum(len(h) for h in self._held.values())
 
@@ -567,24 +574,34 @@ class ActionLog:
 
     # -- compaction ----------------------------------------------------------------
 
-    def foldable(self, vv: Mapping[str, int]) -> int:
+    def foldable(self, vv: Mapping[str, int], limit: tuple[int, str, int] | None = None) -> int:
         """How many leading actions of the total order a version vector ``vv`` covers
-        (every live member's at least: the caller gives the minimum), rounded down to
-        a checkpoint: how far ``compact`` may go."""
+        (every member's: the caller gives the minimum) and that sort at or before
+        ``limit``: how far ``compact`` may go."""
         count = 0
         for action in self._actions:
-            if action.seq > vv.get(action.origin, 0):
+            if action.seq > vv.get(action.origin, 0) or (limit is not None and action.key > limit):
                 break
             count += 1
-        return count - count % CHECKPOINT_EVERY
+        return count
+
+    def last_key(self, origin: str) -> tuple[int, str, int] | None:
+        """Where the origin's last action we hold sorts (None: we hold none)."""
+        last = self._last(origin)
+        return last.key if last is not None else None
 
     def compact(self, count: int) -> None:
-        """Fold the first ``count`` actions of the total order (a multiple of
-        ``CHECKPOINT_EVERY``) into the base and drop them. Nothing else changes: the
-        state, its digest, the version vector and each origin's chain stay as they are."""
-        if count <= 0 or count % CHECKPOINT_EVERY or count > len(self._actions):
+        """Fold the first ``count`` actions of the total order into the base and drop
+        them. Nothing else changes: the state, its digest, the version vector and each
+        origin's chain stay as they are. (Off a checkpoint, the tail's checkpoints are
+        folded again: one reduce per action after the cut.)"""
+        if count <= 0 or count > len(self._actions):
             raise ValueError(f"cannot compact {count} of {len(self._actions)} actions")
         assert self._dirty_from is None and not self._batching
+        first = count // CHECKPOINT_EVERY
+        base = self._checkpoints[first]
+        for action in self._actions[first * CHECKPOINT_EVERY : count]:
+            base = reduce(base, action)
         prefix = self._actions[:count]
         per_origin: dict[str, int] = {}
         for action in prefix:
@@ -606,7 +623,15 @@ class ActionLog:
         self.base_count += count
         del self._actions[:count]
         del self._keys[:count]
-        del self._checkpoints[: count // CHECKPOINT_EVERY]
+        if count % CHECKPOINT_EVERY == 0:
+            del self._checkpoints[:first]
+        else:
+            self._checkpoints = [base]
+            state = base
+            for i, action in enumerate(self._actions, 1):
+                state = reduce(state, action)
+                if i % CHECKPOINT_EVERY == 0:
+                    self._checkpoints.append(state)
         if self._refolded_from is not None:
             self._refolded_from = max(self._refolded_from - count, 0)
 

@@ -14,7 +14,7 @@ actions after it gives exactly the state (and digest) of folding everything.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 from immutables import Map
@@ -77,21 +77,50 @@ def state_from_plain(plain: list[Any]) -> State:
     )
 
 
-def snapshot_of(log: ActionLog) -> dict[str, Any]:
-    """The log's base as plain data (msgpack-ready)."""
-    origins = log.base_origins()
+class Base(NamedTuple):
+    """A log's base, taken at one moment: immutable parts only, so it can be turned into
+    bytes in another thread while the log goes on (``base_of``, then ``to_plain``)."""
+
+    state: State
+    origins: dict[str, tuple[int, Action, bytes]]
+    base_key: tuple[int, str, int] | None
+    count: int
+    forked: dict[str, int]
+    vouched: dict[str, tuple[int, bytes]]
+
+
+def base_of(log: ActionLog) -> Base:
+    """The log's base now (cheap: the state is shared, not copied)."""
+    return Base(
+        log.base_state,
+        log.base_origins(),
+        log.base_key,
+        log.base_count,
+        log.forked(),
+        log.vouched(),
+    )
+
+
+def to_plain(base: Base) -> dict[str, Any]:
+    """A base as plain data (msgpack-ready)."""
     return {
         "format": FORMAT,
-        "state": state_to_plain(log.base_state),
-        "digest": state_digest(log.base_state),
-        "base_key": list(log.base_key) if log.base_key is not None else None,
-        "count": log.base_count,
+        "state": state_to_plain(base.state),
+        "digest": state_digest(base.state),
+        "base_key": list(base.base_key) if base.base_key is not None else None,
+        "count": base.count,
         "origins": [
-            [origin, n, last.to_wire(), cert] for origin, (n, last, cert) in sorted(origins.items())
+            [origin, n, last.to_wire(), cert]
+            for origin, (n, last, cert) in sorted(base.origins.items())
         ],
-        "forked": sorted(log.forked().items()),
-        "vouched": sorted([o, s, h] for o, (s, h) in log.vouched().items()),
+        "forked": sorted(base.forked.items()),
+        "vouched": sorted([o, s, h] for o, (s, h) in base.vouched.items()),
     }
+
+
+def snapshot_of(log: ActionLog) -> dict[str, Any]:
+    """The log's base as plain data (msgpack-ready)."""
+    return to_plain(base_of(log))
 
 
 def encode(snapshot: dict[str, Any]) -> bytes:

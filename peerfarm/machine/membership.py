@@ -61,6 +61,11 @@ class Membership:
     def linked(self, peer: str) -> bool:
         return peer in self.heard
 
+    def heard_vv(self, peer: str) -> dict[str, int] | None:
+        """The version vector the peer last told us over its current link, if any."""
+        view = self._vv_heard.get(peer)
+        return dict(view[0]) if view is not None else None
+
     def address_of(self, peer: str) -> str | None:
         entry = self.kwl.get(peer)
         return entry["address"] if entry else None
@@ -222,6 +227,9 @@ class Membership:
     def vv_received(self, peer: str, vv: dict[str, int], heads: dict[str, bytes]) -> None:
         self._vv_heard[peer] = _view(vv, heads)
         log = self.shared.log
+        if log.needs_base(vv):
+            # It lacks actions we folded into the snapshot: that first, the tail after.
+            self.shared.out(fx.SendSnapshot(peer))
         missing = log.missing_for(vv)
         if missing:
             self.shared.out(fx.SendActions(peer, tuple(a.to_wire() for a in missing)))
@@ -264,6 +272,9 @@ class Membership:
     def join_answered(self, kwl: list[dict[str, str]], vv: dict[str, int]) -> None:
         self.learn(kwl)
         self._join_vv = dict(vv)
+        self._check_synced()
+
+    def check_synced(self) -> None:
         self._check_synced()
 
     def _check_synced(self) -> None:
