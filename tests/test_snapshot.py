@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import msgpack
 import pytest
 from factories import A, B, Member, joined_payload, new_job_payload
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from test_feeds import ALICE, BOB, joined, new_job, wire
 from test_log import reference_digest, simulate
 
+from peerfarm.core import digest
 from peerfarm.core import log as log_module
 from peerfarm.core import snapshot as snap
 from peerfarm.core.digest import state_digest
@@ -38,6 +40,7 @@ def test_snapshot_and_tail_fold_to_the_full_digest(seed, steps, cut):
     assert full.digest() == reference_digest(history)
     # Through bytes: a node that loads the snapshot and gets the tail.
     loaded = _through_bytes(full)
+    assert loaded.base_state == full.base_state  # the very records: tuples, maps
     assert state_digest(loaded.base_state) == state_digest(full.base_state)
     loaded.add_all(full.actions())
     assert loaded.digest() == reference_digest(history)
@@ -111,7 +114,8 @@ def test_snapshot_bytes_are_deterministic_and_damage_is_refused():
     with pytest.raises(snap.SnapshotError):
         snap.decode(b"\x00garbage")
     tampered = snap.decode(data)
-    tampered["state"][2] = ["not-a-feature"]
+    state = tampered["state"]
+    tampered["state"] = state[:-1] + bytes([state[-1] ^ 1])
     with pytest.raises(snap.SnapshotError, match="digest"):
         snap.log_from_snapshot(tampered)
 
@@ -154,3 +158,17 @@ def test_signed_feeds_go_on_after_a_snapshot():
     forged = forged._replace(sig=BOB.sign(forged.hash))  # Bob signs in Alice's name
     assert joiner.add_all([forged]) == []
     assert joiner.unauthentic == 1
+
+
+def test_the_digest_encodes_many_jobs_as_one_encoding_of_the_whole_state():
+    """The digest is built from each job's cached encoding: the bytes must be those of
+    encoding the whole state at once (msgpack array headers of every size)."""
+    log = ActionLog()
+    log.add(log.create(A, "PEER_JOINED", joined_payload("a")))
+    for i in range(20):
+        log.add(log.create(A, "NEW_JOB", new_job_payload(f"job{i:02d}", (1, 40), 1)))
+        for chunk in range(0, 40, 3):
+            log.add(log.create(A, "CLAIM_CHUNK", {"job_id": f"job{i:02d}", "chunk": chunk}))
+        assert digest.encoding(log.state) == msgpack.packb(
+            digest.canonical(log.state), use_bin_type=True
+        )

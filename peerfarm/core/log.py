@@ -144,6 +144,10 @@ class ActionLog:
         out.sort(key=_key)
         return out
 
+    def known_digest(self, state: State, digest: str) -> None:
+        """The digest of ``state``, known already (a snapshot's, checked)."""
+        self._digest = (state, digest)
+
     def digest(self) -> str:
         if self._digest is None or self._digest[0] is not self._state:
             self._digest = (self._state, state_digest(self._state))
@@ -456,7 +460,7 @@ class ActionLog:
             {
                 "node_id": origin,
                 "seq": seq,
-                "cert": own[0].cert,
+                "cert": self._cert_of(origin),
                 "ours": [a.to_wire() for a in ours],
                 "theirs": [a.to_wire() for a in theirs],
             }
@@ -584,6 +588,19 @@ class ActionLog:
                 break
             count += 1
         return count
+
+    def hash_at(self, origin: str, seq: int) -> bytes | None:
+        """The hash of the origin's action ``seq``, if we hold it after the base (or it
+        is the base's last of that origin); None otherwise."""
+        base = self._base.get(origin, 0)
+        if seq == base and origin in self._base_last:
+            return self._base_last[origin].hash
+        own = self._by_origin.get(origin)
+        index = seq - 1 - base
+        if not own or not 0 <= index < len(own):
+            return None
+        hashes = self._hashes.get(origin)
+        return hashes[index] if hashes else own[index].hash
 
     def last_key(self, origin: str) -> tuple[int, str, int] | None:
         """Where the origin's last action we hold sorts (None: we hold none)."""

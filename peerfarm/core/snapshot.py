@@ -6,21 +6,27 @@ hash go on: the origin's next action must fit and chain to it) and the certifica
 its first (its key checks the origin's later signatures). Plus the nodes proven
 faulty, so nothing more of them is taken.
 
-Encoded deterministically (records as lists in field order, maps sorted by key), so
-two nodes with the same base write the same bytes; ``digest`` is the state's digest
-(core/digest.py), checked when a snapshot is read. Loading a snapshot and adding the
-actions after it gives exactly the state (and digest) of folding everything.
+Encoded deterministically: the state as core/digest.py encodes it (records as lists in
+field order, maps sorted by key), so two nodes with the same base write the same bytes
+and ``digest``, the state's digest, is checked on reading by hashing those bytes.
+Loading a snapshot and adding the actions after it gives exactly the state (and digest)
+of folding everything.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
+import threading
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import msgpack
 from immutables import Map
 
 from peerfarm.core.actions import Action
-from peerfarm.core.digest import state_digest
+from peerfarm.core.digest import encoding
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import Chunk, Job, Peer, State
 
@@ -32,49 +38,65 @@ class SnapshotError(ValueError):
     """Bytes that are not a snapshot this build can read (the message says why)."""
 
 
-def _tuples(value: Any) -> Any:
-    """Records hold tuples, never lists: msgpack gives lists back."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Building or reading a big state makes millions of small objects that hold no
+    cycles: the cyclic collector would walk them again and again (seconds for a
+    100,000-chunk job). Paused meanwhile, for every thread, and resumed after."""
+    global _paused
+    with _gc_lock:
+        if _paused == 0 and gc.isenabled():
+            gc.disable()
+            _paused = 1
+        elif _paused:
+            _paused += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            if _paused:
+                _paused -= 1
+                if _paused == 0:
+                    gc.enable()
 
 
-def _job_to_plain(job: Job) -> list[Any]:
-    out: list[Any] = []
-    for name, value in zip(job._fields, job, strict=True):
-        if name == "chunks":
-            out.append([[i, list(value[i])] for i in sorted(value)])
-        elif name == "failures":
-            out.append([[k, value[k]] for k in sorted(value)])
-        else:
-            out.append(value)
-    return out
+_gc_lock = threading.Lock()
+_paused = 0  # how many are inside _no_gc with the collector paused by it
 
 
-def _job_from_plain(fields: list[Any]) -> Job:
-    values = []
-    for name, value in zip(Job._fields, fields, strict=True):
-        if name == "chunks":
-            value = Map({i: Chunk(*_tuples(c)) for i, c in value})
-        elif name == "failures":
-            value = Map({k: n for k, n in value})
-        else:
-            value = _tuples(value)
-        values.append(value)
-    return Job(*values)
+def state_bytes(state: State) -> bytes:
+    """The state as the digest encodes it (core/digest.py): its SHA-256 is the digest."""
+    with _no_gc():
+        return encoding(state)
 
 
-def state_to_plain(state: State) -> list[Any]:
-    jobs = [[job_id, _job_to_plain(state.jobs[job_id])] for job_id in sorted(state.jobs)]
-    peers = [[node_id, list(state.peers[node_id])] for node_id in sorted(state.peers)]
-    return [jobs, peers, list(state.features)]
+def state_from_bytes(data: bytes) -> State:
+    """The inverse of ``state_bytes``: records hold tuples (msgpack arrays read as
+    tuples) and maps, as reducers make them."""
+    make_chunk = Chunk._make
+    with _no_gc():
+        jobs, peers, features = msgpack.unpackb(
+            data, raw=False, strict_map_key=False, use_list=False
+        )
+        built = {}
+        names = [name for name in Job._fields if name != "chunks"]
+        for job_id, fields, chunks in jobs:
+            values = dict(zip(names, fields, strict=True))
+            for name in _MAP_FIELDS:
+                values[name] = Map(values[name])
+            values["chunks"] = Map({i: make_chunk(c) for i, c in chunks})
+            built[job_id] = Job(**values)
+        return State(
+            jobs=Map(built),
+            peers=Map({node_id: Peer._make(fields) for node_id, fields in peers}),
+            features=features,
+        )
 
 
-def state_from_plain(plain: list[Any]) -> State:
-    jobs, peers, features = plain
-    return State(
-        jobs=Map({job_id: _job_from_plain(fields) for job_id, fields in jobs}),
-        peers=Map({node_id: Peer(*_tuples(fields)) for node_id, fields in peers}),
-        features=tuple(features),
-    )
+_MAP_FIELDS = sorted(
+    name for name, default in Job._field_defaults.items() if isinstance(default, Map)
+)
+_MAP_FIELDS.remove("chunks")
 
 
 class Base(NamedTuple):
@@ -102,11 +124,13 @@ def base_of(log: ActionLog) -> Base:
 
 
 def to_plain(base: Base) -> dict[str, Any]:
-    """A base as plain data (msgpack-ready)."""
+    """A base as plain data (msgpack-ready). The state goes as the bytes its digest is
+    the SHA-256 of: a reader checks them without building the state twice."""
+    data = state_bytes(base.state)
     return {
         "format": FORMAT,
-        "state": state_to_plain(base.state),
-        "digest": state_digest(base.state),
+        "state": data,
+        "digest": hashlib.sha256(data).hexdigest(),
         "base_key": list(base.base_key) if base.base_key is not None else None,
         "count": base.count,
         "origins": [
@@ -124,7 +148,8 @@ def snapshot_of(log: ActionLog) -> dict[str, Any]:
 
 
 def encode(snapshot: dict[str, Any]) -> bytes:
-    return msgpack.packb(snapshot, use_bin_type=True)
+    with _no_gc():
+        return msgpack.packb(snapshot, use_bin_type=True)
 
 
 def decode(data: bytes) -> dict[str, Any]:
@@ -132,7 +157,8 @@ def decode(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise SnapshotError(f"a snapshot of {len(data)} bytes is more than this build takes")
     try:
-        snapshot = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        with _no_gc():
+            snapshot = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as exc:
         raise SnapshotError(f"not a snapshot ({exc})") from None
     if type(snapshot) is not dict or snapshot.get("format") != FORMAT:
@@ -146,7 +172,10 @@ def log_from_snapshot(snapshot: dict[str, Any], authenticate: bool = False) -> A
     Raises SnapshotError when the data does not hold together (its state does not have
     the digest it says)."""
     try:
-        state = state_from_plain(snapshot["state"])
+        data = bytes(snapshot["state"])
+        if hashlib.sha256(data).hexdigest() != snapshot["digest"]:
+            raise SnapshotError("a snapshot whose state does not match its digest")
+        state = state_from_bytes(data)
         origins = {
             origin: (n, Action(**last), bytes(cert))
             for origin, n, last, cert in snapshot["origins"]
@@ -155,10 +184,12 @@ def log_from_snapshot(snapshot: dict[str, Any], authenticate: bool = False) -> A
         forked = {origin: seq for origin, seq in snapshot["forked"]}
         vouched = {origin: (seq, bytes(h)) for origin, seq, h in snapshot["vouched"]}
         count = int(snapshot["count"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except SnapshotError:
+        raise
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
         raise SnapshotError(f"a damaged snapshot ({exc!r})") from None
-    if state_digest(state) != snapshot["digest"]:
-        raise SnapshotError("a snapshot whose state does not match its digest")
-    return ActionLog.from_base(
+    log = ActionLog.from_base(
         state, origins, base_key, count, forked, vouched, authenticate=authenticate
     )
+    log.known_digest(state, snapshot["digest"])  # checked above: no need to encode it again
+    return log

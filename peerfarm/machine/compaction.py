@@ -48,7 +48,8 @@ class Compaction:
         self.shared = shared
         self.membership = membership
         self._next_check = 0.0
-        self._heard: dict[str, dict[str, int]] = {}  # peer -> the last vector it told us
+        # peer -> the last version vector it told us, and its heads (core/log.py heads)
+        self._heard: dict[str, tuple[dict[str, int], dict[str, bytes]]] = {}
         self._down_since: dict[str, float] = {}  # member down in our view -> since when
 
     def next_deadline(self) -> float:
@@ -57,10 +58,20 @@ class Compaction:
             return math.inf  # nothing to look at before the log grows past it
         return self._next_check
 
-    def heard(self, peer: str, vv: dict[str, int]) -> None:
+    def heard(self, peer: str, vv: dict[str, int], heads: dict[str, bytes]) -> None:
         """A peer's version vector: it holds at least this (its log never shrinks; a
         node that lost actions comes back under a new id)."""
-        self._heard[peer] = dict(vv)
+        self._heard[peer] = (dict(vv), dict(heads))
+
+    def _same_actions(self, origin: str, count: int, head: bytes | None) -> bool:
+        """Whether the peer's first ``count`` actions of ``origin`` are ours (its head
+        there is our hash: the chain makes the rest equal). A peer holding another
+        version of one (a faulty origin's fork, not proven yet) must not see it folded
+        away: the fork could never be proven then."""
+        if head is None or count <= self.shared.log.base_of(origin):
+            return True  # no heads (a log that does not authenticate), or agreed already
+        ours = self.shared.log.hash_at(origin, count)
+        return ours is not None and ours[: len(head)] == head
 
     def cut(self) -> tuple[dict[str, int], Key | None]:
         """How far the log may be compacted: a version vector every member holds, and
@@ -81,9 +92,15 @@ class Compaction:
                     continue
             else:
                 self._down_since.pop(peer_id, None)
-            theirs = self._heard.get(peer_id)
-            if theirs is not None and theirs.get(peer_id, 0) <= ours.get(peer_id, 0):
-                stable = {o: min(n, theirs.get(o, 0)) for o, n in stable.items()}
+            heard = self._heard.get(peer_id)
+            if heard is not None and heard[0].get(peer_id, 0) <= ours.get(peer_id, 0):
+                theirs, heads = heard
+                for origin, n in stable.items():
+                    count = theirs.get(origin, 0)
+                    if self._same_actions(origin, count, heads.get(origin)):
+                        stable[origin] = min(n, count)
+                    else:
+                        stable[origin] = min(n, log.base_of(origin))
                 continue
             last = log.last_key(peer_id)
             if last is None:
@@ -119,16 +136,19 @@ class Compaction:
         shared = self.shared
         old = shared.log
         try:
-            new = log_from_snapshot(snapshot, authenticate=old.authenticate)
-        except SnapshotError as exc:
-            shared.note(logging.WARNING, f"ignored a snapshot from {peer[:8]}: {exc}")
-            return
-        theirs = {origin: n for origin, (n, _, _) in new.base_origins().items()}
+            theirs = {row[0]: int(row[1]) for row in snapshot["origins"]}
+        except (KeyError, TypeError, ValueError, IndexError):
+            theirs = {}
         ours = old.version_vector()
         if all(theirs.get(o, 0) <= ours.get(o, 0) for o in theirs):
             return  # nothing we lack (an older one, sent before our last swap)
         if any(theirs.get(o, 0) < old.base_of(o) for o in ours):
             return  # ours folded something theirs did not: two bases do not merge
+        try:
+            new = log_from_snapshot(snapshot, authenticate=old.authenticate)
+        except SnapshotError as exc:
+            shared.note(logging.WARNING, f"ignored a snapshot from {peer[:8]}: {exc}")
+            return
         new.add_all(old.actions(), trusted=True)
         new.add_all(old.waiting())
         shared.log = new

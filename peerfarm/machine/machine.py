@@ -374,7 +374,7 @@ class NodeMachine:
         self.collector.relinked()
 
     def _vv_received(self, event: ev.VersionVectorReceived) -> None:
-        self.compaction.heard(event.peer, event.vv)
+        self.compaction.heard(event.peer, event.vv, event.heads)
         self.membership.vv_received(event.peer, event.vv, event.heads)
 
     def _join_asked(self, event: ev.JoinAsked) -> None:

@@ -61,11 +61,6 @@ class Membership:
     def linked(self, peer: str) -> bool:
         return peer in self.heard
 
-    def heard_vv(self, peer: str) -> dict[str, int] | None:
-        """The version vector the peer last told us over its current link, if any."""
-        view = self._vv_heard.get(peer)
-        return dict(view[0]) if view is not None else None
-
     def address_of(self, peer: str) -> str | None:
         entry = self.kwl.get(peer)
         return entry["address"] if entry else None

@@ -176,6 +176,8 @@ class LinkService:
         except snapshot.SnapshotError as exc:
             log.warning("ignored a snapshot from %s: %s", link.peer_id[:8], exc)
             return
+        base_key = tuple(plain["base_key"]) if plain.get("base_key") else None
+        self.node.received_snapshot = (plain.get("count"), base_key, msg["data"])
         self.node.feed(ev.SnapshotReceived(link.peer_id, plain))
 
     async def _join(self, link: Link, msg: dict[str, Any]) -> None:

@@ -140,6 +140,8 @@ class Node:
         self._base_log: ActionLog | None = None  # the log as the snapshot file left it
         self._snapshot_bytes: bytes | None = None  # the snapshot last written (or loaded)
         self._compact_pending = False  # the machine compacted: write snapshot and tail
+        # The last snapshot a peer sent: its count, base key and bytes (link_service.py).
+        self.received_snapshot: tuple[int, Any, bytes] | None = None
         self._stop_requests = 0
         self._changed = trio.Event()
         self._seen_changes = -1
@@ -673,15 +675,6 @@ class Node:
                     self._log_write_failed = False
                     self._disk_ok_now()
                 await self._note_log_started()
-            if self._compact_pending:
-                try:
-                    await self._write_compaction()
-                except OSError as exc:
-                    self._to_send[:0] = sends
-                    self._disk_trouble(f"cannot write {self._snapshot_file.path}: {exc}")
-                    await trio.sleep(DISK_CHECK_INTERVAL)
-                    self._flush_ready.set()
-                    continue
             assert self.mesh is not None
             for peer, actions in sends:
                 if peer is None:
@@ -691,6 +684,14 @@ class Node:
                     link = self.link_to(peer)
                     if link is not None:
                         link.queue_actions(actions)
+            if self._compact_pending:  # after the sends: they wait for nothing more
+                try:
+                    await self._write_compaction()
+                except OSError as exc:
+                    self._disk_trouble(f"cannot write {self._snapshot_file.path}: {exc}")
+                    await trio.sleep(DISK_CHECK_INTERVAL)
+                    self._flush_ready.set()
+                    continue
             self._flushed.set()
             self._flushed = trio.Event()
 
@@ -701,11 +702,18 @@ class Node:
         self._compact_pending = False
         machine = self._machine()
         base, tail = snapshot.base_of(machine.log), machine.log.actions()
+        received = self.received_snapshot
+        if received is not None and (received[0], received[1]) != (base.count, base.base_key):
+            received = None  # the base moved on since: encode it
         # Queued since the batch just written: applied, so in the base or the tail now.
         self._to_persist = []
 
         def write() -> bytes:
-            data = snapshot.encode(snapshot.to_plain(base))
+            # The bytes a peer sent, if they are this base's: the encoding is the same.
+            if received is not None:
+                data = received[2]
+            else:
+                data = snapshot.encode(snapshot.to_plain(base))
             store.compact(self._snapshot_file, self._logfile, data, [a.to_wire() for a in tail])
             return data
 

@@ -41,6 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, default=4, help="slots per node (4)")
     p.add_argument("--timeout", type=float, default=1200.0, help="give up after (1200 s)")
     p.add_argument("--json", action="store_true", help="only the JSON object, no progress")
+    p = sub.add_parser(
+        "join",
+        help="a node joins a farm whose history holds many actions: seconds to an equal digest",
+    )
+    p.add_argument("--actions", type=int, default=100_000, help="actions of history (100000)")
+    p.add_argument(
+        "--compact-after",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="the farm's processes compact their logs from N actions on (20000; 0: never)",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="give up after (300 s)")
+    p.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
+    p.add_argument("--json", action="store_true", help="only the JSON object, no progress")
     return parser
 
 
@@ -58,6 +73,10 @@ def main(argv: list[str]) -> int:
             from peerfarm.cli.bench.dispatch import run_dispatch
 
             result = run_dispatch(args, say)
+        elif args.bench == "join":
+            from peerfarm.cli.bench.join import run_join
+
+            result = run_join(args, say)
     except (CliError, ClientError) as exc:
         print(f"peerfarm bench: error: {exc}", file=sys.stderr)
         return 1
