@@ -65,7 +65,7 @@ def make_history(path: Path, actions: int) -> int:
         {
             "job_id": job_id,
             "name": "history",
-            "renderer": "builtin",
+            "renderer": "null",  # no node of this farm has it: none claims a chunk
             "renderer_version": "",
             "scene": "{}",
             "files": {},
