@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a node joins a farm whose history holds many actions: seconds to an equal digest",
     )
     p.add_argument("--actions", type=int, default=100_000, help="actions of history (100000)")
+    p.add_argument("--jobs", type=int, default=1, help="finished jobs the history holds (1)")
     p.add_argument(
         "--compact-after",
         type=int,

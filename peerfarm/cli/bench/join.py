@@ -1,13 +1,13 @@
 """`peerfarm bench join`: a node joins a farm whose history holds many actions.
 
-The history is made fast and written as a log file before the farm starts: one
-finished job of one-frame chunks (NEW_JOB, then a CLAIM_CHUNK and a DONE per chunk),
-signed by a node of the past that is no longer a member. A bootstrap server starts
-with it as its log; a node joins and catches up; with compaction on, both fold the
-history into their snapshots. Then a new node starts and joins: the time from its
-start (and from when it listens) until its state digest equals the bootstrap
-server's. Log file and snapshot sizes, and the processes' memory (where /proc
-tells), come with it.
+The history is made fast and written as a log file before the farm starts:
+finished jobs (``--jobs``) of one-frame chunks (NEW_JOB, then a CLAIM_CHUNK and a DONE
+per chunk) of the null renderer, which no node of this farm offers, signed by a node
+of the past that is no longer a member. A bootstrap server starts with it as its
+log; a node joins and catches up; with compaction on, both fold the history into
+their snapshots. Then a new node starts and joins: the time from its start (and from
+when it listens) until its state digest equals the bootstrap server's. Log file and
+snapshot sizes, and the processes' memory (where /proc tells), come with it.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from peerfarm.security.identity import new_identity
 SIGN_EVERY = 1000  # a signature covers the actions before it (core/feeds.py MAX_CHAIN)
 
 
-def make_history(path: Path, actions: int) -> int:
-    """Write a log file holding about ``actions`` actions of one finished job; returns
-    how many it holds."""
-    chunks = max(1, min((actions - 1) // 2, MAX_CHUNKS))
+def make_history(path: Path, actions: int, jobs: int = 1) -> int:
+    """Write a log file holding about ``actions`` actions: ``jobs`` finished jobs of
+    one-frame chunks (a NEW_JOB, then a CLAIM_CHUNK and a DONE per chunk); returns how
+    many it holds."""
+    per_job = max(1, min((actions - jobs) // (2 * jobs), MAX_CHUNKS))
     past = new_identity()
     origin = past.node_id
     records: list[dict[str, Any]] = []
@@ -59,34 +60,36 @@ def make_history(path: Path, actions: int) -> int:
         records.append(action.to_wire())
         return seq
 
-    job_id = "history"
-    emit(
-        act.NEW_JOB,
-        {
-            "job_id": job_id,
-            "name": "history",
-            "renderer": "null",  # no node of this farm has it: none claims a chunk
-            "renderer_version": "",
-            "scene": "{}",
-            "files": {},
-            "main": "",
-            "options": [],
-            "frame_start": 1,
-            "frame_end": chunks,
-            "chunk_size": 1,
-            "padding": 6,
-            "width": 32,
-            "height": 24,
-            "output": "history",
-            "priority": 0,
-        },
-    )
-    for chunk in range(chunks):
-        claim_seq = emit(act.CLAIM_CHUNK, {"job_id": job_id, "chunk": chunk})
-        # The end of the feed is signed, or no one would take what the last signature
-        # before it does not cover.
-        payload = {"job_id": job_id, "chunk": chunk, "claim_seq": claim_seq}
-        emit(act.DONE, payload, last=chunk == chunks - 1)
+    for number in range(jobs):
+        job_id = f"history-{number}"
+        emit(
+            act.NEW_JOB,
+            {
+                "job_id": job_id,
+                "name": job_id,
+                "renderer": "null",  # no node of this farm has it: none claims a chunk
+                "renderer_version": "",
+                "scene": "{}",
+                "files": {},
+                "main": "",
+                "options": [],
+                "frame_start": 1,
+                "frame_end": per_job,
+                "chunk_size": 1,
+                "padding": 6,
+                "width": 32,
+                "height": 24,
+                "output": job_id,
+                "priority": 0,
+            },
+        )
+        for chunk in range(per_job):
+            claim_seq = emit(act.CLAIM_CHUNK, {"job_id": job_id, "chunk": chunk})
+            # The end of the feed is signed, or no one would take what the last
+            # signature before it does not cover.
+            last = number == jobs - 1 and chunk == per_job - 1
+            payload = {"job_id": job_id, "chunk": chunk, "claim_seq": claim_seq}
+            emit(act.DONE, payload, last=last)
     store.LogFile(path).append(records)
     return len(records)
 
@@ -121,7 +124,7 @@ def run_join(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, 
         boot_dir.mkdir()
         say(f"writing a history of about {args.actions} actions")
         started = time.monotonic()
-        count = make_history(boot_dir / "log.bin", args.actions)
+        count = make_history(boot_dir / "log.bin", args.actions, max(args.jobs, 1))
         made_s = time.monotonic() - started
         log_bytes_before = _size(boot_dir / "log.bin")
         farm = Farm(root, root / "farm.key")
@@ -149,6 +152,7 @@ def run_join(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, 
             result.update(
                 {
                     "actions": count,
+                    "jobs": max(args.jobs, 1),
                     "history_written_s": round(made_s, 2),
                     "log_bytes_before": log_bytes_before,
                     "log_bytes_after": _size(boot_dir / "log.bin"),
