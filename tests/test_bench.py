@@ -88,3 +88,35 @@ def test_the_null_renderer_is_not_offered_outside_the_bench(monkeypatch):
     assert "null" not in renderer_plugins()
     monkeypatch.setenv(null.ENV_VAR, "1")
     assert "null" in renderer_plugins()
+
+
+def test_join_reaches_an_equal_digest_through_the_snapshot():
+    """`peerfarm bench join` at a size CI can hold: the farm compacts the history, the
+    joiner takes the snapshot (it holds the folded actions) and reaches an equal digest;
+    the log file keeps the tail only."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peerfarm",
+            "bench",
+            "join",
+            "--actions",
+            "3000",
+            "--jobs",
+            "3",
+            "--compact-after",
+            "500",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["actions"] == 2997 and result["jobs"] == 3  # 3 x (1 + 2 x 499)
+    assert result["joiner_log_compacted"] >= 2997  # the snapshot, not the actions
+    assert result["join_to_equal_digest_s"] > 0
+    assert result["log_bytes_after"] < result["log_bytes_before"] / 10
+    assert result["snapshot_bytes"] > 0
