@@ -50,6 +50,13 @@ def _job_bytes(job_id: str, job: Job) -> bytes:
     return data
 
 
+def remember(job_id: str, job: Job, encoded: bytes) -> None:
+    """A job's encoded entry known already (read from a snapshot's state bytes)."""
+    if len(_encoded_jobs) >= MAX_ENCODED_JOBS:
+        _encoded_jobs.clear()
+    _encoded_jobs[job_id] = (job, encoded)
+
+
 def encoding(state: State) -> bytes:
     """``msgpack.packb(canonical(state))``, built from each job's encoding (an array's
     encoding is its header and its items' encodings, one after the other), so the

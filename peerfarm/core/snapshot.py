@@ -26,7 +26,7 @@ import msgpack
 from immutables import Map
 
 from peerfarm.core.actions import Action
-from peerfarm.core.digest import encoding
+from peerfarm.core.digest import encoding, remember
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import Chunk, Job, Peer, State
 
@@ -72,20 +72,28 @@ def state_bytes(state: State) -> bytes:
 
 def state_from_bytes(data: bytes) -> State:
     """The inverse of ``state_bytes``: records hold tuples (msgpack arrays read as
-    tuples) and maps, as reducers make them."""
+    tuples) and maps, as reducers make them. Each job's bytes are remembered as its
+    encoding (core/digest.py): the next digest need not encode it again."""
     make_chunk = Chunk._make
+    names = [name for name in Job._fields if name != "chunks"]
     with _no_gc():
-        jobs, peers, features = msgpack.unpackb(
-            data, raw=False, strict_map_key=False, use_list=False
+        unpacker = msgpack.Unpacker(
+            raw=False, strict_map_key=False, use_list=False, max_buffer_size=len(data) + 1
         )
+        unpacker.feed(data)
+        if unpacker.read_array_header() != 3:
+            raise ValueError("a state is [jobs, peers, features]")
         built = {}
-        names = [name for name in Job._fields if name != "chunks"]
-        for job_id, fields, chunks in jobs:
+        for _ in range(unpacker.read_array_header()):
+            start = unpacker.tell()
+            job_id, fields, chunks = unpacker.unpack()
             values = dict(zip(names, fields, strict=True))
             for name in _MAP_FIELDS:
                 values[name] = Map(values[name])
             values["chunks"] = Map({i: make_chunk(c) for i, c in chunks})
-            built[job_id] = Job(**values)
+            job = built[job_id] = Job(**values)
+            remember(job_id, job, data[start : unpacker.tell()])
+        peers, features = unpacker.unpack(), unpacker.unpack()
         return State(
             jobs=Map(built),
             peers=Map({node_id: Peer._make(fields) for node_id, fields in peers}),
@@ -186,7 +194,7 @@ def log_from_snapshot(snapshot: dict[str, Any], authenticate: bool = False) -> A
         count = int(snapshot["count"])
     except SnapshotError:
         raise
-    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException, msgpack.OutOfData) as exc:
         raise SnapshotError(f"a damaged snapshot ({exc!r})") from None
     log = ActionLog.from_base(
         state, origins, base_key, count, forked, vouched, authenticate=authenticate
