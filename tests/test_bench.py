@@ -127,3 +127,24 @@ def test_overhead_without_the_scene_says_what_to_give(tmp_path):
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert f"--scene {missing}: no such file" in run.stderr or "POV-Ray is not" in run.stderr
+
+
+def test_memory_reports_the_nodes_resident_memory_and_the_million_frame_limit():
+    """`peerfarm bench memory` at a size CI can hold: a node renders a job of one-frame
+    chunks to its end and its resident memory is reported; a 1,000,000-frame job is
+    refused as one-frame chunks (with the way out) and accepted as runs of frames."""
+    command = [sys.executable, "-m", "peerfarm", "bench", "memory", "--frames", "200"]
+    command += ["--million-seconds", "1", "--json"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["frames"] == 200 and result["log_length"] >= 400
+    assert 0 < result["rss_mb_idle_before"] <= result["rss_mb_peak"]
+    assert result["node_alive_at_end"] is True
+    million = result["million"]
+    assert million["chunk_1"]["refused"] is True
+    assert "a job may have at most 100,000 chunks" in million["chunk_1"]["message"]
+    assert "--chunk 10 or more" in million["chunk_1"]["message"]
+    adaptive = million["adaptive"]
+    assert adaptive["accepted"] is True and adaptive["chunks"] == million["max_chunks_per_job"]
+    assert adaptive["state_after_cancel"] == "cancelled"
