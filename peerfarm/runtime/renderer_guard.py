@@ -19,23 +19,36 @@ exit status. Besides:
   included, so the node sees the renderer's status as SIGKILL.
 - SIGTERM, SIGINT and SIGHUP do not stop the guard: the node stops a renderer by
   signalling the whole process group, and the guard waits to pass on the exit status.
+- When COMMAND is one of peerfarm's own wrappers (`python -m peerfarm.renderers...`,
+  this very interpreter), the guard forks and runs the module in the child instead of
+  starting a second interpreter: the same process tree (guard, wrapper, renderer) and
+  the same ties, without paying Python's start-up twice per chunk (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import os
+import runpy
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from types import FrameType
 
-from peerfarm.child_processes import RENDERER_NICENESS, lower_priority, start_tied_child
+from peerfarm.child_processes import (
+    RENDERER_NICENESS,
+    die_with_parent,
+    lower_priority,
+    start_tied_child,
+)
 
 PROG = "peerfarm-renderer-guard"
 MODULE = "peerfarm.runtime.renderer_guard"
 EXIT_USAGE = 2
 EXIT_CANNOT_RUN = 127  # what a shell says when it cannot run a command
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+WRAPPERS = "peerfarm.renderers."  # peerfarm's own renderer wrappers: run in a fork
 
 
 def guarded_command(
@@ -91,6 +104,67 @@ def _keep_waiting(_signum: int, _frame: FrameType | None) -> None:
     """
 
 
+def wrapper_module(command: Sequence[str]) -> str | None:
+    """The module of `command` when it is `python -m peerfarm.renderers.X ...` run by
+    this very interpreter (not in a frozen build, whose executable is the app)."""
+    if getattr(sys, "frozen", False) or len(command) < 3:
+        return None
+    if command[0] != sys.executable or command[1] != "-m":
+        return None
+    return command[2] if command[2].startswith(WRAPPERS) else None
+
+
+def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
+    """Run `python -m module args` in a fork of this process (no threads run yet);
+    a function that waits for it and returns its status as Popen.wait does (-N:
+    killed by signal N)."""
+    tie = die_with_parent()  # Linux: dies with the guard, as start_tied_child's children
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the guard's code
+        code = 1
+        try:
+            if tie is not None:
+                tie()
+            # As a fresh interpreter has them: the guard's handlers are not the wrapper's.
+            for name in STOP_SIGNALS:
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.argv = [module, *args]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = _exit_code(exc.code)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (AttributeError, OSError, ValueError):
+                    pass
+            os._exit(code)
+
+    def wait() -> int:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+            except InterruptedError:
+                continue
+            return os.waitstatus_to_exitcode(status)
+
+    return wait
+
+
+def _exit_code(code: object) -> int:
+    """The status `sys.exit(code)` ends a Python process with."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     if sys.platform == "win32":
         print(f"{PROG}: error: POSIX only (Windows uses job objects)", file=sys.stderr)
@@ -100,19 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+    for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), _keep_waiting)
     if os.getpgrp() != os.getpid():
         os.setsid()  # never signal the group of whoever started us: lead our own
     lower_priority(niceness)
     try:
         # Linux: the renderer also dies with the guard (SIGKILL of the guard alone).
-        child = start_tied_child(command)
+        module = wrapper_module(command)
+        if module is not None:
+            wait = _fork_wrapper(module, command[3:])
+        else:
+            wait = start_tied_child(command).wait
     except OSError as exc:
         print(f"{PROG}: error: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    # After the fork: a child forked while other threads run may inherit held locks.
     threading.Thread(target=_end_group_when_node_ends, args=(watch_fd,), daemon=True).start()
-    status = child.wait()
+    status = wait()
     if status < 0:
         try:
             name = signal.Signals(-status).name
