@@ -1,6 +1,7 @@
 """The renderer guard: the process between a node and one renderer (POSIX).
 
     python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] -- COMMAND...
+    python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] --spare MODULE
 
 The node starts it in a session of its own (peerfarm.child_processes.renderer_options),
 so the guard leads a process group holding the renderer and all it starts, out of the
@@ -19,6 +20,11 @@ exit status. Besides:
   included, so the node sees the renderer's status as SIGKILL.
 - SIGTERM, SIGINT and SIGHUP do not stop the guard: the node stops a renderer by
   signalling the whole process group, and the guard waits to pass on the exit status.
+- With --spare MODULE instead of -- COMMAND, the guard is started before its chunk
+  (renderer_processes.py keeps one ready per running render): it imports MODULE,
+  then waits on its stdin, a Unix socket, for the command, folder and environment
+  to run with and the file descriptor of its stderr (`send_command`). A chunk then
+  waits for no Python start-up at all; end of file instead: it exits.
 - When COMMAND is one of peerfarm's own wrappers (`python -m peerfarm.renderers...`,
   this very interpreter), the guard forks and runs the module in the child instead of
   starting a second interpreter: the same process tree (guard, wrapper, renderer) and
@@ -27,10 +33,14 @@ exit status. Besides:
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import runpy
 import signal
+import socket
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -71,17 +81,79 @@ def guarded_command(
     ]
 
 
-def _parse(argv: list[str]) -> tuple[int, int, list[str]]:
-    if "--" not in argv:
-        raise ValueError("expected -- COMMAND...")
-    split = argv.index("--")
+def spare_command(module: str, watch_fd: int, niceness: int = RENDERER_NICENESS) -> list[str]:
+    """The command line of a spare guard: started ahead of its chunk, `module` (a
+    wrapper) imported, waiting on its stdin (a Unix socket) for what to run
+    (`send_command`)."""
+    return [
+        sys.executable,
+        "-m",
+        MODULE,
+        "--watch-fd",
+        str(watch_fd),
+        "--niceness",
+        str(niceness),
+        "--spare",
+        module,
+    ]
+
+
+def send_command(
+    sock: socket.socket, command: Sequence[str], cwd: str, env: dict[str, str], stderr_fd: int
+) -> None:
+    """Tell a spare guard what to run: the command, its folder, its environment, and
+    (passed as a file descriptor) where its stderr goes. Blocking; the message is small."""
+    text = json.dumps({"command": list(command), "cwd": cwd, "env": env}).encode()
+    socket.send_fds(sock, [text], [stderr_fd])
+    sock.shutdown(socket.SHUT_WR)
+
+
+def _receive_command() -> list[str] | None:
+    """A spare guard: wait for what to run on stdin (a Unix socket), take on its
+    folder, environment and stderr; None when the node closed the socket instead."""
+    sock = socket.socket(fileno=os.dup(0))
+    data = b""
+    fds: list[int] = []
+    while True:
+        part, got, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+        fds += got
+        if not part:
+            break
+        data += part
+    sock.close()
+    if not data or len(fds) != 1:
+        return None
+    order = json.loads(data)
+    sys.stderr.flush()
+    os.dup2(fds[0], 2)
+    os.close(fds[0])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # a renderer reads nothing from its node
+    os.close(devnull)
+    os.chdir(order["cwd"])
+    os.environ.clear()
+    os.environ.update(order["env"])
+    tempfile.tempdir = None  # TMPDIR is the job's now
+    return [str(word) for word in order["command"]]
+
+
+def _parse(argv: list[str]) -> tuple[int, int, list[str], str | None]:
+    """(watch fd, niceness, command, spare's module); a spare has no command yet."""
+    split = argv.index("--") if "--" in argv else len(argv)
     options, command = argv[:split], argv[split + 1 :]
     values = dict(zip(options[::2], options[1::2], strict=False))
-    if len(options) % 2 or set(values) - {"--watch-fd", "--niceness"} or "--watch-fd" not in values:
-        raise ValueError(f"expected --watch-fd FD [--niceness N], got {' '.join(options)}")
-    if not command:
-        raise ValueError("no command after --")
-    return int(values["--watch-fd"]), int(values.get("--niceness", RENDERER_NICENESS)), command
+    known = {"--watch-fd", "--niceness", "--spare"}
+    if len(options) % 2 or set(values) - known or "--watch-fd" not in values:
+        raise ValueError(
+            f"expected --watch-fd FD [--niceness N] [--spare MODULE], got {' '.join(options)}"
+        )
+    spare = values.get("--spare")
+    if spare is None and not command:
+        raise ValueError("expected -- COMMAND...")
+    if spare is not None and command:
+        raise ValueError("a spare guard gets its command later, not after --")
+    watch_fd = int(values["--watch-fd"])
+    return watch_fd, int(values.get("--niceness", RENDERER_NICENESS)), command, spare
 
 
 def _end_group_when_node_ends(fd: int) -> None:
@@ -170,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: POSIX only (Windows uses job objects)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        watch_fd, niceness, command = _parse(sys.argv[1:] if argv is None else argv)
+        watch_fd, niceness, command, spare = _parse(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -179,6 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     if os.getpgrp() != os.getpid():
         os.setsid()  # never signal the group of whoever started us: lead our own
     lower_priority(niceness)
+    if spare is not None:
+        try:
+            importlib.import_module(spare)  # what the forked wrapper needs, loaded now
+        except ImportError:
+            pass  # the wrapper says what is wrong when it runs
+        received = _receive_command()
+        if received is None:
+            return 0  # not needed after all (the node stopped, or closed its spares)
+        command = received
     try:
         # Linux: the renderer also dies with the guard (SIGKILL of the guard alone).
         module = wrapper_module(command)
@@ -207,4 +288,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter teardown (tens of ms at low priority on a busy machine): the next
+    # chunk of this slot waits for this exit. Nothing here needs cleaning up.
+    os._exit(code & 0xFF)  # as sys.exit(code) would
