@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,8 +78,11 @@ def run_overhead(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
             for kind in order:
                 folder = root / f"{run}-{kind}"
                 if kind == "direct":
-                    seconds[kind], cpu = direct_run(povray, scene, args, folder)
-                    extra_direct = {"direct_cpu_s": None if cpu is None else round(cpu, 2)}
+                    seconds[kind], cpu, idle = direct_run(povray, scene, args, folder)
+                    extra_direct = {
+                        "direct_cpu_s": None if cpu is None else round(cpu, 2),
+                        "direct_idle_slot_s": idle,
+                    }
                 else:
                     seconds[kind], extra = farm_run(scene, args, folder)
                 say(f"run {run}: {kind} {seconds[kind]:.2f} s")
@@ -106,9 +110,77 @@ def run_overhead(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
         # CPU seconds, farm (node + its renderer processes) over direct: what the farm
         # costs on top of povray, whatever else the machine runs meanwhile.
         "cpu_ratio": _median_cpu_ratio(pairs),
+        # Slot-seconds per chunk in which no povray ran (Linux): what the farm adds
+        # between renders, against the thread pool's own gaps.
+        "idle_slot_s_per_chunk": _idle_per_chunk(pairs, len(chunks_of(args.frames, args.chunk))),
         "cores": os.cpu_count(),
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
+
+
+class PovrayWatch:
+    """When each povray process below a process ran (Linux: /proc, sampled every
+    SAMPLE_S): the slot time in which no povray ran is what the farm adds between
+    renders (start-up, frames moved, claims), measured the same way for both sides and
+    far less shaken by a busy machine than the totals."""
+
+    SAMPLE_S = 0.02
+
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+        self.seen: dict[int, list[float]] = {}  # pid -> [first seen, last seen]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self.works = Path(f"/proc/{root_pid}/task").is_dir()
+
+    def __enter__(self) -> PovrayWatch:
+        if self.works:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self.works:
+            self._thread.join()
+
+    def povray_seconds(self, until: float) -> float:
+        return sum(max(0.0, min(last, until) - first) for first, last in self.seen.values())
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            now = time.perf_counter()
+            for pid in _descendants(self.root_pid):
+                try:
+                    name = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    continue
+                if name == "povray":
+                    self.seen.setdefault(pid, [now, now])[1] = now
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            found += map(int, children)
+            todo += map(int, children)
+    return found
+
+
+def _idle_slot_s(watch: PovrayWatch, started: float, elapsed: float, slots: int) -> float | None:
+    """Slot-seconds without a povray running, from `started` for `elapsed` seconds."""
+    if not watch.works:
+        return None
+    return round(slots * elapsed - watch.povray_seconds(started + elapsed), 2)
 
 
 def _median_cpu_ratio(pairs: list[dict[str, Any]]) -> float | None:
@@ -120,16 +192,28 @@ def _median_cpu_ratio(pairs: list[dict[str, Any]]) -> float | None:
     return round(statistics.median(ratios), 3) if ratios else None
 
 
+def _idle_per_chunk(pairs: list[dict[str, Any]], chunks: int) -> dict[str, float] | None:
+    direct = [p["direct_idle_slot_s"] for p in pairs if p.get("direct_idle_slot_s") is not None]
+    farm = [p["farm_idle_slot_s"] for p in pairs if p.get("farm_idle_slot_s") is not None]
+    if not direct or not farm:
+        return None
+    return {
+        "direct": round(statistics.median(direct) / chunks, 3),
+        "farm": round(statistics.median(farm) / chunks, 3),
+    }
+
+
 def chunks_of(frames: int, chunk: int) -> list[tuple[int, int]]:
     return [(a, min(a + chunk - 1, frames)) for a in range(1, frames + 1, chunk)]
 
 
 def direct_run(
     povray: str, scene: Path, args: argparse.Namespace, folder: Path
-) -> tuple[float, float | None]:
+) -> tuple[float, float | None, float | None]:
     """The chunks' povray commands, `args.slots` at a time, in a copy of the scene's
     folder (as a user runs them); seconds until the last one ended (its last frame
-    written), and the CPU seconds they used (None where unknown)."""
+    written), the CPU seconds they used and the slot-seconds no povray ran (None
+    where unknown)."""
     copy = shutil.copytree(scene.parent, folder / "scene")
     out = folder / "out"
     out.mkdir()
@@ -154,17 +238,19 @@ def direct_run(
             raise CliError(f"povray failed directly on frames {frames}: {tail}")
 
     cpu_before = children_cpu_seconds()
-    started = time.perf_counter()
-    with ThreadPoolExecutor(args.slots) as pool:
-        list(pool.map(render, chunks_of(args.frames, args.chunk)))
-    elapsed = time.perf_counter() - started
+    with PovrayWatch(os.getpid()) as watch:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.slots) as pool:
+            list(pool.map(render, chunks_of(args.frames, args.chunk)))
+        elapsed = time.perf_counter() - started
     cpu_after = children_cpu_seconds()
+    idle = _idle_slot_s(watch, started, elapsed, args.slots)
     written = len(list(out.iterdir()))
     if written != args.frames:
         raise CliError(f"povray wrote {written} frames directly, not {args.frames}")
     shutil.rmtree(folder, ignore_errors=True)
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    return elapsed, cpu
+    return elapsed, cpu, idle
 
 
 def children_cpu_seconds() -> float | None:
@@ -212,6 +298,7 @@ async def _submit_and_watch(
         name = scene.stem
         with tempfile.TemporaryDirectory(prefix="peerfarm-bench-spool-") as spool:
             cpu_before = process_cpu_seconds(pid)
+            watch = PovrayWatch(pid).__enter__()
             started = time.perf_counter()
             # What `peerfarm submit SCENE --frames 1-N --size WxH --chunk C` does.
             request = scene_request(str(scene), "povray", Path(spool))
@@ -240,12 +327,14 @@ async def _submit_and_watch(
             if job.get("complete") or job["state"] in ("failed", "cancelled"):
                 break
             await trio.sleep(0.05)
+        watch.__exit__()
         complete = time.perf_counter() - started
         await trio.sleep(0.2)  # the last renderer processes reaped: in the node's counts
         cpu_after = process_cpu_seconds(pid)
         extra: dict[str, Any] = {
             "farm_complete_s": round(complete, 3),
             "frame_renders": job["frame_renders"],
+            "farm_idle_slot_s": _idle_slot_s(watch, started, last_frame, args.slots),
         }
         if cpu_before is not None and cpu_after is not None:
             # The node process itself (its status answers included), and its renderer
