@@ -68,20 +68,26 @@ def touch(scenes: Map, content: str, times: SceneTimes, lamport: int) -> Map:
     return scenes
 
 
-def frame_costs(times: SceneTimes | None, frame_start: int, frame_end: int) -> tuple[float, ...]:
-    """Each frame's relative cost (mean 1), frame_start first, or () when too few of the
-    frames were measured before. A frame never measured costs as its nearest measured
-    neighbour."""
+def frame_costs(
+    times: SceneTimes | None,
+    frame_start: int,
+    frame_end: int,
+    at_least: float = KNOWN_AT_LEAST,
+    reach: int | None = None,
+) -> tuple[float, ...]:
+    """Each frame's relative cost (mean 1), frame_start first, or () when fewer than
+    ``at_least`` of the frames were measured. A frame never measured costs as its
+    measured neighbours."""
     total = frame_end - frame_start + 1
     if times is None or total > MAX_FRAMES or total < 1:
         return ()
     table = times.frames
     inside = sum(1 for f in range(frame_start, frame_end + 1) if f in table)
-    if inside < KNOWN_AT_LEAST * total or inside < 2:
+    if inside < at_least * total or inside < 2:
         return ()
     speed = node_scales(table)
     known = {f: ms / speed[node] for f, (node, ms) in table.items()}
-    costs = _fill(known, frame_start, frame_end)
+    costs = _fill(known, frame_start, frame_end, reach)
     mean = sum(costs) / total
     if mean <= 0:
         return ()
@@ -138,10 +144,14 @@ def _median(values: list[float] | list[int]) -> float:
     return (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
-def _fill(known: dict[int, float], frame_start: int, frame_end: int) -> list[float]:
+def _fill(
+    known: dict[int, float], frame_start: int, frame_end: int, reach: int | None = None
+) -> list[float]:
     """The known cost of each frame; a frame not measured (a run's first frame) costs the
     median of its measured neighbours up to two frames away, or else as much as the
-    nearest measured frame (the earlier on a tie)."""
+    nearest measured frame (the earlier on a tie) if it is at most ``reach`` frames away
+    (None: any), or else the median of every known cost."""
+    typical = _median(list(known.values()))
     frames = range(frame_start, frame_end + 1)
     nxt: tuple[int, float] | None = None
     after: list[tuple[int, float] | None] = [None] * len(frames)
@@ -162,9 +172,13 @@ def _fill(known: dict[int, float], frame_start: int, frame_end: int) -> list[flo
             continue
         later = after[f - frame_start]
         if before is not None and (later is None or f - before[0] <= later[0] - f):
-            out.append(before[1])
+            nearest = before
         else:
-            out.append(later[1] if later is not None else 1.0)
+            nearest = later
+        if nearest is None or (reach is not None and abs(nearest[0] - f) > reach):
+            out.append(typical)
+        else:
+            out.append(nearest[1])
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core.costs import work_of
-from peerfarm.core.scheduler import Measured, overdue_at, pick_backup, pick_run
+from peerfarm.core.scheduler import Measured, job_costs, overdue_at, pick_backup, pick_run
 from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
@@ -458,7 +458,8 @@ class Worker:
             # The next frame's work (its cost, when known; a tile is a whole frame's).
             done = render.frames_finished
             nxt = render.frames[done : done + 1] if job is not None and job.tiles == 1 else None
-            work = work_of(job.costs, job.frame_start, nxt) if nxt else 1.0
+            costs = job_costs(self.shared.state, job) if nxt else ()
+            work = work_of(costs, job.frame_start, nxt) if nxt else 1.0
             per_frame = self._estimate(render.job_id, render.renderer, work, startup=False)
             limit = self.shared.config.hung_limit
             if per_frame is not None and limit > 0 and render.hung_at < math.inf:
@@ -477,6 +478,8 @@ class Worker:
         # Seconds per frame-unit: a frame of a job whose costs are known counts as its
         # cost (so speeds measured on heavy and light frames compare).
         job = self.shared.state.jobs.get(render.job_id)
+        # (Only costs learned before the job: this job's own frames learned so far are
+        # put on one scale by the nodes' speeds, which this measures.)
         costs, start = (job.costs, job.frame_start) if job is not None else ((), 0)
         frames = render.frames
         first_work = work_of(costs, start, frames[:1]) or 1.0

@@ -15,7 +15,7 @@ ENTRY_POINT_GROUP = "peerfarm.renderers"
 
 
 def renderer_plugins() -> dict[str, Renderer]:
-    from peerfarm.renderers import null
+    from peerfarm.renderers import null, paced
     from peerfarm.renderers.blender.plugin import BlenderRenderer
     from peerfarm.renderers.builtin.plugin import BuiltinRenderer
     from peerfarm.renderers.povray.plugin import PovrayRenderer
@@ -27,6 +27,9 @@ def renderer_plugins() -> dict[str, Renderer]:
     }
     if os.environ.get(null.ENV_VAR) == "1":  # `peerfarm bench dispatch` only
         plugins["null"] = null.NullRenderer()
+    pace = paced.pace_from_env()  # `peerfarm bench mixed` only
+    if pace is not None:
+        plugins["paced"] = paced.PacedRenderer(*pace)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             plugin = ep.load()()
