@@ -54,6 +54,7 @@ def add_mixed_parser(benches: argparse._SubParsersAction) -> None:
         "--slow", type=float, default=4.0, metavar="X", help="the last node is X times slower (4)"
     )
     p.add_argument("--timeout", type=float, default=600.0, help="give up after (600 s)")
+    p.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     p.add_argument("--json", action="store_true", help="only the JSON object, no progress")
 
 
@@ -83,6 +84,10 @@ def run_mixed(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
             else:
                 os.environ[paced.ENV_VAR] = before
             farm.stop()
+            if args.logs is not None:  # kept for reading after the run
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in root.glob("*.log"):
+                    (args.logs / log.name).write_text(log.read_text(errors="replace"))
 
 
 async def _measure(
