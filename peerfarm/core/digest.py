@@ -24,7 +24,11 @@ def canonical(state: State) -> list[Any]:
         chunks = [[i, list(job.chunks[i])] for i in sorted(job.chunks)]
         jobs.append([job_id, fields, chunks])
     peers = [[node_id, list(state.peers[node_id])] for node_id in sorted(state.peers)]
-    return [jobs, peers, list(state.features)]
+    scenes = [
+        [content, sorted(times.frames.items()), times.used]
+        for content, times in sorted(state.scenes.items())
+    ]
+    return [jobs, peers, list(state.features), scenes]
 
 
 def state_digest(state: State) -> str:

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from peerfarm.cli.bench.mixed import add_mixed_parser
 from peerfarm.cli.bench.schedule import add_schedule_parser, run_schedule
 from peerfarm.cli.errors import CliError
 from peerfarm.core.refused import Refused
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
     add_schedule_parser(sub)
+    add_mixed_parser(sub)
     p = sub.add_parser(
         "scale",
         help="N node processes started at once on loopback: deaths, mesh time, idle CPU, a job",
@@ -106,6 +108,10 @@ def main(argv: list[str]) -> int:
             from peerfarm.cli.bench.memory import run_memory
 
             result = run_memory(args, say)
+        elif args.bench == "mixed":
+            from peerfarm.cli.bench.mixed import run_mixed
+
+            result = run_mixed(args, say)
     except (CliError, ClientError) as exc:
         print(f"peerfarm bench: error: {exc}", file=sys.stderr)
         return 1
