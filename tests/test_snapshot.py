@@ -168,7 +168,13 @@ def test_the_digest_encodes_many_jobs_as_one_encoding_of_the_whole_state():
     for i in range(20):
         log.add(log.create(A, "NEW_JOB", new_job_payload(f"job{i:02d}", (1, 40), 1)))
         for chunk in range(0, 40, 3):
-            log.add(log.create(A, "CLAIM_CHUNK", {"job_id": f"job{i:02d}", "chunk": chunk}))
+            claim = log.create(A, "CLAIM_CHUNK", {"job_id": f"job{i:02d}", "chunk": chunk})
+            log.add(claim)
+            payload = {"job_id": f"job{i:02d}", "chunk": chunk, "claim_seq": claim.seq}
+            log.add(log.create(A, "DONE", {**payload, "frame_ms": [100 + chunk]}))
         assert digest.encoding(log.state) == msgpack.packb(
             digest.canonical(log.state), use_bin_type=True
         )
+    # Frame times learned per scene (core/costs.py) go through a snapshot too.
+    assert log.state.scenes
+    assert snap.state_from_bytes(snap.state_bytes(log.state)) == log.state

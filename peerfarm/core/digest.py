@@ -15,7 +15,11 @@ def canonical(state: State) -> list[Any]:
     """The state as plain lists in a fixed order (maps sorted by key)."""
     jobs = [_job_entry(job_id, state.jobs[job_id]) for job_id in sorted(state.jobs)]
     peers = [[node_id, list(state.peers[node_id])] for node_id in sorted(state.peers)]
-    return [jobs, peers, list(state.features)]
+    scenes = [
+        [content, sorted(times.frames.items()), times.used]
+        for content, times in sorted(state.scenes.items())
+    ]
+    return [jobs, peers, list(state.features), scenes]
 
 
 def state_digest(state: State) -> str:
@@ -62,9 +66,8 @@ def encoding(state: State) -> bytes:
     encoding is its header and its items' encodings, one after the other), so the
     same bytes come out whichever jobs were encoded before."""
     packer = msgpack.Packer(use_bin_type=True)
-    parts = [packer.pack_array_header(3), packer.pack_array_header(len(state.jobs))]
+    parts = [packer.pack_array_header(4), packer.pack_array_header(len(state.jobs))]
     parts.extend(_job_bytes(job_id, state.jobs[job_id]) for job_id in sorted(state.jobs))
-    peers = [[node_id, list(state.peers[node_id])] for node_id in sorted(state.peers)]
-    parts.append(packer.pack(peers))
-    parts.append(packer.pack(list(state.features)))
+    rest = canonical(state._replace(jobs=Map()))[1:]  # peers, features, scenes
+    parts.extend(packer.pack(part) for part in rest)
     return b"".join(parts)

@@ -26,6 +26,7 @@ import msgpack
 from immutables import Map
 
 from peerfarm.core.actions import Action
+from peerfarm.core.costs import SceneTimes
 from peerfarm.core.digest import encoding, remember
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import Chunk, Job, Peer, State
@@ -81,8 +82,8 @@ def state_from_bytes(data: bytes) -> State:
             raw=False, strict_map_key=False, use_list=False, max_buffer_size=len(data) + 1
         )
         unpacker.feed(data)
-        if unpacker.read_array_header() != 3:
-            raise ValueError("a state is [jobs, peers, features]")
+        if unpacker.read_array_header() != 4:
+            raise ValueError("a state is [jobs, peers, features, scenes]")
         built = {}
         for _ in range(unpacker.read_array_header()):
             start = unpacker.tell()
@@ -93,11 +94,14 @@ def state_from_bytes(data: bytes) -> State:
             values["chunks"] = Map({i: make_chunk(c) for i, c in chunks})
             job = built[job_id] = Job(**values)
             remember(job_id, job, data[start : unpacker.tell()])
-        peers, features = unpacker.unpack(), unpacker.unpack()
+        peers, features, scenes = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
         return State(
             jobs=Map(built),
             peers=Map({node_id: Peer._make(fields) for node_id, fields in peers}),
             features=features,
+            scenes=Map(
+                {content: SceneTimes(Map(frames), used) for content, frames, used in scenes}
+            ),
         )
 
 

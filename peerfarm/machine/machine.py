@@ -31,7 +31,8 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
-from peerfarm.core.state import CANCELLED, FAULTY, LEFT, Peer, State
+from peerfarm.core.requirements import why_waiting
+from peerfarm.core.state import CANCELLED, CHUNK_DONE, FAULTY, LEFT, Job, Peer, State
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine import job_control
@@ -239,6 +240,9 @@ class NodeMachine:
                     "features": list(replicated.features) if replicated else [],
                     "version": replicated.version if replicated else "",
                     "speeds": speeds_of(replicated),
+                    "tags": list(replicated.tags) if replicated else [],
+                    "memory": replicated.memory if replicated else 0,
+                    "cores": replicated.cores if replicated else 0,
                 }
             )
         jobs = []
@@ -263,6 +267,13 @@ class NodeMachine:
                 "supersedes": job.supersedes,
                 "output": job.output,
                 "error": job.error,
+                # requirements and limits (docs/scheduling.md), and why no node takes it
+                "require": list(job.require),
+                "require_memory": job.require_memory,
+                "max_nodes": job.max_nodes,
+                "waiting": why_waiting(state, job),
+                # Who rendered the done frames: node id -> frames (the render that counted).
+                "frames_by_node": frames_by_node(job),
             }
             if self.shared.is_me(job.submitter):
                 entry.update(self.collector.progress(job))
@@ -285,6 +296,10 @@ class NodeMachine:
             "worker": self.worker.status() if config.renders else None,
             # What the farm knows of this node's speed (NODE_SPEED), as of its peers'.
             "speeds": speeds_of(self.state.peers.get(self.node_id)),
+            # What this node advertises of itself (jobs may require them).
+            "tags": list(config.tags),
+            "memory": config.memory,
+            "cores": config.cores,
         }
 
     # -- the one way in ----------------------------------------------------------------
@@ -434,3 +449,12 @@ class NodeMachine:
         if me is not None and me.state != LEFT:
             shared.emit(act.PEER_LEFT, {})
         shared.out(fx.Left())
+
+
+def frames_by_node(job: Job) -> dict[str, int]:
+    """Frames (tiles, if tiled) of ``job`` each node rendered, by the DONEs that counted."""
+    counts: dict[str, int] = {}
+    for index, chunk in job.chunks.items():
+        if chunk.state == CHUNK_DONE and chunk.done_by:
+            counts[chunk.done_by] = counts.get(chunk.done_by, 0) + len(job.frames_of(index))
+    return dict(sorted(counts.items()))

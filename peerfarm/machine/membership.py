@@ -348,7 +348,7 @@ class Membership:
 
     def announce(self) -> None:
         """PEER_JOINED, when the state does not show us as we are (name, address, slots,
-        renderers) or shows us down or gone."""
+        renderers, tags, memory, cores) or shows us down or gone."""
         shared = self.shared
         config = shared.config
         me = shared.state.peers.get(shared.node_id)
@@ -357,11 +357,12 @@ class Membership:
         features = tuple(sorted(config.features))
         # What a feature adds is written only once the farm enabled it.
         version = config.version if shared.feature_on(PEER_VERSIONS) else ""
+        tags = tuple(sorted(set(config.tags)))
         wanted = (config.name, config.address, slots, config.renders, UP, renderers)
-        wanted += (features, version)
+        wanted += (features, version, tags, config.memory, config.cores)
         if me is None or (
             (me.name, me.address, me.slots, me.renders, me.state, me.renderers)
-            + (me.features, me.version)
+            + (me.features, me.version, me.tags, me.memory, me.cores)
             != wanted
         ):
             payload: dict[str, Any] = {
@@ -375,6 +376,12 @@ class Membership:
                 payload["features"] = list(features)
             if version:
                 payload["version"] = version
+            if tags:
+                payload["tags"] = list(tags)
+            if config.memory:
+                payload["memory"] = config.memory
+            if config.cores:
+                payload["cores"] = config.cores
             shared.emit(act.PEER_JOINED, payload)
 
 

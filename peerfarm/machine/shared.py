@@ -30,6 +30,12 @@ class MachineConfig:
     renders: bool = True  # False: a mirror that never renders (the bootstrap server)
     slots: int = 1
     renderers: dict[str, str] = field(default_factory=dict)  # what we can render: name -> version
+    # What this node advertises of itself (jobs may require them, docs/scheduling.md):
+    # tags its owner gave it (sorted, checked), total memory in bytes and logical cores
+    # as the driver detected them (0: unknown).
+    tags: tuple[str, ...] = ()
+    memory: int = 0
+    cores: int = 0
     bootstraps: tuple[str, ...] = ()  # bootstrap server addresses to dial
     peer_timeout: float = PEER_TIMEOUT
     # Ids this node had before (it came back as a new incarnation after its log lost

@@ -33,6 +33,7 @@ from peerfarm.core.actions import Action
 from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import parse_tags, why_waiting
 from peerfarm.core.retention import Policy as RetentionPolicy
 from peerfarm.core.state import CANCELLED, UP, State
 from peerfarm.job_request import JobRequest, SubmitError
@@ -53,6 +54,7 @@ from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import DAMAGED_SNAPSHOT_NAME, LEGACY_LOG_NAME, DataDir
 from peerfarm.runtime.discovery import LanDiscovery
+from peerfarm.runtime.hardware import logical_cores, total_memory
 from peerfarm.runtime.link import Link
 from peerfarm.runtime.link_service import LinkService
 from peerfarm.runtime.mesh import Mesh
@@ -75,6 +77,10 @@ log = logging.getLogger(__name__)
 MAX_TICK_INTERVAL = 1.0
 DEFAULT_MIN_FREE_BYTES = 200 * 1024 * 1024
 DISK_CHECK_INTERVAL = 5.0  # free space looked at; a failed write looks at once
+
+
+# A note of submit_job that warns (faces show it as a warning, not a note).
+WARNING = "warning: "
 
 
 class SetupError(ValueError):
@@ -116,6 +122,9 @@ class NodeConfig:
     # Compact the log once this many actions every member holds are in it (0: never;
     # machine/compaction.py).
     compact_after: int = COMPACT_AFTER
+    # Tags this node advertises (`--tag gpu`): jobs that require a tag go only to nodes
+    # that have it (docs/scheduling.md). Its memory and cores are detected.
+    tags: tuple[str, ...] = ()
 
 
 class Node:
@@ -260,6 +269,12 @@ class Node:
                 f"here. Create a farm key with `peerfarm init` (or copy your farm's key file "
                 f"here) and pass --farm-key-file PATH"
             )
+        try:
+            parse_tags(self.config.tags)
+        except Refused as exc:
+            raise SetupError(
+                f"{exc}; fix the node's tags (--tag, or `tag` in the config)"
+            ) from None
 
     def request_stop(self) -> None:
         """First call: stop claiming, finish the chunks in flight, announce leaving, exit.
@@ -362,9 +377,17 @@ class Node:
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
         self.feed(ev.SubmitJob(new_job.payload))
-        for note in new_job.notes:
+        notes = new_job.notes
+        job = self.state.jobs.get(job_id)
+        waiting = why_waiting(self.state, job) if job is not None else ""
+        if waiting:  # accepted all the same: a matching node may join later
+            notes += (
+                f"{WARNING}no node in the farm now meets this job's requirements "
+                f"({waiting.removeprefix('waiting: ')}): it waits until one joins",
+            )
+        for note in notes:
             log.info("job %s: %s", job_id, note)
-        return job_id, new_job.notes
+        return job_id, notes
 
     def _wanted(self, job_id: str) -> bool:
         """Whether a job's frames may still be written to its output folder: not once it
@@ -554,6 +577,9 @@ class Node:
                 version=__version__,
                 hung_limit=config.hung_limit,
                 compact_after=config.compact_after,
+                tags=parse_tags(config.tags),
+                memory=total_memory(),
+                cores=logical_cores(),
             ),
             kwl=kwl,
             log=self._base_log if self._base_log is not None else ActionLog(authenticate=True),

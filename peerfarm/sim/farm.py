@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action
+from peerfarm.core.requirements import holders
 from peerfarm.core.state import (
     ACTIVE,
     CANCELLED,
@@ -115,7 +116,17 @@ class Farm:
         self.liars: set[str] = set()
         self._damaged_at: dict[int, list[float]] = {}  # node index -> when its log lost records
         self.nodes = [
-            SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob, plan.hang_after)
+            SimNode(
+                self,
+                i,
+                node_id,
+                plan.slots,
+                plan.speed,
+                schedule.fail_prob,
+                plan.hang_after,
+                plan.tags,
+                plan.memory,
+            )
             for i, (node_id, plan) in enumerate(zip(schedule.node_ids, schedule.nodes, strict=True))
         ]
         for node in self.nodes:
@@ -185,6 +196,16 @@ class Farm:
                 self.violation(
                     f"{node.name}: job {job.id} has {job.chunks_done} of "
                     f"{job.chunk_total} chunks done"
+                )
+            if job.max_nodes and len(holders(job)) > job.max_nodes:
+                self.violation(
+                    f"{node.name}: job {job.id} is rendered by {len(holders(job))} nodes, "
+                    f"more than its max_nodes {job.max_nodes}"
+                )
+            if job.max_nodes and set(job.holders) != holders(job):
+                self.violation(
+                    f"{node.name}: job {job.id} counts {sorted(job.holders)} rendering, its "
+                    f"chunks say {sorted(holders(job))}"
                 )
 
     def _describe(self, action: Action) -> str:

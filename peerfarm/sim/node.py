@@ -57,8 +57,12 @@ class SimNode:
         speed: float,
         fail_prob: float,
         hang_after: int = -1,
+        tags: tuple[str, ...] = (),
+        memory: int = 0,
     ) -> None:
         self.farm = farm
+        self.tags = tags  # what it advertises (jobs may require them)
+        self.memory = memory
         self.index = index
         self.node_id = node_id
         self.name = f"n{index}"
@@ -204,6 +208,8 @@ class SimNode:
             hung_limit=self.farm.schedule.hung_limit,
             compact_after=self.farm.schedule.compact_after,
             compaction_waits_for_down=self.farm.schedule.compaction_waits_for_down,
+            tags=self.tags,
+            memory=self.memory,
         )
         self.log_damaged = False
         self.machine = NodeMachine(config, kwl=dict(self.kwl), log=log)

@@ -41,6 +41,9 @@ class NodePlan:
     # When the node starts for the first time (simulated s; None: in the first 0.5 s): a
     # node that joins a farm running for long.
     start_at: float | None = None
+    # What the node advertises (jobs may require them): tags, memory in bytes (0: unknown).
+    tags: tuple[str, ...] = ()
+    memory: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class JobPlan:
     # The same scene content as another job's (re-submitted): "" means its own.
     scene: str = ""
     adaptive: bool = False  # runs of frames sized to each node's speed (no --chunk)
+    # Requirements and limit (docs/scheduling.md): tags, memory in bytes, nodes at once.
+    require: tuple[str, ...] = ()
+    require_memory: int = 0
+    max_nodes: int = 0
 
     def cost(self, frame: int) -> float:
         return self.costs[frame - self.frame_start] if self.costs else 1.0
@@ -86,6 +93,9 @@ class JobPlan:
             "output": f"/out/{self.job_id}",
             "priority": self.priority,
             **({"adaptive": True} if self.adaptive else {}),
+            **({"require": list(self.require)} if self.require else {}),
+            **({"require_memory": self.require_memory} if self.require_memory else {}),
+            **({"max_nodes": self.max_nodes} if self.max_nodes else {}),
         }
 
 

@@ -19,7 +19,7 @@ from peerfarm.security.proof import NONCE_BYTES
 # 2: TLS 1.3 and the farm-key proof on every connection; NEW_JOB tiles/format/video/fps;
 # GET_FRAME / FRAME / FRAME_MISSING tile; 3: signed feeds; 4: JOB_COLLECTED, GC, features,
 # NEW_JOB order/supersedes/adaptive, NODE_SPEED, BACKUP_CHUNK, claims of runs;
-# 5: SNAPSHOT (log compaction)
+# 5: see docs/protocol.md ("Protocol 5")
 PROTOCOL_VERSION = 5
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
