@@ -3,7 +3,8 @@
 The base (core/snapshot.py) replaces the actions it folds: memory and the log file
 then hold only the tail. The cut must be a prefix of the total order that no action
 can later arrive into, or nodes would fold different histories. The rule, pure like
-the rest of the machine, for every member (in the state, not left, not faulty):
+the rest of the machine, for every member (in the state, not left, not faulty) and
+every node we know of (known-worker list, links) that has not reached the state yet:
 
 - a member whose version vector we heard (over any link, however long ago) and whose
   own actions up to it we all hold: everything it emits from then on sorts after
@@ -11,7 +12,8 @@ the rest of the machine, for every member (in the state, not left, not faulty):
   as that vector covers (the minimum over such members and us);
 - a member we never heard, or that told us of actions of its own we do not hold yet
   (lost on the way, or never sent before it went down): those sort after its last
-  action we hold, so the cut stops there;
+  action we hold, so the cut stops there; one we hold nothing of stops compaction
+  (a node that started alone, no one answering it, stamps its actions early);
 - a member down (in our own view) for longer than ``compaction_waits_for_down`` no
   longer holds the cut back. If it returns with actions that reached no one before it
   went down and sort before the cut, they are folded right after the base (core/log.py):
@@ -82,11 +84,16 @@ class Compaction:
         stable = dict(ours)
         limit: Key | None = None
         now = shared.now
-        for peer_id in sorted(shared.state.peers):
-            peer = shared.state.peers[peer_id]
-            if peer_id == shared.node_id or peer.state in (LEFT, FAULTY):
+        peers = shared.state.peers
+        # Members in the state, and nodes we know of that may not have reached it yet: a
+        # node that started alone (no one answered it) emits with an early clock.
+        known = set(peers) | set(self.membership.kwl) | set(self._heard)
+        for peer_id in sorted(known):
+            peer = peers.get(peer_id)
+            if peer_id == shared.node_id or (peer is not None and peer.state in (LEFT, FAULTY)):
                 continue
-            if self.membership.health(peer_id) == "down" or peer.state == DOWN:
+            down = peer is not None and peer.state == DOWN
+            if down or self.membership.health(peer_id) == "down":
                 since = self._down_since.setdefault(peer_id, now)
                 if now - since > shared.config.compaction_waits_for_down:
                     continue
@@ -104,7 +111,7 @@ class Compaction:
                 continue
             last = log.last_key(peer_id)
             if last is None:
-                return {}, None  # a member we hold nothing of: nothing is safe
+                return {}, None  # a node we hold nothing of: nothing is safe yet
             limit = last if limit is None else min(limit, last)
         return stable, limit
 

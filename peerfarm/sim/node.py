@@ -84,9 +84,12 @@ class SimNode:
         self.log_damaged = False  # the next start finds its log file damaged
         self.former_ids: list[str] = []  # ids before new incarnations
         self.fool: frozenset[str] = frozenset()  # peers its next broadcast lies to
+        # (A node that starts late is a new machine: no one knows it before it greets.)
+        plans = farm.schedule.nodes
         self.kwl = {
             peer: {"address": f"10.0.0.{farm.index_of(peer) + 1}:7100", "name": farm.name_of(peer)}
             for peer in farm.peers_of(self)
+            if plans[farm.index_of(peer)].start_at is None
         }
         self.frames: set[FetchKey] = set()
         self.outputs: dict[str, set[int]] = {}
