@@ -200,3 +200,21 @@ def test_bench_schedule_resubmit_prints_both_submissions(capsys):
     assert set(out) >= {"first", "resubmitted", "other_scene", "scenario"}
     for key in ("first", "resubmitted", "other_scene"):
         assert out[key]["makespan"] >= out[key]["lower_bound"] > 0
+
+
+def test_a_job_whose_costs_were_not_known_learns_from_its_own_rendered_frames():
+    from peerfarm.core.scheduler import LIVE_REACH, job_costs
+
+    log = _log()
+    _emit(log, A, "NEW_JOB", _job("job1", frames=200))
+    assert job_costs(log.state, log.state.jobs["job1"]) == ()  # nothing rendered yet
+    _render(log, A, "job1", 0, [0] + [100] * 9)  # frames 1-10: light
+    _render(log, A, "job1", 10, [0] + [400] * 9)  # frames 11-20: 4x as heavy
+    job = log.state.jobs["job1"]
+    assert job.costs == ()  # what it arrived with
+    live = job_costs(log.state, job)
+    assert len(live) == 200
+    assert live[12] == pytest.approx(4 * live[2], rel=0.01)
+    # Next to the heavy frames: heavy; far from any rendered frame: the median one.
+    assert live[20 + LIVE_REACH - 1] == live[12]
+    assert live[150] == pytest.approx(sorted(live[:20])[10], rel=0.01)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peerfarm.core import actions as act
-from peerfarm.core.costs import work_of
+from peerfarm.core.costs import MAX_FRAMES, work_of
 from peerfarm.core.scheduler import Measured, job_costs, overdue_at, pick_backup, pick_run
 from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
@@ -81,7 +81,8 @@ class Render:
         """The DONE payload: the claim, and each frame's render time when every frame
         reported (the first frame's is 0: it also paid the start-up)."""
         ref = self.claim_ref()
-        if self.tile is None and len(self.frame_at) == len(self.frames) >= 2:
+        # (Runs longer than a scene's cost table holds send none: the action stays small.)
+        if self.tile is None and MAX_FRAMES >= len(self.frame_at) == len(self.frames) >= 2:
             at = self.frame_at
             ref["frame_ms"] = [0] + [
                 max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(1, len(at))
