@@ -81,6 +81,7 @@ class NodeMachine:
             ev.LinkUp: self._link_up,
             ev.LinkDown: lambda e: self.membership.link_down(e.peer),
             ev.Heard: lambda e: None,  # handle() already noted when we heard the peer
+            ev.ProbeReceived: lambda e: self.membership.probe_received(e.peer, e.message),
             ev.ActionsReceived: lambda e: self.membership.actions_received(e.peer, e.actions),
             ev.VersionVectorReceived: lambda e: self.membership.vv_received(e.peer, e.vv, e.heads),
             ev.JoinAsked: self._join_asked,
