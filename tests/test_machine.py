@@ -316,14 +316,29 @@ def test_a_lost_link_counts_after_the_grace_and_a_never_seen_peer_after_the_time
     assert h.machine.health(A) == "suspect"
     h.tick(4.0 + RECONNECT_GRACE)
     assert {a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)} == {A}
-    # B was never linked since our start (a boot storm may still be linking every
-    # pair): down NEVER_LINKED_TIMEOUT after it, not PEER_TIMEOUT.
-    h.tick(NEVER_LINKED_TIMEOUT - 0.01)
+    # B was never linked since we saw it announce itself, at 3.0 (a boot storm may
+    # still be linking every pair): down NEVER_LINKED_TIMEOUT after it, not PEER_TIMEOUT.
+    h.tick(3.0 + NEVER_LINKED_TIMEOUT - 0.01)
     assert len(h.emitted(act.PEER_DOWN)) == 1
-    h.tick(NEVER_LINKED_TIMEOUT)
+    h.tick(3.0 + NEVER_LINKED_TIMEOUT)
     assert {a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)} == {A, B}
     # The machine dials a peer known only from the replicated state.
     assert any(isinstance(e, fx.Dial) and e.peer == B for e in h.effects)
+
+
+def test_a_peer_that_announced_itself_late_in_a_boot_storm_is_not_declared_down():
+    """The false declarations of a 32-node boot storm (docs/performance.md): a node
+    declared peers down 10 s after its own start because it had not linked them yet,
+    although they had only just started and announced themselves (PEER_JOINED), and
+    linked them a moment later. A peer's never-linked time counts from its announce."""
+    h = Harness(slots=0)
+    h.start_working()
+    h.tick(9.0)
+    h.receive(B, h.peer_action(B, act.PEER_JOINED, joined_payload("b")))  # B just started
+    h.tick(9.0 + NEVER_LINKED_TIMEOUT - 0.01)
+    assert not h.emitted(act.PEER_DOWN)  # 10 s after our start, B is still new
+    h.tick(9.0 + NEVER_LINKED_TIMEOUT)
+    assert [a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)] == [B]
 
 
 def test_a_stalled_node_hears_its_peers_out_before_declaring_them_down():

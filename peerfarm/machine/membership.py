@@ -42,6 +42,7 @@ class Membership:
         self.roles: dict[str, str] = {}  # linked peers -> "node" or "bootstrap"
         self.lost_at: dict[str, float] = {}  # peers whose link closed -> when
         self.declared_down: dict[str, int] = {}  # peer -> incarnation we declared down
+        self.announced_at: dict[str, float] = {}  # peer -> when its last PEER_JOINED came
         self.started_at: float | None = None
         self.synced = False  # caught up with the farm (or gave up waiting)
         self.working = False  # announced; the worker and the collector run
@@ -84,7 +85,9 @@ class Membership:
         """When a peer turns down in our eyes: linked, once a suspicion of it ran out
         unrefuted (probing.py); its link lost and not back within the grace; never linked
         since we started (after a power cut, or a boot storm still linking) for the longer
-        NEVER_LINKED_TIMEOUT. Never before a stall of ours is heard out."""
+        NEVER_LINKED_TIMEOUT, counted from when we saw it announce itself if that came
+        later (at a boot storm a node that joined a moment ago is alive: we just have not
+        linked it yet). Never before a stall of ours is heard out."""
         timeout = self.shared.config.peer_timeout
         if peer in self.heard:
             down_at = self.prober.down_at(peer)
@@ -92,7 +95,8 @@ class Membership:
             down_at = self.lost_at[peer] + RECONNECT_GRACE
         else:
             started = self.started_at if self.started_at is not None else self.shared.now
-            down_at = started + max(timeout, NEVER_LINKED_TIMEOUT)
+            since = max(started, self.announced_at.get(peer, started))
+            down_at = since + max(timeout, NEVER_LINKED_TIMEOUT)
         return max(down_at, self.stalled_until)
 
     def next_deadline(self) -> float:
@@ -240,8 +244,12 @@ class Membership:
         name = self.kwl.get(peer, {}).get("name", "")
         source = f"{name} ({peer[:8]})" if name else peer[:8]
         log = self.shared.log
-        if self.shared.accept(raw, source):
+        applied = self.shared.accept(raw, source)
+        if applied:
             self._check_synced()
+        for action in applied:
+            if action.type == act.PEER_JOINED:
+                self.announced_at[action.origin] = self.shared.now
         while log.diverged:
             self._show_chain(peer, log.diverged.pop())
 
