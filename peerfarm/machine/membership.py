@@ -248,8 +248,9 @@ class Membership:
         if applied:
             self._check_synced()
         for action in applied:
-            if action.type == act.PEER_JOINED:
+            if action.type == act.PEER_JOINED:  # it ran a moment ago
                 self.announced_at[action.origin] = self.shared.now
+                self.prober.forget(action.origin)
         while log.diverged:
             self._show_chain(peer, log.diverged.pop())
 

@@ -308,6 +308,7 @@ class Prober:
                 suspicion = self.suspicions.get(node)
                 if suspicion is not None and suspicion.incarnation < incarnation:
                     del self.suspicions[node]
+                    self.shared.note(logging.INFO, f"peer {node[:8]} refuted its suspicion")
                 self._queue(update)
 
     def _refute(self, incarnation: int, sender: str, suspecter: str) -> None:
@@ -315,6 +316,11 @@ class Prober:
         who told us and the one who suspected us at once, and to everyone as gossip."""
         self.incarnation = incarnation + 1
         self._raise_awareness()  # others hear us badly: we may be the slow one
+        self.shared.note(
+            logging.INFO,
+            f"peer {suspecter[:8]} suspects this node (told by {sender[:8]}): refuting, "
+            f"incarnation {self.incarnation}",
+        )
         me = self.shared.node_id
         self._queue({"node": me, "inc": self.incarnation, "suspect": False})
         linked = set(self._linked())
