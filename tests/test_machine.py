@@ -276,13 +276,23 @@ def test_a_suspected_peer_that_refutes_stays_up_and_we_refute_a_suspicion_of_us(
     assert alive_a in told
     run(h, h.now + 3 * SUSPICION_MAX_MULT * PEER_TIMEOUT)
     assert not h.emitted(act.PEER_DOWN)
-    # B suspects us: we answer with a higher incarnation, to B at once.
+    # B suspects us: we refute with a higher incarnation, to every linked peer at once
+    # (a refutation must beat every suspicion's timeout).
     me_suspected = {"node": ME, "inc": 0, "suspect": True, "by": B}
     out = h.feed(
         ev.ProbeReceived(B, {"type": "PING", "seq": 2, "view": view, "gossip": [me_suspected]})
     )
-    told_b = [g for e in of(out, fx.Send) if e.peer == B for g in e.message.get("gossip", [])]
-    assert {"node": ME, "inc": 1, "suspect": False} in told_b
+    alive_me = {"node": ME, "inc": 1, "suspect": False}
+    for peer in (A, B, C):
+        assert any(
+            alive_me in e.message.get("gossip", []) for e in of(out, fx.Send) if e.peer == peer
+        )
+    # C still holds the old suspicion: its next message gets the refutation back.
+    out = h.feed(
+        ev.ProbeReceived(C, {"type": "PING", "seq": 3, "view": view, "gossip": [me_suspected]})
+    )
+    (ack,) = sent(out, "ACK", to=C)
+    assert alive_me in ack["gossip"]
 
 
 def test_suspicions_of_the_same_peer_by_others_shorten_the_wait():

@@ -237,8 +237,12 @@ class Prober:
                 self._relays[seq] = (peer, msg["seq"], self.shared.now + self.interval())
                 self._send(target, "PING", seq=seq)
 
-    def _send(self, peer: str, kind: str, **fields: Any) -> None:
+    def _send(
+        self, peer: str, kind: str, *, also: dict[str, Any] | None = None, **fields: Any
+    ) -> None:
         gossip = self._piggyback()
+        if also is not None and also not in gossip:
+            gossip = [also, *gossip[: GOSSIP_PER_MESSAGE - 1]]
         if gossip:
             fields["gossip"] = gossip
         self.shared.out(fx.Send(peer, message(kind, view=self.view(), **fields)))
@@ -281,6 +285,8 @@ class Prober:
             if node == me:
                 if update["suspect"] and incarnation >= self.incarnation:
                     self._refute(incarnation, sender, update.get("by", sender))
+                elif update["suspect"]:  # an old suspicion, refuted already: say it again
+                    self._queue({"node": me, "inc": self.incarnation, "suspect": False})
                 continue
             known = self.incarnations.get(node, 0)
             if update["suspect"]:
@@ -312,8 +318,9 @@ class Prober:
                 self._queue(update)
 
     def _refute(self, incarnation: int, sender: str, suspecter: str) -> None:
-        """Someone suspects us: we run, so say so with a higher incarnation, to the one
-        who told us and the one who suspected us at once, and to everyone as gossip."""
+        """Someone suspects us: we run, so say so with a higher incarnation, to every
+        linked peer at once. (Not piggybacked only: a refutation must reach everyone
+        before their suspicion runs out, and it is rare.)"""
         self.incarnation = incarnation + 1
         self._raise_awareness()  # others hear us badly: we may be the slow one
         self.shared.note(
@@ -321,11 +328,10 @@ class Prober:
             f"peer {suspecter[:8]} suspects this node (told by {sender[:8]}): refuting, "
             f"incarnation {self.incarnation}",
         )
-        me = self.shared.node_id
-        self._queue({"node": me, "inc": self.incarnation, "suspect": False})
-        linked = set(self._linked())
-        for peer in sorted({sender, suspecter} & linked):
-            self._send(peer, "PING", seq=self._next_seq())
+        alive = {"node": self.shared.node_id, "inc": self.incarnation, "suspect": False}
+        self._queue(alive)
+        for peer in self._linked():
+            self._send(peer, "PING", seq=self._next_seq(), also=alive)
 
     def _queue(self, update: dict[str, Any]) -> None:
         """Gossip an update on the next probe messages, a few times each (memberlist:
