@@ -16,9 +16,10 @@ random generator seeded with the node's id, so the machine stays deterministic):
 
 The suspicion timeout starts long and shrinks as other peers independently suspect
 the same peer (Lifeguard), so one slow observer alone does not take a peer down
-quickly. A node that misses its own probes' answers counts itself less healthy and
-waits longer (Lifeguard's local health, ``awareness``): under CPU starvation the slow
-node is often the one watching.
+quickly. A node that finds itself slow (it did not run for a while, or others
+suspect it) counts itself less healthy and probes less eagerly until its probes are
+answered again (Lifeguard's local health, ``awareness``): under CPU starvation the
+slow node is often the one watching.
 
 Idle cost: one PING and one ACK sent per period and node whatever the farm's size,
 plus PING_REQs only when a probe goes unanswered. The incarnation numbers and
@@ -169,8 +170,11 @@ class Prober:
             if heard.get(probe.target, -math.inf) >= probe.sent_at:
                 self._answered()  # the peer talked to us since the PING: it runs
             elif now >= probe.ends_at:
+                # No awareness raised here: a peer that answers nobody is its own
+                # failure, and a slower detector would only find it later. What says
+                # that *we* are slow: our stalls and suspicions of us (Lifeguard counts
+                # missing NACKs, which this protocol does not have).
                 self._probe = None
-                self._raise_awareness()
                 self._suspect(probe.target)
             elif now >= probe.timeout_at and not probe.indirect:
                 probe.indirect = True
