@@ -439,8 +439,9 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=3.0,
         metavar="SECONDS",
-        help="a peer silent this long is declared down and its chunks rendered elsewhere "
-        "(default 3; a lost link that does not come back within 0.5 s counts at once)",
+        help="a peer that stops answering probes is declared down about this long after "
+        "and its chunks rendered elsewhere (default 3; longer in farms over 10 nodes; a "
+        "lost link that does not come back within 0.5 s counts at once)",
     )
     p.add_argument(
         "--compact-after",

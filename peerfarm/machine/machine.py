@@ -84,6 +84,7 @@ class NodeMachine:
             ev.LinkUp: self._link_up,
             ev.LinkDown: lambda e: self.membership.link_down(e.peer),
             ev.Heard: lambda e: None,  # handle() already noted when we heard the peer
+            ev.ProbeReceived: lambda e: self.membership.probe_received(e.peer, e.message),
             ev.ActionsReceived: lambda e: self.membership.actions_received(e.peer, e.actions),
             ev.VersionVectorReceived: self._vv_received,
             ev.SnapshotReceived: lambda e: self.compaction.received(e.peer, e.snapshot),

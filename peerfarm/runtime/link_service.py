@@ -53,7 +53,6 @@ class LinkService:
             "GET_FRAME": self._get_frame,
             "GET_BLOB": self._get_blob,
             "GET_LOG": self._get_log,
-            "HEARTBEAT": self._nothing,  # receiving anything refreshes link.last_heard
             "ERROR": self._error,
             "SUBMIT": self._client_request,
             "STATUS": self._client_request,
@@ -67,6 +66,9 @@ class LinkService:
             **answers,
             "ACTIONS": self._actions,
             "VV": self._vv,
+            "PING": self._probe,
+            "ACK": self._probe,
+            "PING_REQ": self._probe,
             "JOIN": self._join,
             "JOIN_REPLY": self._join_reply,
             "SNAPSHOT": self._snapshot,
@@ -165,6 +167,9 @@ class LinkService:
     async def _actions(self, link: Link, msg: dict[str, Any]) -> None:
         self.node.feed(ev.ActionsReceived(link.peer_id, msg["actions"]))
 
+    async def _probe(self, link: Link, msg: dict[str, Any]) -> None:
+        self.node.feed(ev.ProbeReceived(link.peer_id, msg))
+
     async def _vv(self, link: Link, msg: dict[str, Any]) -> None:
         self.node.feed(ev.VersionVectorReceived(link.peer_id, msg["vv"], msg.get("heads", {})))
 
@@ -227,9 +232,6 @@ class LinkService:
         path = self.node.data_dir.chunk_log_path(msg["job_id"], msg["chunk"])
         text = await trio.to_thread.run_sync(read_log_tail, path)
         await link.send(message("LOG", job_id=msg["job_id"], chunk=msg["chunk"], text=text))
-
-    async def _nothing(self, link: Link, msg: dict[str, Any]) -> None:
-        pass
 
     async def _error(self, link: Link, msg: dict[str, Any]) -> None:
         log.warning("%s reports an error: %s", link.describe(), msg["message"])

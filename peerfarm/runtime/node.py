@@ -105,7 +105,7 @@ class NodeConfig:
     renders: bool = True
     role: str = "node"  # "node" or "bootstrap"
     advertise: str = ""  # address peers should dial; default: the listen address
-    peer_timeout: float = PEER_TIMEOUT  # silent this long: down (half of it: suspect)
+    peer_timeout: float = PEER_TIMEOUT  # a frozen peer is down about this long after
     zeroconf: bool = True  # announce and find nodes on the LAN
     farm_key: FarmKey | None = None  # None: a loopback-only farm (docs/security.md)
     # Below this much free space in the data folder's disk, take no new chunks.

@@ -407,7 +407,7 @@ class Farm:
         for node in nodes:
             for peer in self.peers_of(node):
                 # A view still lagging behind the fault phase (suspect or down) would
-                # act on it next. Once healed, heartbeats keep every view "up".
+                # act on it next. Once healed, answered probes keep every view "up".
                 health = node.peer_health(peer)
                 if health != "up":
                     return f"{node.name} sees {self.name_of(peer)} {health}"

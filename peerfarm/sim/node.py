@@ -549,6 +549,8 @@ class SimNode:
                 # answer tells us how far we must catch up before announcing.
                 self._join_answered = True
                 self._handle(ev.JoinAnswered(src, [], msg["vv"]))
+        elif kind in ("PING", "ACK", "PING_REQ"):
+            self._handle(ev.ProbeReceived(src, msg))
         elif kind == "GET_FRAME":
             self._handle(ev.Heard(src))
             self._answer_get_frame(src, msg)
@@ -556,5 +558,5 @@ class SimNode:
             self._handle(ev.SnapshotReceived(src, snapshot.decode(msg["data"])))
         elif kind in ("FRAME", "FRAME_MISSING"):
             self._frame_answered(src, msg)
-        else:  # HEARTBEAT: hearing anything is the point
+        else:  # anything else: hearing it is the point
             self._handle(ev.Heard(src))
