@@ -218,9 +218,20 @@ def prepare_new_job(
         raise SubmitError(
             f"--chunk must be a whole number of frames, at least 1 (got {chunk_size})"
         )
-    if last >= first and chunk_count(first, last, chunk_size, tiles) > MAX_CHUNKS:
-        more = "fewer --tiles or frames" if tiles > 1 else "a bigger --chunk"
-        raise SubmitError(f"more than {MAX_CHUNKS} chunks: use {more}")
+    count = chunk_count(first, last, chunk_size, tiles) if last >= first else 0
+    if count > MAX_CHUNKS:
+        # Every node holds every job's chunks: the limit keeps a node's memory bounded.
+        if tiles > 1:
+            what = f"{last - first + 1:,} frames of {tiles} tiles make {count:,}"
+            fix = "use fewer --tiles or split the frames into several jobs"
+        else:
+            what = f"{last - first + 1:,} frames in chunks of {chunk_size} make {count:,}"
+            least = -(-(last - first + 1) // MAX_CHUNKS)
+            fix = (
+                f"use --chunk {least} or more, leave --chunk out (nodes then claim runs "
+                "of frames), or split the frames into several jobs"
+            )
+        raise SubmitError(f"a job may have at most {MAX_CHUNKS:,} chunks; {what}: {fix}")
     order = request.order or IN_ORDER
     if order not in ORDERS:
         raise SubmitError(f"--order {order}: choose {' or '.join(ORDERS)}")

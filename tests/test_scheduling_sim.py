@@ -100,7 +100,7 @@ def test_bench_schedule_refuses_bad_input(capsys, tmp_path):
     assert main(["bench", "schedule", "--speeds", "1,-2"]) == 1
     assert "--speeds 1,-2: give positive seconds" in capsys.readouterr().err
     assert main(["bench", "schedule", "--complexity", "nosuch"]) == 1
-    assert "not a curve (flat, ramp, wave, spikes) nor a file" in capsys.readouterr().err
+    assert "not a curve (flat, ramp, wave, spikes, tail) nor a file" in capsys.readouterr().err
     costs = tmp_path / "costs.txt"
     costs.write_text("1\n2\n8\n")
     assert main(["bench", "schedule", "--speeds", "1,2", "--complexity", str(costs), "--json"]) == 0

@@ -27,7 +27,7 @@ STATE = COLUMNS.index("State")
 HEADER_HINTS = [
     "The node's name (its host name unless it was given one)",
     "Where the other nodes reach it",
-    "As this computer sees it: up, suspect (silent for a moment), down, left",
+    "As this computer sees it: up, suspect (did not answer a probe), down, left",
     "Renderers installed there, with their versions, and the speed it measured with "
     "each: seconds per frame lately (and the renderer's start-up per chunk)",
     "Slots: how many chunks it renders at once",
@@ -47,7 +47,7 @@ HEALTH_COLOURS = {
 }
 HEALTH_HINTS = {
     "up": "linked and answering",
-    "suspect": "silent for a moment: may be busy or cut off",
+    "suspect": "did not answer a probe: may be busy or cut off",
     "down": "not answering: its unfinished frames went to other nodes",
     "left": "stopped and left the farm",
     "faulty": "signed two different actions (a copied data folder, or a machine taken "

@@ -42,6 +42,7 @@ from peerfarm.ops.serving import (
 from peerfarm.programs import PROGRAMS, set_locations
 from peerfarm.runtime.client import ClientError
 from peerfarm.runtime.node import (
+    COMPACT_AFTER,
     DEFAULT_MIN_FREE_BYTES,
     DEFAULT_RETENTION_INTERVAL,
     Node,
@@ -438,8 +439,17 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=3.0,
         metavar="SECONDS",
-        help="a peer silent this long is declared down and its chunks rendered elsewhere "
-        "(default 3; a lost link that does not come back within 0.5 s counts at once)",
+        help="a peer that stops answering probes is declared down about this long after "
+        "and its chunks rendered elsewhere (default 3; longer in farms over 10 nodes; a "
+        "lost link that does not come back within 0.5 s counts at once)",
+    )
+    p.add_argument(
+        "--compact-after",
+        type=int,
+        default=COMPACT_AFTER,
+        metavar="N",
+        help="fold the log's history every member holds into a snapshot once it holds N "
+        f"such actions (default {COMPACT_AFTER}; 0: never; docs/architecture.md)",
     )
     p.add_argument(
         "--hung-limit",
@@ -604,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
                 advertise=args.advertise,
                 peer_timeout=max(args.peer_timeout, 0.3),
                 hung_limit=max(args.hung_limit, 0.0),
+                compact_after=max(args.compact_after, 0),
                 tags=parse_tags(args.tag),
                 min_free_bytes=args.min_free_space,
                 remote_outputs=args.remote_outputs,

@@ -159,7 +159,10 @@ PAYLOADS: dict[str, s.Check] = {
         },
     ),
     CLAIM_CHUNK: s.record(_chunk_ref, _run),
-    DONE: s.record(_claim_ref, _run),
+    # frame_ms (protocol 5): each frame's render time in the run, in frame order, as the
+    # node measured it (0: not measured); the farm learns which frames of a scene are
+    # heavy (core/costs.py). Absent: not reported.
+    DONE: s.record(_claim_ref, {**_run, "frame_ms": s.list_of(s.integer(0, MAX_MS), MAX_CHUNKS)}),
     RELEASE_CHUNK: s.record(_claim_ref, _run),
     CHUNK_FAILED: s.record({**_claim_ref, "error": s.text(4000)}, _run),
     CANCEL_JOB: s.record({"job_id": s.job_id}),

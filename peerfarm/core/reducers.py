@@ -14,6 +14,7 @@ from collections.abc import Callable
 from immutables import Map
 
 from peerfarm.core import actions as a
+from peerfarm.core import costs
 from peerfarm.core.chunk_order import IN_ORDER
 from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
@@ -186,6 +187,14 @@ def _new_job(state: State, action: a.Action) -> State:
         require_memory=p.get("require_memory", 0),
         max_nodes=p.get("max_nodes", 0),
     )
+    # A scene rendered before: each frame's cost, learned from those renders.
+    content = costs.scene_content(job.renderer, job.scene, job.main, job.files)
+    times = state.scenes.get(content)
+    job = job._replace(
+        content=content, costs=costs.frame_costs(times, job.frame_start, job.frame_end)
+    )
+    if times is not None:
+        state = state._replace(scenes=costs.touch(state.scenes, content, times, action.lamport))
     state = state._replace(jobs=state.jobs.set(job.id, job))
     # A new revision stops the old one in the same step, alike on every node.
     old = state.jobs.get(job.supersedes)
@@ -322,12 +331,14 @@ def _done(state: State, action: a.Action) -> State:
     job, run = target
     if job.state == CANCELLED:
         return state
+    counted = []
     for index in run:
         chunk = job.chunk(index)
         # Fencing: a DONE counts if the chunk is not done yet, even from a claim that
         # was taken away (no wasted work); a second DONE is ignored (nothing counted twice).
         if chunk.state not in (PENDING, CLAIMED):
             continue
+        counted.append(index)
         job = job._replace(
             chunks=job.chunks.set(index, chunk._replace(state=CHUNK_DONE, done_by=action.origin)),
             chunks_done=job.chunks_done + 1,
@@ -335,7 +346,20 @@ def _done(state: State, action: a.Action) -> State:
         job = job._replace(frames_done=job.frames_done + _complete_frames(job, index))
     if job.state == ACTIVE and job.chunks_done == job.chunk_total:
         job = job._replace(state=JOB_DONE)
-    return _put(state, job)
+    state = _put(state, job)
+    frame_ms = action.payload.get("frame_ms")
+    if counted and frame_ms and job.tiles == 1 and job.content:
+        frames = job.run_frames(run.start, len(run))
+        if len(frame_ms) == len(frames):
+            # Only the frames this DONE counted for: a late copy's times do not
+            # overwrite those of the render that counted.
+            kept = {f for i in counted for f in job.frames_of(i)}
+            ms = [t if f in kept else 0 for f, t in zip(frames, frame_ms, strict=True)]
+            scenes = costs.record(
+                state.scenes, job.content, action.origin, frames, ms, action.lamport
+            )
+            state = state._replace(scenes=scenes)
+    return state
 
 
 def _release_chunk(state: State, action: a.Action) -> State:

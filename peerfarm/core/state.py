@@ -107,6 +107,12 @@ class Job(NamedTuple):
     # Kept for a job with max_nodes only (core/reducers.py): node id -> chunks it
     # renders now (claimed, or copies of claims), so a claim checks the limit at once.
     holders: Map = Map()
+    # What makes two jobs "the same scene" (core/costs.py): earlier renders of that
+    # content tell each frame's relative cost.
+    content: str = ""
+    # Each frame's relative cost (mean 1), frame_start first, learned from earlier
+    # renders of the same content when the job arrived; (): not known, all alike.
+    costs: tuple[float, ...] = ()
 
     @property
     def chunk_total(self) -> int:
@@ -215,6 +221,8 @@ class State(NamedTuple):
     jobs: Map = Map()  # job id -> Job
     peers: Map = Map()  # node id -> Peer
     features: tuple[str, ...] = ()  # protocol features the farm enabled, sorted
+    # Scene content -> frame render times reported in DONE (core/costs.py), bounded.
+    scenes: Map = Map()
 
 
 EMPTY_STATE = State()

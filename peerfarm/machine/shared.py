@@ -18,7 +18,7 @@ from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import State
 from peerfarm.machine import effects as fx
-from peerfarm.machine.timing import PEER_TIMEOUT
+from peerfarm.machine.timing import COMPACT_AFTER, COMPACTION_WAITS_FOR_DOWN, PEER_TIMEOUT
 
 
 @dataclass
@@ -55,6 +55,12 @@ class MachineConfig:
     # A render running this many times longer than this node's estimate for it is
     # stopped and counted a failure (a hung renderer); 0: never.
     hung_limit: float = 10.0
+    # Compact the log (machine/compaction.py) once this many actions every live member
+    # holds are in it; 0: never.
+    compact_after: int = COMPACT_AFTER
+    # A member down in our view for longer than this no longer holds compaction back
+    # (machine/compaction.py); it gets the snapshot when it returns.
+    compaction_waits_for_down: float = COMPACTION_WAITS_FOR_DOWN
 
 
 class Shared:
