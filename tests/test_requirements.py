@@ -328,3 +328,28 @@ def test_the_reducers_keep_the_rendering_nodes_of_a_limited_job_as_its_chunks_sa
             j = log.state.jobs["job1"]
             assert set(j.holders) == holders(j)
             assert len(holders(j)) <= j.max_nodes
+
+
+def test_the_nodes_rendering_a_limited_job_survive_a_snapshot():
+    from peerfarm.core import snapshot as snap
+
+    log = ActionLog()
+    for n in (B, C, D):
+        node(log, n)
+    job(log, max_nodes=2)
+    seq = claim(log, B, 0, 2).seq
+    emit(log, C, "BACKUP_CHUNK", {"job_id": "job1", "chunk": 0, "count": 2, "claim_seq": seq})
+    assert dict(log.state.jobs["job1"].holders) == {B: 2, C: 2}
+    before = log.digest()
+    log.compact(len(log))
+    loaded = snap.log_from_snapshot(snap.decode(snap.encode(snap.snapshot_of(log))))
+    assert loaded.state == log.state and loaded.digest() == before
+    assert dict(loaded.state.jobs["job1"].holders) == {B: 2, C: 2}
+    # Both go on alike: a third node has no room, until B's run is done.
+    for each in (log, loaded):
+        claim(each, D, 5)
+        assert each.state.jobs["job1"].chunk(5).state == "pending"
+        emit(each, B, "DONE", {"job_id": "job1", "chunk": 0, "count": 2, "claim_seq": seq})
+        claim(each, D, 5)
+        assert set(each.state.jobs["job1"].holders) == {D}
+    assert loaded.digest() == log.digest()
