@@ -80,7 +80,12 @@ def test_lost_report_per_holder_is_not_swallowed():
     which had lost the frames, and the output was never complete. The key now
     includes the holder. (Seed 14, then 39, reached it; see SITUATION_SEEDS.)"""
     result = _first_seed_where(_lost_at_two_holders)
-    assert all(state == "done" for state in result.jobs.values())
+    # Every job the schedule does not cancel is done (every frame collected).
+    cancelled = {a.payload["job_id"] for a in result.emitted(act.CANCEL_JOB)}
+    assert all(state == "done" for job, state in result.jobs.items() if job not in cancelled), (
+        result.jobs
+    )
+    assert any(job not in cancelled for job in result.jobs)
 
 
 def _adopted_after_stop(result: RunResult) -> bool:

@@ -76,6 +76,9 @@ class NodeMachine:
         self.compaction = Compaction(self.shared, self.membership)
         self.started = False
         self.aborting = False
+        # Users' requests (submit, job control) that came before this node caught up
+        # with the farm: emitted once it has (see _user_action).
+        self._before_sync: list[tuple[str, dict]] = []
         self.left = False
         self._abort_deadline = math.inf
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -365,6 +368,9 @@ class NodeMachine:
         before a restart, like any other orphaned claim."""
         self.membership.working = True
         self.membership.announce()
+        waiting, self._before_sync = self._before_sync, []
+        for type_, payload in waiting:
+            self.shared.emit(type_, payload)
         self.collector.start()
         self.shared.touch()
 
@@ -404,10 +410,23 @@ class NodeMachine:
         old = event.payload.get("supersedes")
         if old and old not in self.state.jobs:
             raise Refused(f"job {old}, which this job would replace, is not known to this node")
-        self.shared.emit(act.NEW_JOB, event.payload)
+        self._user_action(act.NEW_JOB, event.payload)
 
     def _control(self, request: job_control.Request) -> None:
-        self.shared.emit(*request)
+        self._user_action(*request)
+
+    def _user_action(self, type_: str, payload: dict) -> None:
+        """Emit a user's request, or keep it until this node has caught up with the farm.
+        A node's Lamport clock is only as far as its log: just started (a log lost to
+        damage, or days down), an action emitted now could sort before history the
+        others already folded into their snapshots (machine/compaction.py), and nodes
+        would fold it in different places. Catching up takes a moment (a bootstrap
+        server's answer, or SYNC_TIMEOUT when no one answers)."""
+        if self.membership.working:
+            self.shared.emit(type_, payload)
+            return
+        self._before_sync.append((type_, payload))
+        self.shared.note(logging.INFO, f"{type_} waits until this node has caught up with the farm")
 
     def _set_slots(self, event: ev.SetSlots) -> None:
         slots = event.slots

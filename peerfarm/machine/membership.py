@@ -25,6 +25,7 @@ from peerfarm.machine.shared import Shared
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
     CHAIN_SHOWN_EVERY,
+    LAMPORT_JUMP,
     NEVER_LINKED_TIMEOUT,
     RECONNECT_GRACE,
     SYNC_TIMEOUT,
@@ -313,8 +314,15 @@ class Membership:
             if all(vv.get(o, 0) >= n for o, n in self._join_vv.items()):
                 self._become_synced()
 
-    def _become_synced(self) -> None:
+    def _become_synced(self, timed_out: bool = False) -> None:
         self.synced = True
+        if timed_out and self.kwl:
+            # No one told us how far the farm is: our clock is only as far as our log
+            # (lost to damage, or days behind). What we emit now must not sort before
+            # history the others may have folded into a snapshot (machine/compaction.py),
+            # so the clock jumps ahead: Lamport order allows any jump forward.
+            log = self.shared.log
+            log.lamport = min(log.lamport + LAMPORT_JUMP, act.MAX_LAMPORT // 2)
         self.shared.touch()
 
     # -- time ------------------------------------------------------------------------
@@ -345,7 +353,7 @@ class Membership:
         prober.tick(self.heard)
         if not self.synced and self.started_at is not None:
             if now >= self.started_at + SYNC_TIMEOUT:
-                self._become_synced()
+                self._become_synced(timed_out=True)
 
     def detect(self) -> None:
         """Turn what the clock says about peers into actions.

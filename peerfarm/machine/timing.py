@@ -21,6 +21,9 @@ RECONNECT_GRACE = 0.5  # a lost link not re-established within this: the peer is
 # pair over TLS on busy machines takes seconds, so its silence means less than a link's.
 NEVER_LINKED_TIMEOUT = 10.0
 SYNC_TIMEOUT = 3.0  # start working even if no bootstrap server answers
+# How far a node's Lamport clock jumps when it starts working without having caught up
+# (membership.py): past anything the farm can have done meanwhile.
+LAMPORT_JUMP = 2**30
 COLLECT_INTERVAL = 1.0  # the collector looks again for frames it could not fetch
 ABORT_TIMEOUT = 2.0  # an emergency stop waits this long for the renderers to die
 MAX_FETCHES = 8  # frames fetched at once for our own jobs
