@@ -218,3 +218,30 @@ def test_a_job_whose_costs_were_not_known_learns_from_its_own_rendered_frames():
     # Next to the heavy frames: heavy; far from any rendered frame: the median one.
     assert live[20 + LIVE_REACH - 1] == live[12]
     assert live[150] == pytest.approx(sorted(live[:20])[10], rel=0.01)
+
+
+def test_learned_costs_and_requirements_survive_a_snapshot():
+    """A snapshot holds what the farm learned of scenes (and jobs' requirements): a node
+    that loads it schedules a re-submitted scene as the others do, and digests agree."""
+    import msgpack
+
+    from peerfarm.core import digest
+    from peerfarm.core import snapshot as snap
+
+    log = _log()
+    _emit(log, A, "NEW_JOB", {**_job("job1"), "require": ["gpu"], "max_nodes": 2})
+    _render(log, A, "job1", 0, [0] + [100] * 9)
+    _render(log, A, "job1", 10, [0] + [400] * 9)
+    assert len(log.state.scenes) == 1
+    assert digest.encoding(log.state) == msgpack.packb(
+        digest.canonical(log.state), use_bin_type=True
+    )
+    before = log.digest()
+    log.compact(len(log))
+    loaded = snap.log_from_snapshot(snap.decode(snap.encode(snap.snapshot_of(log))))
+    assert loaded.base_state == log.base_state
+    assert loaded.digest() == before
+    _emit(loaded, B, "NEW_JOB", _job("job2"))
+    _emit(log, B, "NEW_JOB", _job("job2"))
+    assert loaded.state.jobs["job2"].costs == log.state.jobs["job2"].costs != ()
+    assert loaded.digest() == log.digest()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from factories import A, B, joined_payload, new_job_payload
+from factories import A, B, C, joined_payload, new_job_payload
 
 from peerfarm.core import actions as act
 from peerfarm.core.refused import Refused
@@ -19,14 +19,16 @@ from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
-    FULL_ANTI_ENTROPY_EVERY,
     NEVER_LINKED_TIMEOUT,
     PEER_TIMEOUT,
+    PROBE_INTERVAL,
     RECONNECT_GRACE,
+    SUSPICION_MAX_MULT,
 )
 
 ME = "0" * 16  # sorts before A and B: our claims win ties against theirs
 LATE = "f" * 16  # sorts after us
+D = "d" * 16
 
 
 class Harness:
@@ -106,7 +108,7 @@ def test_an_idle_node_announces_itself_after_catching_up():
     h = Harness()
     out = h.feed(ev.Started())
     assert not h.machine.working and not h.emitted(act.PEER_JOINED)
-    assert h.machine.next_deadline() == pytest.approx(PEER_TIMEOUT / 3)  # first heartbeat
+    assert 0 <= h.machine.next_deadline() <= PROBE_INTERVAL  # the first probe
     h.tick(3.0)  # nobody answered: start anyway (SYNC_TIMEOUT)
     (joined,) = h.emitted(act.PEER_JOINED)
     assert joined["payload"]["renderers"] == {"builtin": "0.1.0"}
@@ -173,25 +175,145 @@ def test_a_claim_found_in_the_log_after_a_restart_is_adopted_or_given_back():
             assert released["payload"]["chunk"] == 0
 
 
-def test_a_silent_peer_is_declared_down_once_and_its_claims_go_back():
+def link(h: Harness, *peers: tuple[str, str]) -> None:
+    """Link peers (id, name) that joined the farm."""
+    for i, (peer, name) in enumerate(peers):
+        h.feed(ev.LinkUp(peer, "node", name, f"10.0.0.{i + 2}:7100"))
+        h.receive(peer, h.peer_action(peer, act.PEER_JOINED, joined_payload(name)))
+
+
+def sent(effects: list, kind: str, to: str | None = None) -> list[dict]:
+    return [
+        e.message
+        for e in of(effects, fx.Send)
+        if e.message["type"] == kind and (to is None or e.peer == to)
+    ]
+
+
+def answer(h: Harness, effects: list, *silent: str) -> list:
+    """Peers answer what the machine sent them as a live peer would: a PING with an
+    ACK (with the same view, as if in sync); ``silent`` peers answer nothing."""
+    out = []
+    for e in of(effects, fx.Send):
+        if e.peer in silent or e.message["type"] != "PING":
+            continue
+        view = e.message["view"]
+        ack = {"type": "ACK", "seq": e.message["seq"], "view": view}
+        out += h.feed(ev.ProbeReceived(e.peer, ack))
+    return out
+
+
+def run(h: Harness, until: float, *silent: str) -> list:
+    """Time passes to ``until`` with live peers answering every probe at once."""
+    out = []
+    while (deadline := h.machine.next_deadline()) < until:
+        step = h.feed(ev.Tick(), max(deadline, h.now))
+        out += step + answer(h, step, *silent)
+    step = h.feed(ev.Tick(), until)
+    return out + step + answer(h, step, *silent)
+
+
+def test_a_peer_that_answers_no_probe_is_suspected_then_declared_down_once():
+    """SWIM: A answers neither our PING nor the PING_REQs we send through B and C; it is
+    suspect, and down when nobody refutes the suspicion in time. Its claims go back."""
     h = Harness(slots=0)
     h.start_working()
-    h.feed(ev.LinkUp(A, "node", "a", "10.0.0.2:7100"), at=3.0)
-    h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    link(h, (A, "a"), (B, "b"), (C, "c"))
     h.feed(ev.SubmitJob(new_job_payload("j", frames=(1, 2), chunk=2)))
     h.receive(A, h.peer_action(A, act.CLAIM_CHUNK, {"job_id": "j", "chunk": 0}))
     assert h.machine.health(A) == "up"
-    h.feed(ev.Heard(A), at=4.0)
-    assert h.machine.health(A, 5.6) == "suspect"
-    h.tick(4.0 + PEER_TIMEOUT - 0.01)
+    out = run(h, h.now + 4 * PROBE_INTERVAL, A)
+    # Every peer probed once in the round; A, silent, through the two others.
+    assert {m["target"] for m in sent(out, "PING_REQ")} == {A}
+    assert {e.peer for e in of(out, fx.Send) if e.message["type"] == "PING_REQ"} == {B, C}
+    assert h.machine.health(A) == "suspect"
     assert not h.emitted(act.PEER_DOWN)
-    assert h.machine.next_deadline() <= 4.0 + PEER_TIMEOUT
-    h.tick(4.0 + PEER_TIMEOUT)
+    run(h, h.now + 3 * SUSPICION_MAX_MULT * PEER_TIMEOUT, A)
     (down,) = h.emitted(act.PEER_DOWN)
     assert down["payload"] == {"node_id": A, "incarnation": 1}
     assert h.machine.state.jobs["j"].chunk(0).state == "pending"
-    h.tick(20.0)
+    assert h.machine.health(B) == "up" and h.machine.health(C) == "up"
+    run(h, h.now + 20.0, A)
     assert len(h.emitted(act.PEER_DOWN)) == 1  # once per incarnation
+
+
+def test_a_probe_answered_through_another_peer_keeps_the_peer_up():
+    """The direct path to A is slow, but B reaches it: B's relayed ACK answers our probe.
+    And we relay for others: a PING_REQ makes us PING the target and pass its ACK on."""
+    h = Harness(slots=0)
+    h.start_working()
+    link(h, (A, "a"), (B, "b"))
+    for _ in range(6):  # three rounds of probes over A and B
+        out = h.tick(h.machine.next_deadline())
+        for req in [e for e in of(out, fx.Send) if e.message["type"] == "PING_REQ"]:
+            ack = {"type": "ACK", "seq": req.message["seq"], "view": req.message["view"]}
+            h.feed(ev.ProbeReceived(req.peer, ack))  # relayed by the helper
+        answer(h, out, A)
+    assert h.machine.health(A) == "up" and not h.machine.membership.prober.suspicions
+    # B asks us to probe A for it.
+    view = b"v" * 8
+    out = h.feed(ev.ProbeReceived(B, {"type": "PING_REQ", "seq": 7, "target": A, "view": view}))
+    (ping,) = sent(out, "PING", to=A)
+    out = h.feed(ev.ProbeReceived(A, {"type": "ACK", "seq": ping["seq"], "view": view}))
+    assert [m["seq"] for m in sent(out, "ACK", to=B)] == [7]
+
+
+def test_a_suspected_peer_that_refutes_stays_up_and_we_refute_a_suspicion_of_us():
+    h = Harness(slots=0)
+    h.start_working()
+    link(h, (A, "a"), (B, "b"), (C, "c"))
+    view = b"v" * 8
+    suspect_a = {"node": A, "inc": 0, "suspect": True, "by": B}
+    h.feed(ev.ProbeReceived(B, {"type": "PING", "seq": 1, "view": view, "gossip": [suspect_a]}))
+    assert h.machine.health(A) == "suspect"
+    alive_a = {"node": A, "inc": 1, "suspect": False}
+    h.feed(ev.ProbeReceived(C, {"type": "ACK", "seq": 99, "view": view, "gossip": [alive_a]}))
+    assert h.machine.health(A) == "up"
+    # The suspicion goes on as gossip on our next probe messages, and so does the
+    # refutation: peers that heard only one of them learn the latest.
+    out = run(h, h.now + 2 * PROBE_INTERVAL)
+    told = [g for m in sent(out, "PING") for g in m.get("gossip", [])]
+    assert alive_a in told
+    run(h, h.now + 3 * SUSPICION_MAX_MULT * PEER_TIMEOUT)
+    assert not h.emitted(act.PEER_DOWN)
+    # B suspects us: we refute with a higher incarnation, to every linked peer at once
+    # (a refutation must beat every suspicion's timeout).
+    me_suspected = {"node": ME, "inc": 0, "suspect": True, "by": B}
+    out = h.feed(
+        ev.ProbeReceived(B, {"type": "PING", "seq": 2, "view": view, "gossip": [me_suspected]})
+    )
+    alive_me = {"node": ME, "inc": 1, "suspect": False}
+    for peer in (A, B, C):
+        assert any(
+            alive_me in e.message.get("gossip", []) for e in of(out, fx.Send) if e.peer == peer
+        )
+    # C still holds the old suspicion: its next message gets the refutation back.
+    out = h.feed(
+        ev.ProbeReceived(C, {"type": "PING", "seq": 3, "view": view, "gossip": [me_suspected]})
+    )
+    (ack,) = sent(out, "ACK", to=C)
+    assert alive_me in ack["gossip"]
+
+
+def test_suspicions_of_the_same_peer_by_others_shorten_the_wait():
+    """Lifeguard: one node's suspicion alone waits the longest (the suspecter may be the
+    slow one); independent confirmations bring it down to the shortest."""
+    waited = []
+    for suspecters in ([D], [D, B, C]):
+        h = Harness(slots=0)
+        h.start_working()
+        link(h, (A, "a"), (B, "b"), (C, "c"), (D, "d"))
+        since = h.now
+        for by in suspecters:  # A answers our probes, but never refutes
+            update = {"node": A, "inc": 0, "suspect": True, "by": by}
+            ping = {"type": "PING", "seq": 1, "view": b"v" * 8, "gossip": [update]}
+            h.feed(ev.ProbeReceived(by, ping))
+        while not h.emitted(act.PEER_DOWN):
+            run(h, h.now + 0.1)
+        waited.append(h.now - since)
+    shortest = PEER_TIMEOUT / 2  # five members: log10(5) < 1
+    assert waited[1] == pytest.approx(shortest, abs=0.11)
+    assert waited[0] == pytest.approx(SUSPICION_MAX_MULT * shortest, abs=0.11)
 
 
 def test_a_lost_link_counts_after_the_grace_and_a_never_seen_peer_after_the_timeout():
@@ -204,79 +326,84 @@ def test_a_lost_link_counts_after_the_grace_and_a_never_seen_peer_after_the_time
     assert h.machine.health(A) == "suspect"
     h.tick(4.0 + RECONNECT_GRACE)
     assert {a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)} == {A}
-    # B was never linked since our start (a boot storm may still be linking every
-    # pair): down NEVER_LINKED_TIMEOUT after it, not PEER_TIMEOUT.
-    h.tick(NEVER_LINKED_TIMEOUT - 0.01)
+    # B was never linked since we saw it announce itself, at 3.0 (a boot storm may
+    # still be linking every pair): down NEVER_LINKED_TIMEOUT after it, not PEER_TIMEOUT.
+    h.tick(3.0 + NEVER_LINKED_TIMEOUT - 0.01)
     assert len(h.emitted(act.PEER_DOWN)) == 1
-    h.tick(NEVER_LINKED_TIMEOUT)
+    h.tick(3.0 + NEVER_LINKED_TIMEOUT)
     assert {a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)} == {A, B}
     # The machine dials a peer known only from the replicated state.
     assert any(isinstance(e, fx.Dial) and e.peer == B for e in h.effects)
 
 
-def test_a_stalled_node_hears_its_peers_out_before_declaring_them_down():
-    """A node that did not run for a while (frozen, or starved of CPU at a boot storm)
-    finds every peer silent: their messages wait unread in its sockets. It reads them
-    before judging, and declares only a peer that stays silent a timeout longer."""
+def test_a_peer_that_announced_itself_late_in_a_boot_storm_is_not_declared_down():
+    """The false declarations of a 32-node boot storm (docs/performance.md): a node
+    declared peers down 10 s after its own start because it had not linked them yet,
+    although they had only just started and announced themselves (PEER_JOINED), and
+    linked them a moment later. A peer's never-linked time counts from its announce."""
     h = Harness(slots=0)
     h.start_working()
-    for peer, name, address in ((A, "a", "10.0.0.2:7100"), (B, "b", "10.0.0.3:7100")):
-        h.feed(ev.LinkUp(peer, "node", name, address), at=3.0)
-        h.receive(peer, h.peer_action(peer, act.PEER_JOINED, joined_payload(name)))
-    h.stall(10.0)  # 7 s without running: A and B look silent for longer than the timeout
-    assert not h.emitted(act.PEER_DOWN)
-    assert h.machine.next_deadline() >= 10.0  # no busy loop while it waits
-    h.feed(ev.Heard(A), at=10.1)  # A's queued heartbeats are read; B really is silent
-    h.tick(10.0 + PEER_TIMEOUT - 0.01)
-    assert not h.emitted(act.PEER_DOWN)
-    h.tick(10.0 + PEER_TIMEOUT)
+    h.tick(9.0)
+    h.receive(B, h.peer_action(B, act.PEER_JOINED, joined_payload("b")))  # B just started
+    h.tick(9.0 + NEVER_LINKED_TIMEOUT - 0.01)
+    assert not h.emitted(act.PEER_DOWN)  # 10 s after our start, B is still new
+    h.tick(9.0 + NEVER_LINKED_TIMEOUT)
     assert [a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)] == [B]
 
 
-def test_heartbeats_and_version_vectors_go_to_linked_peers_on_time():
-    """Every heartbeat interval a linked peer gets one message: a version vector while
-    our views may differ, else a heartbeat (an idle farm in sync swaps no version
-    vectors, but for a full swap every FULL_ANTI_ENTROPY_EVERY)."""
+def test_a_stalled_node_hears_its_peers_out_before_declaring_them_down():
+    """A node that did not run for a while (frozen, or starved of CPU at a boot storm)
+    finds its probe unanswered and its suspicions expired: the answers wait unread in
+    its sockets. It reads them before judging, and declares only a peer that goes on
+    answering nothing, and not before a timeout after the stall."""
     h = Harness(slots=0)
     h.start_working()
-    h.feed(ev.LinkUp(A, "node", "a", "10.0.0.2:7100"))
+    link(h, (A, "a"), (B, "b"))
+    run(h, 4.0)
+    update = {"node": B, "inc": 0, "suspect": True, "by": A}  # from A, just before
+    h.feed(ev.ProbeReceived(A, {"type": "PING", "seq": 1, "view": b"v" * 8, "gossip": [update]}))
+    h.stall(12.0)  # 8 s without running: the suspicion of B ran out meanwhile
+    assert not h.emitted(act.PEER_DOWN)
+    assert h.machine.next_deadline() >= 12.0  # no busy loop while it waits
+    run(h, 12.0 + PEER_TIMEOUT - 0.01, B)
+    assert not h.emitted(act.PEER_DOWN)
+    run(h, 30.0, B)  # A answers every probe; B nothing
+    assert [a["payload"]["node_id"] for a in h.emitted(act.PEER_DOWN)] == [B]
 
-    def sent_to_a(since: int) -> list[str]:
-        return [e.message["type"] for e in of(h.effects[since:], fx.Send) if e.peer == A]
 
-    assert sent_to_a(0) == ["VV"]  # on link up
-    mark = len(h.effects)
-    h.tick(h.now + 2 * ANTI_ENTROPY_INTERVAL)
-    sent = sent_to_a(mark)
-    assert "HEARTBEAT" in sent and "VV" in sent  # A has not told us its view yet
-    # A tells us the very view we hold: in sync, only heartbeats from now on.
-    vv = next(
-        e.message
-        for e in reversed(h.effects)
-        if isinstance(e, fx.Send) and e.message["type"] == "VV"
-    )
-    h.feed(ev.VersionVectorReceived(A, vv["vv"], vv.get("heads", {})))
-    mark = len(h.effects)
-    h.tick(h.now + 3 * ANTI_ENTROPY_INTERVAL)
-    sent = sent_to_a(mark)
-    assert sent and set(sent) == {"HEARTBEAT"}
-    # A new action changes our view: A gets a version vector at the next swap.
-    h.feed(ev.SubmitJob(new_job_payload("j", frames=(1, 2), chunk=2)))
-    mark = len(h.effects)
-    h.tick(h.now + ANTI_ENTROPY_INTERVAL)
-    assert "VV" in sent_to_a(mark)
-    # In sync again, and a full swap comes anyway after FULL_ANTI_ENTROPY_EVERY.
-    vv = next(
-        e.message
-        for e in reversed(h.effects)
-        if isinstance(e, fx.Send) and e.message["type"] == "VV"
-    )
-    h.feed(ev.VersionVectorReceived(A, vv["vv"], vv.get("heads", {})))
-    mark = len(h.effects)
-    h.tick(h.now + FULL_ANTI_ENTROPY_EVERY - ANTI_ENTROPY_INTERVAL)
-    assert "VV" not in sent_to_a(mark)
-    h.tick(h.now + 2 * ANTI_ENTROPY_INTERVAL)
-    assert "VV" in sent_to_a(mark)
+def test_an_idle_node_sends_one_probe_per_period_whatever_the_farm_size():
+    """All-pairs heartbeats cost a node one message per peer and period; probing costs
+    one PING (and the ACKs of the peers probing it) whatever the farm's size. Views in
+    sync swap no version vector; a probe whose view hash differs brings one."""
+    h = Harness(slots=0)
+    h.start_working()
+    peers = [(f"{i:016x}", f"n{i}") for i in range(1, 31)]
+    link(h, *peers)
+    out = run(h, h.now + 2 * ANTI_ENTROPY_INTERVAL)
+    for e in of(out, fx.Send):  # every peer tells us the view we told it: in sync
+        if e.message["type"] == "VV":
+            h.feed(ev.VersionVectorReceived(e.peer, e.message["vv"], e.message.get("heads", {})))
+    start = h.now
+    out = run(h, start + 60 * PROBE_INTERVAL)
+    kinds = [e.message["type"] for e in of(out, fx.Send)]
+    assert kinds.count("PING") == pytest.approx(60, abs=1)
+    assert set(kinds) == {"PING"}  # no heartbeats, no version vectors, no PING_REQ
+    # Shuffled rounds: every peer probed in those two rounds' time, none more than 3 times.
+    probed = [e.peer for e in of(out, fx.Send)]
+    assert {p for p, _ in peers} == set(probed)
+    assert max(probed.count(p) for p, _ in peers) <= 3
+    # A peer whose probe carries another view gets our version vector.
+    a = peers[0][0]
+    out = h.feed(ev.ProbeReceived(a, {"type": "PING", "seq": 5, "view": b"x" * 8}))
+    assert [m["type"] for m in of_sends(out, a)] == ["ACK", "VV"]
+    # The same view hash: only the ACK.
+    view = sent(out, "ACK")[0]["view"]
+    out = h.feed(ev.ProbeReceived(a, {"type": "PING", "seq": 6, "view": view}))
+    assert [m["type"] for m in of_sends(out, a)] == ["ACK"]
+
+
+def of_sends(effects: list, peer: str) -> list[dict]:
+    return [e.message for e in of(effects, fx.Send) if e.peer == peer]
 
 
 def test_graceful_stop_finishes_in_flight_then_leaves():
@@ -407,7 +534,7 @@ def test_an_invalid_action_from_a_peer_is_dropped_with_a_note():
     assert A in h.machine.state.peers  # the rest of the batch applied
 
 
-def test_an_idle_machine_sleeps_until_its_next_heartbeat():
+def test_an_idle_machine_sleeps_until_its_next_probe():
     h = Harness(slots=0)
     h.start_working()
     h.feed(ev.LinkUp(A, "node", "a", "10.0.0.2:7100"))

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from peerfarm.core.chunk_order import IN_ORDER, chunk_order
 from peerfarm.core.costs import frame_costs, work_of
+from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
     ACTIVE,
     CLAIMED,
@@ -85,16 +86,37 @@ def running_rate(state: State, job: Job) -> float:
     return rate
 
 
-def _sharing(state: State, job: Job) -> int:
+def _sharing(state: State, job: Job) -> list[Job]:
     """Jobs of the same priority with unclaimed frames, this one included: they share
-    the farm, so each run is sized to a part of it."""
-    return max(
-        1,
-        sum(
-            1
-            for j in state.jobs.values()
-            if j.state == ACTIVE and not j.paused and j.priority == job.priority and _unclaimed(j)
-        ),
+    the farm, so each run is sized to a part of it (each node's part: the ones of them
+    whose requirements and limit let it in, ``_asks_for``)."""
+    return [
+        j
+        for j in state.jobs.values()
+        if j.state == ACTIVE
+        and not j.paused
+        and j.priority == job.priority
+        and (j.id == job.id or _unclaimed(j))
+    ]
+
+
+def _asks_for(state: State, job: Job, node_id: str) -> bool:
+    # A job's requirements and limit let the node in (a farm of jobs that ask nothing
+    # shares every node among all of them).
+    return state.peers[node_id].meets(job) and has_room(job, node_id)
+
+
+def may_take(state: State, job: Job, node_id: str) -> bool:
+    """Whether the node may start rendering more of ``job``: it has the renderer in the
+    version asked, every tag and the memory the job requires, it is not blocklisted,
+    and the job's ``max_nodes`` leaves room for it (core/requirements.py)."""
+    peer = state.peers.get(node_id)
+    return (
+        peer is not None
+        and peer.can_render(job)
+        and peer.meets(job)
+        and job.takes(node_id)
+        and has_room(job, node_id)
     )
 
 
@@ -141,8 +163,10 @@ def pick_run(
         return None
     measured = measured or Measured()
     for job in job_order(state):
-        if job.id in skip_jobs or not me.can_render(job):
-            continue  # never claim what this node cannot render
+        if job.id in skip_jobs or not me.can_render(job) or not me.meets(job):
+            continue  # never claim what this node cannot render, or lacks tags or memory for
+        if not has_room(job, node_id):
+            continue  # the job's --max-nodes other nodes are rendering it
         if not job.takes(node_id):
             continue  # this node failed too many of its chunks
         # Adaptive runs are contiguous; a job that asked for another order (spread, for
@@ -304,9 +328,19 @@ def run_length(
         if (s := state.peers[n].speed(job.renderer)) is not None
     }
     fastest = max(rates.values(), default=my_rate)
-    farm_rate = sum(
-        state.peers[n].slots * rates.get(n, fastest) for n in able_renderers(state, job)
-    ) / _sharing(state, job)
+    # Each node's rate goes to the jobs it may take (requirements: a job only some nodes
+    # may take gets only their rate), and a job limited to N nodes gets the N fastest.
+    sharing = _sharing(state, job)
+    parts = sorted(
+        (
+            state.peers[n].slots
+            * rates.get(n, fastest)
+            / max(1, sum(1 for j in sharing if _asks_for(state, j, n)))
+            for n in able_renderers(state, job)
+        ),
+        reverse=True,
+    )
+    farm_rate = sum(parts[: job.max_nodes] if job.max_nodes else parts)
     share = unclaimed * my_rate / max(farm_rate, my_rate)  # this slot's share of what is left
     costs = job_costs(state, job)
     work = _whole(share * FIRST_PART, costs)  # factoring: part now, the rest in smaller runs
@@ -436,7 +470,7 @@ def pick_backup(
     measured = measured or Measured()
     best: tuple[float, Backup] | None = None
     for job in job_order(state):
-        if not me.can_render(job) or not job.takes(node_id):
+        if not may_take(state, job, node_id):
             continue
         my_speed = mine(job.renderer)
         if my_speed is None:
@@ -487,7 +521,7 @@ def overdue_at(
     soonest = math.inf
     for job in job_order(state):
         my_speed = me.speed(job.renderer)
-        if my_speed is None or not me.can_render(job):
+        if my_speed is None or not may_take(state, job, node_id):
             continue
         job_seconds = measured.frame_seconds.get(job.id)
         scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0

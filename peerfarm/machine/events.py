@@ -22,7 +22,7 @@ class Started:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """Time has passed: heartbeats, anti-entropy, failure detection, timeouts."""
+    """Time has passed: probes, anti-entropy, failure detection, timeouts."""
 
 
 # -- the mesh ---------------------------------------------------------------------------
@@ -48,10 +48,19 @@ class LinkDown:
 @dataclass(frozen=True, slots=True)
 class Heard:
     """Something arrived from a peer that nothing but the failure detector cares about
-    (a heartbeat, part of a long message), at ``at`` (None: now)."""
+    (part of a long message), at ``at`` (None: now)."""
 
     peer: str
     at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeReceived:
+    """A PING, ACK or PING_REQ message of the failure detector (machine/probing.py), as
+    checked against its schema."""
+
+    peer: str
+    message: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +79,15 @@ class VersionVectorReceived:
     peer: str
     vv: dict[str, int]
     heads: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotReceived:
+    """A SNAPSHOT message, decoded (core/snapshot.py ``decode``): a peer's log base, sent
+    because our version vector lacks actions folded into it."""
+
+    peer: str
+    snapshot: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

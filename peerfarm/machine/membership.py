@@ -1,14 +1,17 @@
 """Who is in the farm, seen from this node: links, the known-worker list, failure
 detection, catching up at start, and announcing ourselves.
 
-Liveness is this node's own view, from when it last heard each peer; it never
-enters the replicated state directly. A peer that is up in the state but down
-to us becomes a PEER_DOWN action (reducers never read clocks), once per
-incarnation; several nodes declaring the same peer down is harmless.
+Liveness is this node's own view: a linked peer is probed (SWIM, in probing.py)
+and turns down when a suspicion of it is not refuted in time; a peer whose link
+closed, after a grace. It never enters the replicated state directly. A peer that
+is up in the state but down to us becomes a PEER_DOWN action (reducers never read
+clocks), once per incarnation; several nodes declaring the same peer down is
+harmless.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from typing import Any
@@ -17,12 +20,11 @@ from peerfarm.core import actions as act
 from peerfarm.core.features import PEER_VERSIONS
 from peerfarm.core.state import DOWN, UP
 from peerfarm.machine import effects as fx
+from peerfarm.machine.probing import Prober
 from peerfarm.machine.shared import Shared
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
     CHAIN_SHOWN_EVERY,
-    FULL_ANTI_ENTROPY_EVERY,
-    HEARTBEATS_PER_TIMEOUT,
     NEVER_LINKED_TIMEOUT,
     RECONNECT_GRACE,
     SYNC_TIMEOUT,
@@ -40,21 +42,25 @@ class Membership:
         self.roles: dict[str, str] = {}  # linked peers -> "node" or "bootstrap"
         self.lost_at: dict[str, float] = {}  # peers whose link closed -> when
         self.declared_down: dict[str, int] = {}  # peer -> incarnation we declared down
+        self.announced_at: dict[str, float] = {}  # peer -> when its last PEER_JOINED came
         self.started_at: float | None = None
         self.synced = False  # caught up with the farm (or gave up waiting)
         self.working = False  # announced; the worker and the collector run
         self._join_vv: dict[str, int] | None = None
-        self._next_heartbeat = math.inf
         self._next_vv = math.inf
+        self.prober = Prober(shared, lambda: sorted(self.heard))
+        self.prober.view = self._view_hash
         self._chain_shown: dict[tuple[str, str], float] = {}  # (peer, origin) -> when
         # Until then this node does not trust its own view of who is silent: it was not
         # running (frozen, or starved of CPU) and its peers' messages wait unread.
         self.stalled_until = -math.inf
-        # Anti-entropy that costs nothing when views agree: what we last told each peer,
-        # what it last told us, and when it is due a version vector anyway.
+        # Anti-entropy that costs nothing when views agree: what we last told each peer
+        # (and when), and what it last told us. Probe messages carry a hash of the view,
+        # so a difference shows within a round of probes without a periodic full swap.
         self._vv_sent: dict[str, tuple] = {}
         self._vv_heard: dict[str, tuple] = {}
-        self._vv_full_at: dict[str, float] = {}
+        self._vv_sent_at: dict[str, float] = {}
+        self._view_cache: tuple[tuple[int, int], bytes] | None = None
 
     # -- queries ---------------------------------------------------------------------
 
@@ -71,30 +77,31 @@ class Membership:
             now = self.shared.now
         if now >= self._down_at(peer):
             return DOWN_HEALTH
-        heard = self.heard.get(peer)
-        if heard is not None and now - heard <= self.shared.config.peer_timeout / 2:
+        if peer in self.heard and peer not in self.prober.suspicions:
             return UP_HEALTH
         return SUSPECT
 
     def _down_at(self, peer: str) -> float:
-        """When a peer turns down in our eyes if nothing is heard from it: silent for the
-        timeout; its link lost and not back within the grace; never linked since we
-        started (after a power cut, or a boot storm still linking) for the longer
-        NEVER_LINKED_TIMEOUT. Never before a stall of ours is heard out."""
+        """When a peer turns down in our eyes: linked, once a suspicion of it ran out
+        unrefuted (probing.py); its link lost and not back within the grace; never linked
+        since we started (after a power cut, or a boot storm still linking) for the longer
+        NEVER_LINKED_TIMEOUT, counted from when we saw it announce itself if that came
+        later (at a boot storm a node that joined a moment ago is alive: we just have not
+        linked it yet). Never before a stall of ours is heard out."""
         timeout = self.shared.config.peer_timeout
-        heard = self.heard.get(peer)
-        if heard is not None:
-            down_at = heard + timeout
+        if peer in self.heard:
+            down_at = self.prober.down_at(peer)
         elif peer in self.lost_at:
             down_at = self.lost_at[peer] + RECONNECT_GRACE
         else:
             started = self.started_at if self.started_at is not None else self.shared.now
-            down_at = started + max(timeout, NEVER_LINKED_TIMEOUT)
+            since = max(started, self.announced_at.get(peer, started))
+            down_at = since + max(timeout, NEVER_LINKED_TIMEOUT)
         return max(down_at, self.stalled_until)
 
     def next_deadline(self) -> float:
         """The earliest time a Tick has something to do here."""
-        deadline = min(self._next_heartbeat, self._next_vv)
+        deadline = min(self.prober.next_deadline(), self._next_vv)
         if not self.synced and self.started_at is not None:
             deadline = min(deadline, self.started_at + SYNC_TIMEOUT)
         if self.working and not self.shared.stopping:
@@ -115,21 +122,19 @@ class Membership:
     def start(self) -> None:
         shared = self.shared
         self.started_at = shared.now
-        self._next_heartbeat = shared.now + self._heartbeat_interval()
+        self.prober.start()
         self._next_vv = shared.now + ANTI_ENTROPY_INTERVAL
         for peer_id in sorted(self.kwl):
             shared.out(fx.Dial(peer_id, self.kwl[peer_id]["address"]))
         for address in shared.config.bootstraps:
             shared.out(fx.Dial("", address))
 
-    def _heartbeat_interval(self) -> float:
-        return self.shared.config.peer_timeout / HEARTBEATS_PER_TIMEOUT
-
     def link_up(self, peer: str, role: str, name: str, address: str) -> None:
         shared = self.shared
         self.heard[peer] = shared.now
         self.roles[peer] = role
         self.lost_at.pop(peer, None)
+        self.prober.link_changed(peer)
         if address:
             self._remember(peer, address, name)
         self._send_vv(peer, self._vv_message())
@@ -138,8 +143,9 @@ class Membership:
         shared.changes += 1
 
     def link_down(self, peer: str) -> None:
-        for sent in (self._vv_sent, self._vv_heard, self._vv_full_at):
+        for sent in (self._vv_sent, self._vv_heard, self._vv_sent_at):
             sent.pop(peer, None)
+        self.prober.link_changed(peer)
         if self.heard.pop(peer, None) is not None:
             self.roles.pop(peer, None)
             self.lost_at[peer] = self.shared.now
@@ -191,18 +197,42 @@ class Membership:
 
     def _send_vv(self, peer: str, vv: dict[str, Any]) -> None:
         self._vv_sent[peer] = _view(vv["vv"], vv.get("heads", {}))
-        self._vv_full_at[peer] = self.shared.now + FULL_ANTI_ENTROPY_EVERY
+        self._vv_sent_at[peer] = self.shared.now
         self.shared.out(fx.Send(peer, vv))
 
     def _in_sync_with(self, peer: str, ours: tuple) -> bool:
-        """We told the peer our view, it told us the same one, and no full swap is due:
-        nothing to reconcile. (A peer lacking something tells us a different view, and
-        gets a version vector back, whose answer brings what it lacks.)"""
-        return (
-            self._vv_sent.get(peer) == ours
-            and self._vv_heard.get(peer) == ours
-            and self.shared.now < self._vv_full_at.get(peer, -math.inf)
-        )
+        """We told the peer our view and it told us the same one: nothing to reconcile.
+        (A peer lacking something tells us a different view, and gets a version vector
+        back, whose answer brings what it lacks; a view that drifted apart unnoticed
+        shows in the hash every probe message carries, see probe_received.)"""
+        return self._vv_sent.get(peer) == ours and self._vv_heard.get(peer) == ours
+
+    def _view_hash(self) -> bytes:
+        """8 bytes that differ when two nodes hold different actions: the hash of the
+        version vector and its heads, carried by every probe message."""
+        log = self.shared.log
+        key = (len(log), log.late_inserts)
+        if self._view_cache is None or self._view_cache[0] != key:
+            heads = log.heads() if log.authenticate else {}
+            view = repr(_view(log.version_vector(), heads)).encode()
+            self._view_cache = (key, hashlib.sha256(view).digest()[:8])
+        return self._view_cache[1]
+
+    def probe_received(self, peer: str, msg: dict[str, Any]) -> None:
+        """A PING, ACK or PING_REQ: the failure detector's, and a free anti-entropy check.
+        A peer whose view differs from ours gets our version vector (at most once per
+        ANTI_ENTROPY_INTERVAL for the same view), and its answer brings what we lack;
+        the peer, seeing our hash differ too, does the same for what it lacks."""
+        if peer not in self.heard:
+            return
+        self.prober.received(peer, msg)
+        if msg["view"] == self._view_hash():
+            return
+        vv = self._vv_message()
+        ours = _view(vv["vv"], vv.get("heads", {}))
+        told = self._vv_sent.get(peer) == ours
+        if not told or self.shared.now >= self._vv_sent_at.get(peer, 0.0) + ANTI_ENTROPY_INTERVAL:
+            self._send_vv(peer, vv)
 
     def _vv_message(self) -> dict[str, Any]:
         log = self.shared.log
@@ -214,14 +244,22 @@ class Membership:
         name = self.kwl.get(peer, {}).get("name", "")
         source = f"{name} ({peer[:8]})" if name else peer[:8]
         log = self.shared.log
-        if self.shared.accept(raw, source):
+        applied = self.shared.accept(raw, source)
+        if applied:
             self._check_synced()
+        for action in applied:
+            if action.type == act.PEER_JOINED:  # it ran a moment ago
+                self.announced_at[action.origin] = self.shared.now
+                self.prober.forget(action.origin)
         while log.diverged:
             self._show_chain(peer, log.diverged.pop())
 
     def vv_received(self, peer: str, vv: dict[str, int], heads: dict[str, bytes]) -> None:
         self._vv_heard[peer] = _view(vv, heads)
         log = self.shared.log
+        if log.needs_base(vv):
+            # It lacks actions we folded into the snapshot: that first, the tail after.
+            self.shared.out(fx.SendSnapshot(peer))
         missing = log.missing_for(vv)
         if missing:
             self.shared.out(fx.SendActions(peer, tuple(a.to_wire() for a in missing)))
@@ -266,6 +304,9 @@ class Membership:
         self._join_vv = dict(vv)
         self._check_synced()
 
+    def check_synced(self) -> None:
+        self._check_synced()
+
     def _check_synced(self) -> None:
         if self._join_vv is not None and not self.synced:
             vv = self.shared.log.version_vector()
@@ -281,7 +322,6 @@ class Membership:
     def tick(self) -> None:
         shared = self.shared
         now = shared.now
-        sent_vv: set[str] = set()
         if now >= self._next_vv:
             self._next_vv = now + ANTI_ENTROPY_INTERVAL
             vv = self._vv_message()
@@ -289,22 +329,20 @@ class Membership:
             for peer in sorted(self.heard):
                 if not self._in_sync_with(peer, ours):
                     self._send_vv(peer, vv)
-                    sent_vv.add(peer)
-        if now >= self._next_heartbeat:
-            if now - self._next_heartbeat > self._heartbeat_interval():
-                # We woke up more than a heartbeat late: every peer looks silent because
-                # we were not listening. Read what waits before declaring anyone down
-                # (Lifeguard's "local health", reduced to its first rule).
-                self.stalled_until = now + self.shared.config.peer_timeout
-                shared.note(
-                    logging.INFO,
-                    f"this node did not run for {now - self._next_heartbeat:.1f} s "
-                    "(frozen or starved of CPU): judging peers again after a timeout",
-                )
-            self._next_heartbeat = now + self._heartbeat_interval()
-            for peer in sorted(self.heard):
-                if peer not in sent_vv:  # a version vector is a sign of life too
-                    shared.out(fx.Send(peer, message("HEARTBEAT")))
+        prober = self.prober
+        if now - prober.next_deadline() > prober.interval():
+            # We woke up more than a probe period late: our probe's answer may wait
+            # unread, and suspicions ran on while we could not hear refutations. Read
+            # what waits before declaring anyone down (Lifeguard's local health).
+            late = now - prober.next_deadline()
+            self.stalled_until = now + self.shared.config.peer_timeout
+            prober.stalled()
+            shared.note(
+                logging.INFO,
+                f"this node did not run for {late:.1f} s "
+                "(frozen or starved of CPU): judging peers again after a timeout",
+            )
+        prober.tick(self.heard)
         if not self.synced and self.started_at is not None:
             if now >= self.started_at + SYNC_TIMEOUT:
                 self._become_synced()
@@ -321,7 +359,10 @@ class Membership:
         state = shared.state
         for peer_id in sorted(state.peers):  # sorted: a Map's order depends on string hashing
             peer = state.peers[peer_id]
-            if peer_id == shared.node_id or peer.state != UP:
+            if peer_id == shared.node_id:
+                continue
+            if peer.state != UP:
+                self.prober.forget(peer_id)
                 continue
             if peer_id not in self.kwl:
                 # Known only from the replicated state: dial the address it announced.
@@ -334,6 +375,7 @@ class Membership:
                     f"peer {peer.name} ({peer_id[:8]}) is down; its chunks go back to the pool",
                 )
                 self.declared_down[peer_id] = peer.incarnation
+                self.prober.forget(peer_id)
                 shared.emit(act.PEER_DOWN, {"node_id": peer_id, "incarnation": peer.incarnation})
         me = state.peers.get(shared.node_id)
         if me is not None and me.state == DOWN:
@@ -342,7 +384,7 @@ class Membership:
 
     def announce(self) -> None:
         """PEER_JOINED, when the state does not show us as we are (name, address, slots,
-        renderers) or shows us down or gone."""
+        renderers, tags, memory, cores) or shows us down or gone."""
         shared = self.shared
         config = shared.config
         me = shared.state.peers.get(shared.node_id)
@@ -351,11 +393,12 @@ class Membership:
         features = tuple(sorted(config.features))
         # What a feature adds is written only once the farm enabled it.
         version = config.version if shared.feature_on(PEER_VERSIONS) else ""
+        tags = tuple(sorted(set(config.tags)))
         wanted = (config.name, config.address, slots, config.renders, UP, renderers)
-        wanted += (features, version)
+        wanted += (features, version, tags, config.memory, config.cores)
         if me is None or (
             (me.name, me.address, me.slots, me.renders, me.state, me.renderers)
-            + (me.features, me.version)
+            + (me.features, me.version, me.tags, me.memory, me.cores)
             != wanted
         ):
             payload: dict[str, Any] = {
@@ -369,6 +412,12 @@ class Membership:
                 payload["features"] = list(features)
             if version:
                 payload["version"] = version
+            if tags:
+                payload["tags"] = list(tags)
+            if config.memory:
+                payload["memory"] = config.memory
+            if config.cores:
+                payload["cores"] = config.cores
             shared.emit(act.PEER_JOINED, payload)
 
 

@@ -289,7 +289,13 @@ class Worker:
         # them); None: every chunk (at start; or a re-fold that was long, or held
         # actions other than a chunk's, such as a PEER_DOWN or a job's end).
         if only is None:
-            places = [(j, i) for j in sorted(jobs) for i in sorted(jobs[j].chunks)]
+            # (Active jobs only: a finished job's many chunks hold no claim to adopt.)
+            places = [
+                (j, i)
+                for j in sorted(jobs)
+                if jobs[j].state == ACTIVE
+                for i in sorted(jobs[j].chunks)
+            ]
         else:
             places = sorted((j, i) for j, i in only if j in jobs and i in jobs[j].chunks)
         # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).

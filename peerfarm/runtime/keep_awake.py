@@ -1,7 +1,7 @@
 """Keeping the machine from going to sleep while this node renders: best effort.
 
 A workstation left alone goes to sleep after a while, and a sleeping node renders
-nothing and misses its heartbeats (the farm gives its chunks to others). While at
+nothing and answers no probes (the farm gives its chunks to others). While at
 least one renderer runs, the node asks the system to stay awake; when the last one
 ends, it stops asking. The screen may still turn off: only sleep is held off.
 

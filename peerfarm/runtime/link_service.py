@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from peerfarm.core import snapshot
 from peerfarm.core.refused import Refused
 from peerfarm.job_request import JobRequest
 from peerfarm.machine import events as ev
@@ -52,7 +53,6 @@ class LinkService:
             "GET_FRAME": self._get_frame,
             "GET_BLOB": self._get_blob,
             "GET_LOG": self._get_log,
-            "HEARTBEAT": self._nothing,  # receiving anything refreshes link.last_heard
             "ERROR": self._error,
             "SUBMIT": self._client_request,
             "STATUS": self._client_request,
@@ -66,8 +66,12 @@ class LinkService:
             **answers,
             "ACTIONS": self._actions,
             "VV": self._vv,
+            "PING": self._probe,
+            "ACK": self._probe,
+            "PING_REQ": self._probe,
             "JOIN": self._join,
             "JOIN_REPLY": self._join_reply,
+            "SNAPSHOT": self._snapshot,
         }
         self.client_handlers: dict[str, Handler] = {
             **answers,
@@ -163,8 +167,23 @@ class LinkService:
     async def _actions(self, link: Link, msg: dict[str, Any]) -> None:
         self.node.feed(ev.ActionsReceived(link.peer_id, msg["actions"]))
 
+    async def _probe(self, link: Link, msg: dict[str, Any]) -> None:
+        self.node.feed(ev.ProbeReceived(link.peer_id, msg))
+
     async def _vv(self, link: Link, msg: dict[str, Any]) -> None:
         self.node.feed(ev.VersionVectorReceived(link.peer_id, msg["vv"], msg.get("heads", {})))
+
+    async def _snapshot(self, link: Link, msg: dict[str, Any]) -> None:
+        # Decoded in a thread (a big farm's state is megabytes); the link reads its next
+        # message (the tail's actions) only after the machine has it.
+        try:
+            plain = await trio.to_thread.run_sync(snapshot.decode, msg["data"])
+        except snapshot.SnapshotError as exc:
+            log.warning("ignored a snapshot from %s: %s", link.peer_id[:8], exc)
+            return
+        base_key = tuple(plain["base_key"]) if plain.get("base_key") else None
+        self.node.received_snapshot = (plain.get("count"), base_key, msg["data"])
+        self.node.feed(ev.SnapshotReceived(link.peer_id, plain))
 
     async def _join(self, link: Link, msg: dict[str, Any]) -> None:
         if self.node.config.role != "bootstrap":
@@ -213,9 +232,6 @@ class LinkService:
         path = self.node.data_dir.chunk_log_path(msg["job_id"], msg["chunk"])
         text = await trio.to_thread.run_sync(read_log_tail, path)
         await link.send(message("LOG", job_id=msg["job_id"], chunk=msg["chunk"], text=text))
-
-    async def _nothing(self, link: Link, msg: dict[str, Any]) -> None:
-        pass
 
     async def _error(self, link: Link, msg: dict[str, Any]) -> None:
         log.warning("%s reports an error: %s", link.describe(), msg["message"])
