@@ -301,7 +301,17 @@ def _start_offset(
     rates = {n: 1.0 / s[0] for n in able if (s := state.peers[n].speed(job.renderer))}
     if node_id not in rates or len(rates) < len(able):
         return 0  # someone still probes: the probes' own spacing applies
-    farm_rate = sum(state.peers[n].slots * r for n, r in rates.items()) / _sharing(state, job)
+    # The farm's rate as run_length has it: each node's rate split among the jobs it
+    # may take, the N fastest for a job limited to N nodes.
+    sharing = _sharing(state, job)
+    parts = sorted(
+        (
+            state.peers[n].slots * r / max(1, sum(1 for j in sharing if _asks_for(state, j, n)))
+            for n, r in rates.items()
+        ),
+        reverse=True,
+    )
+    farm_rate = sum(parts[: job.max_nodes] if job.max_nodes else parts)
     work = sum(
         state.peers[n].slots * _whole(unclaimed * r / farm_rate * FIRST_PART, costs)
         for n, r in rates.items()
