@@ -273,6 +273,15 @@ def _adaptive_run(
     else:
         unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
     want = run_length(state, job, node_id, me, unclaimed, measured)
+    if not any(c.claim_origin == node_id for c in job.chunks.values()):
+        # This node's first claim on the job, on nodes that know their speeds: they
+        # all claim at about once, so each starts past the first runs of the nodes
+        # ranked before it (as they should size them), and their claims rarely collide.
+        offset = _start_offset(state, job, node_id, unclaimed, costs)
+        for first, length in gaps:
+            if 0 < offset and first <= offset < first + length:
+                end = first + length
+                return Pick(job.id, offset, _run_fitting(job, costs, offset, end - offset, want))
     # The first gap the whole run fits in (small gaps left between runs are taken at
     # the end, when runs are small), else the longest.
     for first, length in gaps:
@@ -281,6 +290,34 @@ def _adaptive_run(
             return Pick(job.id, first, count)
     first, length = max(gaps, key=lambda g: run_work(job, costs, g[0], g[1]))
     return Pick(job.id, first, _run_fitting(job, costs, first, length, want))
+
+
+def _start_offset(
+    state: State, job: Job, node_id: str, unclaimed: float, costs: tuple[float, ...]
+) -> int:
+    """Chunks the first runs of the nodes ranked before this one should take, from
+    their measured speeds (factoring's first part of each one's share)."""
+    able = able_renderers(state, job)
+    rates = {n: 1.0 / s[0] for n in able if (s := state.peers[n].speed(job.renderer))}
+    if node_id not in rates or len(rates) < len(able):
+        return 0  # someone still probes: the probes' own spacing applies
+    # The farm's rate as run_length has it: each node's rate split among the jobs it
+    # may take, the N fastest for a job limited to N nodes.
+    sharing = _sharing(state, job)
+    parts = sorted(
+        (
+            state.peers[n].slots * r / max(1, sum(1 for j in sharing if _asks_for(state, j, n)))
+            for n, r in rates.items()
+        ),
+        reverse=True,
+    )
+    farm_rate = sum(parts[: job.max_nodes] if job.max_nodes else parts)
+    work = sum(
+        state.peers[n].slots * _whole(unclaimed * r / farm_rate * FIRST_PART, costs)
+        for n, r in rates.items()
+        if n < node_id
+    )
+    return _run_fitting(job, costs, 0, job.chunk_total, work) if work > 0 else 0
 
 
 def run_length(
