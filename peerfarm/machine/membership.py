@@ -356,7 +356,6 @@ class Membership:
             if peer_id == shared.node_id:
                 continue
             if peer.state != UP:
-                self.prober.forget(peer_id)
                 continue
             if peer_id not in self.kwl:
                 # Known only from the replicated state: dial the address it announced.
@@ -369,7 +368,6 @@ class Membership:
                     f"peer {peer.name} ({peer_id[:8]}) is down; its chunks go back to the pool",
                 )
                 self.declared_down[peer_id] = peer.incarnation
-                self.prober.forget(peer_id)
                 shared.emit(act.PEER_DOWN, {"node_id": peer_id, "incarnation": peer.incarnation})
         me = state.peers.get(shared.node_id)
         if me is not None and me.state == DOWN:
