@@ -16,10 +16,10 @@ import json
 import statistics
 
 from peerfarm.sim.scheduling_bench import (
-    CURVES,
     DEFAULT_FRAMES,
     DEFAULT_SPEEDS,
     DEFAULT_STARTUP,
+    RANDOM_CURVES,
     Scenario,
     compare,
     complexity_curve,
@@ -29,7 +29,7 @@ from peerfarm.sim.scheduling_bench import (
 
 def scenarios(randoms: int) -> list[tuple[str, Scenario]]:
     named = [(f"default ({curve})" if curve == "wave" else curve, curve) for curve in ("wave",)] + [
-        (curve, curve) for curve in CURVES if curve != "wave"
+        (curve, curve) for curve in RANDOM_CURVES if curve != "wave"
     ]
     out = [
         (

@@ -13,7 +13,7 @@ import trio
 
 from peerfarm.ops.config import ConfigError, default_data_dir
 from peerfarm.ops.serving import add_service_options, parse_service_args, serve_node, show_config
-from peerfarm.runtime.node import Node, NodeConfig
+from peerfarm.runtime.node import COMPACT_AFTER, Node, NodeConfig
 from peerfarm.runtime.serve import (
     START_ERRORS,
     add_farm_key_option,
@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where it keeps its identity, known-worker list and log (default: "
         f"{default_data_dir('bootstrap')[0]}; as a system service, its own)",
     )
+    parser.add_argument(
+        "--compact-after",
+        type=int,
+        default=COMPACT_AFTER,
+        metavar="N",
+        help="fold the log's history every member holds into a snapshot once it holds N "
+        f"such actions (default {COMPACT_AFTER}; 0: never)",
+    )
     add_service_options(parser)
     return parser
 
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         node = bootstrap_node(listen, args.data_dir, farm_key=key)
         node.config.advertise = args.advertise
         node.config.zeroconf = not args.no_zeroconf
+        node.config.compact_after = max(args.compact_after, 0)
         return trio.run(serve_node, node, args.metrics)
     except (ConfigError, FarmKeyError, *START_ERRORS) as exc:
         print(f"peerfarm: error: {exc}", file=sys.stderr)

@@ -55,6 +55,12 @@ class JobRequest:
     # A new revision of this job (re-render on save): the farm cancels that job as this
     # one arrives; "" for none.
     supersedes: str = ""
+    # Requirements and limits (docs/scheduling.md): only nodes with every one of these
+    # tags and at least this much memory (bytes; 0: any) take the job, and at most
+    # max_nodes nodes render it at once (0: no limit).
+    require: list[str] = field(default_factory=list)
+    require_memory: int = 0
+    max_nodes: int = 0
     # What reading the scene found that the user should know (a .blend's files taken
     # from outside its folder): shown by the face before submitting, never sent.
     scene_notes: tuple[str, ...] = ()
@@ -131,6 +137,9 @@ _WIRE_TYPES = {
     "priority": _int,
     "order": _str,
     "supersedes": _str,
+    "require": lambda v: type(v) is list and all(type(t) is str for t in v),
+    "require_memory": _int,
+    "max_nodes": _int,
 }
 _LOCAL_ONLY = {"scene_notes"}  # fields a face uses and SUBMIT does not carry
 _OPTIONAL = {

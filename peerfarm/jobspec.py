@@ -8,9 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from peerfarm.core import schema
-from peerfarm.core.actions import MAX_CHUNKS, MAX_FPS, PAYLOADS, chunk_count
+from peerfarm.core.actions import (
+    MAX_CHUNKS,
+    MAX_FPS,
+    MAX_MEMORY,
+    MAX_NODES_LIMIT,
+    PAYLOADS,
+    chunk_count,
+)
 from peerfarm.core.chunk_order import IN_ORDER, ORDERS
 from peerfarm.core.names import safe_name
+from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import memory_text, parse_tags
 from peerfarm.core.tiles import MAX_TILES, TileError, tile_grid
 from peerfarm.formats import DEFAULT_FORMAT, format_name, why_no_video, why_not_stitched
 from peerfarm.job_request import JobRequest, SubmitError
@@ -209,15 +218,27 @@ def prepare_new_job(
         raise SubmitError(
             f"--chunk must be a whole number of frames, at least 1 (got {chunk_size})"
         )
-    if last >= first and chunk_count(first, last, chunk_size, tiles) > MAX_CHUNKS:
-        more = "fewer --tiles or frames" if tiles > 1 else "a bigger --chunk"
-        raise SubmitError(f"more than {MAX_CHUNKS} chunks: use {more}")
+    count = chunk_count(first, last, chunk_size, tiles) if last >= first else 0
+    if count > MAX_CHUNKS:
+        # Every node holds every job's chunks: the limit keeps a node's memory bounded.
+        if tiles > 1:
+            what = f"{last - first + 1:,} frames of {tiles} tiles make {count:,}"
+            fix = "use fewer --tiles or split the frames into several jobs"
+        else:
+            what = f"{last - first + 1:,} frames in chunks of {chunk_size} make {count:,}"
+            least = -(-(last - first + 1) // MAX_CHUNKS)
+            fix = (
+                f"use --chunk {least} or more, leave --chunk out (nodes then claim runs "
+                "of frames), or split the frames into several jobs"
+            )
+        raise SubmitError(f"a job may have at most {MAX_CHUNKS:,} chunks; {what}: {fix}")
     order = request.order or IN_ORDER
     if order not in ORDERS:
         raise SubmitError(f"--order {order}: choose {' or '.join(ORDERS)}")
     output = request.output
     if not isinstance(output, str) or not output:
         raise SubmitError("the job has no output folder")
+    require = _requirements(request)
     payload = {
         "job_id": job_id,
         "name": safe_name(request.name or "job"),
@@ -247,9 +268,39 @@ def prepare_new_job(
         payload["supersedes"] = request.supersedes
     if adaptive:
         payload["adaptive"] = True
+    payload.update(require)
     why = PAYLOADS["NEW_JOB"](payload)
     if why is None and last < first:
         why = "the last frame is before the first"
     if why:
         raise SubmitError(f"the job is not valid: {why}")
     return NewJob(payload, tuple(checked.notes))
+
+
+def _requirements(request: JobRequest) -> dict[str, Any]:
+    """The NEW_JOB fields of the request's requirements and limit (only those set), or a
+    SubmitError that says what to change."""
+    out: dict[str, Any] = {}
+    try:
+        tags = parse_tags(request.require, job=True)
+    except Refused as exc:
+        raise SubmitError(f"--require: {exc}") from None
+    if tags:
+        out["require"] = list(tags)
+    memory = request.require_memory
+    if memory:
+        if type(memory) is not int or not 1 <= memory <= MAX_MEMORY:
+            raise SubmitError(
+                f"--require-memory: {memory!r} is not a size from 1 byte to "
+                f"{memory_text(MAX_MEMORY)} (e.g. 16G)"
+            )
+        out["require_memory"] = memory
+    limit = request.max_nodes
+    if limit:
+        if type(limit) is not int or not 1 <= limit <= MAX_NODES_LIMIT:
+            raise SubmitError(
+                f"--max-nodes: {limit!r}: give a whole number from 1 to {MAX_NODES_LIMIT:,} "
+                "(or none for no limit)"
+            )
+        out["max_nodes"] = limit
+    return out

@@ -4,8 +4,11 @@ are asserted (nothing died, the mesh formed, digests agree), never the timings."
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 
 def test_nodes_started_at_once_form_a_mesh_and_render_with_equal_digests():
@@ -88,3 +91,92 @@ def test_the_null_renderer_is_not_offered_outside_the_bench(monkeypatch):
     assert "null" not in renderer_plugins()
     monkeypatch.setenv(null.ENV_VAR, "1")
     assert "null" in renderer_plugins()
+
+
+def test_join_reaches_an_equal_digest_through_the_snapshot():
+    """`peerfarm bench join` at a size CI can hold: the farm compacts the history, the
+    joiner takes the snapshot (it holds the folded actions) and reaches an equal digest;
+    the log file keeps the tail only."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peerfarm",
+            "bench",
+            "join",
+            "--actions",
+            "3000",
+            "--jobs",
+            "3",
+            "--compact-after",
+            "500",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["actions"] == 2997 and result["jobs"] == 3  # 3 x (1 + 2 x 499)
+    assert result["joiner_log_compacted"] >= 2997  # the snapshot, not the actions
+    assert result["join_to_equal_digest_s"] > 0
+    assert result["log_bytes_after"] < result["log_bytes_before"] / 10
+    assert result["snapshot_bytes"] > 0
+
+
+def test_overhead_renders_a_povray_animation_both_ways_and_prints_the_ratio():
+    """`peerfarm bench overhead` at a size CI can hold: one farm run and one direct run
+    of POV-Ray's own example animation; every frame rendered once, a ratio printed."""
+    from peerfarm.cli.bench.overhead import default_scene
+    from peerfarm.renderers.povray.sandbox import unavailable_reason
+
+    if shutil.which("povray") is None or unavailable_reason() is not None:
+        pytest.skip("POV-Ray is not usable here")
+    if default_scene() is None:
+        pytest.skip("POV-Ray's example scenes are not installed (povray-examples)")
+    command = [sys.executable, "-m", "peerfarm", "bench", "overhead", "--frames", "3"]
+    command += ["--chunk", "2", "--slots", "2", "--runs", "1", "--size", "64x48", "--json"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["frames"] == 3 and result["size"] == "64x48" and len(result["runs"]) == 1
+    pair = result["runs"][0]
+    assert pair["frame_renders"] == 3
+    assert pair["direct_s"] > 0 and pair["farm_s"] > 0
+    assert result["ratio"] == pair["ratio"] == round(pair["farm_s"] / pair["direct_s"], 3)
+    assert pair["farm_complete_s"] >= pair["farm_s"]
+
+
+def test_overhead_without_the_scene_says_what_to_give(tmp_path):
+    missing = tmp_path / "nothing.ini"
+    run = subprocess.run(
+        [sys.executable, "-m", "peerfarm", "bench", "overhead", "--scene", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert f"--scene {missing}: no such file" in run.stderr or "POV-Ray is not" in run.stderr
+
+
+def test_memory_reports_the_nodes_resident_memory_and_the_million_frame_limit():
+    """`peerfarm bench memory` at a size CI can hold: a node renders a job of one-frame
+    chunks to its end and its resident memory is reported; a 1,000,000-frame job is
+    refused as one-frame chunks (with the way out) and accepted as runs of frames."""
+    command = [sys.executable, "-m", "peerfarm", "bench", "memory", "--frames", "200"]
+    command += ["--million-seconds", "1", "--json"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["frames"] == 200 and result["log_length"] >= 400
+    assert 0 < result["rss_mb_idle_before"] <= result["rss_mb_peak"]
+    assert result["node_alive_at_end"] is True
+    million = result["million"]
+    assert million["chunk_1"]["refused"] is True
+    assert "a job may have at most 100,000 chunks" in million["chunk_1"]["message"]
+    assert "--chunk 10 or more" in million["chunk_1"]["message"]
+    adaptive = million["adaptive"]
+    assert adaptive["accepted"] is True and adaptive["chunks"] == million["max_chunks_per_job"]
+    assert adaptive["state_after_cancel"] == "cancelled"

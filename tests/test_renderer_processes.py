@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from peerfarm.child_processes import RENDERER_NICENESS
+from peerfarm.renderers.base import renderer_environment
 from peerfarm.renderers.povray import PovrayRenderer
 from peerfarm.renderers.povray.sandbox import unavailable_reason
 from peerfarm.runtime.renderer_processes import (
@@ -391,3 +392,159 @@ def test_a_broken_record_file_is_ignored(tmp_path):
     (tmp_path / RECORD_FILE).write_text("{not json")
     assert RendererProcesses(tmp_path).kill_leftovers() == []
     assert not (tmp_path / RECORD_FILE).exists()
+
+
+# --- spare guards: the next chunk's guard started ahead, its wrapper imported -----------
+
+WRAPPER = "peerfarm.renderers.builtin"  # a wrapper module of peerfarm's own: runs in a fork
+
+
+def _builtin(frames: str, size: str, pattern: str) -> list[str]:
+    command = [sys.executable, "-m", WRAPPER, "--scene-file", "builtin:demo", "--frames", frames]
+    return [*command, "--size", size, "--output-pattern", pattern]
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+
+
+async def _spare_of(processes: RendererProcesses) -> int:
+    """The pid of the spare guard started behind a render (waits for it)."""
+    with trio.fail_after(DEADLINE):
+        while not processes._spares.get(WRAPPER):
+            await trio.sleep(0.02)
+    return processes._spares[WRAPPER][0][0].pid
+
+
+def test_the_next_chunk_starts_in_a_spare_guard_with_its_own_folder_and_log(tmp_path):
+    """A wrapper chunk leaves a spare guard behind; the next one runs in it: in the
+    chunk's folder (a relative output path lands there), its stderr in the chunk's log,
+    its exit status passed on, as a freshly started guard does."""
+
+    async def chunk(processes: RendererProcesses, i: int, command: list[str]) -> tuple:
+        work = tmp_path / f"work{i}"
+        work.mkdir()
+        with open(tmp_path / f"chunk{i}.log", "wb") as stderr:
+            async with trio.open_nursery() as nursery:
+                run = partial(
+                    processes.run,
+                    command,
+                    cwd=work,
+                    env=renderer_environment(work),
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                )
+                process = await nursery.start(run)
+                cmdline = _cmdline(process.pid)
+                output = b"".join([data async for data in process.stdout])
+        return process.pid, cmdline, output, process.returncode
+
+    async def main() -> tuple:
+        processes = RendererProcesses(tmp_path)
+        first = await chunk(processes, 1, _builtin("1", "16x12", "out/f_{frame:04d}.png"))
+        spare = await _spare_of(processes)
+        second = await chunk(processes, 2, _builtin("2", "16x12", "out/f_{frame:04d}.png"))
+        another = await _spare_of(processes)
+        bad = await chunk(processes, 3, _builtin("3", "0x0", "out/f_{frame:04d}.png"))
+        await processes.close_spares()
+        return first, spare, second, another, bad
+
+    first, spare, second, another, bad = trio.run(main)
+    assert b"--spare" not in first[1] and first[3] == 0
+    assert second[0] == spare and b"--spare" in second[1] and second[3] == 0
+    assert b"FRAME 2" in second[2]
+    assert (tmp_path / "work2" / "out" / "f_0002.png").is_file()
+    assert bad[0] == another and bad[3] == 2  # a wrapper's usage error, from the spare
+    assert "--size" in (tmp_path / "chunk3.log").read_text()
+    assert _wait_until_gone([spare, another]) == []
+    assert not (tmp_path / RECORD_FILE).exists()  # every guard, spare or not, ended
+
+
+def test_a_chunk_in_a_spare_guard_stops_as_a_whole_tree_when_cancelled(tmp_path):
+    async def main() -> tuple[int, list[int], int | None]:
+        processes = RendererProcesses(tmp_path)
+        env = renderer_environment(tmp_path)
+        pattern = str(tmp_path / "f_{frame:04d}.png")
+        run = partial(processes.run, cwd=tmp_path, env=env, stdout=subprocess.PIPE)
+        with open(tmp_path / "chunk.log", "wb") as stderr:
+            async with trio.open_nursery() as nursery:
+                first = _builtin("1", "8x6", pattern)
+                process = await nursery.start(partial(run, first, stderr=stderr))
+                _ = [data async for data in process.stdout]
+            spare = await _spare_of(processes)
+            async with trio.open_nursery() as nursery:
+                slow = _builtin("1-1000", "1600x1200", pattern)
+                process = await nursery.start(partial(run, slow, stderr=stderr))
+                assert process.pid == spare
+                with trio.fail_after(DEADLINE):
+                    while not _children(spare):
+                        await trio.sleep(0.02)
+                tree = [spare, *_children(spare)]
+                nursery.cancel_scope.cancel()
+        await processes.close_spares()
+        return spare, tree, process.returncode
+
+    spare, tree, status = trio.run(main)
+    assert status is not None and status != 0
+    assert len(tree) == 2 and _wait_until_gone(tree) == []
+
+
+NODE_WITH_SPARE = """\
+import os, subprocess, sys
+from functools import partial
+from pathlib import Path
+import trio
+from peerfarm.renderers.base import renderer_environment
+from peerfarm.runtime.renderer_processes import RendererProcesses
+
+data_dir, pattern = sys.argv[1:]
+command = [sys.executable, "-m", "peerfarm.renderers.builtin", "--scene-file", "builtin:demo",
+           "--size", "1600x1200", "--output-pattern", pattern]
+
+async def main():
+    processes = RendererProcesses(Path(data_dir))
+    env = renderer_environment(Path(data_dir))
+    with open(Path(data_dir) / "chunk.log", "wb") as log:
+        run = partial(processes.run, cwd=data_dir, env=env, stdout=subprocess.PIPE, stderr=log)
+        async with trio.open_nursery() as nursery:  # a first, short chunk: a spare behind it
+            process = await nursery.start(partial(run, [*command[:-4], "--size", "8x6",
+                                                        *command[-2:], "--frames", "1"]))
+            _ = [data async for data in process.stdout]
+        while not processes._spares.get("peerfarm.renderers.builtin"):
+            await trio.sleep(0.02)
+        async with trio.open_nursery() as nursery:  # a long one, in the spare
+            process = await nursery.start(partial(run, [*command, "--frames", "1-1000"]))
+            print(f"GUARD {process.pid}", flush=True)
+            while not processes._spares.get("peerfarm.renderers.builtin"):
+                await trio.sleep(0.02)
+            print(f"SPARE {processes._spares['peerfarm.renderers.builtin'][0][0].pid}", flush=True)
+            async for data in process.stdout:
+                pass
+
+trio.run(main)
+"""
+
+
+def test_spare_guards_die_with_their_sigkilled_node_waiting_or_rendering(tmp_path):
+    data_dir = tmp_path / "node"
+    data_dir.mkdir()
+    node = subprocess.Popen(
+        [sys.executable, "-c", NODE_WITH_SPARE, str(data_dir), str(tmp_path / "f_{frame:04d}.png")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert node.stdout is not None
+        (guard,) = map(int, node.stdout.readline().split()[1:])
+        (spare,) = map(int, node.stdout.readline().split()[1:])
+        assert b"--spare" in _cmdline(guard) and b"--spare" in _cmdline(spare)
+        deadline = time.monotonic() + DEADLINE
+        while not _children(guard) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rendering = [guard, *_children(guard)]
+        assert len(rendering) == 2
+    finally:
+        node.kill()
+        node.wait()
+    assert _wait_until_gone([*rendering, spare]) == []

@@ -3,6 +3,7 @@ backed up by an idle node, the job completes, and the hung copy is stopped."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -98,3 +99,33 @@ def test_a_hung_renderer_is_backed_up_and_the_job_completes(tmp_path):
                     os.kill(pid, signal.SIGCONT)
                 except ProcessLookupError:
                     pass
+
+
+def test_a_farm_with_one_slow_node_completes_and_the_slow_node_renders_less(capsys):
+    """`peerfarm bench mixed`, CI-sized: 4 node processes, the paced renderer, the last
+    node 5 times slower. Correctness only (timings are the bench's business)."""
+    from peerfarm.cli.main import main
+
+    args = ["--frames", "40", "--frame-seconds", "0.2", "--startup", "0.2", "--slow", "5"]
+    assert main(["bench", "mixed", *args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    measured = out["measured"]
+    assert len(measured) == 4
+    # Every frame was rendered, and counted once.
+    assert sum(m["frames_rendered"] for m in measured) == 40
+    *normal, slow = measured
+    assert slow["frames_rendered"] < min(m["frames_rendered"] for m in normal)
+    # Measured by the nodes themselves, not told: the slow node knows it is slow.
+    assert slow["frame_seconds"] > 2 * max(m["frame_seconds"] for m in normal)
+    assert out["makespan"] >= out["lower_bound"] > 0
+
+
+def test_the_paced_renderer_refuses_a_bad_pace(monkeypatch):
+    from peerfarm.renderers import paced
+    from peerfarm.renderers.base import RendererError
+
+    monkeypatch.setenv(paced.ENV_VAR, "fast")
+    with pytest.raises(RendererError, match="SECONDS_PER_FRAME"):
+        paced.pace_from_env()
+    monkeypatch.setenv(paced.ENV_VAR, "0.5,2")
+    assert paced.pace_from_env() == (0.5, 2.0)

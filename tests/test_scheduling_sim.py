@@ -100,7 +100,7 @@ def test_bench_schedule_refuses_bad_input(capsys, tmp_path):
     assert main(["bench", "schedule", "--speeds", "1,-2"]) == 1
     assert "--speeds 1,-2: give positive seconds" in capsys.readouterr().err
     assert main(["bench", "schedule", "--complexity", "nosuch"]) == 1
-    assert "not a curve (flat, ramp, wave, spikes) nor a file" in capsys.readouterr().err
+    assert "not a curve (flat, ramp, wave, spikes, tail) nor a file" in capsys.readouterr().err
     costs = tmp_path / "costs.txt"
     costs.write_text("1\n2\n8\n")
     assert main(["bench", "schedule", "--speeds", "1,2", "--complexity", str(costs), "--json"]) == 0
@@ -179,3 +179,45 @@ def test_a_priority_job_gets_its_first_frames_within_one_run():
         and 30.1 < t < max(urgent_claims)
     ]
     assert not big_claims_meanwhile
+
+
+def test_requirements_and_max_nodes_hold_at_every_step():
+    gib = 2**30
+    nodes = [
+        NodePlan(1, 1.0, tags=("gpu",), memory=16 * gib),
+        NodePlan(1, 2.0, tags=("gpu", "lab2"), memory=32 * gib),
+        NodePlan(1, 1.0, tags=("gpu",), memory=4 * gib),  # too little memory
+        NodePlan(1, 1.0),
+        NodePlan(2, 1.0, memory=64 * gib),
+    ]
+    jobs = [
+        JobPlan(
+            "job-gpu", 1.0, 3, 1, 40, 1, adaptive=True, require=("gpu",), require_memory=8 * gib
+        ),
+        JobPlan("job-two", 1.0, 4, 1, 60, 1, adaptive=True, max_nodes=2),
+        JobPlan("job-fixed", 2.0, 0, 1, 30, 3, max_nodes=1),
+    ]
+    schedule = Schedule(
+        node_ids=node_ids(random.Random(6), len(nodes)),
+        nodes=nodes,
+        jobs=jobs,
+        # Delays let nodes claim at once, so claims past the limit race and lose.
+        network=NetworkConditions(min_delay=0.01, max_delay=0.2),
+        frame_time=0.5,
+        fault_end=1.0,
+        startup=0.5,
+    )
+    # The farm checks after every event, on every node, that no job is rendered by more
+    # nodes than its max_nodes (peerfarm/sim/farm.py): a violation fails the run.
+    result = run_schedule(schedule, random.Random(3), 3)
+    assert result.jobs == {"job-gpu": "done", "job-two": "done", "job-fixed": "done"}
+    by_job: dict[str, set[int]] = {}
+    for n, a in _by(result, schedule, act.DONE) + _by(result, schedule, act.CLAIM_CHUNK):
+        by_job.setdefault(a.payload["job_id"], set()).add(n)
+    for n, a in _by(result, schedule, act.BACKUP_CHUNK):
+        by_job.setdefault(a.payload["job_id"], set()).add(n)
+    # Only nodes with the gpu tag and 8 GiB ever claimed or rendered the gpu job.
+    assert by_job["job-gpu"] == {0, 1}
+    # The limited jobs were rendered by several nodes over time, never more at once.
+    assert len(by_job["job-two"]) >= 2
+    assert len(by_job["job-fixed"]) >= 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from peerfarm.core.requirements import requirement_text, why_waiting
 from peerfarm.core.state import (
     ACTIVE,
     CHUNK_DONE,
@@ -43,6 +44,10 @@ class JobRow:
     output: str
     frames_collected: int | None  # for jobs of this machine: frames in the output folder
     complete: bool  # every frame in the output folder (and the GIF written)
+    # Its requirements and limit in a few words ("" for none), and why no node up may
+    # take it ("" when some may): core/requirements.py.
+    needs: str = ""
+    waiting: str = ""
 
 
 @dataclass
@@ -62,6 +67,10 @@ class PeerRow:
     not_offered: dict[str, str] = field(default_factory=dict)  # this machine: name -> why
     # Its measured speed per renderer (NODE_SPEED): (renderer, ms per frame, start-up ms)
     speeds: list[tuple[str, int, int]] = field(default_factory=list)
+    # What it advertises (jobs may require them): its tags, memory (bytes) and cores (0: unknown)
+    tags: tuple[str, ...] = ()
+    memory: int = 0
+    cores: int = 0
 
 
 @dataclass
@@ -124,6 +133,8 @@ class FarmSummary:
                     output=job.output,
                     frames_collected=collected["frames_collected"] if collected else None,
                     complete=bool(collected and collected["complete"]),
+                    needs=requirement_text(job),
+                    waiting=why_waiting(state, job),
                 )
             )
         return rows
@@ -173,6 +184,9 @@ class FarmSummary:
                     fps=meter.rate(now),
                     me=node_id == me,
                     speeds=list(peer.speeds),
+                    tags=peer.tags,
+                    memory=peer.memory,
+                    cores=peer.cores,
                 )
             )
         return rows

@@ -8,6 +8,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
+from peerfarm.core.requirements import memory_text
 from ui.farm_summary import PeerRow
 from ui.jobs_view import format_fps
 
@@ -20,6 +21,7 @@ COLUMNS = [
     "Rendering now",
     "Frames rendered",
     "Speed",
+    "Tags and memory",
 ]
 STATE = COLUMNS.index("State")
 HEADER_HINTS = [
@@ -32,6 +34,8 @@ HEADER_HINTS = [
     "The chunks it renders now",
     "Frames it rendered (of the jobs this farm knows)",
     "Frames per second it finished lately (over the last 30 s)",
+    "What it advertises: its tags (peerfarm node --tag) and its memory and cores, which "
+    "jobs may require (--require, --require-memory)",
 ]
 HEALTH_COLOURS = {
     "up": QColor("#2e8b3d"),
@@ -78,6 +82,14 @@ def renderers_text(row: PeerRow) -> str:
     if row.not_offered:  # installed here but not offered: the tooltip says why
         text += f" ({', '.join(sorted(row.not_offered))} not offered)"
     return text
+
+
+def machine_text(row: PeerRow) -> str:
+    """ "gpu, lab2 · 16 GiB · 8 cores": a node's tags, memory and cores."""
+    parts = [", ".join(row.tags)] if row.tags else []
+    parts.append(memory_text(row.memory) if row.memory else "memory unknown")
+    parts.append(f"{row.cores} cores" if row.cores else "cores unknown")
+    return " · ".join(parts)
 
 
 def not_offered_text(row: PeerRow) -> str:
@@ -143,6 +155,7 @@ class FarmModel(QAbstractTableModel):
                 rendering_text(row),
                 str(row.frames_rendered) if row.renders else "",
                 format_fps(row.fps) if row.renders else "",
+                machine_text(row) if row.renders else "",
             ][column]
         if role == Qt.ItemDataRole.DecorationRole and column == STATE:
             return self._dots.get(row.health, self._dots["unknown"])

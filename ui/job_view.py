@@ -246,6 +246,10 @@ class JobView(QWidget):
         if row.eta is not None and row.state in ("rendering", "queued"):
             parts.append(f"{format_eta(row.eta)} left")
         parts.append(f"{row.renderer}, submitted by {row.submitter}")
+        if row.needs:
+            parts.append(f"requires {row.needs}")
+        if row.waiting:
+            parts.append(row.waiting)
         if row.mine:
             parts.append(f"output: {row.output}")
         if row.error:

@@ -72,6 +72,8 @@ def format_fps(fps: float | None) -> str:
 def state_text(row: JobRow) -> str:
     if row.mine and row.state == "done" and not row.complete:
         return "done, collecting"
+    if row.waiting and row.state == "queued":
+        return "queued: no node matches"
     return row.state
 
 
@@ -127,6 +129,8 @@ class JobsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == STATE:
                 hint = STATE_HINTS.get(row.state, "")
+                if row.waiting:
+                    hint = f"{hint}\n{row.waiting}"
                 return f"{hint}\n{row.error}" if row.error else hint
             if column == PROGRESS and row.frames_collected is not None:
                 return (

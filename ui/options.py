@@ -10,6 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import parse_tag
 from peerfarm.runtime.addresses import format_address, parse_address
 
 
@@ -17,6 +19,13 @@ def _address(text: str) -> str:
     try:
         return format_address(*parse_address(text))
     except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tag(text: str) -> str:
+    try:
+        return parse_tag(text)
+    except Refused as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -42,6 +51,13 @@ def add_gui_options(p: argparse.ArgumentParser) -> None:
         help="the address peers should dial (default: chosen from the interfaces)",
     )
     p.add_argument("--name", help="the name shown to the farm (default: host name)")
+    p.add_argument(
+        "--tag",
+        type=_tag,
+        action="append",
+        metavar="TAG",
+        help="a tag this node advertises, e.g. gpu (repeat for several; replaces the saved ones)",
+    )
     p.add_argument(
         "--no-zeroconf",
         action="store_true",
@@ -76,6 +92,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         out["name"] = args.name
     if args.advertise is not None:
         out["advertise"] = args.advertise
+    if args.tag:
+        out["tags"] = tuple(args.tag)
     if args.no_zeroconf:
         out["lan_discovery"] = False
     if args.farm_key_file is not None:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import parse_tags
 from peerfarm.programs import PROGRAMS
 from peerfarm.runtime.addresses import format_address, is_loopback, parse_address
 from peerfarm.runtime.node import NodeConfig
@@ -49,6 +51,9 @@ class Settings:
     povray: str = ""
     ffmpeg: str = ""
     setup_done: bool = False  # the first-start guide ran
+    # Tags this node advertises (as `peerfarm node --tag`): jobs that require a tag
+    # render only on nodes that have it (docs/scheduling.md).
+    tags: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Raise SettingsError naming the first setting that cannot be used."""
@@ -75,6 +80,10 @@ class Settings:
                 )
         if not 0 <= self.slots <= 1024:
             raise SettingsError(f"slots: {self.slots} is not between 0 and 1024")
+        try:
+            parse_tags(self.tags)
+        except Refused as exc:
+            raise SettingsError(f"tags: {exc}") from None
         if not 1 <= self.away_minutes <= 24 * 60:
             raise SettingsError("away minutes: give 1 to 1440 minutes")
         if self.farm_key_file:
@@ -110,7 +119,7 @@ def load(path: Path) -> Settings:
         if key not in known:
             continue  # a setting of another version: ignored, not fatal
         default = getattr(defaults, key)
-        if key == "bootstraps" and isinstance(value, list):
+        if key in ("bootstraps", "tags") and isinstance(value, list):
             value = tuple(str(v) for v in value)
         if type(value) is not type(default):
             log.warning("setting %s in %s has the wrong type; using the default", key, path)
@@ -123,6 +132,7 @@ def save(path: Path, settings: Settings) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = asdict(settings)
     data["bootstraps"] = list(settings.bootstraps)
+    data["tags"] = list(settings.tags)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8")
     tmp.replace(path)
@@ -148,6 +158,7 @@ def node_config(settings: Settings, default_data_dir: Path) -> NodeConfig:
         advertise=format_address(*parse_address(settings.advertise)) if settings.advertise else "",
         zeroconf=settings.lan_discovery,
         farm_key=farm_key,
+        tags=parse_tags(settings.tags),
     )
     return config
 

@@ -37,6 +37,7 @@ RESTART_FIELDS = (
     "lan_discovery",
     "farm_key_file",
     "advertise",
+    "tags",
     *PROGRAMS,
 )
 
@@ -100,6 +101,12 @@ class SettingsDialog(QDialog):
         self.slots = QSpinBox()
         self.slots.setRange(0, 1024)
         self.slots.setValue(s.slots)
+        self.tags = QLineEdit(", ".join(s.tags))
+        self.tags.setPlaceholderText("none (e.g. gpu, lab2)")
+        self.tags.setToolTip(
+            "Tags this computer advertises to the farm: jobs submitted with "
+            "--require TAG (or Requires in the submit dialog) render only on nodes with it"
+        )
         self.tray = QCheckBox("Keep rendering in the background when the window is closed")
         self.tray.setChecked(s.keep_rendering_in_tray)
 
@@ -113,6 +120,7 @@ class SettingsDialog(QDialog):
         form.addRow("Data folder", path_row(self.data_dir, self, True, "Data folder"))
         form.addRow("Default output folder", path_row(self.output, self, True, "Output folder"))
         form.addRow("Renderer slots", self.slots)
+        form.addRow("Tags", self.tags)
         for program, label in (("blender", "Blender"), ("povray", "POV-Ray"), ("ffmpeg", "ffmpeg")):
             title = f"{label} program"
             form.addRow(title, path_row(self.programs[program], self, False, title))
@@ -122,7 +130,8 @@ class SettingsDialog(QDialog):
         self.error.setStyleSheet("color: #b71c1c;")
         self.error.hide()
         hint = QLabel(
-            "Name, addresses, data folder, farm key and programs apply when the node restarts."
+            "Name, addresses, data folder, farm key, tags and programs apply when the node "
+            "restarts."
         )
         hint.setStyleSheet("color: #6b6b6b;")
         buttons = QDialogButtonBox(
@@ -150,6 +159,9 @@ class SettingsDialog(QDialog):
             slots=self.slots.value(),
             keep_rendering_in_tray=self.tray.isChecked(),
             advertise=self.advertise.text().strip(),
+            tags=tuple(
+                part.strip().lower() for part in re.split(r"[\s,;]+", self.tags.text()) if part
+            ),
             **{program: edit.text().strip() for program, edit in self.programs.items()},
         )
 

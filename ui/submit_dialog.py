@@ -28,8 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from peerfarm.core.actions import MAX_NODES_LIMIT
 from peerfarm.core.chunk_order import SPREAD
 from peerfarm.core.names import safe_name
+from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import parse_memory, parse_tags, unmet
 from peerfarm.core.state import UP
 from peerfarm.core.tiles import MAX_TILES
 from peerfarm.job_request import JobRequest, SubmitError, scene_request
@@ -144,6 +147,30 @@ class SubmitDialog(QDialog):
         self.priority = QSpinBox()
         self.priority.setRange(-1000, 1000)
         self.priority.setToolTip("Higher priority jobs render first")
+        # Requirements and limit (docs/scheduling.md), as `peerfarm submit` takes them.
+        self.require_edit = QLineEdit()
+        self.require_edit.setPlaceholderText("any node (or tags, e.g. gpu, lab2)")
+        self.require_edit.setToolTip(
+            "Render only on nodes that have every one of these tags (a node gets tags with "
+            "`peerfarm node --tag gpu`, or in the app's Settings)"
+        )
+        self.memory_edit = QLineEdit()
+        self.memory_edit.setPlaceholderText("any (or e.g. 16G, 512M)")
+        self.memory_edit.setToolTip("Render only on nodes with at least this much memory")
+        self.max_nodes = QSpinBox()
+        self.max_nodes.setRange(0, MAX_NODES_LIMIT)
+        self.max_nodes.setSpecialValueText("no limit")
+        self.max_nodes.setSuffix(" nodes at most")
+        self.max_nodes.setToolTip("How many nodes may render this job at once")
+        needs_row = QHBoxLayout()
+        needs_row.addWidget(QLabel("tags"))
+        needs_row.addWidget(self.require_edit, 2)
+        needs_row.addWidget(QLabel("memory"))
+        needs_row.addWidget(self.memory_edit, 1)
+        self.needs_status = QLabel()
+        self.needs_status.setWordWrap(True)
+        self.needs_status.setStyleSheet("color: #b26a00;")
+        self.needs_status.hide()
         self.preview = QCheckBox("Preview first: a quick pass at quarter size")
         self.preview.setToolTip(
             "Before the full render, the farm renders every frame small and with quick "
@@ -169,6 +196,9 @@ class SubmitDialog(QDialog):
         form.addRow("Image size", size_row)
         form.addRow("Output folder", output_row)
         form.addRow("Priority", self.priority)
+        form.addRow("Requires", needs_row)
+        form.addRow("", self.needs_status)
+        form.addRow("Nodes", self.max_nodes)
         form.addRow("", self.preview)
         form.addRow("", self.rerender)
 
@@ -183,7 +213,7 @@ class SubmitDialog(QDialog):
         self.submit_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         self.submit_button.setText("Submit")
         self.submit_button.setEnabled(False)
-        for spin in (self.chunk, self.tiles, self.priority):
+        for spin in (self.chunk, self.tiles, self.priority, self.max_nodes):
             spin.setMaximumWidth(220)
         # What the job looks like depends on the scene: editable once it is read.
         self.job_fields = [
@@ -198,6 +228,9 @@ class SubmitDialog(QDialog):
             self.output_edit,
             output_button,
             self.priority,
+            self.require_edit,
+            self.memory_edit,
+            self.max_nodes,
             self.preview,
             self.rerender,
         ]
@@ -219,6 +252,8 @@ class SubmitDialog(QDialog):
         )
         self.own_size.toggled.connect(self._own_size_toggled)
         self.name_edit.textChanged.connect(lambda _: self._update_output())
+        self.require_edit.textChanged.connect(lambda _: self._check_needs())
+        self.memory_edit.textChanged.connect(lambda _: self._check_needs())
         self.buttons.accepted.connect(self.submit)
         self.buttons.rejected.connect(self.reject)
         self.setAcceptDrops(True)
@@ -346,6 +381,31 @@ class SubmitDialog(QDialog):
                 names.update(name for name, _ in peer.renderers)
         return names
 
+    def requirements(self) -> tuple[list[str], int]:
+        """The tags and memory the fields ask for; Refused with what to type."""
+        words = self.require_edit.text().replace(",", " ").split()
+        tags = list(parse_tags(words, job=True))
+        memory_text = self.memory_edit.text().strip()
+        return tags, parse_memory(memory_text) if memory_text else 0
+
+    def _check_needs(self) -> None:
+        """Say at once when a requirement cannot be read, or no node up now meets it (the
+        job is accepted all the same: a matching node may join later)."""
+        try:
+            tags, memory = self.requirements()
+        except Refused as exc:
+            text = str(exc)
+        else:
+            text = ""
+            node = self.app.node
+            if (tags or memory) and node is not None:
+                up = [p for p in node.state.peers.values() if p.state == UP and p.renders]
+                why = unmet(tuple(tags), memory, up).removeprefix("waiting: ")
+                if why:
+                    text = f"No node of the farm meets this now ({why}): the job will wait."
+        self.needs_status.setText(text)
+        self.needs_status.setVisible(bool(text))
+
     def _own_size_toggled(self, own: bool) -> None:
         self.width_spin.setEnabled(not own)
         self.height_spin.setEnabled(not own)
@@ -369,6 +429,7 @@ class SubmitDialog(QDialog):
         own = self.own_size.isChecked() and self.own_size.isEnabled()
         output = self.output_edit.text().strip()
         request: JobRequest = self.scene["request"]
+        tags, memory = self.requirements()
         return request.replace(
             name=self.name_edit.text().strip() or request.name,
             frames=(self.first.value(), self.last.value()),
@@ -379,6 +440,9 @@ class SubmitDialog(QDialog):
             output=str(Path(output).expanduser().resolve()) if output else "",
             priority=self.priority.value(),
             order=SPREAD if self.rerender.isChecked() else None,
+            require=tags,
+            require_memory=memory,
+            max_nodes=self.max_nodes.value(),
         )
 
     def submit(self) -> None:
@@ -389,6 +453,11 @@ class SubmitDialog(QDialog):
             return
         if not self.output_edit.text().strip():
             self._show_error("Choose an output folder for the frames.")
+            return
+        try:
+            self.requirements()
+        except Refused as exc:
+            self._show_error(f"Requires: {exc}")
             return
         self._show_error("")
         self.submit_button.setEnabled(False)

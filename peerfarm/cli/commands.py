@@ -10,11 +10,13 @@ import tempfile
 from pathlib import Path
 
 from peerfarm.cli.progress import wait_for_job
+from peerfarm.core.requirements import memory_text
 from peerfarm.core.retention import size_text
 from peerfarm.core.user_text import parse_frames, parse_size
 from peerfarm.job_request import JobRequest, scene_request
 from peerfarm.runtime.addresses import from_this_machine
 from peerfarm.runtime.client import NodeClient
+from peerfarm.runtime.node import WARNING
 from peerfarm.runtime.retention import summary
 from peerfarm.security.farm_key import ENV_VAR, default_key_path, new_key, write_key
 
@@ -66,6 +68,9 @@ def request_from_args(args: argparse.Namespace, spool: Path | None = None) -> Jo
         output=str(output.resolve()) if from_this_machine(args.node) else str(output),
         priority=args.priority,
         order=args.order,
+        require=list(args.require),
+        require_memory=args.require_memory,
+        max_nodes=args.max_nodes,
     )
 
 
@@ -89,7 +94,8 @@ async def submit(args: argparse.Namespace) -> int:
                 request = request.replace(files=None, manifest=manifest)
             job_id, notes = await client.submit_job(request)
     for note in notes:  # stderr: the job id stays the first line of stdout
-        print(f"peerfarm: note: {note}", file=sys.stderr, flush=True)
+        what = "" if note.startswith(WARNING) else "note: "
+        print(f"peerfarm: {what}{note}", file=sys.stderr, flush=True)
     print(job_id, flush=True)
     if not args.wait:
         return 0
@@ -116,20 +122,45 @@ async def status(args: argparse.Namespace) -> int:
         print(f"{name} is not offered by this node: {why}")
     if st.get("speeds"):
         print(f"this node's measured speed: {describe_speeds(st['speeds'])}")
+    if "tags" in st and st.get("worker") is not None:  # a node that renders
+        print(f"this node: {describe_machine(st)}")
     print(f"\npeers ({len(st['peers'])}):")
     for p in st["peers"]:
         link = "connected" if p["connected"] else "not connected"
         speed = f"  {describe_speeds(p['speeds'])}" if p.get("speeds") else ""
-        print(f"  {p['name'] or '?':<16} {p['address']:<22} {p['state']:<8} {link}{speed}")
+        machine = f"  {describe_machine(p)}" if p.get("renders") else ""
+        print(f"  {p['name'] or '?':<16} {p['address']:<22} {p['state']:<8} {link}{machine}{speed}")
     print(f"\njobs ({len(st['jobs'])}):")
     for j in st["jobs"]:
         tiles = j.get("tiles", 1)
         detail = f", {j['chunks_done']}/{j['chunks_total']} tiles" if tiles > 1 else ""
+        needs = describe_requirements(j)
         print(
             f"  {j['id']}  {j['name']:<16} {j['state']:<10} {j['frames_done']}/{j['frames_total']}"
-            f" frames{detail}"
+            f" frames{detail}{f'  ({needs})' if needs else ''}"
         )
+        if j.get("waiting"):
+            print(f"      {j['waiting']}")
     return 0
+
+
+def describe_machine(node: dict) -> str:
+    """ "tags gpu, lab2; 16 GiB, 8 cores": what a node advertises (status, peers[])."""
+    tags = ", ".join(node.get("tags", [])) or "none"
+    memory = memory_text(node["memory"]) if node.get("memory") else "memory unknown"
+    cores = f"{node['cores']} cores" if node.get("cores") else "cores unknown"
+    return f"tags {tags}; {memory}, {cores}"
+
+
+def describe_requirements(job: dict) -> str:
+    """ "requires gpu, 16 GiB; at most 4 nodes": a job's requirements and limit."""
+    needs = list(job.get("require", []))
+    if job.get("require_memory"):
+        needs.append(memory_text(job["require_memory"]))
+    parts = [f"requires {', '.join(needs)}"] if needs else []
+    if job.get("max_nodes"):
+        parts.append(f"at most {job['max_nodes']} node{'s' if job['max_nodes'] != 1 else ''}")
+    return "; ".join(parts)
 
 
 def describe_speeds(speeds: dict[str, dict[str, float]]) -> str:

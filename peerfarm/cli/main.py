@@ -28,6 +28,7 @@ from peerfarm.cli.commands import (
 from peerfarm.cli.errors import CliError
 from peerfarm.core.chunk_order import ORDERS
 from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import parse_max_nodes, parse_memory, parse_tag, parse_tags
 from peerfarm.core.retention import Policy as RetentionPolicy
 from peerfarm.core.user_text import parse_bytes, parse_duration
 from peerfarm.ops import config
@@ -41,6 +42,7 @@ from peerfarm.ops.serving import (
 from peerfarm.programs import PROGRAMS, set_locations
 from peerfarm.runtime.client import ClientError
 from peerfarm.runtime.node import (
+    COMPACT_AFTER,
     DEFAULT_MIN_FREE_BYTES,
     DEFAULT_RETENTION_INTERVAL,
     Node,
@@ -77,6 +79,27 @@ def _bytes(text: str) -> int:
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
+    except Refused as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tag(text: str) -> str:
+    try:
+        return parse_tag(text)
+    except Refused as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _memory(text: str) -> int:
+    try:
+        return parse_memory(text)
+    except Refused as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _max_nodes(text: str) -> int:
+    try:
+        return parse_max_nodes(text)
     except Refused as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -236,6 +259,28 @@ def build_parser() -> argparse.ArgumentParser:
         "quarters...: the whole shot early; the default with --watch)",
     )
     p.add_argument(
+        "--require",
+        type=_tag,
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="render only on nodes started with --tag TAG (repeat: nodes with every tag)",
+    )
+    p.add_argument(
+        "--require-memory",
+        type=_memory,
+        default=0,
+        metavar="SIZE",
+        help="render only on nodes with at least this much memory (e.g. 16G, 512M)",
+    )
+    p.add_argument(
+        "--max-nodes",
+        type=_max_nodes,
+        default=0,
+        metavar="N",
+        help="at most N nodes render this job at once (default: no limit)",
+    )
+    p.add_argument(
         "--preview",
         action="store_true",
         help="first a quick pass: the frames at quarter size with the renderer's quick "
@@ -381,6 +426,15 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--name", default="", help="a name shown to the farm (default: host name)")
     p.add_argument(
+        "--tag",
+        type=_tag,
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="a tag this node advertises, e.g. gpu or lab2 (repeat for several): jobs "
+        "submitted with --require TAG render only on nodes that have it",
+    )
+    p.add_argument(
         "--peer-timeout",
         type=float,
         default=3.0,
@@ -388,6 +442,14 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         help="a peer that stops answering probes is declared down about this long after "
         "and its chunks rendered elsewhere (default 3; longer in farms over 10 nodes; a "
         "lost link that does not come back within 0.5 s counts at once)",
+    )
+    p.add_argument(
+        "--compact-after",
+        type=int,
+        default=COMPACT_AFTER,
+        metavar="N",
+        help="fold the log's history every member holds into a snapshot once it holds N "
+        f"such actions (default {COMPACT_AFTER}; 0: never; docs/architecture.md)",
     )
     p.add_argument(
         "--hung-limit",
@@ -552,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
                 advertise=args.advertise,
                 peer_timeout=max(args.peer_timeout, 0.3),
                 hung_limit=max(args.hung_limit, 0.0),
+                compact_after=max(args.compact_after, 0),
+                tags=parse_tags(args.tag),
                 min_free_bytes=args.min_free_space,
                 remote_outputs=args.remote_outputs,
                 retention=RetentionPolicy(

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import trio
 
+from peerfarm.cli.commands import describe_machine
 from peerfarm.runtime.client import NodeClient
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -95,16 +96,19 @@ def render_view(
             f"{job['id'][:12]:<13} {job['name'][:16]:<16} {job['state'][:10]:<10} "
             f"[{'#' * filled}{'.' * (BAR - filled)}] {amount:>13} {shown_rate:>8} {eta:>7}"
         )
+        if job.get("waiting"):  # no node up may take it (its requirements)
+            lines.append(f"{'':<13} {job['waiting']}")
     if not st["jobs"]:
         lines.append("(no jobs)")
     lines.append("")
-    lines.append(f"{'PEER':<18} {'ADDRESS':<24} {'STATE':<8} {'LINK':<14} SLOTS")
+    lines.append(f"{'PEER':<18} {'ADDRESS':<24} {'STATE':<8} {'LINK':<14} {'SLOTS':<6} MACHINE")
     for p in peers:
         link = "connected" if p["connected"] else "not connected"
         slots = "-" if p.get("slots") is None else str(p["slots"])
+        machine = describe_machine(p) if p.get("renders") else ""
         lines.append(
             f"{(p['name'] or '?')[:18]:<18} {p['address'][:24]:<24} {p['state']:<8} {link:<14} "
-            f"{slots}"
+            f"{slots:<6} {machine}".rstrip()
         )
     return "\n".join(lines)
 

@@ -36,6 +36,12 @@ MAX_FIRST_LAMPORT = 2**40
 MAX_SIGNATURE_BYTES = 128  # an ECDSA P-256 signature is at most 72
 MAX_CERT_BYTES = 4096  # as peerfarm.security.identity's
 MAX_FPS = 240
+# Requirements and limits (core/requirements.py imports state; these bounds live here).
+MAX_NODE_TAGS = 32  # tags one node advertises
+MAX_JOB_TAGS = 16  # tags one job requires
+MAX_MEMORY = 2**50  # bytes: a PiB, far above any machine
+MAX_CORES = 65_536
+MAX_NODES_LIMIT = 100_000
 
 PEER_JOINED = "PEER_JOINED"
 PEER_LEFT = "PEER_LEFT"
@@ -85,6 +91,11 @@ PAYLOADS: dict[str, s.Check] = {
             # feature peer_versions: the node's peerfarm version. A build that does not
             # speak it refuses the field, as it would any field it does not know.
             **({"version": s.text(32)} if PEER_VERSIONS in SPOKEN else {}),
+            # Protocol 5 (docs/scheduling.md): tags its owner gave it, and its total
+            # memory in bytes and logical cores as detected (absent or 0: unknown).
+            "tags": s.list_of(s.tag, MAX_NODE_TAGS),
+            "memory": s.integer(0, MAX_MEMORY),
+            "cores": s.integer(0, MAX_CORES),
         },
     ),
     # A node leaves the farm gracefully: its claims go back to the pool.
@@ -139,10 +150,19 @@ PAYLOADS: dict[str, s.Check] = {
             # true: chunk_size is the smallest run, and nodes claim runs of chunks sized
             # to their speed (absent: false, every claim is one chunk, as --chunk asks)
             "adaptive": s.boolean,
+            # Protocol 5 (docs/scheduling.md): only nodes with every one of these tags
+            # and at least this much memory (bytes) take the job, and at most max_nodes
+            # nodes render it at once; absent: no requirement, no limit.
+            "require": s.list_of(s.tag, MAX_JOB_TAGS),
+            "require_memory": s.integer(1, MAX_MEMORY),
+            "max_nodes": s.integer(1, MAX_NODES_LIMIT),
         },
     ),
     CLAIM_CHUNK: s.record(_chunk_ref, _run),
-    DONE: s.record(_claim_ref, _run),
+    # frame_ms (protocol 5): each frame's render time in the run, in frame order, as the
+    # node measured it (0: not measured); the farm learns which frames of a scene are
+    # heavy (core/costs.py). Absent: not reported.
+    DONE: s.record(_claim_ref, {**_run, "frame_ms": s.list_of(s.integer(0, MAX_MS), MAX_CHUNKS)}),
     RELEASE_CHUNK: s.record(_claim_ref, _run),
     CHUNK_FAILED: s.record({**_claim_ref, "error": s.text(4000)}, _run),
     CANCEL_JOB: s.record({"job_id": s.job_id}),

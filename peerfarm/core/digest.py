@@ -8,24 +8,66 @@ from typing import Any
 import msgpack
 from immutables import Map
 
-from peerfarm.core.state import State
+from peerfarm.core.state import Job, State
 
 
 def canonical(state: State) -> list[Any]:
     """The state as plain lists in a fixed order (maps sorted by key)."""
-    jobs = []
-    for job_id in sorted(state.jobs):
-        job = state.jobs[job_id]
-        fields = [
-            sorted(v.items()) if isinstance(v, Map) else v
-            for k, v in zip(job._fields, job, strict=True)
-            if k != "chunks"
-        ]
-        chunks = [[i, list(job.chunks[i])] for i in sorted(job.chunks)]
-        jobs.append([job_id, fields, chunks])
+    jobs = [_job_entry(job_id, state.jobs[job_id]) for job_id in sorted(state.jobs)]
     peers = [[node_id, list(state.peers[node_id])] for node_id in sorted(state.peers)]
-    return [jobs, peers, list(state.features)]
+    scenes = [
+        [content, sorted(times.frames.items()), times.used]
+        for content, times in sorted(state.scenes.items())
+    ]
+    return [jobs, peers, list(state.features), scenes]
 
 
 def state_digest(state: State) -> str:
-    return hashlib.sha256(msgpack.packb(canonical(state), use_bin_type=True)).hexdigest()
+    return hashlib.sha256(encoding(state)).hexdigest()
+
+
+def _job_entry(job_id: str, job: Job) -> list[Any]:
+    fields = [
+        sorted(v.items()) if isinstance(v, Map) else v
+        for k, v in zip(job._fields, job, strict=True)
+        if k != "chunks"
+    ]
+    chunks = [[i, list(job.chunks[i])] for i in sorted(job.chunks)]
+    return [job_id, fields, chunks]
+
+
+# Job id -> (the job record, its encoded entry): a job that did not change since (the
+# same immutable record) is not encoded again. A finished job of 50,000 chunks costs
+# a second to encode; without this every state change would pay it again.
+_encoded_jobs: dict[str, tuple[Job, bytes]] = {}
+MAX_ENCODED_JOBS = 4096
+
+
+def _job_bytes(job_id: str, job: Job) -> bytes:
+    cached = _encoded_jobs.get(job_id)
+    if cached is not None and cached[0] is job:
+        return cached[1]
+    data = msgpack.packb(_job_entry(job_id, job), use_bin_type=True)
+    if len(_encoded_jobs) >= MAX_ENCODED_JOBS:
+        _encoded_jobs.clear()
+    _encoded_jobs[job_id] = (job, data)
+    return data
+
+
+def remember(job_id: str, job: Job, encoded: bytes) -> None:
+    """A job's encoded entry known already (read from a snapshot's state bytes)."""
+    if len(_encoded_jobs) >= MAX_ENCODED_JOBS:
+        _encoded_jobs.clear()
+    _encoded_jobs[job_id] = (job, encoded)
+
+
+def encoding(state: State) -> bytes:
+    """``msgpack.packb(canonical(state))``, built from each job's encoding (an array's
+    encoding is its header and its items' encodings, one after the other), so the
+    same bytes come out whichever jobs were encoded before."""
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_array_header(4), packer.pack_array_header(len(state.jobs))]
+    parts.extend(_job_bytes(job_id, state.jobs[job_id]) for job_id in sorted(state.jobs))
+    rest = canonical(state._replace(jobs=Map()))[1:]  # peers, features, scenes
+    parts.extend(packer.pack(part) for part in rest)
+    return b"".join(parts)

@@ -17,6 +17,13 @@ times they arrived:
   and its origin's previous one), so one faulty action cannot use up the farm's
   clock. Our own actions never break it: ``create`` keeps within it, at the cost of
   sorting before actions seen from a faulty member if it must.
+- Compaction (``compact``): a prefix of the total order that every live member holds is
+  folded into a *base* state and its actions are dropped; each origin keeps only a
+  count, its last action and its certificate (so its chain, its Lamport rule and its
+  version vector entry go on). ``snapshot`` / ``from_snapshot`` (core/snapshot.py)
+  carry the base to disk and to a joining node. An action that arrives later and sorts
+  before the base (a member that went down before its last actions reached anyone) is
+  folded right after the base.
 """
 
 from __future__ import annotations
@@ -80,6 +87,13 @@ class ActionLog:
         self.refused = 0  # actions that broke the Lamport rule (see the module's doc)
         self._batching = False
         self._dirty_from: int | None = None  # in a batch: where the pending re-fold starts
+        # Compaction: what the base (the state _checkpoints[0]) holds of each origin.
+        self._base: dict[str, int] = {}  # origin -> its actions folded into the base
+        self._base_last: dict[str, Action] = {}  # origin -> its last one in the base
+        self._base_certs: dict[str, bytes] = {}  # origin -> its first action's cert
+        self.base_key: tuple[int, str, int] | None = None  # the base's last action
+        self.base_count = 0  # actions folded into the base, ever
+        self.behind_base = 0  # actions that arrived sorting before the base
 
     # -- reading ---------------------------------------------------------------
 
@@ -95,10 +109,26 @@ class ActionLog:
         return list(self._actions)
 
     def version_vector(self) -> dict[str, int]:
-        return {origin: len(lst) for origin, lst in self._by_origin.items()}
+        vv = dict(self._base)
+        for origin, lst in self._by_origin.items():
+            vv[origin] = vv.get(origin, 0) + len(lst)
+        return vv
+
+    def _count(self, origin: str) -> int:
+        """How many of the origin's actions we hold (in the base and after it)."""
+        return self._base.get(origin, 0) + len(self._by_origin.get(origin, ()))
+
+    def _last(self, origin: str) -> Action | None:
+        own = self._by_origin.get(origin)
+        return own[-1] if own else self._base_last.get(origin)
 
     def next_seq(self, origin: str) -> int:
-        return len(self._by_origin.get(origin, ())) + 1
+        return self._count(origin) + 1
+
+    def needs_base(self, vv: Mapping[str, int]) -> bool:
+        """Whether a peer with version vector ``vv`` lacks actions we folded into the
+        base: the log alone cannot bring it up to date, the snapshot can."""
+        return any(vv.get(origin, 0) < n for origin, n in self._base.items())
 
     def missing_for(self, vv: Mapping[str, int]) -> list[Action]:
         """What a peer with version vector ``vv`` lacks, in total order.
@@ -108,11 +138,15 @@ class ActionLog:
         """
         out: list[Action] = []
         for origin, lst in self._by_origin.items():
-            have = vv.get(origin, 0)
-            if len(lst) > have:
-                out.extend(lst[max(have, 0) :])
+            skip = max(vv.get(origin, 0) - self._base.get(origin, 0), 0)
+            if len(lst) > skip:
+                out.extend(lst[skip:])
         out.sort(key=_key)
         return out
+
+    def known_digest(self, state: State, digest: str) -> None:
+        """The digest of ``state``, known already (a snapshot's, checked)."""
+        self._digest = (state, digest)
 
     def digest(self) -> str:
         if self._digest is None or self._digest[0] is not self._state:
@@ -120,17 +154,29 @@ class ActionLog:
         return self._digest[1]
 
     def actions_of(self, origin: str) -> list[Action]:
-        """The origin's applied actions, in seq order (index = seq - 1; a copy)."""
+        """The origin's applied actions after the base, in seq order (a copy; the first
+        one's seq is ``base_of(origin) + 1``)."""
         return list(self._by_origin.get(origin, ()))
+
+    def base_of(self, origin: str) -> int:
+        """How many of the origin's actions the base holds (folded, dropped)."""
+        return self._base.get(origin, 0)
 
     def heads(self) -> dict[str, bytes]:
         """Each origin's last action's hash (its first 8 bytes): two nodes that hold as
         many actions of an origin hold the same ones iff these agree."""
-        return {origin: self._last_hash(origin)[:8] for origin in self._by_origin}
+        return {origin: self._last_hash(origin)[:8] for origin in (*self._base, *self._by_origin)}
 
     def chain_tail(self, origin: str) -> list[Action]:
         """The origin's last actions (enough to show a recent fork: ``MAX_CHAIN``)."""
         return list(self._by_origin.get(origin, [])[-MAX_CHAIN:])
+
+    def waiting(self) -> list[Action]:
+        """Actions taken in but not applied: held behind a gap or waiting for a
+        signature (what a new log built from a snapshot is given again)."""
+        out = [a for held in self._held.values() for a in held.values()]
+        out.extend(a for run in self._unsigned.values() for a, _ in run)
+        return sorted(out, key=lambda a: (a.origin, a.seq))
 
     def held_count(self) -> int:
         return sum(len(h) for h in self._held.values())
@@ -141,11 +187,11 @@ class ActionLog:
         """A new action of ``origin``, next in its seq and after everything seen (as far
         as the Lamport rule lets it: see the module's doc), chained to its previous one;
         ``cert`` goes on its first."""
-        own = self._by_origin.get(origin)
-        if own:
-            last = own[-1].lamport
+        own = self._last(origin)
+        if own is not None:
+            last = own.lamport
             lamport = max(min(self.lamport + 1, last + MAX_LAMPORT_STEP, MAX_LAMPORT), last)
-            return Action(type_, payload, origin, len(own) + 1, lamport, self._last_hash(origin))
+            return Action(type_, payload, origin, own.seq + 1, lamport, self._last_hash(origin))
         lamport = min(self.lamport + 1, MAX_FIRST_LAMPORT)
         return Action(type_, payload, origin, 1, lamport, GENESIS, b"", cert)
 
@@ -153,8 +199,8 @@ class ActionLog:
         hashes = self._hashes.get(origin)
         if hashes:
             return hashes[-1]
-        own = self._by_origin.get(origin)
-        return own[-1].hash if own else GENESIS
+        own = self._last(origin)
+        return own.hash if own is not None else GENESIS
 
     def own_last(self, origin: str, count: int) -> list[Action]:
         """The origin's last ``count`` actions, in seq order."""
@@ -189,9 +235,9 @@ class ActionLog:
         forked = self._forked.get(origin)
         if forked is not None and action.seq >= forked:
             return []  # a node proven faulty: nothing more of it from the fork on
-        have = len(self._by_origin.get(origin, ()))
+        have = self._count(origin)
         if action.seq <= have:
-            if self.authenticate:
+            if self.authenticate and action.seq > self._base.get(origin, 0):
                 self._compare(action, trusted)
             return []
         waiting = self._unsigned.get(origin, ())
@@ -211,7 +257,7 @@ class ActionLog:
             if not self._take(nxt, trusted, applied):
                 break
             held = self._held.get(origin)
-            seq = len(self._by_origin.get(origin, ())) + len(self._unsigned.get(origin, ())) + 1
+            seq = self._count(origin) + len(self._unsigned.get(origin, ())) + 1
             nxt = held.pop(seq, None) if held else None
         held = self._held.get(origin)
         if held is not None and not held:
@@ -229,9 +275,8 @@ class ActionLog:
         if waiting:
             previous, previous_hash = waiting[-1]
         else:
-            own = self._by_origin.get(origin)
-            previous = own[-1] if own else None
-            previous_hash = self._last_hash(origin) if own else GENESIS
+            previous = self._last(origin)
+            previous_hash = self._last_hash(origin) if previous is not None else GENESIS
         if not self._fits(action, previous):
             self.refused += 1
             return False
@@ -351,13 +396,13 @@ class ActionLog:
         (runtime/node.py), and the farm must still be able to take its old actions."""
         own = self._by_origin.get(origin)
         if not own or own[-1].sig:
-            return None
+            return None  # (an action folded into the base was signed: its batch was sent)
         return self.sign_last(origin, sign(self._last_hash(origin)))
 
     def _compare(self, action: Action, trusted: bool = False) -> None:
         """An action of a seq we hold: the same one, or part of a fork (a run that starts
         where ours does and differs at its first action)."""
-        stored = self._by_origin[action.origin][action.seq - 1]
+        stored = self._by_origin[action.origin][action.seq - 1 - self._base.get(action.origin, 0)]
         if stored.same_as(action):
             if (
                 action.sig
@@ -399,12 +444,15 @@ class ActionLog:
     def _prove_fork(self, origin: str, theirs: list[Action]) -> None:
         seq = theirs[0].seq
         own = self._by_origin.get(origin, [])
+        first = seq - 1 - self._base.get(origin, 0)
+        if first < 0:
+            return  # our version is folded into the base: nodes that hold it prove it
         ours = []
-        for stored in own[seq - 1 : seq - 1 + MAX_CHAIN]:
+        for stored in own[first : first + MAX_CHAIN]:
             ours.append(stored)
             if stored.sig:
                 break
-        if not ours or not ours[-1].sig or not own[0].cert:
+        if not ours or not ours[-1].sig or not self._cert_of(origin):
             return  # cannot show it (our run is not signed here): a later fork will do
         if any(a.type == EQUIVOCATION for a in (*ours, *theirs)):
             return  # a proof may not nest one (core/actions.py): the other nodes prove it
@@ -412,7 +460,7 @@ class ActionLog:
             {
                 "node_id": origin,
                 "seq": seq,
-                "cert": own[0].cert,
+                "cert": self._cert_of(origin),
                 "ours": [a.to_wire() for a in ours],
                 "theirs": [a.to_wire() for a in theirs],
             }
@@ -460,6 +508,8 @@ class ActionLog:
             pos = bisect.bisect_left(self._keys, key)
             self._keys.insert(pos, key)
             self._actions.insert(pos, action)
+        if self.base_key is not None and key < self.base_key:
+            self.behind_base += 1  # folded right after the base (see the module's doc)
         if self._dirty_from is not None:
             self._dirty_from = min(self._dirty_from, pos)
         elif pos == len(self._actions) - 1:
@@ -489,7 +539,8 @@ class ActionLog:
         for table in (self._held, self._rivals):
             table.pop(origin, None)
         own = self._by_origin.get(origin, [])
-        if len(own) < seq:
+        base = self._base.get(origin, 0)
+        if base + len(own) < seq:
             # Waiting actions that reach the vouched one are covered now.
             run = [(a, h) for a, h in waiting if a.seq < seq]
             if run and run[-1][1] == prev and run[-1][0].seq == seq - 1:
@@ -497,11 +548,15 @@ class ActionLog:
                     self._also_applied.append(covered)
                     self._apply(covered, covered_hash)
             return
-        dropped = {a.key for a in own[seq - 1 :]}
+        # What the base holds of it stays: a fork inside it cannot be undone here.
+        cut = max(seq - 1 - base, 0)
+        dropped = {a.key for a in own[cut:]}
+        if not dropped:
+            return
         self.late_inserts += 1  # history changed behind the end, as a late action changes it
-        del own[seq - 1 :]
+        del own[cut:]
         if origin in self._hashes:
-            del self._hashes[origin][seq - 1 :]
+            del self._hashes[origin][cut:]
         if not own:  # nothing of it left: as if never heard of (version vectors agree)
             self._by_origin.pop(origin)
             self._hashes.pop(origin, None)
@@ -514,6 +569,132 @@ class ActionLog:
         else:
             self._refold(first)
 
+    def _cert_of(self, origin: str) -> bytes:
+        """The certificate on the origin's first action."""
+        if origin in self._base_certs:
+            return self._base_certs[origin]
+        own = self._by_origin.get(origin)
+        return own[0].cert if own and own[0].seq == 1 else b""
+
+    # -- compaction ----------------------------------------------------------------
+
+    def foldable(self, vv: Mapping[str, int], limit: tuple[int, str, int] | None = None) -> int:
+        """How many leading actions of the total order a version vector ``vv`` covers
+        (every member's: the caller gives the minimum) and that sort at or before
+        ``limit``: how far ``compact`` may go."""
+        count = 0
+        for action in self._actions:
+            if action.seq > vv.get(action.origin, 0) or (limit is not None and action.key > limit):
+                break
+            count += 1
+        return count
+
+    def hash_at(self, origin: str, seq: int) -> bytes | None:
+        """The hash of the origin's action ``seq``, if we hold it after the base (or it
+        is the base's last of that origin); None otherwise."""
+        base = self._base.get(origin, 0)
+        if seq == base and origin in self._base_last:
+            return self._base_last[origin].hash
+        own = self._by_origin.get(origin)
+        index = seq - 1 - base
+        if not own or not 0 <= index < len(own):
+            return None
+        hashes = self._hashes.get(origin)
+        return hashes[index] if hashes else own[index].hash
+
+    def last_key(self, origin: str) -> tuple[int, str, int] | None:
+        """Where the origin's last action we hold sorts (None: we hold none)."""
+        last = self._last(origin)
+        return last.key if last is not None else None
+
+    def compact(self, count: int) -> None:
+        """Fold the first ``count`` actions of the total order into the base and drop
+        them. Nothing else changes: the state, its digest, the version vector and each
+        origin's chain stay as they are. (Off a checkpoint, the tail's checkpoints are
+        folded again: one reduce per action after the cut.)"""
+        if count <= 0 or count > len(self._actions):
+            raise ValueError(f"cannot compact {count} of {len(self._actions)} actions")
+        assert self._dirty_from is None and not self._batching
+        first = count // CHECKPOINT_EVERY
+        base = self._checkpoints[first]
+        for action in self._actions[first * CHECKPOINT_EVERY : count]:
+            base = reduce(base, action)
+        prefix = self._actions[:count]
+        per_origin: dict[str, int] = {}
+        for action in prefix:
+            per_origin[action.origin] = per_origin.get(action.origin, 0) + 1
+        for origin, n in per_origin.items():
+            own = self._by_origin[origin]
+            if self._base.get(origin, 0) == 0 and own[0].seq == 1:
+                self._base_certs[origin] = own[0].cert
+            self._base_last[origin] = own[n - 1]
+            self._base[origin] = self._base.get(origin, 0) + n
+            del own[:n]
+            if origin in self._hashes:
+                del self._hashes[origin][:n]
+                if not self._hashes[origin]:
+                    del self._hashes[origin]
+            if not own:
+                del self._by_origin[origin]
+        self.base_key = prefix[-1].key
+        self.base_count += count
+        del self._actions[:count]
+        del self._keys[:count]
+        if count % CHECKPOINT_EVERY == 0:
+            del self._checkpoints[:first]
+        else:
+            self._checkpoints = [base]
+            state = base
+            for i, action in enumerate(self._actions, 1):
+                state = reduce(state, action)
+                if i % CHECKPOINT_EVERY == 0:
+                    self._checkpoints.append(state)
+        if self._refolded_from is not None:
+            self._refolded_from = max(self._refolded_from - count, 0)
+
+    @property
+    def base_state(self) -> State:
+        """The state the base holds (the empty state before any compaction)."""
+        return self._checkpoints[0]
+
+    def base_origins(self) -> dict[str, tuple[int, Action, bytes]]:
+        """Per origin in the base: its count there, its last action there, its cert."""
+        return {
+            origin: (n, self._base_last[origin], self._base_certs.get(origin, b""))
+            for origin, n in self._base.items()
+        }
+
+    @classmethod
+    def from_base(
+        cls,
+        state: State,
+        origins: Mapping[str, tuple[int, Action, bytes]],
+        base_key: tuple[int, str, int] | None,
+        base_count: int,
+        forked: Mapping[str, int] = {},
+        vouched: Mapping[str, tuple[int, bytes]] = {},
+        authenticate: bool = False,
+    ) -> ActionLog:
+        """A log whose base is ``state`` (a snapshot's, see core/snapshot.py), with no
+        actions after it yet."""
+        log = cls(authenticate=authenticate)
+        log._checkpoints = [state]
+        log._state = state
+        for origin, (n, last, cert) in origins.items():
+            log._base[origin] = n
+            log._base_last[origin] = last
+            if cert:
+                log._base_certs[origin] = cert
+                key = key_of(cert, origin)
+                if key is not None:
+                    log._keys_of[origin] = key
+            log.lamport = max(log.lamport, last.lamport)
+        log.base_key = base_key
+        log.base_count = base_count
+        log._forked = dict(forked)
+        log._vouched = dict(vouched)
+        return log
+
     def take_refolded(self, limit: int) -> list[Action] | None:
         """The actions re-folded since the last call (from the earliest position a late
         action or a dropped fork changed), or None when they are more than ``limit``:
@@ -524,6 +705,10 @@ class ActionLog:
         if len(self._actions) - pos > limit:
             return None
         return self._actions[pos:]
+
+    def vouched(self) -> dict[str, tuple[int, bytes]]:
+        """Per node proven faulty: the (seq, hash) of its last action a proof vouches for."""
+        return dict(self._vouched)
 
     def forked(self) -> dict[str, int]:
         """Nodes proven faulty, and the first seq of theirs each node dropped."""

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from immutables import Map
 
 from peerfarm.core import actions as a
+from peerfarm.core import costs
 from peerfarm.core.chunk_order import IN_ORDER
+from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
     ACTIVE,
     CANCELLED,
@@ -39,7 +41,52 @@ from peerfarm.core.state import (
 
 
 def reduce(state: State, action: a.Action) -> State:
-    return _HANDLERS[action.type](state, action)
+    return _count_holders(state, _HANDLERS[action.type](state, action), action)
+
+
+# Actions that change the claims of the run they name, and actions that may change any
+# claims of a job (of any job, for a node that is gone).
+_RUN_ACTIONS = frozenset({a.CLAIM_CHUNK, a.BACKUP_CHUNK, a.DONE, a.RELEASE_CHUNK, a.CHUNK_FAILED})
+_WIDE_ACTIONS = frozenset({a.PEER_LEFT, a.PEER_DOWN, a.EQUIVOCATION, a.RETRY_JOB})
+
+
+def _count_holders(old: State, new: State, action: a.Action) -> State:
+    """Keep ``Job.holders`` of jobs with max_nodes (the nodes rendering them now) in step
+    with their chunks, looking only at what the action may have changed: a claim then
+    checks the limit without a walk over every chunk."""
+    if new is old or (action.type not in _RUN_ACTIONS and action.type not in _WIDE_ACTIONS):
+        return new
+    if action.type in _RUN_ACTIONS:
+        job_id = action.payload["job_id"]
+        before, after = old.jobs.get(job_id), new.jobs.get(job_id)
+        if after is None or before is None or not after.max_nodes or after is before:
+            return new
+        first = action.payload["chunk"]
+        counts = dict(before.holders)
+        for index in range(first, first + action.payload.get("count", 1)):
+            for node in _rendering(before.chunk(index)):
+                counts[node] = counts.get(node, 0) - 1
+            for node in _rendering(after.chunk(index)):
+                counts[node] = counts.get(node, 0) + 1
+        return _put(new, after._replace(holders=Map({n: c for n, c in counts.items() if c > 0})))
+    for job_id, after in new.jobs.items():
+        before = old.jobs.get(job_id)
+        if after.max_nodes and (before is None or after.chunks is not before.chunks):
+            counts: dict[str, int] = {}
+            for chunk in after.chunks.values():
+                for node in _rendering(chunk):
+                    counts[node] = counts.get(node, 0) + 1
+            new = _put(new, after._replace(holders=Map(counts)))
+    return new
+
+
+def _rendering(chunk: Chunk) -> tuple[str, ...]:
+    """The nodes rendering a chunk now: its claim's, and a copy's."""
+    if chunk.state != CLAIMED:
+        return ()
+    return (
+        (chunk.claim_origin, chunk.backup_origin) if chunk.backup_origin else (chunk.claim_origin,)
+    )
 
 
 def _peer_joined(state: State, action: a.Action) -> State:
@@ -55,6 +102,9 @@ def _peer_joined(state: State, action: a.Action) -> State:
         renderers,
         features=tuple(sorted(set(p.get("features", ())))),
         version=p.get("version", ""),
+        tags=tuple(sorted(set(p.get("tags", ())))),
+        memory=p.get("memory", 0),
+        cores=p.get("cores", 0),
     )
     known = state.peers.get(action.origin)
     if known is not None:
@@ -133,7 +183,18 @@ def _new_job(state: State, action: a.Action) -> State:
         order=p.get("order", IN_ORDER),
         supersedes=p.get("supersedes", ""),
         adaptive=p.get("adaptive", False),
+        require=tuple(sorted(set(p.get("require", ())))),
+        require_memory=p.get("require_memory", 0),
+        max_nodes=p.get("max_nodes", 0),
     )
+    # A scene rendered before: each frame's cost, learned from those renders.
+    content = costs.scene_content(job.renderer, job.scene, job.main, job.files)
+    times = state.scenes.get(content)
+    job = job._replace(
+        content=content, costs=costs.frame_costs(times, job.frame_start, job.frame_end)
+    )
+    if times is not None:
+        state = state._replace(scenes=costs.touch(state.scenes, content, times, action.lamport))
     state = state._replace(jobs=state.jobs.set(job.id, job))
     # A new revision stops the old one in the same step, alike on every node.
     old = state.jobs.get(job.supersedes)
@@ -177,7 +238,11 @@ def _claim_chunk(state: State, action: a.Action) -> State:
     frames = sum(len(job.frames_of(i)) for i in run)
     job = job._replace(frame_renders=job.frame_renders + frames)
     claimer = state.peers.get(action.origin)
-    if all(job.chunk(i).state == PENDING for i in run) and (claimer is None or claimer.state == UP):
+    if (
+        all(job.chunk(i).state == PENDING for i in run)
+        and (claimer is None or claimer.state == UP)
+        and _may_take(job, claimer, action.origin)
+    ):
         # A node the farm has declared down or gone wins no chunk: its claim would hold
         # the chunk until that node came back, and one that returns as a new incarnation
         # (a new id, see runtime/node.py) never does.
@@ -197,6 +262,17 @@ def _claim_chunk(state: State, action: a.Action) -> State:
     return _put(state, job)
 
 
+def _may_take(job: Job, claimer: Peer | None, node_id: str) -> bool:
+    """A job's requirements and node limit, settled here alike on every node: two nodes
+    that each saw room for one more and claimed at once, only the first in the total
+    order gets in (docs/scheduling.md). Jobs that ask nothing cost nothing."""
+    if not (job.require or job.require_memory or job.max_nodes):
+        return True
+    if (job.require or job.require_memory) and (claimer is None or not claimer.meets(job)):
+        return False  # a node that has not said what it has meets no requirement
+    return has_room(job, node_id)
+
+
 def _backup_chunk(state: State, action: a.Action) -> State:
     """A backup counts if every chunk of the run is held by the claim it names (another
     node's) and has no backup yet: the first backup in the total order wins."""
@@ -214,7 +290,7 @@ def _backup_chunk(state: State, action: a.Action) -> State:
         or c.claim_origin != chunks[0].claim_origin
         or c.backup_origin
         for c in chunks
-    ):
+    ) or not _may_take(job, state.peers.get(action.origin), action.origin):
         return state
     new = job.chunks
     for i, c in zip(run, chunks, strict=True):
@@ -255,12 +331,14 @@ def _done(state: State, action: a.Action) -> State:
     job, run = target
     if job.state == CANCELLED:
         return state
+    counted = []
     for index in run:
         chunk = job.chunk(index)
         # Fencing: a DONE counts if the chunk is not done yet, even from a claim that
         # was taken away (no wasted work); a second DONE is ignored (nothing counted twice).
         if chunk.state not in (PENDING, CLAIMED):
             continue
+        counted.append(index)
         job = job._replace(
             chunks=job.chunks.set(index, chunk._replace(state=CHUNK_DONE, done_by=action.origin)),
             chunks_done=job.chunks_done + 1,
@@ -268,7 +346,20 @@ def _done(state: State, action: a.Action) -> State:
         job = job._replace(frames_done=job.frames_done + _complete_frames(job, index))
     if job.state == ACTIVE and job.chunks_done == job.chunk_total:
         job = job._replace(state=JOB_DONE)
-    return _put(state, job)
+    state = _put(state, job)
+    frame_ms = action.payload.get("frame_ms")
+    if counted and frame_ms and job.tiles == 1 and job.content:
+        frames = job.run_frames(run.start, len(run))
+        if len(frame_ms) == len(frames):
+            # Only the frames this DONE counted for: a late copy's times do not
+            # overwrite those of the render that counted.
+            kept = {f for i in counted for f in job.frames_of(i)}
+            ms = [t if f in kept else 0 for f, t in zip(frames, frame_ms, strict=True)]
+            scenes = costs.record(
+                state.scenes, job.content, action.origin, frames, ms, action.lamport
+            )
+            state = state._replace(scenes=scenes)
+    return state
 
 
 def _release_chunk(state: State, action: a.Action) -> State:

@@ -29,6 +29,8 @@ from collections.abc import Container, Mapping
 from typing import NamedTuple
 
 from peerfarm.core.chunk_order import IN_ORDER, chunk_order
+from peerfarm.core.costs import frame_costs, work_of
+from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
     ACTIVE,
     CLAIMED,
@@ -84,16 +86,37 @@ def running_rate(state: State, job: Job) -> float:
     return rate
 
 
-def _sharing(state: State, job: Job) -> int:
+def _sharing(state: State, job: Job) -> list[Job]:
     """Jobs of the same priority with unclaimed frames, this one included: they share
-    the farm, so each run is sized to a part of it."""
-    return max(
-        1,
-        sum(
-            1
-            for j in state.jobs.values()
-            if j.state == ACTIVE and not j.paused and j.priority == job.priority and _unclaimed(j)
-        ),
+    the farm, so each run is sized to a part of it (each node's part: the ones of them
+    whose requirements and limit let it in, ``_asks_for``)."""
+    return [
+        j
+        for j in state.jobs.values()
+        if j.state == ACTIVE
+        and not j.paused
+        and j.priority == job.priority
+        and (j.id == job.id or _unclaimed(j))
+    ]
+
+
+def _asks_for(state: State, job: Job, node_id: str) -> bool:
+    # A job's requirements and limit let the node in (a farm of jobs that ask nothing
+    # shares every node among all of them).
+    return state.peers[node_id].meets(job) and has_room(job, node_id)
+
+
+def may_take(state: State, job: Job, node_id: str) -> bool:
+    """Whether the node may start rendering more of ``job``: it has the renderer in the
+    version asked, every tag and the memory the job requires, it is not blocklisted,
+    and the job's ``max_nodes`` leaves room for it (core/requirements.py)."""
+    peer = state.peers.get(node_id)
+    return (
+        peer is not None
+        and peer.can_render(job)
+        and peer.meets(job)
+        and job.takes(node_id)
+        and has_room(job, node_id)
     )
 
 
@@ -140,8 +163,10 @@ def pick_run(
         return None
     measured = measured or Measured()
     for job in job_order(state):
-        if job.id in skip_jobs or not me.can_render(job):
-            continue  # never claim what this node cannot render
+        if job.id in skip_jobs or not me.can_render(job) or not me.meets(job):
+            continue  # never claim what this node cannot render, or lacks tags or memory for
+        if not has_room(job, node_id):
+            continue  # the job's --max-nodes other nodes are rendering it
         if not job.takes(node_id):
             continue  # this node failed too many of its chunks
         # Adaptive runs are contiguous; a job that asked for another order (spread, for
@@ -171,12 +196,53 @@ def _fixed_chunk(state: State, job: Job, node_id: str, busy: Container) -> Pick 
     return None
 
 
+_LIVE: dict[str, tuple[object, tuple[float, ...]]] = {}  # content -> (table, its costs)
+LIVE_KEPT = 16
+LIVE_REACH = 20  # frames: farther from any rendered frame, a frame costs as the typical one
+
+
+def job_costs(state: State, job: Job) -> tuple[float, ...]:
+    """Each frame's relative cost (mean 1) as far as the farm knows it now: learned from
+    earlier renders of the scene when the job arrived (job.costs), else from this job's
+    own frames rendered so far (a frame not rendered yet costs as its nearest rendered
+    neighbours: costs change slowly along most shots); () when nothing is known."""
+    if job.costs or not job.adaptive or job.tiles != 1:
+        return job.costs
+    times = state.scenes.get(job.content)
+    if times is None:
+        return ()
+    cached = _LIVE.get(job.content)
+    if cached is not None and cached[0] is times.frames:
+        return cached[1]
+    live = frame_costs(times, job.frame_start, job.frame_end, at_least=0.0, reach=LIVE_REACH)
+    if len(_LIVE) >= LIVE_KEPT:
+        _LIVE.clear()  # a cache: recomputed when needed
+    _LIVE[job.content] = (times.frames, live)
+    return live
+
+
+def run_work(job: Job, costs: tuple[float, ...], first: int, count: int) -> float:
+    """The work of ``count`` chunks from ``first`` in frame-units: their frames' costs
+    (``costs``, mean 1: job_costs), or one per frame when the costs are not known."""
+    return work_of(costs, job.frame_start, job.run_frames(first, count))
+
+
+def _run_fitting(job: Job, costs: tuple[float, ...], first: int, length: int, want: float) -> int:
+    """How many chunks from ``first`` (at most ``length``) make ``want`` frame-units of
+    work: at least one."""
+    if not costs:
+        return max(1, min(length, math.ceil(want - 1e-9)))
+    work, count = 0.0, 0
+    while count < length and work < want - 1e-9:
+        work += run_work(job, costs, first + count, 1)
+        count += 1
+    return max(1, count)
+
+
 def _adaptive_run(
     state: State, job: Job, node_id: str, me: Peer, busy: Container, measured: Measured
 ) -> Pick | None:
     total = job.chunk_total
-    unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
-    want = run_length(state, job, node_id, me, unclaimed, measured)
     # The gaps of claimable chunks, in order: (first, length).
     gaps: list[tuple[int, int]] = []
     for index in range(total):
@@ -191,6 +257,7 @@ def _adaptive_run(
     if me.speed(job.renderer) is None:
         # Nodes probing their speed all start at once: each skips its rank's worth of
         # probe runs from the first pending frame, so their claims rarely collide.
+        want = PROBE_FRAMES
         skip = _rank(state, node_id)[0] * PROBE_FRAMES
         for first, length in gaps:
             if skip < length:
@@ -198,16 +265,29 @@ def _adaptive_run(
             skip -= length
         first, length = gaps[-1]
         return Pick(job.id, first, min(want, length))
+    costs = job_costs(state, job)
+    if costs:
+        unclaimed = sum(
+            run_work(job, costs, i, 1) for i in range(total) if job.chunk(i).state == PENDING
+        )
+    else:
+        unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
+    want = run_length(state, job, node_id, me, unclaimed, measured)
     # The first gap the whole run fits in (small gaps left between runs are taken at
     # the end, when runs are small), else the longest.
-    first, length = next(((f, n) for f, n in gaps if n >= want), max(gaps, key=lambda g: g[1]))
-    return Pick(job.id, first, min(want, length))
+    for first, length in gaps:
+        count = _run_fitting(job, costs, first, length, want)
+        if count < length or run_work(job, costs, first, count) >= want - 1e-9:
+            return Pick(job.id, first, count)
+    first, length = max(gaps, key=lambda g: run_work(job, costs, g[0], g[1]))
+    return Pick(job.id, first, _run_fitting(job, costs, first, length, want))
 
 
 def run_length(
-    state: State, job: Job, node_id: str, me: Peer, unclaimed: int, measured: Measured
-) -> int:
-    """How many chunks (frames) this node should claim of ``unclaimed`` ones."""
+    state: State, job: Job, node_id: str, me: Peer, unclaimed: float, measured: Measured
+) -> float:
+    """How much of the ``unclaimed`` work (frame-units: frames, or their learned costs)
+    this node should claim."""
     mine = me.speed(job.renderer)
     if mine is None:
         return PROBE_FRAMES  # measure first: a short run tells our speed and start-up
@@ -221,36 +301,54 @@ def run_length(
         if (s := state.peers[n].speed(job.renderer)) is not None
     }
     fastest = max(rates.values(), default=my_rate)
-    farm_rate = sum(
-        state.peers[n].slots * rates.get(n, fastest) for n in able_renderers(state, job)
-    ) / _sharing(state, job)
+    # Each node's rate goes to the jobs it may take (requirements: a job only some nodes
+    # may take gets only their rate), and a job limited to N nodes gets the N fastest.
+    sharing = _sharing(state, job)
+    parts = sorted(
+        (
+            state.peers[n].slots
+            * rates.get(n, fastest)
+            / max(1, sum(1 for j in sharing if _asks_for(state, j, n)))
+            for n in able_renderers(state, job)
+        ),
+        reverse=True,
+    )
+    farm_rate = sum(parts[: job.max_nodes] if job.max_nodes else parts)
     share = unclaimed * my_rate / max(farm_rate, my_rate)  # this slot's share of what is left
-    frames = math.ceil(share * FIRST_PART)  # factoring: part now, the rest in smaller runs
-    # Long enough that loading the scene is paid rarely: seconds per frame of this job
-    # measured here (the start-up is the same for every job of a renderer). When that
-    # part would be too short, the whole share: the last round is one run per node.
+    costs = job_costs(state, job)
+    work = _whole(share * FIRST_PART, costs)  # factoring: part now, the rest in smaller runs
+    # Long enough that loading the scene is paid rarely: seconds per frame-unit of this
+    # job measured here (the start-up is the same for every job of a renderer). When
+    # that part would be too short, the whole share: the last round is one run per node.
     seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
     startup = mine[1] / 1000.0
-    if seconds > 0 and frames * seconds < STARTUPS_PER_RUN * startup:
+    if seconds > 0 and work * seconds < STARTUPS_PER_RUN * startup:
         # The last round: enough to work until the farm should be done, counting the
-        # frames other nodes still have in flight, so every node ends about together.
+        # work other nodes still have in flight, so every node ends about together.
         in_flight = frames_in_flight(state, job, node_id, measured)
         share = (unclaimed + in_flight) * my_rate / max(farm_rate, my_rate)
-        frames = math.ceil(share)
-    return max(1, min(frames, math.ceil(share)))
+        work = _whole(share, costs)
+    return max(1.0 if not costs else 1e-9, min(work, _whole(share, costs)))
+
+
+def _whole(work: float, costs: tuple[float, ...]) -> float:
+    # Without costs a run is whole frames: round up, as runs always were.
+    return float(math.ceil(work)) if not costs else work
 
 
 def frames_in_flight(state: State, job: Job, node_id: str, measured: Measured) -> float:
-    """Frames of ``job`` other nodes' claimed runs should still have to render now, from
-    their measured speeds and when this node saw each claim (half a run if unseen)."""
+    """Work (frame-units) of ``job`` other nodes' claimed runs should still have to
+    render now, from their measured speeds and when this node saw each claim (half a
+    run if unseen)."""
     me = state.peers[node_id].speed(job.renderer)
     job_seconds = measured.frame_seconds.get(job.id)
     scale = job_seconds * 1000.0 / me[0] if me is not None and job_seconds else 1.0
     left = 0.0
+    costs = job_costs(state, job)
     for first, count, holder, seq in claimed_runs(job):
         if holder == node_id:
             continue
-        frames = len(job.run_frames(first, count))
+        frames = run_work(job, costs, first, count)
         estimate = run_estimate(state, job, holder, first, count, scale)
         seen = measured.seen.get((job.id, first, seq))
         if estimate is None or seen is None or estimate <= 0:
@@ -311,8 +409,9 @@ def run_estimate(
     measured = peer.speed(job.renderer) if peer is not None else None
     if measured is None:
         return None
-    frames = sum(len(job.frames_of(i)) for i in range(first, first + count))
-    return measured[1] / 1000.0 + frames * scale * measured[0] / 1000.0
+    costs = job_costs(state, job)
+    work = sum(run_work(job, costs, i, 1) for i in range(first, first + count))
+    return measured[1] / 1000.0 + work * scale * measured[0] / 1000.0
 
 
 def expected_left(elapsed: float, estimate: float) -> float:
@@ -344,7 +443,7 @@ def pick_backup(
     measured = measured or Measured()
     best: tuple[float, Backup] | None = None
     for job in job_order(state):
-        if not me.can_render(job) or not job.takes(node_id):
+        if not may_take(state, job, node_id):
             continue
         my_speed = mine(job.renderer)
         if my_speed is None:
@@ -395,7 +494,7 @@ def overdue_at(
     soonest = math.inf
     for job in job_order(state):
         my_speed = me.speed(job.renderer)
-        if my_speed is None or not me.can_render(job):
+        if my_speed is None or not may_take(state, job, node_id):
             continue
         job_seconds = measured.frame_seconds.get(job.id)
         scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0

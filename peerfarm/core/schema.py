@@ -122,6 +122,17 @@ def renderer_name(v: Any) -> str | None:
     return None
 
 
+# A node's tag (`peerfarm node --tag gpu`), also what a job requires (`--require gpu`):
+# lowercase, so "GPU" and "gpu" are one tag (core/requirements.py lowercases input).
+_TAG = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+
+
+def tag(v: Any) -> str | None:
+    if type(v) is not str or not _TAG.fullmatch(v):
+        return "expected a tag (1-32 of a-z, 0-9, '_', '.', '-'; starting with a letter or digit)"
+    return None
+
+
 def address(v: Any) -> str | None:
     if type(v) is not str or len(v) > 300:
         return "expected an address HOST:PORT"

@@ -98,6 +98,21 @@ class Job(NamedTuple):
     # Claims take runs of chunks sized to each node's speed (core/scheduler.py); false:
     # one chunk per claim, the size the user fixed with --chunk.
     adaptive: bool = False
+    # Requirements and limits (docs/scheduling.md, core/requirements.py): only a node
+    # with every one of these tags and at least this much memory (bytes; 0: any) takes
+    # the job, and at most max_nodes nodes render it at once (0: no limit).
+    require: tuple[str, ...] = ()
+    require_memory: int = 0
+    max_nodes: int = 0
+    # Kept for a job with max_nodes only (core/reducers.py): node id -> chunks it
+    # renders now (claimed, or copies of claims), so a claim checks the limit at once.
+    holders: Map = Map()
+    # What makes two jobs "the same scene" (core/costs.py): earlier renders of that
+    # content tell each frame's relative cost.
+    content: str = ""
+    # Each frame's relative cost (mean 1), frame_start first, learned from earlier
+    # renders of the same content when the job arrived; (): not known, all alike.
+    costs: tuple[float, ...] = ()
 
     @property
     def chunk_total(self) -> int:
@@ -177,6 +192,11 @@ class Peer(NamedTuple):
     version: str = ""  # its peerfarm version (feature peer_versions; "" if not said)
     # Measured by the node (NODE_SPEED): (renderer, ms per frame, start-up ms), sorted.
     speeds: tuple[tuple[str, int, int], ...] = ()
+    # What the node advertises of itself: tags its owner gave it (`--tag gpu`), sorted,
+    # and its total memory (bytes) and logical cores as detected (0: unknown).
+    tags: tuple[str, ...] = ()
+    memory: int = 0
+    cores: int = 0
 
     def speed(self, renderer: str) -> tuple[int, int] | None:
         """(ms per frame, start-up ms) this peer measured with ``renderer``, if any."""
@@ -189,20 +209,35 @@ class Peer(NamedTuple):
             for name, version in self.renderers
         )
 
+    def meets(self, job: Job) -> bool:
+        """Whether this peer has every tag the job requires and at least the memory it
+        requires (a peer whose memory is unknown meets no memory requirement)."""
+        if job.require_memory and self.memory < job.require_memory:
+            return False
+        return all(tag in self.tags for tag in job.require)
+
 
 class State(NamedTuple):
     jobs: Map = Map()  # job id -> Job
     peers: Map = Map()  # node id -> Peer
     features: tuple[str, ...] = ()  # protocol features the farm enabled, sorted
+    # Scene content -> frame render times reported in DONE (core/costs.py), bounded.
+    scenes: Map = Map()
 
 
 EMPTY_STATE = State()
 
 
 def able_renderers(state: State, job: Job, exclude: tuple[str, ...] = ()) -> list[str]:
-    """Rendering peers that are up and may take chunks of this job."""
+    """Rendering peers that are up and may take chunks of this job (its renderer, its
+    requirements, not blocklisted)."""
     return sorted(
         n
         for n, p in state.peers.items()
-        if p.renders and p.state == UP and n not in exclude and job.takes(n) and p.can_render(job)
+        if p.renders
+        and p.state == UP
+        and n not in exclude
+        and job.takes(n)
+        and p.can_render(job)
+        and p.meets(job)
     )

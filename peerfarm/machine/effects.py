@@ -22,6 +22,23 @@ class Persist:
 
 
 @dataclass(frozen=True, slots=True)
+class Compacted:
+    """The log folded ``count`` more actions into its base: once what earlier Persists
+    hold is on disk, write the base as the snapshot file (fsynced), then replace the
+    log file with the actions after it (``log.actions()`` when carried out)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendSnapshot:
+    """Send our last written snapshot to a peer that lacks actions folded into it (it
+    joins, or comes back after them); the tail follows as actions."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
 class Broadcast:
     """Send these of our own actions to every linked peer (after they are persisted)."""
 

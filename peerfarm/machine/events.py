@@ -82,6 +82,15 @@ class VersionVectorReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotReceived:
+    """A SNAPSHOT message, decoded (core/snapshot.py ``decode``): a peer's log base, sent
+    because our version vector lacks actions folded into it."""
+
+    peer: str
+    snapshot: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class JoinAsked:
     """A JOIN message: a node asks a bootstrap server whom to dial."""
 

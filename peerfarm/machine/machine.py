@@ -31,11 +31,13 @@ from peerfarm.core import actions as act
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
-from peerfarm.core.state import CANCELLED, FAULTY, LEFT, Peer, State
+from peerfarm.core.requirements import why_waiting
+from peerfarm.core.state import CANCELLED, CHUNK_DONE, FAULTY, LEFT, Job, Peer, State
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine import job_control
 from peerfarm.machine.collector import Collector
+from peerfarm.machine.compaction import Compaction
 from peerfarm.machine.features import FeatureLevel
 from peerfarm.machine.membership import Membership
 from peerfarm.machine.shared import MachineConfig, Shared
@@ -71,6 +73,7 @@ class NodeMachine:
         self.worker = Worker(self.shared)
         self.collector = Collector(self.shared, self.membership)
         self.features = FeatureLevel(self.shared, self.membership)
+        self.compaction = Compaction(self.shared, self.membership)
         self.started = False
         self.aborting = False
         self.left = False
@@ -83,7 +86,8 @@ class NodeMachine:
             ev.Heard: lambda e: None,  # handle() already noted when we heard the peer
             ev.ProbeReceived: lambda e: self.membership.probe_received(e.peer, e.message),
             ev.ActionsReceived: lambda e: self.membership.actions_received(e.peer, e.actions),
-            ev.VersionVectorReceived: lambda e: self.membership.vv_received(e.peer, e.vv, e.heads),
+            ev.VersionVectorReceived: self._vv_received,
+            ev.SnapshotReceived: lambda e: self.compaction.received(e.peer, e.snapshot),
             ev.JoinAsked: self._join_asked,
             ev.JoinAnswered: lambda e: self.membership.join_answered(e.kwl, e.vv),
             ev.PeersFound: lambda e: self.membership.learn(e.entries),
@@ -180,7 +184,7 @@ class NodeMachine:
         """When to hand the machine a Tick at the latest (math.inf: only on events)."""
         if not self.started:
             return math.inf
-        deadline = self.membership.next_deadline()
+        deadline = min(self.membership.next_deadline(), self.compaction.next_deadline())
         if self.working:
             deadline = min(deadline, self.collector.next_deadline())
             if self.config.renders:
@@ -237,6 +241,9 @@ class NodeMachine:
                     "features": list(replicated.features) if replicated else [],
                     "version": replicated.version if replicated else "",
                     "speeds": speeds_of(replicated),
+                    "tags": list(replicated.tags) if replicated else [],
+                    "memory": replicated.memory if replicated else 0,
+                    "cores": replicated.cores if replicated else 0,
                 }
             )
         jobs = []
@@ -261,6 +268,13 @@ class NodeMachine:
                 "supersedes": job.supersedes,
                 "output": job.output,
                 "error": job.error,
+                # requirements and limits (docs/scheduling.md), and why no node takes it
+                "require": list(job.require),
+                "require_memory": job.require_memory,
+                "max_nodes": job.max_nodes,
+                "waiting": why_waiting(state, job),
+                # Who rendered the done frames: node id -> frames (the render that counted).
+                "frames_by_node": frames_by_node(job),
             }
             if self.shared.is_me(job.submitter):
                 entry.update(self.collector.progress(job))
@@ -273,7 +287,8 @@ class NodeMachine:
             "role": config.role,
             "faulty": self.shared.faulty,
             "state_digest": self.log.digest(),
-            "log_length": len(self.log),
+            "log_length": len(self.log),  # actions after the snapshot, in memory
+            "log_compacted": self.log.base_count,  # actions folded into the snapshot
             # protocol features: the farm's (enabled) and this node's (core/features.py)
             "features": list(state.features),
             "speaks": sorted(config.features),
@@ -282,6 +297,10 @@ class NodeMachine:
             "worker": self.worker.status() if config.renders else None,
             # What the farm knows of this node's speed (NODE_SPEED), as of its peers'.
             "speeds": speeds_of(self.state.peers.get(self.node_id)),
+            # What this node advertises of itself (jobs may require them).
+            "tags": list(config.tags),
+            "memory": config.memory,
+            "cores": config.cores,
         }
 
     # -- the one way in ----------------------------------------------------------------
@@ -353,6 +372,7 @@ class NodeMachine:
         if not self.started:
             return
         membership = self.membership
+        self.compaction.tick()  # first: none of our own actions is waiting to be signed
         membership.tick()
         if membership.synced and not membership.working and not self.shared.stopping:
             self._start_working()
@@ -368,6 +388,10 @@ class NodeMachine:
     def _link_up(self, event: ev.LinkUp) -> None:
         self.membership.link_up(event.peer, event.role, event.name, event.address)
         self.collector.relinked()
+
+    def _vv_received(self, event: ev.VersionVectorReceived) -> None:
+        self.compaction.heard(event.peer, event.vv, event.heads)
+        self.membership.vv_received(event.peer, event.vv, event.heads)
 
     def _join_asked(self, event: ev.JoinAsked) -> None:
         if self.config.role != "bootstrap":
@@ -426,3 +450,12 @@ class NodeMachine:
         if me is not None and me.state != LEFT:
             shared.emit(act.PEER_LEFT, {})
         shared.out(fx.Left())
+
+
+def frames_by_node(job: Job) -> dict[str, int]:
+    """Frames (tiles, if tiled) of ``job`` each node rendered, by the DONEs that counted."""
+    counts: dict[str, int] = {}
+    for index, chunk in job.chunks.items():
+        if chunk.state == CHUNK_DONE and chunk.done_by:
+            counts[chunk.done_by] = counts.get(chunk.done_by, 0) + len(job.frames_of(index))
+    return dict(sorted(counts.items()))

@@ -257,6 +257,9 @@ class Membership:
     def vv_received(self, peer: str, vv: dict[str, int], heads: dict[str, bytes]) -> None:
         self._vv_heard[peer] = _view(vv, heads)
         log = self.shared.log
+        if log.needs_base(vv):
+            # It lacks actions we folded into the snapshot: that first, the tail after.
+            self.shared.out(fx.SendSnapshot(peer))
         missing = log.missing_for(vv)
         if missing:
             self.shared.out(fx.SendActions(peer, tuple(a.to_wire() for a in missing)))
@@ -299,6 +302,9 @@ class Membership:
     def join_answered(self, kwl: list[dict[str, str]], vv: dict[str, int]) -> None:
         self.learn(kwl)
         self._join_vv = dict(vv)
+        self._check_synced()
+
+    def check_synced(self) -> None:
         self._check_synced()
 
     def _check_synced(self) -> None:
@@ -376,7 +382,7 @@ class Membership:
 
     def announce(self) -> None:
         """PEER_JOINED, when the state does not show us as we are (name, address, slots,
-        renderers) or shows us down or gone."""
+        renderers, tags, memory, cores) or shows us down or gone."""
         shared = self.shared
         config = shared.config
         me = shared.state.peers.get(shared.node_id)
@@ -385,11 +391,12 @@ class Membership:
         features = tuple(sorted(config.features))
         # What a feature adds is written only once the farm enabled it.
         version = config.version if shared.feature_on(PEER_VERSIONS) else ""
+        tags = tuple(sorted(set(config.tags)))
         wanted = (config.name, config.address, slots, config.renders, UP, renderers)
-        wanted += (features, version)
+        wanted += (features, version, tags, config.memory, config.cores)
         if me is None or (
             (me.name, me.address, me.slots, me.renders, me.state, me.renderers)
-            + (me.features, me.version)
+            + (me.features, me.version, me.tags, me.memory, me.cores)
             != wanted
         ):
             payload: dict[str, Any] = {
@@ -403,6 +410,12 @@ class Membership:
                 payload["features"] = list(features)
             if version:
                 payload["version"] = version
+            if tags:
+                payload["tags"] = list(tags)
+            if config.memory:
+                payload["memory"] = config.memory
+            if config.cores:
+                payload["cores"] = config.cores
             shared.emit(act.PEER_JOINED, payload)
 
 

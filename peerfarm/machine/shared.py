@@ -18,7 +18,7 @@ from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.state import State
 from peerfarm.machine import effects as fx
-from peerfarm.machine.timing import PEER_TIMEOUT
+from peerfarm.machine.timing import COMPACT_AFTER, COMPACTION_WAITS_FOR_DOWN, PEER_TIMEOUT
 
 
 @dataclass
@@ -30,6 +30,12 @@ class MachineConfig:
     renders: bool = True  # False: a mirror that never renders (the bootstrap server)
     slots: int = 1
     renderers: dict[str, str] = field(default_factory=dict)  # what we can render: name -> version
+    # What this node advertises of itself (jobs may require them, docs/scheduling.md):
+    # tags its owner gave it (sorted, checked), total memory in bytes and logical cores
+    # as the driver detected them (0: unknown).
+    tags: tuple[str, ...] = ()
+    memory: int = 0
+    cores: int = 0
     bootstraps: tuple[str, ...] = ()  # bootstrap server addresses to dial
     peer_timeout: float = PEER_TIMEOUT
     # Ids this node had before (it came back as a new incarnation after its log lost
@@ -49,6 +55,12 @@ class MachineConfig:
     # A render running this many times longer than this node's estimate for it is
     # stopped and counted a failure (a hung renderer); 0: never.
     hung_limit: float = 10.0
+    # Compact the log (machine/compaction.py) once this many actions every live member
+    # holds are in it; 0: never.
+    compact_after: int = COMPACT_AFTER
+    # A member down in our view for longer than this no longer holds compaction back
+    # (machine/compaction.py); it gets the snapshot when it returns.
+    compaction_waits_for_down: float = COMPACTION_WAITS_FOR_DOWN
 
 
 class Shared:

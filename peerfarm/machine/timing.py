@@ -25,6 +25,9 @@ COLLECT_INTERVAL = 1.0  # the collector looks again for frames it could not fetc
 ABORT_TIMEOUT = 2.0  # an emergency stop waits this long for the renderers to die
 MAX_FETCHES = 8  # frames fetched at once for our own jobs
 CHAIN_SHOWN_EVERY = 10.0  # a peer's diverging view of an origin gets our chain this often
+COMPACTION_CHECK_EVERY = 10.0  # how often the machine looks whether to compact its log
+COMPACT_AFTER = 20_000  # actions the members all hold before the log is compacted
+COMPACTION_WAITS_FOR_DOWN = 600.0  # a member down longer no longer holds compaction back
 
 # Kept by the drivers, not the machine: how long a frame fetch may take, how long
 # a leaving node waits for its last actions to drain, and how dialing backs off.

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peerfarm.core import actions as act
-from peerfarm.core.scheduler import Measured, overdue_at, pick_backup, pick_run
+from peerfarm.core.costs import MAX_FRAMES, work_of
+from peerfarm.core.scheduler import Measured, job_costs, overdue_at, pick_backup, pick_run
 from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
@@ -61,6 +62,7 @@ class Render:
     first_frame_at: float | None = None  # when the first frame was finished
     last_frame_at: float | None = None
     frames_finished: int = 0
+    frame_at: list[float] = field(default_factory=list)  # when each frame was finished
     stop_reason: str = ""  # set once StopRender went out; the slot stays taken until it ends
     backup: bool = False  # a copy of another node's claim (claim_seq is theirs)
     hung_at: float = math.inf  # past this, the render counts as hung
@@ -73,6 +75,18 @@ class Render:
         ref = {"job_id": self.job_id, "chunk": self.chunk, "claim_seq": self.claim_seq}
         if self.count > 1:
             ref["count"] = self.count
+        return ref
+
+    def done_ref(self) -> dict[str, Any]:
+        """The DONE payload: the claim, and each frame's render time when every frame
+        reported (the first frame's is 0: it also paid the start-up)."""
+        ref = self.claim_ref()
+        # (Runs longer than a scene's cost table holds send none: the action stays small.)
+        if self.tile is None and MAX_FRAMES >= len(self.frame_at) == len(self.frames) >= 2:
+            at = self.frame_at
+            ref["frame_ms"] = [0] + [
+                max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(1, len(at))
+            ]
         return ref
 
 
@@ -275,7 +289,13 @@ class Worker:
         # them); None: every chunk (at start; or a re-fold that was long, or held
         # actions other than a chunk's, such as a PEER_DOWN or a job's end).
         if only is None:
-            places = [(j, i) for j in sorted(jobs) for i in sorted(jobs[j].chunks)]
+            # (Active jobs only: a finished job's many chunks hold no claim to adopt.)
+            places = [
+                (j, i)
+                for j in sorted(jobs)
+                if jobs[j].state == ACTIVE
+                for i in sorted(jobs[j].chunks)
+            ]
         else:
             places = sorted((j, i) for j, i in only if j in jobs and i in jobs[j].chunks)
         # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).
@@ -381,15 +401,15 @@ class Worker:
             self._start(job, backup.chunk, backup.claim_seq, backup.count, backup=True)
 
     def _estimate(
-        self, job_id: str, renderer: str, frames: int, startup: bool = True
+        self, job_id: str, renderer: str, work: float, startup: bool = True
     ) -> float | None:
-        """Seconds this node should need to render ``frames`` frames of a job (with the
-        renderer's start-up, unless not asked), from its own measurements."""
+        """Seconds this node should need to render ``work`` frame-units of a job (with
+        the renderer's start-up, unless not asked), from its own measurements."""
         speed = self.speeds.get(renderer)
         if speed is None:
             return None
         per_frame = self.job_frame_seconds.get(job_id, speed[0])
-        return (speed[1] if startup else 0.0) + frames * per_frame
+        return (speed[1] if startup else 0.0) + work * per_frame
 
     def _start(
         self, job: Job, index: int, claim_seq: int, count: int = 1, backup: bool = False
@@ -397,7 +417,7 @@ class Worker:
         frames = job.run_frames(index, count)
         now = self.shared.now
         limit = self.shared.config.hung_limit
-        estimate = self._estimate(job.id, job.renderer, len(frames))
+        estimate = self._estimate(job.id, job.renderer, work_of(job.costs, job.frame_start, frames))
         hung_at = math.inf
         if limit > 0 and estimate is not None:
             hung_at = now + max(limit * estimate, HUNG_MIN_SECONDS)
@@ -438,9 +458,16 @@ class Worker:
             if render.first_frame_at is None:
                 render.first_frame_at = now
             render.last_frame_at = now
+            render.frame_at.append(now)
             # A renderer that keeps finishing frames is slow, not hung: it gets the limit
             # again for the next frame.
-            per_frame = self._estimate(render.job_id, render.renderer, 1, startup=False)
+            job = self.shared.state.jobs.get(job_id)
+            # The next frame's work (its cost, when known; a tile is a whole frame's).
+            done = render.frames_finished
+            nxt = render.frames[done : done + 1] if job is not None and job.tiles == 1 else None
+            costs = job_costs(self.shared.state, job) if nxt else ()
+            work = work_of(costs, job.frame_start, nxt) if nxt else 1.0
+            per_frame = self._estimate(render.job_id, render.renderer, work, startup=False)
             limit = self.shared.config.hung_limit
             if per_frame is not None and limit > 0 and render.hung_at < math.inf:
                 render.hung_at = max(render.hung_at, now + max(limit * per_frame, HUNG_MIN_SECONDS))
@@ -455,14 +482,22 @@ class Worker:
         if first is None or last is None or render.frames_finished < n:
             return
         known = self.speeds.get(render.renderer)
+        # Seconds per frame-unit: a frame of a job whose costs are known counts as its
+        # cost (so speeds measured on heavy and light frames compare).
+        job = self.shared.state.jobs.get(render.job_id)
+        # (Only costs learned before the job: this job's own frames learned so far are
+        # put on one scale by the nodes' speeds, which this measures.)
+        costs, start = (job.costs, job.frame_start) if job is not None else ((), 0)
+        frames = render.frames
+        first_work = work_of(costs, start, frames[:1]) or 1.0
         if n >= 2:
-            per_frame = (last - first) / (n - 1)
-            startup = max(0.0, first - render.started - per_frame)
+            per_frame = (last - first) / (work_of(costs, start, frames[1:]) or (n - 1))
+            startup = max(0.0, first - render.started - per_frame * first_work)
         elif known is not None:
             startup = known[1]
-            per_frame = max(first - render.started - startup, 1e-3)
+            per_frame = max(first - render.started - startup, 1e-3) / first_work
         else:
-            per_frame, startup = max(first - render.started, 1e-3), 0.0
+            per_frame, startup = max(first - render.started, 1e-3) / first_work, 0.0
         per_frame = max(per_frame, 1e-3)
         w = MEASURE_WEIGHT
         old_job = self.job_frame_seconds.get(render.job_id)
@@ -500,7 +535,7 @@ class Worker:
             # A copy of another node's claim: its DONE counts if it is first; a failure
             # or a stop is the copy's own business (the original still holds the claim).
             if ok:
-                shared.emit(act.DONE, render.claim_ref())
+                shared.emit(act.DONE, render.done_ref())
                 if not render.stop_reason:
                     self._measure(render)
             elif not render.stop_reason:
@@ -511,7 +546,7 @@ class Worker:
         if ok:
             # Even if we had asked it to stop: it finished first, and a DONE counts
             # while the chunk is not done yet (no rendered frame is wasted).
-            shared.emit(act.DONE, render.claim_ref())
+            shared.emit(act.DONE, render.done_ref())
             if not render.stop_reason:
                 self._measure(render)
         elif render.stop_reason == RELEASE_REASON_HUNG:

@@ -7,7 +7,7 @@ import logging
 import os
 from importlib.metadata import entry_points
 
-from peerfarm.renderers.base import Renderer
+from peerfarm.renderers.base import Renderer, RendererError
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +15,7 @@ ENTRY_POINT_GROUP = "peerfarm.renderers"
 
 
 def renderer_plugins() -> dict[str, Renderer]:
-    from peerfarm.renderers import null
+    from peerfarm.renderers import null, paced
     from peerfarm.renderers.blender.plugin import BlenderRenderer
     from peerfarm.renderers.builtin.plugin import BuiltinRenderer
     from peerfarm.renderers.povray.plugin import PovrayRenderer
@@ -27,6 +27,13 @@ def renderer_plugins() -> dict[str, Renderer]:
     }
     if os.environ.get(null.ENV_VAR) == "1":  # `peerfarm bench dispatch` only
         plugins["null"] = null.NullRenderer()
+    try:
+        pace = paced.pace_from_env()  # `peerfarm bench mixed` only
+    except RendererError as exc:
+        log.warning("the paced renderer is off: %s", exc)
+        pace = None
+    if pace is not None:
+        plugins["paced"] = paced.PacedRenderer(*pace)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             plugin = ep.load()()

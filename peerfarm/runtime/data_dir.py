@@ -5,7 +5,8 @@
     DATA_DIR/node.key, node.crt   identity (peerfarm.security.identity)
     DATA_DIR/node.json            node id and name
     DATA_DIR/kwl.json             known-worker list
-    DATA_DIR/log.bin              the action log (runtime/store.py)
+    DATA_DIR/log.bin              the action log after the snapshot (runtime/store.py)
+    DATA_DIR/snapshot.bin         the log's compacted base (core/snapshot.py), if any
     DATA_DIR/log.protocol2.bin    a log written before signed feeds, set aside
     DATA_DIR/blobs/               content-addressed scene files (runtime/blobs.py)
     DATA_DIR/work/JOB/            a job's scene, unpacked, where its renderer runs
@@ -20,6 +21,7 @@ from pathlib import Path
 from peerfarm.core.state import Job
 
 LEGACY_LOG_NAME = "log.protocol2.bin"
+DAMAGED_SNAPSHOT_NAME = "snapshot.damaged.bin"  # a snapshot that could not be read
 
 
 class DataDir:
@@ -31,6 +33,10 @@ class DataDir:
     @property
     def log_file(self) -> Path:
         return self.root / "log.bin"
+
+    @property
+    def snapshot_file(self) -> Path:
+        return self.root / "snapshot.bin"
 
     @property
     def blobs(self) -> Path:

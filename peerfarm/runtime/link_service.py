@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from peerfarm.core import snapshot
 from peerfarm.core.refused import Refused
 from peerfarm.job_request import JobRequest
 from peerfarm.machine import events as ev
@@ -70,6 +71,7 @@ class LinkService:
             "PING_REQ": self._probe,
             "JOIN": self._join,
             "JOIN_REPLY": self._join_reply,
+            "SNAPSHOT": self._snapshot,
         }
         self.client_handlers: dict[str, Handler] = {
             **answers,
@@ -170,6 +172,18 @@ class LinkService:
 
     async def _vv(self, link: Link, msg: dict[str, Any]) -> None:
         self.node.feed(ev.VersionVectorReceived(link.peer_id, msg["vv"], msg.get("heads", {})))
+
+    async def _snapshot(self, link: Link, msg: dict[str, Any]) -> None:
+        # Decoded in a thread (a big farm's state is megabytes); the link reads its next
+        # message (the tail's actions) only after the machine has it.
+        try:
+            plain = await trio.to_thread.run_sync(snapshot.decode, msg["data"])
+        except snapshot.SnapshotError as exc:
+            log.warning("ignored a snapshot from %s: %s", link.peer_id[:8], exc)
+            return
+        base_key = tuple(plain["base_key"]) if plain.get("base_key") else None
+        self.node.received_snapshot = (plain.get("count"), base_key, msg["data"])
+        self.node.feed(ev.SnapshotReceived(link.peer_id, plain))
 
     async def _join(self, link: Link, msg: dict[str, Any]) -> None:
         if self.node.config.role != "bootstrap":

@@ -28,10 +28,12 @@ from typing import Any
 import trio
 
 from peerfarm import __version__
+from peerfarm.core import snapshot
 from peerfarm.core.actions import Action
 from peerfarm.core.features import SPOKEN
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
+from peerfarm.core.requirements import parse_tags, why_waiting
 from peerfarm.core.retention import Policy as RetentionPolicy
 from peerfarm.core.state import CANCELLED, UP, State
 from peerfarm.job_request import JobRequest, SubmitError
@@ -39,14 +41,20 @@ from peerfarm.jobspec import check_files, check_manifest, manifest_of, prepare_n
 from peerfarm.machine import MachineConfig, NodeMachine
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
-from peerfarm.machine.timing import FRAME_FETCH_TIMEOUT, LEAVE_TIMEOUT, PEER_TIMEOUT
+from peerfarm.machine.timing import (
+    COMPACT_AFTER,
+    FRAME_FETCH_TIMEOUT,
+    LEAVE_TIMEOUT,
+    PEER_TIMEOUT,
+)
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins, renderers_not_offered
 from peerfarm.runtime import store
 from peerfarm.runtime.addresses import advertised_host, format_address, is_loopback, parse_address
 from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
-from peerfarm.runtime.data_dir import LEGACY_LOG_NAME, DataDir
+from peerfarm.runtime.data_dir import DAMAGED_SNAPSHOT_NAME, LEGACY_LOG_NAME, DataDir
 from peerfarm.runtime.discovery import LanDiscovery
+from peerfarm.runtime.hardware import logical_cores, total_memory
 from peerfarm.runtime.link import Link
 from peerfarm.runtime.link_service import LinkService
 from peerfarm.runtime.mesh import Mesh
@@ -69,6 +77,10 @@ log = logging.getLogger(__name__)
 MAX_TICK_INTERVAL = 1.0
 DEFAULT_MIN_FREE_BYTES = 200 * 1024 * 1024
 DISK_CHECK_INTERVAL = 5.0  # free space looked at; a failed write looks at once
+
+
+# A note of submit_job that warns (faces show it as a warning, not a note).
+WARNING = "warning: "
 
 
 class SetupError(ValueError):
@@ -107,6 +119,12 @@ class NodeConfig:
     retention_interval: float = DEFAULT_RETENTION_INTERVAL
     # A render this many times past this node's estimate is stopped as hung (0: never).
     hung_limit: float = 10.0
+    # Compact the log once this many actions every member holds are in it (0: never;
+    # machine/compaction.py).
+    compact_after: int = COMPACT_AFTER
+    # Tags this node advertises (`--tag gpu`): jobs that require a tag go only to nodes
+    # that have it (docs/scheduling.md). Its memory and cores are detected.
+    tags: tuple[str, ...] = ()
 
 
 class Node:
@@ -127,6 +145,12 @@ class Node:
         self.requests = Requests(self.link_to)
         self.counters = RuntimeCounters()  # for metrics: renderer seconds, bytes moved
         self._logfile = store.LogFile(self.data_dir.log_file)
+        self._snapshot_file = store.SnapshotFile(self.data_dir.snapshot_file)
+        self._base_log: ActionLog | None = None  # the log as the snapshot file left it
+        self._snapshot_bytes: bytes | None = None  # the snapshot last written (or loaded)
+        self._compact_pending = False  # the machine compacted: write snapshot and tail
+        # The last snapshot a peer sent: its count, base key and bytes (link_service.py).
+        self.received_snapshot: tuple[int, Any, bytes] | None = None
         self._stop_requests = 0
         self._changed = trio.Event()
         self._seen_changes = -1
@@ -245,6 +269,12 @@ class Node:
                 f"here. Create a farm key with `peerfarm init` (or copy your farm's key file "
                 f"here) and pass --farm-key-file PATH"
             )
+        try:
+            parse_tags(self.config.tags)
+        except Refused as exc:
+            raise SetupError(
+                f"{exc}; fix the node's tags (--tag, or `tag` in the config)"
+            ) from None
 
     def request_stop(self) -> None:
         """First call: stop claiming, finish the chunks in flight, announce leaving, exit.
@@ -347,9 +377,17 @@ class Node:
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
         self.feed(ev.SubmitJob(new_job.payload))
-        for note in new_job.notes:
+        notes = new_job.notes
+        job = self.state.jobs.get(job_id)
+        waiting = why_waiting(self.state, job) if job is not None else ""
+        if waiting:  # accepted all the same: a matching node may join later
+            notes += (
+                f"{WARNING}no node in the farm now meets this job's requirements "
+                f"({waiting.removeprefix('waiting: ')}): it waits until one joins",
+            )
+        for note in notes:
             log.info("job %s: %s", job_id, note)
-        return job_id, new_job.notes
+        return job_id, notes
 
     def _wanted(self, job_id: str) -> bool:
         """Whether a job's frames may still be written to its output folder: not once it
@@ -538,10 +576,15 @@ class Node:
                 sign=self.identity.sign,
                 version=__version__,
                 hung_limit=config.hung_limit,
+                compact_after=config.compact_after,
+                tags=parse_tags(config.tags),
+                memory=total_memory(),
+                cores=logical_cores(),
             ),
             kwl=kwl,
-            log=ActionLog(authenticate=True),
+            log=self._base_log if self._base_log is not None else ActionLog(authenticate=True),
         )
+        self._base_log = None  # the machine's now
         # Our old id's last logged action may have lost the action that signed it: sign
         # it with the old key, or the farm could never take it.
         signers = {old.node_id: old.sign for old in self._retired}
@@ -583,6 +626,13 @@ class Node:
             link = self.link_to(effect.peer)
             if link is not None:
                 link.queue_message(effect.message)
+        elif isinstance(effect, fx.Compacted):
+            self._compact_pending = True
+            self._flush_ready.set()
+        elif isinstance(effect, fx.SendSnapshot):
+            link = self.link_to(effect.peer)
+            if link is not None and self._snapshot_bytes is not None:
+                link.queue_message(message("SNAPSHOT", data=self._snapshot_bytes))
         elif isinstance(effect, fx.Dial):
             assert self.mesh is not None
             self.mesh.dial(effect.peer, effect.address)
@@ -660,8 +710,44 @@ class Node:
                     link = self.link_to(peer)
                     if link is not None:
                         link.queue_actions(actions)
+            if self._compact_pending:  # after the sends: they wait for nothing more
+                try:
+                    await self._write_compaction()
+                except OSError as exc:
+                    self._disk_trouble(f"cannot write {self._snapshot_file.path}: {exc}")
+                    await trio.sleep(DISK_CHECK_INTERVAL)
+                    self._flush_ready.set()
+                    continue
             self._flushed.set()
             self._flushed = trio.Event()
+
+    async def _write_compaction(self) -> None:
+        """The machine compacted its log: write its base as the snapshot file, then the
+        log file as the actions after it. Taken now, after the batches before it are on
+        disk: every action the log applied is in one of the two."""
+        self._compact_pending = False
+        machine = self._machine()
+        base, tail = snapshot.base_of(machine.log), machine.log.actions()
+        received = self.received_snapshot
+        if received is not None and (received[0], received[1]) != (base.count, base.base_key):
+            received = None  # the base moved on since: encode it
+        # Queued since the batch just written: applied, so in the base or the tail now.
+        self._to_persist = []
+
+        def write() -> bytes:
+            # The bytes a peer sent, if they are this base's: the encoding is the same.
+            if received is not None:
+                data = received[2]
+            else:
+                data = snapshot.encode(snapshot.to_plain(base))
+            store.compact(self._snapshot_file, self._logfile, data, [a.to_wire() for a in tail])
+            return data
+
+        try:
+            self._snapshot_bytes = await trio.to_thread.run_sync(write)
+        except OSError:
+            self._compact_pending = True
+            raise
 
     def disk_is_full(self) -> bool:
         """Whether the data folder's disk has less free space than the node needs."""
@@ -728,6 +814,7 @@ class Node:
         self.identity = await trio.to_thread.run_sync(load_or_create_identity, root)
         ident = await trio.to_thread.run_sync(store.load_identity, root, default_name)
         records = await trio.to_thread.run_sync(self._logfile.load)
+        await self._load_snapshot()
         former = ident.get("former_ids")
         self._former_ids = (
             tuple(i for i in former if type(i) is str) if type(former) is list else ()
@@ -756,7 +843,11 @@ class Node:
                 "machine ran with this node's identity (a copied data folder?); it joins as "
                 "a new node"
             )
-        if burnt or self._logfile.damaged or (self._has_log and not records):
+        if (
+            burnt
+            or self._logfile.damaged
+            or (self._has_log and not records and self._base_log is None)
+        ):
             # Actions of ours the farm may hold are gone from our log: emitting under the
             # same id would reuse their numbers with other contents (a fork the farm
             # could not heal). A new incarnation, a new id, never can.
@@ -771,7 +862,7 @@ class Node:
                     self.identity.node_id[:12],
                     old[:12],
                 )
-        self._has_log = bool(records)
+        self._has_log = bool(records) or self._base_log is not None
         wanted = self._identity_record(self.config.name or ident["name"])
         if ident != wanted:
             if ident["node_id"] and ident["node_id"] != wanted["node_id"]:
@@ -780,6 +871,30 @@ class Node:
         self.node_id, self.name = wanted["node_id"], wanted["name"]
         kwl = await trio.to_thread.run_sync(store.load_kwl, root)
         return kwl, records
+
+    async def _load_snapshot(self) -> None:
+        """The snapshot file, if the log was ever compacted: the log's base."""
+        data = await trio.to_thread.run_sync(self._snapshot_file.load)
+        if data is None:
+            return
+        try:
+            base = await trio.to_thread.run_sync(
+                lambda: snapshot.log_from_snapshot(snapshot.decode(data), authenticate=True)
+            )
+        except snapshot.SnapshotError as exc:
+            kept = await trio.to_thread.run_sync(
+                self._snapshot_file.set_aside, DAMAGED_SNAPSHOT_NAME
+            )
+            # The actions folded into it are gone from this node: as a damaged log file.
+            self._logfile.damaged = True
+            log.warning("%s cannot be used (%s): kept as %s", self._snapshot_file.path, exc, kept)
+            return
+        self._base_log, self._snapshot_bytes = base, data
+        log.info(
+            "loaded the log's snapshot: %d actions folded into it (digest %s)",
+            base.base_count,
+            base.digest()[:12],
+        )
 
     def _identity_record(self, name: str) -> dict[str, Any]:
         """What node.json holds (runtime/store.py)."""

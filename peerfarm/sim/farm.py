@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action
+from peerfarm.core.requirements import holders
 from peerfarm.core.state import (
     ACTIVE,
     CANCELLED,
@@ -31,6 +32,7 @@ from peerfarm.sim.network import EventLoop, Network
 from peerfarm.sim.node import PEER_TIMEOUT, SimNode
 from peerfarm.sim.schedule import (
     CRASH,
+    CRASH_COMPACTING,
     DISK_LOSS,
     EQUIVOCATE,
     FREEZE,
@@ -114,7 +116,17 @@ class Farm:
         self.liars: set[str] = set()
         self._damaged_at: dict[int, list[float]] = {}  # node index -> when its log lost records
         self.nodes = [
-            SimNode(self, i, node_id, plan.slots, plan.speed, schedule.fail_prob, plan.hang_after)
+            SimNode(
+                self,
+                i,
+                node_id,
+                plan.slots,
+                plan.speed,
+                schedule.fail_prob,
+                plan.hang_after,
+                plan.tags,
+                plan.memory,
+            )
             for i, (node_id, plan) in enumerate(zip(schedule.node_ids, schedule.nodes, strict=True))
         ]
         for node in self.nodes:
@@ -185,6 +197,16 @@ class Farm:
                     f"{node.name}: job {job.id} has {job.chunks_done} of "
                     f"{job.chunk_total} chunks done"
                 )
+            if job.max_nodes and len(holders(job)) > job.max_nodes:
+                self.violation(
+                    f"{node.name}: job {job.id} is rendered by {len(holders(job))} nodes, "
+                    f"more than its max_nodes {job.max_nodes}"
+                )
+            if job.max_nodes and set(job.holders) != holders(job):
+                self.violation(
+                    f"{node.name}: job {job.id} counts {sorted(job.holders)} rendering, its "
+                    f"chunks say {sorted(holders(job))}"
+                )
 
     def _describe(self, action: Action) -> str:
         p = action.payload
@@ -215,8 +237,9 @@ class Farm:
     def run(self) -> RunResult:
         s = self.schedule
         loop = self.loop
-        for node in self.nodes:
-            loop.call_at(self.rng.uniform(0.0, 0.5), node.start)
+        for node, plan in zip(self.nodes, s.nodes, strict=True):
+            at = self.rng.uniform(0.0, 0.5)  # drawn either way: seeds keep their draws
+            loop.call_at(at if plan.start_at is None else plan.start_at, node.start)
         for job in s.jobs:
             loop.call_at(job.at, self._submit, job)
             if job.cancel_at is not None:
@@ -225,6 +248,8 @@ class Farm:
                 loop.call_at(control[0], self._control, job, control)
         for fault in s.faults:
             loop.call_at(fault.at, self._begin, fault)
+            if fault.kind == CRASH_COMPACTING:
+                continue  # it ends when the crash it arms happens (crash_compacting)
             if fault.duration:
                 loop.call_at(fault.at + fault.duration, self._end, fault)
         healed_at = s.heal_at()
@@ -322,6 +347,15 @@ class Farm:
             nodes[0].lose_disk()
         elif fault.kind == EQUIVOCATE:
             nodes[0].fool = frozenset(n.node_id for n in nodes[1:])
+        elif fault.kind == CRASH_COMPACTING:
+            nodes[0].crash_compacting = fault.duration
+
+    def crash_compacting(self, node: SimNode, duration: float) -> None:
+        """A node died between writing its snapshot and rewriting its log file."""
+        self.trace(node, "crash in the middle of compacting its log")
+        plan = FaultPlan(CRASH, self.loop.now, (node.index,), duration)
+        self._begin(plan)
+        self.loop.call_at(self.loop.now + duration, self._end, plan)
 
     def _end(self, fault: FaultPlan) -> None:
         node = self.nodes[fault.nodes[0]]
@@ -345,6 +379,8 @@ class Farm:
     def _heal(self) -> None:
         self.trace(None, "heal: no more faults")
         self._healed = True
+        for node in self.nodes:
+            node.crash_compacting = None  # a crash it armed that has not happened yet
         self.network.heal()
         for node in self.nodes:
             if not node.running:
@@ -444,7 +480,8 @@ class Farm:
             if node.log.digest() != digest:
                 self.violation(f"{node.name}'s digest differs from n0's with the same actions")
             jobs = node.state.jobs
-            logged = {(a.type, a.payload.get("job_id")) for a in node.log.actions()}
+            # (What a node compacted is no longer in its log: every action emitted.)
+            logged = {(a.type, a.payload.get("job_id")) for _, _, a in self.actions}
             for plan in self.schedule.jobs:
                 job = jobs.get(plan.job_id)
                 if job is None:
@@ -484,10 +521,20 @@ def _count(payload: dict) -> str:
     return f"+{count - 1}" if count > 1 else ""
 
 
-def run_seed(seed: int, log_damage: bool = False, equivocation: bool = False) -> RunResult:
+def run_seed(
+    seed: int,
+    log_damage: bool = False,
+    equivocation: bool = False,
+    compaction_crashes: bool = False,
+) -> RunResult:
     """One random schedule and its run, both drawn from ``random.Random(seed)``."""
     rng = random.Random(seed)
-    schedule = random_schedule(rng, log_damage=log_damage, equivocation=equivocation)
+    schedule = random_schedule(
+        rng,
+        log_damage=log_damage,
+        equivocation=equivocation,
+        compaction_crashes=compaction_crashes,
+    )
     return run_schedule(schedule, rng, seed)
 
 

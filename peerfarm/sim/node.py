@@ -8,7 +8,9 @@ runtime drives. This driver only simulates the world around one node:
 - links: a dial loop per peer (backoff as in the runtime), links that exist from
   their handshake until a process dies, messages that travel on a link;
 - the disk: the log file (every applied action survives a crash; fsync is instant),
-  the known-worker list, rendered frames and collected outputs;
+  the snapshot the log was compacted into (written, then the log file rewritten as the
+  tail: a crash in between is a fault of its own), the known-worker list, rendered
+  frames and collected outputs;
 - renderer processes as timers (a chosen fraction of them fail);
 - answering GET_FRAME from the frames on its disk.
 
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from peerfarm import __version__
+from peerfarm.core import snapshot
 from peerfarm.core.actions import Action
 from peerfarm.core.log import ActionLog
 from peerfarm.machine import NodeMachine
@@ -54,8 +57,12 @@ class SimNode:
         speed: float,
         fail_prob: float,
         hang_after: int = -1,
+        tags: tuple[str, ...] = (),
+        memory: int = 0,
     ) -> None:
         self.farm = farm
+        self.tags = tags  # what it advertises (jobs may require them)
+        self.memory = memory
         self.index = index
         self.node_id = node_id
         self.name = f"n{index}"
@@ -70,12 +77,19 @@ class SimNode:
         # tile or -1) and the frames it collected into its output folders.
         self.durable: list[Action] = []
         self.persisted: list[dict[str, Any]] = []  # the log file, in the order written
+        self.snapshot: bytes | None = None  # the snapshot file, if the log was compacted
+        # CRASH_COMPACTING: the next compaction dies after the snapshot is written, and
+        # the node restarts this many seconds later.
+        self.crash_compacting: float | None = None
         self.log_damaged = False  # the next start finds its log file damaged
         self.former_ids: list[str] = []  # ids before new incarnations
         self.fool: frozenset[str] = frozenset()  # peers its next broadcast lies to
+        # (A node that starts late is a new machine: no one knows it before it greets.)
+        plans = farm.schedule.nodes
         self.kwl = {
             peer: {"address": f"10.0.0.{farm.index_of(peer) + 1}:7100", "name": farm.name_of(peer)}
             for peer in farm.peers_of(self)
+            if plans[farm.index_of(peer)].start_at is None
         }
         self.frames: set[FetchKey] = set()
         self.outputs: dict[str, set[int]] = {}
@@ -161,7 +175,10 @@ class SimNode:
         self.frozen = False
         self.life += 1
         self._reset()
-        log = ActionLog(authenticate=True)
+        if self.snapshot is not None:
+            log = snapshot.log_from_snapshot(snapshot.decode(self.snapshot), authenticate=True)
+        else:
+            log = ActionLog(authenticate=True)
         log.add_all(self.durable, trusted=True)  # rebuild the state from the log file
         if self.node_id in log.forked():
             # As the runtime does: the farm proved this id faulty (it signed two versions
@@ -192,6 +209,10 @@ class SimNode:
             former_ids=tuple(self.former_ids),
             backups=self.farm.schedule.backups,
             hung_limit=self.farm.schedule.hung_limit,
+            compact_after=self.farm.schedule.compact_after,
+            compaction_waits_for_down=self.farm.schedule.compaction_waits_for_down,
+            tags=self.tags,
+            memory=self.memory,
         )
         self.log_damaged = False
         self.machine = NodeMachine(config, kwl=dict(self.kwl), log=log)
@@ -308,6 +329,11 @@ class SimNode:
                 self._send_all(message("ACTIONS", actions=list(effect.actions)))
         elif isinstance(effect, fx.Persist):
             self.persisted.extend(effect.actions)
+        elif isinstance(effect, fx.Compacted):
+            self._compacted()
+        elif isinstance(effect, fx.SendSnapshot):
+            if self.snapshot is not None:
+                self._send(effect.peer, message("SNAPSHOT", data=self.snapshot))
         elif isinstance(effect, fx.SendActions):
             self._send(effect.peer, message("ACTIONS", actions=list(effect.actions)))
         elif isinstance(effect, fx.Send):
@@ -339,10 +365,23 @@ class SimNode:
         elif isinstance(effect, fx.Left):
             self.farm.trace(self, "left the farm")
 
+    def _compacted(self) -> None:
+        """Write the log's base as the snapshot file, then the log file as the tail (as
+        runtime/store.py does), or die in between (CRASH_COMPACTING)."""
+        log = self.log
+        self.snapshot = snapshot.encode(snapshot.snapshot_of(log))
+        if self.crash_compacting is not None:
+            duration, self.crash_compacting = self.crash_compacting, None
+            self.farm.loop.call_later(0.0, self.farm.crash_compacting, self, duration)
+            return  # (the effects after this one still happen: the process dies after)
+        self.persisted = [a.to_wire() for a in log.actions()]
+        self.farm.trace(self, f"compacted: snapshot of {log.base_count} actions, {len(log)} after")
+
     def holds(self, origin: str, seq: int, sig: bytes) -> bool:
         """Our log holds this version of the origin's action (EQUIVOCATE)."""
         own = self.log.actions_of(origin)
-        return len(own) >= seq and own[seq - 1].sig == sig
+        index = seq - 1 - self.log.base_of(origin)
+        return 0 <= index < len(own) and own[index].sig == sig
 
     def _equivocate(self, actions: list[dict[str, Any]]) -> None:
         """The EQUIVOCATE fault: the fooled peers get another version of the batch's last
@@ -515,6 +554,8 @@ class SimNode:
         elif kind == "GET_FRAME":
             self._handle(ev.Heard(src))
             self._answer_get_frame(src, msg)
+        elif kind == "SNAPSHOT":
+            self._handle(ev.SnapshotReceived(src, snapshot.decode(msg["data"])))
         elif kind in ("FRAME", "FRAME_MISSING"):
             self._frame_answered(src, msg)
         else:  # anything else: hearing it is the point

@@ -26,6 +26,10 @@ LOG_DAMAGE = "log_damage"
 # other listed nodes, the other to the rest (a copied data folder, or a machine taken
 # over). Drawn only when asked (random_schedule's equivocation).
 EQUIVOCATE = "equivocate"
+# A crash in the middle of compacting the log: the node's next compaction writes the
+# snapshot, then the node dies before the log file is rewritten; it restarts after the
+# fault's duration. Drawn only when asked (random_schedule's compaction_crashes).
+CRASH_COMPACTING = "crash_compacting"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,12 @@ class NodePlan:
     speed: float = 1.0  # seconds per frame = frame_time * speed * the frame's cost
     # Renders after this many hang (never finish, report nothing); -1: none hang.
     hang_after: int = -1
+    # When the node starts for the first time (simulated s; None: in the first 0.5 s): a
+    # node that joins a farm running for long.
+    start_at: float | None = None
+    # What the node advertises (jobs may require them): tags, memory in bytes (0: unknown).
+    tags: tuple[str, ...] = ()
+    memory: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,10 @@ class JobPlan:
     # The same scene content as another job's (re-submitted): "" means its own.
     scene: str = ""
     adaptive: bool = False  # runs of frames sized to each node's speed (no --chunk)
+    # Requirements and limit (docs/scheduling.md): tags, memory in bytes, nodes at once.
+    require: tuple[str, ...] = ()
+    require_memory: int = 0
+    max_nodes: int = 0
 
     def cost(self, frame: int) -> float:
         return self.costs[frame - self.frame_start] if self.costs else 1.0
@@ -79,6 +93,9 @@ class JobPlan:
             "output": f"/out/{self.job_id}",
             "priority": self.priority,
             **({"adaptive": True} if self.adaptive else {}),
+            **({"require": list(self.require)} if self.require else {}),
+            **({"require_memory": self.require_memory} if self.require_memory else {}),
+            **({"max_nodes": self.max_nodes} if self.max_nodes else {}),
         }
 
 
@@ -106,6 +123,12 @@ class Schedule:
     backups: bool = True  # idle nodes copy the runs expected to finish last
     hung_limit: float = 10.0  # a render this many times past its estimate is stopped
     converge_within: float = 0.0  # simulated s after healing to converge; 0: the default
+    # Nodes compact their logs (machine/compaction.py) once this many actions every live
+    # member holds are in them (0: never). Low, so that runs this short compact.
+    compact_after: int = 32
+    # A member down this long no longer holds compaction back: longer than any fault
+    # random_schedule draws, so only a test's long outage reaches it.
+    compaction_waits_for_down: float = 60.0
 
     def job(self, job_id: str) -> JobPlan | None:
         return next((j for j in self.jobs if j.job_id == job_id), None)
@@ -172,11 +195,14 @@ def random_schedule(
     max_nodes: int = 6,
     log_damage: bool = False,
     equivocation: bool = False,
+    compaction_crashes: bool = False,
 ) -> Schedule:
     """3-6 nodes, 1-4 jobs, 0-6 faults in the first 15-30 simulated seconds; with
     ``log_damage``, about half the crashes also damage the crashed node's log file;
     with ``equivocation``, a node that submits nothing equivocates once (if there is one:
-    a faulty node can no longer ask for lost frames again, so it is never a submitter)."""
+    a faulty node can no longer ask for lost frames again, so it is never a submitter);
+    with ``compaction_crashes``, about half the other crashes happen in the middle of the
+    node's next compaction instead."""
     n = rng.randint(min_nodes, max_nodes)
     ids = node_ids(rng, n)
     nodes = [NodePlan(rng.choice((1, 1, 2, 3)), rng.uniform(0.5, 2.0)) for _ in range(n)]
@@ -223,6 +249,13 @@ def random_schedule(
     if log_damage:
         faults = [
             FaultPlan(LOG_DAMAGE, f.at, f.nodes, f.duration)
+            if f.kind == CRASH and rng.random() < 0.5
+            else f
+            for f in faults
+        ]
+    if compaction_crashes:
+        faults = [
+            FaultPlan(CRASH_COMPACTING, f.at, f.nodes, f.duration)
             if f.kind == CRASH and rng.random() < 0.5
             else f
             for f in faults

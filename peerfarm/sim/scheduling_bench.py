@@ -14,6 +14,7 @@ percent, network delays). ``random_scenario`` draws one from a seed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ def complexity_curve(name: str, frames: int) -> list[float]:
     - ``flat``: every frame costs the same;
     - ``ramp``: cheap at the start, 8x as costly at the end (a camera flying into detail);
     - ``wave`` (the default): two slow swells between 1 and 8 (a shot that gets busy twice);
-    - ``spikes``: mostly cheap frames with every tenth 8x as costly (explosions).
+    - ``spikes``: mostly cheap frames with every tenth 8x as costly (explosions);
+    - ``tail``: the last tenth of the frames 8x as costly as the rest (the heavy end of a
+      shot: the case learned costs help most, ``--resubmit``).
     """
     if name == "flat":
         return [1.0] * frames
@@ -48,10 +51,13 @@ def complexity_curve(name: str, frames: int) -> list[float]:
         return [1.0 + 3.5 * (1.0 - math.cos(4.0 * math.pi * i / span)) for i in range(frames)]
     if name == "spikes":
         return [8.0 if i % 10 == 9 else 1.0 for i in range(frames)]
+    if name == "tail":
+        return [8.0 if i >= frames - frames // 10 else 1.0 for i in range(frames)]
     raise ValueError(f"no complexity curve {name!r}: use one of {', '.join(CURVES)} or a file")
 
 
-CURVES = ("flat", "ramp", "wave", "spikes")
+RANDOM_CURVES = ("flat", "ramp", "wave", "spikes")  # what --random draws from
+CURVES = (*RANDOM_CURVES, "tail")
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def random_scenario(seed: int) -> Scenario:
     slowest = rng.uniform(1.5, 7.0)
     speeds = tuple(round(rng.uniform(1.0, slowest), 2) for _ in range(nodes))
     frames = rng.randint(200, 2000)
-    shape = rng.choice((*CURVES, "walk"))
+    shape = rng.choice((*RANDOM_CURVES, "walk"))
     if shape == "walk":
         spread = rng.uniform(2.0, 8.0)
         level, costs = 0.5, []
@@ -101,9 +107,19 @@ def random_scenario(seed: int) -> Scenario:
     return Scenario(speeds, tuple(costs), startup, seed, shape)
 
 
-def schedule_for(scenario: Scenario, policy: str) -> Schedule:
+BENCH_SCENE = "bench scene"  # the scene content of the benchmark's job
+OTHER_SCENE = "another scene"  # a second submission of other content (same frame costs)
+RESUBMIT_JOB = "job-again"
+RESUBMIT_PAUSE = 10.0  # seconds between the first job's end and the second submission
+
+
+def schedule_for(
+    scenario: Scenario, policy: str, again_at: float | None = None, again_scene: str = ""
+) -> Schedule:
     """The simulator's schedule: one node per speed (one slot each), one job submitted
-    to the first node, no faults; ``policy`` is "peerfarm" or "baseline"."""
+    to the first node, no faults; ``policy`` is "peerfarm" or "baseline". With
+    ``again_at``, the same frames are submitted again then, as ``again_scene``
+    (BENCH_SCENE: the same scene content, so its frame costs are known)."""
     rng = random.Random(scenario.seed)
     frames = len(scenario.costs)
     chunk = BASELINE_CHUNK if policy == "baseline" else 0
@@ -115,12 +131,16 @@ def schedule_for(scenario: Scenario, policy: str) -> Schedule:
         frame_end=frames,
         chunk_size=chunk or 1,
         costs=scenario.costs,
+        scene=BENCH_SCENE,
         adaptive=policy != "baseline",
     )
+    jobs = [job]
+    if again_at is not None:
+        jobs.append(dataclasses.replace(job, job_id=RESUBMIT_JOB, at=again_at, scene=again_scene))
     return Schedule(
         node_ids=node_ids(rng, len(scenario.speeds)),
         nodes=[NodePlan(1, speed) for speed in scenario.speeds],
-        jobs=[job],
+        jobs=jobs,
         network=NetworkConditions(max_delay=0.002),
         frame_time=1.0,
         fault_end=SUBMIT_AT,
@@ -128,7 +148,10 @@ def schedule_for(scenario: Scenario, policy: str) -> Schedule:
         render_noise=RENDER_NOISE,
         backups=policy != "baseline",
         # Ten times the slowest node rendering it all alone: only a stuck farm is slower.
-        converge_within=10.0 * max(scenario.speeds) * (sum(scenario.costs) + scenario.startup),
+        converge_within=10.0
+        * len(jobs)
+        * max(scenario.speeds)
+        * (sum(scenario.costs) + scenario.startup),
     )
 
 
@@ -157,4 +180,54 @@ def compare(scenario: Scenario) -> dict[str, object]:
         "baseline": base,
         "scenario": scenario.describe(),
         "shorter_than_baseline": round(1.0 - ours["makespan"] / base["makespan"], 4),
+    }
+
+
+def _ratio(makespan: float, bound: float, frame_renders: int) -> dict[str, float]:
+    return {
+        "makespan": round(makespan, 2),
+        "lower_bound": round(bound, 2),
+        "ratio": round(makespan / bound, 4),
+        "frame_renders": frame_renders,
+    }
+
+
+def measure_resubmitted(scenario: Scenario, scene: str = BENCH_SCENE) -> dict[str, object]:
+    """The scenario's job rendered once (the farm learns each frame's cost), then the
+    same frames submitted again as ``scene``: both makespans against the lower bound.
+    With BENCH_SCENE the second job is the same scene content and is scheduled knowing
+    its frame costs; with OTHER_SCENE it is not (the farm knows the speeds either way)."""
+    first = measure(scenario, "peerfarm")
+    again_at = SUBMIT_AT + first["makespan"] + RESUBMIT_PAUSE
+    schedule = schedule_for(scenario, "peerfarm", again_at, scene)
+    result = run_schedule(schedule, random.Random(scenario.seed), scenario.seed)
+    if result.jobs.get(RESUBMIT_JOB) != "done":
+        raise RuntimeError(f"the re-submitted job ended {result.jobs.get(RESUBMIT_JOB)}")
+    renders = sum(
+        len(range(a.payload["chunk"], a.payload["chunk"] + a.payload.get("count", 1)))
+        for _, _, a in result.actions
+        if a.type in ("CLAIM_CHUNK", "BACKUP_CHUNK") and a.payload["job_id"] == RESUBMIT_JOB
+    )
+    bound = scenario.lower_bound
+    return {
+        "first": first,
+        "resubmitted": _ratio(result.done_at[RESUBMIT_JOB] - again_at, bound, renders),
+        "same_scene": scene == BENCH_SCENE,
+    }
+
+
+def compare_resubmitted(scenario: Scenario) -> dict[str, object]:
+    """What ``peerfarm bench schedule --resubmit --json`` prints: the first submission,
+    the same scene submitted again (its frame costs learned) and, for comparison, the
+    same frames submitted as another scene (speeds known, costs not)."""
+    same = measure_resubmitted(scenario, BENCH_SCENE)
+    other = measure_resubmitted(scenario, OTHER_SCENE)
+    return {
+        "first": same["first"],
+        "resubmitted": same["resubmitted"],
+        "other_scene": other["resubmitted"],
+        "scenario": scenario.describe(),
+        "resubmitted_shorter_than_first": round(
+            1.0 - same["resubmitted"]["makespan"] / same["first"]["makespan"], 4
+        ),
     }

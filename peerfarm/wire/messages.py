@@ -19,10 +19,12 @@ from peerfarm.security.proof import NONCE_BYTES
 # 2: TLS 1.3 and the farm-key proof on every connection; NEW_JOB tiles/format/video/fps;
 # GET_FRAME / FRAME / FRAME_MISSING tile; 3: signed feeds; 4: JOB_COLLECTED, GC, features,
 # NEW_JOB order/supersedes/adaptive, NODE_SPEED, BACKUP_CHUNK, claims of runs;
-# 5: failure detection by probing (PING / ACK / PING_REQ) instead of HEARTBEAT
+# 5: probing (PING / ACK / PING_REQ) instead of HEARTBEAT, SNAPSHOT, node tags and job
+# requirements, frame times in DONE: docs/protocol.md ("Protocol 5")
 PROTOCOL_VERSION = 5
 MAX_BATCH = 1024  # actions per ACTIONS message
 MAX_FRAME_BYTES = 60 * 1024 * 1024
+MAX_SNAPSHOT_BYTES = 60 * 1024 * 1024  # a log's base (core/snapshot.py), in one message
 MAX_LOG_CHARS = 64 * 1024  # the tail of a renderer log sent over the mesh
 MAX_BLOB_CHUNK_BYTES = 4 * 1024 * 1024  # one GET_BLOB / BLOB piece of a blob
 MAX_BLOB_OFFSET = 2**62
@@ -82,6 +84,11 @@ SCHEMAS: dict[str, s.Check] = {
     # Replication.
     "ACTIONS": s.record({"actions": s.list_of(_action, MAX_BATCH)}),
     "VV": s.record({"vv": _vv, "digest": s.text(64)}, {"heads": _heads}),
+    # A log's base (core/snapshot.py, encoded), to a peer whose version vector lacks
+    # actions folded into it; the actions after it follow as ACTIONS.
+    "SNAPSHOT": s.record({"data": s.binary(MAX_SNAPSHOT_BYTES)}),
+    # Liveness: sent on every link a few times per peer timeout.
+    "HEARTBEAT": s.record({}),
     # Failure detection (SWIM, machine/probing.py): each carries the sender's view hash
     # (anti-entropy on the cheap) and membership gossip piggybacked.
     "PING": s.record({"seq": _seq, "view": _view_hash}, _gossip),

@@ -1,0 +1,190 @@
+"""Learned per-frame costs: which frames of a scene are heavy, from earlier renders of
+the same scene content (docs/scheduling.md, "Learned frame costs").
+
+Nodes report each frame's render time in DONE (``frame_ms``, measured by the node:
+reducers never read a clock). The state keeps, per scene content, a bounded table
+frame -> (node, ms). When a job of the same content arrives (a re-submitted scene),
+its NEW_JOB is folded with each frame's relative cost (mean 1 over the job's
+frames), so the scheduler sizes runs by work, not by frames.
+
+Times from different nodes are put on one scale by each node's speed, estimated from
+the table itself: where one node's run ends and another's starts, neighbouring
+frames cost about the same, so the two nodes' times there tell their speed ratio
+(medians of a few frames on each side, so a single heavy frame does not count).
+Only basic float arithmetic (no log or exp): every node folds the same numbers on
+every platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from immutables import Map
+
+MAX_SCENES = 16  # scene contents remembered; the least recently used goes first
+MAX_FRAMES = 20_000  # frames remembered per scene content (and the longest job costed)
+KNOWN_AT_LEAST = 0.5  # of a job's frames measured before, or it gets no costs
+EDGE_FRAMES = 3  # frames on each side of a run boundary that compare two nodes
+EDGE_AT_LEAST = 3  # frames on each side of a boundary that make it trustworthy
+NEAR = 3  # frames apart (a run's first frame is not measured) still count as neighbours
+SOLVE_ROUNDS = 60
+COST_DIGITS = 3
+
+
+class SceneTimes(NamedTuple):
+    frames: Map = Map()  # frame -> (node id, ms): the last render of it that counted
+    used: int = 0  # Lamport time of the last action that used or fed it (eviction)
+
+
+def scene_content(renderer: str, scene: str, main: str, files: Iterable[tuple]) -> str:
+    """What makes two jobs "the same scene": the renderer, the inline scene and the
+    scene files by content (path, sha256). Not the frame range, size or options."""
+    blob = json.dumps([renderer, scene, main, sorted((f[0], f[1]) for f in files)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def record(
+    scenes: Map, content: str, node: str, frames: range, frame_ms: list[int], lamport: int
+) -> Map:
+    """The table with one run's frame times added (0: not measured, e.g. the run's first
+    frame, which also paid the start-up). Bounded: at most MAX_FRAMES frames per scene
+    (new frames past it are not kept), MAX_SCENES scenes (the least recently used goes)."""
+    known = scenes.get(content, SceneTimes())
+    table = known.frames
+    for frame, ms in zip(frames, frame_ms, strict=False):
+        if ms > 0 and (frame in table or len(table) < MAX_FRAMES):
+            table = table.set(frame, (node, ms))
+    return touch(scenes, content, known._replace(frames=table), lamport)
+
+
+def touch(scenes: Map, content: str, times: SceneTimes, lamport: int) -> Map:
+    scenes = scenes.set(content, times._replace(used=max(times.used, lamport)))
+    while len(scenes) > MAX_SCENES:
+        oldest = min(scenes, key=lambda c: (scenes[c].used, c))
+        scenes = scenes.delete(oldest)
+    return scenes
+
+
+def frame_costs(
+    times: SceneTimes | None,
+    frame_start: int,
+    frame_end: int,
+    at_least: float = KNOWN_AT_LEAST,
+    reach: int | None = None,
+) -> tuple[float, ...]:
+    """Each frame's relative cost (mean 1), frame_start first, or () when fewer than
+    ``at_least`` of the frames were measured. A frame never measured costs as its
+    measured neighbours."""
+    total = frame_end - frame_start + 1
+    if times is None or total > MAX_FRAMES or total < 1:
+        return ()
+    table = times.frames
+    inside = sum(1 for f in range(frame_start, frame_end + 1) if f in table)
+    if inside < at_least * total or inside < 2:
+        return ()
+    speed = node_scales(table)
+    known = {f: ms / speed[node] for f, (node, ms) in table.items()}
+    costs = _fill(known, frame_start, frame_end, reach)
+    mean = sum(costs) / total
+    if mean <= 0:
+        return ()
+    return tuple(round(c / mean, COST_DIGITS) for c in costs)
+
+
+def node_scales(table: Map) -> dict[str, float]:
+    """Each node's time for a frame relative to the others' (1 for the first), from the
+    boundaries where one node's frames meet another's."""
+    # Segments: consecutive frames (up to NEAR apart) rendered by one node:
+    # (node, first frame, last frame, ms of its frames in order).
+    segments: list[tuple[str, int, int, list[int]]] = []
+    for f in sorted(table):
+        node, ms = table[f]
+        if segments and segments[-1][0] == node and f - segments[-1][2] <= NEAR:
+            seg = segments[-1]
+            seg[3].append(ms)
+            segments[-1] = (node, seg[1], f, seg[3])
+        else:
+            segments.append((node, f, f, [ms]))
+    # Where two nodes' segments touch: node a's time over node b's there, and how many
+    # frames on the shorter side tell it.
+    ratios: dict[str, list[tuple[str, float, int]]] = {}
+    for (a, _, end_a, ms_a), (b, start_b, _, ms_b) in zip(segments, segments[1:], strict=False):
+        if a == b or start_b - end_a > NEAR:
+            continue
+        side_a, side_b = ms_a[-EDGE_FRAMES:], ms_b[:EDGE_FRAMES]
+        ratio = _median(side_a) / _median(side_b)
+        frames = min(len(side_a), len(side_b))
+        ratios.setdefault(a, []).append((b, ratio, frames))
+        ratios.setdefault(b, []).append((a, 1.0 / ratio, frames))
+    # A node compares by its boundaries with a few frames on each side when it has any
+    # (one frame may be a spike): the others only tell a node that has nothing better.
+    for n, eqs in ratios.items():
+        strong = [e for e in eqs if e[2] >= EDGE_AT_LEAST]
+        ratios[n] = strong or eqs
+    nodes = sorted({node for node, _ in table.values()})
+    scale = dict.fromkeys(nodes, 1.0)
+    for _ in range(SOLVE_ROUNDS):
+        for n in nodes:
+            eqs = ratios.get(n)
+            if eqs:  # the median: a boundary where the costs jump does not count
+                scale[n] = _median([scale[other] * r for other, r, _ in eqs])
+        first = scale[nodes[0]]  # the solution holds up to a factor: the first keeps 1
+        scale = {n: s / first for n, s in scale.items()}
+    return scale
+
+
+def _median(values: list[float] | list[int]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[mid])
+    return (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def _fill(
+    known: dict[int, float], frame_start: int, frame_end: int, reach: int | None = None
+) -> list[float]:
+    """The known cost of each frame; a frame not measured (a run's first frame) costs the
+    median of its measured neighbours up to two frames away, or else as much as the
+    nearest measured frame (the earlier on a tie) if it is at most ``reach`` frames away
+    (None: any), or else the median of every known cost."""
+    typical = _median(list(known.values()))
+    frames = range(frame_start, frame_end + 1)
+    nxt: tuple[int, float] | None = None
+    after: list[tuple[int, float] | None] = [None] * len(frames)
+    for f in reversed(frames):
+        if f in known:
+            nxt = (f, known[f])
+        after[f - frame_start] = nxt
+    out: list[float] = []
+    before: tuple[int, float] | None = None
+    for f in frames:
+        if f in known:
+            before = (f, known[f])
+            out.append(known[f])
+            continue
+        near = [known[g] for g in (f - 1, f + 1, f - 2, f + 2) if g in known]
+        if near:
+            out.append(_median(near))
+            continue
+        later = after[f - frame_start]
+        if before is not None and (later is None or f - before[0] <= later[0] - f):
+            nearest = before
+        else:
+            nearest = later
+        if nearest is None or (reach is not None and abs(nearest[0] - f) > reach):
+            out.append(typical)
+        else:
+            out.append(nearest[1])
+    return out
+
+
+def work_of(costs: tuple[float, ...], frame_start: int, frames: range) -> float:
+    """The work of ``frames`` in frame-units: their summed relative costs (each 1 when
+    the costs are not known)."""
+    if not costs:
+        return float(len(frames))
+    return sum(costs[f - frame_start] for f in frames if 0 <= f - frame_start < len(costs))
