@@ -209,12 +209,15 @@ class Membership:
 
     def _view_hash(self) -> bytes:
         """8 bytes that differ when two nodes hold different actions: the hash of the
-        version vector and its heads, carried by every probe message."""
+        version vector and its heads, carried by every probe message. (Cached on how many
+        actions the log ever took and how often its history changed: compaction keeps
+        the version vector, so the key never comes back.)"""
         log = self.shared.log
-        key = (len(log), log.late_inserts)
+        vv = log.version_vector()
+        key = (sum(vv.values()), log.late_inserts)
         if self._view_cache is None or self._view_cache[0] != key:
             heads = log.heads() if log.authenticate else {}
-            view = repr(_view(log.version_vector(), heads)).encode()
+            view = repr(_view(vv, heads)).encode()
             self._view_cache = (key, hashlib.sha256(view).digest()[:8])
         return self._view_cache[1]
 
