@@ -365,6 +365,8 @@ class Membership:
             if peer_id == shared.node_id:
                 continue
             if peer.state != UP:
+                if peer.state != DOWN:  # left, or proven faulty: never up again by rejoining
+                    self.prober.forget(peer_id)
                 continue
             if peer_id not in self.kwl:
                 # Known only from the replicated state: dial the address it announced.
