@@ -235,6 +235,23 @@ def test_a_peer_that_answers_no_probe_is_suspected_then_declared_down_once():
     assert h.machine.health(B) == "up" and h.machine.health(C) == "up"
     run(h, h.now + 20.0, A)
     assert len(h.emitted(act.PEER_DOWN)) == 1  # once per incarnation
+    assert h.machine.health(A) == "down"  # until it shows life
+
+
+def test_a_peer_declared_down_by_another_node_turns_down_in_our_eyes_too():
+    """B declared A down first; A answers our probes no more either: our own view of A
+    goes on to down (the suspicion is not dropped because the farm acted first)."""
+    h = Harness(slots=0)
+    h.start_working()
+    link(h, (A, "a"), (B, "b"), (C, "c"))
+    run(h, h.now + 2 * PROBE_INTERVAL)
+    h.receive(B, h.peer_action(B, act.PEER_DOWN, {"node_id": A, "incarnation": 1}))
+    run(h, h.now + 3 * SUSPICION_MAX_MULT * PEER_TIMEOUT, A)
+    assert h.machine.health(A) == "down"
+    assert not h.emitted(act.PEER_DOWN)  # the farm knows already
+    # A was only frozen: it rejoins, and is up again for us.
+    h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    assert h.machine.health(A) == "up"
 
 
 def test_a_probe_answered_through_another_peer_keeps_the_peer_up():

@@ -210,12 +210,15 @@ class Membership:
 
     def _view_hash(self) -> bytes:
         """8 bytes that differ when two nodes hold different actions: the hash of the
-        version vector and its heads, carried by every probe message."""
+        version vector and its heads, carried by every probe message. (Cached on how many
+        actions the log ever took and how often its history changed: compaction keeps
+        the version vector, so the key never comes back.)"""
         log = self.shared.log
-        key = (len(log), log.late_inserts)
+        vv = log.version_vector()
+        key = (sum(vv.values()), log.late_inserts)
         if self._view_cache is None or self._view_cache[0] != key:
             heads = log.heads() if log.authenticate else {}
-            view = repr(_view(log.version_vector(), heads)).encode()
+            view = repr(_view(vv, heads)).encode()
             self._view_cache = (key, hashlib.sha256(view).digest()[:8])
         return self._view_cache[1]
 
@@ -370,7 +373,8 @@ class Membership:
             if peer_id == shared.node_id:
                 continue
             if peer.state != UP:
-                self.prober.forget(peer_id)
+                if peer.state != DOWN:  # left, or proven faulty: never up again by rejoining
+                    self.prober.forget(peer_id)
                 continue
             if peer_id not in self.kwl:
                 # Known only from the replicated state: dial the address it announced.
@@ -383,7 +387,6 @@ class Membership:
                     f"peer {peer.name} ({peer_id[:8]}) is down; its chunks go back to the pool",
                 )
                 self.declared_down[peer_id] = peer.incarnation
-                self.prober.forget(peer_id)
                 shared.emit(act.PEER_DOWN, {"node_id": peer_id, "incarnation": peer.incarnation})
         me = state.peers.get(shared.node_id)
         if me is not None and me.state == DOWN:

@@ -142,7 +142,9 @@ class Prober:
             self._probe = None
 
     def forget(self, peer: str) -> None:
-        """The farm declared the peer down (or it left): our suspicion has done its work."""
+        """The peer announced itself (PEER_JOINED): it ran a moment ago, whatever we
+        suspected before. (A suspicion outlives the farm declaring the peer down: it
+        keeps the peer down in our own eyes until the peer shows life.)"""
         self.suspicions.pop(peer, None)
 
     def stalled(self) -> None:
