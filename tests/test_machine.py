@@ -315,22 +315,18 @@ def test_a_suspected_peer_that_refutes_stays_up_and_we_refute_a_suspicion_of_us(
 def test_suspicions_of_the_same_peer_by_others_shorten_the_wait():
     """Lifeguard: one node's suspicion alone waits the longest (the suspecter may be the
     slow one); independent confirmations bring it down to the shortest."""
-    waited = []
-    for suspecters in ([D], [D, B, C]):
-        h = Harness(slots=0)
-        h.start_working()
-        link(h, (A, "a"), (B, "b"), (C, "c"), (D, "d"))
-        since = h.now
-        for by in suspecters:  # A answers our probes, but never refutes
-            update = {"node": A, "inc": 0, "suspect": True, "by": by}
-            ping = {"type": "PING", "seq": 1, "view": b"v" * 8, "gossip": [update]}
-            h.feed(ev.ProbeReceived(by, ping))
-        while not h.emitted(act.PEER_DOWN):
-            run(h, h.now + 0.1)
-        waited.append(h.now - since)
+    from peerfarm.machine.probing import _Suspicion
+
+    h = Harness(slots=0)
+    h.start_working()
+    link(h, (A, "a"), (B, "b"), (C, "c"), (D, "d"))
+    prober = h.machine.membership.prober
     shortest = PEER_TIMEOUT / 2  # five members: log10(5) < 1
-    assert waited[1] == pytest.approx(shortest, abs=0.11)
-    assert waited[0] == pytest.approx(SUSPICION_MAX_MULT * shortest, abs=0.11)
+    alone = prober.suspicion_timeout(_Suspicion(0, 0.0, {D}))
+    confirmed = prober.suspicion_timeout(_Suspicion(0, 0.0, {D, B, C}))
+    assert confirmed == pytest.approx(shortest)
+    assert alone == pytest.approx(SUSPICION_MAX_MULT * shortest)
+    assert confirmed < prober.suspicion_timeout(_Suspicion(0, 0.0, {D, B})) < alone
 
 
 def test_a_lost_link_counts_after_the_grace_and_a_never_seen_peer_after_the_timeout():

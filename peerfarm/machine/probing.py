@@ -208,6 +208,10 @@ class Prober:
             self._send(helper, "PING_REQ", seq=probe.seq, target=probe.target)
 
     def _answered(self) -> None:
+        # It answered us: whatever was suspected of it, it runs for us (a peer declared
+        # down by a node whose word no longer counts must not stay down in our eyes).
+        if self._probe is not None:
+            self.suspicions.pop(self._probe.target, None)
         self._probe = None
         self.awareness = max(0, self.awareness - 1)
 
