@@ -46,6 +46,7 @@ from peerfarm.machine.timing import (
     FRAME_FETCH_TIMEOUT,
     LEAVE_TIMEOUT,
     PEER_TIMEOUT,
+    SYNC_TIMEOUT,
 )
 from peerfarm.renderers.registry import probe_renderers, renderer_plugins, renderers_not_offered
 from peerfarm.runtime import store
@@ -376,6 +377,7 @@ class Node:
         )
         for data in files.values():
             await trio.to_thread.run_sync(self.blobs.put_bytes, data)
+        await self._caught_up()
         self.feed(ev.SubmitJob(new_job.payload))
         notes = new_job.notes
         job = self.state.jobs.get(job_id)
@@ -388,6 +390,15 @@ class Node:
         for note in notes:
             log.info("job %s: %s", job_id, note)
         return job_id, notes
+
+    async def _caught_up(self) -> None:
+        """Wait (a few seconds at most) until this node has caught up with the farm: the
+        machine keeps a request that comes before (machine.py, _user_action), and a job
+        submitted moments after the node started is then in its state when submit
+        returns, for the progress and status that follow."""
+        with trio.move_on_after(SYNC_TIMEOUT + 2.0):
+            while self.machine is None or not self.machine.working:
+                await trio.sleep(0.05)
 
     def _wanted(self, job_id: str) -> bool:
         """Whether a job's frames may still be written to its output folder: not once it
