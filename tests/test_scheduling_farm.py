@@ -64,7 +64,14 @@ def test_a_hung_renderer_is_backed_up_and_the_job_completes(tmp_path):
             for node in nodes:
                 st = status(node)
                 running = st["worker"]["rendering"]
-                if st["speeds"] and running and running[0]["frames"][1] > running[0]["frames"][0]:
+                # A render that finished a frame holds a claim that counts: one that lost
+                # a claim race at the start is stopped within moments, never backed up.
+                if (
+                    st["speeds"]
+                    and running
+                    and running[0]["frames"][1] > running[0]["frames"][0]
+                    and running[0]["frames_finished"] >= 1
+                ):
                     pids = _renderers_under(procs[node].pid)
                     if pids:
                         return node, running[0], pids
