@@ -7,6 +7,7 @@ machines are shared and noisy (docs/performance.md says how to read them).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -108,30 +109,9 @@ def main(argv: list[str]) -> int:
     try:
         if args.bench == "schedule":  # prints its own table or JSON
             return run_schedule(args)
-        if args.bench == "scale":
-            from peerfarm.cli.bench.scale import run_scale
-
-            result = run_scale(args, say)
-        elif args.bench == "dispatch":
-            from peerfarm.cli.bench.dispatch import run_dispatch
-
-            result = run_dispatch(args, say)
-        elif args.bench == "join":
-            from peerfarm.cli.bench.join import run_join
-
-            result = run_join(args, say)
-        elif args.bench == "overhead":
-            from peerfarm.cli.bench.overhead import run_overhead
-
-            result = run_overhead(args, say)
-        elif args.bench == "memory":
-            from peerfarm.cli.bench.memory import run_memory
-
-            result = run_memory(args, say)
-        elif args.bench == "mixed":
-            from peerfarm.cli.bench.mixed import run_mixed
-
-            result = run_mixed(args, say)
+        # Each bench lives in its own module, imported only when run (they start farms).
+        module = importlib.import_module(f"peerfarm.cli.bench.{args.bench}")
+        result = getattr(module, f"run_{args.bench}")(args, say)
     except (CliError, ClientError) as exc:
         print(f"peerfarm bench: error: {exc}", file=sys.stderr)
         return 1
