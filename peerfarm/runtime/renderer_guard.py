@@ -103,6 +103,8 @@ def send_command(
 ) -> None:
     """Tell a spare guard what to run: the command, its folder, its environment, and
     (passed as a file descriptor) where its stderr goes. Blocking; the message is small."""
+    if sys.platform == "win32":
+        raise RuntimeError("spare renderer guards are POSIX only")
     text = json.dumps({"command": list(command), "cwd": cwd, "env": env}).encode()
     socket.send_fds(sock, [text], [stderr_fd])
     sock.shutdown(socket.SHUT_WR)
@@ -111,6 +113,8 @@ def send_command(
 def _receive_command() -> list[str] | None:
     """A spare guard: wait for what to run on stdin (a Unix socket), take on its
     folder, environment and stderr; None when the node closed the socket instead."""
+    if sys.platform == "win32":
+        raise RuntimeError("spare renderer guards are POSIX only")
     sock = socket.socket(fileno=os.dup(0))
     data = b""
     fds: list[int] = []
@@ -190,6 +194,8 @@ def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
     """Run `python -m module args` in a fork of this process (no threads run yet);
     a function that waits for it and returns its status as Popen.wait does (-N:
     killed by signal N)."""
+    if sys.platform == "win32":
+        raise RuntimeError("the renderer guard is POSIX only")
     tie = die_with_parent()  # Linux: dies with the guard, as start_tied_child's children
     pid = os.fork()
     if pid == 0:  # the child: never returns into the guard's code

@@ -239,6 +239,8 @@ class RendererProcesses:
     async def _start_spare(
         self, module: str, env: Mapping[str, str]
     ) -> tuple[trio.Process, socket.socket]:
+        if sys.platform == "win32":  # never asked for: `run` takes no spares on Windows
+            raise RuntimeError("spare renderer guards are POSIX only")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             watch_fd = node_end_fd()
@@ -272,7 +274,7 @@ class RendererProcesses:
         try:
             task_status.started(process)
             try:
-                await process.wait()
+                returncode = await process.wait()
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
                     await self._stop(process)
@@ -280,11 +282,11 @@ class RendererProcesses:
                 raise
         finally:
             self._ended(process.pid)
-        return subprocess.CompletedProcess(list(command), process.returncode)
+        return subprocess.CompletedProcess(list(command), returncode)
 
     def _forget(self, process: trio.Process) -> None:
         """A spare that will not run: end it and its record."""
-        if process.returncode is None:
+        if sys.platform != "win32" and process.returncode is None:
             _signal_group(process, signal.SIGKILL)
         self._ended(process.pid)
 
