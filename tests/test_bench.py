@@ -38,6 +38,7 @@ def test_nodes_started_at_once_form_a_mesh_and_render_with_equal_digests():
     result = json.loads(run.stdout)
     assert result["nodes"] == 6
     assert result["mesh_formed_s"] is not None, result
+    assert result["mesh_formed_after_all_listening_s"] <= result["mesh_formed_s"], result
     assert result["processes_died_before_stop"] == [] and result["tracebacks"] == 0, result
     assert result["job"] == {**result["job"], "frames": 12, "state": "done"}
     assert result["digests_equal"] is True
