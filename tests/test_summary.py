@@ -26,6 +26,8 @@ from peerfarm.core.reducers import reduce
 from peerfarm.core.refused import Refused
 from peerfarm.core.state import CHUNK_DONE, EMPTY_STATE, JOB_DONE, Job, State
 from peerfarm.machine import job_control
+from peerfarm.runtime.renderer_logs import chunks_of_interest
+from ui.farm_summary import cell_text
 
 NODES = [A, B, C]
 
@@ -149,6 +151,10 @@ def reads_alike(summarised: Job, kept: Job) -> None:
     assert summary.frames_by_node(summarised) == summary.frames_by_node(kept)
     assert summary.done_chunks(summarised) == summary.done_chunks(kept)
     assert summarised.display_state == kept.display_state
+    # `peerfarm logs` (which chunks, on which nodes) and the app's frame grid.
+    assert chunks_of_interest(summarised, None) == chunks_of_interest(kept, None)
+    for index in range(kept.chunk_total):
+        assert cell_text(summarised, index, {}) == cell_text(kept, index, {})
 
 
 @settings(max_examples=150, deadline=None)
