@@ -7,7 +7,15 @@ from factories import A, B, C, joined_payload, new_job_payload
 
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
-from peerfarm.core.scheduler import PROBE_FRAMES, Measured, Pick, pick_run, run_length
+from peerfarm.core.scheduler import (
+    CLAIM_SECONDS,
+    PROBE_FRAMES,
+    STARTUPS_PER_RUN,
+    Measured,
+    Pick,
+    pick_run,
+    run_length,
+)
 
 
 def adaptive_log(*renderers: str, frames: int = 100) -> ActionLog:
@@ -136,6 +144,31 @@ def test_a_run_pays_its_startup_rarely_but_never_exceeds_the_share():
     assert run_length(state, job, A, state.peers[A], 1000, measured) == 250
     # 200 left: half the share is 50 frames, but 4 start-ups are 120 s: take the share.
     assert run_length(state, job, A, state.peers[A], 200, measured) == 100
+
+
+def test_frames_of_a_millisecond_are_claimed_in_runs_worth_several_claims():
+    """A run renders for STARTUPS_PER_RUN claims' cost at least, even past the node's
+    share: else the farm would spend its time on claims and DONEs, not on frames."""
+    log = adaptive_log(A, B, frames=5000)
+    speed(log, A, 1)  # a frame a millisecond, no start-up (the bench's null renderer)
+    speed(log, B, 1)
+    state = log.state
+    job = state.jobs["job1"]
+    measured = Measured({"job1": 0.001})
+    least = round(STARTUPS_PER_RUN * CLAIM_SECONDS / 0.001)
+    assert least == 400
+    # 5000 left: half the share (1250) is more than the least run: factoring decides.
+    assert run_length(state, job, A, state.peers[A], 5000, measured) == 1250
+    # 600 left: half the share is 150 frames, the whole share 300: both too short.
+    assert run_length(state, job, A, state.peers[A], 600, measured) == least
+    # Less than that left: all of it.
+    assert run_length(state, job, A, state.peers[A], 120, measured) == 120
+    # Frames of a second are not concerned: factoring as before (half the share of 4).
+    slow = Measured({"job1": 1.0})
+    speed(log, A, 1000)
+    speed(log, B, 1000)
+    state = log.state
+    assert run_length(state, job, A, state.peers[A], 8, slow) == 2
 
 
 def test_a_node_not_measured_yet_counts_as_fast_as_the_fastest():

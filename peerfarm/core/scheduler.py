@@ -45,6 +45,12 @@ from peerfarm.core.state import (
 PROBE_FRAMES = 2  # a node that has not measured itself yet: first frame and one more
 STARTUPS_PER_RUN = 8  # a run renders for at least this many start-ups (when it can)
 FIRST_PART = 0.5  # of its share of what is left a node claims at once
+# What one claim costs the farm besides the render, for the claim and its DONE: each
+# signed, logged with an fsync, sent to every peer and folded by every node (20-60 ms
+# on loopback, docs/performance.md "Dispatch"). A run renders for at least
+# STARTUPS_PER_RUN of these too: frames of a millisecond claimed a few at a time
+# would keep the farm busy with claims instead of frames.
+CLAIM_SECONDS = 0.05
 
 
 class Pick(NamedTuple):
@@ -354,18 +360,37 @@ def run_length(
     share = unclaimed * my_rate / max(farm_rate, my_rate)  # this slot's share of what is left
     costs = job_costs(state, job)
     work = _whole(share * FIRST_PART, costs)  # factoring: part now, the rest in smaller runs
-    # Long enough that loading the scene is paid rarely: seconds per frame-unit of this
-    # job measured here (the start-up is the same for every job of a renderer). When
-    # that part would be too short, the whole share: the last round is one run per node.
+    # Long enough that loading the scene and the claim are paid rarely: seconds per
+    # frame-unit of this job measured here (the start-up is the same for every job of a
+    # renderer). When that part would be too short, the whole share: the last round is
+    # one run per node.
     seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
-    startup = mine[1] / 1000.0
-    if seconds > 0 and work * seconds < STARTUPS_PER_RUN * startup:
+    if seconds > 0 and work * seconds < shortest_run_seconds(mine[1] / 1000.0):
         # The last round: enough to work until the farm should be done, counting the
         # work other nodes still have in flight, so every node ends about together.
         in_flight = frames_in_flight(state, job, node_id, measured)
         share = (unclaimed + in_flight) * my_rate / max(farm_rate, my_rate)
         work = _whole(share, costs)
-    return max(1.0 if not costs else 1e-9, min(work, _whole(share, costs)))
+    work = min(work, _whole(share, costs))
+    return max(1.0 if not costs else 1e-9, work, least_run(seconds, unclaimed, costs))
+
+
+def shortest_run_seconds(startup: float) -> float:
+    """How long a run should render at least (when there is that much left): long
+    enough that the renderer's ``startup`` (seconds), and the farm's own cost of a claim
+    and its DONE, are each paid rarely."""
+    return STARTUPS_PER_RUN * max(startup, CLAIM_SECONDS)
+
+
+def least_run(seconds: float, unclaimed: float, costs: tuple[float, ...]) -> float:
+    """The least work a run takes when its frames render so fast (``seconds`` per
+    frame-unit) that claims, not renders, would bound the farm: runs that render for
+    STARTUPS_PER_RUN claims' cost even past this node's share (the farm ends at most
+    that much later), or what is left. One frame for frames of 0.4 s and more: their
+    share decides."""
+    if seconds <= 0:
+        return 0.0
+    return min(_whole(STARTUPS_PER_RUN * CLAIM_SECONDS / seconds, costs), unclaimed)
 
 
 def _whole(work: float, costs: tuple[float, ...]) -> float:

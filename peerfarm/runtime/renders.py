@@ -138,7 +138,11 @@ class Renders:
         if tile is None:
             pattern = output_pattern(out_dir, job.name, job.padding, job.format)
             if getattr(plugin, "in_process", False):  # the bench's null renderer: no process
-                plugin.render_in_process(frames, pattern)  # type: ignore[attr-defined]
+                for frame in frames:
+                    plugin.render_in_process(range(frame, frame + 1), pattern)  # type: ignore[attr-defined]
+                    # Each frame told, as a renderer's output tells it: the node measures
+                    # its speed from them (and sizes its runs to it).
+                    self.report(ev.RenderProgress(job.id, chunk))
                 return True, ""
             cmd = plugin.chunk_command(job, frames, work_dir, pattern)
         else:
