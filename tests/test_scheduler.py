@@ -215,3 +215,24 @@ def test_status_shows_measured_speeds():
     assert shown == {"builtin": {"frame_seconds": 1.25, "startup_seconds": 0.65}}
     assert describe_speeds(shown) == "builtin 1.25 s/frame (start-up 0.65 s)"
     assert speeds_of(log.state.peers[A]) == {} and speeds_of(None) == {}
+
+
+def test_a_run_over_chunks_with_a_history_folds_each_chunk_by_the_rules():
+    """Claims and DONEs of runs update the map in one go: chunks claimed before keep
+    counting their epochs, chunks done before are not counted again."""
+    log = adaptive_log(A, B, C, frames=20)
+    first = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 4, "count": 4})
+    ref = {"job_id": "job1", "chunk": 4, "claim_seq": first.seq}
+    emit(log, B, "RELEASE_CHUNK", {**ref, "count": 2})  # 4, 5 pending again (epoch 1)
+    emit(log, B, "DONE", {**ref, "chunk": 6, "count": 2})  # 6, 7 done by B
+    claim = emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 6})
+    job = log.state.jobs["job1"]
+    assert [job.chunk(i).epoch for i in range(6)] == [1, 1, 1, 1, 2, 2]
+    assert {job.chunk(i).claim_seq for i in range(6)} == {claim.seq}
+    # A DONE over 0-9: 6 and 7 were done already, 8 and 9 never claimed (they count).
+    emit(log, C, "DONE", {"job_id": "job1", "chunk": 0, "claim_seq": claim.seq, "count": 10})
+    job = log.state.jobs["job1"]
+    assert (job.chunks_done, job.frames_done) == (10, 10)
+    assert [job.chunk(i).done_by for i in range(10)] == [C] * 6 + [B] * 2 + [C] * 2
+    assert [job.chunk(i).epoch for i in range(6)] == [1, 1, 1, 1, 2, 2]
+    assert job.chunk(10).state == "pending" and job.frame_renders == 4 + 6

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -473,6 +474,10 @@ class NodeMachine:
 
 def frames_by_node(job: Job) -> dict[str, int]:
     """Frames (tiles, if tiled) of ``job`` each node rendered, by the DONEs that counted."""
+    if job.tiles == 1 and job.chunk_size == 1:  # a frame a chunk: no need to ask which
+        done = Counter(c.done_by for c in job.chunks.values() if c.state == CHUNK_DONE)
+        done.pop("", None)
+        return dict(sorted(done.items()))
     counts: dict[str, int] = {}
     for index, chunk in job.chunks.items():
         if chunk.state == CHUNK_DONE and chunk.done_by:

@@ -47,6 +47,7 @@ SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended 
 # A measured speed is shared again (NODE_SPEED) once it is this far off what the farm has.
 SPEED_CHANGE_SHARED = 0.2
 MEASURE_WEIGHT = 0.5  # weight of the newest render in the running averages
+MEASURABLE_FRAME_MS = 10  # a run's frames all faster than this report no frame times
 
 
 @dataclass
@@ -84,9 +85,12 @@ class Render:
         # (Runs longer than a scene's cost table holds send none: the action stays small.)
         if self.tile is None and MAX_FRAMES >= len(self.frame_at) == len(self.frames) >= 2:
             at = self.frame_at
-            ref["frame_ms"] = [0] + [
-                max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(1, len(at))
-            ]
+            ms = [0] + [max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(1, len(at))]
+            # Frames of a few milliseconds tell nothing of a scene's costs (the node's own
+            # work between two frames decides their times): none sent, so the farm's table
+            # of costs is not solved again for thousands of them (docs/performance.md).
+            if max(ms) >= MEASURABLE_FRAME_MS:
+                ref["frame_ms"] = ms
         return ref
 
 
