@@ -236,3 +236,31 @@ def test_a_run_over_chunks_with_a_history_folds_each_chunk_by_the_rules():
     assert [job.chunk(i).done_by for i in range(10)] == [C] * 6 + [B] * 2 + [C] * 2
     assert [job.chunk(i).epoch for i in range(6)] == [1, 1, 1, 1, 2, 2]
     assert job.chunk(10).state == "pending" and job.frame_renders == 4 + 6
+
+
+def test_claimable_gaps_are_the_runs_of_chunks_a_walk_over_every_index_finds():
+    import random
+
+    from peerfarm.core.scheduler import _claimable, claimable_gaps
+
+    rng = random.Random(3)
+    log = adaptive_log(A, B, C, frames=300)
+    for _ in range(60):
+        first = rng.randrange(300)
+        ref = {"job_id": "job1", "chunk": first, "count": rng.randint(1, min(20, 300 - first))}
+        node = rng.choice([A, B, C])
+        claim = emit(log, node, "CLAIM_CHUNK", ref)
+        kind = rng.choice(["DONE", "RELEASE_CHUNK", "CHUNK_FAILED", None])
+        if kind:
+            extra = {"error": "boom"} if kind == "CHUNK_FAILED" else {}
+            emit(log, node, kind, {**ref, "claim_seq": claim.seq, **extra})
+        state, job = log.state, log.state.jobs["job1"]
+        busy = {("job1", rng.randrange(300)) for _ in range(3)}
+        walk: list[tuple[int, int]] = []
+        for i in range(job.chunk_total):
+            if _claimable(state, job, i, A, busy):
+                if walk and sum(walk[-1]) == i:
+                    walk[-1] = (walk[-1][0], walk[-1][1] + 1)
+                else:
+                    walk.append((i, 1))
+        assert claimable_gaps(state, job, A, busy) == walk

@@ -25,7 +25,7 @@ not at all), and the loser simply asks again.
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Mapping
+from collections.abc import Collection, Container, Mapping
 from typing import NamedTuple
 
 from peerfarm.core.chunk_order import IN_ORDER, chunk_order
@@ -141,7 +141,7 @@ def _rank(state: State, node_id: str) -> tuple[int, int]:
 def pick_chunk(
     state: State,
     node_id: str,
-    busy: Container[tuple[str, int]] = (),
+    busy: Collection[tuple[str, int]] = (),
     skip_jobs: Container[str] = (),
 ) -> tuple[str, int] | None:
     """The (job id, first chunk) this node should claim next, or None if there is no
@@ -153,7 +153,7 @@ def pick_chunk(
 def pick_run(
     state: State,
     node_id: str,
-    busy: Container[tuple[str, int]] = (),
+    busy: Collection[tuple[str, int]] = (),
     skip_jobs: Container[str] = (),
     measured: Measured | None = None,
 ) -> Pick | None:
@@ -246,18 +246,15 @@ def _run_fitting(job: Job, costs: tuple[float, ...], first: int, length: int, wa
 
 
 def _adaptive_run(
-    state: State, job: Job, node_id: str, me: Peer, busy: Container, measured: Measured
+    state: State,
+    job: Job,
+    node_id: str,
+    me: Peer,
+    busy: Collection[tuple[str, int]],
+    measured: Measured,
 ) -> Pick | None:
     total = job.chunk_total
-    # The gaps of claimable chunks, in order: (first, length).
-    gaps: list[tuple[int, int]] = []
-    for index in range(total):
-        if not _claimable(state, job, index, node_id, busy):
-            continue
-        if gaps and gaps[-1][0] + gaps[-1][1] == index:
-            gaps[-1] = (gaps[-1][0], gaps[-1][1] + 1)
-        else:
-            gaps.append((index, 1))
+    gaps = claimable_gaps(state, job, node_id, busy)
     if not gaps:
         return None
     if me.speed(job.renderer) is None:
@@ -296,6 +293,30 @@ def _adaptive_run(
             return Pick(job.id, first, count)
     first, length = max(gaps, key=lambda g: run_work(job, costs, g[0], g[1]))
     return Pick(job.id, first, _run_fitting(job, costs, first, length, want))
+
+
+def claimable_gaps(state: State, job: Job, node_id: str, busy: Container) -> list[tuple[int, int]]:
+    """The gaps of chunks this node may claim, in order: (first, length). Only chunks
+    that ever left "pending" are stored (and only they can be busy or have failed), so
+    the gaps are what lies between the stored chunks that are not claimable: a job of
+    many chunks costs a walk over its stored records, not over every index."""
+    blocked = sorted(
+        {
+            index
+            for index, chunk in job.chunks.items()
+            if chunk.state != PENDING or not _claimable(state, job, index, node_id, busy)
+        }
+        | {index for job_id, index in busy if job_id == job.id and index < job.chunk_total}
+    )
+    gaps: list[tuple[int, int]] = []
+    start = 0
+    for index in blocked:
+        if index > start:
+            gaps.append((start, index - start))
+        start = index + 1
+    if job.chunk_total > start:
+        gaps.append((start, job.chunk_total - start))
+    return gaps
 
 
 def _start_offset(

@@ -138,11 +138,20 @@ class Renders:
         if tile is None:
             pattern = output_pattern(out_dir, job.name, job.padding, job.format)
             if getattr(plugin, "in_process", False):  # the bench's null renderer: no process
-                for frame in frames:
-                    plugin.render_in_process(range(frame, frame + 1), pattern)  # type: ignore[attr-defined]
-                    # Each frame told, as a renderer's output tells it: the node measures
-                    # its speed from them (and sizes its runs to it).
-                    self.report(ev.RenderProgress(job.id, chunk))
+                # In a thread, as a renderer process would write beside the node (the
+                # files' opens wait on the disk); each frame told as it is written, as a
+                # renderer's output tells it: the node measures its speed from them.
+                progress = ev.RenderProgress(job.id, chunk)
+
+                def written(frame: int) -> None:
+                    trio.from_thread.run_sync(self.report, progress)
+
+                await trio.to_thread.run_sync(
+                    plugin.render_in_process,  # type: ignore[attr-defined]
+                    frames,
+                    pattern,
+                    written,
+                )
                 return True, ""
             cmd = plugin.chunk_command(job, frames, work_dir, pattern)
         else:
