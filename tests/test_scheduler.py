@@ -264,3 +264,25 @@ def test_claimable_gaps_are_the_runs_of_chunks_a_walk_over_every_index_finds():
                 else:
                     walk.append((i, 1))
         assert claimable_gaps(state, job, A, busy) == walk
+
+
+def test_nodes_with_frames_faster_than_a_claim_take_runs_from_their_own_part():
+    """Frames of a millisecond: nodes claim again before the others' claims arrive, so
+    each takes its runs from its rank's part of the job instead of all the same gap."""
+    log = adaptive_log(A, B, C, frames=3000)
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 100})
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 1000, "count": 1900})
+    for node in (A, B, C):
+        speed(log, node, 1)
+    fast = Measured({"job1": 0.001})
+    a, b, c = (pick_run(log.state, node, measured=fast) for node in (A, B, C))
+    assert (a.chunk, c.chunk) == (100, 2900)  # A's part starts at 0, C's at 2000
+    assert c.count == 100  # what is left of C's part (and of the job past it)
+    assert b.chunk == 2900  # B's part (from 1000) is claimed: on past it
+    emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 2900, "count": 100})
+    assert pick_run(log.state, C, measured=fast).chunk == 100  # nothing past: the start
+    # Frames of a second: the first gap for each, as before (they rarely claim at once).
+    for node in (A, B, C):
+        speed(log, node, 1000)
+    slow = Measured({"job1": 1.0})
+    assert {pick_run(log.state, node, measured=slow).chunk for node in (A, B, C)} == {100}

@@ -276,6 +276,9 @@ def _adaptive_run(
     else:
         unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
     want = run_length(state, job, node_id, me, unclaimed, measured)
+    spread = _spread_run(state, job, node_id, me, costs, gaps, want, measured)
+    if spread is not None:
+        return spread
     if not any(c.claim_origin == node_id for c in job.chunks.values()):
         # This node's first claim on the job, on nodes that know their speeds: they
         # all claim at about once, so each starts past the first runs of the nodes
@@ -295,7 +298,38 @@ def _adaptive_run(
     return Pick(job.id, first, _run_fitting(job, costs, first, length, want))
 
 
-def claimable_gaps(state: State, job: Job, node_id: str, busy: Container) -> list[tuple[int, int]]:
+def _spread_run(
+    state: State,
+    job: Job,
+    node_id: str,
+    me: Peer,
+    costs: tuple[float, ...],
+    gaps: list[tuple[int, int]],
+    want: float,
+    measured: Measured,
+) -> Pick | None:
+    """For frames faster than a claim costs the farm (CLAIM_SECONDS): every node
+    claims again within moments of the others, before their claims arrive, and all
+    would take the same first gap (each collision a run rendered twice). Each node
+    takes its runs from its own part of the job on (its rank's share of the chunk
+    range, as fixed chunks are looked at), on past it once its part is claimed, then
+    from the start. None for slower frames: the first gap a run fits in."""
+    mine = me.speed(job.renderer)
+    seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0 if mine else 0.0)
+    if not 0 < seconds < CLAIM_SECONDS or not gaps:
+        return None
+    rank, renderers = _rank(state, node_id)
+    start = rank * job.chunk_total // max(renderers, 1)
+    later = [
+        (max(first, start), first + length) for first, length in gaps if first + length > start
+    ]
+    at, end = later[0] if later else (gaps[0][0], gaps[0][0] + gaps[0][1])
+    return Pick(job.id, at, _run_fitting(job, costs, at, end - at, want))
+
+
+def claimable_gaps(
+    state: State, job: Job, node_id: str, busy: Collection[tuple[str, int]]
+) -> list[tuple[int, int]]:
     """The gaps of chunks this node may claim, in order: (first, length). Only chunks
     that ever left "pending" are stored (and only they can be busy or have failed), so
     the gaps are what lies between the stored chunks that are not claimable: a job of

@@ -141,10 +141,17 @@ class Renders:
                 # In a thread, as a renderer process would write beside the node (the
                 # files' opens wait on the disk); each frame told as it is written, as a
                 # renderer's output tells it: the node measures its speed from them.
+                token = trio.lowlevel.current_trio_token()
                 progress = ev.RenderProgress(job.id, chunk)
 
-                def written(frame: int) -> None:
-                    trio.from_thread.run_sync(self.report, progress)
+                def tell() -> None:  # in the node's loop, not in a task: nothing may escape
+                    try:
+                        self.report(progress)
+                    except Exception:
+                        log.exception("chunk %d of job %s: progress not handled", chunk, job.id)
+
+                def written(frame: int) -> None:  # the thread goes on at once
+                    token.run_sync_soon(tell)
 
                 await trio.to_thread.run_sync(
                     plugin.render_in_process,  # type: ignore[attr-defined]
