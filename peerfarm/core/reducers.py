@@ -338,7 +338,10 @@ def _done(state: State, action: a.Action) -> State:
     if target is None:
         return state
     job, run = target
-    if job.state == CANCELLED:
+    if job.state == CANCELLED or job.done_runs:
+        # A summarised job (core/summary.py) is done: a late DONE counts nothing, and
+        # its absent chunk records are done ones, not pending (the loop below reads
+        # an absent record as pending).
         return state
     counted = []
     if job.tiles > 1:
