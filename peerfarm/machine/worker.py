@@ -33,6 +33,9 @@ CHUNK_ACTIONS = frozenset(
         act.BACKUP_CHUNK,
     )
 )
+# Actions that change no claim (a re-fold of them alone needs no look over the chunks;
+# a node's speeds arrive often while frames take milliseconds).
+NO_CLAIM_CHANGES = frozenset((act.NODE_SPEED, act.JOB_COLLECTED))
 
 # Renders stopped for these reasons give their chunk back (RELEASE_CHUNK) so another
 # node takes it at once; other stops (job over, claim lost) have nothing to give back.
@@ -639,6 +642,8 @@ def _chunks_named(actions: list[act.Action] | None) -> set[tuple[str, int]] | No
         return None
     named = set()
     for action in actions:
+        if action.type in NO_CLAIM_CHANGES:
+            continue
         if action.type not in CHUNK_ACTIONS:
             return None
         first = action.payload["chunk"]
