@@ -538,7 +538,10 @@ def run_estimate(
     if measured is None:
         return None
     costs = job_costs(state, job)
-    work = sum(run_work(job, costs, i, 1) for i in range(first, first + count))
+    if job.tiles == 1:  # the run's frames, at once (a run of thousands of frames)
+        work = run_work(job, costs, first, count)
+    else:
+        work = sum(run_work(job, costs, i, 1) for i in range(first, first + count))
     return measured[1] / 1000.0 + work * scale * measured[0] / 1000.0
 
 

@@ -303,12 +303,13 @@ class Worker:
         # actions other than a chunk's, such as a PEER_DOWN or a job's end).
         if only is None:
             # (Active jobs only: a finished job's many chunks hold no claim to adopt.)
-            places = [
+            places = sorted(
                 (j, i)
-                for j in sorted(jobs)
+                for j in jobs
                 if jobs[j].state == ACTIVE
-                for i in sorted(jobs[j].chunks)
-            ]
+                for i, c in jobs[j].chunks.items()
+                if c.state == CLAIMED and c.claim_origin == me
+            )
         else:
             places = sorted((j, i) for j, i in only if j in jobs and i in jobs[j].chunks)
         # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).
