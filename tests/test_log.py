@@ -113,6 +113,8 @@ def reference_digest(actions: list[Action]) -> str:
 def small_checkpoints(monkeypatch):
     # Small checkpoint spacing so late inserts cross checkpoints in short histories.
     monkeypatch.setattr(log_module, "CHECKPOINT_EVERY", 4)
+    # And few recent states: re-folds start from them, or from a checkpoint before.
+    monkeypatch.setattr(log_module, "RECENT_KEPT", 3)
 
 
 @settings(max_examples=150, deadline=None)

@@ -83,7 +83,7 @@ def job_order(state: State) -> list[Job]:
 def running_rate(state: State, job: Job) -> float:
     """Frames per millisecond the nodes running renders of ``job`` now render, by their
     measured speed (a node not measured yet counts as 1 frame a second)."""
-    holders = {(c.claim_origin, c.claim_seq) for c in job.chunks.values() if c.state == CLAIMED}
+    holders = {(holder, seq) for _, _, holder, seq in claimed_runs(job)}
     rate = 0.0
     for holder, _ in holders:
         peer = state.peers.get(holder)
@@ -500,20 +500,31 @@ class InFlight(NamedTuple):
     seen: float
 
 
+# Job id -> (its chunk map, the claimed runs in it): the scheduler asks for them several
+# times a pick (the farm's rate, work in flight, backups), and a job of 20,000 chunks
+# costs a walk each.
+_RUNS: dict[str, tuple[object, list[tuple[int, int, str, int]]]] = {}
+RUNS_KEPT = 64
+
+
 def claimed_runs(job: Job) -> list[tuple[int, int, str, int]]:
     """The job's claimed runs: (first chunk, count, holder, claim seq), in chunk order."""
+    cached = _RUNS.get(job.id)
+    if cached is not None and cached[0] is job.chunks:
+        return list(cached[1])
     runs: list[tuple[int, int, str, int]] = []
-    for index in sorted(job.chunks):
-        chunk = job.chunks[index]
-        if chunk.state != CLAIMED:
-            continue
+    claimed = sorted((i, c) for i, c in job.chunks.items() if c.state == CLAIMED)
+    for index, chunk in claimed:
         if runs:
             first, count, holder, seq = runs[-1]
             if first + count == index and (holder, seq) == (chunk.claim_origin, chunk.claim_seq):
                 runs[-1] = (first, count + 1, holder, seq)
                 continue
         runs.append((index, 1, chunk.claim_origin, chunk.claim_seq))
-    return runs
+    if len(_RUNS) >= RUNS_KEPT:
+        _RUNS.clear()  # a cache: computed again when needed
+    _RUNS[job.id] = (job.chunks, runs)
+    return list(runs)
 
 
 def run_estimate(
@@ -527,7 +538,10 @@ def run_estimate(
     if measured is None:
         return None
     costs = job_costs(state, job)
-    work = sum(run_work(job, costs, i, 1) for i in range(first, first + count))
+    if job.tiles == 1:  # the run's frames, at once (a run of thousands of frames)
+        work = run_work(job, costs, first, count)
+    else:
+        work = sum(run_work(job, costs, i, 1) for i in range(first, first + count))
     return measured[1] / 1000.0 + work * scale * measured[0] / 1000.0
 
 

@@ -33,6 +33,9 @@ CHUNK_ACTIONS = frozenset(
         act.BACKUP_CHUNK,
     )
 )
+# Actions that change no claim (a re-fold of them alone needs no look over the chunks;
+# a node's speeds arrive often while frames take milliseconds).
+NO_CLAIM_CHANGES = frozenset((act.NODE_SPEED, act.JOB_COLLECTED))
 
 # Renders stopped for these reasons give their chunk back (RELEASE_CHUNK) so another
 # node takes it at once; other stops (job over, claim lost) have nothing to give back.
@@ -300,12 +303,13 @@ class Worker:
         # actions other than a chunk's, such as a PEER_DOWN or a job's end).
         if only is None:
             # (Active jobs only: a finished job's many chunks hold no claim to adopt.)
-            places = [
+            places = sorted(
                 (j, i)
-                for j in sorted(jobs)
+                for j in jobs
                 if jobs[j].state == ACTIVE
-                for i in sorted(jobs[j].chunks)
-            ]
+                for i, c in jobs[j].chunks.items()
+                if c.state == CLAIMED and c.claim_origin == me
+            )
         else:
             places = sorted((j, i) for j, i in only if j in jobs and i in jobs[j].chunks)
         # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).
@@ -639,6 +643,8 @@ def _chunks_named(actions: list[act.Action] | None) -> set[tuple[str, int]] | No
         return None
     named = set()
     for action in actions:
+        if action.type in NO_CLAIM_CHANGES:
+            continue
         if action.type not in CHUNK_ACTIONS:
             return None
         first = action.payload["chunk"]
