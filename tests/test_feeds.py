@@ -195,3 +195,29 @@ def test_one_signature_check_per_origin_and_message():
     assert [a.hash for a in taken] == [a.hash for a in feed]
     # Only checked signatures are kept.
     assert [bool(a.sig) for a in garbled.actions_of(alice.id)] == [False, False, True]
+
+
+def test_a_log_file_cut_after_unsigned_actions_waits_for_their_signature():
+    """A node's log file lost the action whose signature covered another origin's last
+    ones: restored, they wait for that signature as a peer's would (no other node could
+    check them, so holding them applied would keep this node apart from the farm)."""
+    alice = Member(ALICE)
+    joined_a, job_a = wire(alice.emit(joined(), new_job("j1")))
+    first, second = wire(alice.emit(new_job("j2"), new_job("j3")))  # `second` signs both
+    bob = Member(BOB)
+    own = wire(bob.emit(joined("bob")))  # Bob's own feed: restored whatever it holds
+    on_disk = [joined_a, job_a, first, *own]  # the file was cut before `second`
+
+    node = ActionLog(authenticate=True)
+    node.restore(on_disk, own={bob.id})
+    assert node.version_vector() == {alice.id: 2, bob.id: 1}
+    assert "j2" not in node.state.jobs  # waits: nothing signed it in this file
+    peer = ActionLog(authenticate=True)  # a peer that never had the cut actions
+    peer.add_all([joined_a, job_a, *own])
+    assert not node.missing_for(peer.version_vector())  # nothing it could not check
+    assert node.add(second) == [first, second]  # anti-entropy brings the signed copy
+    assert {"j2", "j3"} <= set(node.state.jobs)
+
+    trusting = ActionLog(authenticate=True)  # what a restore did before: all applied
+    trusting.add_all(on_disk, trusted=True)
+    assert trusting.version_vector()[alice.id] == 3

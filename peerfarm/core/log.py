@@ -29,7 +29,7 @@ times they arrived:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from peerfarm.core.actions import (
@@ -471,6 +471,30 @@ class ActionLog:
                 "theirs": [a.to_wire() for a in theirs],
             }
         )
+
+    def restore(self, actions: Iterable[Action], own: Collection[str] = ()) -> list[Action]:
+        """Our log file's actions (checked before they were written): applied without
+        checking their signatures again, but for each other origin only up to its last
+        signed action. What follows one was covered by a signature our file lost (a cut
+        tail) or never had: no peer could check it, so it waits for a signature like a
+        peer's unsigned actions (anti-entropy brings the signed copy); applied, it would
+        stay ours alone and the farm would never converge. ``own``: ids whose keys we
+        hold (this node's, and those it retires now and signs with `sign_held`)."""
+        actions = list(actions)
+        last_signed: dict[str, int] = {}
+        for action in actions:
+            if action.sig and action.seq > last_signed.get(action.origin, 0):
+                last_signed[action.origin] = action.seq
+        checked, unchecked = [], []
+        for action in actions:
+            if action.origin in own or action.seq <= last_signed.get(action.origin, 0):
+                checked.append(action)
+            else:
+                unchecked.append(action)
+        applied = self.add_all(checked, trusted=True)
+        if unchecked:
+            applied += self.add_all(unchecked)
+        return applied
 
     def add_all(self, actions: Iterable[Action], trusted: bool = False) -> list[Action]:
         """Add a batch; late actions in it cost one re-fold for the whole batch."""

@@ -179,7 +179,8 @@ class SimNode:
             log = snapshot.log_from_snapshot(snapshot.decode(self.snapshot), authenticate=True)
         else:
             log = ActionLog(authenticate=True)
-        log.add_all(self.durable, trusted=True)  # rebuild the state from the log file
+        # Rebuild the state from the log file, as NodeMachine.restore does.
+        log.restore(self.durable, own={self.node_id})
         if self.node_id in log.forked():
             # As the runtime does: the farm proved this id faulty (it signed two versions
             # of an action); nothing it emits counts, so it comes back under a new id.
