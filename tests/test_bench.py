@@ -38,6 +38,7 @@ def test_nodes_started_at_once_form_a_mesh_and_render_with_equal_digests():
     result = json.loads(run.stdout)
     assert result["nodes"] == 6
     assert result["mesh_formed_s"] is not None, result
+    assert result["mesh_formed_after_all_listening_s"] <= result["mesh_formed_s"], result
     assert result["processes_died_before_stop"] == [] and result["tracebacks"] == 0, result
     assert result["job"] == {**result["job"], "frames": 12, "state": "done"}
     assert result["digests_equal"] is True
@@ -57,7 +58,8 @@ def test_a_bench_with_bad_arguments_says_what_to_fix():
 
 def test_dispatch_hands_out_every_frame_and_digests_agree():
     """`peerfarm bench dispatch` at a size CI can hold: every one-frame chunk of the
-    null renderer done everywhere, collected, equal digests; the rate is reported."""
+    null renderer done everywhere, collected, equal digests; the rate is reported, and
+    the claims it took."""
     run = subprocess.run(
         [
             sys.executable,
@@ -81,6 +83,8 @@ def test_dispatch_hands_out_every_frame_and_digests_agree():
     result = json.loads(run.stdout)
     assert result["frames"] == 300 and result["digests_equal"] is True
     assert result["frames_per_s"] > 0 and result["seconds_to_all_collected"] > 0
+    # Nodes measured their speed and claimed runs of many frames, not probe runs of two.
+    assert 0 < result["claim_actions"] < 300 / 3, result
 
 
 def test_the_null_renderer_is_not_offered_outside_the_bench(monkeypatch):

@@ -321,6 +321,31 @@ with Image.open(output_gif_path(job)) as gif:
     assert shown == most  # 1,100 frames shown as an evenly spread preview
 
 
+def test_the_gif_of_a_long_job_of_identical_frames(tmp_path):
+    """Pillow merges identical GIF frames and adds up their times: 20,000 identical
+    frames at 24 fps made one frame of 833 s, past the 16-bit delay, and the error
+    stopped the submitting node. The GIF's whole time is bounded now."""
+    from PIL import Image
+
+    from peerfarm.core.state import Job
+    from peerfarm.runtime.outputs import (
+        GIF_MAX_TOTAL_MS,
+        _write_gif,
+        gif_frames,
+        output_gif_path,
+    )
+
+    job = Job(id="j", name="still", renderer="builtin", renderer_version="", scene="",
+              files=(), main="", options=(), frame_start=1, frame_end=20_000, chunk_size=1,
+              padding=5, width=4, height=4, output=str(tmp_path), priority=0,
+              submitter="x", submitted_lamport=1)  # fmt: skip
+    for frame in gif_frames(job):  # (the frames the GIF shows)
+        Image.new("RGB", (4, 4), (9, 9, 9)).save(tmp_path / job.frame_file_name(frame))
+    _write_gif(job)
+    with Image.open(output_gif_path(job)) as gif:
+        assert gif.info["duration"] <= GIF_MAX_TOTAL_MS
+
+
 def test_a_node_whose_log_lost_actions_comes_back_as_a_new_incarnation(tmp_path):
     """A corrupt record in the middle of log.bin is cut off with all after it, the
     node's own actions among them. It must never emit those seqs again (the farm would

@@ -555,3 +555,20 @@ def test_an_idle_machine_sleeps_until_its_next_probe():
     assert deadline > h.now
     h.tick(deadline)
     assert h.machine.next_deadline() > deadline  # a tick moves it on; no busy loop
+
+
+def test_a_done_reports_frame_times_only_when_they_can_tell_a_scene_s_costs():
+    """Frames of a few milliseconds (the node's own work decides their times) send no
+    frame_ms: the farm would re-solve its cost table for nothing."""
+    for step, sent in ((0.001, False), (0.5, True)):
+        h = Harness(slots=1)
+        h.start_working()
+        payload = new_job_payload("j", frames=(1, 4), chunk=4)
+        (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+        for _ in range(4):
+            h.feed(ev.RenderProgress("j", start.chunk), at=h.now + step)
+        h.feed(ev.RenderEnded("j", start.chunk, ok=True))
+        (done,) = h.emitted(act.DONE)
+        assert ("frame_ms" in done["payload"]) == sent, step
+        if sent:
+            assert done["payload"]["frame_ms"] == [0, 500, 500, 500]

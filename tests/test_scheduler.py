@@ -7,7 +7,15 @@ from factories import A, B, C, joined_payload, new_job_payload
 
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
-from peerfarm.core.scheduler import PROBE_FRAMES, Measured, Pick, pick_run, run_length
+from peerfarm.core.scheduler import (
+    CLAIM_SECONDS,
+    PROBE_FRAMES,
+    STARTUPS_PER_RUN,
+    Measured,
+    Pick,
+    pick_run,
+    run_length,
+)
 
 
 def adaptive_log(*renderers: str, frames: int = 100) -> ActionLog:
@@ -138,6 +146,31 @@ def test_a_run_pays_its_startup_rarely_but_never_exceeds_the_share():
     assert run_length(state, job, A, state.peers[A], 200, measured) == 100
 
 
+def test_frames_of_a_millisecond_are_claimed_in_runs_worth_several_claims():
+    """A run renders for STARTUPS_PER_RUN claims' cost at least, even past the node's
+    share: else the farm would spend its time on claims and DONEs, not on frames."""
+    log = adaptive_log(A, B, frames=5000)
+    speed(log, A, 1)  # a frame a millisecond, no start-up (the bench's null renderer)
+    speed(log, B, 1)
+    state = log.state
+    job = state.jobs["job1"]
+    measured = Measured({"job1": 0.001})
+    least = round(STARTUPS_PER_RUN * CLAIM_SECONDS / 0.001)
+    assert least == 400
+    # 5000 left: half the share (1250) is more than the least run: factoring decides.
+    assert run_length(state, job, A, state.peers[A], 5000, measured) == 1250
+    # 600 left: half the share is 150 frames, the whole share 300: both too short.
+    assert run_length(state, job, A, state.peers[A], 600, measured) == least
+    # Less than that left: all of it.
+    assert run_length(state, job, A, state.peers[A], 120, measured) == 120
+    # Frames of a second are not concerned: factoring as before (half the share of 4).
+    slow = Measured({"job1": 1.0})
+    speed(log, A, 1000)
+    speed(log, B, 1000)
+    state = log.state
+    assert run_length(state, job, A, state.peers[A], 8, slow) == 2
+
+
 def test_a_node_not_measured_yet_counts_as_fast_as_the_fastest():
     log = adaptive_log(A, B, C, frames=1000)
     speed(log, A, 1000)
@@ -182,3 +215,74 @@ def test_status_shows_measured_speeds():
     assert shown == {"builtin": {"frame_seconds": 1.25, "startup_seconds": 0.65}}
     assert describe_speeds(shown) == "builtin 1.25 s/frame (start-up 0.65 s)"
     assert speeds_of(log.state.peers[A]) == {} and speeds_of(None) == {}
+
+
+def test_a_run_over_chunks_with_a_history_folds_each_chunk_by_the_rules():
+    """Claims and DONEs of runs update the map in one go: chunks claimed before keep
+    counting their epochs, chunks done before are not counted again."""
+    log = adaptive_log(A, B, C, frames=20)
+    first = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 4, "count": 4})
+    ref = {"job_id": "job1", "chunk": 4, "claim_seq": first.seq}
+    emit(log, B, "RELEASE_CHUNK", {**ref, "count": 2})  # 4, 5 pending again (epoch 1)
+    emit(log, B, "DONE", {**ref, "chunk": 6, "count": 2})  # 6, 7 done by B
+    claim = emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 6})
+    job = log.state.jobs["job1"]
+    assert [job.chunk(i).epoch for i in range(6)] == [1, 1, 1, 1, 2, 2]
+    assert {job.chunk(i).claim_seq for i in range(6)} == {claim.seq}
+    # A DONE over 0-9: 6 and 7 were done already, 8 and 9 never claimed (they count).
+    emit(log, C, "DONE", {"job_id": "job1", "chunk": 0, "claim_seq": claim.seq, "count": 10})
+    job = log.state.jobs["job1"]
+    assert (job.chunks_done, job.frames_done) == (10, 10)
+    assert [job.chunk(i).done_by for i in range(10)] == [C] * 6 + [B] * 2 + [C] * 2
+    assert [job.chunk(i).epoch for i in range(6)] == [1, 1, 1, 1, 2, 2]
+    assert job.chunk(10).state == "pending" and job.frame_renders == 4 + 6
+
+
+def test_claimable_gaps_are_the_runs_of_chunks_a_walk_over_every_index_finds():
+    import random
+
+    from peerfarm.core.scheduler import _claimable, claimable_gaps
+
+    rng = random.Random(3)
+    log = adaptive_log(A, B, C, frames=300)
+    for _ in range(60):
+        first = rng.randrange(300)
+        ref = {"job_id": "job1", "chunk": first, "count": rng.randint(1, min(20, 300 - first))}
+        node = rng.choice([A, B, C])
+        claim = emit(log, node, "CLAIM_CHUNK", ref)
+        kind = rng.choice(["DONE", "RELEASE_CHUNK", "CHUNK_FAILED", None])
+        if kind:
+            extra = {"error": "boom"} if kind == "CHUNK_FAILED" else {}
+            emit(log, node, kind, {**ref, "claim_seq": claim.seq, **extra})
+        state, job = log.state, log.state.jobs["job1"]
+        busy = {("job1", rng.randrange(300)) for _ in range(3)}
+        walk: list[tuple[int, int]] = []
+        for i in range(job.chunk_total):
+            if _claimable(state, job, i, A, busy):
+                if walk and sum(walk[-1]) == i:
+                    walk[-1] = (walk[-1][0], walk[-1][1] + 1)
+                else:
+                    walk.append((i, 1))
+        assert claimable_gaps(state, job, A, busy) == walk
+
+
+def test_nodes_with_frames_faster_than_a_claim_take_runs_from_their_own_part():
+    """Frames of a millisecond: nodes claim again before the others' claims arrive, so
+    each takes its runs from its rank's part of the job instead of all the same gap."""
+    log = adaptive_log(A, B, C, frames=3000)
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 100})
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 1000, "count": 1900})
+    for node in (A, B, C):
+        speed(log, node, 1)
+    fast = Measured({"job1": 0.001})
+    a, b, c = (pick_run(log.state, node, measured=fast) for node in (A, B, C))
+    assert (a.chunk, c.chunk) == (100, 2900)  # A's part starts at 0, C's at 2000
+    assert c.count == 100  # what is left of C's part (and of the job past it)
+    assert b.chunk == 2900  # B's part (from 1000) is claimed: on past it
+    emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 2900, "count": 100})
+    assert pick_run(log.state, C, measured=fast).chunk == 100  # nothing past: the start
+    # Frames of a second: the first gap for each, as before (they rarely claim at once).
+    for node in (A, B, C):
+        speed(log, node, 1000)
+    slow = Measured({"job1": 1.0})
+    assert {pick_run(log.state, node, measured=slow).chunk for node in (A, B, C)} == {100}

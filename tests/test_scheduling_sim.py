@@ -52,7 +52,8 @@ def test_a_hung_renderer_is_backed_up_and_the_job_completes():
     schedule = _farm(nodes, hung_limit=0.0)  # the node itself never gives up
     result = run_schedule(schedule, random.Random(1), 1)
     assert result.jobs == {"job-s": "done"}
-    # Its second claim (its seqs also count its PEER_JOINED and any ENABLE_FEATURE).
+    # n2's second claim is its second render (its sequence numbers also count other
+    # actions it emits: PEER_JOINED, NODE_SPEED, ENABLE_FEATURE, ...).
     hung_claim = [a for n, a in _by(result, schedule, act.CLAIM_CHUNK) if n == 2][1]
     backups = _by(result, schedule, act.BACKUP_CHUNK)
     assert [a.payload["claim_seq"] for _, a in backups] == [hung_claim.seq]

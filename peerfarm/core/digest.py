@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 from immutables import Map
 
-from peerfarm.core.state import Job, State
+from peerfarm.core.state import Chunk, Job, State
 
 
 def canonical(state: State) -> list[Any]:
@@ -51,11 +51,50 @@ def _job_bytes(job_id: str, job: Job) -> bytes:
     cached = _encoded_jobs.get(job_id)
     if cached is not None and cached[0] is job:
         return cached[1]
-    data = msgpack.packb(_job_entry(job_id, job), use_bin_type=True)
+    # msgpack.packb(_job_entry(job_id, job)), its chunks from blocks encoded before.
+    packer = msgpack.Packer(use_bin_type=True)
+    _, fields, _ = _job_entry(job_id, job._replace(chunks=Map()))
+    data = b"".join(
+        (
+            packer.pack_array_header(3),
+            packer.pack(job_id),
+            packer.pack(fields),
+            _chunks_bytes(job_id, job.chunks),
+        )
+    )
     if len(_encoded_jobs) >= MAX_ENCODED_JOBS:
         _encoded_jobs.clear()
     _encoded_jobs[job_id] = (job, data)
     return data
+
+
+# (job id, first index) -> (the records of chunks first .. first + CHUNK_BLOCK - 1, their
+# entries encoded): a job whose chunks change a run at a time (claims, DONEs) has only
+# the blocks holding that run encoded again, not its every chunk.
+CHUNK_BLOCK = 512
+_encoded_blocks: dict[tuple[str, int], tuple[tuple[Chunk | None, ...], bytes]] = {}
+MAX_ENCODED_BLOCKS = 50_000
+
+
+def _chunks_bytes(job_id: str, chunks: Map) -> bytes:
+    """``msgpack.packb([[i, list(chunk)] for i in sorted(chunks)])``, block by block."""
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_array_header(len(chunks))]
+    if not chunks:
+        return parts[0]
+    get = chunks.get
+    for first in range(0, max(chunks) + 1, CHUNK_BLOCK):
+        records = tuple(get(i) for i in range(first, first + CHUNK_BLOCK))
+        cached = _encoded_blocks.get((job_id, first))
+        if cached is None or any(a is not b for a, b in zip(cached[0], records, strict=True)):
+            encoded = b"".join(
+                packer.pack([i, list(c)]) for i, c in enumerate(records, first) if c is not None
+            )
+            if len(_encoded_blocks) >= MAX_ENCODED_BLOCKS:
+                _encoded_blocks.clear()
+            cached = _encoded_blocks[(job_id, first)] = (records, encoded)
+        parts.append(cached[1])
+    return b"".join(parts)
 
 
 def remember(job_id: str, job: Job, encoded: bytes) -> None:

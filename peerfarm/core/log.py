@@ -45,6 +45,11 @@ from peerfarm.core.reducers import reduce
 from peerfarm.core.state import EMPTY_STATE, State
 
 CHECKPOINT_EVERY = 128
+# The states after each of the last RECENT_KEPT positions are kept too: a late action
+# usually sorts a few places before the end (claims of nodes that crossed on the wire),
+# and its re-fold starts right there instead of up to CHECKPOINT_EVERY actions back
+# (actions of runs of thousands of chunks cost a fold each).
+RECENT_KEPT = 32
 MAX_HELD_PER_ORIGIN = 100_000  # beyond this, anti-entropy will bring them again
 
 
@@ -80,6 +85,7 @@ class ActionLog:
         self._held: dict[str, dict[int, Action]] = {}  # arrived before their predecessors
         self._checkpoints: list[State] = [EMPTY_STATE]  # [i] = state after _actions[: i * K]
         self._state: State = EMPTY_STATE
+        self._recent: dict[int, State] = {}  # p -> the state after _actions[:p], p near the end
         self._digest: tuple[State, str] | None = None
         self.lamport = 0  # highest Lamport time seen
         self.late_inserts = 0  # history changed behind the end: late actions, dropped forks
@@ -516,6 +522,7 @@ class ActionLog:
             self._state = reduce(self._state, action)
             if len(self._actions) % CHECKPOINT_EVERY == 0:
                 self._checkpoints.append(self._state)
+            self._keep_recent(len(self._actions), self._state)
         elif self._batching:
             self._dirty_from = pos
         else:
@@ -640,6 +647,7 @@ class ActionLog:
         self.base_count += count
         del self._actions[:count]
         del self._keys[:count]
+        self._recent = {}
         if count % CHECKPOINT_EVERY == 0:
             del self._checkpoints[:first]
         else:
@@ -714,15 +722,29 @@ class ActionLog:
         """Nodes proven faulty, and the first seq of theirs each node dropped."""
         return dict(self._forked)
 
+    def _keep_recent(self, count: int, state: State) -> None:
+        self._recent[count] = state
+        self._recent.pop(count - RECENT_KEPT, None)
+
     def _refold(self, pos: int) -> None:
-        """Re-fold from the checkpoint at or before position ``pos`` to the end."""
+        """Re-fold from the checkpoint (or recent state) at or before position ``pos``
+        to the end."""
         if self._refolded_from is None or pos < self._refolded_from:
             self._refolded_from = pos
         cp = pos // CHECKPOINT_EVERY
         del self._checkpoints[cp + 1 :]
-        state = self._checkpoints[cp]
-        for i in range(cp * CHECKPOINT_EVERY, len(self._actions)):
+        # States after more than ``pos`` actions folded what is changing now.
+        self._recent = {p: st for p, st in self._recent.items() if p <= pos}
+        start = max(self._recent, default=0)
+        if start > cp * CHECKPOINT_EVERY:
+            state = self._recent[start]
+        else:
+            start, state = cp * CHECKPOINT_EVERY, self._checkpoints[cp]
+        end = len(self._actions)
+        for i in range(start, end):
             state = reduce(state, self._actions[i])
             if (i + 1) % CHECKPOINT_EVERY == 0:
                 self._checkpoints.append(state)
+            if i + 1 > end - RECENT_KEPT:
+                self._recent[i + 1] = state
         self._state = state

@@ -32,6 +32,7 @@ from peerfarm.core.state import (
     MAX_ATTEMPTS,
     MAX_FAILING_NODES,
     PENDING,
+    PENDING_CHUNK,
     UP,
     Chunk,
     Job,
@@ -237,29 +238,35 @@ def _claim_chunk(state: State, action: a.Action) -> State:
         return state
     # A worker claims only what its own fold shows pending, so every claim starts a
     # render, even one that loses a race: count them all, so wasted work is visible.
-    frames = sum(len(job.frames_of(i)) for i in run)
+    frames = len(run) if job.tiles > 1 else len(job.run_frames(run.start, len(run)))
     job = job._replace(frame_renders=job.frame_renders + frames)
     claimer = state.peers.get(action.origin)
+    get = job.chunks.get
     if (
-        all(job.chunk(i).state == PENDING for i in run)
+        all(get(i, PENDING_CHUNK).state == PENDING for i in run)
         and (claimer is None or claimer.state == UP)
         and _may_take(job, claimer, action.origin)
     ):
         # A node the farm has declared down or gone wins no chunk: its claim would hold
         # the chunk until that node came back, and one that returns as a new incarnation
         # (a new id, see runtime/node.py) never does.
-        chunks = job.chunks
+        # (Chunks never claimed before all become one record: a run of thousands of
+        # one-frame chunks costs a map update each, not a new record each.)
+        first_won = Chunk(CLAIMED, action.origin, action.seq, 1)
+        chunks = job.chunks.mutate()
         for i in run:
-            chunk = job.chunk(i)
-            won = chunk._replace(
+            chunk = get(i, PENDING_CHUNK)
+            if chunk is PENDING_CHUNK:
+                chunks[i] = first_won
+                continue
+            chunks[i] = chunk._replace(
                 state=CLAIMED,
                 claim_origin=action.origin,
                 claim_seq=action.seq,
                 epoch=chunk.epoch + 1,
                 backup_origin="",
             )
-            chunks = chunks.set(i, won)
-        job = job._replace(chunks=chunks)
+        job = job._replace(chunks=chunks.finish())
     # else: someone earlier in the total order holds one of them, and this claim loses
     return _put(state, job)
 
@@ -331,21 +338,48 @@ def _done(state: State, action: a.Action) -> State:
     if target is None:
         return state
     job, run = target
-    if job.state == CANCELLED:
+    if job.state == CANCELLED or job.done_runs:
+        # A summarised job (core/summary.py) is done: a late DONE counts nothing, and
+        # its absent chunk records are done ones, not pending (the loop below reads
+        # an absent record as pending).
         return state
     counted = []
-    for index in run:
-        chunk = job.chunk(index)
-        # Fencing: a DONE counts if the chunk is not done yet, even from a claim that
-        # was taken away (no wasted work); a second DONE is ignored (nothing counted twice).
-        if chunk.state not in (PENDING, CLAIMED):
-            continue
-        counted.append(index)
-        job = job._replace(
-            chunks=job.chunks.set(index, chunk._replace(state=CHUNK_DONE, done_by=action.origin)),
-            chunks_done=job.chunks_done + 1,
-        )
-        job = job._replace(frames_done=job.frames_done + _complete_frames(job, index))
+    if job.tiles > 1:
+        for index in run:
+            chunk = job.chunk(index)
+            # Fencing: a DONE counts if the chunk is not done yet, even from a claim that
+            # was taken away (no wasted work); a second DONE is ignored (nothing counted
+            # twice).
+            if chunk.state not in (PENDING, CLAIMED):
+                continue
+            counted.append(index)
+            done = chunk._replace(state=CHUNK_DONE, done_by=action.origin)
+            job = job._replace(chunks=job.chunks.set(index, done), chunks_done=job.chunks_done + 1)
+            job = job._replace(frames_done=job.frames_done + _complete_frames(job, index))
+    else:
+        # Whole frames: the same rules, the map updated in one go, and one done record
+        # per distinct claimed record (a run's chunks mostly share one: _claim_chunk).
+        get = job.chunks.get
+        chunks = job.chunks.mutate()
+        done_of: dict[int, Chunk] = {}
+        for index in run:
+            chunk = get(index, PENDING_CHUNK)
+            if chunk.state not in (PENDING, CLAIMED):
+                continue
+            counted.append(index)
+            done = done_of.get(id(chunk))
+            if done is None:
+                done = done_of[id(chunk)] = chunk._replace(state=CHUNK_DONE, done_by=action.origin)
+            chunks[index] = done
+        if counted:
+            frames = (
+                len(counted) if job.chunk_size == 1 else sum(len(job.frames_of(i)) for i in counted)
+            )
+            job = job._replace(
+                chunks=chunks.finish(),
+                chunks_done=job.chunks_done + len(counted),
+                frames_done=job.frames_done + frames,
+            )
     if job.state == ACTIVE and job.chunks_done == job.chunk_total:
         job = job._replace(state=JOB_DONE)
     state = _put(state, job)

@@ -25,7 +25,7 @@ not at all), and the loser simply asks again.
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Mapping
+from collections.abc import Collection, Container, Mapping
 from typing import NamedTuple
 
 from peerfarm.core.chunk_order import IN_ORDER, chunk_order
@@ -45,6 +45,12 @@ from peerfarm.core.state import (
 PROBE_FRAMES = 2  # a node that has not measured itself yet: first frame and one more
 STARTUPS_PER_RUN = 8  # a run renders for at least this many start-ups (when it can)
 FIRST_PART = 0.5  # of its share of what is left a node claims at once
+# What one claim costs the farm besides the render, for the claim and its DONE: each
+# signed, logged with an fsync, sent to every peer and folded by every node (20-60 ms
+# on loopback, docs/performance.md "Dispatch"). A run renders for at least
+# STARTUPS_PER_RUN of these too: frames of a millisecond claimed a few at a time
+# would keep the farm busy with claims instead of frames.
+CLAIM_SECONDS = 0.05
 
 
 class Pick(NamedTuple):
@@ -77,7 +83,7 @@ def job_order(state: State) -> list[Job]:
 def running_rate(state: State, job: Job) -> float:
     """Frames per millisecond the nodes running renders of ``job`` now render, by their
     measured speed (a node not measured yet counts as 1 frame a second)."""
-    holders = {(c.claim_origin, c.claim_seq) for c in job.chunks.values() if c.state == CLAIMED}
+    holders = {(holder, seq) for _, _, holder, seq in claimed_runs(job)}
     rate = 0.0
     for holder, _ in holders:
         peer = state.peers.get(holder)
@@ -135,7 +141,7 @@ def _rank(state: State, node_id: str) -> tuple[int, int]:
 def pick_chunk(
     state: State,
     node_id: str,
-    busy: Container[tuple[str, int]] = (),
+    busy: Collection[tuple[str, int]] = (),
     skip_jobs: Container[str] = (),
 ) -> tuple[str, int] | None:
     """The (job id, first chunk) this node should claim next, or None if there is no
@@ -147,7 +153,7 @@ def pick_chunk(
 def pick_run(
     state: State,
     node_id: str,
-    busy: Container[tuple[str, int]] = (),
+    busy: Collection[tuple[str, int]] = (),
     skip_jobs: Container[str] = (),
     measured: Measured | None = None,
 ) -> Pick | None:
@@ -240,18 +246,15 @@ def _run_fitting(job: Job, costs: tuple[float, ...], first: int, length: int, wa
 
 
 def _adaptive_run(
-    state: State, job: Job, node_id: str, me: Peer, busy: Container, measured: Measured
+    state: State,
+    job: Job,
+    node_id: str,
+    me: Peer,
+    busy: Collection[tuple[str, int]],
+    measured: Measured,
 ) -> Pick | None:
     total = job.chunk_total
-    # The gaps of claimable chunks, in order: (first, length).
-    gaps: list[tuple[int, int]] = []
-    for index in range(total):
-        if not _claimable(state, job, index, node_id, busy):
-            continue
-        if gaps and gaps[-1][0] + gaps[-1][1] == index:
-            gaps[-1] = (gaps[-1][0], gaps[-1][1] + 1)
-        else:
-            gaps.append((index, 1))
+    gaps = claimable_gaps(state, job, node_id, busy)
     if not gaps:
         return None
     if me.speed(job.renderer) is None:
@@ -273,6 +276,9 @@ def _adaptive_run(
     else:
         unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
     want = run_length(state, job, node_id, me, unclaimed, measured)
+    spread = _spread_run(state, job, node_id, me, costs, gaps, want, measured)
+    if spread is not None:
+        return spread
     if not any(c.claim_origin == node_id for c in job.chunks.values()):
         # This node's first claim on the job, on nodes that know their speeds: they
         # all claim at about once, so each starts past the first runs of the nodes
@@ -290,6 +296,61 @@ def _adaptive_run(
             return Pick(job.id, first, count)
     first, length = max(gaps, key=lambda g: run_work(job, costs, g[0], g[1]))
     return Pick(job.id, first, _run_fitting(job, costs, first, length, want))
+
+
+def _spread_run(
+    state: State,
+    job: Job,
+    node_id: str,
+    me: Peer,
+    costs: tuple[float, ...],
+    gaps: list[tuple[int, int]],
+    want: float,
+    measured: Measured,
+) -> Pick | None:
+    """For frames faster than a claim costs the farm (CLAIM_SECONDS): every node
+    claims again within moments of the others, before their claims arrive, and all
+    would take the same first gap (each collision a run rendered twice). Each node
+    takes its runs from its own part of the job on (its rank's share of the chunk
+    range, as fixed chunks are looked at), on past it once its part is claimed, then
+    from the start. None for slower frames: the first gap a run fits in."""
+    mine = me.speed(job.renderer)
+    seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0 if mine else 0.0)
+    if not 0 < seconds < CLAIM_SECONDS or not gaps:
+        return None
+    rank, renderers = _rank(state, node_id)
+    start = rank * job.chunk_total // max(renderers, 1)
+    later = [
+        (max(first, start), first + length) for first, length in gaps if first + length > start
+    ]
+    at, end = later[0] if later else (gaps[0][0], gaps[0][0] + gaps[0][1])
+    return Pick(job.id, at, _run_fitting(job, costs, at, end - at, want))
+
+
+def claimable_gaps(
+    state: State, job: Job, node_id: str, busy: Collection[tuple[str, int]]
+) -> list[tuple[int, int]]:
+    """The gaps of chunks this node may claim, in order: (first, length). Only chunks
+    that ever left "pending" are stored (and only they can be busy or have failed), so
+    the gaps are what lies between the stored chunks that are not claimable: a job of
+    many chunks costs a walk over its stored records, not over every index."""
+    blocked = sorted(
+        {
+            index
+            for index, chunk in job.chunks.items()
+            if chunk.state != PENDING or not _claimable(state, job, index, node_id, busy)
+        }
+        | {index for job_id, index in busy if job_id == job.id and index < job.chunk_total}
+    )
+    gaps: list[tuple[int, int]] = []
+    start = 0
+    for index in blocked:
+        if index > start:
+            gaps.append((start, index - start))
+        start = index + 1
+    if job.chunk_total > start:
+        gaps.append((start, job.chunk_total - start))
+    return gaps
 
 
 def _start_offset(
@@ -354,18 +415,37 @@ def run_length(
     share = unclaimed * my_rate / max(farm_rate, my_rate)  # this slot's share of what is left
     costs = job_costs(state, job)
     work = _whole(share * FIRST_PART, costs)  # factoring: part now, the rest in smaller runs
-    # Long enough that loading the scene is paid rarely: seconds per frame-unit of this
-    # job measured here (the start-up is the same for every job of a renderer). When
-    # that part would be too short, the whole share: the last round is one run per node.
+    # Long enough that loading the scene and the claim are paid rarely: seconds per
+    # frame-unit of this job measured here (the start-up is the same for every job of a
+    # renderer). When that part would be too short, the whole share: the last round is
+    # one run per node.
     seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
-    startup = mine[1] / 1000.0
-    if seconds > 0 and work * seconds < STARTUPS_PER_RUN * startup:
+    if seconds > 0 and work * seconds < shortest_run_seconds(mine[1] / 1000.0):
         # The last round: enough to work until the farm should be done, counting the
         # work other nodes still have in flight, so every node ends about together.
         in_flight = frames_in_flight(state, job, node_id, measured)
         share = (unclaimed + in_flight) * my_rate / max(farm_rate, my_rate)
         work = _whole(share, costs)
-    return max(1.0 if not costs else 1e-9, min(work, _whole(share, costs)))
+    work = min(work, _whole(share, costs))
+    return max(1.0 if not costs else 1e-9, work, least_run(seconds, unclaimed, costs))
+
+
+def shortest_run_seconds(startup: float) -> float:
+    """How long a run should render at least (when there is that much left): long
+    enough that the renderer's ``startup`` (seconds), and the farm's own cost of a claim
+    and its DONE, are each paid rarely."""
+    return STARTUPS_PER_RUN * max(startup, CLAIM_SECONDS)
+
+
+def least_run(seconds: float, unclaimed: float, costs: tuple[float, ...]) -> float:
+    """The least work a run takes when its frames render so fast (``seconds`` per
+    frame-unit) that claims, not renders, would bound the farm: runs that render for
+    STARTUPS_PER_RUN claims' cost even past this node's share (the farm ends at most
+    that much later), or what is left. One frame for frames of 0.4 s and more: their
+    share decides."""
+    if seconds <= 0:
+        return 0.0
+    return min(_whole(STARTUPS_PER_RUN * CLAIM_SECONDS / seconds, costs), unclaimed)
 
 
 def _whole(work: float, costs: tuple[float, ...]) -> float:
@@ -420,20 +500,31 @@ class InFlight(NamedTuple):
     seen: float
 
 
+# Job id -> (its chunk map, the claimed runs in it): the scheduler asks for them several
+# times a pick (the farm's rate, work in flight, backups), and a job of 20,000 chunks
+# costs a walk each.
+_RUNS: dict[str, tuple[object, list[tuple[int, int, str, int]]]] = {}
+RUNS_KEPT = 64
+
+
 def claimed_runs(job: Job) -> list[tuple[int, int, str, int]]:
     """The job's claimed runs: (first chunk, count, holder, claim seq), in chunk order."""
+    cached = _RUNS.get(job.id)
+    if cached is not None and cached[0] is job.chunks:
+        return list(cached[1])
     runs: list[tuple[int, int, str, int]] = []
-    for index in sorted(job.chunks):
-        chunk = job.chunks[index]
-        if chunk.state != CLAIMED:
-            continue
+    claimed = sorted((i, c) for i, c in job.chunks.items() if c.state == CLAIMED)
+    for index, chunk in claimed:
         if runs:
             first, count, holder, seq = runs[-1]
             if first + count == index and (holder, seq) == (chunk.claim_origin, chunk.claim_seq):
                 runs[-1] = (first, count + 1, holder, seq)
                 continue
         runs.append((index, 1, chunk.claim_origin, chunk.claim_seq))
-    return runs
+    if len(_RUNS) >= RUNS_KEPT:
+        _RUNS.clear()  # a cache: computed again when needed
+    _RUNS[job.id] = (job.chunks, runs)
+    return list(runs)
 
 
 def run_estimate(
@@ -447,7 +538,10 @@ def run_estimate(
     if measured is None:
         return None
     costs = job_costs(state, job)
-    work = sum(run_work(job, costs, i, 1) for i in range(first, first + count))
+    if job.tiles == 1:  # the run's frames, at once (a run of thousands of frames)
+        work = run_work(job, costs, first, count)
+    else:
+        work = sum(run_work(job, costs, i, 1) for i in range(first, first + count))
     return measured[1] / 1000.0 + work * scale * measured[0] / 1000.0
 
 

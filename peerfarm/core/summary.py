@@ -15,6 +15,8 @@ an older build keeps the records and would fold to another digest.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from immutables import Map
 
 from peerfarm.core.state import CHUNK_DONE, JOB_DONE, Job
@@ -53,6 +55,10 @@ def frames_by_node(job: Job) -> dict[str, int]:
             if node:
                 frames = len(job.run_frames(first, count)) if job.tiles == 1 else count
                 counts[node] = counts.get(node, 0) + frames
+    elif job.tiles == 1 and job.chunk_size == 1:  # a frame a chunk: no need to ask which
+        done = Counter(c.done_by for c in job.chunks.values() if c.state == CHUNK_DONE)
+        done.pop("", None)
+        counts = dict(done)
     else:
         for index, chunk in job.chunks.items():
             if chunk.state == CHUNK_DONE and chunk.done_by:

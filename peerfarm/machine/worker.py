@@ -33,6 +33,9 @@ CHUNK_ACTIONS = frozenset(
         act.BACKUP_CHUNK,
     )
 )
+# Actions that change no claim (a re-fold of them alone needs no look over the chunks;
+# a node's speeds arrive often while frames take milliseconds).
+NO_CLAIM_CHANGES = frozenset((act.NODE_SPEED, act.JOB_COLLECTED))
 
 # Renders stopped for these reasons give their chunk back (RELEASE_CHUNK) so another
 # node takes it at once; other stops (job over, claim lost) have nothing to give back.
@@ -47,6 +50,7 @@ SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended 
 # A measured speed is shared again (NODE_SPEED) once it is this far off what the farm has.
 SPEED_CHANGE_SHARED = 0.2
 MEASURE_WEIGHT = 0.5  # weight of the newest render in the running averages
+MEASURABLE_FRAME_MS = 10  # a run whose median frame is faster reports no frame times
 
 
 @dataclass
@@ -84,9 +88,13 @@ class Render:
         # (Runs longer than a scene's cost table holds send none: the action stays small.)
         if self.tile is None and MAX_FRAMES >= len(self.frame_at) == len(self.frames) >= 2:
             at = self.frame_at
-            ref["frame_ms"] = [0] + [
-                max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(1, len(at))
-            ]
+            ms = [0] + [max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(1, len(at))]
+            # Frames of a few milliseconds tell nothing of a scene's costs (the node's own
+            # work between two frames decides their times, and a stall of the node makes
+            # some longer): none sent, so the farm's table of costs is not solved again
+            # for thousands of them (docs/performance.md).
+            if sorted(ms)[len(ms) // 2] >= MEASURABLE_FRAME_MS:
+                ref["frame_ms"] = ms
         return ref
 
 
@@ -107,6 +115,10 @@ class Worker:
         # how far along another node's run should be (backups).
         self.claims_seen: dict[tuple[str, int, int], float] = {}
         self._look_again_at = math.inf  # an idle node looks for a backup again then
+        # (state, chunks our renders work on) in which the last look found nothing to
+        # claim and nothing to copy: not looked at again until one of them changes (or a
+        # backup is due), though every frame finished and every probe runs the rules.
+        self._nothing_in: tuple[Any, set[tuple[str, int]]] | None = None
 
     @property
     def slots(self) -> int:
@@ -175,6 +187,7 @@ class Worker:
             self._stop(render, RELEASE_REASON_HUNG)
         if now >= self._look_again_at:
             self._look_again_at = math.inf
+            self._nothing_in = None
             self.shared.touch()
 
     def react(self) -> None:
@@ -290,12 +303,13 @@ class Worker:
         # actions other than a chunk's, such as a PEER_DOWN or a job's end).
         if only is None:
             # (Active jobs only: a finished job's many chunks hold no claim to adopt.)
-            places = [
+            places = sorted(
                 (j, i)
-                for j in sorted(jobs)
+                for j in jobs
                 if jobs[j].state == ACTIVE
-                for i in sorted(jobs[j].chunks)
-            ]
+                for i, c in jobs[j].chunks.items()
+                if c.state == CLAIMED and c.claim_origin == me
+            )
         else:
             places = sorted((j, i) for j, i in only if j in jobs and i in jobs[j].chunks)
         # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).
@@ -341,11 +355,17 @@ class Worker:
     def _fill_slots(self) -> None:
         shared = self.shared
         while self._may_start() and len(self.renders) < self.slots:
+            busy = self.busy()
+            nothing = self._nothing_in
+            if nothing is not None and nothing[0] is shared.state and nothing[1] == busy:
+                return
             measured = Measured(self.job_frame_seconds, shared.now, self.claims_seen)
-            pick = pick_run(shared.state, shared.node_id, busy=self.busy(), measured=measured)
+            pick = pick_run(shared.state, shared.node_id, busy=busy, measured=measured)
             if pick is None:
                 if shared.config.backups:
                     self._back_up(measured)
+                if len(self.renders) < self.slots:
+                    self._nothing_in = (shared.state, self.busy())
                 return
             payload: dict[str, Any] = {"job_id": pick.job_id, "chunk": pick.chunk}
             if pick.count > 1:
@@ -623,6 +643,8 @@ def _chunks_named(actions: list[act.Action] | None) -> set[tuple[str, int]] | No
         return None
     named = set()
     for action in actions:
+        if action.type in NO_CLAIM_CHANGES:
+            continue
         if action.type not in CHUNK_ACTIONS:
             return None
         first = action.payload["chunk"]

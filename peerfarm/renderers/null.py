@@ -8,6 +8,7 @@ PEERFARM_NULL_RENDERER=1 (renderers/registry.py), so no real farm ever sees it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,13 @@ class NullRenderer(Renderer):
     ) -> list[str]:
         raise RendererError("the null renderer runs in the node's process")
 
-    def render_in_process(self, frames: range, output_pattern: str) -> None:
-        """Write each frame (no fsync: nothing here is worth keeping)."""
+    def render_in_process(
+        self, frames: range, output_pattern: str, written: Callable[[int], None] | None = None
+    ) -> None:
+        """Write each frame (no fsync: nothing here is worth keeping), and tell
+        ``written`` of each."""
         for frame in frames:
-            Path(output_pattern.format(frame=frame)).write_bytes(FRAME)
+            with open(output_pattern.format(frame=frame), "wb") as f:
+                f.write(FRAME)
+            if written is not None:
+                written(frame)

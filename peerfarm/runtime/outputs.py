@@ -286,6 +286,10 @@ def _store_frame(job: Job, frame: int, data: bytes) -> None:
 # are the full output; the GIF must stay cheap for a job of 100,000 frames too.
 GIF_MAX_FRAMES = 300
 GIF_BOX = (320, 320)
+# A GIF frame shows for at most 655.35 s (16 bits of centiseconds), and Pillow merges
+# identical frames into one, adding up their times: the whole GIF stays under that, or
+# a long job of still frames (a static scene, the null renderer's) could not be written.
+GIF_MAX_TOTAL_MS = 655_000
 
 
 def gif_frames(job: Job) -> list[int]:
@@ -319,7 +323,7 @@ def _write_gif(job: Job) -> None:
         format="GIF",
         save_all=True,
         append_images=(preview(frame) for frame in shown[1:]),
-        duration=round(1000 * step / job.fps),
+        duration=min(round(1000 * step / job.fps), GIF_MAX_TOTAL_MS // len(shown)),
         loop=0,
     )
     tmp.replace(output_gif_path(job))

@@ -138,7 +138,27 @@ class Renders:
         if tile is None:
             pattern = output_pattern(out_dir, job.name, job.padding, job.format)
             if getattr(plugin, "in_process", False):  # the bench's null renderer: no process
-                plugin.render_in_process(frames, pattern)  # type: ignore[attr-defined]
+                # In a thread, as a renderer process would write beside the node (the
+                # files' opens wait on the disk); each frame told as it is written, as a
+                # renderer's output tells it: the node measures its speed from them.
+                token = trio.lowlevel.current_trio_token()
+                progress = ev.RenderProgress(job.id, chunk)
+
+                def tell() -> None:  # in the node's loop, not in a task: nothing may escape
+                    try:
+                        self.report(progress)
+                    except Exception:
+                        log.exception("chunk %d of job %s: progress not handled", chunk, job.id)
+
+                def written(frame: int) -> None:  # the thread goes on at once
+                    token.run_sync_soon(tell)
+
+                await trio.to_thread.run_sync(
+                    plugin.render_in_process,  # type: ignore[attr-defined]
+                    frames,
+                    pattern,
+                    written,
+                )
                 return True, ""
             cmd = plugin.chunk_command(job, frames, work_dir, pattern)
         else:

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from peerfarm.cli.errors import CliError
 from peerfarm.job_request import JobRequest
 from peerfarm.renderers import null
 from peerfarm.runtime.client import NodeClient
+from peerfarm.runtime.data_dir import DataDir
+from peerfarm.runtime.store import LogFile
 from peerfarm.security.farm_key import FarmKey, new_key, write_key
 
 
@@ -33,8 +35,16 @@ def run_dispatch(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
     if args.nodes < 1 or args.frames < 1 or args.slots < 1:
         raise CliError("--nodes, --frames and --slots must be at least 1")
     os.environ[null.ENV_VAR] = "1"  # the nodes this bench starts have the null renderer
-    with tempfile.TemporaryDirectory(prefix="peerfarm-bench-dispatch-") as tmp:
-        root = Path(tmp)
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        raise CliError(f"--keep {args.keep}: the folder is not empty; give a new or empty one")
+    with ExitStack() as stack:
+        if args.keep is not None:
+            root = args.keep.resolve()
+            root.mkdir(parents=True, exist_ok=True)
+        else:
+            root = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="peerfarm-bench-dispatch-"))
+            )
         key = new_key()
         write_key(key, root / "farm.key")
         farm = Farm(root, root / "farm.key")
@@ -44,9 +54,21 @@ def run_dispatch(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
                 farm.start_node(f"node-{i}", bootstrap, root / f"node-{i}", args.slots)[1]
                 for i in range(1, args.nodes + 1)
             ]
-            return trio.run(_measure, args, key, addresses, root, say)
+            result = trio.run(_measure, args, key, addresses, root, say)
         finally:
             farm.stop()
+        result.update(_actions_logged(root / "node-1"))
+        return result
+
+
+def _actions_logged(data_dir: Path) -> dict[str, Any]:
+    """How many claims and DONEs the farm needed (node-1's log holds every node's):
+    the farm's own cost grows with them, not with the frames."""
+    if DataDir(data_dir).snapshot_file.exists():
+        return {}  # the log was compacted: its counts would be partial
+    types = [r.get("type") for r in LogFile(DataDir(data_dir).log_file).load()]
+    claims, dones = types.count("CLAIM_CHUNK"), types.count("DONE")
+    return {"claim_actions": claims, "done_actions": dones}
 
 
 async def _measure(
@@ -75,7 +97,9 @@ async def _measure(
         scene="null",
         name="dispatch",
         frames=(1, args.frames),
-        chunk_size=1,
+        # Without --chunk (as users submit): one-frame chunks, claimed in runs sized to
+        # each node's measured speed; --fixed: one claim per chunk.
+        chunk_size=1 if args.fixed else None,
         output=str(root / "out"),
     )
     say(f"{len(addresses)} nodes x {args.slots} slots; submitting {args.frames} one-frame chunks")
@@ -131,5 +155,6 @@ async def _run_job(
         "seconds_to_last_done_everywhere": round(dispatch_s, 2),
         "seconds_to_all_collected": round(collected_s, 2),
         "digests_equal": len(digests) == 1,
+        "claims": "one per frame" if args.fixed else "runs sized to speed",
         "target_frames_per_s": 10_000,
     }
