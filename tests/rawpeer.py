@@ -7,6 +7,7 @@ from typing import Any
 
 import trio
 
+from peerfarm.core.features import SPOKEN
 from peerfarm.core.feeds import GENESIS, action_hash
 from peerfarm.runtime.addresses import parse_address
 from peerfarm.runtime.link import Link, dial
@@ -49,6 +50,7 @@ def hello(identity: Identity, role: str = "node", name: str = "p", **over: Any) 
         "name": name,
         "role": role,
         "address": "",
+        "features": sorted(SPOKEN),  # a peer of this release (refused without them)
     }
     return message("HELLO", **{**fields, **over})
 

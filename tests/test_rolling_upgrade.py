@@ -22,7 +22,7 @@ from farmtools import farm_running, job_of, status, wait_for_rendering_mesh, wai
 
 from peerfarm import __version__
 from peerfarm.cli.demo import Farm
-from peerfarm.core.features import PEER_VERSIONS
+from peerfarm.core.features import JOB_SUMMARIES, PEER_VERSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 NEXT_VERSION = __version__ + "+next"
@@ -42,9 +42,10 @@ def next_release(where: Path) -> list[str]:
         )
     features = where / "peerfarm" / "core" / "features.py"
     text = features.read_text()
-    spoken = "SPOKEN: frozenset[str] = frozenset()"
+    spoken = "SPOKEN: frozenset[str] = frozenset({JOB_SUMMARIES})"
     assert spoken in text
-    features.write_text(text.replace(spoken, "SPOKEN: frozenset[str] = frozenset({PEER_VERSIONS})"))
+    both = "SPOKEN: frozenset[str] = frozenset({JOB_SUMMARIES, PEER_VERSIONS})"
+    features.write_text(text.replace(spoken, both))
     init = where / "peerfarm" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{__version__}"', f'"{NEXT_VERSION}"'))
     (where / "launch.py").write_text(LAUNCHER)
@@ -96,7 +97,8 @@ def test_a_farm_upgraded_one_machine_at_a_time_during_a_job(tmp_path):
             wait_for_rendering_mesh(list(nodes.values()))
             st = status(nodes[i])
             if i < 3:  # a member of this release is still there: the feature stays off
-                assert st["features"] == [] and st["speaks"] == [PEER_VERSIONS], st
+                assert st["features"] == [JOB_SUMMARIES], st  # both builds speak it
+                assert st["speaks"] == [JOB_SUMMARIES, PEER_VERSIONS], st
                 assert all(p["version"] == "" for p in st["peers"])
         rendered_during_upgrade = done_frames()
         assert 0 < rendered_during_upgrade < FRAMES, "the job did not run across the upgrade"
@@ -107,7 +109,7 @@ def test_a_farm_upgraded_one_machine_at_a_time_during_a_job(tmp_path):
         def enabled_everywhere() -> bool:
             for address in everyone:
                 st = status(address)
-                if st["features"] != [PEER_VERSIONS]:
+                if st["features"] != [JOB_SUMMARIES, PEER_VERSIONS]:
                     return False
                 if any(p["version"] != NEXT_VERSION for p in st["peers"] if p["state"] == "up"):
                     return False

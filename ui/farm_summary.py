@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from peerfarm.core import summary
 from peerfarm.core.requirements import requirement_text, why_waiting
 from peerfarm.core.state import (
     ACTIVE,
@@ -93,14 +94,11 @@ class FarmSummary:
         if cached is not None and cached.job is job:
             return cached
         counts = _JobCounts(job)
-        for index, chunk in job.chunks.items():
-            if chunk.state == CHUNK_DONE:
-                frames = len(job.frames_of(index))
-                counts.frames_by_node[chunk.done_by] = (
-                    counts.frames_by_node.get(chunk.done_by, 0) + frames
-                )
-            elif chunk.state == CLAIMED and job.state == ACTIVE:
-                counts.claims_by_node.setdefault(chunk.claim_origin, []).append(index)
+        counts.frames_by_node = summary.frames_by_node(job)  # also of a summarised job
+        if job.state == ACTIVE:
+            for index, chunk in job.chunks.items():
+                if chunk.state == CLAIMED:
+                    counts.claims_by_node.setdefault(chunk.claim_origin, []).append(index)
         self._counts[job.id] = counts
         return counts
 

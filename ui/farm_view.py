@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSize, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSize, Qt
 from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from peerfarm.core.requirements import memory_text
 from ui.farm_summary import PeerRow
 from ui.jobs_view import format_fps
+from ui.row_table import RowTableModel
 
 COLUMNS = [
     "Node",
@@ -110,35 +111,10 @@ def rendering_text(row: PeerRow) -> str:
     return f"{row.rendering[0]} and {len(row.rendering) - 1} more chunks"
 
 
-class FarmModel(QAbstractTableModel):
+class FarmModel(RowTableModel[PeerRow]):
     def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[PeerRow] = []
+        super().__init__(COLUMNS, HEADER_HINTS)
         self._dots = {state: _dot(colour) for state, colour in HEALTH_COLOURS.items()}
-
-    def update(self, rows: list[PeerRow]) -> None:
-        if [r.id for r in rows] != [r.id for r in self.rows]:
-            self.beginResetModel()
-            self.rows = rows
-            self.endResetModel()
-        else:
-            self.rows = rows
-            if rows:
-                last = self.index(len(rows) - 1, len(COLUMNS) - 1)
-                self.dataChanged.emit(self.index(0, 0), last)
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return HEADER_HINTS[section]
-        return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0) -> Any:
         if not index.isValid():

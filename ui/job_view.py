@@ -281,7 +281,7 @@ class JobView(QWidget):
             job is not None and self.app.node is not None and job.submitter == self.app.node.node_id
         )
         self.folder_button.setEnabled(mine)
-        self.log_button.setEnabled(job is not None and bool(job.chunks))
+        self.log_button.setEnabled(job is not None and bool(job.chunks or job.done_runs))
         watched = job is not None and self.app.watches.watching(job.id) is not None
         self.watch_box.setVisible(watched)
         if watched and not self.watch_box.isChecked():

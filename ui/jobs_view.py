@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from ui.farm_summary import JobRow
 from ui.rates import format_eta
+from ui.row_table import RowTableModel
 
 COLUMNS = ["Job", "Renderer", "Submitted by", "Progress", "Speed", "ETA", "State", "Priority"]
 PROGRESS = COLUMNS.index("Progress")
@@ -77,34 +78,9 @@ def state_text(row: JobRow) -> str:
     return row.state
 
 
-class JobsModel(QAbstractTableModel):
+class JobsModel(RowTableModel[JobRow]):
     def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[JobRow] = []
-
-    def update(self, rows: list[JobRow]) -> None:
-        if [r.id for r in rows] != [r.id for r in self.rows]:
-            self.beginResetModel()
-            self.rows = rows
-            self.endResetModel()
-        else:
-            self.rows = rows
-            if rows:
-                last = self.index(len(rows) - 1, len(COLUMNS) - 1)
-                self.dataChanged.emit(self.index(0, 0), last)
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0) -> Any:  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return HEADER_HINTS[section]
-        return None
+        super().__init__(COLUMNS, HEADER_HINTS)
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = 0) -> Any:
         if not index.isValid():

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from peerfarm.core.refused import Refused
+from peerfarm.core.refused import argument_type
 from peerfarm.core.requirements import parse_tag
 from peerfarm.runtime.addresses import format_address, parse_address
 
@@ -19,13 +19,6 @@ def _address(text: str) -> str:
     try:
         return format_address(*parse_address(text))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _tag(text: str) -> str:
-    try:
-        return parse_tag(text)
-    except Refused as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -53,7 +46,7 @@ def add_gui_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="the name shown to the farm (default: host name)")
     p.add_argument(
         "--tag",
-        type=_tag,
+        type=argument_type(parse_tag),
         action="append",
         metavar="TAG",
         help="a tag this node advertises, e.g. gpu (repeat for several; replaces the saved ones)",

@@ -27,7 +27,7 @@ from peerfarm.cli.commands import (
 )
 from peerfarm.cli.errors import CliError
 from peerfarm.core.chunk_order import ORDERS
-from peerfarm.core.refused import Refused
+from peerfarm.core.refused import Refused, argument_type
 from peerfarm.core.requirements import parse_max_nodes, parse_memory, parse_tag, parse_tags
 from peerfarm.core.retention import Policy as RetentionPolicy
 from peerfarm.core.user_text import parse_bytes, parse_duration
@@ -67,41 +67,6 @@ OTHER_FACES = {
     "bootstrap": "bootstrap_server.server",
     "bench": "peerfarm.cli.bench",  # benchmarks that print JSON
 }
-
-
-def _bytes(text: str) -> int:
-    try:
-        return parse_bytes(text)
-    except Refused as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except Refused as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _tag(text: str) -> str:
-    try:
-        return parse_tag(text)
-    except Refused as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _memory(text: str) -> int:
-    try:
-        return parse_memory(text)
-    except Refused as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _max_nodes(text: str) -> int:
-    try:
-        return parse_max_nodes(text)
-    except Refused as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _priority(text: str) -> int:
@@ -260,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--require",
-        type=_tag,
+        type=argument_type(parse_tag),
         action="append",
         default=[],
         metavar="TAG",
@@ -268,14 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--require-memory",
-        type=_memory,
+        type=argument_type(parse_memory),
         default=0,
         metavar="SIZE",
         help="render only on nodes with at least this much memory (e.g. 16G, 512M)",
     )
     p.add_argument(
         "--max-nodes",
-        type=_max_nodes,
+        type=argument_type(parse_max_nodes),
         default=0,
         metavar="N",
         help="at most N nodes render this job at once (default: no limit)",
@@ -427,7 +392,7 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="a name shown to the farm (default: host name)")
     p.add_argument(
         "--tag",
-        type=_tag,
+        type=argument_type(parse_tag),
         action="append",
         default=[],
         metavar="TAG",
@@ -462,7 +427,7 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--min-free-space",
-        type=_bytes,
+        type=argument_type(parse_bytes),
         default=DEFAULT_MIN_FREE_BYTES,
         metavar="SIZE",
         help="take no new chunks while the data folder's disk has less free space than "
@@ -494,7 +459,7 @@ def add_retention_options(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("retention (docs/admin-guide.md#retention)")
     group.add_argument(
         "--retention-grace",
-        type=_duration,
+        type=argument_type(parse_duration),
         default=policy.grace,
         metavar="DURATION",
         help="delete the frames this node rendered this long after their submitter holds "
@@ -502,7 +467,7 @@ def add_retention_options(p: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--retention-max-age",
-        type=_duration,
+        type=argument_type(parse_duration),
         default=policy.max_age,
         metavar="DURATION",
         help="delete work folders and renderer logs of finished jobs, and scene files no "
@@ -510,7 +475,7 @@ def add_retention_options(p: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--retention-budget",
-        type=_bytes,
+        type=argument_type(parse_bytes),
         default=None,
         metavar="SIZE",
         help="keep the data folder's frames, work folders, logs and scene files under this "
@@ -518,7 +483,7 @@ def add_retention_options(p: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--retention-interval",
-        type=_duration,
+        type=argument_type(parse_duration),
         default=DEFAULT_RETENTION_INTERVAL,
         metavar="DURATION",
         help="how often the node applies retention by itself (default 1h; 0: only on "

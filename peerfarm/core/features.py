@@ -16,12 +16,16 @@ from __future__ import annotations
 # PEER_JOINED carries the node's peerfarm version; status shows it per peer.
 PEER_VERSIONS = "peer_versions"
 
-KNOWN = frozenset({PEER_VERSIONS})
+# A finished job that its submitter collected has its chunk records summarised
+# (core/summary.py): an older build keeps them, and would fold to another digest.
+JOB_SUMMARIES = "job_summaries"
+
+KNOWN = frozenset({PEER_VERSIONS, JOB_SUMMARIES})
 
 # The features this build speaks. peer_versions is written but not spoken yet: the
 # next release turns it on (tests/test_rolling_upgrade.py plays that release by
 # turning it on in a copy of this package).
-SPOKEN: frozenset[str] = frozenset()
+SPOKEN: frozenset[str] = frozenset({JOB_SUMMARIES})
 
 MAX_FEATURES = 64
 MAX_FEATURE_NAME = 32

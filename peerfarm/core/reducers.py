@@ -16,6 +16,7 @@ from immutables import Map
 from peerfarm.core import actions as a
 from peerfarm.core import costs
 from peerfarm.core.chunk_order import IN_ORDER
+from peerfarm.core.features import JOB_SUMMARIES
 from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
     ACTIVE,
@@ -39,6 +40,7 @@ from peerfarm.core.state import (
     State,
     able_renderers,
 )
+from peerfarm.core.summary import summarisable, summarise
 
 
 def reduce(state: State, action: a.Action) -> State:
@@ -336,7 +338,10 @@ def _done(state: State, action: a.Action) -> State:
     if target is None:
         return state
     job, run = target
-    if job.state == CANCELLED:
+    if job.state == CANCELLED or job.done_runs:
+        # A summarised job (core/summary.py) is done: a late DONE counts nothing, and
+        # its absent chunk records are done ones, not pending (the loop below reads
+        # an absent record as pending).
         return state
     counted = []
     if job.tiles > 1:
@@ -522,7 +527,10 @@ def _job_collected(state: State, action: a.Action) -> State:
     job = state.jobs.get(action.payload["job_id"])
     if job is None or job.collected or job.state != JOB_DONE or action.origin != job.submitter:
         return state
-    return _put(state, job._replace(collected=True))
+    job = job._replace(collected=True)
+    if JOB_SUMMARIES in state.features:
+        job = summarise(job)  # no one needs its chunk records now (core/summary.py)
+    return _put(state, job)
 
 
 def _enable_feature(state: State, action: a.Action) -> State:
@@ -532,7 +540,12 @@ def _enable_feature(state: State, action: a.Action) -> State:
     up = [p for p in state.peers.values() if p.state == UP]
     if feature in state.features or not up or any(feature not in p.features for p in up):
         return state
-    return state._replace(features=tuple(sorted((*state.features, feature))))
+    state = state._replace(features=tuple(sorted((*state.features, feature))))
+    if feature == JOB_SUMMARIES:  # jobs collected before: summarised here, alike everywhere
+        for job in state.jobs.values():
+            if summarisable(job):
+                state = _put(state, summarise(job))
+    return state
 
 
 def _equivocation(state: State, action: a.Action) -> State:

@@ -88,6 +88,8 @@ def state_from_bytes(data: bytes) -> State:
         for _ in range(unpacker.read_array_header()):
             start = unpacker.tell()
             job_id, fields, chunks = unpacker.unpack()
+            if len(fields) == len(names) - 1:  # done_runs, left out while empty
+                fields = (*fields, ())
             values = dict(zip(names, fields, strict=True))
             for name in _MAP_FIELDS:
                 values[name] = Map(values[name])

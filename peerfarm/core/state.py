@@ -7,6 +7,7 @@ a checkpoint and no action copies the whole state.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import NamedTuple
 
 from immutables import Map
@@ -113,6 +114,11 @@ class Job(NamedTuple):
     # Each frame's relative cost (mean 1), frame_start first, learned from earlier
     # renders of the same content when the job arrived; (): not known, all alike.
     costs: tuple[float, ...] = ()
+    # A finished job summarised (core/summary.py): runs of chunks done by one node,
+    # (first chunk, chunks, node), covering every chunk; ``chunks`` then holds only the
+    # records of chunks that failed on the way. Last field: the digest leaves it out
+    # while empty (core/digest.py), so a job reads as it did before the field existed.
+    done_runs: tuple[tuple[int, int, str], ...] = ()
 
     @property
     def chunk_total(self) -> int:
@@ -127,7 +133,13 @@ class Job(NamedTuple):
         return f"{self.name}_{frame:0{self.padding}d}.{self.format}"
 
     def chunk(self, index: int) -> Chunk:
-        return self.chunks.get(index, PENDING_CHUNK)
+        chunk = self.chunks.get(index)
+        if chunk is not None:
+            return chunk
+        if self.done_runs:  # summarised: every chunk is done, by its run's node
+            at = bisect_right(self.done_runs, index, key=_first_chunk) - 1
+            return Chunk(state=CHUNK_DONE, done_by=self.done_runs[at][2] if at >= 0 else "")
+        return PENDING_CHUNK
 
     def run_frames(self, index: int, count: int) -> range:
         """The frames of the run of ``count`` chunks from ``index`` (one tile: count 1)."""
@@ -178,6 +190,10 @@ class Job(NamedTuple):
         if self.paused:
             return "paused"
         return "rendering" if self.chunks else "queued"
+
+
+def _first_chunk(run: tuple[int, int, str]) -> int:
+    return run[0]
 
 
 class Peer(NamedTuple):

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from peerfarm.core import actions as act
+from peerfarm.core import summary
 from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.refused import Refused
 from peerfarm.core.requirements import why_waiting
-from peerfarm.core.state import CANCELLED, CHUNK_DONE, FAULTY, LEFT, Job, Peer, State
+from peerfarm.core.state import CANCELLED, FAULTY, LEFT, Peer, State
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine import job_control
@@ -278,7 +278,7 @@ class NodeMachine:
                 "max_nodes": job.max_nodes,
                 "waiting": why_waiting(state, job),
                 # Who rendered the done frames: node id -> frames (the render that counted).
-                "frames_by_node": frames_by_node(job),
+                "frames_by_node": summary.frames_by_node(job),
             }
             if self.shared.is_me(job.submitter):
                 entry.update(self.collector.progress(job))
@@ -470,16 +470,3 @@ class NodeMachine:
         if me is not None and me.state != LEFT:
             shared.emit(act.PEER_LEFT, {})
         shared.out(fx.Left())
-
-
-def frames_by_node(job: Job) -> dict[str, int]:
-    """Frames (tiles, if tiled) of ``job`` each node rendered, by the DONEs that counted."""
-    if job.tiles == 1 and job.chunk_size == 1:  # a frame a chunk: no need to ask which
-        done = Counter(c.done_by for c in job.chunks.values() if c.state == CHUNK_DONE)
-        done.pop("", None)
-        return dict(sorted(done.items()))
-    counts: dict[str, int] = {}
-    for index, chunk in job.chunks.items():
-        if chunk.state == CHUNK_DONE and chunk.done_by:
-            counts[chunk.done_by] = counts.get(chunk.done_by, 0) + len(job.frames_of(index))
-    return dict(sorted(counts.items()))

@@ -21,7 +21,9 @@ never get a tiled job: `peerfarm submit --tiles` is refused for them.
 from __future__ import annotations
 
 import os
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,3 +199,57 @@ def escape_braces(text: str) -> str:
 def output_pattern(out_dir: Path, stem: str, padding: int = 4, ext: str = "png") -> str:
     """``out_dir/stem_{frame:04d}.ext`` as a format string (braces in the path escaped)."""
     return escape_braces(str(out_dir)) + os.sep + f"{stem}_{{frame:0{padding}d}}.{ext}"
+
+
+# --- what the plugins that run a wrapper process (POV-Ray, Blender) share ----------------
+
+
+def job_field(job: Any, name: str, default: Any = None) -> Any:
+    """A job attribute or key: the worker passes records, tests may pass dicts."""
+    if isinstance(job, Mapping):
+        return job.get(name, default)
+    return getattr(job, name, default)
+
+
+def image_size(width: Any, height: Any) -> tuple[int, int] | None:
+    """The job's image size, or None to keep the scene's own."""
+    if not width and not height:
+        return None
+    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
+        raise RendererError(f"the image size must be two whole numbers, got {width}x{height}")
+    return width, height
+
+
+def check_main_file(job: Any, work_dir: Path) -> None:
+    """`prepare` for a scene unpacked into work_dir: its main file must be there."""
+    main = job_field(job, "main")
+    if not isinstance(main, str) or not (work_dir / main).is_file():
+        raise RendererError(f"the job's main scene file {main!r} is not in {work_dir}")
+
+
+def wrapper_command(
+    module: str, job: Any, frames: range, work_dir: Path, output_pattern: str, main_kind: str
+) -> list[str]:
+    """The start of a chunk's command for a wrapper process (`python -m MODULE`): the
+    job folder, its main file (`main_kind` says what it should be), the frames, where
+    they go and the image size; the plugin adds its own options after it."""
+    main = job_field(job, "main")
+    if not isinstance(main, str) or not main:
+        raise RendererError(f"the job names no main scene file ({main_kind})")
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        "--work-dir",
+        str(work_dir),
+        "--main",
+        main,
+        # "=" form: a range of negative frames ("-3--1") must not look like a flag
+        f"--frames={frames.start}-{frames.stop - 1}",
+        "--output-pattern",
+        output_pattern,
+    ]
+    size = image_size(job_field(job, "width"), job_field(job, "height"))
+    if size is not None:
+        command += ["--size", f"{size[0]}x{size[1]}"]
+    return command

@@ -1,15 +1,21 @@
 """What every renderer wrapper process (`python -m peerfarm.renderers.NAME.run`) shares:
 its error kinds (they decide the exit status the worker sees), stopping on a
-signal, the --size argument, and UTF-8 output."""
+signal, stopping its renderer, the --size argument, and UTF-8 output."""
 
 from __future__ import annotations
 
 import argparse
 import io
 import re
+import signal
+import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from types import FrameType
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # what argparse uses for bad arguments, too
 
 
 class UsageError(Exception):
@@ -53,3 +59,48 @@ def size_arg(max_side: int) -> Callable[[str], tuple[int, int]]:
         return int(match[1]), int(match[2])
 
     return parse
+
+
+def stop_renderer(process: subprocess.Popen[bytes]) -> None:
+    """Stop the renderer program: ask, then insist. Further signals must not interrupt this."""
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_wrapper(
+    prog: str,
+    renderer: str,
+    run: Callable[[], int],
+    failures: tuple[type[Exception], ...] = (RunError,),
+) -> int:
+    """Run a wrapper's work, stopped by SIGTERM/SIGHUP/Ctrl-Break, and turn how it ended
+    into the message and exit status the worker reads: 2 the job must change (usage),
+    1 this node failed (`failures`), 128+N stopped by signal N."""
+    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
+    try:
+        return run()
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except failures as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Stopped as stop:
+        print(f"{prog}: stopped by signal {stop.signum}; {renderer} was stopped", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception as exc:  # a bug: keep the traceback for the report
+        traceback.print_exc()
+        print(f"{prog}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 import trio
 
+from peerfarm.core import summary
 from peerfarm.core.refused import Refused
-from peerfarm.core.state import CHUNK_DONE, CLAIMED, Job, State
+from peerfarm.core.state import CLAIMED, Job, State
 from peerfarm.runtime.data_dir import DataDir
 from peerfarm.wire.messages import MAX_LOG_CHARS, message
 
@@ -54,7 +55,7 @@ def chunks_of_interest(job: Job, frame: int | None) -> list[int]:
     failed = sorted(i for i, c in job.chunks.items() if c.failed_on)
     if failed:
         return failed[:MAX_CHUNKS_LISTED]
-    return sorted(i for i, c in job.chunks.items() if c.state == CHUNK_DONE)[:MAX_CHUNKS_LISTED]
+    return summary.done_chunks(job)[:MAX_CHUNKS_LISTED]
 
 
 async def collect_logs(node: LogPeers, job_id: str, frame: int | None) -> list[dict[str, Any]]:

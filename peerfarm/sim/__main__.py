@@ -73,14 +73,18 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep(seeds: range, log_damage: bool, equivocation: bool, compaction_crashes: bool) -> int:
     started = time.perf_counter()
     failing = []
+    summarised = 0
     for seed in seeds:
         try:
-            run_seed(seed, log_damage, equivocation, compaction_crashes)
+            summarised += run_seed(seed, log_damage, equivocation, compaction_crashes).summarised
         except SimulationFailure as exc:
             failing.append(seed)
             print(f"seed {seed}: {exc.problem}", flush=True)
     took = time.perf_counter() - started
-    print(f"{len(seeds)} seeds in {took:.1f} s; failing: {failing or 'none'}")
+    print(
+        f"{len(seeds)} seeds in {took:.1f} s; failing: {failing or 'none'} "
+        f"({summarised} finished jobs summarised)"
+    )
     return 1 if failing else 0
 
 

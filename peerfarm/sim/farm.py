@@ -26,6 +26,7 @@ from peerfarm.core.state import (
     JOB_DONE,
     JOB_FAILED,
     UP,
+    Job,
 )
 from peerfarm.machine import events as ev
 from peerfarm.sim.network import EventLoop, Network
@@ -78,6 +79,7 @@ class RunResult:
     frames_total: int
     frame_renders: int  # renders started, duplicates included
     done_at: dict[str, float] = dataclasses.field(default_factory=dict)  # job -> first seen done
+    summarised: int = 0  # finished jobs whose chunk records were summarised (core/summary.py)
 
     @property
     def trace_digest(self) -> str:
@@ -93,7 +95,7 @@ class RunResult:
             f"{self.healed_at:.1f} s); {self.events} events, {self.messages} messages "
             f"({self.messages_lost} dropped), {len(self.actions)} actions; "
             f"{self.frame_renders} frame renders for {self.frames_total} frames; "
-            f"jobs: {states}; digest {self.digest[:16]}"
+            f"jobs: {states} ({self.summarised} summarised); digest {self.digest[:16]}"
         )
 
 
@@ -279,6 +281,7 @@ class Farm:
             frames_total=sum(j.frames_total for j in state.jobs.values()),
             frame_renders=sum(j.frame_renders for j in state.jobs.values()),
             done_at=dict(self.done_at),
+            summarised=sum(1 for j in state.jobs.values() if j.done_runs),
         )
 
     def _submit(self, job: JobPlan) -> None:
@@ -455,6 +458,25 @@ class Farm:
             for node in self.nodes
         )
 
+    def _check_summary(self, name: str, job: Job) -> None:
+        """A summarised job (core/summary.py) is done and collected, its runs cover every
+        chunk in order, and each names a node whose DONE of the job was emitted."""
+        if job.state != JOB_DONE or not job.collected:
+            self.violation(f"{name}: job {job.id} is summarised but {job.state}, not collected")
+        rendered = {
+            a.origin
+            for _, _, a in self.actions
+            if a.type == act.DONE and a.payload["job_id"] == job.id
+        }
+        at = 0
+        for first, count, node in job.done_runs:
+            if first != at or count < 1 or node not in rendered:
+                self.violation(f"{name}: job {job.id}'s summary {job.done_runs} does not add up")
+                return
+            at += count
+        if at != job.chunk_total:
+            self.violation(f"{name}: job {job.id}'s summary covers {at}/{job.chunk_total} chunks")
+
     def _lost_with_a_log(self, plan: JobPlan) -> bool:
         """A job whose only copy was in a log that lost it: its submitter's log was
         damaged after the submit, before any other node had the NEW_JOB (no node knows
@@ -497,6 +519,9 @@ class Farm:
                     self.violation(f"{node.name}: job {job.id} ended {job.state}")
                 # 2. Each frame done once: the counters match the chunk map.
                 done = [i for i, c in job.chunks.items() if c.state == CHUNK_DONE]
+                if job.done_runs:  # summarised (core/summary.py): every chunk is done
+                    self._check_summary(node.name, job)
+                    done = [i for i in range(job.chunk_total) if job.chunk(i).state == CHUNK_DONE]
                 frames = sum(len(job.frames_of(i)) for i in done)
                 if job.chunks_done != len(done) or job.frames_done != frames:
                     self.violation(

@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=32, help="node processes (default 32)")
     p.add_argument("--idle", type=float, default=15.0, help="seconds of idle measured (15)")
     p.add_argument("--frames", type=int, default=0, help="frames of the job (default 2 per node)")
-    p.add_argument("--mesh-timeout", type=float, default=60.0, help="give up after (60 s)")
+    p.add_argument(
+        "--mesh-timeout",
+        type=float,
+        default=60.0,
+        help="give up this long after the last node listens (60 s)",
+    )
     p.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     p.add_argument("--json", action="store_true", help="only the JSON object, no progress")
     p = sub.add_parser(

@@ -1,13 +1,14 @@
 """`peerfarm bench join`: a node joins a farm whose history holds many actions.
 
 The history is made fast and written as a log file before the farm starts:
-finished jobs (``--jobs``) of one-frame chunks (NEW_JOB, then a CLAIM_CHUNK and a DONE
-per chunk) of the null renderer, which no node of this farm offers, signed by a node
-of the past that is no longer a member. A bootstrap server starts with it as its
-log; a node joins and catches up; with compaction on, both fold the history into
-their snapshots. Then a new node starts and joins: the time from its start (and from
-when it listens) until its state digest equals the bootstrap server's. Log file and
-snapshot sizes, and the processes' memory (where /proc tells), come with it.
+finished jobs (``--jobs``) of one-frame chunks (NEW_JOB, then a CLAIM_CHUNK and a
+DONE per chunk, then JOB_COLLECTED: its frames are home) of the null renderer, which
+no node of this farm offers, signed by a node of the past that rendered them and
+left. A bootstrap server starts with it as its log; a node joins and catches up;
+with compaction on, both fold the history into their snapshots. Then a new node
+starts and joins: the time from its start (and from when it listens) until its state
+digest equals the bootstrap server's. Log file and snapshot sizes, and the
+processes' memory (where /proc tells), come with it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from peerfarm.cli.demo import Farm
 from peerfarm.cli.errors import CliError
 from peerfarm.core import actions as act
 from peerfarm.core.actions import MAX_CHUNKS, Action
+from peerfarm.core.features import SPOKEN
 from peerfarm.core.feeds import GENESIS
 from peerfarm.runtime import store
 from peerfarm.runtime.client import ClientError, NodeClient
@@ -39,9 +41,11 @@ SIGN_EVERY = 1000  # a signature covers the actions before it (core/feeds.py MAX
 
 def make_history(path: Path, actions: int, jobs: int = 1) -> int:
     """Write a log file holding about ``actions`` actions: ``jobs`` finished jobs of
-    one-frame chunks (a NEW_JOB, then a CLAIM_CHUNK and a DONE per chunk); returns how
-    many it holds."""
-    per_job = max(1, min((actions - jobs) // (2 * jobs), MAX_CHUNKS))
+    one-frame chunks (a NEW_JOB, then a CLAIM_CHUNK and a DONE per chunk, then the
+    JOB_COLLECTED of their submitter), rendered by a node that joined (speaking
+    job_summaries, which it enabled) and left; returns how many it holds."""
+    extra = 3 + jobs  # PEER_JOINED, ENABLE_FEATURE, PEER_LEFT, and each JOB_COLLECTED
+    per_job = max(1, min((actions - extra - jobs) // (2 * jobs), MAX_CHUNKS))
     past = new_identity()
     origin = past.node_id
     records: list[dict[str, Any]] = []
@@ -60,6 +64,17 @@ def make_history(path: Path, actions: int, jobs: int = 1) -> int:
         records.append(action.to_wire())
         return seq
 
+    joined = {
+        "name": "past",
+        "address": "127.0.0.1:9",
+        "slots": 1,
+        "renders": True,
+        "renderers": {},
+        "features": sorted(SPOKEN),
+    }
+    emit(act.PEER_JOINED, joined)
+    for feature in sorted(SPOKEN):
+        emit(act.ENABLE_FEATURE, {"feature": feature})
     for number in range(jobs):
         job_id = f"history-{number}"
         emit(
@@ -85,11 +100,12 @@ def make_history(path: Path, actions: int, jobs: int = 1) -> int:
         )
         for chunk in range(per_job):
             claim_seq = emit(act.CLAIM_CHUNK, {"job_id": job_id, "chunk": chunk})
-            # The end of the feed is signed, or no one would take what the last
-            # signature before it does not cover.
-            last = number == jobs - 1 and chunk == per_job - 1
             payload = {"job_id": job_id, "chunk": chunk, "claim_seq": claim_seq}
-            emit(act.DONE, payload, last=last)
+            emit(act.DONE, payload)
+        emit(act.JOB_COLLECTED, {"job_id": job_id})  # its submitter holds every frame
+    # The end of the feed is signed, or no one would take what the last signature
+    # before it does not cover.
+    emit(act.PEER_LEFT, {}, last=True)
     store.LogFile(path).append(records)
     return len(records)
 

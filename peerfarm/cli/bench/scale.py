@@ -65,11 +65,11 @@ def run_scale(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
                 farm.launch(name, Farm.node_args(name, bootstrap, root / name, 1)) for name in names
             ]
             addresses = [farm.listening(n, p) for n, p in zip(names, procs, strict=True)]
-            say(
-                f"{args.nodes} nodes started in {time.monotonic() - started:.1f} s; "
-                "waiting for the mesh"
+            listening = time.monotonic()
+            say(f"{args.nodes} nodes listening {listening - started:.1f} s after their start")
+            result = trio.run(
+                _measure, args, key, addresses, procs, (started, listening), frames, root, say
             )
-            result = trio.run(_measure, args, key, addresses, procs, started, frames, root, say)
         finally:
             farm.stop()
         logs = [(root / f"{name}.log").read_text(errors="replace") for name in names]
@@ -119,15 +119,22 @@ async def _measure(
     key: FarmKey,
     addresses: list[str],
     procs: list,
-    started: float,
+    times: tuple[float, float],
     frames: int,
     root: Path,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {"nodes": len(addresses)}
+    # Starting N Python processes at once takes seconds of CPU each: on a busy machine
+    # most of the time to a mesh is that, so both are reported, and the mesh gets its
+    # --mesh-timeout from when the last node listened.
+    started, listening = times
+    result: dict[str, Any] = {
+        "nodes": len(addresses),
+        "all_listening_s": round(listening - started, 2),
+    }
     ids: set[str] = set()
     mesh_s = None
-    while time.monotonic() - started < args.mesh_timeout:
+    while time.monotonic() - listening < args.mesh_timeout:
         statuses = await statuses_of(key, addresses)
         ids |= {s["node_id"] for s in statuses if s is not None}
         full = sum(_sees_full_mesh(s, ids) for s in statuses)
@@ -137,9 +144,14 @@ async def _measure(
         say(f"  {time.monotonic() - started:5.1f} s: {full}/{len(addresses)} see the full mesh")
         await trio.sleep(1.0)
     result["mesh_formed_s"] = None if mesh_s is None else round(mesh_s, 2)
+    result["mesh_formed_after_all_listening_s"] = (
+        None if mesh_s is None else round(mesh_s - (listening - started), 2)
+    )
     result["died"] = [i + 1 for i, p in enumerate(procs) if p.poll() is not None]
     if mesh_s is None:
-        result["note"] = f"the mesh did not form within {args.mesh_timeout:.0f} s"
+        result["note"] = (
+            f"the mesh did not form within {args.mesh_timeout:.0f} s of the last node listening"
+        )
         return result
 
     # Idle: nothing asked of the nodes (no status polling) while measuring.

@@ -13,14 +13,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sys
 import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peerfarm.renderers.base import Renderer, RendererError
+from peerfarm.renderers.base import (
+    Renderer,
+    RendererError,
+    check_main_file,
+    image_size,
+    job_field,
+    wrapper_command,
+)
 from peerfarm.renderers.blender.options import (
     FILE_FORMATS,
     OptionError,
@@ -42,21 +48,6 @@ if TYPE_CHECKING:
     from peerfarm.job_request import JobRequest
 
 log = logging.getLogger(__name__)
-
-
-def _field(job: Any, name: str, default: Any = None) -> Any:
-    """A job attribute or key: the worker passes records, tests may pass dicts."""
-    if isinstance(job, Mapping):
-        return job.get(name, default)
-    return getattr(job, name, default)
-
-
-def _size(width: Any, height: Any) -> tuple[int, int] | None:
-    if not width and not height:
-        return None
-    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
-        raise RendererError(f"the image size must be two whole numbers, got {width}x{height}")
-    return width, height
 
 
 def _frames(frames: Any) -> tuple[int, int] | None:
@@ -179,7 +170,7 @@ class BlenderRenderer(Renderer):
             settings = parse_options(request.options)
         except OptionError as exc:
             raise RendererError(str(exc)) from None
-        _size(request.width, request.height)
+        image_size(request.width, request.height)
         frames = _frames(request.frames)
         blender = find_blender()
         if blender is None:
@@ -200,33 +191,16 @@ class BlenderRenderer(Renderer):
     def prepare(self, job: Any, work_dir: Path) -> None:
         # The worker has unpacked the scene package into work_dir; the run process
         # gives Blender everything else on its command line.
-        main = _field(job, "main")
-        if not isinstance(main, str) or not (work_dir / main).is_file():
-            raise RendererError(f"the job's main scene file {main!r} is not in {work_dir}")
+        check_main_file(job, work_dir)
 
     def chunk_command(
         self, job: Any, frames: range, work_dir: Path, output_pattern: str
     ) -> list[str]:
-        main = _field(job, "main")
-        if not isinstance(main, str) or not main:
-            raise RendererError("the job names no main scene file (.blend)")
-        command = [
-            sys.executable,
-            "-m",
-            "peerfarm.renderers.blender.run",
-            "--work-dir",
-            str(work_dir),
-            "--main",
-            main,
-            f"--frames={frames.start}-{frames.stop - 1}",
-            "--output-pattern",
-            output_pattern,
-        ]
-        size = _size(_field(job, "width"), _field(job, "height"))
-        if size is not None:
-            command += ["--size", f"{size[0]}x{size[1]}"]
+        command = wrapper_command(
+            "peerfarm.renderers.blender.run", job, frames, work_dir, output_pattern, ".blend"
+        )
         # "--option=VALUE": a value starting with "-" must not look like a flag.
-        command += [f"--option={option}" for option in _field(job, "options") or ()]
+        command += [f"--option={option}" for option in job_field(job, "options") or ()]
         return command
 
     def frame_finished(self, line: str) -> bool:

@@ -24,12 +24,10 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import string
 import subprocess
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +45,14 @@ from peerfarm.renderers.blender.program import (
 from peerfarm.renderers.blender.scene_script import EXIT_REFUSED
 from peerfarm.renderers.wrapper import (
     RunError,
-    Stopped,
     UsageError,
-    on_signal,
+    run_wrapper,
     size_arg,
+    stop_renderer,
     use_utf8_stdio,
 )
 
 PROG = "peerfarm-blender"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 MAX_SIDE = 16384
 SAVED = b"Saved: '"  # Blender's line for a rendered frame (File Output nodes print no quote)
 _KEPT_ERRORS = 20
@@ -120,20 +116,6 @@ def _blend_file(work_dir: Path, main: str) -> Path:
     return path
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop Blender: ask, then insist. Further signals must not interrupt this."""
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _render(command: list[str], env: dict[str, str], work_dir: Path) -> tuple[int, list[str]]:
     """Run Blender, relaying its output; (exit status, the lines that say what went wrong)."""
     # Blender dies with this process, even when it is killed (Linux: PR_SET_PDEATHSIG;
@@ -158,7 +140,7 @@ def _render(command: list[str], env: dict[str, str], work_dir: Path) -> tuple[in
             errors = (errors + blender_errors(line.decode("utf-8", "replace")))[-_KEPT_ERRORS:]
         status = process.wait()
     except BaseException:
-        _stop(process)
+        stop_renderer(process)
         raise
     return (128 - status if status < 0 else status), errors
 
@@ -216,26 +198,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     use_utf8_stdio()  # Saved: lines carry paths; the worker reads them as UTF-8
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-blender: error: ...", 2
-    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), on_signal)
-    try:
-        return _run(args)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except RunError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except Stopped as stop:
-        print(f"{PROG}: stopped by signal {stop.signum}; Blender was stopped", file=sys.stderr)
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    except Exception as exc:  # a bug: keep the traceback for the report
-        traceback.print_exc()
-        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    return run_wrapper(PROG, "Blender", lambda: _run(args), (RunError,))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,21 @@ import logging
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peerfarm.child_processes import no_window_options
 from peerfarm.programs import find_program
-from peerfarm.renderers.base import JobCheck, Renderer, RendererError
+from peerfarm.renderers.base import (
+    JobCheck,
+    Renderer,
+    RendererError,
+    check_main_file,
+    image_size,
+    job_field,
+    wrapper_command,
+)
 from peerfarm.renderers.povray.ini import (
     OUTPUT_TYPES,
     IniError,
@@ -63,21 +70,6 @@ def povray_version() -> str | None:
     text = (result.stderr + result.stdout).decode("utf-8", errors="replace")
     match = _VERSION.search(text)
     return match[1] if match else None
-
-
-def _field(job: Any, name: str, default: Any = None) -> Any:
-    """A job attribute or key: the worker passes records, tests may pass dicts."""
-    if isinstance(job, Mapping):
-        return job.get(name, default)
-    return getattr(job, name, default)
-
-
-def _size(width: Any, height: Any) -> tuple[int, int] | None:
-    if not width and not height:
-        return None
-    if type(width) is not int or type(height) is not int:
-        raise RendererError(f"the image size must be two whole numbers, got {width}x{height}")
-    return width, height
 
 
 def _head(path: Path, limit: int) -> bytes:
@@ -158,7 +150,7 @@ class PovrayRenderer(Renderer):
         options = request.options
         if not isinstance(options, list):
             raise RendererError("the POV-Ray options must be a list like ['+A0.3', '+Q9']")
-        size = _size(request.width, request.height)
+        size = image_size(request.width, request.height)
         try:
             fmt = request.format or "png"
             scene = load_scene(main, text, files.keys(), options, size, fmt)
@@ -205,9 +197,7 @@ class PovrayRenderer(Renderer):
         # The worker has unpacked the scene package into work_dir. Everything
         # POV-Ray reads besides the scene (its INI, its settings) is written per
         # chunk by the run process, outside work_dir, where no scene can change it.
-        main = _field(job, "main")
-        if not isinstance(main, str) or not (work_dir / main).is_file():
-            raise RendererError(f"the job's main scene file {main!r} is not in {work_dir}")
+        check_main_file(job, work_dir)
 
     def chunk_command(
         self,
@@ -217,32 +207,16 @@ class PovrayRenderer(Renderer):
         output_pattern: str,
         tile: tuple[int, int] | None = None,
     ) -> list[str]:
-        main = _field(job, "main")
-        if not isinstance(main, str) or not main:
-            raise RendererError("the job names no main scene file (.ini or .pov)")
-        command = [
-            sys.executable,
-            "-m",
-            "peerfarm.renderers.povray.run",
-            "--work-dir",
-            str(work_dir),
-            "--main",
-            main,
-            # "=" form: a range of negative frames ("-3--1") must not look like a flag
-            f"--frames={frames.start}-{frames.stop - 1}",
-            "--output-pattern",
-            output_pattern,
-        ]
-        size = _size(_field(job, "width"), _field(job, "height"))
-        if size is not None:
-            command += ["--size", f"{size[0]}x{size[1]}"]
-        fmt = _field(job, "format") or "png"
+        command = wrapper_command(
+            "peerfarm.renderers.povray.run", job, frames, work_dir, output_pattern, ".ini or .pov"
+        )
+        fmt = job_field(job, "format") or "png"
         if fmt != "png":  # the run process's default
             command += ["--format", fmt]
         if tile is not None:
             command += ["--tile", f"{tile[0]}/{tile[1]}"]
         # "--option=VALUE": an option such as "-D" would otherwise look like a flag.
-        command += [f"--option={option}" for option in _field(job, "options") or ()]
+        command += [f"--option={option}" for option in job_field(job, "options") or ()]
         return command
 
     def frame_finished(self, line: str) -> bool:

@@ -29,12 +29,10 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import string
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,17 +61,15 @@ from peerfarm.renderers.povray.sandbox import (
 from peerfarm.renderers.povray.tiling import BLOCK_SIZE, tiling_problem
 from peerfarm.renderers.wrapper import (
     RunError,
-    Stopped,
     UsageError,
-    on_signal,
+    run_wrapper,
     size_arg,
+    stop_renderer,
     use_utf8_stdio,
 )
 from peerfarm.scenes.detect import decode_text
 
 PROG = "peerfarm-povray"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 MAX_INI_BYTES = 1024 * 1024
 CHUNK_FOLDER_PREFIX = ".povray-chunk-"
 # POV-Ray 3.7 announces each frame of an animation on its message stream.
@@ -201,20 +197,6 @@ def _deliver(scene: PovrayScene, chunk_dir: Path, frame: int, pattern: str) -> b
     return True
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop povray: ask, then insist. Further signals must not interrupt this."""
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _render(
     scene: PovrayScene,
     command: list[str],
@@ -256,7 +238,7 @@ def _render(
                 print(f"START {now}", flush=True)
         status = process.wait()
     except BaseException:
-        _stop(process)
+        stop_renderer(process)
         raise
     if status != 0:
         return 128 - status if status < 0 else status
@@ -355,26 +337,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     use_utf8_stdio()  # FRAME lines carry paths; the worker reads them as UTF-8
     args = _parser().parse_args(argv)  # bad arguments: usage + "peerfarm-povray: error: ...", 2
-    for name in ("SIGTERM", "SIGHUP", "SIGBREAK"):  # SIGBREAK: Ctrl-Break on Windows
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), on_signal)
-    try:
-        return _run(args)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (RunError, SandboxError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except Stopped as stop:
-        print(f"{PROG}: stopped by signal {stop.signum}; povray was stopped", file=sys.stderr)
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    except Exception as exc:  # a bug: keep the traceback for the report
-        traceback.print_exc()
-        print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    return run_wrapper(PROG, "povray", lambda: _run(args), (RunError, SandboxError))
 
 
 if __name__ == "__main__":
