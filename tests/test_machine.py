@@ -555,3 +555,22 @@ def test_an_idle_machine_sleeps_until_its_next_probe():
     assert deadline > h.now
     h.tick(deadline)
     assert h.machine.next_deadline() > deadline  # a tick moves it on; no busy loop
+
+
+def test_a_heavy_frame_in_a_render_does_not_make_the_node_look_slow():
+    # A run of 4 frames (fixed chunks of 4): start-up 2 s, then 1 s a frame but one
+    # frame 8 s (an explosion). The median frame tells the node's speed; a mean over
+    # the run (3.3 s a frame) would make it look three times slower than it is.
+    h = Harness(slots=1)
+    h.start_working()
+    job = h.peer_action(A, act.NEW_JOB, new_job_payload("j", frames=(1, 4), chunk=4))
+    out = h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")), job)
+    (start,) = of(out, fx.StartRender)
+    at = h.now
+    for seconds in (3.0, 1.0, 8.0, 1.0):  # the first frame also paid the start-up
+        at += seconds
+        h.feed(ev.RenderProgress("j", start.chunk), at)
+    h.feed(ev.RenderEnded("j", start.chunk, ok=True), at)
+    (speed,) = h.emitted(act.NODE_SPEED)
+    assert speed["payload"]["frame_ms"] == 1000
+    assert speed["payload"]["startup_ms"] == 2000
