@@ -266,3 +266,15 @@ def test_nodes_whose_frames_never_meet_are_put_on_one_scale_by_their_measured_sp
     skewed = costs.node_scales(table.frames, {A: 1000.0, B: 3000.0, C: 7000.0})
     assert skewed[B] / skewed[A] == pytest.approx(1.0, rel=0.01)
     assert skewed[C] / skewed[A] == pytest.approx(7.0 / 2.0, rel=0.3)
+
+
+def test_frames_far_from_any_rendered_one_cost_the_mean_rendered_frame_while_a_job_renders():
+    # Every tenth frame 8x: the first 40 frames rendered, frames 61-100 beyond reach.
+    truth = [8.0 if i % 10 == 9 else 1.0 for i in range(100)]
+    table = _table({A: 1.0}, truth, [(A, 1, 40)])["scene"]
+    median = costs.frame_costs(table, 1, 100, at_least=0.0, reach=20)
+    mean = costs.frame_costs(table, 1, 100, at_least=0.0, reach=20, unknown_as_mean=True)
+    assert median[80] == pytest.approx(min(median), rel=0.01)  # as cheap as the cheapest
+    # A run out there should cost what an average frame cost: 1.7 (not 1), relative
+    # to the frames known as light.
+    assert mean[80] / mean[1] == pytest.approx(1.7, rel=0.1)

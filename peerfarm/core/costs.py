@@ -75,11 +75,14 @@ def frame_costs(
     at_least: float = KNOWN_AT_LEAST,
     reach: int | None = None,
     prior: Mapping[str, float] | None = None,
+    unknown_as_mean: bool = False,
 ) -> tuple[float, ...]:
     """Each frame's relative cost (mean 1), frame_start first, or () when fewer than
     ``at_least`` of the frames were measured. A frame never measured costs as its
     measured neighbours. ``prior``: each node's measured speed (ms per frame), which
-    puts on one scale the nodes no boundary links (node_scales)."""
+    puts on one scale the nodes no boundary links (node_scales). ``unknown_as_mean``: a
+    frame beyond ``reach`` costs the mean known frame, not the median (what a run there
+    should cost on average: a shot with a heavy frame in ten has a cheap median)."""
     total = frame_end - frame_start + 1
     if times is None or total > MAX_FRAMES or total < 1:
         return ()
@@ -89,7 +92,7 @@ def frame_costs(
         return ()
     speed = node_scales(table, prior)
     known = {f: ms / speed[node] for f, (node, ms) in table.items()}
-    costs = _fill(known, frame_start, frame_end, reach)
+    costs = _fill(known, frame_start, frame_end, reach, unknown_as_mean)
     mean = sum(costs) / total
     if mean <= 0:
         return ()
@@ -187,13 +190,18 @@ def _median(values: list[float] | list[int]) -> float:
 
 
 def _fill(
-    known: dict[int, float], frame_start: int, frame_end: int, reach: int | None = None
+    known: dict[int, float],
+    frame_start: int,
+    frame_end: int,
+    reach: int | None = None,
+    unknown_as_mean: bool = False,
 ) -> list[float]:
     """The known cost of each frame; a frame not measured (a run's first frame) costs the
     median of its measured neighbours up to two frames away, or else as much as the
     nearest measured frame (the earlier on a tie) if it is at most ``reach`` frames away
-    (None: any), or else the median of every known cost."""
-    typical = _median(list(known.values()))
+    (None: any), or else the median (or mean) of every known cost."""
+    values = list(known.values())
+    typical = sum(values) / len(values) if unknown_as_mean else _median(values)
     frames = range(frame_start, frame_end + 1)
     nxt: tuple[int, float] | None = None
     after: list[tuple[int, float] | None] = [None] * len(frames)

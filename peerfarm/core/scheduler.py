@@ -222,7 +222,13 @@ def job_costs(state: State, job: Job) -> tuple[float, ...]:
     if cached is not None and cached[0][0] is key[0] and cached[0][1] == key[1]:
         return cached[1]
     live = frame_costs(
-        times, job.frame_start, job.frame_end, at_least=0.0, reach=LIVE_REACH, prior=prior
+        times,
+        job.frame_start,
+        job.frame_end,
+        at_least=0.0,
+        reach=LIVE_REACH,
+        prior=prior,
+        unknown_as_mean=True,
     )
     if len(_LIVE) >= LIVE_KEPT:
         _LIVE.clear()  # a cache: recomputed when needed
