@@ -247,3 +247,34 @@ def test_learned_costs_and_requirements_survive_a_snapshot():
     _emit(log, B, "NEW_JOB", _job("job2"))
     assert loaded.state.jobs["job2"].costs == log.state.jobs["job2"].costs != ()
     assert loaded.digest() == log.digest()
+
+
+def test_nodes_whose_frames_never_meet_are_put_on_one_scale_by_their_measured_speeds():
+    # The first runs of a farm are scattered along the job: here no frame of the slow
+    # node C is within reach of A's or B's, so no boundary compares it with them.
+    truth = [1.0] * 100
+    speeds = {A: 1.0, B: 1.0, C: 7.0}
+    runs = [(A, 1, 10), (B, 11, 10), (C, 60, 10)]
+    table = _table(speeds, truth, runs)["scene"]
+    blind = costs.frame_costs(table, 1, 100, at_least=0.0)
+    assert blind[64] / blind[4] == pytest.approx(7.0, rel=0.05)  # C's frames look 7x heavy
+    prior = {A: 1000.0, B: 1000.0, C: 7000.0}  # NODE_SPEED: ms per frame
+    learned = costs.frame_costs(table, 1, 100, at_least=0.0, prior=prior)
+    assert learned == pytest.approx([1.0] * 100, rel=0.01)  # flat, as it is
+    # Nodes the boundaries do compare keep their ratio from the table (A and B here,
+    # though the prior says otherwise).
+    skewed = costs.node_scales(table.frames, {A: 1000.0, B: 3000.0, C: 7000.0})
+    assert skewed[B] / skewed[A] == pytest.approx(1.0, rel=0.01)
+    assert skewed[C] / skewed[A] == pytest.approx(7.0 / 2.0, rel=0.3)
+
+
+def test_frames_far_from_any_rendered_one_cost_the_mean_rendered_frame_while_a_job_renders():
+    # Every tenth frame 8x: the first 40 frames rendered, frames 61-100 beyond reach.
+    truth = [8.0 if i % 10 == 9 else 1.0 for i in range(100)]
+    table = _table({A: 1.0}, truth, [(A, 1, 40)])["scene"]
+    median = costs.frame_costs(table, 1, 100, at_least=0.0, reach=20)
+    mean = costs.frame_costs(table, 1, 100, at_least=0.0, reach=20, unknown_as_mean=True)
+    assert median[80] == pytest.approx(min(median), rel=0.01)  # as cheap as the cheapest
+    # A run out there should cost what an average frame cost: 1.7 (not 1), relative
+    # to the frames known as light.
+    assert mean[80] / mean[1] == pytest.approx(1.7, rel=0.1)

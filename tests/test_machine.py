@@ -572,3 +572,22 @@ def test_a_done_reports_frame_times_only_when_they_can_tell_a_scene_s_costs():
         assert ("frame_ms" in done["payload"]) == sent, step
         if sent:
             assert done["payload"]["frame_ms"] == [0, 500, 500, 500]
+
+
+def test_a_heavy_frame_in_a_render_does_not_make_the_node_look_slow():
+    # A run of 4 frames (fixed chunks of 4): start-up 2 s, then 1 s a frame but one
+    # frame 8 s (an explosion). The median frame tells the node's speed; a mean over
+    # the run (3.3 s a frame) would make it look three times slower than it is.
+    h = Harness(slots=1)
+    h.start_working()
+    job = h.peer_action(A, act.NEW_JOB, new_job_payload("j", frames=(1, 4), chunk=4))
+    out = h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")), job)
+    (start,) = of(out, fx.StartRender)
+    at = h.now
+    for seconds in (3.0, 1.0, 8.0, 1.0):  # the first frame also paid the start-up
+        at += seconds
+        h.feed(ev.RenderProgress("j", start.chunk), at)
+    h.feed(ev.RenderEnded("j", start.chunk, ok=True), at)
+    (speed,) = h.emitted(act.NODE_SPEED)
+    assert speed["payload"]["frame_ms"] == 1000
+    assert speed["payload"]["startup_ms"] == 2000

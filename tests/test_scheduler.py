@@ -113,10 +113,10 @@ def test_an_unmeasured_node_takes_a_probe_run_near_the_first_pending_frame():
     # Nodes probing at once each skip their rank's worth of probe runs.
     assert pick_run(log.state, A) == Pick("job1", 0, PROBE_FRAMES)
     assert pick_run(log.state, B) == Pick("job1", PROBE_FRAMES, PROBE_FRAMES)
-    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 2})
-    assert pick_run(log.state, B) == Pick("job1", 4, PROBE_FRAMES)
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": PROBE_FRAMES})
+    assert pick_run(log.state, B) == Pick("job1", 2 * PROBE_FRAMES, PROBE_FRAMES)
     speed(log, B, 1000)  # measured: from the first pending frame on
-    assert pick_run(log.state, B).chunk == 2
+    assert pick_run(log.state, B).chunk == PROBE_FRAMES
 
 
 def test_runs_follow_speed_and_shrink_towards_the_end():

@@ -8,6 +8,7 @@ import random
 
 from peerfarm.cli.main import main
 from peerfarm.core import actions as act
+from peerfarm.core.scheduler import PROBE_FRAMES
 from peerfarm.sim import JobPlan, NodePlan, Schedule, run_schedule
 from peerfarm.sim.network import NetworkConditions
 from peerfarm.sim.schedule import node_ids
@@ -39,7 +40,7 @@ def test_adaptive_runs_shrink_towards_the_end_and_follow_speed():
     claims = _by(result, schedule, act.CLAIM_CHUNK)
     sizes = {i: [a.payload.get("count", 1) for n, a in claims if n == i] for i in range(3)}
     for i in range(3):  # a probe, then the biggest run, then smaller ones
-        assert sizes[i][0] == 2 and max(sizes[i]) > sizes[i][-1]
+        assert sizes[i][0] == PROBE_FRAMES and max(sizes[i]) > sizes[i][-1]
     # The fast nodes' biggest runs are bigger than the slow node's.
     assert min(max(sizes[0]), max(sizes[1])) > max(sizes[2])
     speeds = {i: a.payload["frame_ms"] for i, a in _by(result, schedule, act.NODE_SPEED)}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from immutables import Map
@@ -74,10 +74,15 @@ def frame_costs(
     frame_end: int,
     at_least: float = KNOWN_AT_LEAST,
     reach: int | None = None,
+    prior: Mapping[str, float] | None = None,
+    unknown_as_mean: bool = False,
 ) -> tuple[float, ...]:
     """Each frame's relative cost (mean 1), frame_start first, or () when fewer than
     ``at_least`` of the frames were measured. A frame never measured costs as its
-    measured neighbours."""
+    measured neighbours. ``prior``: each node's measured speed (ms per frame), which
+    puts on one scale the nodes no boundary links (node_scales). ``unknown_as_mean``: a
+    frame beyond ``reach`` costs the mean known frame, not the median (what a run there
+    should cost on average: a shot with a heavy frame in ten has a cheap median)."""
     total = frame_end - frame_start + 1
     if times is None or total > MAX_FRAMES or total < 1:
         return ()
@@ -85,18 +90,25 @@ def frame_costs(
     inside = sum(1 for f in range(frame_start, frame_end + 1) if f in table)
     if inside < at_least * total or inside < 2:
         return ()
-    speed = node_scales(table)
+    speed = node_scales(table, prior)
     known = {f: ms / speed[node] for f, (node, ms) in table.items()}
-    costs = _fill(known, frame_start, frame_end, reach)
+    costs = _fill(known, frame_start, frame_end, reach, unknown_as_mean)
     mean = sum(costs) / total
     if mean <= 0:
         return ()
     return tuple(round(c / mean, COST_DIGITS) for c in costs)
 
 
-def node_scales(table: Map) -> dict[str, float]:
+def node_scales(table: Map, prior: Mapping[str, float] | None = None) -> dict[str, float]:
     """Each node's time for a frame relative to the others' (1 for the first), from the
-    boundaries where one node's frames meet another's."""
+    boundaries where one node's frames meet another's.
+
+    Nodes whose frames never meet (a farm's first short runs, scattered along the job)
+    fall into groups the boundaries cannot compare. With ``prior`` (each node's measured
+    ms per frame) each group is put on the prior's scale: its nodes' scales times the
+    median of prior ÷ scale over them; a node no boundary links takes its prior.
+    Without, every group starts at 1 (a node 7x slower than the rest, alone between
+    gaps, would make its frames look 7x as costly)."""
     # Segments: consecutive frames (up to NEAR apart) rendered by one node:
     # (node, first frame, last frame, ms of its frames in order).
     segments: list[tuple[str, int, int, list[int]]] = []
@@ -133,7 +145,40 @@ def node_scales(table: Map) -> dict[str, float]:
                 scale[n] = _median([scale[other] * r for other, r, _ in eqs])
         first = scale[nodes[0]]  # the solution holds up to a factor: the first keeps 1
         scale = {n: s / first for n, s in scale.items()}
+    if prior:
+        scale = _on_prior(scale, ratios, prior)
     return scale
+
+
+def _on_prior(
+    scale: dict[str, float],
+    ratios: Mapping[str, list[tuple[str, float, int]]],
+    prior: Mapping[str, float],
+) -> dict[str, float]:
+    # Groups of nodes linked by boundaries, each moved to the prior's scale as a whole.
+    group = {n: n for n in scale}
+
+    def root(n: str) -> str:
+        while group[n] != n:
+            n = group[n]
+        return n
+
+    for n, eqs in ratios.items():
+        for other, _, _ in eqs:
+            a, b = root(n), root(other)
+            if a != b:
+                group[max(a, b)] = min(a, b)
+    members: dict[str, list[str]] = {}
+    for n in sorted(scale):
+        members.setdefault(root(n), []).append(n)
+    out = dict(scale)
+    for nodes in members.values():
+        told = [prior[n] / scale[n] for n in nodes if prior.get(n, 0) > 0 and scale[n] > 0]
+        if told:
+            factor = _median(told)
+            for n in nodes:
+                out[n] = scale[n] * factor
+    return out
 
 
 def _median(values: list[float] | list[int]) -> float:
@@ -145,13 +190,18 @@ def _median(values: list[float] | list[int]) -> float:
 
 
 def _fill(
-    known: dict[int, float], frame_start: int, frame_end: int, reach: int | None = None
+    known: dict[int, float],
+    frame_start: int,
+    frame_end: int,
+    reach: int | None = None,
+    unknown_as_mean: bool = False,
 ) -> list[float]:
     """The known cost of each frame; a frame not measured (a run's first frame) costs the
     median of its measured neighbours up to two frames away, or else as much as the
     nearest measured frame (the earlier on a tie) if it is at most ``reach`` frames away
-    (None: any), or else the median of every known cost."""
-    typical = _median(list(known.values()))
+    (None: any), or else the median (or mean) of every known cost."""
+    values = list(known.values())
+    typical = sum(values) / len(values) if unknown_as_mean else _median(values)
     frames = range(frame_start, frame_end + 1)
     nxt: tuple[int, float] | None = None
     after: list[tuple[int, float] | None] = [None] * len(frames)

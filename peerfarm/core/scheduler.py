@@ -42,7 +42,7 @@ from peerfarm.core.state import (
     able_renderers,
 )
 
-PROBE_FRAMES = 2  # a node that has not measured itself yet: first frame and one more
+PROBE_FRAMES = 4  # a node not measured yet: its first frame and 3 more (a median of 3)
 STARTUPS_PER_RUN = 8  # a run renders for at least this many start-ups (when it can)
 FIRST_PART = 0.5  # of its share of what is left a node claims at once
 # What one claim costs the farm besides the render, for the claim and its DONE: each
@@ -202,7 +202,8 @@ def _fixed_chunk(state: State, job: Job, node_id: str, busy: Container) -> Pick 
     return None
 
 
-_LIVE: dict[str, tuple[object, tuple[float, ...]]] = {}  # content -> (table, its costs)
+# content -> ((table, speeds), its costs)
+_LIVE: dict[str, tuple[tuple[object, tuple[tuple[str, float], ...]], tuple[float, ...]]] = {}
 LIVE_KEPT = 16
 LIVE_REACH = 20  # frames: farther from any rendered frame, a frame costs as the typical one
 
@@ -217,13 +218,27 @@ def job_costs(state: State, job: Job) -> tuple[float, ...]:
     times = state.scenes.get(job.content)
     if times is None:
         return ()
+    # The nodes' measured speeds put their frame times on one scale where their runs
+    # never meet (the first runs of a farm are scattered along the job).
+    prior = {
+        n: float(s[0]) for n, p in state.peers.items() if (s := p.speed(job.renderer)) is not None
+    }
+    key = (times.frames, tuple(sorted(prior.items())))
     cached = _LIVE.get(job.content)
-    if cached is not None and cached[0] is times.frames:
+    if cached is not None and cached[0][0] is key[0] and cached[0][1] == key[1]:
         return cached[1]
-    live = frame_costs(times, job.frame_start, job.frame_end, at_least=0.0, reach=LIVE_REACH)
+    live = frame_costs(
+        times,
+        job.frame_start,
+        job.frame_end,
+        at_least=0.0,
+        reach=LIVE_REACH,
+        prior=prior,
+        unknown_as_mean=True,
+    )
     if len(_LIVE) >= LIVE_KEPT:
         _LIVE.clear()  # a cache: recomputed when needed
-    _LIVE[job.content] = (times.frames, live)
+    _LIVE[job.content] = (key, live)
     return live
 
 
@@ -288,13 +303,11 @@ def _adaptive_run(
             if 0 < offset and first <= offset < first + length:
                 end = first + length
                 return Pick(job.id, offset, _run_fitting(job, costs, offset, end - offset, want))
-    # The first gap the whole run fits in (small gaps left between runs are taken at
-    # the end, when runs are small), else the longest.
-    for first, length in gaps:
-        count = _run_fitting(job, costs, first, length, want)
-        if count < length or run_work(job, costs, first, count) >= want - 1e-9:
-            return Pick(job.id, first, count)
-    first, length = max(gaps, key=lambda g: run_work(job, costs, g[0], g[1]))
+    # The first gap, even one shorter than the run: a gap left between runs (probes
+    # that skipped past each other) costs a start-up whenever it is taken, and taken
+    # now the later runs are sized around it, while taken at the end it is a tail of
+    # one-frame runs, each loading the scene again.
+    first, length = gaps[0]
     return Pick(job.id, first, _run_fitting(job, costs, first, length, want))
 
 

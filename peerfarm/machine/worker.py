@@ -53,6 +53,12 @@ MEASURE_WEIGHT = 0.5  # weight of the newest render in the running averages
 MEASURABLE_FRAME_MS = 10  # a run whose median frame is faster reports no frame times
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
 @dataclass
 class Render:
     job_id: str
@@ -510,7 +516,18 @@ class Worker:
         costs, start = (job.costs, job.frame_start) if job is not None else ((), 0)
         frames = render.frames
         first_work = work_of(costs, start, frames[:1]) or 1.0
-        if n >= 2:
+        at = render.frame_at
+        if n >= 2 and len(at) == n:
+            # The median frame after the first, each by its cost: one heavy frame (an
+            # explosion the costs do not know yet) does not make the node look slow.
+            per_frame = _median(
+                [
+                    (at[i] - at[i - 1]) / (work_of(costs, start, frames[i : i + 1]) or 1.0)
+                    for i in range(1, n)
+                ]
+            )
+            startup = max(0.0, first - render.started - per_frame * first_work)
+        elif n >= 2:
             per_frame = (last - first) / (work_of(costs, start, frames[1:]) or (n - 1))
             startup = max(0.0, first - render.started - per_frame * first_work)
         elif known is not None:
