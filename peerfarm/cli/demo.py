@@ -40,6 +40,15 @@ class Farm:
         # How `peerfarm` is run (a test may run another build of it for some processes).
         self.command = [sys.executable, "-m", "peerfarm"]
 
+    @classmethod
+    def with_new_key(cls, root: Path) -> tuple[Farm, FarmKey]:
+        """A farm of its own in ``root`` (a bench's or a test's folder): a new farm key,
+        written there, that every process it starts uses."""
+        root.mkdir(parents=True, exist_ok=True)
+        key = new_key()
+        write_key(key, root / "farm.key")
+        return cls(root, root / "farm.key"), key
+
     def start(self, name: str, args: list[str]) -> tuple[subprocess.Popen, str]:
         """Start `peerfarm ARGS`; return the process and the address it listens on."""
         proc = self.launch(name, args)

@@ -28,7 +28,7 @@ from peerfarm.renderers import null
 from peerfarm.runtime.client import NodeClient
 from peerfarm.runtime.data_dir import DataDir
 from peerfarm.runtime.store import LogFile
-from peerfarm.security.farm_key import FarmKey, new_key, write_key
+from peerfarm.security.farm_key import FarmKey
 
 
 def run_dispatch(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
@@ -45,9 +45,7 @@ def run_dispatch(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
             root = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="peerfarm-bench-dispatch-"))
             )
-        key = new_key()
-        write_key(key, root / "farm.key")
-        farm = Farm(root, root / "farm.key")
+        farm, key = Farm.with_new_key(root)
         try:
             _, bootstrap = farm.start_bootstrap(root / "bootstrap")
             addresses = [

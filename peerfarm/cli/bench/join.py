@@ -33,7 +33,7 @@ from peerfarm.core.features import SPOKEN
 from peerfarm.core.feeds import GENESIS
 from peerfarm.runtime import store
 from peerfarm.runtime.client import ClientError, NodeClient
-from peerfarm.security.farm_key import FarmKey, new_key, write_key
+from peerfarm.security.farm_key import FarmKey
 from peerfarm.security.identity import new_identity
 
 SIGN_EVERY = 1000  # a signature covers the actions before it (core/feeds.py MAX_CHAIN)
@@ -134,8 +134,7 @@ def run_join(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, 
     compact_after = str(max(args.compact_after, 0))
     with tempfile.TemporaryDirectory(prefix="peerfarm-bench-join-") as tmp:
         root = Path(tmp)
-        key = new_key()
-        write_key(key, root / "farm.key")
+        farm, key = Farm.with_new_key(root)
         boot_dir = root / "bootstrap"
         boot_dir.mkdir()
         say(f"writing a history of about {args.actions} actions")
@@ -143,7 +142,6 @@ def run_join(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, 
         count = make_history(boot_dir / "log.bin", args.actions, max(args.jobs, 1))
         made_s = time.monotonic() - started
         log_bytes_before = _size(boot_dir / "log.bin")
-        farm = Farm(root, root / "farm.key")
         try:
             boot, bootstrap = farm.start(
                 "bootstrap",

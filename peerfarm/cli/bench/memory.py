@@ -30,7 +30,7 @@ from peerfarm.core.actions import MAX_CHUNKS
 from peerfarm.job_request import JobRequest
 from peerfarm.renderers import null
 from peerfarm.runtime.client import ClientError, NodeClient
-from peerfarm.security.farm_key import FarmKey, new_key, write_key
+from peerfarm.security.farm_key import FarmKey
 
 TARGET_MB = 100
 MILLION = 1_000_000
@@ -104,9 +104,7 @@ def run_memory(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str
     os.environ[null.ENV_VAR] = "1"  # the node this bench starts has the null renderer
     with tempfile.TemporaryDirectory(prefix="peerfarm-bench-memory-") as tmp:
         root = Path(tmp)
-        key = new_key()
-        write_key(key, root / "farm.key")
-        farm = Farm(root, root / "farm.key")
+        farm, key = Farm.with_new_key(root)
         try:
             _, bootstrap = farm.start_bootstrap(root / "bootstrap")
             node, address = farm.start_node("node", bootstrap, root / "node", args.slots)

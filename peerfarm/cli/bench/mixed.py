@@ -28,7 +28,7 @@ from peerfarm.cli.errors import CliError
 from peerfarm.job_request import JobRequest
 from peerfarm.renderers import paced
 from peerfarm.runtime.client import NodeClient
-from peerfarm.security.farm_key import FarmKey, new_key, write_key
+from peerfarm.security.farm_key import FarmKey
 
 TARGET_RATIO = 1.10
 
@@ -66,9 +66,7 @@ def run_mixed(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
     paces = [args.frame_seconds] * (args.nodes - 1) + [args.frame_seconds * args.slow]
     with tempfile.TemporaryDirectory(prefix="peerfarm-bench-mixed-") as tmp:
         root = Path(tmp)
-        key = new_key()
-        write_key(key, root / "farm.key")
-        farm = Farm(root, root / "farm.key")
+        farm, key = Farm.with_new_key(root)
         before = os.environ.get(paced.ENV_VAR)
         try:
             _, bootstrap = farm.start_bootstrap(root / "bootstrap")

@@ -34,7 +34,7 @@ from peerfarm.job_request import scene_request
 from peerfarm.programs import find_program
 from peerfarm.runtime.client import NodeClient
 from peerfarm.runtime.upload import upload_scene
-from peerfarm.security.farm_key import FarmKey, new_key, write_key
+from peerfarm.security.farm_key import FarmKey
 
 # Where Linux distributions put POV-Ray's example scenes (Debian: povray-examples).
 EXAMPLE_FOLDERS = (Path("/usr/share/doc/povray/examples"), Path("/usr/share/povray-3.7/scenes"))
@@ -279,10 +279,8 @@ def process_cpu_seconds(pid: int) -> tuple[float, float] | None:
 def farm_run(scene: Path, args: argparse.Namespace, folder: Path) -> tuple[float, dict[str, Any]]:
     """A fresh bootstrap + one node; seconds from the submit to the last frame in the
     output folder, and when the job was complete (its GIF written)."""
-    key = new_key()
     folder.mkdir(parents=True)
-    write_key(key, folder / "farm.key")
-    farm = Farm(folder, folder / "farm.key")
+    farm, key = Farm.with_new_key(folder)
     try:
         _, bootstrap = farm.start_bootstrap(folder / "bootstrap")
         node, address = farm.start_node("node", bootstrap, folder / "node", args.slots)

@@ -22,7 +22,7 @@ from peerfarm.cli.demo import Farm
 from peerfarm.cli.errors import CliError
 from peerfarm.job_request import JobRequest, builtin_scene
 from peerfarm.runtime.client import ClientError, NodeClient
-from peerfarm.security.farm_key import FarmKey, new_key, write_key
+from peerfarm.security.farm_key import FarmKey
 
 DEMO_FRAMES = 48  # builtin:demo's animation, the job rendered across the farm
 
@@ -54,9 +54,7 @@ def run_scale(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
         raise CliError(f"--frames must be from 1 to {DEMO_FRAMES} (builtin:demo's animation)")
     with tempfile.TemporaryDirectory(prefix="peerfarm-bench-scale-") as tmp:
         root = Path(tmp)
-        key = new_key()
-        write_key(key, root / "farm.key")
-        farm = Farm(root, root / "farm.key")
+        farm, key = Farm.with_new_key(root)
         try:
             _, bootstrap = farm.start_bootstrap(root / "bootstrap")
             names = [f"node-{i}" for i in range(1, args.nodes + 1)]
