@@ -182,3 +182,10 @@ def test_status_shows_measured_speeds():
     assert shown == {"builtin": {"frame_seconds": 1.25, "startup_seconds": 0.65}}
     assert describe_speeds(shown) == "builtin 1.25 s/frame (start-up 0.65 s)"
     assert speeds_of(log.state.peers[A]) == {} and speeds_of(None) == {}
+
+
+def test_a_job_of_few_frames_a_node_is_probed_with_two_frames():
+    # 30 frames on 3 nodes: a slow node's 4-frame probe could outlast the whole job.
+    log = adaptive_log(A, B, C, frames=30)
+    assert pick_run(log.state, A).count == 2
+    assert pick_run(adaptive_log(A, B, C, frames=400).state, A).count == PROBE_FRAMES
