@@ -286,3 +286,10 @@ def test_nodes_with_frames_faster_than_a_claim_take_runs_from_their_own_part():
         speed(log, node, 1000)
     slow = Measured({"job1": 1.0})
     assert {pick_run(log.state, node, measured=slow).chunk for node in (A, B, C)} == {100}
+
+
+def test_a_job_of_few_frames_a_node_is_probed_with_two_frames():
+    # 30 frames on 3 nodes: a slow node's 4-frame probe could outlast the whole job.
+    log = adaptive_log(A, B, C, frames=30)
+    assert pick_run(log.state, A).count == 2
+    assert pick_run(adaptive_log(A, B, C, frames=400).state, A).count == PROBE_FRAMES

@@ -43,6 +43,8 @@ from peerfarm.core.state import (
 )
 
 PROBE_FRAMES = 4  # a node not measured yet: its first frame and 3 more (a median of 3)
+PROBE_FRAMES_SHORT_JOB = 2  # ... on a job of few frames a node: its first and one more
+PROBE_SHARE = 8  # a 4-frame probe needs this many times 4 frames a node in the job
 STARTUPS_PER_RUN = 8  # a run renders for at least this many start-ups (when it can)
 FIRST_PART = 0.5  # of its share of what is left a node claims at once
 # What one claim costs the farm besides the render, for the claim and its DONE: each
@@ -129,6 +131,16 @@ def may_take(state: State, job: Job, node_id: str) -> bool:
 def _unclaimed(job: Job) -> bool:
     # Chunks absent from the map never left "pending".
     return len(job.chunks) < job.chunk_total or any(c.state == PENDING for c in job.chunks.values())
+
+
+def probe_frames(state: State, job: Job) -> int:
+    """Frames of a probe run: 4 (the median of three frames tells the speed), or 2 on a
+    job of few frames a node, where a slow node's 4-frame probe could outlast the job
+    (copied by faster nodes and stopped, it would never measure itself)."""
+    renderers = _rank(state, "")[1]
+    return max(
+        PROBE_FRAMES_SHORT_JOB, min(PROBE_FRAMES, job.chunk_total // (PROBE_SHARE * renderers))
+    )
 
 
 def _rank(state: State, node_id: str) -> tuple[int, int]:
@@ -275,8 +287,8 @@ def _adaptive_run(
     if me.speed(job.renderer) is None:
         # Nodes probing their speed all start at once: each skips its rank's worth of
         # probe runs from the first pending frame, so their claims rarely collide.
-        want = PROBE_FRAMES
-        skip = _rank(state, node_id)[0] * PROBE_FRAMES
+        want = probe_frames(state, job)
+        skip = _rank(state, node_id)[0] * want
         for first, length in gaps:
             if skip < length:
                 return Pick(job.id, first + skip, min(want, length - skip))
@@ -401,7 +413,7 @@ def run_length(
     this node should claim."""
     mine = me.speed(job.renderer)
     if mine is None:
-        return PROBE_FRAMES  # measure first: a short run tells our speed and start-up
+        return probe_frames(state, job)  # measure first: a short run tells our speed and start-up
     my_rate = 1.0 / mine[0]
     # The farm's rate, per slot: every node that may take this job, at its measured
     # speed; one not measured yet counts as fast as the fastest (smaller runs, never
