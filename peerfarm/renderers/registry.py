@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import entry_points
 
 from peerfarm.renderers.base import Renderer, RendererError
@@ -64,14 +65,23 @@ def renderers_not_offered(plugins: dict[str, Renderer], found: dict[str, str]) -
 
 
 def probe_renderers(plugins: dict[str, Renderer]) -> dict[str, str]:
-    """name -> version of the renderers that can run on this machine (blocking)."""
-    found = {}
-    for name, plugin in sorted(plugins.items()):
+    """name -> version of the renderers that can run on this machine (blocking).
+
+    The plugins are asked at once, each in a thread: a probe mostly waits for a
+    program (`blender --version` takes a second or more), and a node does not listen
+    before it knows what it offers."""
+
+    def probe(name: str) -> str | None:
         try:
-            version = plugin.probe()
+            return plugins[name].probe()
         except Exception as exc:
             log.warning("probing renderer %s failed: %s", name, exc)
-            version = None
-        if version:
-            found[name] = version[:64]
-    return found
+            return None
+
+    names = sorted(plugins)
+    if len(names) <= 1:
+        versions = [probe(name) for name in names]
+    else:
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            versions = list(pool.map(probe, names))
+    return {name: version[:64] for name, version in zip(names, versions, strict=True) if version}

@@ -179,17 +179,11 @@ class Node:
         """Run until ``request_stop``; ``task_status.started`` gets the listen address."""
         self.check_setup()
         host, port = self.config.listen
-        kwl, records = await self._load()
+        async with trio.open_nursery() as nursery:
+            if self.config.renders:  # probes wait for programs: beside reading the log
+                nursery.start_soon(self._probe_renderers)
+            kwl, records = await self._load()
         tls_context = server_context(self.identity)
-        if self.config.renders:
-            self.renderers = await trio.to_thread.run_sync(probe_renderers, self.plugins)
-            self.renderers_not_offered = await trio.to_thread.run_sync(
-                renderers_not_offered, self.plugins, self.renderers
-            )
-            log.info(
-                "renderers here: %s",
-                ", ".join(f"{n} {v}" for n, v in sorted(self.renderers.items())) or "none",
-            )
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound_port = listeners[0].socket.getsockname()[1]
         if self.config.advertise:
@@ -816,6 +810,17 @@ class Node:
         await fetch_blob(self, sha, size, sources)
 
     # -- start-up and shut-down -------------------------------------------------------
+
+    async def _probe_renderers(self) -> None:
+        """What this node offers (each renderer's version), and why installed ones are not."""
+        self.renderers = await trio.to_thread.run_sync(probe_renderers, self.plugins)
+        self.renderers_not_offered = await trio.to_thread.run_sync(
+            renderers_not_offered, self.plugins, self.renderers
+        )
+        log.info(
+            "renderers here: %s",
+            ", ".join(f"{n} {v}" for n, v in sorted(self.renderers.items())) or "none",
+        )
 
     async def _load(self) -> tuple[dict[str, dict[str, str]], list[Any]]:
         """Identity, known-worker list and log records from the data folder."""
