@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,12 +54,6 @@ MEASURE_WEIGHT = 0.5  # weight of the newest render in the running averages
 MEASURABLE_FRAME_MS = 10  # a run whose median frame is faster reports no frame times
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
-
-
 @dataclass
 class Render:
     job_id: str
@@ -99,7 +94,7 @@ class Render:
             # work between two frames decides their times, and a stall of the node makes
             # some longer): none sent, so the farm's table of costs is not solved again
             # for thousands of them (docs/performance.md).
-            if sorted(ms)[len(ms) // 2] >= MEASURABLE_FRAME_MS:
+            if statistics.median_high(ms) >= MEASURABLE_FRAME_MS:
                 ref["frame_ms"] = ms
         return ref
 
@@ -520,7 +515,7 @@ class Worker:
         if n >= 2 and len(at) == n:
             # The median frame after the first, each by its cost: one heavy frame (an
             # explosion the costs do not know yet) does not make the node look slow.
-            per_frame = _median(
+            per_frame = statistics.median(
                 [
                     (at[i] - at[i - 1]) / (work_of(costs, start, frames[i : i + 1]) or 1.0)
                     for i in range(1, n)
