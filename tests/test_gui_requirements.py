@@ -9,13 +9,14 @@ import json
 from dataclasses import replace
 
 import pytest
-from factories import A, B, joined_payload
+from factories import A, B, joined_payload, new_job_payload
 from guitools import running_app
+from PySide6.QtCore import Qt
 
 from peerfarm.core.log import ActionLog
 from ui.farm_summary import FarmSummary
 from ui.farm_view import COLUMNS, FarmModel, machine_text
-from ui.jobs_view import state_text
+from ui.jobs_view import STATE, JobsModel, state_text
 from ui.settings import Settings, SettingsError, load, node_config, save
 
 GIB = 2**30
@@ -113,3 +114,22 @@ def test_the_apps_command_line_takes_tags():
     assert "tags" not in overrides_from(parser.parse_args([]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--tag", "my gpu"])
+
+
+def test_the_jobs_view_says_when_the_output_disk_is_full(qtbot):
+    """A job of this machine whose frames cannot be written to its output folder: the
+    State column says so, its tooltip and the job view say what to do."""
+    log = ActionLog()
+    log.add(log.create(A, "PEER_JOINED", joined_payload("a")))
+    log.add(log.create(A, "NEW_JOB", new_job_payload("j", frames=(1, 2), chunk=1)))
+    full = "cannot write to the output folder out: [Errno 28] No space left on device"
+    progress = {"j": {"frames_collected": 0, "complete": False, "output_waiting": full}}
+    (row,) = FarmSummary().jobs(log.state, A, 0.0, progress)
+    assert row.output_waiting == full and state_text(row) == "output disk full"
+    model = JobsModel()
+    model.update([row])
+    tooltip = model.data(model.index(0, STATE), Qt.ItemDataRole.ToolTipRole)
+    assert full in tooltip
+    progress["j"]["output_waiting"] = ""  # a frame came in: nothing to say
+    (row,) = FarmSummary().jobs(log.state, A, 0.0, progress)
+    assert state_text(row) != "output disk full"

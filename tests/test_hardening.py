@@ -20,6 +20,7 @@ from farmtools import (
     farm_running,
     job_of,
     logs,
+    peerfarm_cli,
     start_farm,
     start_node,
     status,
@@ -288,6 +289,79 @@ def test_a_full_disk_stops_claiming_and_the_node_goes_on_when_there_is_room(tmp_
                 lambda job=job: job_of(status(node), job).get("complete"),
                 120,
             )
+        assert farm.procs[1].poll() is None  # never died
+    assert "Traceback" not in (tmp_path / "node-1.log").read_text()
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="fills a disk with fallocate")
+def test_a_full_output_disk_is_said_while_submit_waits_and_nothing_is_lost(tmp_path, small_disk):
+    """The node's data on one disk, the job's output folder on another that is full:
+    `submit --wait` showed "0 in output, done" and waited without a word, and `status`
+    called the job done. Now both say the output disk is full and what to do; once
+    there is room the frames come in by themselves and the wait ends."""
+    farm = Farm(tmp_path)
+    out = small_disk / "out"
+    with farm_running(farm, tmp_path):
+        _, bootstrap = farm.start_bootstrap(tmp_path / "b")
+        _, node = farm.start_node("node-1", bootstrap, tmp_path / "node-1", 2)
+        wait_until("the node is up", lambda: status(node)["worker"] is not None, 30)
+        out.mkdir()
+        filler = _fill(small_disk, 0)
+        waiting = tmp_path / "submit.out"
+        with open(waiting, "w") as printed:
+            submitting = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "peerfarm",
+                    "submit",
+                    "builtin:demo",
+                    "--node",
+                    node,
+                    "--frames",
+                    "1-6",
+                    "--chunk",
+                    "1",
+                    "--size",
+                    "64x48",
+                    "--output",
+                    str(out),
+                    "--wait",
+                ],
+                stdout=printed,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        try:
+            wait_until(
+                "submit --wait to say why it waits",
+                lambda: "waiting: cannot write to the output folder" in waiting.read_text(),
+                60,
+            )
+            assert "No space left on device" in waiting.read_text()
+            assert "free some space there" in waiting.read_text()
+            assert submitting.poll() is None  # it goes on waiting
+            job_id = waiting.read_text().splitlines()[0]
+
+            def rendered() -> dict:
+                job = job_of(status(node), job_id)
+                return job if job["state"] == "done" else {}
+
+            job = wait_until("every frame rendered", rendered, 60)
+            assert not job["complete"]
+            assert "No space left on device" in job["output_waiting"]
+            said = peerfarm_cli("status", "--node", node)
+            assert "No space left on device" in said.stdout, said.stdout + said.stderr
+            filler.unlink()
+            assert submitting.wait(timeout=120) == 0, waiting.read_text()
+        finally:
+            if submitting.poll() is None:
+                submitting.kill()
+        assert "done: 6 frames" in waiting.read_text()
+        assert sorted(p.name for p in out.glob("*.png")) == [
+            f"demo_{f:04d}.png" for f in range(1, 7)
+        ]
+        assert job_of(status(node), job_id)["output_waiting"] == ""
         assert farm.procs[1].poll() is None  # never died
     assert "Traceback" not in (tmp_path / "node-1.log").read_text()
 

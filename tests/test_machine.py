@@ -19,6 +19,7 @@ from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
+    COLLECT_INTERVAL,
     NEVER_LINKED_TIMEOUT,
     PEER_TIMEOUT,
     PROBE_INTERVAL,
@@ -518,6 +519,32 @@ def test_the_collector_fetches_frames_and_reports_lost_ones():
     assert lost["payload"] == {"job_id": "j", "chunk": fetches[1].frame - 1, "holder": A}
     h.feed(ev.FrameFetched("j", fetches[2].frame, None, A, ev.WRITE_FAILED, "disk full"))
     assert "disk full" in h.machine.status()["jobs"][0]["output_error"]
+
+
+def test_a_full_output_disk_is_shown_as_waiting_until_a_frame_is_stored_again():
+    """The submitter's disk full: the job is done everywhere, but its frames wait on
+    their nodes. Status said nothing while `submit --wait` waited silently; now the job
+    says why, retries, and stops saying it once a frame comes in."""
+    h = Harness(slots=0)
+    h.start_working()
+    h.feed(ev.SubmitJob(new_job_payload("j", frames=(1, 2), chunk=1)))
+    h.feed(ev.OutputsScanned("j", frozenset()))
+    h.feed(ev.LinkUp(A, "node", "a", "10.0.0.2:7100"))
+    h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    for chunk in range(2):
+        claim = h.peer_action(A, act.CLAIM_CHUNK, {"job_id": "j", "chunk": chunk})
+        h.receive(A, claim)
+        h.receive(A, h.peer_action(A, act.DONE, {**claim["payload"], "claim_seq": claim["seq"]}))
+    first, second = of(h.effects, fx.FetchFrame)
+    assert h.machine.status()["jobs"][0]["output_waiting"] == ""
+    full = "cannot write to the output folder out: [Errno 28] No space left on device"
+    h.feed(ev.FrameFetched("j", first.frame, None, A, ev.NO_SPACE, full))
+    job = h.machine.status()["jobs"][0]
+    assert job["output_waiting"] == full and not job["output_error"] and not job["complete"]
+    out = h.tick(h.now + COLLECT_INTERVAL + 1)  # asked again after the interval
+    assert [f.frame for f in of(out, fx.FetchFrame)] == [first.frame]
+    h.feed(ev.FrameFetched("j", second.frame, None, A, ev.STORED))
+    assert h.machine.status()["jobs"][0]["output_waiting"] == ""
 
 
 def test_requests_that_make_no_sense_are_refused_and_change_nothing():

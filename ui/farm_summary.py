@@ -49,6 +49,8 @@ class JobRow:
     # take it ("" when some may): core/requirements.py.
     needs: str = ""
     waiting: str = ""
+    # This machine's jobs: why their frames do not come in (the output disk is full).
+    output_waiting: str = ""
 
 
 @dataclass
@@ -133,6 +135,7 @@ class FarmSummary:
                     complete=bool(collected and collected["complete"]),
                     needs=requirement_text(job),
                     waiting=why_waiting(state, job),
+                    output_waiting=collected.get("output_waiting", "") if collected else "",
                 )
             )
         return rows

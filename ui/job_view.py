@@ -250,6 +250,8 @@ class JobView(QWidget):
             parts.append(f"requires {row.needs}")
         if row.waiting:
             parts.append(row.waiting)
+        if row.output_waiting:
+            parts.append(row.output_waiting)
         if row.mine:
             parts.append(f"output: {row.output}")
         if row.error:

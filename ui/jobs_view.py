@@ -71,6 +71,8 @@ def format_fps(fps: float | None) -> str:
 
 
 def state_text(row: JobRow) -> str:
+    if row.output_waiting:
+        return "output disk full"
     if row.mine and row.state == "done" and not row.complete:
         return "done, collecting"
     if row.waiting and row.state == "queued":
@@ -105,8 +107,9 @@ class JobsModel(RowTableModel[JobRow]):
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == STATE:
                 hint = STATE_HINTS.get(row.state, "")
-                if row.waiting:
-                    hint = f"{hint}\n{row.waiting}"
+                for why in (row.waiting, row.output_waiting):
+                    if why:
+                        hint = f"{hint}\n{why}"
                 return f"{hint}\n{row.error}" if row.error else hint
             if column == PROGRESS and row.frames_collected is not None:
                 return (

@@ -139,8 +139,9 @@ async def status(args: argparse.Namespace) -> int:
             f"  {j['id']}  {j['name']:<16} {j['state']:<10} {j['frames_done']}/{j['frames_total']}"
             f" frames{detail}{f'  ({needs})' if needs else ''}"
         )
-        if j.get("waiting"):
-            print(f"      {j['waiting']}")
+        for why in (j.get("waiting"), j.get("output_waiting")):
+            if why:
+                print(f"      {why}")
     return 0
 
 

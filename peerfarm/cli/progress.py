@@ -25,6 +25,7 @@ async def wait_for_job(
     started = time.monotonic()
     tty = out.isatty()
     last_line: tuple = ()
+    told_waiting = ""
     job: dict[str, Any] = {}
     async with NodeClient(node, farm_key) as client:
         while True:
@@ -53,6 +54,10 @@ async def wait_for_job(
             elif (done, collected, job["state"]) != last_line:
                 print(line, file=out, flush=True)  # a log file gets a line per change
             last_line = (done, collected, job["state"])
+            waiting = job.get("output_waiting", "")
+            if waiting and waiting != told_waiting:  # the output disk is full: say why we wait
+                print(("\n" if tty else "") + f"waiting: {waiting}", file=out, flush=True)
+            told_waiting = waiting
             if job["state"] in ("failed", "cancelled"):
                 if tty:
                     print(file=out)

@@ -96,8 +96,10 @@ def render_view(
             f"{job['id'][:12]:<13} {job['name'][:16]:<16} {job['state'][:10]:<10} "
             f"[{'#' * filled}{'.' * (BAR - filled)}] {amount:>13} {shown_rate:>8} {eta:>7}"
         )
-        if job.get("waiting"):  # no node up may take it (its requirements)
-            lines.append(f"{'':<13} {job['waiting']}")
+        # why it waits: no node up may take it (its requirements), or its output disk is full
+        for why in (job.get("waiting"), job.get("output_waiting")):
+            if why:
+                lines.append(f"{'':<13} {why}")
     if not st["jobs"]:
         lines.append("(no jobs)")
     lines.append("")

@@ -59,6 +59,9 @@ class Collector:
         self._late_inserts = 0
         self._next_rescan = math.inf
         self._told_no_space = -math.inf
+        # job -> why its frames wait (the output disk is full): shown by status and the app
+        # until a frame of the job is stored again, so a waiting submitter knows why
+        self.no_room: dict[str, str] = {}
 
     def progress(self, job: Job) -> dict[str, Any]:
         collected = self.collected.get(job.id, set())
@@ -71,6 +74,7 @@ class Collector:
             "complete": job.id in self.complete,
             "gif": job.id in self.gif,
             "output_error": self.errors.get(job.id, ""),
+            "output_waiting": self.no_room.get(job.id, ""),
         }
 
     def next_deadline(self) -> float:
@@ -278,6 +282,7 @@ class Collector:
             return
         self._retry_at.pop(key, None)
         if event.outcome == ev.STORED:
+            self.no_room.pop(event.job_id, None)
             if event.tile is None:
                 self.collected.setdefault(event.job_id, set()).add(event.frame)
             else:
@@ -296,9 +301,13 @@ class Collector:
         elif event.outcome == ev.WRITE_FAILED:
             self._fail(event.job_id, event.error)
         else:  # UNREACHABLE or NO_SPACE: the next pass after the interval asks again
-            if event.outcome == ev.NO_SPACE and self.shared.now >= self._told_no_space:
-                self._told_no_space = self.shared.now + NO_SPACE_NOTE_INTERVAL
-                self.shared.note(logging.ERROR, f"job {event.job_id}: {event.error}")
+            if event.outcome == ev.NO_SPACE:
+                if event.job_id not in self.no_room:
+                    self.shared.touch()  # status and the app say so at once
+                self.no_room[event.job_id] = event.error
+                if self.shared.now >= self._told_no_space:
+                    self._told_no_space = self.shared.now + NO_SPACE_NOTE_INTERVAL
+                    self.shared.note(logging.ERROR, f"job {event.job_id}: {event.error}")
             self._retry_at[key] = self.shared.now + COLLECT_INTERVAL
             index = job.chunk_of_frame(event.frame)
             if event.tile is not None:
@@ -315,6 +324,7 @@ class Collector:
         self.shared.touch()
 
     def finished(self, event: ev.OutputsFinished) -> None:
+        self.no_room.pop(event.job_id, None)
         if event.error:
             self._fail(event.job_id, event.error)
             return

@@ -189,7 +189,11 @@ class Outputs:
         except OSError as exc:
             where = f"the output folder {job.output}" if tile is None else str(self.data_dir.root)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # room may come back: try again
-                fetched(ev.NO_SPACE, f"cannot write to {where}: {exc}; waiting for room")
+                fetched(
+                    ev.NO_SPACE,
+                    f"cannot write to {where}: {exc}; free some space there: "
+                    "the frames wait on the nodes that rendered them and come in by themselves",
+                )
             else:
                 fetched(ev.WRITE_FAILED, f"cannot write to {where}: {exc}")
             return
