@@ -110,7 +110,7 @@ class Collector:
 
     def observe(self, applied: list[Action]) -> None:
         """Actions just applied: which chunks to look at. A DONE of one of our jobs names
-        its chunk; a peer joining, leaving, going down or proven faulty, or a re-fold of
+        its chunks; a peer joining, leaving, going down or proven faulty, or a re-fold of
         the log (a late action can change who holds what), sends us over our jobs whole
         again."""
         jobs = self.shared.state.jobs
@@ -118,7 +118,12 @@ class Collector:
             if action.type == act.DONE:
                 job = jobs.get(action.payload["job_id"])
                 if job is not None and self.shared.is_me(job.submitter):
-                    self._todo.setdefault(job.id, {})[action.payload["chunk"]] = None
+                    # Every chunk of the run it names: only its first waited for the next
+                    # look over the whole job (up to RESCAN_INTERVAL) before.
+                    first = action.payload["chunk"]
+                    todo = self._todo.setdefault(job.id, {})
+                    for index in range(first, first + action.payload.get("count", 1)):
+                        todo[index] = None
             elif action.type in (
                 act.PEER_DOWN,
                 act.PEER_LEFT,
