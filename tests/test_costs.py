@@ -191,8 +191,12 @@ def test_only_the_same_scene_content_gets_the_costs_in_the_simulator():
         if known:  # the ramp, learned: dear at the end, cheap at the start
             truth = complexity_curve("ramp", 120)
             mean = sum(truth) / len(truth)
-            assert again[0] == pytest.approx(truth[0] / mean, rel=0.15)
-            assert again[-1] == pytest.approx(truth[-1] / mean, rel=0.15)
+            # The first and last tenths (a run's first frame is never measured: it also
+            # pays the start-up, so the job's first frame is extrapolated alone).
+            tenth = len(truth) // 10
+            for learned, true in ((again[:tenth], truth[:tenth]), (again[-tenth:], truth[-tenth:])):
+                assert sum(learned) / tenth == pytest.approx(sum(true) / tenth / mean, rel=0.15)
+            assert sum(again[:tenth]) * 4 < sum(again[-tenth:])  # cheap start, dear end
 
 
 def test_bench_schedule_resubmit_prints_both_submissions(capsys):

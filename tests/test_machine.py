@@ -20,6 +20,7 @@ from peerfarm.machine import events as ev
 from peerfarm.machine.timing import (
     ANTI_ENTROPY_INTERVAL,
     COLLECT_INTERVAL,
+    FINISHED_TOLD_EVERY,
     NEVER_LINKED_TIMEOUT,
     PEER_TIMEOUT,
     PROBE_INTERVAL,
@@ -614,6 +615,92 @@ def test_a_done_reports_frame_times_only_when_they_can_tell_a_scene_s_costs():
         assert ("frame_ms" in done["payload"]) == sent, step
         if sent:
             assert done["payload"]["frame_ms"] == [0, 500, 500, 500]
+
+
+def test_a_long_run_tells_the_farm_its_finished_chunks_as_it_goes():
+    """A run showed nothing until its end: a run of hundreds of frames kept the job's
+    progress still for its whole length, its frames could not be collected, and a node
+    dying near its end lost all of it. Every FINISHED_TOLD_EVERY it now emits a DONE of
+    the chunks it has finished; the run goes on, and its last DONE names the rest."""
+    for step, told in ((1.0, False), (12.0, True)):
+        h = Harness(slots=1)
+        h.start_working()
+        payload = {**new_job_payload("j", frames=(1, 100), chunk=1), "adaptive": True}
+        (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+        n = len(start.frames)
+        assert n >= 3  # a run of several chunks (a probe)
+        for _ in range(n):
+            out = h.feed(ev.RenderProgress("j", start.chunk), at=h.now + step)
+            assert not of(out, fx.StopRender)  # its own DONE does not stop the run
+        dones = [d["payload"] for d in h.emitted(act.DONE)]
+        if not told:
+            assert dones == []
+        else:
+            # After 3 frames (36 s): the first 3 chunks, with their frame times.
+            assert FINISHED_TOLD_EVERY < 3 * step < 2 * FINISHED_TOLD_EVERY
+            (early,) = dones
+            assert (early["chunk"], early["count"]) == (start.chunk, 3)
+            assert early["frame_ms"] == [0, 12000, 12000]
+            job = h.machine.shared.state.jobs["j"]
+            assert job.frames_done == 3 and job.chunk(start.chunk + 3).state == "claimed"
+        h.feed(ev.RenderEnded("j", start.chunk, ok=True))
+        last = h.emitted(act.DONE)[-1]["payload"]
+        first = start.chunk + (3 if told else 0)
+        assert (last["chunk"], last.get("count", 1)) == (first, start.chunk + n - first)
+        assert h.machine.shared.state.jobs["j"].frames_done == n
+        assert not h.emitted(act.CHUNK_FAILED) and not h.emitted(act.RELEASE_CHUNK)
+
+
+def test_the_rest_of_a_run_after_its_first_done_counts_as_seen_then():
+    """After a DONE of the first part of another node's run, the claim's other chunks
+    form a run starting at a new chunk: not seen by then, it looked just started at
+    every look, so it could never be overdue (backups of hung renderers)."""
+    h = Harness(slots=0)
+    h.start_working()
+    h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    payload = {**new_job_payload("j", frames=(1, 20), chunk=1), "adaptive": True}
+    h.receive(A, h.peer_action(A, act.NEW_JOB, payload))
+    claim = h.peer_action(A, act.CLAIM_CHUNK, {"job_id": "j", "chunk": 0, "count": 10})
+    h.receive(A, claim)
+    seq = claim["seq"]
+    assert h.machine.worker.claims_seen[("j", 0, seq)] == h.now
+    told = {"job_id": "j", "chunk": 0, "count": 4, "claim_seq": seq}
+    h.feed(ev.ActionsReceived(A, [h.peer_action(A, act.DONE, told)]), at=h.now + 40)
+    assert h.machine.worker.claims_seen[("j", 4, seq)] == h.now
+
+
+def test_a_stopping_or_paused_node_keeps_the_finished_chunks_of_its_run():
+    """A graceful stop waited for every run in flight to end (an hour, for a long run),
+    and a pause or a stop at once threw away the frames a run had finished. Now a
+    stopping node stops a run at its next finished chunk, and any stop that gives a
+    run back tells its finished chunks first (DONE), releasing only the rest."""
+    for how in ("stop", "pause", "stop at once"):
+        h = Harness(slots=1)
+        h.start_working()
+        payload = {**new_job_payload("j", frames=(1, 100), chunk=1), "adaptive": True}
+        (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+        assert len(start.frames) >= 4
+        for _ in range(2):
+            h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 1)
+        if how == "stop":
+            out = h.feed(ev.Stop())
+            assert not of(out, fx.StopRender)  # the chunk being rendered is finished
+            out = h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 1)
+            finished = 3
+        else:
+            out = h.feed(ev.PauseWorker() if how == "pause" else ev.Stop(at_once=True))
+            finished = 2
+        (stop,) = of(out, fx.StopRender)
+        (done,) = [d["payload"] for d in h.emitted(act.DONE)]
+        assert (done["chunk"], done["count"]) == (start.chunk, finished), how
+        h.feed(ev.RenderEnded("j", start.chunk, ok=False, error="stopped"))
+        (released,) = h.emitted(act.RELEASE_CHUNK)
+        job = h.machine.shared.state.jobs["j"]
+        assert job.frames_done == finished, how
+        assert [job.chunk(start.chunk + i).state for i in range(len(start.frames))] == [
+            "done"
+        ] * finished + ["pending"] * (len(start.frames) - finished), how
+        assert not h.emitted(act.CHUNK_FAILED)
 
 
 def test_a_heavy_frame_in_a_render_does_not_make_the_node_look_slow():

@@ -451,9 +451,11 @@ class NodeMachine:
         if not shared.stopping:
             shared.stopping = True
             if self.worker.renders and not self.aborting:
+                self.worker.finish_soon()
                 shared.note(
                     logging.INFO,
-                    f"stopping: finishing {len(self.worker.renders)} chunk(s) in flight "
+                    f"stopping: finishing {len(self.worker.renders)} render(s) in flight, "
+                    "runs of several chunks at their next finished chunk "
                     "(stop again to stop at once)",
                 )
         shared.touch()

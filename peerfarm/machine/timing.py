@@ -25,6 +25,10 @@ SYNC_TIMEOUT = 3.0  # start working even if no bootstrap server answers
 # (membership.py): past anything the farm can have done meanwhile.
 LAMPORT_JUMP = 2**30
 COLLECT_INTERVAL = 1.0  # the collector looks again for frames it could not fetch
+# A long run tells the farm the chunks it has finished this often (a DONE of them while
+# it renders on): the submitter shows and collects them, and a node that dies loses
+# at most this much of a run (worker.py).
+FINISHED_TOLD_EVERY = 30.0
 ABORT_TIMEOUT = 2.0  # an emergency stop waits this long for the renderers to die
 MAX_FETCHES = 8  # frames fetched at once for our own jobs
 CHAIN_SHOWN_EVERY = 10.0  # a peer's diverging view of an origin gets our chain this often

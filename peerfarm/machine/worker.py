@@ -21,6 +21,7 @@ from peerfarm.core.scheduler import Measured, job_costs, overdue_at, pick_backup
 from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
+from peerfarm.machine.timing import FINISHED_TOLD_EVERY
 
 # A re-fold longer than this has every chunk looked over (cheaper than naming them).
 ADOPTION_LOOKS_AT_MOST = 1_000
@@ -71,6 +72,10 @@ class Render:
     stop_reason: str = ""  # set once StopRender went out; the slot stays taken until it ends
     backup: bool = False  # a copy of another node's claim (claim_seq is theirs)
     hung_at: float = math.inf  # past this, the render counts as hung
+    frames_per_chunk: int = 1  # whole frames: a run's chunk k is frames [k*n, (k+1)*n)
+    told: int = 0  # chunks of the run (from the first) a DONE was emitted for already
+    told_at: float = 0.0  # when the last of those DONEs went out (or the render started)
+    stop_soon: bool = False  # the node is stopping: stop once the next chunk is finished
 
     @property
     def chunks(self) -> range:
@@ -82,14 +87,27 @@ class Render:
             ref["count"] = self.count
         return ref
 
-    def done_ref(self) -> dict[str, Any]:
-        """The DONE payload: the claim, and each frame's render time when every frame
-        reported (the first frame's is 0: it also paid the start-up)."""
-        ref = self.claim_ref()
-        # (Runs longer than a scene's cost table holds send none: the action stays small.)
-        if self.tile is None and MAX_FRAMES >= len(self.frame_at) == len(self.frames) >= 2:
+    def done_ref(self, upto: int | None = None) -> dict[str, Any]:
+        """The DONE payload for the run's chunks no DONE was emitted for yet, up to chunk
+        ``upto`` of the run (default: its end): the claim, and each of their frames'
+        render times when every one reported (the run's first frame's is 0: it also
+        paid the start-up)."""
+        first, last = self.told, self.count if upto is None else upto
+        ref: dict[str, Any] = {
+            "job_id": self.job_id,
+            "chunk": self.chunk + first,
+            "claim_seq": self.claim_seq,
+        }
+        if last - first > 1:
+            ref["count"] = last - first
+        lo = first * self.frames_per_chunk
+        hi = min(last * self.frames_per_chunk, len(self.frames))
+        # Runs longer than a scene's cost table holds send none (the action stays small);
+        # the run's first frame alone tells nothing (it also paid the start-up).
+        least = 2 if lo == 0 else 1
+        if self.tile is None and MAX_FRAMES >= hi - lo >= least and len(self.frame_at) >= hi:
             at = self.frame_at
-            ms = [0] + [max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(1, len(at))]
+            ms = [0 if i == 0 else max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(lo, hi)]
             # Frames of a few milliseconds tell nothing of a scene's costs (the node's own
             # work between two frames decides their times, and a stall of the node makes
             # some longer): none sent, so the farm's table of costs is not solved again
@@ -154,10 +172,21 @@ class Worker:
     def observe(self, applied: list[Any]) -> None:
         """Note when claims were first seen (the machine hands over what it applied)."""
         now = self.shared.now
+        jobs = self.shared.state.jobs
         for action in applied:
             if action.type == act.CLAIM_CHUNK:
                 key = (action.payload["job_id"], action.payload["chunk"], action.seq)
                 self.claims_seen.setdefault(key, now)
+            elif action.type == act.DONE:
+                # A DONE of the first part of a run (a long run tells its finished
+                # chunks as it goes): what the claim still holds is a run seen now,
+                # or it would never look overdue to anyone.
+                p = action.payload
+                job, after = jobs.get(p["job_id"]), p["chunk"] + p.get("count", 1)
+                if job is not None and after < job.chunk_total:
+                    chunk = job.chunk(after)
+                    if chunk.state == CLAIMED and chunk.claim_seq == p["claim_seq"]:
+                        self.claims_seen.setdefault((job.id, after, p["claim_seq"]), now)
         if len(self.claims_seen) > SEEN_KEPT:
             jobs = self.shared.state.jobs
             self.claims_seen = {
@@ -283,6 +312,10 @@ class Worker:
         return ""
 
     def _stop(self, render: Render, reason: str) -> None:
+        if reason in RELEASE_REASONS:
+            # Its chunks go back to the farm: the finished ones are told first, so the
+            # frames already rendered (on disk) are not rendered again.
+            self._tell_finished(render, now=True)
         render.stop_reason = reason
         self.shared.out(fx.StopRender(render.job_id, render.chunk, reason))
 
@@ -453,6 +486,8 @@ class Worker:
             started=now,
             backup=backup,
             hung_at=hung_at,
+            frames_per_chunk=job.chunk_size,
+            told_at=now,
         )
         self.renders[(job.id, index)] = render
         self.shared.out(
@@ -492,7 +527,30 @@ class Worker:
             limit = self.shared.config.hung_limit
             if per_frame is not None and limit > 0 and render.hung_at < math.inf:
                 render.hung_at = max(render.hung_at, now + max(limit * per_frame, HUNG_MIN_SECONDS))
+            if render.stop_soon and not render.stop_reason:
+                finished = render.frames_finished // render.frames_per_chunk
+                if render.told < finished < render.count:  # (all finished: it ends anyway)
+                    self._stop(render, RELEASE_REASON_STOPPING)  # tells the finished ones
+            self._tell_finished(render)
             self.shared.changes += 1
+
+    def _tell_finished(self, render: Render, now: bool = False) -> None:
+        """A run that has rendered for FINISHED_TOLD_EVERY since it last told the farm
+        emits a DONE of the chunks it has finished since (a DONE counts for any chunks
+        not done yet: every version folds it alike). Without it a run of hundreds of
+        frames showed nothing until its end, its frames could not be collected, others
+        sized their work by a run they could not see progress, and a node dying near
+        the end of one lost all of it. The run's last chunk is left to the DONE that
+        ends the run."""
+        if render.tile is not None or render.stop_reason:
+            return
+        if not now and self.shared.now - render.told_at < FINISHED_TOLD_EVERY:
+            return
+        finished = min(render.frames_finished // render.frames_per_chunk, render.count - 1)
+        if finished <= render.told:
+            return
+        self.shared.emit(act.DONE, render.done_ref(finished))
+        render.told, render.told_at = finished, self.shared.now
 
     def _measure(self, render: Render) -> None:
         """Learn this node's speed from a render that finished: seconds per frame from
@@ -640,6 +698,14 @@ class Worker:
     def resume(self) -> None:
         self.paused = False
         self.shared.touch()
+
+    def finish_soon(self) -> None:
+        """A graceful stop: a run of several chunks stops once its next chunk is
+        finished (the finished ones told, the rest given back) instead of rendering to
+        its end, which can be an hour away; a single chunk renders to its end."""
+        for render in self.renders.values():
+            if render.count > 1 and render.tile is None and not render.stop_reason:
+                render.stop_soon = True
 
     def abort(self) -> None:
         """Emergency stop: kill the renderers and give their chunks back to the pool."""

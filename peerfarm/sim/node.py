@@ -427,14 +427,18 @@ class SimNode:
             return  # never reports: only StopRender ends it
         self.farm.trace(self, f"render {what}")
         at = schedule.startup * noise
+        tile = -1 if effect.tile is None else effect.tile
         for frame in effect.frames:
             at += (plan.cost(frame) if plan is not None else 1.0) * per_unit * noise
             if frame != effect.frames[-1]:
-                self.call_later(at, self._render_progress, key, self._tokens)
+                self.call_later(at, self._render_progress, key, self._tokens, frame, tile)
         self.call_later(at, self._render_done, effect, self._tokens, fails)
 
-    def _render_progress(self, key: tuple[str, int], token: int) -> None:
+    def _render_progress(self, key: tuple[str, int], token: int, frame: int, tile: int) -> None:
         if self._renders.get(key) == token:
+            # A renderer tells a frame once it is at its place, fsynced: it is on disk
+            # (a DONE may name it before the run ends: machine/worker.py).
+            self.frames.add((key[0], frame, tile))
             self._handle(ev.RenderProgress(key[0], key[1]))
 
     def _render_done(self, effect: fx.StartRender, token: int, fails: bool) -> None:
