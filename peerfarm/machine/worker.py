@@ -17,7 +17,14 @@ from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core.costs import MAX_FRAMES, work_of
-from peerfarm.core.scheduler import Measured, job_costs, overdue_at, pick_backup, pick_run
+from peerfarm.core.scheduler import (
+    Measured,
+    job_costs,
+    overdue_at,
+    pick_backup,
+    pick_run,
+    split_keep,
+)
 from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
@@ -45,6 +52,9 @@ RELEASE_REASON_PAUSED = "this machine's worker paused"
 RELEASE_REASON_NO_SPACE = "this node's disk is full"
 RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED, RELEASE_REASON_NO_SPACE)
 RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
+# The rest of the run went back to the farm (core/scheduler.py split_keep): the render
+# stops once the frames kept are done, and their DONE counts.
+STOP_REASON_SPLIT = "its frames kept are done; the rest of the run went back to the farm"
 HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
 SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended jobs go
 
@@ -71,6 +81,9 @@ class Render:
     stop_reason: str = ""  # set once StopRender went out; the slot stays taken until it ends
     backup: bool = False  # a copy of another node's claim (claim_seq is theirs)
     hung_at: float = math.inf  # past this, the render counts as hung
+    # Its tail went back to the farm: the renderer still renders it, and is stopped once
+    # ``frames`` (the frames kept) are done.
+    split: bool = False
 
     @property
     def chunks(self) -> range:
@@ -87,8 +100,9 @@ class Render:
         reported (the first frame's is 0: it also paid the start-up)."""
         ref = self.claim_ref()
         # (Runs longer than a scene's cost table holds send none: the action stays small.)
-        if self.tile is None and MAX_FRAMES >= len(self.frame_at) == len(self.frames) >= 2:
-            at = self.frame_at
+        # (A split run's renderer may have finished frames past the ones it kept.)
+        at = self.frame_at[: len(self.frames)]
+        if self.tile is None and MAX_FRAMES >= len(at) == len(self.frames) >= 2:
             ms = [0] + [max(0, round((at[i] - at[i - 1]) * 1000)) for i in range(1, len(at))]
             # Frames of a few milliseconds tell nothing of a scene's costs (the node's own
             # work between two frames decides their times, and a stall of the node makes
@@ -492,7 +506,45 @@ class Worker:
             limit = self.shared.config.hung_limit
             if per_frame is not None and limit > 0 and render.hung_at < math.inf:
                 render.hung_at = max(render.hung_at, now + max(limit * per_frame, HUNG_MIN_SECONDS))
+            if job is not None:
+                self._split(render, job)
             self.shared.changes += 1
+
+    def _split(self, render: Render, job: Job) -> None:
+        """Give the frames of our run the farm should render sooner than we would back
+        (RELEASE_CHUNK of the run's tail), and stop the renderer once the frames kept
+        are done (core/scheduler.py split_keep)."""
+        if render.stop_reason or render.backup or render.tile is not None:
+            return
+        shared = self.shared
+        if render.frames_finished >= len(render.frames):
+            if render.split:
+                self._stop(render, STOP_REASON_SPLIT)
+            return
+        if not self._holds(job, render.chunk, render.claim_seq, render.count):
+            return
+        measured = Measured(self.job_frame_seconds, shared.now, self.claims_seen)
+        keep = split_keep(
+            shared.state, shared.node_id, job, render.chunk, render.count, render.frame_at, measured
+        )
+        if keep >= render.count:
+            return
+        tail = {
+            "job_id": job.id,
+            "chunk": render.chunk + keep,
+            "claim_seq": render.claim_seq,
+        }
+        if render.count - keep > 1:
+            tail["count"] = render.count - keep
+        shared.note(
+            logging.INFO,
+            f"giving back chunks {render.chunk + keep}-{render.chunk + render.count - 1} of "
+            f"job {job.id}: the farm should render them sooner than this node",
+        )
+        render.count = keep
+        render.frames = job.run_frames(render.chunk, keep)
+        render.split = True
+        shared.emit(act.RELEASE_CHUNK, tail)
 
     def _measure(self, render: Render) -> None:
         """Learn this node's speed from a render that finished: seconds per frame from
@@ -511,7 +563,7 @@ class Worker:
         costs, start = (job.costs, job.frame_start) if job is not None else ((), 0)
         frames = render.frames
         first_work = work_of(costs, start, frames[:1]) or 1.0
-        at = render.frame_at
+        at = render.frame_at[:n]
         if n >= 2 and len(at) == n:
             # The median frame after the first, each by its cost: one heavy frame (an
             # explosion the costs do not know yet) does not make the node look slow.
@@ -581,6 +633,12 @@ class Worker:
             shared.emit(act.DONE, render.done_ref())
             if not render.stop_reason:
                 self._measure(render)
+        elif render.stop_reason == STOP_REASON_SPLIT and render.frames_finished >= len(
+            render.frames
+        ):
+            # Stopped past the frames it kept: they are rendered, and count.
+            shared.emit(act.DONE, render.done_ref())
+            self._measure(render)
         elif render.stop_reason == RELEASE_REASON_HUNG:
             job = shared.state.jobs.get(job_id)
             if job is not None and any(

@@ -103,6 +103,8 @@ class SimNode:
     def _reset(self) -> None:
         """Forget everything that lives only in memory."""
         self._renders: dict[tuple[str, int], int] = {}  # render -> token of its timer
+        # render -> the frames it wrote so far (job id, frame, tile or -1)
+        self._written: dict[tuple[str, int], list[FetchKey]] = {}
         self._fetches: dict[FetchKey, tuple[str, int]] = {}  # -> holder, token
         self._dialing: dict[str, float] = {}  # peer -> backoff of its dial loop
         self._tokens = 0  # numbers renders and fetches, so stale timers are known
@@ -430,11 +432,16 @@ class SimNode:
         for frame in effect.frames:
             at += (plan.cost(frame) if plan is not None else 1.0) * per_unit * noise
             if frame != effect.frames[-1]:
-                self.call_later(at, self._render_progress, key, self._tokens)
+                self.call_later(at, self._render_progress, key, self._tokens, frame, effect.tile)
         self.call_later(at, self._render_done, effect, self._tokens, fails)
 
-    def _render_progress(self, key: tuple[str, int], token: int) -> None:
+    def _render_progress(
+        self, key: tuple[str, int], token: int, frame: int, tile: int | None
+    ) -> None:
         if self._renders.get(key) == token:
+            # The frame is on disk before the renderer tells it finished: a render
+            # stopped later leaves it there (a split run's DONE names it).
+            self._written.setdefault(key, []).append((key[0], frame, -1 if tile is None else tile))
             self._handle(ev.RenderProgress(key[0], key[1]))
 
     def _render_done(self, effect: fx.StartRender, token: int, fails: bool) -> None:
@@ -442,6 +449,7 @@ class SimNode:
         if self._renders.get(key) != token:
             return  # stopped meanwhile
         del self._renders[key]
+        self._written.pop(key, None)
         if not fails:
             self._handle(ev.RenderProgress(key[0], key[1]))  # the last frame
         if fails:
@@ -456,6 +464,7 @@ class SimNode:
         key = (effect.job_id, effect.chunk)
         if self._renders.pop(key, None) is None:
             return
+        self.frames.update(self._written.pop(key, ()))
         self.farm.trace(self, f"stop {effect.job_id}/{effect.chunk}: {effect.reason}")
         self.call_later(STOP_DELAY, self._handle, ev.RenderEnded(key[0], key[1], False, "stopped"))
 
