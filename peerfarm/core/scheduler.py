@@ -633,6 +633,9 @@ def pick_backup(
     return None
 
 
+SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
+
+
 def split_keep(
     state: State,
     node_id: str,
@@ -653,17 +656,19 @@ def split_keep(
     frames shared with the other nodes as they should become free (each paying its
     start-up), from its own pace in this run. The frame being rendered is kept."""
     done = len(finished_at)
-    if (
-        job.state != ACTIVE
-        or not job.adaptive
-        or job.tiles != 1
-        or done + 1 >= count
-        or _unclaimed(job)
-        or any(job.chunk(i).backup_origin for i in range(first, first + count))
-    ):
+    if job.state != ACTIVE or not job.adaptive or job.tiles != 1 or done + 1 >= count:
         return count
     mine = state.peers[node_id].speed(job.renderer)
     if mine is None:
+        return count
+    # Cheap first (this runs at every frame of a run): what could be given back should
+    # take this node a few start-ups at its pace so far (frames of milliseconds never).
+    per_frame = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
+    if done >= 3:
+        per_frame = (finished_at[-1] - finished_at[0]) / (done - 1)
+    if (count - done - 1) * per_frame < SPLIT_STARTUPS * max(mine[1] / 1000.0, CLAIM_SECONDS):
+        return count
+    if _unclaimed(job) or any(job.chunk(i).backup_origin for i in range(first, first + count)):
         return count
     costs = job_costs(state, job)
     # This run's own pace (seconds per frame-unit): its frames may cost more than the
