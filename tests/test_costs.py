@@ -165,7 +165,10 @@ def test_a_resubmitted_scene_with_a_heavy_tail_finishes_sooner_in_the_simulator(
     same = measure_resubmitted(scenario, BENCH_SCENE)
     other = measure_resubmitted(scenario, OTHER_SCENE)
     assert same["first"] == other["first"]
-    assert same["resubmitted"]["makespan"] < 0.9 * same["first"]["makespan"]
+    # (Before runs could be split, the first submission took 2.5 times the bound here
+    # and the second one 10% less was asked; a first submission's overrunning runs now
+    # give their tail back, 1.10 of the bound: 215.6 s, the second 204.3 s.)
+    assert same["resubmitted"]["makespan"] < same["first"]["makespan"]
     # Not only because the speeds are known: the same frames as another scene take longer
     # (214.6 s against 230.3 s when written; the rank-spaced first runs of a farm that
     # knows its speeds help both).

@@ -15,6 +15,7 @@ from peerfarm.core.scheduler import (
     Pick,
     pick_run,
     run_length,
+    split_keep,
 )
 
 
@@ -293,3 +294,47 @@ def test_a_job_of_few_frames_a_node_is_probed_with_two_frames():
     log = adaptive_log(A, B, C, frames=30)
     assert pick_run(log.state, A).count == 2
     assert pick_run(adaptive_log(A, B, C, frames=400).state, A).count == PROBE_FRAMES
+
+
+def test_a_run_gives_back_the_tail_the_idle_farm_should_render_sooner():
+    # A holds frames 0-59 and renders 4 s a frame, twice its measured speed (these frames
+    # cost more than sized); B and C are idle, measured at 1 s a frame (so 2 s a frame
+    # of these) after a 2 s start-up; nothing is left unclaimed.
+    log = adaptive_log(A, B, C, frames=100)
+    for node in (A, B, C):
+        speed(log, node, 2000 if node == A else 1000, startup_ms=2000)
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 60})
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 60, "count": 40})
+    emit(log, B, "DONE", {"job_id": "job1", "chunk": 60, "count": 40, "claim_seq": 2})
+    state = log.state
+    job = state.jobs["job1"]
+    finished = [12.0, 16.0, 20.0, 24.0]  # 4 frames done, 4 s apart
+    measured = Measured({"job1": 2.0}, now=24.0, seen={("job1", 0, claim.seq): 0.0})
+    keep = split_keep(state, A, job, 0, 60, finished, measured)
+    # A keeps what it renders by the time B and C, after their start-up, are done with
+    # the rest, shared between them at 2 s a frame.
+    assert 4 < keep < 60
+    left_a = (keep - 4) * 4.0
+    left_others = 2.0 + (60 - keep) / 2 * 2.0
+    assert abs(left_a - left_others) <= 4.0  # about together, to a frame of A's
+    # Not while frames are unclaimed (idle nodes take those), nor once a copy runs.
+    emit(log, A, "RELEASE_CHUNK", {"job_id": "job1", "chunk": 59, "claim_seq": claim.seq})
+    assert split_keep(log.state, A, log.state.jobs["job1"], 0, 59, finished, measured) == 59
+
+
+def test_a_run_with_a_copy_or_near_its_end_is_kept_whole():
+    log = adaptive_log(A, B, frames=40)
+    speed(log, A, 2000, startup_ms=2000)
+    speed(log, B, 1000, startup_ms=2000)
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 40})
+    measured = Measured({"job1": 2.0}, now=24.0, seen={("job1", 0, claim.seq): 0.0})
+    finished = [12.0, 16.0, 20.0, 24.0]
+    job = log.state.jobs["job1"]
+    assert split_keep(log.state, A, job, 0, 40, finished, measured) < 40
+    # The last frame being rendered: nothing to give.
+    assert split_keep(log.state, A, job, 0, 5, finished, measured) == 5
+    emit(
+        log, B, "BACKUP_CHUNK", {"job_id": "job1", "chunk": 0, "count": 40, "claim_seq": claim.seq}
+    )
+    job = log.state.jobs["job1"]
+    assert split_keep(log.state, A, job, 0, 40, finished, measured) == 40

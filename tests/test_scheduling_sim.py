@@ -3,6 +3,7 @@ of the runs expected to finish last, hung renderers, and the scheduling benchmar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -224,3 +225,54 @@ def test_requirements_and_max_nodes_hold_at_every_step():
     # The limited jobs were rendered by several nodes over time, never more at once.
     assert len(by_job["job-two"]) >= 2
     assert len(by_job["job-fixed"]) >= 1
+
+
+def test_a_run_that_overruns_gives_its_tail_back_and_its_kept_frames_count():
+    # Costs climb 1 to 8 along the job and nobody knows them yet: the last runs, sized
+    # from the cheaper frames before them, take longer than sized. Their holder gives
+    # the frames it has not reached back (RELEASE_CHUNK of the run's tail) once the
+    # others should be idle, and stops once the frames it kept are done.
+    frames = 120
+    schedule = dataclasses.replace(
+        _farm([NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 3.0)], frames=frames),
+        jobs=[
+            JobPlan(
+                "job-s",
+                1.0,
+                0,
+                1,
+                frames,
+                1,
+                adaptive=True,
+                costs=tuple(complexity_curve("ramp", frames)),
+            )
+        ],
+        startup=2.0,
+    )
+    result = run_schedule(schedule, random.Random(1), 1)
+    assert result.jobs == {"job-s": "done"}
+    releases = result.emitted(act.RELEASE_CHUNK)
+    assert releases  # no fault here: every release is a run's tail given back
+    claims = {(a.origin, a.seq): a.payload for a in result.emitted(act.CLAIM_CHUNK)}
+    done = result.emitted(act.DONE)
+    for release in releases:
+        claim = claims[(release.origin, release.payload["claim_seq"])]
+        first, end = claim["chunk"], claim["chunk"] + claim.get("count", 1)
+        tail = release.payload["chunk"]
+        assert first < tail < end  # a tail: the holder keeps the run's first frames
+        assert release.payload["chunk"] + release.payload.get("count", 1) <= end
+        # The holder's DONEs of that claim (a long run tells its finished chunks as it
+        # goes) name the frames it kept, and only them.
+        theirs = [
+            range(a.payload["chunk"], a.payload["chunk"] + a.payload.get("count", 1))
+            for a in done
+            if a.origin == release.origin and a.payload["claim_seq"] == release.payload["claim_seq"]
+        ]
+        assert sorted(i for run in theirs for i in run) == list(range(first, tail))
+    # Every frame was rendered and counted once: the released ones by new claims.
+    counted = sorted(
+        i
+        for a in done
+        for i in range(a.payload["chunk"], a.payload["chunk"] + a.payload.get("count", 1))
+    )
+    assert set(counted) == set(range(frames))

@@ -25,7 +25,7 @@ not at all), and the loser simply asks again.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Container, Mapping
+from collections.abc import Collection, Container, Mapping, Sequence
 from typing import NamedTuple
 
 from peerfarm.core.chunk_order import IN_ORDER, chunk_order
@@ -631,6 +631,116 @@ def pick_backup(
         if best is not None:
             return best[1]  # the most urgent job's runs first
     return None
+
+
+SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
+
+
+def split_keep(
+    state: State,
+    node_id: str,
+    job: Job,
+    first: int,
+    count: int,
+    finished_at: Sequence[float],
+    measured: Measured,
+) -> int:
+    """How many chunks of this node's run (``count`` from ``first``) it should go on
+    rendering: fewer than ``count`` when the rest should go back to the farm (released)
+    so idle nodes render it. ``finished_at``: when each frame of the run finished so far.
+
+    A run sized over frames nobody had rendered yet can take far longer than sized, and
+    a copy of it (a backup) starts again from its first frame. Once the job has no
+    unclaimed frame, the holder, which alone sees its run's progress, keeps what it
+    should render by the time the farm could be done with the rest: its remaining
+    frames shared with the other nodes as they should become free (each paying its
+    start-up), from its own pace in this run. The frame being rendered is kept."""
+    done = len(finished_at)
+    if job.state != ACTIVE or not job.adaptive or job.tiles != 1 or done + 1 >= count:
+        return count
+    mine = state.peers[node_id].speed(job.renderer)
+    if mine is None:
+        return count
+    # Cheap first (this runs at every frame of a run): what could be given back should
+    # take this node a few start-ups at its pace so far (frames of milliseconds never).
+    per_frame = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
+    if done >= 3:
+        per_frame = (finished_at[-1] - finished_at[0]) / (done - 1)
+    if (count - done - 1) * per_frame < SPLIT_STARTUPS * max(mine[1] / 1000.0, CLAIM_SECONDS):
+        return count
+    if _unclaimed(job) or any(job.chunk(i).backup_origin for i in range(first, first + count)):
+        return count
+    costs = job_costs(state, job)
+    # This run's own pace (seconds per frame-unit): its frames may cost more than the
+    # farm's estimate of them, and its neighbours (the tail) likely as much.
+    unit = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
+    if done >= 3:
+        rendered = run_work(job, costs, first + 1, done - 1)
+        if rendered > 0:
+            unit = (finished_at[-1] - finished_at[0]) / rendered
+    if unit <= 0:
+        return count
+    scale = unit / (mine[0] / 1000.0)
+    left = [run_work(job, costs, first + i, 1) for i in range(done, count)]
+    alone = sum(left) * unit  # seconds this node needs for the rest by itself
+    slots = _free_slots(state, job, node_id, scale, measured)
+    if not slots:
+        return count
+
+    def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
+        return t / unit + sum(max(0.0, t - free - startup) / per for free, startup, per in slots)
+
+    lo, hi = 0.0, alone
+    for _ in range(40):  # the least t by which the farm renders the rest
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rendered_by(mid) < sum(left) else (lo, mid)
+    if alone - hi < BACKUP_GAIN * alone:
+        return count  # not worth another node's start-up
+    keep, work = 0, 0.0
+    while keep < len(left) and work < hi / unit - 1e-9:
+        work += left[keep]
+        keep += 1
+    return max(done + 1, min(count, done + keep))
+
+
+def _free_slots(
+    state: State, job: Job, node_id: str, scale: float, measured: Measured
+) -> list[tuple[float, float, float]]:
+    """Other nodes' slots that may render ``job``: (seconds from now until free, start-up
+    seconds, seconds per frame-unit of this job), a slot free at the estimated end of
+    the run it renders (its estimate less how long ago this node saw the claim). A slot
+    on another job's work, or a copy, counts as never free here."""
+    now = measured.now
+    busy: dict[str, list[float]] = {}
+    for other in state.jobs.values():
+        if other.state != ACTIVE:
+            continue
+        for first, count, holder, seq in claimed_runs(other):
+            copier = other.chunk(first).backup_origin
+            if copier:
+                busy.setdefault(copier, []).append(math.inf)
+            if other.id != job.id:
+                busy.setdefault(holder, []).append(math.inf)
+                continue
+            estimate = run_estimate(state, job, holder, first, count, scale)
+            seen = measured.seen.get((job.id, first, seq))
+            if estimate is None or seen is None:
+                busy.setdefault(holder, []).append(math.inf)
+                continue
+            busy.setdefault(holder, []).append(expected_left(now - seen, estimate))
+    slots = []
+    for n in able_renderers(state, job):
+        if n == node_id or not has_room(job, n):
+            continue
+        speed = state.peers[n].speed(job.renderer)
+        if speed is None:
+            continue
+        ends = sorted(busy.get(n, []))
+        ends = [0.0] * max(0, state.peers[n].slots - len(ends)) + ends
+        for end in ends[: state.peers[n].slots]:
+            if end < math.inf:
+                slots.append((end, speed[1] / 1000.0, speed[0] / 1000.0 * scale))
+    return slots
 
 
 def overdue_at(

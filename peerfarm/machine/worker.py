@@ -17,7 +17,14 @@ from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core.costs import MAX_FRAMES, work_of
-from peerfarm.core.scheduler import Measured, job_costs, overdue_at, pick_backup, pick_run
+from peerfarm.core.scheduler import (
+    Measured,
+    job_costs,
+    overdue_at,
+    pick_backup,
+    pick_run,
+    split_keep,
+)
 from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
@@ -46,6 +53,9 @@ RELEASE_REASON_PAUSED = "this machine's worker paused"
 RELEASE_REASON_NO_SPACE = "this node's disk is full"
 RELEASE_REASONS = (RELEASE_REASON_STOPPING, RELEASE_REASON_PAUSED, RELEASE_REASON_NO_SPACE)
 RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
+# The rest of the run went back to the farm (core/scheduler.py split_keep): the render
+# stops once the frames kept are done, and their DONE counts.
+STOP_REASON_SPLIT = "its frames kept are done; the rest of the run went back to the farm"
 HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
 SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended jobs go
 
@@ -76,6 +86,9 @@ class Render:
     told: int = 0  # chunks of the run (from the first) a DONE was emitted for already
     told_at: float = 0.0  # when the last of those DONEs went out (or the render started)
     stop_soon: bool = False  # the node is stopping: stop once the next chunk is finished
+    # Its tail went back to the farm: the renderer still renders it, and is stopped once
+    # ``frames`` (the frames kept) are done.
+    split: bool = False
 
     @property
     def chunks(self) -> range:
@@ -103,7 +116,8 @@ class Render:
         lo = first * self.frames_per_chunk
         hi = min(last * self.frames_per_chunk, len(self.frames))
         # Runs longer than a scene's cost table holds send none (the action stays small);
-        # the run's first frame alone tells nothing (it also paid the start-up).
+        # the run's first frame alone tells nothing (it also paid the start-up). A split
+        # run's renderer may have finished frames past the ones it kept: hi stops at those.
         least = 2 if lo == 0 else 1
         if self.tile is None and MAX_FRAMES >= hi - lo >= least and len(self.frame_at) >= hi:
             at = self.frame_at
@@ -531,6 +545,8 @@ class Worker:
                 finished = render.frames_finished // render.frames_per_chunk
                 if render.told < finished < render.count:  # (all finished: it ends anyway)
                     self._stop(render, RELEASE_REASON_STOPPING)  # tells the finished ones
+            if job is not None:
+                self._split(render, job)
             self._tell_finished(render)
             self.shared.changes += 1
 
@@ -552,6 +568,45 @@ class Worker:
         self.shared.emit(act.DONE, render.done_ref(finished))
         render.told, render.told_at = finished, self.shared.now
 
+    def _split(self, render: Render, job: Job) -> None:
+        """Give the frames of our run the farm should render sooner than we would back
+        (RELEASE_CHUNK of the run's tail), and stop the renderer once the frames kept
+        are done (core/scheduler.py split_keep)."""
+        if render.stop_reason or render.backup or render.tile is not None:
+            return
+        shared = self.shared
+        if render.frames_finished >= len(render.frames):
+            if render.split:
+                self._stop(render, STOP_REASON_SPLIT)
+            return
+        # (Its first chunks may be done already: told as it went, _tell_finished.)
+        if not self._holds(
+            job, render.chunk + render.told, render.claim_seq, render.count - render.told
+        ):
+            return
+        measured = Measured(self.job_frame_seconds, shared.now, self.claims_seen)
+        keep = split_keep(
+            shared.state, shared.node_id, job, render.chunk, render.count, render.frame_at, measured
+        )
+        if keep >= render.count:
+            return
+        tail = {
+            "job_id": job.id,
+            "chunk": render.chunk + keep,
+            "claim_seq": render.claim_seq,
+        }
+        if render.count - keep > 1:
+            tail["count"] = render.count - keep
+        shared.note(
+            logging.INFO,
+            f"giving back chunks {render.chunk + keep}-{render.chunk + render.count - 1} of "
+            f"job {job.id}: the farm should render them sooner than this node",
+        )
+        render.count = keep
+        render.frames = job.run_frames(render.chunk, keep)
+        render.split = True
+        shared.emit(act.RELEASE_CHUNK, tail)
+
     def _measure(self, render: Render) -> None:
         """Learn this node's speed from a render that finished: seconds per frame from
         the frames after the first (the first also paid the start-up), the start-up
@@ -569,7 +624,7 @@ class Worker:
         costs, start = (job.costs, job.frame_start) if job is not None else ((), 0)
         frames = render.frames
         first_work = work_of(costs, start, frames[:1]) or 1.0
-        at = render.frame_at
+        at = render.frame_at[:n]
         if n >= 2 and len(at) == n:
             # The median frame after the first, each by its cost: one heavy frame (an
             # explosion the costs do not know yet) does not make the node look slow.
@@ -639,6 +694,12 @@ class Worker:
             shared.emit(act.DONE, render.done_ref())
             if not render.stop_reason:
                 self._measure(render)
+        elif render.stop_reason == STOP_REASON_SPLIT and render.frames_finished >= len(
+            render.frames
+        ):
+            # Stopped past the frames it kept: they are rendered, and count.
+            shared.emit(act.DONE, render.done_ref())
+            self._measure(render)
         elif render.stop_reason == RELEASE_REASON_HUNG:
             job = shared.state.jobs.get(job_id)
             if job is not None and any(

@@ -437,7 +437,8 @@ class SimNode:
     def _render_progress(self, key: tuple[str, int], token: int, frame: int, tile: int) -> None:
         if self._renders.get(key) == token:
             # A renderer tells a frame once it is at its place, fsynced: it is on disk
-            # (a DONE may name it before the run ends: machine/worker.py).
+            # (a DONE may name it before the run ends, and a render stopped later leaves it
+            # there: machine/worker.py).
             self.frames.add((key[0], frame, tile))
             self._handle(ev.RenderProgress(key[0], key[1]))
 
