@@ -1,7 +1,7 @@
 """The renderer guard: the process between a node and one renderer (POSIX).
 
     python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] -- COMMAND...
-    python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] --spare MODULE
+    python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] --spare MODULE,...
 
 The node starts it in a session of its own (peerfarm.child_processes.renderer_options),
 so the guard leads a process group holding the renderer and all it starts, out of the
@@ -20,15 +20,17 @@ exit status. Besides:
   included, so the node sees the renderer's status as SIGKILL.
 - SIGTERM, SIGINT and SIGHUP do not stop the guard: the node stops a renderer by
   signalling the whole process group, and the guard waits to pass on the exit status.
-- With --spare MODULE instead of -- COMMAND, the guard is started before its chunk
-  (renderer_processes.py keeps one ready per running render): it imports MODULE,
-  then waits on its stdin, a Unix socket, for the command, folder and environment
-  to run with and the file descriptor of its stderr (`send_command`). A chunk then
-  waits for no Python start-up at all; end of file instead: it exits.
+- With --spare MODULE,... instead of -- COMMAND, the guard is started before its
+  chunk (renderer_processes.py keeps one ready per slot and per running render): it
+  imports the wrapper MODULEs (and what they `warm_up`), then waits on its stdin, a
+  Unix socket, for the command, folder and environment to run with and the file
+  descriptor of its stderr (`send_command`). A chunk then waits for no Python
+  start-up at all; end of file instead: it exits.
 - When COMMAND is one of peerfarm's own wrappers (`python -m peerfarm.renderers...`,
   this very interpreter), the guard forks and runs the module in the child instead of
   starting a second interpreter: the same process tree (guard, wrapper, renderer) and
   the same ties, without paying Python's start-up twice per chunk (docs/performance.md).
+  A module already imported (a spare's) is not run again: its `main(argv)` is called.
 """
 
 from __future__ import annotations
@@ -81,10 +83,18 @@ def guarded_command(
     ]
 
 
-def spare_command(module: str, watch_fd: int, niceness: int = RENDERER_NICENESS) -> list[str]:
-    """The command line of a spare guard: started ahead of its chunk, `module` (a
-    wrapper) imported, waiting on its stdin (a Unix socket) for what to run
-    (`send_command`)."""
+def forks_wrappers() -> bool:
+    """Whether guards run peerfarm's wrappers in a fork of themselves, and so can be
+    started as spares: POSIX, not a frozen build (whose executable is the app)."""
+    return sys.platform != "win32" and not getattr(sys, "frozen", False)
+
+
+def spare_command(
+    modules: Sequence[str], watch_fd: int, niceness: int = RENDERER_NICENESS
+) -> list[str]:
+    """The command line of a spare guard: started ahead of its chunk, the wrapper
+    `modules` imported, waiting on its stdin (a Unix socket) for what to run
+    (`send_command`); any wrapper's chunk can take it."""
     return [
         sys.executable,
         "-m",
@@ -94,7 +104,7 @@ def spare_command(module: str, watch_fd: int, niceness: int = RENDERER_NICENESS)
         "--niceness",
         str(niceness),
         "--spare",
-        module,
+        ",".join(modules),
     ]
 
 
@@ -193,7 +203,8 @@ def wrapper_module(command: Sequence[str]) -> str | None:
 def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
     """Run `python -m module args` in a fork of this process (no threads run yet);
     a function that waits for it and returns its status as Popen.wait does (-N:
-    killed by signal N)."""
+    killed by signal N). A module a spare imported already runs as its `main(argv)`:
+    executing its code again would only redo its imports' and definitions' work."""
     if sys.platform == "win32":
         raise RuntimeError("the renderer guard is POSIX only")
     tie = die_with_parent()  # Linux: dies with the guard, as start_tied_child's children
@@ -208,8 +219,12 @@ def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             sys.argv = [module, *args]
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-            code = 0
+            main = getattr(sys.modules.get(_main_module(module)), "main", None)
+            if callable(main):
+                code = _exit_code(main(list(args)))
+            else:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+                code = 0
         except SystemExit as exc:
             code = _exit_code(exc.code)
         except BaseException:
@@ -231,6 +246,28 @@ def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
             return os.waitstatus_to_exitcode(status)
 
     return wait
+
+
+def _warm_up(modules: Sequence[str]) -> None:
+    """A spare: import the wrapper modules the forked wrapper will run, and do what
+    their `warm_up()` does ahead (work the same for every chunk of this node)."""
+    for name in modules:
+        if not name.startswith(WRAPPERS):
+            continue  # only peerfarm's own wrappers run in a fork
+        try:
+            importlib.import_module(name)
+            module = importlib.import_module(_main_module(name))
+            warm_up = getattr(module, "warm_up", None)
+            if callable(warm_up):
+                warm_up()
+        except Exception:  # the wrapper says what is wrong when it runs
+            pass
+
+
+def _main_module(name: str) -> str:
+    """What `python -m name` runs: the module, or a package's __main__ (of a package
+    imported already)."""
+    return f"{name}.__main__" if hasattr(sys.modules.get(name), "__path__") else name
 
 
 def _exit_code(code: object) -> int:
@@ -258,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         os.setsid()  # never signal the group of whoever started us: lead our own
     lower_priority(niceness)
     if spare is not None:
-        try:
-            importlib.import_module(spare)  # what the forked wrapper needs, loaded now
-        except ImportError:
-            pass  # the wrapper says what is wrong when it runs
+        _warm_up(spare.split(","))
         received = _receive_command()
         if received is None:
             return 0  # not needed after all (the node stopped, or closed its spares)

@@ -56,6 +56,7 @@ from peerfarm.child_processes import (
     renderer_options,
 )
 from peerfarm.runtime.renderer_guard import (
+    forks_wrappers,
     guarded_command,
     send_command,
     spare_command,
@@ -82,11 +83,14 @@ class RendererProcesses:
         self._running: dict[int, str] = {}  # pid (POSIX: the guard's) -> its start time
         self._jobs: dict[int, KillOnCloseJob] = {}  # Windows: pid -> the renderer's job
         self._lock = threading.Lock()
-        # POSIX: guards started ahead, waiting for their chunk's command (see `_spare`):
-        # wrapper module -> [(the guard, our end of its stdin socket)]
-        self._spares: dict[str, list[tuple[trio.Process, socket.socket]]] = {}
-        self._running_wrappers: dict[str, int] = {}  # wrapper module -> renders running
-        self._topping_up: set[str] = set()
+        # POSIX: guards started ahead, waiting for their chunk's command (see "spare
+        # guards" below): [(the guard, our end of its stdin socket)]. Any wrapper's chunk
+        # can take any of them; they import the wrapper modules in `_preload` ahead.
+        self._spares: list[tuple[trio.Process, socket.socket]] = []
+        self._preload: list[str] = []  # the wrappers offered (start_spares) or run so far
+        self._spares_wanted = 0  # spares kept waiting even with nothing rendering
+        self._running_wrappers = 0  # renders of wrappers running
+        self._topping_up = False
         self._closed = False
 
     def kill_leftovers(self) -> list[int]:
@@ -125,16 +129,18 @@ class RendererProcesses:
             raise ValueError("a renderer's output pipe is only readable with nursery.start")
         module = None if sys.platform == "win32" else wrapper_module(command)
         if module is not None and stdout == subprocess.PIPE and _fileno(stderr) is not None:
-            self._running_wrappers[module] = self._running_wrappers.get(module, 0) + 1
+            if module not in self._preload:
+                self._preload.append(module)
+            self._running_wrappers += 1
             try:
-                spare = self._take_spare(module, command, cwd, env, stderr)
+                spare = self._take_spare(command, cwd, env, stderr)
                 # Behind this render, off its way: a spare for the next chunk.
-                trio.lowlevel.spawn_system_task(self._top_up, module, dict(env))
+                trio.lowlevel.spawn_system_task(self._top_up, dict(env))
                 if spare is not None:
                     return await self._run_spare(spare, command, task_status)
                 return await self._run(command, cwd, env, stdout, stderr, task_status)
             finally:
-                self._running_wrappers[module] -= 1
+                self._running_wrappers -= 1
         return await self._run(command, cwd, env, stdout, stderr, task_status)
 
     async def _run(
@@ -188,23 +194,35 @@ class RendererProcesses:
     #
     # Starting a guard and its Python wrapper costs a chunk about 0.1 s of CPU before
     # povray or blender even starts: an interpreter, the wrapper's imports (several
-    # times that in wall time on a busy machine). So each render of a wrapper gets a
-    # spare guard started behind it, which imports the wrapper and waits; the next
-    # chunk hands it its command, folder, environment and stderr over a Unix socket and
-    # starts at once. A spare is a guard like any other: in its own session at low
-    # priority, recorded until it ends, dying with the node (its stdin reaches end of
-    # file too, and it exits).
+    # times that in wall time on a busy machine). So spare guards wait, the wrappers'
+    # modules imported: one per slot from the node's start (`start_spares`), and one
+    # behind each running render of a wrapper; the next chunk hands one its command,
+    # folder, environment and stderr over a Unix socket and starts at once. A spare is
+    # a guard like any other: in its own session at low priority, recorded until it
+    # ends, dying with the node (its stdin reaches end of file too, and it exits).
+
+    def start_spares(self, modules: Sequence[str], count: int, env: Mapping[str, str]) -> None:
+        """From now on keep at least `count` spare guards waiting, importing the wrapper
+        `modules` ahead (a node's offered renderers, one per slot): the first chunks
+        start no Python either. Started in the background, at low priority; nothing on
+        Windows or in a frozen build (no wrapper runs in a fork there)."""
+        if not forks_wrappers():
+            return
+        for module in modules:
+            if module not in self._preload:
+                self._preload.append(module)
+        self._spares_wanted = max(0, count)
+        trio.lowlevel.spawn_system_task(self._top_up, dict(env))
 
     def _take_spare(
         self,
-        module: str,
         command: Sequence[str],
         cwd: str | os.PathLike[str],
         env: Mapping[str, str],
         stderr: Output,
     ) -> trio.Process | None:
-        """A waiting spare guard for `module`, told what to run; None: none could be."""
-        spares = self._spares.setdefault(module, [])
+        """A waiting spare guard, told what to run; None: none could be."""
+        spares = self._spares
         while spares:
             process, sock = spares.pop(0)
             try:
@@ -220,32 +238,31 @@ class RendererProcesses:
             self._forget(process)
         return None
 
-    async def _top_up(self, module: str, env: dict[str, str]) -> None:
-        """Start spares for `module` until there is one per render of it running (a
-        system task: it must not raise)."""
-        spares = self._spares.setdefault(module, [])
-        if module in self._topping_up:
-            return  # another top-up of this module is at it
-        self._topping_up.add(module)
+    async def _top_up(self, env: dict[str, str]) -> None:
+        """Start spares until there are `start_spares`' count, and one per render of a
+        wrapper running (a system task: it must not raise)."""
+        if self._topping_up:
+            return  # another top-up is at it
+        self._topping_up = True
         try:
             with trio.CancelScope(shield=True):  # a started spare is always kept track of
-                while not self._closed and len(spares) < self._running_wrappers.get(module, 0):
-                    spares.append(await self._start_spare(module, env))
+                while not self._closed and len(self._spares) < max(
+                    self._spares_wanted, self._running_wrappers
+                ):
+                    self._spares.append(await self._start_spare(env))
         except Exception as exc:  # no spare: chunks start the slower way, and work
             log.warning("cannot start a spare renderer guard: %s", exc)
         finally:
-            self._topping_up.discard(module)
+            self._topping_up = False
 
-    async def _start_spare(
-        self, module: str, env: Mapping[str, str]
-    ) -> tuple[trio.Process, socket.socket]:
+    async def _start_spare(self, env: Mapping[str, str]) -> tuple[trio.Process, socket.socket]:
         if sys.platform == "win32":  # never asked for: `run` takes no spares on Windows
             raise RuntimeError("spare renderer guards are POSIX only")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             watch_fd = node_end_fd()
             process = await trio.lowlevel.open_process(
-                spare_command(module, watch_fd, RENDERER_NICENESS),
+                spare_command(self._preload, watch_fd, RENDERER_NICENESS),
                 cwd=tempfile.gettempdir(),
                 # As a renderer's: its HOME and TMPDIR are set per chunk (send_command).
                 env=dict(env),
@@ -293,13 +310,13 @@ class RendererProcesses:
     async def close_spares(self) -> None:
         """End the waiting spares (they see end of file on their stdin and exit)."""
         self._closed = True
-        for spares in self._spares.values():
-            for process, sock in spares:
-                sock.close()
-                with trio.move_on_after(STOP_GRACE):
-                    await process.wait()
-                self._forget(process)
-            spares.clear()
+        spares, self._spares = self._spares, []
+        for _, sock in spares:
+            sock.close()
+        for process, _ in spares:
+            with trio.move_on_after(STOP_GRACE):
+                await process.wait()
+            self._forget(process)
 
     def _put_in_job(self, process: trio.Process) -> None:
         """Windows: into a job object at once, before the renderer starts much."""
