@@ -451,8 +451,8 @@ def test_the_next_chunk_starts_in_a_spare_guard_with_its_own_folder_and_log(tmp_
         return first, spare, second, another, bad
 
     first, spare, second, another, bad = trio.run(main)
-    assert b"--spare" not in first[1] and first[3] == 0
-    assert second[0] == spare and b"--spare" in second[1] and second[3] == 0
+    assert b"--spares" not in first[1] and first[3] == 0
+    assert second[0] == spare and b"--spares" in second[1] and second[3] == 0
     assert b"FRAME 2" in second[2]
     assert (tmp_path / "work2" / "out" / "f_0002.png").is_file()
     assert bad[0] == another and bad[3] == 2  # a wrapper's usage error, from the spare
@@ -539,7 +539,7 @@ def test_spare_guards_die_with_their_sigkilled_node_waiting_or_rendering(tmp_pat
         assert node.stdout is not None
         (guard,) = map(int, node.stdout.readline().split()[1:])
         (spare,) = map(int, node.stdout.readline().split()[1:])
-        assert b"--spare" in _cmdline(guard) and b"--spare" in _cmdline(spare)
+        assert b"--spares" in _cmdline(guard) and b"--spares" in _cmdline(spare)
         deadline = time.monotonic() + DEADLINE
         while not _children(guard) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -601,7 +601,7 @@ def test_spares_started_ahead_take_the_first_chunks_and_end_when_closed(tmp_path
         return ahead, cmdlines, first, again
 
     ahead, cmdlines, first, again = trio.run(main)
-    assert all(b"--spare" in line and WRAPPER.encode() in line for line in cmdlines)
+    assert all(b"--spares" in line and WRAPPER.encode() in line for line in cmdlines)
     assert first[0] in ahead and first[3] == 0 and b"FRAME 1" in first[2]
     assert (work / "out" / "f_0001.png").is_file()
     assert b"RuntimeWarning" not in (tmp_path / "1.log").read_bytes()  # run as main(), once
@@ -631,7 +631,7 @@ def test_a_scenes_python_files_never_run_in_the_guard_or_the_wrapper(tmp_path):
         return [cold, spare]
 
     cold, spare = trio.run(main)
-    assert b"--spare" not in cold[1] and b"--spare" in spare[1]
+    assert b"--spares" not in cold[1] and b"--spares" in spare[1]
     assert cold[3] == 0 and spare[3] == 0
     assert not marker.exists()
 
@@ -649,7 +649,8 @@ async def main():
     processes.start_spares(["peerfarm.renderers.povray.run"], 2, renderer_environment(data_dir))
     while len(processes._spares) < 2:
         await trio.sleep(0.02)
-    print("SPARES", *(p.pid for p, _ in processes._spares), flush=True)
+    pids = [processes._factory.process.pid, *(p.pid for p, _ in processes._spares)]
+    print("SPARES", *pids, flush=True)
     await trio.sleep_forever()
 
 trio.run(main)
@@ -665,8 +666,8 @@ def test_spares_started_ahead_die_with_their_sigkilled_node(tmp_path):
     )
     try:
         assert node.stdout is not None
-        spares = list(map(int, node.stdout.readline().split()[1:]))
-        assert len(spares) == 2 and all(b"--spare" in _cmdline(pid) for pid in spares)
+        spares = list(map(int, node.stdout.readline().split()[1:]))  # the factory's first
+        assert len(spares) == 3 and all(b"--spares" in _cmdline(pid) for pid in spares)
     finally:
         node.kill()
         node.wait()
@@ -707,7 +708,7 @@ def test_a_povray_chunk_in_a_spare_started_ahead_renders_as_a_fresh_guard_does(t
         return results
 
     fresh, spare = trio.run(main)
-    assert b"--spare" not in fresh[1] and b"--spare" in spare[1]
+    assert b"--spares" not in fresh[1] and b"--spares" in spare[1]
     assert fresh[3] == 0 and spare[3] == 0
     assert spare[2].count(b"FRAME ") == 2
     for frame in (2, 3):  # the pixels: the PNGs hold when they were rendered (tIME, a comment)
@@ -718,3 +719,35 @@ def test_a_povray_chunk_in_a_spare_started_ahead_renders_as_a_fresh_guard_does(t
         tmp_path / "spare" / "f_0003.png"
     ).read_bytes()  # the clock moved the sphere: not the same frame twice
     assert "Landlock" in (tmp_path / "spare" / "chunk.log").read_text()
+
+
+def test_chunks_still_render_when_the_spare_factory_is_killed(tmp_path):
+    """A killed spare factory can no longer tell its spares' ends: they are stopped and
+    never handed a chunk; the next chunks start as before, and a new factory follows."""
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def main() -> tuple:
+        processes = RendererProcesses(tmp_path)
+        processes.start_spares([WRAPPER], 1, renderer_environment(tmp_path))
+        (old_spare,) = await _spares_waiting(processes, 1)
+        assert processes._factory is not None
+        old_factory = processes._factory.process.pid
+        os.kill(old_factory, signal.SIGKILL)
+        with trio.fail_after(DEADLINE):
+            while not processes._factory.gone:
+                await trio.sleep(0.02)
+        pattern = "out/f_{frame:04d}.png"
+        first = await _chunk_in(processes, _builtin("1", "8x6", pattern), work, tmp_path / "1.log")
+        (new_spare,) = await _spares_waiting(processes, 1)
+        second = await _chunk_in(processes, _builtin("2", "8x6", pattern), work, tmp_path / "2.log")
+        new_factory = processes._factory.process.pid
+        await processes.close_spares()
+        return old_factory, old_spare, first, new_spare, second, new_factory
+
+    old_factory, old_spare, first, new_spare, second, new_factory = trio.run(main)
+    assert first[0] != old_spare and b"--spares" not in first[1] and first[3] == 0
+    assert second[0] == new_spare and second[3] == 0 and new_factory != old_factory
+    assert (work / "out" / "f_0001.png").is_file() and (work / "out" / "f_0002.png").is_file()
+    assert _wait_until_gone([old_factory, old_spare, new_spare, new_factory]) == []
+    assert not (tmp_path / RECORD_FILE).exists()

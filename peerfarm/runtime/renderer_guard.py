@@ -1,7 +1,7 @@
 """The renderer guard: the process between a node and one renderer (POSIX).
 
     python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] -- COMMAND...
-    python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] --spare MODULE,...
+    python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] --spares MODULE,...
 
 The node starts it in a session of its own (peerfarm.child_processes.renderer_options),
 so the guard leads a process group holding the renderer and all it starts, out of the
@@ -20,12 +20,14 @@ exit status. Besides:
   included, so the node sees the renderer's status as SIGKILL.
 - SIGTERM, SIGINT and SIGHUP do not stop the guard: the node stops a renderer by
   signalling the whole process group, and the guard waits to pass on the exit status.
-- With --spare MODULE,... instead of -- COMMAND, the guard is started before its
-  chunk (renderer_processes.py keeps one ready per slot and per running render): it
-  imports the wrapper MODULEs (and what they `warm_up`), then waits on its stdin, a
-  Unix socket, for the command, folder and environment to run with and the file
-  descriptor of its stderr (`send_command`). A chunk then waits for no Python
-  start-up at all; end of file instead: it exits.
+- With --spares MODULE,... instead of -- COMMAND, it is the node's *spare factory*
+  (one per node): it imports the wrapper MODULEs (and does what they `warm_up`), then
+  forks a *spare guard* whenever the node asks on its stdin, a Unix socket (`_serve_
+  spares`): a process of its own session with all of that imported, which waits on
+  its own stdin socket for the command, folder and environment to run with and the
+  file descriptor of its stderr (`send_command`), then goes on as a guard started
+  for that chunk would. A chunk thus waits for no Python start-up, and a spare costs
+  a fork instead of an interpreter's start and imports (docs/performance.md).
 - When COMMAND is one of peerfarm's own wrappers (`python -m peerfarm.renderers...`,
   this very interpreter), the guard forks and runs the module in the child instead of
   starting a second interpreter: the same process tree (guard, wrapper, renderer) and
@@ -39,6 +41,7 @@ import importlib
 import json
 import os
 import runpy
+import select
 import signal
 import socket
 import sys
@@ -89,12 +92,11 @@ def forks_wrappers() -> bool:
     return sys.platform != "win32" and not getattr(sys, "frozen", False)
 
 
-def spare_command(
+def factory_command(
     modules: Sequence[str], watch_fd: int, niceness: int = RENDERER_NICENESS
 ) -> list[str]:
-    """The command line of a spare guard: started ahead of its chunk, the wrapper
-    `modules` imported, waiting on its stdin (a Unix socket) for what to run
-    (`send_command`); any wrapper's chunk can take it."""
+    """The command line of a node's spare factory: the wrapper `modules` imported, it
+    forks spare guards on request (`_serve_spares`); any wrapper's chunk can take one."""
     return [
         sys.executable,
         "-m",
@@ -103,7 +105,7 @@ def spare_command(
         str(watch_fd),
         "--niceness",
         str(niceness),
-        "--spare",
+        "--spares",
         ",".join(modules),
     ]
 
@@ -118,6 +120,76 @@ def send_command(
     text = json.dumps({"command": list(command), "cwd": cwd, "env": env}).encode()
     socket.send_fds(sock, [text], [stderr_fd])
     sock.shutdown(socket.SHUT_WR)
+
+
+def _serve_spares(watch_fd: int) -> None:
+    """The spare factory's loop. Each request on stdin (a Unix socket) brings two file
+    descriptors, the new spare's stdin (a socket) and stdout (a pipe): fork, answer
+    `P PID`. Each spare that ended is reaped and told: `E PID STATUS` (Popen's
+    returncode: -N when killed by signal N), in the order they happen. Returns in
+    the forked spare only, in a session of its own with those as stdin and stdout;
+    the factory itself exits at end of file on stdin (the node closed it) or on
+    `watch_fd` (the node process is gone).
+    """
+    if sys.platform == "win32":
+        raise RuntimeError("spare renderer guards are POSIX only")
+    control = socket.socket(fileno=os.dup(0))
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)  # a SIGCHLD wakes the select below
+    signal.signal(signal.SIGCHLD, _keep_waiting)
+    while True:
+        readable, _, _ = select.select([control.fileno(), wake_read, watch_fd], [], [])
+        if watch_fd in readable:
+            os._exit(0)  # never written to: readable means end of file, the node is gone
+        if wake_read in readable:
+            os.read(wake_read, 4096)
+            for pid, status in _reap():
+                control.sendall(f"E {pid} {status}\n".encode())
+        if control.fileno() in readable:
+            request, fds, _, _ = socket.recv_fds(control, 16, 2)
+            if not request:
+                os._exit(0)  # the node closed its spares
+            if len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            pid = os.fork()
+            if pid == 0:  # the spare: drop the factory's parts, take its own stdin and stdout
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (wake_read, wake_write):
+                    os.close(fd)
+                control.close()
+                os.setsid()  # the group the node signals to stop this chunk's tree
+                os.dup2(fds[0], 0)
+                os.dup2(fds[1], 1)
+                for fd in fds:
+                    os.close(fd)
+                # As a guard started on that pipe has it (the factory's was /dev/null:
+                # a seekable file, which a pipe is not).
+                sys.stdout = open(  # noqa: SIM115 (for as long as the process lives)
+                    1, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors, closefd=False
+                )
+                return
+            for fd in fds:
+                os.close(fd)
+            control.sendall(f"P {pid}\n".encode())
+
+
+def _reap() -> list[tuple[int, int]]:
+    """The factory's spares that ended: (pid, status as Popen's returncode)."""
+    if sys.platform == "win32":
+        raise RuntimeError("spare renderer guards are POSIX only")
+    ended: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        ended.append((pid, os.waitstatus_to_exitcode(status)))
 
 
 def _receive_command() -> list[str] | None:
@@ -156,16 +228,16 @@ def _parse(argv: list[str]) -> tuple[int, int, list[str], str | None]:
     split = argv.index("--") if "--" in argv else len(argv)
     options, command = argv[:split], argv[split + 1 :]
     values = dict(zip(options[::2], options[1::2], strict=False))
-    known = {"--watch-fd", "--niceness", "--spare"}
+    known = {"--watch-fd", "--niceness", "--spares"}
     if len(options) % 2 or set(values) - known or "--watch-fd" not in values:
         raise ValueError(
-            f"expected --watch-fd FD [--niceness N] [--spare MODULE], got {' '.join(options)}"
+            f"expected --watch-fd FD [--niceness N] [--spares MODULE,...], got {' '.join(options)}"
         )
-    spare = values.get("--spare")
+    spare = values.get("--spares")
     if spare is None and not command:
         raise ValueError("expected -- COMMAND...")
     if spare is not None and command:
-        raise ValueError("a spare guard gets its command later, not after --")
+        raise ValueError("spare guards get their command later, not after --")
     watch_fd = int(values["--watch-fd"])
     return watch_fd, int(values.get("--niceness", RENDERER_NICENESS)), command, spare
 
@@ -296,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     lower_priority(niceness)
     if spare is not None:
         _warm_up(spare.split(","))
+        _serve_spares(watch_fd)  # returns in a spare guard only, forked for a chunk
         received = _receive_command()
         if received is None:
             return 0  # not needed after all (the node stopped, or closed its spares)

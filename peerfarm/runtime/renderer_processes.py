@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -56,10 +56,10 @@ from peerfarm.child_processes import (
     renderer_options,
 )
 from peerfarm.runtime.renderer_guard import (
+    factory_command,
     forks_wrappers,
     guarded_command,
     send_command,
-    spare_command,
     wrapper_module,
 )
 
@@ -71,6 +71,7 @@ RECORD_FILE = "renderer-processes.json"
 # emergency stop), so there is nothing to save: POV-Ray takes 0.4-1.4 s to act on
 # SIGTERM, and a stale chunk must stop within a second (benchmarks/bench_rerender.py).
 STOP_GRACE = 0.5
+FACTORY_ANSWER_S = 10.0  # a spare factory that has not forked by then is stuck
 
 Output = int | IO[Any] | None
 
@@ -86,7 +87,8 @@ class RendererProcesses:
         # POSIX: guards started ahead, waiting for their chunk's command (see "spare
         # guards" below): [(the guard, our end of its stdin socket)]. Any wrapper's chunk
         # can take any of them; they import the wrapper modules in `_preload` ahead.
-        self._spares: list[tuple[trio.Process, socket.socket]] = []
+        self._spares: list[tuple[SpareProcess, socket.socket]] = []
+        self._factory: _SpareFactory | None = None
         self._preload: list[str] = []  # the wrappers offered (start_spares) or run so far
         self._spares_wanted = 0  # spares kept waiting even with nothing rendering
         self._running_wrappers = 0  # renders of wrappers running
@@ -197,9 +199,11 @@ class RendererProcesses:
     # times that in wall time on a busy machine). So spare guards wait, the wrappers'
     # modules imported: one per slot from the node's start (`start_spares`), and one
     # behind each running render of a wrapper; the next chunk hands one its command,
-    # folder, environment and stderr over a Unix socket and starts at once. A spare is
-    # a guard like any other: in its own session at low priority, recorded until it
-    # ends, dying with the node (its stdin reaches end of file too, and it exits).
+    # folder, environment and stderr over a Unix socket and starts at once. Spares are
+    # forked by one spare factory per node (renderer_guard.py), which has imported it
+    # all once: a spare costs a fork, not an interpreter. A spare is a guard like any
+    # other: in its own session at low priority, recorded until it ends, dying with the
+    # node (its stdin reaches end of file too, and it exits).
 
     def start_spares(self, modules: Sequence[str], count: int, env: Mapping[str, str]) -> None:
         """From now on keep at least `count` spare guards waiting, importing the wrapper
@@ -220,7 +224,7 @@ class RendererProcesses:
         cwd: str | os.PathLike[str],
         env: Mapping[str, str],
         stderr: Output,
-    ) -> trio.Process | None:
+    ) -> SpareProcess | None:
         """A waiting spare guard, told what to run; None: none could be."""
         spares = self._spares
         while spares:
@@ -255,41 +259,26 @@ class RendererProcesses:
         finally:
             self._topping_up = False
 
-    async def _start_spare(self, env: Mapping[str, str]) -> tuple[trio.Process, socket.socket]:
+    async def _start_spare(self, env: Mapping[str, str]) -> tuple[SpareProcess, socket.socket]:
         if sys.platform == "win32":  # never asked for: `run` takes no spares on Windows
             raise RuntimeError("spare renderer guards are POSIX only")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            watch_fd = node_end_fd()
-            process = await trio.lowlevel.open_process(
-                spare_command(self._preload, watch_fd, RENDERER_NICENESS),
-                cwd=tempfile.gettempdir(),
-                # As a renderer's: its HOME and TMPDIR are set per chunk (send_command).
-                env=dict(env),
-                stdin=theirs.fileno(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(watch_fd,),
-                **renderer_options(),
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        await trio.to_thread.run_sync(self._record, process.pid)
-        return process, ours
+        if self._factory is None or self._factory.gone:
+            self._factory = await _SpareFactory.start(self._preload, env, self._ended)
+            await trio.to_thread.run_sync(self._record, self._factory.process.pid)
+        spare, ours = await self._factory.fork()
+        await trio.to_thread.run_sync(self._record, spare.pid)
+        return spare, ours
 
     async def _run_spare(
         self,
-        process: trio.Process,
+        process: SpareProcess,
         command: Sequence[str],
         task_status: trio.TaskStatus[trio.Process],
     ) -> subprocess.CompletedProcess[bytes]:
         """`_run` for a spare guard told its command: wait for it, stop its tree when
         cancelled (as trio.run_process's deliver_cancel does)."""
         try:
-            task_status.started(process)
+            task_status.started(cast("trio.Process", process))  # as much of one as is used
             try:
                 returncode = await process.wait()
             except trio.Cancelled:
@@ -301,7 +290,7 @@ class RendererProcesses:
             self._ended(process.pid)
         return subprocess.CompletedProcess(list(command), returncode)
 
-    def _forget(self, process: trio.Process) -> None:
+    def _forget(self, process: SpareProcess) -> None:
         """A spare that will not run: end it and its record."""
         if sys.platform != "win32" and process.returncode is None:
             _signal_group(process, signal.SIGKILL)
@@ -317,6 +306,9 @@ class RendererProcesses:
             with trio.move_on_after(STOP_GRACE):
                 await process.wait()
             self._forget(process)
+        if self._factory is not None:
+            await self._factory.close()
+            self._ended(self._factory.process.pid)
 
     def _put_in_job(self, process: trio.Process) -> None:
         """Windows: into a job object at once, before the renderer starts much."""
@@ -347,7 +339,7 @@ class RendererProcesses:
             if self._running.pop(pid, None) is not None:
                 self._write()
 
-    async def _stop(self, process: trio.Process) -> None:
+    async def _stop(self, process: trio.Process | SpareProcess) -> None:
         """trio.run_process's deliver_cancel: stop the renderer's whole tree."""
         if sys.platform == "win32":
             job = self._jobs.get(process.pid)
@@ -356,7 +348,8 @@ class RendererProcesses:
                     raise OSError("no job object")
                 job.terminate()
             except OSError:
-                process.kill()
+                if isinstance(process, trio.Process):  # (spares are POSIX only)
+                    process.kill()
             return
         _signal_group(process, signal.SIGTERM)
         with trio.move_on_after(STOP_GRACE):
@@ -390,6 +383,155 @@ class RendererProcesses:
             log.warning("cannot record the running renderers in %s: %s", self.record_path, exc)
 
 
+class SpareProcess:
+    """A spare guard, forked by the node's spare factory: what of a trio.Process the
+    worker uses (pid, stdout, returncode, wait). Its exit status comes from the
+    factory, which reaped it."""
+
+    def __init__(self, pid: int, stdout: trio.abc.ReceiveStream) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+        self._ended = trio.Event()
+
+    def ended(self, returncode: int) -> None:
+        if self.returncode is None:
+            self.returncode = returncode
+            self._ended.set()
+
+    async def wait(self) -> int:
+        await self._ended.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+class _SpareFactory:
+    """The node's spare factory (renderer_guard.py `--spares`): a guard process with
+    the wrappers imported, forking spare guards on request and telling their ends."""
+
+    def __init__(
+        self, process: trio.Process, control: socket.socket, ended: Callable[[int], None]
+    ) -> None:
+        self.process = process
+        self.control = control  # non-blocking; only this object reads and writes it
+        self._ended = ended  # told the pid of each spare that ended
+        self._spares: dict[int, SpareProcess] = {}
+        self._forked: list[trio.MemorySendChannel[int]] = []  # waiting for "P pid", in order
+        self._buffer = b""
+        self.gone = False
+
+    @classmethod
+    async def start(
+        cls, modules: Sequence[str], env: Mapping[str, str], ended: Callable[[int], None]
+    ) -> _SpareFactory:
+        if sys.platform == "win32":
+            raise RuntimeError("spare renderer guards are POSIX only")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            watch_fd = node_end_fd()
+            process = await trio.lowlevel.open_process(
+                factory_command(modules, watch_fd, RENDERER_NICENESS),
+                cwd=tempfile.gettempdir(),
+                # As a renderer's: a spare's HOME and TMPDIR are set per chunk (send_command).
+                env=dict(env),
+                stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(watch_fd,),
+                **renderer_options(),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        factory = cls(process, ours, ended)
+        trio.lowlevel.spawn_system_task(factory._listen)
+        return factory
+
+    async def fork(self) -> tuple[SpareProcess, socket.socket]:
+        """A new spare guard, and our end of its stdin socket."""
+        if sys.platform == "win32":
+            raise RuntimeError("spare renderer guards are POSIX only")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_end, write_end = os.pipe()
+        send, receive = trio.open_memory_channel[int](1)
+        try:
+            self._forked.append(send)
+            await trio.lowlevel.wait_writable(self.control)
+            socket.send_fds(self.control, [b"S"], [theirs.fileno(), write_end])
+            with trio.fail_after(FACTORY_ANSWER_S):
+                pid = await receive.receive()
+        except BaseException:
+            ours.close()
+            os.close(read_end)
+            raise
+        finally:
+            theirs.close()
+            os.close(write_end)
+        spare = SpareProcess(pid, trio.lowlevel.FdStream(read_end))
+        self._spares[pid] = spare
+        return spare, ours
+
+    async def _listen(self) -> None:
+        """Read the factory's answers (a system task: it must not raise)."""
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self.control)
+                try:
+                    data = self.control.recv(4096)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    break
+                self._buffer += data
+                *lines, self._buffer = self._buffer.split(b"\n")
+                for line in lines:
+                    self._heard(line.split())
+        except (OSError, ValueError, trio.ClosedResourceError) as exc:
+            log.info("spare factory %d: %s", self.process.pid, exc)
+        finally:
+            self._gone()
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_GRACE):
+                await self.process.wait()  # reaped, so its record can go
+                self._ended(self.process.pid)
+
+    def _heard(self, words: list[bytes]) -> None:
+        if words[:1] == [b"P"] and self._forked:
+            self._forked.pop(0).send_nowait(int(words[1]))
+        elif words[:1] == [b"E"]:
+            spare = self._spares.pop(int(words[1]), None)
+            if spare is not None:
+                spare.ended(int(words[2]))
+                self._ended(spare.pid)
+
+    def _gone(self) -> None:
+        """The factory ended (closed, or killed): its spares' ends can no longer be
+        told, so none may go on; a chunk in one fails and is rendered again."""
+        self.gone = True
+        if sys.platform == "win32":
+            return  # never started there
+        for send in self._forked:
+            send.close()
+        self._forked.clear()
+        for spare in self._spares.values():
+            if spare.returncode is None:
+                _signal_group(spare, signal.SIGKILL)
+                spare.ended(-signal.SIGKILL)
+            self._ended(spare.pid)
+        self._spares.clear()
+
+    async def close(self) -> None:
+        """End it (it exits at end of file on its stdin); its spares are ended first."""
+        trio.lowlevel.notify_closing(self.control)
+        self.control.close()
+        with trio.move_on_after(STOP_GRACE):
+            await self.process.wait()
+        if sys.platform != "win32" and self.process.returncode is None:
+            _signal_group(self.process, signal.SIGKILL)
+
+
 class _Started:
     """A task_status that calls `first(process)`, then passes the process on."""
 
@@ -412,7 +554,7 @@ def _fileno(output: Output) -> int | None:
         return None
 
 
-def _signal_group(process: trio.Process, signum: int) -> None:
+def _signal_group(process: trio.Process | SpareProcess, signum: int) -> None:
     """Signal the guard's process group: the renderer and all it started (POSIX)."""
     if sys.platform == "win32" or process.returncode is not None:
         return  # reaped: its pid, the group's id, may belong to someone else by now
