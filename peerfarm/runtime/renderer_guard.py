@@ -365,10 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(getattr(signal, name), _keep_waiting)
     if os.getpgrp() != os.getpid():
         os.setsid()  # never signal the group of whoever started us: lead our own
-    lower_priority(niceness)
     if spare is not None:
         _warm_up(spare.split(","))
         _serve_spares(watch_fd)  # returns in a spare guard only, forked for a chunk
+    # Before anything of a chunk runs. (Not the factory: it only forks and reaps, and
+    # a chunk's end waits for its word; a spare gets here first thing after its fork.)
+    lower_priority(niceness)
+    if spare is not None:
         received = _receive_command()
         if received is None:
             return 0  # not needed after all (the node stopped, or closed its spares)
