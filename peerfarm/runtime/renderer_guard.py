@@ -122,11 +122,12 @@ def send_command(
     sock.shutdown(socket.SHUT_WR)
 
 
-def _serve_spares(watch_fd: int) -> None:
+def _serve_spares(watch_fd: int, niceness: int) -> None:
     """The spare factory's loop. Each request on stdin (a Unix socket) brings two file
-    descriptors, the new spare's stdin (a socket) and stdout (a pipe): fork, answer
-    `P PID`. Each spare that ended is reaped and told: `E PID STATUS` (Popen's
-    returncode: -N when killed by signal N), in the order they happen. Returns in
+    descriptors, the new spare's stdin (a socket) and stdout (a pipe): fork, lower
+    the spare's priority to `niceness`, answer `P PID`. Each spare that ended is
+    reaped and told: `E PID STATUS` (Popen's returncode: -N when killed by signal
+    N), in the order they happen. Returns in
     the forked spare only, in a session of its own with those as stdin and stdout;
     the factory itself exits at end of file on stdin (the node closed it) or on
     `watch_fd` (the node process is gone).
@@ -174,6 +175,10 @@ def _serve_spares(watch_fd: int) -> None:
                 return
             for fd in fds:
                 os.close(fd)
+            try:  # at low priority before the node even knows it
+                os.setpriority(os.PRIO_PROCESS, pid, niceness)
+            except OSError:
+                pass  # it lowers its own (main), as a guard does
             control.sendall(f"P {pid}\n".encode())
 
 
@@ -192,9 +197,10 @@ def _reap() -> list[tuple[int, int]]:
         ended.append((pid, os.waitstatus_to_exitcode(status)))
 
 
-def _receive_command() -> list[str] | None:
+def _receive_command() -> tuple[list[str], socket.socket] | None:
     """A spare guard: wait for what to run on stdin (a Unix socket), take on its
-    folder, environment and stderr; None when the node closed the socket instead."""
+    folder, environment and stderr; the command, and the socket to tell the node the
+    exit status on (`_tell_status`). None when the node closed the socket instead."""
     if sys.platform == "win32":
         raise RuntimeError("spare renderer guards are POSIX only")
     sock = socket.socket(fileno=os.dup(0))
@@ -206,8 +212,8 @@ def _receive_command() -> list[str] | None:
         if not part:
             break
         data += part
-    sock.close()
     if not data or len(fds) != 1:
+        sock.close()
         return None
     order = json.loads(data)
     sys.stderr.flush()
@@ -220,7 +226,18 @@ def _receive_command() -> list[str] | None:
     os.environ.clear()
     os.environ.update(order["env"])
     tempfile.tempdir = None  # TMPDIR is the job's now
-    return [str(word) for word in order["command"]]
+    return [str(word) for word in order["command"]], sock
+
+
+def _tell_status(sock: socket.socket, status: int) -> None:
+    """A spare guard about to exit with `status`: tell the node at once, which would
+    otherwise hear it from the spare factory once that has woken up and reaped us."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        sock.sendall(str(status & 0xFF).encode())
+    except OSError:
+        pass  # the node is gone, or hears it from the factory
 
 
 def _parse(argv: list[str]) -> tuple[int, int, list[str], str | None]:
@@ -367,15 +384,16 @@ def main(argv: list[str] | None = None) -> int:
         os.setsid()  # never signal the group of whoever started us: lead our own
     if spare is not None:
         _warm_up(spare.split(","))
-        _serve_spares(watch_fd)  # returns in a spare guard only, forked for a chunk
+        _serve_spares(watch_fd, niceness)  # returns in a spare guard only, forked for a chunk
     # Before anything of a chunk runs. (Not the factory: it only forks and reaps, and
     # a chunk's end waits for its word; a spare gets here first thing after its fork.)
     lower_priority(niceness)
+    report = None
     if spare is not None:
         received = _receive_command()
         if received is None:
             return 0  # not needed after all (the node stopped, or closed its spares)
-        command = received
+        command, report = received
     try:
         # Linux: the renderer also dies with the guard (SIGKILL of the guard alone).
         module = wrapper_module(command)
@@ -400,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         os.killpg(os.getpgrp(), signal.SIGKILL)
+    if report is not None:
+        _tell_status(report, status)
     return status
 
 

@@ -135,11 +135,11 @@ class RendererProcesses:
                 self._preload.append(module)
             self._running_wrappers += 1
             try:
-                spare = self._take_spare(command, cwd, env, stderr)
+                taken = self._take_spare(command, cwd, env, stderr)
                 # Behind this render, off its way: a spare for the next chunk.
                 trio.lowlevel.spawn_system_task(self._top_up, dict(env))
-                if spare is not None:
-                    return await self._run_spare(spare, command, task_status)
+                if taken is not None:
+                    return await self._run_spare(*taken, command, task_status)
                 return await self._run(command, cwd, env, stdout, stderr, task_status)
             finally:
                 self._running_wrappers -= 1
@@ -224,8 +224,9 @@ class RendererProcesses:
         cwd: str | os.PathLike[str],
         env: Mapping[str, str],
         stderr: Output,
-    ) -> SpareProcess | None:
-        """A waiting spare guard, told what to run; None: none could be."""
+    ) -> tuple[SpareProcess, socket.socket] | None:
+        """A waiting spare guard, told what to run, and our end of its socket (it tells
+        its exit status there); None: none could be."""
         spares = self._spares
         while spares:
             process, sock = spares.pop(0)
@@ -234,11 +235,11 @@ class RendererProcesses:
                     stderr_fd = _fileno(stderr)
                     assert stderr_fd is not None
                     send_command(sock, command, os.fspath(cwd), dict(env), stderr_fd)
-                    return process
+                    sock.setblocking(False)
+                    return process, sock
             except OSError as exc:
                 log.info("spare renderer guard %d could not be used: %s", process.pid, exc)
-            finally:
-                sock.close()
+            sock.close()
             self._forget(process)
         return None
 
@@ -272,13 +273,17 @@ class RendererProcesses:
     async def _run_spare(
         self,
         process: SpareProcess,
+        sock: socket.socket,
         command: Sequence[str],
         task_status: trio.TaskStatus[trio.Process],
     ) -> subprocess.CompletedProcess[bytes]:
-        """`_run` for a spare guard told its command: wait for it, stop its tree when
-        cancelled (as trio.run_process's deliver_cancel does)."""
+        """`_run` for a spare guard told its command: wait for it (its exit status as
+        it tells it on `sock`, or as the factory tells it: killed, it cannot), stop its
+        tree when cancelled (as trio.run_process's deliver_cancel does)."""
         try:
             task_status.started(cast("trio.Process", process))  # as much of one as is used
+            # Not in a nursery: a Cancelled must reach the `except` below as itself.
+            trio.lowlevel.spawn_system_task(_hear_status, sock, process)
             try:
                 returncode = await process.wait()
             except trio.Cancelled:
@@ -287,6 +292,8 @@ class RendererProcesses:
                     await process.wait()
                 raise
         finally:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
             self._ended(process.pid)
         return subprocess.CompletedProcess(list(command), returncode)
 
@@ -403,6 +410,26 @@ class SpareProcess:
         await self._ended.wait()
         assert self.returncode is not None
         return self.returncode
+
+
+async def _hear_status(sock: socket.socket, process: SpareProcess) -> None:
+    """The exit status a spare guard tells before it exits (renderer_guard.py); a
+    system task, until end of file or until `_run_spare` closes the socket."""
+    data = b""
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                part = sock.recv(16)
+            except BlockingIOError:
+                continue
+            if not part:
+                break
+            data += part
+    except (OSError, trio.ClosedResourceError):
+        return  # closed: the chunk ended otherwise
+    if data.isdigit():
+        process.ended(int(data))
 
 
 class _SpareFactory:
