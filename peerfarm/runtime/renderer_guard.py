@@ -127,10 +127,9 @@ def _serve_spares(watch_fd: int, niceness: int) -> None:
     descriptors, the new spare's stdin (a socket) and stdout (a pipe): fork, lower
     the spare's priority to `niceness`, answer `P PID`. Each spare that ended is
     reaped and told: `E PID STATUS` (Popen's returncode: -N when killed by signal
-    N), in the order they happen. Returns in
-    the forked spare only, in a session of its own with those as stdin and stdout;
-    the factory itself exits at end of file on stdin (the node closed it) or on
-    `watch_fd` (the node process is gone).
+    N), in the order they happen. Returns in the forked spare only, in a session of
+    its own with those as stdin and stdout; the factory itself exits at end of file
+    on stdin (the node closed it) or on `watch_fd` (the node process is gone).
     """
     if sys.platform == "win32":
         raise RuntimeError("spare renderer guards are POSIX only")
