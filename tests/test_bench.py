@@ -154,6 +154,10 @@ def test_overhead_renders_a_povray_animation_both_ways_and_prints_the_ratio():
     # Both times are rounded to the ms in the JSON, the ratio is of the unrounded ones.
     assert abs(pair["ratio"] - pair["farm_s"] / pair["direct_s"]) < 0.01
     assert pair["farm_complete_s"] >= pair["farm_s"]
+    # The same povray work both ways: the farm's renderer CPU counts every povray, also
+    # those below the spare factory (not a child of the node's own reaping).
+    if pair.get("direct_cpu_s") and "farm_renderers_cpu_s" in pair:
+        assert pair["farm_renderers_cpu_s"] >= 0.5 * pair["direct_cpu_s"], pair
 
 
 def test_overhead_without_the_scene_says_what_to_give(tmp_path):

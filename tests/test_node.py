@@ -300,6 +300,8 @@ def test_scene_files_travel_as_blobs_to_the_worker(tmp_path):
         "TEMP",
         "PYTHONUTF8",
         "PYTHONIOENCODING",
+        "PYTHONSAFEPATH",  # the job folder's files are never imported
+        "PYTHONNOUSERSITE",
     }, env
     out = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert out == ["copy_0001.png", "copy_0002.png", "copy_0003.png"]

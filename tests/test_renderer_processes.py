@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import trio
+from PIL import Image
 
 from peerfarm.child_processes import RENDERER_NICENESS
 from peerfarm.renderers.base import renderer_environment
@@ -411,9 +412,9 @@ def _cmdline(pid: int) -> list[bytes]:
 async def _spare_of(processes: RendererProcesses) -> int:
     """The pid of the spare guard started behind a render (waits for it)."""
     with trio.fail_after(DEADLINE):
-        while not processes._spares.get(WRAPPER):
+        while not processes._spares:
             await trio.sleep(0.02)
-    return processes._spares[WRAPPER][0][0].pid
+    return processes._spares[0][0].pid
 
 
 def test_the_next_chunk_starts_in_a_spare_guard_with_its_own_folder_and_log(tmp_path):
@@ -450,8 +451,8 @@ def test_the_next_chunk_starts_in_a_spare_guard_with_its_own_folder_and_log(tmp_
         return first, spare, second, another, bad
 
     first, spare, second, another, bad = trio.run(main)
-    assert b"--spare" not in first[1] and first[3] == 0
-    assert second[0] == spare and b"--spare" in second[1] and second[3] == 0
+    assert b"--spares" not in first[1] and first[3] == 0
+    assert second[0] == spare and b"--spares" in second[1] and second[3] == 0
     assert b"FRAME 2" in second[2]
     assert (tmp_path / "work2" / "out" / "f_0002.png").is_file()
     assert bad[0] == another and bad[3] == 2  # a wrapper's usage error, from the spare
@@ -510,14 +511,14 @@ async def main():
             process = await nursery.start(partial(run, [*command[:-4], "--size", "8x6",
                                                         *command[-2:], "--frames", "1"]))
             _ = [data async for data in process.stdout]
-        while not processes._spares.get("peerfarm.renderers.builtin"):
+        while not processes._spares:
             await trio.sleep(0.02)
         async with trio.open_nursery() as nursery:  # a long one, in the spare
             process = await nursery.start(partial(run, [*command, "--frames", "1-48"]))
             print(f"GUARD {process.pid}", flush=True)
-            while not processes._spares.get("peerfarm.renderers.builtin"):
+            while not processes._spares:
                 await trio.sleep(0.02)
-            print(f"SPARE {processes._spares['peerfarm.renderers.builtin'][0][0].pid}", flush=True)
+            print(f"SPARE {processes._spares[0][0].pid}", flush=True)
             async for data in process.stdout:
                 pass
 
@@ -538,7 +539,7 @@ def test_spare_guards_die_with_their_sigkilled_node_waiting_or_rendering(tmp_pat
         assert node.stdout is not None
         (guard,) = map(int, node.stdout.readline().split()[1:])
         (spare,) = map(int, node.stdout.readline().split()[1:])
-        assert b"--spare" in _cmdline(guard) and b"--spare" in _cmdline(spare)
+        assert b"--spares" in _cmdline(guard) and b"--spares" in _cmdline(spare)
         deadline = time.monotonic() + DEADLINE
         while not _children(guard) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -548,3 +549,207 @@ def test_spare_guards_die_with_their_sigkilled_node_waiting_or_rendering(tmp_pat
         node.kill()
         node.wait()
     assert _wait_until_gone([*rendering, spare]) == []
+
+
+# --- spares from the node's start ---------------------------------------------------------
+
+
+async def _spares_waiting(processes: RendererProcesses, count: int) -> list[int]:
+    with trio.fail_after(DEADLINE):
+        while len(processes._spares) < count:
+            await trio.sleep(0.02)
+    return [process.pid for process, _ in processes._spares]
+
+
+async def _chunk_in(
+    processes: RendererProcesses, command: list[str], work: Path, log: Path
+) -> tuple[int, list[bytes], bytes, int | None]:
+    """Run one chunk as the worker does; (guard pid, its command line, stdout, status)."""
+    with open(log, "wb") as stderr:
+        async with trio.open_nursery() as nursery:
+            run = partial(
+                processes.run,
+                command,
+                cwd=work,
+                env=renderer_environment(work),
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
+            process = await nursery.start(run)
+            cmdline = _cmdline(process.pid)
+            output = b"".join([data async for data in process.stdout])
+    return process.pid, cmdline, output, process.returncode
+
+
+def test_spares_started_ahead_take_the_first_chunks_and_end_when_closed(tmp_path):
+    """start_spares keeps one spare per slot from the start: the very first chunks of
+    a wrapper run in them, with the wrapper's module imported ahead, and render right."""
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def main() -> tuple:
+        processes = RendererProcesses(tmp_path)
+        processes.start_spares([WRAPPER], 2, renderer_environment(tmp_path))
+        ahead = await _spares_waiting(processes, 2)
+        cmdlines = [_cmdline(pid) for pid in ahead]
+        # Low priority before their chunk (the factory only forks and reaps).
+        assert all(os.getpriority(os.PRIO_PROCESS, pid) == RENDERER_NICENESS for pid in ahead)
+        pattern = "out/f_{frame:04d}.png"
+        first = await _chunk_in(
+            processes, _builtin("1", "16x12", pattern), work, tmp_path / "1.log"
+        )
+        again = await _spares_waiting(processes, 2)  # topped up to the slots again
+        await processes.close_spares()
+        return ahead, cmdlines, first, again
+
+    ahead, cmdlines, first, again = trio.run(main)
+    assert all(b"--spares" in line and WRAPPER.encode() in line for line in cmdlines)
+    assert first[0] in ahead and first[3] == 0 and b"FRAME 1" in first[2]
+    assert (work / "out" / "f_0001.png").is_file()
+    assert b"RuntimeWarning" not in (tmp_path / "1.log").read_bytes()  # run as main(), once
+    assert _wait_until_gone([*ahead, *again]) == []
+    assert not (tmp_path / RECORD_FILE).exists()
+
+
+def test_a_scenes_python_files_never_run_in_the_guard_or_the_wrapper(tmp_path):
+    """The chunk runs in the job's folder, which the scene (and an earlier chunk's
+    renderer) can fill: a json.py or a user site-packages there is never imported."""
+    work = tmp_path / "work"
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'a').write('ran')\n"
+    site = work / ".local" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    (site / "site-packages").mkdir(parents=True)
+    (site / "site-packages" / "evil.pth").write_text(f"import os; {code}")
+    for name in ("json.py", "socket.py", "argparse.py", "runpy.py"):
+        (work / name).write_text(code)
+
+    async def main() -> list[tuple]:
+        processes = RendererProcesses(tmp_path)
+        pattern = "out/f_{frame:04d}.png"
+        cold = await _chunk_in(processes, _builtin("1", "8x6", pattern), work, tmp_path / "1.log")
+        await _spares_waiting(processes, 1)
+        spare = await _chunk_in(processes, _builtin("2", "8x6", pattern), work, tmp_path / "2.log")
+        await processes.close_spares()
+        return [cold, spare]
+
+    cold, spare = trio.run(main)
+    assert b"--spares" not in cold[1] and b"--spares" in spare[1]
+    assert cold[3] == 0 and spare[3] == 0
+    assert not marker.exists()
+
+
+NODE_WITH_SPARES_AHEAD = """\
+import sys
+from pathlib import Path
+import trio
+from peerfarm.renderers.base import renderer_environment
+from peerfarm.runtime.renderer_processes import RendererProcesses
+
+async def main():
+    data_dir = Path(sys.argv[1])
+    processes = RendererProcesses(data_dir)
+    processes.start_spares(["peerfarm.renderers.povray.run"], 2, renderer_environment(data_dir))
+    while len(processes._spares) < 2:
+        await trio.sleep(0.02)
+    pids = [processes._factory.process.pid, *(p.pid for p, _ in processes._spares)]
+    print("SPARES", *pids, flush=True)
+    await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+def test_spares_started_ahead_die_with_their_sigkilled_node(tmp_path):
+    node = subprocess.Popen(
+        [sys.executable, "-c", NODE_WITH_SPARES_AHEAD, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert node.stdout is not None
+        spares = list(map(int, node.stdout.readline().split()[1:]))  # the factory's first
+        assert len(spares) == 3 and all(b"--spares" in _cmdline(pid) for pid in spares)
+    finally:
+        node.kill()
+        node.wait()
+    assert _wait_until_gone(spares) == []
+
+
+@pytest.mark.skipif(shutil.which("povray") is None, reason="needs povray (apt-get install povray)")
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_a_povray_chunk_in_a_spare_started_ahead_renders_as_a_fresh_guard_does(tmp_path):
+    """The same POV-Ray chunk, once in a guard started for it and once handed to a spare
+    started ahead (its wrapper imported and warmed up): the same frames, bit for bit."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "scene.pov").write_text(
+        "camera { location <0, 1, -4> look_at 0 }\nlight_source { <2, 4, -3> rgb 1 }\n"
+        "sphere { <clock, 0, 0>, 1 pigment { rgb <1, 0.5, 0.2> } }\n"
+    )
+    (work / "scene.ini").write_text(
+        "Input_File_Name=scene.pov\nInitial_Frame=1\nFinal_Frame=4\n"
+        "Initial_Clock=0\nFinal_Clock=1\n"
+    )
+    job = SimpleNamespace(main="scene.ini", options=[], width=32, height=24)
+    plugin = PovrayRenderer()
+
+    async def main() -> list[tuple]:
+        results = []
+        for kind in ("fresh", "spare"):
+            processes = RendererProcesses(tmp_path / kind)
+            (tmp_path / kind).mkdir()
+            if kind == "spare":
+                processes.start_spares([plugin.wrapper_module], 1, renderer_environment(work))
+                await _spares_waiting(processes, 1)
+            pattern = str(tmp_path / kind / "f_{frame:04d}.png")
+            command = plugin.chunk_command(job, range(2, 4), work, pattern)
+            log = tmp_path / kind / "chunk.log"
+            results.append(await _chunk_in(processes, command, work, log))
+            await processes.close_spares()
+        return results
+
+    fresh, spare = trio.run(main)
+    assert b"--spares" not in fresh[1] and b"--spares" in spare[1]
+    assert fresh[3] == 0 and spare[3] == 0
+    assert spare[2].count(b"FRAME ") == 2
+    for frame in (2, 3):  # the pixels: the PNGs hold when they were rendered (tIME, a comment)
+        name = f"f_{frame:04d}.png"
+        with Image.open(tmp_path / "spare" / name) as a, Image.open(tmp_path / "fresh" / name) as b:
+            assert a.size == (32, 24) and a.tobytes() == b.tobytes()
+    assert (tmp_path / "spare" / "f_0002.png").read_bytes() != (
+        tmp_path / "spare" / "f_0003.png"
+    ).read_bytes()  # the clock moved the sphere: not the same frame twice
+    assert "Landlock" in (tmp_path / "spare" / "chunk.log").read_text()
+
+
+def test_chunks_still_render_when_the_spare_factory_is_killed(tmp_path):
+    """A killed spare factory can no longer tell its spares' ends: they are stopped and
+    never handed a chunk; the next chunks start as before, and a new factory follows."""
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def main() -> tuple:
+        processes = RendererProcesses(tmp_path)
+        processes.start_spares([WRAPPER], 1, renderer_environment(tmp_path))
+        (old_spare,) = await _spares_waiting(processes, 1)
+        assert processes._factory is not None
+        old_factory = processes._factory.process.pid
+        os.kill(old_factory, signal.SIGKILL)
+        with trio.fail_after(DEADLINE):
+            while not processes._factory.gone:
+                await trio.sleep(0.02)
+        pattern = "out/f_{frame:04d}.png"
+        first = await _chunk_in(processes, _builtin("1", "8x6", pattern), work, tmp_path / "1.log")
+        (new_spare,) = await _spares_waiting(processes, 1)
+        second = await _chunk_in(processes, _builtin("2", "8x6", pattern), work, tmp_path / "2.log")
+        new_factory = processes._factory.process.pid
+        await processes.close_spares()
+        return old_factory, old_spare, first, new_spare, second, new_factory
+
+    old_factory, old_spare, first, new_spare, second, new_factory = trio.run(main)
+    assert first[0] != old_spare and b"--spares" not in first[1] and first[3] == 0
+    assert second[0] == new_spare and second[3] == 0 and new_factory != old_factory
+    assert (work / "out" / "f_0001.png").is_file() and (work / "out" / "f_0002.png").is_file()
+    assert _wait_until_gone([old_factory, old_spare, new_spare, new_factory]) == []
+    assert not (tmp_path / RECORD_FILE).exists()

@@ -60,6 +60,10 @@ class Renderer(ABC):
     #: The image formats it writes (names from peerfarm.formats, which are also the
     #: frames' file extensions); jobs ask for one with `--format`, png by default.
     formats: tuple[str, ...] = ("png",)
+    #: The module of its chunks' wrapper process (`python -m MODULE`, chunk_command)
+    #: when it has one: a node keeps spare processes with it imported, one per slot
+    #: (docs/renderer-processes.md, "Spare guards").
+    wrapper_module: str | None = None
 
     @abstractmethod
     def probe(self) -> str | None:
@@ -160,6 +164,13 @@ def renderer_environment(temp_dir: Path) -> dict[str, str]:
     # also reconfigure their streams (renderers/wrapper.py); this covers the rest.
     env["PYTHONUTF8"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
+    # The job's folder holds the scene's files, and an earlier chunk's povray may write
+    # there: none of it may become Python code run outside the sandbox. `python -m`
+    # puts its folder (the job's) first on sys.path: a "json.py" there would be
+    # imported by the guard or the wrapper (Python 3.11+: not added). And HOME is in the
+    # job's folder: its .local/lib/pythonX.Y/site-packages would be run at start.
+    env["PYTHONSAFEPATH"] = "1"
+    env["PYTHONNOUSERSITE"] = "1"
     return env
 
 

@@ -230,6 +230,8 @@ class Node:
             nursery.start_soon(self._flusher)
             nursery.start_soon(self._watch_disk)
             await nursery.start(self._renders.run)  # after leftovers from before are gone
+            if self.config.renders:  # the first chunks start no Python either
+                self._renders.start_spares(self.renderers, self.config.slots)
             nursery.start_soon(self._outputs.run)
             nursery.start_soon(
                 self.retention.run_periodically, self.config.retention_interval, self._settled

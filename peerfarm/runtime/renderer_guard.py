@@ -1,7 +1,7 @@
 """The renderer guard: the process between a node and one renderer (POSIX).
 
     python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] -- COMMAND...
-    python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] --spare MODULE
+    python -m peerfarm.runtime.renderer_guard --watch-fd FD [--niceness N] --spares MODULE,...
 
 The node starts it in a session of its own (peerfarm.child_processes.renderer_options),
 so the guard leads a process group holding the renderer and all it starts, out of the
@@ -20,15 +20,19 @@ exit status. Besides:
   included, so the node sees the renderer's status as SIGKILL.
 - SIGTERM, SIGINT and SIGHUP do not stop the guard: the node stops a renderer by
   signalling the whole process group, and the guard waits to pass on the exit status.
-- With --spare MODULE instead of -- COMMAND, the guard is started before its chunk
-  (renderer_processes.py keeps one ready per running render): it imports MODULE,
-  then waits on its stdin, a Unix socket, for the command, folder and environment
-  to run with and the file descriptor of its stderr (`send_command`). A chunk then
-  waits for no Python start-up at all; end of file instead: it exits.
+- With --spares MODULE,... instead of -- COMMAND, it is the node's *spare factory*
+  (one per node): it imports the wrapper MODULEs (and does what they `warm_up`), then
+  forks a *spare guard* whenever the node asks on its stdin, a Unix socket (`_serve_
+  spares`): a process of its own session with all of that imported, which waits on
+  its own stdin socket for the command, folder and environment to run with and the
+  file descriptor of its stderr (`send_command`), then goes on as a guard started
+  for that chunk would. A chunk thus waits for no Python start-up, and a spare costs
+  a fork instead of an interpreter's start and imports (docs/performance.md).
 - When COMMAND is one of peerfarm's own wrappers (`python -m peerfarm.renderers...`,
   this very interpreter), the guard forks and runs the module in the child instead of
   starting a second interpreter: the same process tree (guard, wrapper, renderer) and
   the same ties, without paying Python's start-up twice per chunk (docs/performance.md).
+  A module already imported (a spare's) is not run again: its `main(argv)` is called.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import importlib
 import json
 import os
 import runpy
+import select
 import signal
 import socket
 import sys
@@ -81,10 +86,17 @@ def guarded_command(
     ]
 
 
-def spare_command(module: str, watch_fd: int, niceness: int = RENDERER_NICENESS) -> list[str]:
-    """The command line of a spare guard: started ahead of its chunk, `module` (a
-    wrapper) imported, waiting on its stdin (a Unix socket) for what to run
-    (`send_command`)."""
+def forks_wrappers() -> bool:
+    """Whether guards run peerfarm's wrappers in a fork of themselves, and so can be
+    started as spares: POSIX, not a frozen build (whose executable is the app)."""
+    return sys.platform != "win32" and not getattr(sys, "frozen", False)
+
+
+def factory_command(
+    modules: Sequence[str], watch_fd: int, niceness: int = RENDERER_NICENESS
+) -> list[str]:
+    """The command line of a node's spare factory: the wrapper `modules` imported, it
+    forks spare guards on request (`_serve_spares`); any wrapper's chunk can take one."""
     return [
         sys.executable,
         "-m",
@@ -93,8 +105,8 @@ def spare_command(module: str, watch_fd: int, niceness: int = RENDERER_NICENESS)
         str(watch_fd),
         "--niceness",
         str(niceness),
-        "--spare",
-        module,
+        "--spares",
+        ",".join(modules),
     ]
 
 
@@ -110,9 +122,84 @@ def send_command(
     sock.shutdown(socket.SHUT_WR)
 
 
-def _receive_command() -> list[str] | None:
+def _serve_spares(watch_fd: int, niceness: int) -> None:
+    """The spare factory's loop. Each request on stdin (a Unix socket) brings two file
+    descriptors, the new spare's stdin (a socket) and stdout (a pipe): fork, lower
+    the spare's priority to `niceness`, answer `P PID`. Each spare that ended is
+    reaped and told: `E PID STATUS` (Popen's returncode: -N when killed by signal
+    N), in the order they happen. Returns in the forked spare only, in a session of
+    its own with those as stdin and stdout; the factory itself exits at end of file
+    on stdin (the node closed it) or on `watch_fd` (the node process is gone).
+    """
+    if sys.platform == "win32":
+        raise RuntimeError("spare renderer guards are POSIX only")
+    control = socket.socket(fileno=os.dup(0))
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)  # a SIGCHLD wakes the select below
+    signal.signal(signal.SIGCHLD, _keep_waiting)
+    while True:
+        readable, _, _ = select.select([control.fileno(), wake_read, watch_fd], [], [])
+        if watch_fd in readable:
+            os._exit(0)  # never written to: readable means end of file, the node is gone
+        if wake_read in readable:
+            os.read(wake_read, 4096)
+            for pid, status in _reap():
+                control.sendall(f"E {pid} {status}\n".encode())
+        if control.fileno() in readable:
+            request, fds, _, _ = socket.recv_fds(control, 16, 2)
+            if not request:
+                os._exit(0)  # the node closed its spares
+            if len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            pid = os.fork()
+            if pid == 0:  # the spare: drop the factory's parts, take its own stdin and stdout
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (wake_read, wake_write):
+                    os.close(fd)
+                control.close()
+                os.setsid()  # the group the node signals to stop this chunk's tree
+                os.dup2(fds[0], 0)
+                os.dup2(fds[1], 1)
+                for fd in fds:
+                    os.close(fd)
+                # As a guard started on that pipe has it (the factory's was /dev/null:
+                # a seekable file, which a pipe is not).
+                sys.stdout = open(  # noqa: SIM115 (for as long as the process lives)
+                    1, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors, closefd=False
+                )
+                return
+            for fd in fds:
+                os.close(fd)
+            try:  # at low priority before the node even knows it
+                os.setpriority(os.PRIO_PROCESS, pid, niceness)
+            except OSError:
+                pass  # it lowers its own (main), as a guard does
+            control.sendall(f"P {pid}\n".encode())
+
+
+def _reap() -> list[tuple[int, int]]:
+    """The factory's spares that ended: (pid, status as Popen's returncode)."""
+    if sys.platform == "win32":
+        raise RuntimeError("spare renderer guards are POSIX only")
+    ended: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        ended.append((pid, os.waitstatus_to_exitcode(status)))
+
+
+def _receive_command() -> tuple[list[str], socket.socket] | None:
     """A spare guard: wait for what to run on stdin (a Unix socket), take on its
-    folder, environment and stderr; None when the node closed the socket instead."""
+    folder, environment and stderr; the command, and the socket to tell the node the
+    exit status on (`_tell_status`). None when the node closed the socket instead."""
     if sys.platform == "win32":
         raise RuntimeError("spare renderer guards are POSIX only")
     sock = socket.socket(fileno=os.dup(0))
@@ -124,8 +211,8 @@ def _receive_command() -> list[str] | None:
         if not part:
             break
         data += part
-    sock.close()
     if not data or len(fds) != 1:
+        sock.close()
         return None
     order = json.loads(data)
     sys.stderr.flush()
@@ -138,7 +225,18 @@ def _receive_command() -> list[str] | None:
     os.environ.clear()
     os.environ.update(order["env"])
     tempfile.tempdir = None  # TMPDIR is the job's now
-    return [str(word) for word in order["command"]]
+    return [str(word) for word in order["command"]], sock
+
+
+def _tell_status(sock: socket.socket, status: int) -> None:
+    """A spare guard about to exit with `status`: tell the node at once, which would
+    otherwise hear it from the spare factory once that has woken up and reaped us."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        sock.sendall(str(status & 0xFF).encode())
+    except OSError:
+        pass  # the node is gone, or hears it from the factory
 
 
 def _parse(argv: list[str]) -> tuple[int, int, list[str], str | None]:
@@ -146,16 +244,16 @@ def _parse(argv: list[str]) -> tuple[int, int, list[str], str | None]:
     split = argv.index("--") if "--" in argv else len(argv)
     options, command = argv[:split], argv[split + 1 :]
     values = dict(zip(options[::2], options[1::2], strict=False))
-    known = {"--watch-fd", "--niceness", "--spare"}
+    known = {"--watch-fd", "--niceness", "--spares"}
     if len(options) % 2 or set(values) - known or "--watch-fd" not in values:
         raise ValueError(
-            f"expected --watch-fd FD [--niceness N] [--spare MODULE], got {' '.join(options)}"
+            f"expected --watch-fd FD [--niceness N] [--spares MODULE,...], got {' '.join(options)}"
         )
-    spare = values.get("--spare")
+    spare = values.get("--spares")
     if spare is None and not command:
         raise ValueError("expected -- COMMAND...")
     if spare is not None and command:
-        raise ValueError("a spare guard gets its command later, not after --")
+        raise ValueError("spare guards get their command later, not after --")
     watch_fd = int(values["--watch-fd"])
     return watch_fd, int(values.get("--niceness", RENDERER_NICENESS)), command, spare
 
@@ -193,7 +291,8 @@ def wrapper_module(command: Sequence[str]) -> str | None:
 def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
     """Run `python -m module args` in a fork of this process (no threads run yet);
     a function that waits for it and returns its status as Popen.wait does (-N:
-    killed by signal N)."""
+    killed by signal N). A module a spare imported already runs as its `main(argv)`:
+    executing its code again would only redo its imports' and definitions' work."""
     if sys.platform == "win32":
         raise RuntimeError("the renderer guard is POSIX only")
     tie = die_with_parent()  # Linux: dies with the guard, as start_tied_child's children
@@ -208,8 +307,12 @@ def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             sys.argv = [module, *args]
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-            code = 0
+            main = getattr(sys.modules.get(_main_module(module)), "main", None)
+            if callable(main):
+                code = _exit_code(main(list(args)))
+            else:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+                code = 0
         except SystemExit as exc:
             code = _exit_code(exc.code)
         except BaseException:
@@ -231,6 +334,28 @@ def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
             return os.waitstatus_to_exitcode(status)
 
     return wait
+
+
+def _warm_up(modules: Sequence[str]) -> None:
+    """A spare: import the wrapper modules the forked wrapper will run, and do what
+    their `warm_up()` does ahead (work the same for every chunk of this node)."""
+    for name in modules:
+        if not name.startswith(WRAPPERS):
+            continue  # only peerfarm's own wrappers run in a fork
+        try:
+            importlib.import_module(name)
+            module = importlib.import_module(_main_module(name))
+            warm_up = getattr(module, "warm_up", None)
+            if callable(warm_up):
+                warm_up()
+        except Exception:  # the wrapper says what is wrong when it runs
+            pass
+
+
+def _main_module(name: str) -> str:
+    """What `python -m name` runs: the module, or a package's __main__ (of a package
+    imported already)."""
+    return f"{name}.__main__" if hasattr(sys.modules.get(name), "__path__") else name
 
 
 def _exit_code(code: object) -> int:
@@ -256,16 +381,18 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(getattr(signal, name), _keep_waiting)
     if os.getpgrp() != os.getpid():
         os.setsid()  # never signal the group of whoever started us: lead our own
-    lower_priority(niceness)
     if spare is not None:
-        try:
-            importlib.import_module(spare)  # what the forked wrapper needs, loaded now
-        except ImportError:
-            pass  # the wrapper says what is wrong when it runs
+        _warm_up(spare.split(","))
+        _serve_spares(watch_fd, niceness)  # returns in a spare guard only, forked for a chunk
+    # Before anything of a chunk runs. (Not the factory: it only forks and reaps, and
+    # a chunk's end waits for its word; a spare gets here first thing after its fork.)
+    lower_priority(niceness)
+    report = None
+    if spare is not None:
         received = _receive_command()
         if received is None:
             return 0  # not needed after all (the node stopped, or closed its spares)
-        command = received
+        command, report = received
     try:
         # Linux: the renderer also dies with the guard (SIGKILL of the guard alone).
         module = wrapper_module(command)
@@ -290,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         os.killpg(os.getpgrp(), signal.SIGKILL)
+    if report is not None:
+        _tell_status(report, status)
     return status
 
 

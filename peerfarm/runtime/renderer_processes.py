@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -56,9 +56,10 @@ from peerfarm.child_processes import (
     renderer_options,
 )
 from peerfarm.runtime.renderer_guard import (
+    factory_command,
+    forks_wrappers,
     guarded_command,
     send_command,
-    spare_command,
     wrapper_module,
 )
 
@@ -70,6 +71,7 @@ RECORD_FILE = "renderer-processes.json"
 # emergency stop), so there is nothing to save: POV-Ray takes 0.4-1.4 s to act on
 # SIGTERM, and a stale chunk must stop within a second (benchmarks/bench_rerender.py).
 STOP_GRACE = 0.5
+FACTORY_ANSWER_S = 10.0  # a spare factory that has not forked by then is stuck
 
 Output = int | IO[Any] | None
 
@@ -82,11 +84,15 @@ class RendererProcesses:
         self._running: dict[int, str] = {}  # pid (POSIX: the guard's) -> its start time
         self._jobs: dict[int, KillOnCloseJob] = {}  # Windows: pid -> the renderer's job
         self._lock = threading.Lock()
-        # POSIX: guards started ahead, waiting for their chunk's command (see `_spare`):
-        # wrapper module -> [(the guard, our end of its stdin socket)]
-        self._spares: dict[str, list[tuple[trio.Process, socket.socket]]] = {}
-        self._running_wrappers: dict[str, int] = {}  # wrapper module -> renders running
-        self._topping_up: set[str] = set()
+        # POSIX: guards started ahead, waiting for their chunk's command (see "spare
+        # guards" below): [(the guard, our end of its stdin socket)]. Any wrapper's chunk
+        # can take any of them; they import the wrapper modules in `_preload` ahead.
+        self._spares: list[tuple[SpareProcess, socket.socket]] = []
+        self._factory: _SpareFactory | None = None
+        self._preload: list[str] = []  # the wrappers offered (start_spares) or run so far
+        self._spares_wanted = 0  # spares kept waiting even with nothing rendering
+        self._running_wrappers = 0  # renders of wrappers running
+        self._topping_up = False
         self._closed = False
 
     def kill_leftovers(self) -> list[int]:
@@ -125,16 +131,18 @@ class RendererProcesses:
             raise ValueError("a renderer's output pipe is only readable with nursery.start")
         module = None if sys.platform == "win32" else wrapper_module(command)
         if module is not None and stdout == subprocess.PIPE and _fileno(stderr) is not None:
-            self._running_wrappers[module] = self._running_wrappers.get(module, 0) + 1
+            if module not in self._preload:
+                self._preload.append(module)
+            self._running_wrappers += 1
             try:
-                spare = self._take_spare(module, command, cwd, env, stderr)
+                taken = self._take_spare(command, cwd, env, stderr)
                 # Behind this render, off its way: a spare for the next chunk.
-                trio.lowlevel.spawn_system_task(self._top_up, module, dict(env))
-                if spare is not None:
-                    return await self._run_spare(spare, command, task_status)
+                trio.lowlevel.spawn_system_task(self._top_up, dict(env))
+                if taken is not None:
+                    return await self._run_spare(*taken, command, task_status)
                 return await self._run(command, cwd, env, stdout, stderr, task_status)
             finally:
-                self._running_wrappers[module] -= 1
+                self._running_wrappers -= 1
         return await self._run(command, cwd, env, stdout, stderr, task_status)
 
     async def _run(
@@ -188,23 +196,38 @@ class RendererProcesses:
     #
     # Starting a guard and its Python wrapper costs a chunk about 0.1 s of CPU before
     # povray or blender even starts: an interpreter, the wrapper's imports (several
-    # times that in wall time on a busy machine). So each render of a wrapper gets a
-    # spare guard started behind it, which imports the wrapper and waits; the next
-    # chunk hands it its command, folder, environment and stderr over a Unix socket and
-    # starts at once. A spare is a guard like any other: in its own session at low
-    # priority, recorded until it ends, dying with the node (its stdin reaches end of
-    # file too, and it exits).
+    # times that in wall time on a busy machine). So spare guards wait, the wrappers'
+    # modules imported: one per slot from the node's start (`start_spares`), and one
+    # behind each running render of a wrapper; the next chunk hands one its command,
+    # folder, environment and stderr over a Unix socket and starts at once. Spares are
+    # forked by one spare factory per node (renderer_guard.py), which has imported it
+    # all once: a spare costs a fork, not an interpreter. A spare is a guard like any
+    # other: in its own session at low priority, recorded until it ends, dying with the
+    # node (its stdin reaches end of file too, and it exits).
+
+    def start_spares(self, modules: Sequence[str], count: int, env: Mapping[str, str]) -> None:
+        """From now on keep at least `count` spare guards waiting, importing the wrapper
+        `modules` ahead (a node's offered renderers, one per slot): the first chunks
+        start no Python either. Started in the background, at low priority; nothing on
+        Windows or in a frozen build (no wrapper runs in a fork there)."""
+        if not forks_wrappers():
+            return
+        for module in modules:
+            if module not in self._preload:
+                self._preload.append(module)
+        self._spares_wanted = max(0, count)
+        trio.lowlevel.spawn_system_task(self._top_up, dict(env))
 
     def _take_spare(
         self,
-        module: str,
         command: Sequence[str],
         cwd: str | os.PathLike[str],
         env: Mapping[str, str],
         stderr: Output,
-    ) -> trio.Process | None:
-        """A waiting spare guard for `module`, told what to run; None: none could be."""
-        spares = self._spares.setdefault(module, [])
+    ) -> tuple[SpareProcess, socket.socket] | None:
+        """A waiting spare guard, told what to run, and our end of its socket (it tells
+        its exit status there); None: none could be."""
+        spares = self._spares
         while spares:
             process, sock = spares.pop(0)
             try:
@@ -212,67 +235,55 @@ class RendererProcesses:
                     stderr_fd = _fileno(stderr)
                     assert stderr_fd is not None
                     send_command(sock, command, os.fspath(cwd), dict(env), stderr_fd)
-                    return process
+                    sock.setblocking(False)
+                    return process, sock
             except OSError as exc:
                 log.info("spare renderer guard %d could not be used: %s", process.pid, exc)
-            finally:
-                sock.close()
+            sock.close()
             self._forget(process)
         return None
 
-    async def _top_up(self, module: str, env: dict[str, str]) -> None:
-        """Start spares for `module` until there is one per render of it running (a
-        system task: it must not raise)."""
-        spares = self._spares.setdefault(module, [])
-        if module in self._topping_up:
-            return  # another top-up of this module is at it
-        self._topping_up.add(module)
+    async def _top_up(self, env: dict[str, str]) -> None:
+        """Start spares until there are `start_spares`' count, and one per render of a
+        wrapper running (a system task: it must not raise)."""
+        if self._topping_up:
+            return  # another top-up is at it
+        self._topping_up = True
         try:
             with trio.CancelScope(shield=True):  # a started spare is always kept track of
-                while not self._closed and len(spares) < self._running_wrappers.get(module, 0):
-                    spares.append(await self._start_spare(module, env))
+                while not self._closed and len(self._spares) < max(
+                    self._spares_wanted, self._running_wrappers
+                ):
+                    self._spares.append(await self._start_spare(env))
         except Exception as exc:  # no spare: chunks start the slower way, and work
             log.warning("cannot start a spare renderer guard: %s", exc)
         finally:
-            self._topping_up.discard(module)
+            self._topping_up = False
 
-    async def _start_spare(
-        self, module: str, env: Mapping[str, str]
-    ) -> tuple[trio.Process, socket.socket]:
+    async def _start_spare(self, env: Mapping[str, str]) -> tuple[SpareProcess, socket.socket]:
         if sys.platform == "win32":  # never asked for: `run` takes no spares on Windows
             raise RuntimeError("spare renderer guards are POSIX only")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            watch_fd = node_end_fd()
-            process = await trio.lowlevel.open_process(
-                spare_command(module, watch_fd, RENDERER_NICENESS),
-                cwd=tempfile.gettempdir(),
-                # As a renderer's: its HOME and TMPDIR are set per chunk (send_command).
-                env=dict(env),
-                stdin=theirs.fileno(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(watch_fd,),
-                **renderer_options(),
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        await trio.to_thread.run_sync(self._record, process.pid)
-        return process, ours
+        if self._factory is None or self._factory.gone:
+            self._factory = await _SpareFactory.start(self._preload, env, self._ended)
+            await trio.to_thread.run_sync(self._record, self._factory.process.pid)
+        spare, ours = await self._factory.fork()
+        await trio.to_thread.run_sync(self._record, spare.pid)
+        return spare, ours
 
     async def _run_spare(
         self,
-        process: trio.Process,
+        process: SpareProcess,
+        sock: socket.socket,
         command: Sequence[str],
         task_status: trio.TaskStatus[trio.Process],
     ) -> subprocess.CompletedProcess[bytes]:
-        """`_run` for a spare guard told its command: wait for it, stop its tree when
-        cancelled (as trio.run_process's deliver_cancel does)."""
+        """`_run` for a spare guard told its command: wait for it (its exit status as
+        it tells it on `sock`, or as the factory tells it: killed, it cannot), stop its
+        tree when cancelled (as trio.run_process's deliver_cancel does)."""
         try:
-            task_status.started(process)
+            task_status.started(cast("trio.Process", process))  # as much of one as is used
+            # Not in a nursery: a Cancelled must reach the `except` below as itself.
+            trio.lowlevel.spawn_system_task(_hear_status, sock, process)
             try:
                 returncode = await process.wait()
             except trio.Cancelled:
@@ -281,10 +292,12 @@ class RendererProcesses:
                     await process.wait()
                 raise
         finally:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
             self._ended(process.pid)
         return subprocess.CompletedProcess(list(command), returncode)
 
-    def _forget(self, process: trio.Process) -> None:
+    def _forget(self, process: SpareProcess) -> None:
         """A spare that will not run: end it and its record."""
         if sys.platform != "win32" and process.returncode is None:
             _signal_group(process, signal.SIGKILL)
@@ -293,13 +306,16 @@ class RendererProcesses:
     async def close_spares(self) -> None:
         """End the waiting spares (they see end of file on their stdin and exit)."""
         self._closed = True
-        for spares in self._spares.values():
-            for process, sock in spares:
-                sock.close()
-                with trio.move_on_after(STOP_GRACE):
-                    await process.wait()
-                self._forget(process)
-            spares.clear()
+        spares, self._spares = self._spares, []
+        for _, sock in spares:
+            sock.close()
+        for process, _ in spares:
+            with trio.move_on_after(STOP_GRACE):
+                await process.wait()
+            self._forget(process)
+        if self._factory is not None:
+            await self._factory.close()
+            self._ended(self._factory.process.pid)
 
     def _put_in_job(self, process: trio.Process) -> None:
         """Windows: into a job object at once, before the renderer starts much."""
@@ -330,7 +346,7 @@ class RendererProcesses:
             if self._running.pop(pid, None) is not None:
                 self._write()
 
-    async def _stop(self, process: trio.Process) -> None:
+    async def _stop(self, process: trio.Process | SpareProcess) -> None:
         """trio.run_process's deliver_cancel: stop the renderer's whole tree."""
         if sys.platform == "win32":
             job = self._jobs.get(process.pid)
@@ -339,7 +355,8 @@ class RendererProcesses:
                     raise OSError("no job object")
                 job.terminate()
             except OSError:
-                process.kill()
+                if isinstance(process, trio.Process):  # (spares are POSIX only)
+                    process.kill()
             return
         _signal_group(process, signal.SIGTERM)
         with trio.move_on_after(STOP_GRACE):
@@ -373,6 +390,175 @@ class RendererProcesses:
             log.warning("cannot record the running renderers in %s: %s", self.record_path, exc)
 
 
+class SpareProcess:
+    """A spare guard, forked by the node's spare factory: what of a trio.Process the
+    worker uses (pid, stdout, returncode, wait). Its exit status comes from the
+    factory, which reaped it."""
+
+    def __init__(self, pid: int, stdout: trio.abc.ReceiveStream) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+        self._ended = trio.Event()
+
+    def ended(self, returncode: int) -> None:
+        if self.returncode is None:
+            self.returncode = returncode
+            self._ended.set()
+
+    async def wait(self) -> int:
+        await self._ended.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+async def _hear_status(sock: socket.socket, process: SpareProcess) -> None:
+    """The exit status a spare guard tells before it exits (renderer_guard.py); a
+    system task, until end of file or until `_run_spare` closes the socket."""
+    data = b""
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                part = sock.recv(16)
+            except BlockingIOError:
+                continue
+            if not part:
+                break
+            data += part
+    except (OSError, trio.ClosedResourceError):
+        return  # closed: the chunk ended otherwise
+    if data.isdigit():
+        process.ended(int(data))
+
+
+class _SpareFactory:
+    """The node's spare factory (renderer_guard.py `--spares`): a guard process with
+    the wrappers imported, forking spare guards on request and telling their ends."""
+
+    def __init__(
+        self, process: trio.Process, control: socket.socket, ended: Callable[[int], None]
+    ) -> None:
+        self.process = process
+        self.control = control  # non-blocking; only this object reads and writes it
+        self._ended = ended  # told the pid of each spare that ended
+        self._spares: dict[int, SpareProcess] = {}
+        self._forked: list[trio.MemorySendChannel[int]] = []  # waiting for "P pid", in order
+        self._buffer = b""
+        self.gone = False
+
+    @classmethod
+    async def start(
+        cls, modules: Sequence[str], env: Mapping[str, str], ended: Callable[[int], None]
+    ) -> _SpareFactory:
+        if sys.platform == "win32":
+            raise RuntimeError("spare renderer guards are POSIX only")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            watch_fd = node_end_fd()
+            process = await trio.lowlevel.open_process(
+                factory_command(modules, watch_fd, RENDERER_NICENESS),
+                cwd=tempfile.gettempdir(),
+                # As a renderer's: a spare's HOME and TMPDIR are set per chunk (send_command).
+                env=dict(env),
+                stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(watch_fd,),
+                **renderer_options(),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        factory = cls(process, ours, ended)
+        trio.lowlevel.spawn_system_task(factory._listen)
+        return factory
+
+    async def fork(self) -> tuple[SpareProcess, socket.socket]:
+        """A new spare guard, and our end of its stdin socket."""
+        if sys.platform == "win32":
+            raise RuntimeError("spare renderer guards are POSIX only")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_end, write_end = os.pipe()
+        send, receive = trio.open_memory_channel[int](1)
+        try:
+            self._forked.append(send)
+            await trio.lowlevel.wait_writable(self.control)
+            socket.send_fds(self.control, [b"S"], [theirs.fileno(), write_end])
+            with trio.fail_after(FACTORY_ANSWER_S):
+                pid = await receive.receive()
+        except BaseException:
+            ours.close()
+            os.close(read_end)
+            raise
+        finally:
+            theirs.close()
+            os.close(write_end)
+        spare = SpareProcess(pid, trio.lowlevel.FdStream(read_end))
+        self._spares[pid] = spare
+        return spare, ours
+
+    async def _listen(self) -> None:
+        """Read the factory's answers (a system task: it must not raise)."""
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self.control)
+                try:
+                    data = self.control.recv(4096)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    break
+                self._buffer += data
+                *lines, self._buffer = self._buffer.split(b"\n")
+                for line in lines:
+                    self._heard(line.split())
+        except (OSError, ValueError, trio.ClosedResourceError) as exc:
+            log.info("spare factory %d: %s", self.process.pid, exc)
+        finally:
+            self._gone()
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_GRACE):
+                await self.process.wait()  # reaped, so its record can go
+                self._ended(self.process.pid)
+
+    def _heard(self, words: list[bytes]) -> None:
+        if words[:1] == [b"P"] and self._forked:
+            self._forked.pop(0).send_nowait(int(words[1]))
+        elif words[:1] == [b"E"]:
+            spare = self._spares.pop(int(words[1]), None)
+            if spare is not None:
+                spare.ended(int(words[2]))
+                self._ended(spare.pid)
+
+    def _gone(self) -> None:
+        """The factory ended (closed, or killed): its spares' ends can no longer be
+        told, so none may go on; a chunk in one fails and is rendered again."""
+        self.gone = True
+        if sys.platform == "win32":
+            return  # never started there
+        for send in self._forked:
+            send.close()
+        self._forked.clear()
+        for spare in self._spares.values():
+            if spare.returncode is None:
+                _signal_group(spare, signal.SIGKILL)
+                spare.ended(-signal.SIGKILL)
+            self._ended(spare.pid)
+        self._spares.clear()
+
+    async def close(self) -> None:
+        """End it (it exits at end of file on its stdin); its spares are ended first."""
+        trio.lowlevel.notify_closing(self.control)
+        self.control.close()
+        with trio.move_on_after(STOP_GRACE):
+            await self.process.wait()
+        if sys.platform != "win32" and self.process.returncode is None:
+            _signal_group(self.process, signal.SIGKILL)
+
+
 class _Started:
     """A task_status that calls `first(process)`, then passes the process on."""
 
@@ -395,7 +581,7 @@ def _fileno(output: Output) -> int | None:
         return None
 
 
-def _signal_group(process: trio.Process, signum: int) -> None:
+def _signal_group(process: trio.Process | SpareProcess, signum: int) -> None:
     """Signal the guard's process group: the renderer and all it started (POSIX)."""
     if sys.platform == "win32" or process.returncode is not None:
         return  # reaped: its pid, the group's id, may belong to someone else by now

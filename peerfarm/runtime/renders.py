@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import trio
@@ -75,6 +75,21 @@ class Renders:
         finally:
             with trio.CancelScope(shield=True):
                 await self.processes.close_spares()
+
+    def start_spares(self, offered: Iterable[str], slots: int) -> None:
+        """Keep a spare renderer process per slot, the wrappers of the `offered`
+        renderers imported, so that no chunk waits for a Python to start
+        (RendererProcesses.start_spares)."""
+        modules = [
+            module
+            for name in offered
+            if name in self.plugins and (module := self.plugins[name].wrapper_module)
+        ]
+        if modules:
+            # Its HOME and TMPDIR until a chunk gives it the chunk's: a folder only this
+            # node writes (Python reads nothing from there: PYTHONNOUSERSITE).
+            env = renderer_environment(self.data_dir.root)
+            self.processes.start_spares(modules, slots, env)
 
     def start(self, effect: fx.StartRender) -> None:
         assert self._nursery is not None

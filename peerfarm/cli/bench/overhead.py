@@ -264,8 +264,22 @@ def children_cpu_seconds() -> float | None:
 
 
 def process_cpu_seconds(pid: int) -> tuple[float, float] | None:
-    """(a live process's own CPU seconds, those of its ended children), from /proc
-    (Linux); None elsewhere."""
+    """(a live process's own CPU seconds, those of all its descendants: the ended ones
+    and the live ones, such as a node's spare factory with the spares it reaped), from
+    /proc (Linux); None elsewhere."""
+    own = _cpu_seconds(pid)
+    if own is None:
+        return None
+    below = own[1]
+    for child in _descendants(pid):
+        seconds = _cpu_seconds(child)
+        if seconds is not None:  # (what a live one reaped is no longer below it: once)
+            below += seconds[0] + seconds[1]
+    return own[0], below
+
+
+def _cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(a process's own CPU seconds, its ended children's), from /proc/PID/stat."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

@@ -91,6 +91,7 @@ def _digest(data: Any) -> str:
 
 class BlenderRenderer(Renderer):
     name = "blender"
+    wrapper_module = "peerfarm.renderers.blender.run"
     formats = tuple(FILE_FORMATS)  # png jpg tiff bmp tga exr hdr
 
     def __init__(self) -> None:
@@ -197,7 +198,7 @@ class BlenderRenderer(Renderer):
         self, job: Any, frames: range, work_dir: Path, output_pattern: str
     ) -> list[str]:
         command = wrapper_command(
-            "peerfarm.renderers.blender.run", job, frames, work_dir, output_pattern, ".blend"
+            self.wrapper_module, job, frames, work_dir, output_pattern, ".blend"
         )
         # "--option=VALUE": a value starting with "-" must not look like a flag.
         command += [f"--option={option}" for option in job_field(job, "options") or ()]

@@ -16,6 +16,7 @@ from peerfarm.renderers.base import Renderer, RendererError
 
 class BuiltinRenderer(Renderer):
     name = "builtin"
+    wrapper_module = "peerfarm.renderers.builtin"
     supports_tiles = True  # every pixel depends on its own position only
     formats = ("png", "jpg", "tiff", "bmp")  # written with Pillow (tracer.IMAGE_FORMATS)
 
@@ -64,7 +65,7 @@ class BuiltinRenderer(Renderer):
         return [
             sys.executable,
             "-m",
-            "peerfarm.renderers.builtin",
+            self.wrapper_module,
             "--scene-file",
             str(work_dir / "scene.json"),
             # "=" form: a range of negative frames ("-3--1") must not look like a flag

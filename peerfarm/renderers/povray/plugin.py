@@ -103,6 +103,7 @@ def _main_file(request: JobRequest) -> tuple[Mapping[str, Any], str, str]:
 
 class PovrayRenderer(Renderer):
     name = "povray"
+    wrapper_module = "peerfarm.renderers.povray.run"
     supports_tiles = True  # on POV-Ray's 32-pixel block grid, for scenes tiling.py accepts
     tile_align = BLOCK_SIZE
     formats = tuple(OUTPUT_TYPES)  # POV-Ray's +F types: png jpg tga bmp ppm exr hdr
@@ -208,7 +209,7 @@ class PovrayRenderer(Renderer):
         tile: tuple[int, int] | None = None,
     ) -> list[str]:
         command = wrapper_command(
-            "peerfarm.renderers.povray.run", job, frames, work_dir, output_pattern, ".ini or .pov"
+            self.wrapper_module, job, frames, work_dir, output_pattern, ".ini or .pov"
         )
         fmt = job_field(job, "format") or "png"
         if fmt != "png":  # the run process's default

@@ -26,6 +26,7 @@ povray runs: PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -76,6 +77,7 @@ CHUNK_FOLDER_PREFIX = ".povray-chunk-"
 _FRAME_STARTS = re.compile(rb"^Rendering frame (\d+) of (\d+)")
 
 
+@functools.cache  # a spare builds it ahead (warm_up); parse_args leaves it as it is
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Render one chunk of a POV-Ray job, confined to its folder."
@@ -332,6 +334,14 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return status
+
+
+def warm_up() -> None:
+    """What every chunk on this node does alike, done ahead by a spare guard while it
+    waits for its chunk (peerfarm/runtime/renderer_guard.py): the argument parser and
+    the modules its frame ranges import."""
+    _parser()
+    frame_range_arg("1")
 
 
 def main(argv: list[str] | None = None) -> int:
