@@ -337,19 +337,39 @@ def _spread_run(
     claims again within moments of the others, before their claims arrive, and all
     would take the same first gap (each collision a run rendered twice). Each node
     takes its runs from its own part of the job on (its rank's share of the chunk
-    range, as fixed chunks are looked at), on past it once its part is claimed, then
-    from the start. None for slower frames: the first gap a run fits in."""
+    range, as fixed chunks are looked at), then, once its part is claimed, from the
+    end of the longest gap left (see _stolen_run). None for slower frames: the first
+    gap a run fits in."""
     mine = me.speed(job.renderer)
     seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0 if mine else 0.0)
     if not 0 < seconds < CLAIM_SECONDS or not gaps:
         return None
     rank, renderers = _rank(state, node_id)
     start = rank * job.chunk_total // max(renderers, 1)
-    later = [
-        (max(first, start), first + length) for first, length in gaps if first + length > start
+    stop = (rank + 1) * job.chunk_total // max(renderers, 1)
+    own = [
+        (max(first, start), first + length)
+        for first, length in gaps
+        if first + length > start and first < stop
     ]
-    at, end = later[0] if later else (gaps[0][0], gaps[0][0] + gaps[0][1])
+    if not own:
+        return _stolen_run(job, costs, gaps, want)
+    at, end = own[0]
     return Pick(job.id, at, _run_fitting(job, costs, at, end - at, want))
+
+
+def _stolen_run(
+    job: Job, costs: tuple[float, ...], gaps: list[tuple[int, int]], want: float
+) -> Pick:
+    """A run for a node whose own part is claimed: the end of the longest gap. The
+    node whose part that gap is in takes its runs from the gap's front, so the two
+    meet only once the gap is used up (work stealing's two ends of a queue); taking
+    from the front, as before, each such run collided with the owner's next one.
+    (Sized from the run's first chunk as _run_fitting sizes runs: these are frames
+    faster than a claim, where the costs of neighbouring frames hardly differ.)"""
+    first, length = max(gaps, key=lambda gap: (gap[1], -gap[0]))
+    count = _run_fitting(job, costs, first, length, want)
+    return Pick(job.id, first + length - count, count)
 
 
 def claimable_gaps(
@@ -504,6 +524,12 @@ def frames_in_flight(state: State, job: Job, node_id: str, measured: Measured) -
 BACKUP_GAIN = 0.1  # of the original's remaining time
 OVERDUE_FACTOR = 2.0  # a run this many times past its estimate counts as hung
 OVERDUE_LEFT = 0.5  # a run past its estimate: still this part of its time so far to go
+# A run's DONE takes time to reach us besides the render: signed, fsynced, sent and
+# folded, on nodes that may be starved of CPU for a second or two (docs/performance.md
+# "Dispatch"). A run estimated at less than this is judged overdue or hung against this
+# instead: runs of milliseconds whose DONE was merely late were copied, each copy a run
+# rendered twice. Runs of real frames (estimates of seconds and more) are not affected.
+DONE_DELAY_SECONDS = 3.0
 
 
 class Backup(NamedTuple):
@@ -579,6 +605,22 @@ def expected_left(elapsed: float, estimate: float) -> float:
     return OVERDUE_LEFT * elapsed
 
 
+def overdue_estimate(estimate: float) -> float:
+    """The time a run of this estimate may take before it counts as overdue (a copy may
+    be worth it) or hung: its estimate, and never less than its DONE could take to
+    arrive (DONE_DELAY_SECONDS)."""
+    return max(estimate, DONE_DELAY_SECONDS)
+
+
+def backup_left(elapsed: float, estimate: float) -> float:
+    """Seconds a backup should count on the original run still needing: as
+    expected_left, except that a run past a short estimate but not past
+    overdue_estimate is taken to be done and its DONE on its way (none left)."""
+    if estimate <= elapsed < overdue_estimate(estimate):
+        return 0.0
+    return expected_left(elapsed, estimate)
+
+
 def pick_backup(
     state: State,
     node_id: str,
@@ -620,8 +662,8 @@ def pick_backup(
             started = seen.get((job.id, first, seq), now)
             if theirs is None:
                 theirs = ours  # a holder not measured yet: as fast as us
-            hung = now - started >= OVERDUE_FACTOR * theirs
-            left = expected_left(now - started, theirs)
+            hung = now - started >= OVERDUE_FACTOR * overdue_estimate(theirs)
+            left = backup_left(now - started, theirs)
             if not hung and ours >= (1.0 - BACKUP_GAIN) * left:
                 continue  # the original should end first
             end = now + left
@@ -664,8 +706,9 @@ def overdue_at(
                 continue
             # Past its estimate, the time left grows with the time run: a copy is worth
             # it once OVERDUE_LEFT * elapsed * (1 - gain) exceeds ours.
-            worth = started + max(theirs, ours / (OVERDUE_LEFT * (1.0 - BACKUP_GAIN)))
-            at = min(worth, started + OVERDUE_FACTOR * theirs)
+            overdue = overdue_estimate(theirs)
+            worth = started + max(overdue, ours / (OVERDUE_LEFT * (1.0 - BACKUP_GAIN)))
+            at = min(worth, started + OVERDUE_FACTOR * overdue)
             if at > now:
                 soonest = min(soonest, at)
     return soonest
