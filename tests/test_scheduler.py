@@ -282,17 +282,19 @@ def test_nodes_with_frames_faster_than_a_claim_take_runs_from_their_own_part():
     a, b, c = (pick_run(log.state, node, measured=fast) for node in (A, B, C))
     assert (a.chunk, c.chunk) == (100, 2900)  # A's part starts at 0, C's at 2000
     assert c.count == 100  # what is left of C's part (and of the job past it)
-    # B's part (1000 to 2000) is claimed: the end of the longest gap left (A takes
-    # that gap's runs from its front: the two meet only once it is used up).
-    assert b.chunk + b.count == 1000 and b.chunk > 100
+    # B's part (1000 to 2000) is claimed: B takes from the end of the longest gap left
+    # (A, whose part it is, takes its runs from the front), at most a third of it.
+    assert b.chunk + b.count == 1000 and b.count <= 300
     emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 2900, "count": 100})
     c = pick_run(log.state, C, measured=fast)
-    assert c.chunk + c.count == 1000
+    # C steals too, from the end of the next third: B's and C's runs cross on the wire
+    # without colliding.
+    assert c.chunk + c.count == 700 and c.count <= 300
     emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": b.chunk, "count": b.count})
-    a = pick_run(log.state, A, measured=fast)
-    assert a.chunk == 100 and a.chunk + a.count <= b.chunk  # A goes on from the front
+    assert pick_run(log.state, A, measured=fast).chunk == 100  # A goes on from the front
+    gap = b.chunk - 100
     c = pick_run(log.state, C, measured=fast)
-    assert c.chunk + c.count == b.chunk  # and C steals from the end of what is left
+    assert c.chunk + c.count == b.chunk - gap // 3  # the longest gap now: [100, b.chunk)
     # Frames of a second: the first gap for each, as before (they rarely claim at once).
     for node in (A, B, C):
         speed(log, node, 1000)

@@ -338,7 +338,7 @@ def _spread_run(
     would take the same first gap (each collision a run rendered twice). Each node
     takes its runs from its own part of the job on (its rank's share of the chunk
     range, as fixed chunks are looked at), then, once its part is claimed, from the
-    end of the longest gap left (see _stolen_run). None for slower frames: the first
+    end side of the longest gap left (_stolen_run). None for slower frames: the first
     gap a run fits in."""
     mine = me.speed(job.renderer)
     seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0 if mine else 0.0)
@@ -353,23 +353,35 @@ def _spread_run(
         if first + length > start and first < stop
     ]
     if not own:
-        return _stolen_run(job, costs, gaps, want)
+        return _stolen_run(job, costs, gaps, want, rank, max(renderers, 1))
     at, end = own[0]
     return Pick(job.id, at, _run_fitting(job, costs, at, end - at, want))
 
 
 def _stolen_run(
-    job: Job, costs: tuple[float, ...], gaps: list[tuple[int, int]], want: float
+    job: Job,
+    costs: tuple[float, ...],
+    gaps: list[tuple[int, int]],
+    want: float,
+    rank: int,
+    renderers: int,
 ) -> Pick:
-    """A run for a node whose own part is claimed: the end of the longest gap. The
-    node whose part that gap is in takes its runs from the gap's front, so the two
-    meet only once the gap is used up (work stealing's two ends of a queue); taking
-    from the front, as before, each such run collided with the owner's next one.
-    (Sized from the run's first chunk as _run_fitting sizes runs: these are frames
-    faster than a claim, where the costs of neighbouring frames hardly differ.)"""
+    """A run for a node whose own part is claimed, from the longest gap left. The node
+    whose part the gap starts in takes its runs from the gap's front; the others (who
+    finish their parts at about once, and do not see each other's claims at once
+    either) each take from the end of their own slice of the gap, one slice of
+    1/renderers each from the end, in rank order after the owner's: they meet only
+    once the gap is used up (work stealing). Taking from the front, each such run
+    collided with the owner's next one, and the nodes stealing with each other."""
     first, length = max(gaps, key=lambda gap: (gap[1], -gap[0]))
-    count = _run_fitting(job, costs, first, length, want)
-    return Pick(job.id, first + length - count, count)
+    owner = min(renderers - 1, first * renderers // max(job.chunk_total, 1))
+    thief = max(1, (rank - owner) % renderers)  # 1 .. renderers - 1
+    end = first + length - (thief - 1) * length // renderers
+    limit = max(1, min(end - first, length // renderers))
+    # (Sized as _run_fitting sizes runs from their first chunk: these are frames faster
+    # than a claim, where the costs of neighbouring frames hardly differ.)
+    count = min(limit, _run_fitting(job, costs, first, length, want))
+    return Pick(job.id, end - count, count)
 
 
 def claimable_gaps(
