@@ -273,33 +273,36 @@ def test_claimable_gaps_are_the_runs_of_chunks_a_walk_over_every_index_finds():
 def test_nodes_with_frames_faster_than_a_claim_take_runs_from_their_own_part():
     """Frames of a millisecond: nodes claim again before the others' claims arrive, so
     each takes its runs from its rank's part of the job instead of all the same gap."""
-    log = adaptive_log(A, B, C, frames=3000)
+    log = adaptive_log(A, B, C, frames=30000)
     emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 100})
-    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 1000, "count": 1900})
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 10000, "count": 19000})
     for node in (A, B, C):
         speed(log, node, 1)
     fast = Measured({"job1": 0.001})
     a, b, c = (pick_run(log.state, node, measured=fast) for node in (A, B, C))
-    assert (a.chunk, c.chunk) == (100, 2900)  # A's part starts at 0, C's at 2000
-    assert c.count == 100  # what is left of C's part (and of the job past it)
-    # B's part (1000 to 2000) is claimed: B takes from the end of the longest gap left
-    # (A, whose part it is, takes its runs from the front), at most a third of it.
-    assert b.chunk + b.count == 1000 and b.count <= 300
-    emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 2900, "count": 100})
+    assert (a.chunk, c.chunk) == (100, 29000)  # A's part starts at 0, C's at 20000
+    assert c.count == 1000  # what is left of C's part (and of the job past it)
+    # B's part (10000 to 20000) is claimed: B takes a run from the end of the longest
+    # gap left (A, whose part it is, takes its runs from the front).
+    assert b.chunk + b.count == 10000 and b.count < 9900
+    emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 29000, "count": 1000})
     c = pick_run(log.state, C, measured=fast)
-    # C steals too, from the end of the next third: B's and C's runs cross on the wire
-    # without colliding.
-    assert c.chunk + c.count == 700 and c.count <= 300
+    # C steals too, the run before B's: B's and C's claims cross on the wire without
+    # colliding.
+    assert c.chunk + c.count == 10000 - c.count and c.chunk > 100
     emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": b.chunk, "count": b.count})
     assert pick_run(log.state, A, measured=fast).chunk == 100  # A goes on from the front
-    gap = b.chunk - 100
     c = pick_run(log.state, C, measured=fast)
-    assert c.chunk + c.count == b.chunk - gap // 3  # the longest gap now: [100, b.chunk)
+    assert c.chunk + c.count == b.chunk - c.count  # the longest gap now: [100, b.chunk)
+    # A gap too short for a run each: its end.
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 100, "count": b.chunk - 110})
+    c = pick_run(log.state, C, measured=fast)
+    assert (c.chunk, c.count) == (b.chunk - 10, 10)
     # Frames of a second: the first gap for each, as before (they rarely claim at once).
     for node in (A, B, C):
         speed(log, node, 1000)
     slow = Measured({"job1": 1.0})
-    assert {pick_run(log.state, node, measured=slow).chunk for node in (A, B, C)} == {100}
+    assert {pick_run(log.state, node, measured=slow).chunk for node in (A, B, C)} == {c.chunk}
 
 
 def test_a_job_of_few_frames_a_node_is_probed_with_two_frames():

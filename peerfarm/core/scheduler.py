@@ -369,18 +369,19 @@ def _stolen_run(
     """A run for a node whose own part is claimed, from the longest gap left. The node
     whose part the gap starts in takes its runs from the gap's front; the others (who
     finish their parts at about once, and do not see each other's claims at once
-    either) each take from the end of their own slice of the gap, one slice of
-    1/renderers each from the end, in rank order after the owner's: they meet only
-    once the gap is used up (work stealing). Taking from the front, each such run
-    collided with the owner's next one, and the nodes stealing with each other."""
+    either) take theirs from its end, one run each, stacked in rank order after the
+    owner's: they meet only once the gap is used up (work stealing). Taking from the
+    front, each such run collided with the owner's next one, and the nodes stealing
+    with each other. A gap too short for every node's run: its end."""
     first, length = max(gaps, key=lambda gap: (gap[1], -gap[0]))
     owner = min(renderers - 1, first * renderers // max(job.chunk_total, 1))
     thief = max(1, (rank - owner) % renderers)  # 1 .. renderers - 1
-    end = first + length - (thief - 1) * length // renderers
-    limit = max(1, min(end - first, length // renderers))
-    # (Sized as _run_fitting sizes runs from their first chunk: these are frames faster
-    # than a claim, where the costs of neighbouring frames hardly differ.)
-    count = min(limit, _run_fitting(job, costs, first, length, want))
+    # (Sized as _run_fitting sizes runs, from the gap's first chunk: these are frames
+    # faster than a claim, where the costs of neighbouring frames hardly differ.)
+    count = _run_fitting(job, costs, first, length, want)
+    end = first + length - (thief - 1) * count
+    if end - count < first:
+        end = first + length
     return Pick(job.id, end - count, count)
 
 
