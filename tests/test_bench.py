@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,10 @@ def test_dispatch_hands_out_every_frame_and_digests_agree():
     assert result["frames_per_s"] > 0 and result["seconds_to_all_collected"] > 0
     # Nodes measured their speed and claimed runs of many frames, not probe runs of two.
     assert 0 < result["claim_actions"] < 300 / 3, result
+    # The nodes' CPU over the dispatch, where /proc tells it (Linux).
+    if Path("/proc/self/stat").exists():
+        assert result["node_cpu_seconds"] > 0, result
+        assert result["frames_per_cpu_second"] == round(300 / result["node_cpu_seconds"], 1)
 
 
 def test_the_null_renderer_is_not_offered_outside_the_bench(monkeypatch):

@@ -415,6 +415,15 @@ def test_an_idle_node_sends_one_probe_per_period_whatever_the_farm_size():
     view = sent(out, "ACK")[0]["view"]
     out = h.feed(ev.ProbeReceived(a, {"type": "PING", "seq": 6, "view": view}))
     assert [m["type"] for m in of_sends(out, a)] == ["ACK"]
+    # Our view changed (actions flow): another view within ANTI_ENTROPY_INTERVAL of our
+    # last version vector gets only the ACK (the actions are on their way), and our
+    # version vector once the interval is over.
+    h.receive(a, h.peer_action(a, act.PEER_JOINED, joined_payload("a")))
+    out = h.feed(ev.ProbeReceived(a, {"type": "PING", "seq": 7, "view": b"x" * 8}))
+    assert [m["type"] for m in of_sends(out, a)] == ["ACK"]
+    assert sent(out, "ACK")[0]["view"] != view  # (our view did change)
+    out = h.feed(ev.ProbeReceived(a, {"type": "PING", "seq": 8, "view": b"x" * 8}), h.now + 2.0)
+    assert [m["type"] for m in of_sends(out, a)] == ["ACK", "VV"]
 
 
 def of_sends(effects: list, peer: str) -> list[dict]:

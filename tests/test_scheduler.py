@@ -9,10 +9,14 @@ from peerfarm.core.actions import InvalidAction, validate_action
 from peerfarm.core.log import ActionLog
 from peerfarm.core.scheduler import (
     CLAIM_SECONDS,
+    DONE_DELAY_SECONDS,
+    OVERDUE_FACTOR,
     PROBE_FRAMES,
     STARTUPS_PER_RUN,
     Measured,
     Pick,
+    overdue_at,
+    pick_backup,
     pick_run,
     run_length,
     split_keep,
@@ -270,23 +274,36 @@ def test_claimable_gaps_are_the_runs_of_chunks_a_walk_over_every_index_finds():
 def test_nodes_with_frames_faster_than_a_claim_take_runs_from_their_own_part():
     """Frames of a millisecond: nodes claim again before the others' claims arrive, so
     each takes its runs from its rank's part of the job instead of all the same gap."""
-    log = adaptive_log(A, B, C, frames=3000)
+    log = adaptive_log(A, B, C, frames=30000)
     emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 100})
-    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 1000, "count": 1900})
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 10000, "count": 19000})
     for node in (A, B, C):
         speed(log, node, 1)
     fast = Measured({"job1": 0.001})
     a, b, c = (pick_run(log.state, node, measured=fast) for node in (A, B, C))
-    assert (a.chunk, c.chunk) == (100, 2900)  # A's part starts at 0, C's at 2000
-    assert c.count == 100  # what is left of C's part (and of the job past it)
-    assert b.chunk == 2900  # B's part (from 1000) is claimed: on past it
-    emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 2900, "count": 100})
-    assert pick_run(log.state, C, measured=fast).chunk == 100  # nothing past: the start
+    assert (a.chunk, c.chunk) == (100, 29000)  # A's part starts at 0, C's at 20000
+    assert c.count == 1000  # what is left of C's part (and of the job past it)
+    # B's part (10000 to 20000) is claimed: B takes a run from the end of the longest
+    # gap left (A, whose part it is, takes its runs from the front).
+    assert b.chunk + b.count == 10000 and b.count < 9900
+    emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 29000, "count": 1000})
+    c = pick_run(log.state, C, measured=fast)
+    # C steals too, the run before B's: B's and C's claims cross on the wire without
+    # colliding.
+    assert c.chunk + c.count == 10000 - c.count and c.chunk > 100
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": b.chunk, "count": b.count})
+    assert pick_run(log.state, A, measured=fast).chunk == 100  # A goes on from the front
+    c = pick_run(log.state, C, measured=fast)
+    assert c.chunk + c.count == b.chunk - c.count  # the longest gap now: [100, b.chunk)
+    # A gap too short for a run each: its end.
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 100, "count": b.chunk - 110})
+    c = pick_run(log.state, C, measured=fast)
+    assert (c.chunk, c.count) == (b.chunk - 10, 10)
     # Frames of a second: the first gap for each, as before (they rarely claim at once).
     for node in (A, B, C):
         speed(log, node, 1000)
     slow = Measured({"job1": 1.0})
-    assert {pick_run(log.state, node, measured=slow).chunk for node in (A, B, C)} == {100}
+    assert {pick_run(log.state, node, measured=slow).chunk for node in (A, B, C)} == {c.chunk}
 
 
 def test_a_job_of_few_frames_a_node_is_probed_with_two_frames():
@@ -338,3 +355,30 @@ def test_a_run_with_a_copy_or_near_its_end_is_kept_whole():
     )
     job = log.state.jobs["job1"]
     assert split_keep(log.state, A, job, 0, 40, finished, measured) == 40
+
+
+def test_a_run_of_milliseconds_is_not_copied_before_its_done_could_arrive():
+    """A 100-frame run estimated at 0.1 s on a node starved for a second or two looked
+    overdue and was rendered twice: no copy before DONE_DELAY_SECONDS have passed."""
+    log = adaptive_log(A, B, C, frames=400)
+    for node in (A, B, C):
+        speed(log, node, 1)
+    run = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 100})
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 100, "count": 300})
+    seen = {("job1", 0, run.seq): 10.0}
+    fast = Measured({"job1": 0.001}, now=10.0)
+    for now in (10.0, 10.5, 11.0, 10.0 + DONE_DELAY_SECONDS - 0.01):
+        assert pick_backup(log.state, C, now, seen, measured=fast) is None, now
+    # C looks again once the run is past the delay, and copies it then (past it, the
+    # run counts as overdue as before: half as long again as it has run).
+    wake = overdue_at(log.state, C, seen, fast)
+    assert 10.0 + DONE_DELAY_SECONDS <= wake <= 10.0 + OVERDUE_FACTOR * DONE_DELAY_SECONDS
+    copy = pick_backup(log.state, C, wake, seen, measured=fast)
+    assert copy is not None and (copy.chunk, copy.count, copy.holder) == (0, 100, B)
+    # A run of real frames (100 s estimated) is judged against its own estimate: hung
+    # once past twice it.
+    for node in (A, B, C):
+        speed(log, node, 1000)
+    slow = Measured({"job1": 1.0}, now=10.0)
+    assert pick_backup(log.state, C, 10.0 + 190.0, seen, measured=slow) is None
+    assert pick_backup(log.state, C, 10.0 + 210.0, seen, measured=slow) is not None

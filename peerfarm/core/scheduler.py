@@ -337,19 +337,52 @@ def _spread_run(
     claims again within moments of the others, before their claims arrive, and all
     would take the same first gap (each collision a run rendered twice). Each node
     takes its runs from its own part of the job on (its rank's share of the chunk
-    range, as fixed chunks are looked at), on past it once its part is claimed, then
-    from the start. None for slower frames: the first gap a run fits in."""
+    range, as fixed chunks are looked at), then, once its part is claimed, from the
+    end side of the longest gap left (_stolen_run). None for slower frames: the first
+    gap a run fits in."""
     mine = me.speed(job.renderer)
     seconds = measured.frame_seconds.get(job.id, mine[0] / 1000.0 if mine else 0.0)
     if not 0 < seconds < CLAIM_SECONDS or not gaps:
         return None
     rank, renderers = _rank(state, node_id)
     start = rank * job.chunk_total // max(renderers, 1)
-    later = [
-        (max(first, start), first + length) for first, length in gaps if first + length > start
+    stop = (rank + 1) * job.chunk_total // max(renderers, 1)
+    own = [
+        (max(first, start), first + length)
+        for first, length in gaps
+        if first + length > start and first < stop
     ]
-    at, end = later[0] if later else (gaps[0][0], gaps[0][0] + gaps[0][1])
+    if not own:
+        return _stolen_run(job, costs, gaps, want, rank, max(renderers, 1))
+    at, end = own[0]
     return Pick(job.id, at, _run_fitting(job, costs, at, end - at, want))
+
+
+def _stolen_run(
+    job: Job,
+    costs: tuple[float, ...],
+    gaps: list[tuple[int, int]],
+    want: float,
+    rank: int,
+    renderers: int,
+) -> Pick:
+    """A run for a node whose own part is claimed, from the longest gap left. The node
+    whose part the gap starts in takes its runs from the gap's front; the others (who
+    finish their parts at about once, and do not see each other's claims at once
+    either) take theirs from its end, one run each, stacked in rank order after the
+    owner's: they meet only once the gap is used up (work stealing). Taking from the
+    front, each such run collided with the owner's next one, and the nodes stealing
+    with each other. A gap too short for every node's run: its end."""
+    first, length = max(gaps, key=lambda gap: (gap[1], -gap[0]))
+    owner = min(renderers - 1, first * renderers // max(job.chunk_total, 1))
+    thief = max(1, (rank - owner) % renderers)  # 1 .. renderers - 1
+    # (Sized as _run_fitting sizes runs, from the gap's first chunk: these are frames
+    # faster than a claim, where the costs of neighbouring frames hardly differ.)
+    count = _run_fitting(job, costs, first, length, want)
+    end = first + length - (thief - 1) * count
+    if end - count < first:
+        end = first + length
+    return Pick(job.id, end - count, count)
 
 
 def claimable_gaps(
@@ -504,6 +537,12 @@ def frames_in_flight(state: State, job: Job, node_id: str, measured: Measured) -
 BACKUP_GAIN = 0.1  # of the original's remaining time
 OVERDUE_FACTOR = 2.0  # a run this many times past its estimate counts as hung
 OVERDUE_LEFT = 0.5  # a run past its estimate: still this part of its time so far to go
+# A run's DONE takes time to reach us besides the render: signed, fsynced, sent and
+# folded, on nodes that may be starved of CPU for a second or two (docs/performance.md
+# "Dispatch"). A run estimated at less than this is judged overdue or hung against this
+# instead: runs of milliseconds whose DONE was merely late were copied, each copy a run
+# rendered twice. Runs of real frames (estimates of seconds and more) are not affected.
+DONE_DELAY_SECONDS = 3.0
 
 
 class Backup(NamedTuple):
@@ -579,6 +618,22 @@ def expected_left(elapsed: float, estimate: float) -> float:
     return OVERDUE_LEFT * elapsed
 
 
+def overdue_estimate(estimate: float) -> float:
+    """The time a run of this estimate may take before it counts as overdue (a copy may
+    be worth it) or hung: its estimate, and never less than its DONE could take to
+    arrive (DONE_DELAY_SECONDS)."""
+    return max(estimate, DONE_DELAY_SECONDS)
+
+
+def backup_left(elapsed: float, estimate: float) -> float:
+    """Seconds a backup should count on the original run still needing: as
+    expected_left, except that a run past a short estimate but not past
+    overdue_estimate is taken to be done and its DONE on its way (none left)."""
+    if estimate <= elapsed < overdue_estimate(estimate):
+        return 0.0
+    return expected_left(elapsed, estimate)
+
+
 def pick_backup(
     state: State,
     node_id: str,
@@ -620,8 +675,8 @@ def pick_backup(
             started = seen.get((job.id, first, seq), now)
             if theirs is None:
                 theirs = ours  # a holder not measured yet: as fast as us
-            hung = now - started >= OVERDUE_FACTOR * theirs
-            left = expected_left(now - started, theirs)
+            hung = now - started >= OVERDUE_FACTOR * overdue_estimate(theirs)
+            left = backup_left(now - started, theirs)
             if not hung and ours >= (1.0 - BACKUP_GAIN) * left:
                 continue  # the original should end first
             end = now + left
@@ -774,8 +829,9 @@ def overdue_at(
                 continue
             # Past its estimate, the time left grows with the time run: a copy is worth
             # it once OVERDUE_LEFT * elapsed * (1 - gain) exceeds ours.
-            worth = started + max(theirs, ours / (OVERDUE_LEFT * (1.0 - BACKUP_GAIN)))
-            at = min(worth, started + OVERDUE_FACTOR * theirs)
+            overdue = overdue_estimate(theirs)
+            worth = started + max(overdue, ours / (OVERDUE_LEFT * (1.0 - BACKUP_GAIN)))
+            at = min(worth, started + OVERDUE_FACTOR * overdue)
             if at > now:
                 soonest = min(soonest, at)
     return soonest

@@ -225,18 +225,25 @@ class Membership:
     def probe_received(self, peer: str, msg: dict[str, Any]) -> None:
         """A PING, ACK or PING_REQ: the failure detector's, and a free anti-entropy check.
         A peer whose view differs from ours gets our version vector (at most once per
-        ANTI_ENTROPY_INTERVAL for the same view), and its answer brings what we lack;
-        the peer, seeing our hash differ too, does the same for what it lacks."""
+        ANTI_ENTROPY_INTERVAL), and its answer brings what we lack; the peer, seeing
+        our hash differ too, does the same for what it lacks. (Not at every probe while
+        our view changes: while actions flow, views differ at every probe because
+        actions are on their way, and each version vector cost a state digest here and
+        its answer resent actions in flight; docs/performance.md "Dispatch".)"""
         if peer not in self.heard:
             return
         self.prober.received(peer, msg)
         if msg["view"] == self._view_hash():
             return
-        vv = self._vv_message()
-        ours = _view(vv["vv"], vv.get("heads", {}))
-        told = self._vv_sent.get(peer) == ours
-        if not told or self.shared.now >= self._vv_sent_at.get(peer, 0.0) + ANTI_ENTROPY_INTERVAL:
-            self._send_vv(peer, vv)
+        if self.shared.now >= self._vv_sent_at.get(peer, -math.inf) + ANTI_ENTROPY_INTERVAL:
+            self._send_vv(peer, self._vv_message())
+
+    def _our_view(self) -> tuple:
+        """Our version vector with its heads (_view), without the state's digest: the
+        tick finds most peers in sync, and the digest of a state that changes with
+        every action would be computed for nothing."""
+        log = self.shared.log
+        return _view(log.version_vector(), log.heads() if log.authenticate else {})
 
     def _vv_message(self) -> dict[str, Any]:
         log = self.shared.log
@@ -335,11 +342,11 @@ class Membership:
         now = shared.now
         if now >= self._next_vv:
             self._next_vv = now + ANTI_ENTROPY_INTERVAL
-            vv = self._vv_message()
-            ours = _view(vv["vv"], vv.get("heads", {}))
-            for peer in sorted(self.heard):
-                if not self._in_sync_with(peer, ours):
-                    self._send_vv(peer, vv)
+            ours = self._our_view()
+            behind = [peer for peer in sorted(self.heard) if not self._in_sync_with(peer, ours)]
+            vv = self._vv_message() if behind else {}
+            for peer in behind:
+                self._send_vv(peer, vv)
         prober = self.prober
         if now - prober.next_deadline() > prober.interval():
             # We woke up more than a probe period late: our probe's answer may wait

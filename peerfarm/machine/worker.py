@@ -135,6 +135,7 @@ class Worker:
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.renders: dict[tuple[str, int], Render] = {}
+        self._busy: frozenset[tuple[str, int]] | None = None  # busy(), until renders change
         self.paused = False  # this machine's user paused it (or is at the keyboard)
         self.disk_problem = ""  # why this node cannot write its data folder now
         # Orphaned claims can only appear at start (the log from disk) and when a late
@@ -151,7 +152,7 @@ class Worker:
         # (state, chunks our renders work on) in which the last look found nothing to
         # claim and nothing to copy: not looked at again until one of them changes (or a
         # backup is due), though every frame finished and every probe runs the rules.
-        self._nothing_in: tuple[Any, set[tuple[str, int]]] | None = None
+        self._nothing_in: tuple[Any, frozenset[tuple[str, int]]] | None = None
 
     @property
     def slots(self) -> int:
@@ -258,9 +259,12 @@ class Worker:
             for i in range(index, index + count)
         )
 
-    def busy(self) -> set[tuple[str, int]]:
-        """Every chunk our renders work on."""
-        return {(r.job_id, i) for r in self.renders.values() for i in r.chunks}
+    def busy(self) -> frozenset[tuple[str, int]]:
+        """Every chunk our renders work on. (Kept until a render starts or ends: runs
+        of hundreds of chunks were listed again at every frame's progress.)"""
+        if self._busy is None:
+            self._busy = frozenset((r.job_id, i) for r in self.renders.values() for i in r.chunks)
+        return self._busy
 
     def _stop_lost_claims(self) -> None:
         """Stop renders nobody needs from us: the job ended, the chunk is done, or
@@ -359,7 +363,16 @@ class Worker:
                 if c.state == CLAIMED and c.claim_origin == me
             )
         else:
-            places = sorted((j, i) for j, i in only if j in jobs and i in jobs[j].chunks)
+            # (Only ours not rendered are sorted: a re-fold names thousands of chunks.)
+            places = sorted(
+                (j, i)
+                for j, i in only
+                if (job := jobs.get(j)) is not None
+                and (chunk := job.chunks.get(i)) is not None
+                and chunk.state == CLAIMED
+                and chunk.claim_origin == me
+                and (j, i) not in busy
+            )
         # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).
         runs: list[tuple[str, list[int]]] = []
         for job_id, index in places:
@@ -504,6 +517,7 @@ class Worker:
             told_at=now,
         )
         self.renders[(job.id, index)] = render
+        self._busy = None
         self.shared.out(
             fx.StartRender(job, index, claim_seq, frames, render.tile, self._sources(job))
         )
@@ -669,6 +683,7 @@ class Worker:
 
     def ended(self, job_id: str, chunk: int, ok: bool, error: str, no_space: bool) -> None:
         render = self.renders.pop((job_id, chunk), None)
+        self._busy = None
         if render is None:
             return
         if not ok and no_space:  # not the scene's fault: give the chunk back, claim no more

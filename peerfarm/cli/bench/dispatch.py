@@ -4,7 +4,9 @@ Node processes on loopback with the real mesh, log, signed feeds and reducers
 render a job of one-frame chunks with the null renderer (renderers/null.py: no
 work, a tiny frame written in the node's process). Frames per second from the
 submit until every node knows the last DONE; then the digests, and when the
-submitter had collected every frame.
+submitter had collected every frame. Besides, the CPU the node processes used over
+the same span (where /proc tells it): frames per CPU-second do not depend on how
+busy the machine's other programs keep its cores, as frames per second do.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import trio
 
-from peerfarm.cli.bench.scale import statuses_of
+from peerfarm.cli.bench.scale import cpu_seconds, statuses_of
 from peerfarm.cli.demo import Farm
 from peerfarm.cli.errors import CliError
 from peerfarm.job_request import JobRequest
@@ -48,11 +50,13 @@ def run_dispatch(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
         farm, key = Farm.with_new_key(root)
         try:
             _, bootstrap = farm.start_bootstrap(root / "bootstrap")
-            addresses = [
-                farm.start_node(f"node-{i}", bootstrap, root / f"node-{i}", args.slots)[1]
+            started = [
+                farm.start_node(f"node-{i}", bootstrap, root / f"node-{i}", args.slots)
                 for i in range(1, args.nodes + 1)
             ]
-            result = trio.run(_measure, args, key, addresses, root, say)
+            addresses = [address for _, address in started]
+            pids = [proc.pid for proc, _ in started]
+            result = trio.run(_measure, args, key, addresses, pids, root, say)
         finally:
             farm.stop()
         result.update(_actions_logged(root / "node-1"))
@@ -73,6 +77,7 @@ async def _measure(
     args: argparse.Namespace,
     key: FarmKey,
     addresses: list[str],
+    pids: list[int],
     root: Path,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
@@ -105,21 +110,30 @@ async def _measure(
         # One connection per node for the whole run: a TLS handshake per look would
         # cost the nodes more than what is measured.
         clients = [await stack.enter_async_context(NodeClient(a, key)) for a in addresses]
-        return await _run_job(args, request, clients, say)
+        return await _run_job(args, request, clients, pids, say)
+
+
+def _nodes_cpu_seconds(pids: list[int]) -> float | None:
+    """CPU seconds the node processes used so far, together; None where not known."""
+    seconds = [cpu_seconds(pid) for pid in pids]
+    return None if None in seconds else sum(s for s in seconds if s is not None)
 
 
 async def _run_job(
     args: argparse.Namespace,
     request: JobRequest,
     clients: list[NodeClient],
+    pids: list[int],
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     async def statuses() -> list[dict[str, Any]]:
         return [await c.status() for c in clients]
 
+    cpu_before = _nodes_cpu_seconds(pids)
     started = time.monotonic()
     job_id = await clients[0].submit(request)
     knows_last: dict[int, float] = {}
+    cpu_dispatch: float | None = None
     collected_s = None
     while len(knows_last) < len(clients) or collected_s is None:
         seen = await statuses()
@@ -134,6 +148,10 @@ async def _run_job(
                 collected_s = now
             if i == 0 and job["state"] in ("failed", "cancelled"):
                 raise CliError(f"the job {job['state']}: {job.get('error', '')}")
+        if cpu_dispatch is None and len(knows_last) == len(clients):
+            cpu_after = _nodes_cpu_seconds(pids)
+            if cpu_before is not None and cpu_after is not None:
+                cpu_dispatch = cpu_after - cpu_before
         if len(knows_last) < len(clients):
             done = max(
                 (j["frames_done"] for s in seen for j in s["jobs"] if j["id"] == job_id),
@@ -153,6 +171,10 @@ async def _run_job(
         "seconds_to_last_done_everywhere": round(dispatch_s, 2),
         "seconds_to_all_collected": round(collected_s, 2),
         "digests_equal": len(digests) == 1,
+        # The nodes' CPU from the submit to the last DONE known everywhere (their
+        # collecting of frames in that span included); null where /proc is missing.
+        "node_cpu_seconds": None if cpu_dispatch is None else round(cpu_dispatch, 2),
+        "frames_per_cpu_second": (round(args.frames / cpu_dispatch, 1) if cpu_dispatch else None),
         "claims": "one per frame" if args.fixed else "runs sized to speed",
         "target_frames_per_s": 10_000,
     }
