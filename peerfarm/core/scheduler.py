@@ -128,9 +128,23 @@ def may_take(state: State, job: Job, node_id: str) -> bool:
     )
 
 
+# Job id -> (its chunk map, whether any chunk is pending): asked at every frame of a run
+# (split_keep), and a job of 1,000,000 chunks costs a walk each.
+_UNCLAIMED: dict[str, tuple[object, bool]] = {}
+
+
 def _unclaimed(job: Job) -> bool:
     # Chunks absent from the map never left "pending".
-    return len(job.chunks) < job.chunk_total or any(c.state == PENDING for c in job.chunks.values())
+    if len(job.chunks) < job.chunk_total:
+        return True
+    cached = _UNCLAIMED.get(job.id)
+    if cached is not None and cached[0] is job.chunks:
+        return cached[1]
+    pending = any(c.state == PENDING for c in job.chunks.values())
+    if len(_UNCLAIMED) >= RUNS_KEPT:
+        _UNCLAIMED.clear()  # a cache: computed again when needed
+    _UNCLAIMED[job.id] = (job.chunks, pending)
+    return pending
 
 
 def probe_frames(state: State, job: Job) -> int:

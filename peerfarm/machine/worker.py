@@ -57,6 +57,7 @@ RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
 # stops once the frames kept are done, and their DONE counts.
 STOP_REASON_SPLIT = "its frames kept are done; the rest of the run went back to the farm"
 HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
+SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this often
 SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended jobs go
 
 # A measured speed is shared again (NODE_SPEED) once it is this far off what the farm has.
@@ -89,6 +90,7 @@ class Render:
     # Its tail went back to the farm: the renderer still renders it, and is stopped once
     # ``frames`` (the frames kept) are done.
     split: bool = False
+    split_looked_at: float = -math.inf  # when _split last looked whether to give its tail
 
     @property
     def chunks(self) -> range:
@@ -593,9 +595,17 @@ class Worker:
             if render.split:
                 self._stop(render, STOP_REASON_SPLIT)
             return
-        # (Its first chunks may be done already: told as it went, _tell_finished.)
-        if not self._holds(
-            job, render.chunk + render.told, render.claim_seq, render.count - render.told
+        # Looked at most once a SPLIT_LOOK_EVERY: the look walks the run's frames, and a
+        # run of 100,000 frames of milliseconds looked at every frame kept its node from
+        # answering anything (docs/performance.md).
+        if shared.now - render.split_looked_at < SPLIT_LOOK_EVERY:
+            return
+        render.split_looked_at = shared.now
+        # Still ours: its first chunk not told yet and its last (a claim is won whole and
+        # taken away whole; its first chunks may be done: told as it went).
+        if not (
+            self._holds(job, render.chunk + render.told, render.claim_seq)
+            and self._holds(job, render.chunk + render.count - 1, render.claim_seq)
         ):
             return
         measured = Measured(self.job_frame_seconds, shared.now, self.claims_seen)

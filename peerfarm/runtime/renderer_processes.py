@@ -254,7 +254,12 @@ class RendererProcesses:
                 while not self._closed and len(self._spares) < max(
                     self._spares_wanted, self._running_wrappers
                 ):
-                    self._spares.append(await self._start_spare(env))
+                    spare, sock = await self._start_spare(env)
+                    if self._closed:  # closed while it started: it will never run
+                        sock.close()
+                        self._forget(spare)
+                        break
+                    self._spares.append((spare, sock))
         except Exception as exc:  # no spare: chunks start the slower way, and work
             log.warning("cannot start a spare renderer guard: %s", exc)
         finally:
