@@ -660,6 +660,30 @@ def test_a_long_run_tells_the_farm_its_finished_chunks_as_it_goes():
         assert not h.emitted(act.CHUNK_FAILED) and not h.emitted(act.RELEASE_CHUNK)
 
 
+def test_a_run_of_fast_frames_looks_whether_to_split_at_most_once_a_second(monkeypatch):
+    """Whether to give a run's tail back was looked at every frame, a walk over the
+    run's chunks each time: a 1,000,000-frame job of millisecond frames (runs of
+    100,000) kept its node from answering anything."""
+    from peerfarm.machine import worker
+
+    looks = []
+
+    def counting(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        looks.append(args[2].id)
+        return args[4]  # keep the whole run
+
+    monkeypatch.setattr(worker, "split_keep", counting)
+    h = Harness(slots=1)
+    h.start_working()
+    payload = {**new_job_payload("j", frames=(1, 100), chunk=1), "adaptive": True}
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+    for _ in range(len(start.frames) - 1):
+        h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 0.01)
+    assert looks == ["j"]
+    h.feed(ev.RenderProgress("j", start.chunk), at=h.now + worker.SPLIT_LOOK_EVERY)
+    assert looks == ["j"]  # (the last frame: nothing left to give)
+
+
 def test_the_rest_of_a_run_after_its_first_done_counts_as_seen_then():
     """After a DONE of the first part of another node's run, the claim's other chunks
     form a run starting at a new chunk: not seen by then, it looked just started at
