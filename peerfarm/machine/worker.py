@@ -521,13 +521,13 @@ class Worker:
             if render.split:
                 self._stop(render, STOP_REASON_SPLIT)
             return
-        if not self._holds(job, render.chunk, render.claim_seq, render.count):
-            return
         measured = Measured(self.job_frame_seconds, shared.now, self.claims_seen)
         keep = split_keep(
             shared.state, shared.node_id, job, render.chunk, render.count, render.frame_at, measured
         )
-        if keep >= render.count:
+        if keep >= render.count or not self._holds(
+            job, render.chunk, render.claim_seq, render.count
+        ):
             return
         tail = {
             "job_id": job.id,
