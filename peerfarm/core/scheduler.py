@@ -703,6 +703,9 @@ def pick_backup(
 
 
 SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
+# Runs of frames faster than this are never split: they are sized by what a claim costs
+# (least_run), and each look at a run walks its chunks.
+SPLIT_FRAME_SECONDS = STARTUPS_PER_RUN * CLAIM_SECONDS
 
 
 def split_keep(
@@ -735,6 +738,8 @@ def split_keep(
     per_frame = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
     if done >= 3:
         per_frame = (finished_at[-1] - finished_at[0]) / (done - 1)
+    if per_frame < SPLIT_FRAME_SECONDS:
+        return count  # frames claimed by the thousand: a look over the run at each costs more
     if (count - done - 1) * per_frame < SPLIT_STARTUPS * max(mine[1] / 1000.0, CLAIM_SECONDS):
         return count
     if _unclaimed(job) or any(job.chunk(i).backup_origin for i in range(first, first + count)):

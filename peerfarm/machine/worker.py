@@ -601,18 +601,16 @@ class Worker:
         if shared.now - render.split_looked_at < SPLIT_LOOK_EVERY:
             return
         render.split_looked_at = shared.now
-        # Still ours: its first chunk not told yet and its last (a claim is won whole and
-        # taken away whole; its first chunks may be done: told as it went).
-        if not (
-            self._holds(job, render.chunk + render.told, render.claim_seq)
-            and self._holds(job, render.chunk + render.count - 1, render.claim_seq)
-        ):
-            return
         measured = Measured(self.job_frame_seconds, shared.now, self.claims_seen)
         keep = split_keep(
             shared.state, shared.node_id, job, render.chunk, render.count, render.frame_at, measured
         )
-        if keep >= render.count:
+        # Still ours: its first chunk not told yet and its last (a claim is won whole and
+        # taken away whole; its first chunks may be done: told as it went).
+        if keep >= render.count or not (
+            self._holds(job, render.chunk + render.told, render.claim_seq)
+            and self._holds(job, render.chunk + render.count - 1, render.claim_seq)
+        ):
             return
         tail = {
             "job_id": job.id,
