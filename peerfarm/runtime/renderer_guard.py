@@ -136,10 +136,13 @@ def _serve_spares(watch_fd: int, niceness: int) -> None:
     control = socket.socket(fileno=os.dup(0))
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)  # a SIGCHLD wakes the select below
+    signal.set_wakeup_fd(wake_write)  # a SIGCHLD wakes the poll below
     signal.signal(signal.SIGCHLD, _keep_waiting)
+    poller = select.poll()
+    for fd in (control.fileno(), wake_read, watch_fd):
+        poller.register(fd, select.POLLIN)
     while True:
-        readable, _, _ = select.select([control.fileno(), wake_read, watch_fd], [], [])
+        readable = [fd for fd, _ in poller.poll()]  # (any fd number, unlike select)
         if watch_fd in readable:
             os._exit(0)  # never written to: readable means end of file, the node is gone
         if wake_read in readable:
