@@ -208,9 +208,8 @@ class RendererProcesses:
     def start_spares(self, modules: Sequence[str], count: int, env: Mapping[str, str]) -> None:
         """From now on keep at least `count` spare guards waiting, the wrapper `modules`
         imported ahead (a node's offered renderers, one per slot): the first chunks
-        start no Python either. Started in the background (the spare factory, then
-        the spares it forks, at low priority); nothing on Windows or in a frozen build
-        (no wrapper runs in a fork there)."""
+        start no Python either. Started in the background, at low priority; nothing on
+        Windows or in a frozen build (no wrapper runs in a fork there)."""
         if not forks_wrappers():
             return
         for module in modules:
