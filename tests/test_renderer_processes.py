@@ -592,8 +592,12 @@ def test_spares_started_ahead_take_the_first_chunks_and_end_when_closed(tmp_path
         processes.start_spares([WRAPPER], 2, renderer_environment(tmp_path))
         ahead = await _spares_waiting(processes, 2)
         cmdlines = [_cmdline(pid) for pid in ahead]
-        # Low priority before their chunk (the factory only forks and reaps).
-        assert all(os.getpriority(os.PRIO_PROCESS, pid) == RENDERER_NICENESS for pid in ahead)
+        # At low priority before their chunk, as their factory is.
+        assert processes._factory is not None
+        factory = processes._factory.process.pid
+        assert all(
+            os.getpriority(os.PRIO_PROCESS, pid) == RENDERER_NICENESS for pid in [factory, *ahead]
+        )
         pattern = "out/f_{frame:04d}.png"
         first = await _chunk_in(
             processes, _builtin("1", "16x12", pattern), work, tmp_path / "1.log"

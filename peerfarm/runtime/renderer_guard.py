@@ -122,10 +122,10 @@ def send_command(
     sock.shutdown(socket.SHUT_WR)
 
 
-def _serve_spares(watch_fd: int, niceness: int) -> None:
+def _serve_spares(watch_fd: int) -> None:
     """The spare factory's loop. Each request on stdin (a Unix socket) brings two file
-    descriptors, the new spare's stdin (a socket) and stdout (a pipe): fork, lower
-    the spare's priority to `niceness`, answer `P PID`. Each spare that ended is
+    descriptors, the new spare's stdin (a socket) and stdout (a pipe): fork (the
+    spare has the factory's low priority), answer `P PID`. Each spare that ended is
     reaped and told: `E PID STATUS` (Popen's returncode: -N when killed by signal
     N), in the order they happen. Returns in the forked spare only, in a session of
     its own with those as stdin and stdout; the factory itself exits at end of file
@@ -136,10 +136,13 @@ def _serve_spares(watch_fd: int, niceness: int) -> None:
     control = socket.socket(fileno=os.dup(0))
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)  # a SIGCHLD wakes the select below
+    signal.set_wakeup_fd(wake_write)  # a SIGCHLD wakes the poll below
     signal.signal(signal.SIGCHLD, _keep_waiting)
+    poller = select.poll()
+    for fd in (control.fileno(), wake_read, watch_fd):
+        poller.register(fd, select.POLLIN)
     while True:
-        readable, _, _ = select.select([control.fileno(), wake_read, watch_fd], [], [])
+        readable = [fd for fd, _ in poller.poll()]  # (any fd number, unlike select)
         if watch_fd in readable:
             os._exit(0)  # never written to: readable means end of file, the node is gone
         if wake_read in readable:
@@ -174,10 +177,6 @@ def _serve_spares(watch_fd: int, niceness: int) -> None:
                 return
             for fd in fds:
                 os.close(fd)
-            try:  # at low priority before the node even knows it
-                os.setpriority(os.PRIO_PROCESS, pid, niceness)
-            except OSError:
-                pass  # it lowers its own (main), as a guard does
             control.sendall(f"P {pid}\n".encode())
 
 
@@ -381,12 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(getattr(signal, name), _keep_waiting)
     if os.getpgrp() != os.getpid():
         os.setsid()  # never signal the group of whoever started us: lead our own
+    lower_priority(niceness)  # before anything of a chunk runs (a spare's: its factory's)
     if spare is not None:
         _warm_up(spare.split(","))
-        _serve_spares(watch_fd, niceness)  # returns in a spare guard only, forked for a chunk
-    # Before anything of a chunk runs. (Not the factory: it only forks and reaps, and
-    # a chunk's end waits for its word; a spare gets here first thing after its fork.)
-    lower_priority(niceness)
+        _serve_spares(watch_fd)  # returns in a spare guard only, forked for a chunk
     report = None
     if spare is not None:
         received = _receive_command()

@@ -206,8 +206,8 @@ class RendererProcesses:
     # node (its stdin reaches end of file too, and it exits).
 
     def start_spares(self, modules: Sequence[str], count: int, env: Mapping[str, str]) -> None:
-        """From now on keep at least `count` spare guards waiting, importing the wrapper
-        `modules` ahead (a node's offered renderers, one per slot): the first chunks
+        """From now on keep at least `count` spare guards waiting, the wrapper `modules`
+        imported ahead (a node's offered renderers, one per slot): the first chunks
         start no Python either. Started in the background, at low priority; nothing on
         Windows or in a frozen build (no wrapper runs in a fork there)."""
         if not forks_wrappers():
