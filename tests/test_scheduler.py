@@ -22,6 +22,8 @@ from peerfarm.core.scheduler import (
     split_keep,
 )
 
+D = "d" * 16  # a fourth node
+
 
 def adaptive_log(*renderers: str, frames: int = 100) -> ActionLog:
     log = ActionLog()
@@ -382,3 +384,17 @@ def test_a_run_of_milliseconds_is_not_copied_before_its_done_could_arrive():
     slow = Measured({"job1": 1.0}, now=10.0)
     assert pick_backup(log.state, C, 10.0 + 190.0, seen, measured=slow) is None
     assert pick_backup(log.state, C, 10.0 + 210.0, seen, measured=slow) is not None
+
+
+def test_idle_nodes_copy_different_late_runs():
+    """Idle nodes look for copies at about once near a job's end: each takes another of
+    the runs worth copying (by rank), not all the same one."""
+    log = adaptive_log(A, B, C, D, frames=400)
+    for node in (A, B, C, D):
+        speed(log, node, 1)
+    b = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 100})
+    c = emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 100, "count": 300})
+    seen = {("job1", 0, b.seq): 0.0, ("job1", 100, c.seq): 0.0}
+    fast = Measured({"job1": 0.001}, now=100.0)
+    copies = {n: pick_backup(log.state, n, 100.0, seen, measured=fast) for n in (A, D)}
+    assert {copy.holder for copy in copies.values()} == {B, C}  # both hung: one each

@@ -666,7 +666,7 @@ def pick_backup(
         return None
     mine = me.speed
     measured = measured or Measured()
-    best: tuple[float, Backup] | None = None
+    worth: list[tuple[float, Backup]] = []  # (how late it should end, the copy)
     for job in job_order(state):
         if not may_take(state, job, node_id):
             continue
@@ -695,10 +695,9 @@ def pick_backup(
                 continue  # the original should end first
             end = now + left
             key = math.inf if hung else end
-            if best is None or key > best[0]:
-                best = (key, Backup(job.id, first, count, seq, holder))
-        if best is not None:
-            return best[1]  # the most urgent job's runs first
+            worth.append((key, Backup(job.id, first, count, seq, holder)))
+        if worth:
+            return _spread_backup(state, node_id, worth)  # the most urgent job's runs first
     return None
 
 
@@ -815,6 +814,17 @@ def _free_slots(
             if end < math.inf:
                 slots.append((end, speed[1] / 1000.0, speed[0] / 1000.0 * scale))
     return slots
+
+
+def _spread_backup(state: State, node_id: str, worth: list[tuple[float, Backup]]) -> Backup:
+    """Which of the runs worth copying this node copies: the one expected to finish
+    last, or hung, for the first node by rank, the next one for the next node, and so
+    on. Idle nodes look at once when the job's end nears; all taking the same run, one
+    BACKUP_CHUNK won and the others rendered a copy for nothing until they heard of it
+    (docs/performance.md "Dispatch")."""
+    ranked = sorted(worth, key=lambda item: (-item[0], item[1].chunk))
+    rank, _ = _rank(state, node_id)
+    return ranked[rank % len(ranked)][1]
 
 
 def overdue_at(
