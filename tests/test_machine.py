@@ -684,6 +684,24 @@ def test_a_run_of_fast_frames_looks_whether_to_split_at_most_once_a_second(monke
     assert looks == ["j"]  # (the last frame: nothing left to give)
 
 
+def test_a_run_that_gives_its_tail_back_no_longer_counts_it_as_busy(monkeypatch):
+    """The chunks our renders work on were kept until a render started or ended, so a
+    tail given back (a split) still counted as ours while the render went on."""
+    from peerfarm.machine import worker
+
+    monkeypatch.setattr(worker, "split_keep", lambda *args, **kw: 2)
+    h = Harness(slots=1)
+    h.start_working()
+    payload = {**new_job_payload("j", frames=(1, 100), chunk=1), "adaptive": True}
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+    assert len(start.frames) > 2
+    assert h.machine.worker.busy() == {("j", start.chunk + i) for i in range(len(start.frames))}
+    h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 1)
+    (released,) = h.emitted(act.RELEASE_CHUNK)
+    assert released["payload"]["chunk"] == start.chunk + 2
+    assert h.machine.worker.busy() == {("j", start.chunk), ("j", start.chunk + 1)}
+
+
 def test_the_rest_of_a_run_after_its_first_done_counts_as_seen_then():
     """After a DONE of the first part of another node's run, the claim's other chunks
     form a run starting at a new chunk: not seen by then, it looked just started at

@@ -627,6 +627,7 @@ class Worker:
         render.count = keep
         render.frames = job.run_frames(render.chunk, keep)
         render.split = True
+        self._busy = None  # the tail is no longer ours to render
         shared.emit(act.RELEASE_CHUNK, tail)
 
     def _measure(self, render: Render) -> None:
