@@ -27,7 +27,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def _renderers_under(pid: int) -> list[int]:
-    """Built-in renderer processes descending from process ``pid``."""
+    """Built-in renderer processes descending from process ``pid``: the renderers and
+    the spare guards waiting for a chunk, not the node's spare factory (a renderer that
+    hangs does not freeze the process that forks and reaps the spares)."""
     parents: dict[int, int] = {}
     commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -47,7 +49,14 @@ def _renderers_under(pid: int) -> list[int]:
                 return True
         return False
 
-    return [p for p, cmd in commands.items() if "peerfarm.renderers.builtin" in cmd and descends(p)]
+    def factory(p: int) -> bool:
+        return parents.get(p) == pid and "--spares" in commands[p]
+
+    return [
+        p
+        for p, cmd in commands.items()
+        if "peerfarm.renderers.builtin" in cmd and descends(p) and not factory(p)
+    ]
 
 
 def test_a_hung_renderer_is_backed_up_and_the_job_completes(tmp_path):
