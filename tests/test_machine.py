@@ -531,15 +531,22 @@ def test_the_collector_fetches_frames_and_reports_lost_ones():
     assert "disk full" in h.machine.status()["jobs"][0]["output_error"]
 
 
-def test_the_frames_of_a_run_are_fetched_as_soon_as_its_done_arrives():
-    """A DONE covering a run of chunks queued only its first for fetching: the others
-    waited for the collector's next look over the whole job (up to a minute)."""
+def _submitter_with_a_peer(frames: tuple[int, int]) -> Harness:
+    """A node that submitted job "j" (one-frame chunks, an empty output folder) and is
+    linked to peer A, which renders it."""
     h = Harness(slots=0)
     h.start_working()
-    h.feed(ev.SubmitJob(new_job_payload("j", frames=(1, 6), chunk=1)))
+    h.feed(ev.SubmitJob(new_job_payload("j", frames=frames, chunk=1)))
     h.feed(ev.OutputsScanned("j", frozenset()))
     h.feed(ev.LinkUp(A, "node", "a", "10.0.0.2:7100"))
     h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    return h
+
+
+def test_the_frames_of_a_run_are_fetched_as_soon_as_its_done_arrives():
+    """A DONE covering a run of chunks queued only its first for fetching: the others
+    waited for the collector's next look over the whole job (up to a minute)."""
+    h = _submitter_with_a_peer(frames=(1, 6))
     claim = h.peer_action(A, act.CLAIM_CHUNK, {"job_id": "j", "chunk": 1, "count": 4})
     h.receive(A, claim)
     out = h.receive(A, h.peer_action(A, act.DONE, {**claim["payload"], "claim_seq": claim["seq"]}))
@@ -550,12 +557,7 @@ def test_a_full_output_disk_is_shown_as_waiting_until_a_frame_is_stored_again():
     """The submitter's disk full: the job is done everywhere, but its frames wait on
     their nodes. Status said nothing while `submit --wait` waited silently; now the job
     says why, retries, and stops saying it once a frame comes in."""
-    h = Harness(slots=0)
-    h.start_working()
-    h.feed(ev.SubmitJob(new_job_payload("j", frames=(1, 2), chunk=1)))
-    h.feed(ev.OutputsScanned("j", frozenset()))
-    h.feed(ev.LinkUp(A, "node", "a", "10.0.0.2:7100"))
-    h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    h = _submitter_with_a_peer(frames=(1, 2))
     for chunk in range(2):
         claim = h.peer_action(A, act.CLAIM_CHUNK, {"job_id": "j", "chunk": chunk})
         h.receive(A, claim)

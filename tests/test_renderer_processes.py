@@ -425,20 +425,7 @@ def test_the_next_chunk_starts_in_a_spare_guard_with_its_own_folder_and_log(tmp_
     async def chunk(processes: RendererProcesses, i: int, command: list[str]) -> tuple:
         work = tmp_path / f"work{i}"
         work.mkdir()
-        with open(tmp_path / f"chunk{i}.log", "wb") as stderr:
-            async with trio.open_nursery() as nursery:
-                run = partial(
-                    processes.run,
-                    command,
-                    cwd=work,
-                    env=renderer_environment(work),
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                )
-                process = await nursery.start(run)
-                cmdline = _cmdline(process.pid)
-                output = b"".join([data async for data in process.stdout])
-        return process.pid, cmdline, output, process.returncode
+        return await _chunk_in(processes, command, work, tmp_path / f"chunk{i}.log")
 
     async def main() -> tuple:
         processes = RendererProcesses(tmp_path)
