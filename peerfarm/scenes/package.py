@@ -708,6 +708,27 @@ def _read_single(path: Path, b: _Builder) -> str:
         _read_files(b, [(name, rel, candidate, cst.st_size)])
         return name
 
+    def refuse_outside(include: str, by: str) -> None:
+        """An include that is a file on this machine but outside the scene's folder
+        (`../common/look.inc`, `/home/me/lib.inc`) is not sent: POV-Ray would fail on
+        every node with "Cannot open include file", three times, and fail the job."""
+        target = Path(include)
+        if not target.is_absolute():
+            target = folder / target
+        try:
+            real = target.resolve()
+            if not real.is_file() or _inside(real_folder, real):
+                return
+            common = Path(os.path.commonpath([real_folder, real]))
+        except (OSError, ValueError):  # unreadable, or another drive: no folder holds both
+            common = None
+        both = f"a folder that holds both ({common})" if common else "one folder holding both"
+        raise PackageError(
+            f"{path.name}: {by} includes {include!r}, which is outside the scene's folder "
+            f"({real_folder}), so the nodes would not get it; submit {both} instead of the "
+            "file, or copy it into the scene's folder and include it by a name there"
+        )
+
     queue = [main]
     if main.lower().endswith(".ini"):
         named = ini_input_file(text_of(b.files[main]))
@@ -725,7 +746,8 @@ def _read_single(path: Path, b: _Builder) -> str:
             )
         queue = [found]
     # Follow #include chains; includes not found beside the scene are POV-Ray's own
-    # library files (colors.inc, ...), which every POV-Ray install has.
+    # library files (colors.inc, ...), which every POV-Ray install has, unless they are
+    # files of this machine outside the scene's folder.
     done: set[str] = set()
     while queue:
         name = queue.pop()
@@ -737,6 +759,8 @@ def _read_single(path: Path, b: _Builder) -> str:
                 found = companion(include)
                 if found is not None:
                     queue.append(found)
+                else:
+                    refuse_outside(include, name)
     return main
 
 
