@@ -18,7 +18,9 @@ from peerfarm.core.scheduler import (
     overdue_at,
     pick_backup,
     pick_run,
+    run_estimate,
     run_length,
+    run_started,
     split_keep,
 )
 
@@ -151,6 +153,42 @@ def test_a_run_pays_its_startup_rarely_but_never_exceeds_the_share():
     assert run_length(state, job, A, state.peers[A], 1000, measured) == 250
     # 200 left: half the share is 50 frames, but 4 start-ups are 120 s: take the share.
     assert run_length(state, job, A, state.peers[A], 200, measured) == 100
+
+
+def test_the_last_round_leaves_out_a_node_whose_run_ends_after_it():
+    """A node whose run should end after the farm is done with the unclaimed frames
+    takes none of them: the others share them. Sized as a share of the unclaimed work
+    plus the work in flight, A took 133 of the 100 frames left (C's long run counted as
+    work A should share), leaving B nothing to do."""
+    log = adaptive_log(A, B, C, frames=400)
+    for node in (A, B, C):
+        speed(log, node, 1000, startup_ms=10_000)
+    claim = emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 300})
+    state = log.state
+    measured = Measured({"job1": 1.0}, now=0.0, seen={("job1", 0, claim.seq): 0.0})
+    # 100 frames left, A and B free now, 10 s of start-up each: both end at 60 s.
+    assert run_length(state, state.jobs["job1"], A, state.peers[A], 100, measured) == 50
+
+
+def test_the_rest_of_a_run_that_told_finished_chunks_pays_no_startup():
+    """A long run tells its finished chunks as it goes; the rest of it is estimated
+    from that DONE on without a start-up (its renderer is running). With one, every
+    long run looked a start-up longer than it was to the nodes sizing their last runs."""
+    log = adaptive_log(A, B, frames=100)
+    speed(log, A, 1000, startup_ms=30_000)
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 40})
+    ref = {"job_id": "job1", "claim_seq": claim.seq}
+    job = log.state.jobs["job1"]
+    assert not run_started(job, 0, A, claim.seq)
+    assert run_estimate(log.state, job, A, 0, 40, 1.0, claim.seq) == 30 + 40
+    emit(log, A, "DONE", {**ref, "chunk": 0, "count": 10})
+    job = log.state.jobs["job1"]
+    assert run_started(job, 10, A, claim.seq)
+    assert run_estimate(log.state, job, A, 10, 30, 1.0, claim.seq) == 30
+    assert run_estimate(log.state, job, A, 10, 30, 1.0) == 30 + 30  # a copy pays it
+    # Chunks after a run another claim rendered are a fresh run.
+    other = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 40, "count": 10})
+    assert not run_started(log.state.jobs["job1"], 40, B, other.seq)
 
 
 def test_frames_of_a_millisecond_are_claimed_in_runs_worth_several_claims():

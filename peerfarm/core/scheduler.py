@@ -34,6 +34,7 @@ from peerfarm.core.costs import frame_costs, work_of
 from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
     ACTIVE,
+    CHUNK_DONE,
     PENDING,
     UP,
     Job,
@@ -487,11 +488,55 @@ def run_length(
     if seconds > 0 and work * seconds < shortest_run_seconds(mine[1] / 1000.0):
         # The last round: enough to work until the farm should be done, counting the
         # work other nodes still have in flight, so every node ends about together.
-        in_flight = frames_in_flight(state, job, node_id, measured)
-        share = (unclaimed + in_flight) * my_rate / max(farm_rate, my_rate)
+        last = last_round_work(state, job, node_id, unclaimed, seconds, mine[1] / 1000.0, measured)
+        if last is None:
+            in_flight = frames_in_flight(state, job, node_id, measured)
+            share = (unclaimed + in_flight) * my_rate / max(farm_rate, my_rate)
+        else:
+            share = last
         work = _whole(share, costs)
     work = min(work, _whole(share, costs))
     return max(1.0 if not costs else 1e-9, work, least_run(seconds, unclaimed, costs))
+
+
+def last_round_work(
+    state: State,
+    job: Job,
+    node_id: str,
+    unclaimed: float,
+    unit: float,
+    startup: float,
+    measured: Measured,
+) -> float | None:
+    """This node's part of the last round (frame-units): the work it renders, after its
+    start-up, by the moment the farm should be done with the ``unclaimed`` work, the
+    other nodes taking the rest as their runs end (each run's estimate from its holder's
+    speed and when this node saw the claim), each paying its start-up. A node whose run
+    should end after that moment takes none of it: sized as a share of the unclaimed
+    work plus the work in flight, such a node counted as taking less than none, and the
+    others' last runs fell short of the job's end. None when the rule does not apply:
+    jobs sharing the farm, a node limit, or a node not measured yet."""
+    if unit <= 0 or job.max_nodes or len(_sharing(state, job)) > 1:
+        return None
+    able = able_renderers(state, job)
+    if any(state.peers[n].speed(job.renderer) is None for n in able):
+        return None
+    mine = state.peers[node_id].speed(job.renderer)
+    if mine is None:
+        return None
+    slots = _free_slots(state, job, node_id, unit / (mine[0] / 1000.0), measured, late_done=True)
+
+    def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
+        return max(0.0, t - startup) / unit + sum(
+            max(0.0, t - free - start) / per for free, start, per in slots
+        )
+
+    lo, hi = 0.0, startup + unclaimed * unit
+    for _ in range(40):  # the least t by which the farm renders the unclaimed work
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rendered_by(mid) < unclaimed else (lo, mid)
+    # (Rounded: the bisection's last bit must not round a whole run up a frame.)
+    return round(max(0.0, hi - startup) / unit, 6)
 
 
 def shortest_run_seconds(startup: float) -> float:
@@ -530,7 +575,7 @@ def frames_in_flight(state: State, job: Job, node_id: str, measured: Measured) -
         if holder == node_id:
             continue
         frames = run_work(job, costs, first, count)
-        estimate = run_estimate(state, job, holder, first, count, scale)
+        estimate = run_estimate(state, job, holder, first, count, scale, seq)
         seen = measured.seen.get((job.id, first, seq))
         if estimate is None or seen is None or estimate <= 0:
             left += frames / 2
@@ -576,21 +621,50 @@ def claimed_runs(job: Job) -> list[tuple[int, int, str, int]]:
 
 
 def run_estimate(
-    state: State, job: Job, holder: str, first: int, count: int, scale: float
+    state: State,
+    job: Job,
+    holder: str,
+    first: int,
+    count: int,
+    scale: float,
+    seq: int | None = None,
 ) -> float | None:
     """Seconds ``holder`` should need for ``count`` chunks of ``job``, from its measured
     speed (start-up included); ``scale`` turns its renderer-wide seconds per frame into
-    this job's (frames of one scene cost more or less than the renderer's average)."""
+    this job's (frames of one scene cost more or less than the renderer's average).
+    With ``seq`` (the claim holding the run), the rest of a run that already told
+    finished chunks (``run_started``) pays no start-up: its renderer is running."""
     peer = state.peers.get(holder)
     measured = peer.speed(job.renderer) if peer is not None else None
     if measured is None:
         return None
+    startup = measured[1] / 1000.0
+    if seq is not None and run_started(job, first, holder, seq):
+        startup = 0.0
     costs = job_costs(state, job)
     if job.tiles == 1:  # the run's frames, at once (a run of thousands of frames)
         work = run_work(job, costs, first, count)
     else:
         work = sum(run_work(job, costs, i, 1) for i in range(first, first + count))
-    return measured[1] / 1000.0 + work * scale * measured[0] / 1000.0
+    return startup + work * scale * measured[0] / 1000.0
+
+
+def run_started(job: Job, first: int, holder: str, seq: int) -> bool:
+    """Whether the claimed run from ``first`` is the rest of a run whose first chunks
+    its holder has already told done (a DONE every FINISHED_TOLD_EVERY of rendering):
+    the holder's renderer has started, and the rest is seen from that DONE on. Counted
+    with a start-up, the rest of every long run looked a start-up longer than it was
+    (28 s on a farm with a 28 s start-up): the others sized their last runs by it."""
+    if first == 0:
+        return False
+    before = job.chunks.get(first - 1)
+    return (
+        before is not None
+        and before.state == CHUNK_DONE
+        and before.claim_origin == holder
+        and before.claim_seq == seq
+        and before.done_by == holder
+    )
 
 
 def expected_left(elapsed: float, estimate: float) -> float:
@@ -652,7 +726,7 @@ def pick_backup(
                 continue
             if any(node_id in job.chunk(i).failed_on for i in range(first, first + count)):
                 continue
-            theirs = run_estimate(state, job, holder, first, count, scale)
+            theirs = run_estimate(state, job, holder, first, count, scale, seq)
             ours = run_estimate(state, job, node_id, first, count, scale)
             if ours is None:
                 continue
@@ -747,7 +821,12 @@ def split_keep(
 
 
 def _free_slots(
-    state: State, job: Job, node_id: str, scale: float, measured: Measured
+    state: State,
+    job: Job,
+    node_id: str,
+    scale: float,
+    measured: Measured,
+    late_done: bool = False,
 ) -> list[tuple[float, float, float]]:
     """Other nodes' slots that may render ``job``: (seconds from now until free, start-up
     seconds, seconds per frame-unit of this job), a slot free at the estimated end of
@@ -765,12 +844,17 @@ def _free_slots(
             if other.id != job.id:
                 busy.setdefault(holder, []).append(math.inf)
                 continue
-            estimate = run_estimate(state, job, holder, first, count, scale)
+            estimate = run_estimate(state, job, holder, first, count, scale, seq)
             seen = measured.seen.get((job.id, first, seq))
             if estimate is None or seen is None:
                 busy.setdefault(holder, []).append(math.inf)
                 continue
-            busy.setdefault(holder, []).append(expected_left(now - seen, estimate))
+            left = (
+                max(0.0, estimate - (now - seen))
+                if late_done
+                else expected_left(now - seen, estimate)
+            )
+            busy.setdefault(holder, []).append(left)
     slots = []
     for n in able_renderers(state, job):
         if n == node_id or not has_room(job, n):
@@ -822,7 +906,7 @@ def overdue_at(
             if holder == node_id or job.chunk(first).backup_origin:
                 continue
             started = seen.get((job.id, first, seq))
-            theirs = run_estimate(state, job, holder, first, count, scale)
+            theirs = run_estimate(state, job, holder, first, count, scale, seq)
             ours = run_estimate(state, job, node_id, first, count, scale)
             if started is None or theirs is None or ours is None:
                 continue
