@@ -37,7 +37,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from peerfarm.child_processes import start_tied_child
+from peerfarm.child_processes import RENDERER_NICENESS, start_tied_child
 from peerfarm.core.tiles import TileError, tile_box
 from peerfarm.disk import replace_file
 from peerfarm.programs import find_program, where_from
@@ -71,6 +71,10 @@ from peerfarm.renderers.wrapper import (
 from peerfarm.scenes.detect import decode_text
 
 PROG = "peerfarm-povray"
+# The renderer guard keeps this wrapper at the node's priority (its part between two
+# renders waits on no one else's work) and leaves the low priority to the program
+# that renders: start_tied_child(niceness=...) below (renderer_guard.py).
+LOWERS_RENDERER_PRIORITY = True
 MAX_INI_BYTES = 1024 * 1024
 CHUNK_FOLDER_PREFIX = ".povray-chunk-"
 # POV-Ray 3.7 announces each frame of an animation on its message stream.
@@ -213,6 +217,7 @@ def _render(
     # povray dies with this process, even on SIGKILL (and is confined by `preexec`).
     process = start_tied_child(
         command,
+        niceness=RENDERER_NICENESS,  # the program renders at low priority, not this wrapper
         preexec=preexec,
         cwd=work_dir / scene.folder,
         env=env,
