@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -793,3 +794,48 @@ def test_in_a_spare_povray_renders_at_low_priority_and_its_wrapper_at_the_nodes(
     node_priority = os.getpriority(os.PRIO_PROCESS, 0)
     assert priorities == [node_priority, node_priority, RENDERER_NICENESS]
     assert _wait_until_gone(tree) == []
+
+
+def test_a_cancelled_chunk_ends_even_when_its_spare_factory_is_frozen(tmp_path):
+    """A spare factory stopped with SIGSTOP never reaps the spare the node kills nor
+    tells its end: the spare's socket closing is taken as the chunk's end, so the slot
+    is free again (before, the chunk waited until the factory ran again)."""
+    pattern = str(tmp_path / "f_{frame:04d}.png")
+
+    async def main() -> tuple[list[int], int | None, float]:
+        processes = RendererProcesses(tmp_path)
+        processes.start_spares([WRAPPER], 1, renderer_environment(tmp_path))
+        (spare,) = await _spares_waiting(processes, 1)
+        assert processes._factory is not None
+        factory = processes._factory.process.pid
+        run = partial(processes.run, cwd=tmp_path, env=renderer_environment(tmp_path))
+        # Thawed at the latest after 2 * DEADLINE, so that a chunk still waiting for the
+        # factory's word ends then (and fails the test) instead of hanging it.
+        thaw = threading.Timer(2 * DEADLINE, os.kill, (factory, signal.SIGCONT))
+        try:
+            with open(tmp_path / "chunk.log", "wb") as stderr:
+                async with trio.open_nursery() as nursery:
+                    slow = _builtin("1-48", "1600x1200", pattern)  # minutes
+                    process = await nursery.start(
+                        partial(run, slow, stdout=subprocess.PIPE, stderr=stderr)
+                    )
+                    assert process.pid == spare
+                    with trio.fail_after(DEADLINE):
+                        while not _children(spare):
+                            await trio.sleep(0.02)
+                    tree = [spare, *_children(spare)]
+                    os.kill(factory, signal.SIGSTOP)
+                    thaw.start()
+                    cancelled = time.monotonic()
+                    nursery.cancel_scope.cancel()
+            ended = time.monotonic() - cancelled
+        finally:
+            thaw.cancel()
+            os.kill(factory, signal.SIGCONT)
+        await processes.close_spares()
+        return tree, process.returncode, ended
+
+    tree, status, ended = trio.run(main)
+    assert ended < DEADLINE, f"the chunk waited {ended:.1f} s for its frozen factory"
+    assert status == -signal.SIGKILL
+    assert len(tree) == 2 and _wait_until_gone(tree) == []
