@@ -386,6 +386,7 @@ async def _submit_and_watch(
             )
             manifest, _ = await upload_scene(client, request.files)
             job_id, _ = await client.submit_job(request.replace(files=None, manifest=manifest))
+            submitted = time.perf_counter() - started
         expected = {f"{name}_{n:04d}.png" for n in range(1, args.frames + 1)}
         last_frame = None
         while last_frame is None:
@@ -406,6 +407,8 @@ async def _submit_and_watch(
         cpu_after = process_cpu_seconds(pid)
         extra: dict[str, Any] = {
             "farm_complete_s": round(complete, 3),
+            # Packed, uploaded and submitted (part of the idle split's `start`).
+            "farm_submitted_s": round(submitted, 3),
             "frame_renders": job["frame_renders"],
             "farm_idle_slot_s": _idle_slot_s(watch, started, last_frame, args.slots),
             "farm_idle_split": watch.idle_split(started, last_frame, args.slots),
