@@ -32,6 +32,7 @@ from peerfarm.cli.demo import Farm
 from peerfarm.cli.errors import CliError
 from peerfarm.job_request import scene_request
 from peerfarm.programs import find_program
+from peerfarm.renderers.povray.run import png_is_whole
 from peerfarm.runtime.client import NodeClient
 from peerfarm.runtime.upload import upload_scene
 from peerfarm.security.farm_key import FarmKey
@@ -271,8 +272,8 @@ def direct_run(
     povray: str, scene: Path, args: argparse.Namespace, folder: Path
 ) -> tuple[float, float | None, float | None, dict[str, float] | None]:
     """The chunks' povray commands, `args.slots` at a time, in a copy of the scene's
-    folder (as a user runs them); seconds until the last one ended (its last frame
-    written), the CPU seconds they used and the slot-seconds no povray ran (None
+    folder (as a user runs them); seconds until the last frame was whole in the output
+    folder, the CPU seconds they used, the slot-seconds no povray ran and where (None
     where unknown)."""
     copy = shutil.copytree(scene.parent, folder / "scene")
     out = folder / "out"
@@ -301,11 +302,27 @@ def direct_run(
     with PovrayWatch(os.getpid()) as watch:
         started = time.perf_counter()
         with ThreadPoolExecutor(args.slots) as pool:
-            list(pool.map(render, chunks_of(args.frames, args.chunk)))
-        elapsed = time.perf_counter() - started
+            renders = [pool.submit(render, c) for c in chunks_of(args.frames, args.chunk)]
+            # To the last frame in the output folder, as on the farm's side: POV-Ray
+            # takes another 0.3-0.4 s to exit after its last frame's file is whole.
+            while True:
+                if sum(png_is_whole(out / name) for name in os.listdir(out)) >= args.frames:
+                    last_frame = time.perf_counter() - started
+                    break
+                for failed in (r for r in renders if r.done() and r.exception()):
+                    failed.result()  # raises: povray failed, and says why
+                if time.perf_counter() - started > args.timeout:
+                    raise CliError(f"povray had not written every frame after {args.timeout} s")
+                time.sleep(POLL_S)
+            for done in renders:
+                done.result()
+        exited = time.perf_counter() - started
     cpu_after = children_cpu_seconds()
+    elapsed = last_frame
     idle = _idle_slot_s(watch, started, elapsed, args.slots)
     split = watch.idle_split(started, elapsed, args.slots)
+    if split is not None:
+        split["exit"] = round(exited - elapsed, 3)  # the last povray's exit, after that
     written = len(list(out.iterdir()))
     if written != args.frames:
         raise CliError(f"povray wrote {written} frames directly, not {args.frames}")

@@ -209,14 +209,10 @@ def _deliver(scene: PovrayScene, chunk_dir: Path, frame: int, pattern: str) -> b
     return True
 
 
-def _written(scene: PovrayScene, chunk_dir: Path, frame: int) -> bool:
-    """Whether POV-Ray's file of `frame` is whole already, while povray still runs:
-    a PNG that ends in its IEND chunk. Other formats are moved once povray has moved
-    on to the next frame or ended."""
-    if scene.format != "png":
-        return False
+def png_is_whole(path: Path) -> bool:
+    """Whether the PNG file at `path` is written to its end (its IEND chunk)."""
     try:
-        with open(chunk_dir / scene.output_name(frame), "rb") as file:
+        with open(path, "rb") as file:
             file.seek(0, os.SEEK_END)
             if file.tell() < len(_PNG_END):
                 return False
@@ -224,6 +220,13 @@ def _written(scene: PovrayScene, chunk_dir: Path, frame: int) -> bool:
             return file.read() == _PNG_END
     except OSError:
         return False
+
+
+def _written(scene: PovrayScene, chunk_dir: Path, frame: int) -> bool:
+    """Whether POV-Ray's file of `frame` is whole already, while povray still runs:
+    a PNG that ends in its IEND chunk. Other formats are moved once povray has moved
+    on to the next frame or ended."""
+    return scene.format == "png" and png_is_whole(chunk_dir / scene.output_name(frame))
 
 
 def _render(
