@@ -628,6 +628,48 @@ def test_a_done_reports_frame_times_only_when_they_can_tell_a_scene_s_costs():
             assert done["payload"]["frame_ms"] == [0, 500, 500, 500]
 
 
+def test_a_heavy_scene_after_a_light_one_is_not_stopped_as_hung():
+    """The hung limit judged a job's first render by the renderer's speed on other
+    scenes: after frames of 0.3 s, a POV-Ray scene of 35 s a frame was stopped "as
+    hung" at 10 s, three times, and the job failed. A job is judged by its own frame
+    times now; a render of it that stops finishing frames is still stopped."""
+    h = Harness(slots=1)
+    h.start_working()
+    light = new_job_payload("light", frames=(1, 4), chunk=4)
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, light)), fx.StartRender)
+    for _ in range(4):
+        h.feed(ev.RenderProgress("light", start.chunk), at=h.now + 0.3)
+    h.feed(ev.RenderEnded("light", start.chunk, ok=True))
+    heavy = new_job_payload("heavy", frames=(1, 3), chunk=1)
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, heavy)), fx.StartRender)
+    assert not of(h.tick(h.now + 35.0), fx.StopRender)  # 100 frames of the light scene
+    h.feed(ev.RenderProgress("heavy", start.chunk))
+    (second,) = of(h.feed(ev.RenderEnded("heavy", start.chunk, ok=True)), fx.StartRender)
+    assert not h.emitted(act.CHUNK_FAILED)
+    # Its second render hangs: stopped after 10 times its 35 s, and counted a failure.
+    began = h.now
+    assert not of(h.tick(began + 9 * 35.0), fx.StopRender)
+    (stop,) = of(h.tick(began + 11 * 35.0), fx.StopRender)
+    assert stop.chunk == second.chunk
+    h.feed(ev.RenderEnded("heavy", second.chunk, ok=False, error="stopped"))
+    (failed,) = h.emitted(act.CHUNK_FAILED)
+    assert "stopped as hung" in failed["payload"]["error"]
+
+
+def test_the_first_render_of_a_job_is_judged_by_its_own_frames_once_it_has_some():
+    """With no frame of the job measured yet, a run's own finished frames set its hung
+    limit: a run that rendered frames of 2 s and then stops finishing any is stopped."""
+    h = Harness(slots=1)
+    h.start_working()
+    payload = new_job_payload("j", frames=(1, 8), chunk=8)
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+    for _ in range(3):
+        h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 2.0)
+    began = h.now
+    assert not of(h.tick(began + 15.0), fx.StopRender)  # (10 s at least)
+    assert of(h.tick(began + 25.0), fx.StopRender)  # 10 times its 2 s a frame
+
+
 def test_a_long_run_tells_the_farm_its_finished_chunks_as_it_goes():
     """A run showed nothing until its end: a run of hundreds of frames kept the job's
     progress still for its whole length, its frames could not be collected, and a node

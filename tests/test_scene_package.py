@@ -526,6 +526,56 @@ def test_single_pov_takes_its_includes_but_not_its_folder(tmp_path):
     assert sorted(package.files) == ["inc/more.inc", "inc/props.inc", "scene.pov"]
 
 
+def test_single_pov_including_a_file_outside_its_folder_is_refused(tmp_path):
+    """`#include "../../common/look.inc"` was taken for one of POV-Ray's own library
+    files and left out: every node failed with "Cannot open include file", three
+    times, and the job failed. It is refused at submit, naming the folder to send."""
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "look.inc").write_bytes(b"#declare Col = rgb 1;")
+    shot = tmp_path / "shots" / "s1"
+    shot.mkdir(parents=True)
+    (shot / "props.inc").write_bytes(b'#include "../../common/look.inc"\n')
+    (shot / "shot.pov").write_bytes(POV + b'#include "props.inc"\n')
+    refused(
+        shot / "shot.pov",
+        "props.inc includes '../../common/look.inc'",
+        f"submit a folder that holds both ({tmp_path.resolve()})",
+    )
+    (shot / "props.inc").write_bytes(f'#include "{tmp_path / "common" / "look.inc"}"'.encode())
+    refused(shot / "shot.pov", "outside the scene's folder")
+    # The folder that holds both is a package that has it.
+    (shot / "props.inc").write_bytes(b'#include "../../common/look.inc"\n')
+    assert "common/look.inc" in load_package(tmp_path).files
+    # An include that is no file here is POV-Ray's (or missing everywhere alike).
+    (shot / "props.inc").write_bytes(b'#include "../nowhere.inc"\n')
+    assert sorted(load_package(shot / "shot.pov").files) == ["props.inc", "shot.pov"]
+
+
+def test_single_pov_takes_the_image_maps_and_fonts_it_names(tmp_path):
+    """An image map beside the scene was left out of a .pov submitted on its own: every
+    node failed with POV-Ray's "Cannot open file", three times, and the job failed."""
+    (tmp_path / "tex").mkdir()
+    (tmp_path / "tex" / "wood.png").write_bytes(b"png")
+    (tmp_path / "logo.ttf").write_bytes(b"ttf")
+    (tmp_path / "unused.png").write_bytes(b"png")
+    (tmp_path / "t.pov").write_bytes(
+        POV
+        + b'plane { z, 1 pigment { image_map { png "tex/wood.png" } } }\n'
+        + b'text { ttf "logo.ttf" "Hi" 1, 0 }\n'
+        + b'text { ttf "timrom.ttf" "old.png" 1, 0 }\n'  # POV-Ray's font; a text
+        + b'// was: "unused.png"\n'
+    )
+    package = load_package(tmp_path / "t.pov")
+    assert sorted(package.files) == ["logo.ttf", "t.pov", "tex/wood.png"]
+    (tmp_path / "scene").mkdir()
+    (tmp_path / "scene" / "t.pov").write_bytes(
+        b'plane { z, 1 pigment { image_map { png "../tex/wood.png" } } }'
+    )
+    refused(
+        tmp_path / "scene" / "t.pov", "t.pov uses '../tex/wood.png'", "outside the scene's folder"
+    )
+
+
 def test_single_ini_takes_the_pov_it_names(tmp_path):
     (tmp_path / "render.ini").write_bytes(b'; settings\nWidth=320\nInput_File_Name="scene.pov"\n')
     (tmp_path / "scene.pov").write_bytes(b"sphere { 0, 1 }")

@@ -422,8 +422,8 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="N",
         help="a render running N times longer than this node's estimate for it (from its "
-        "measured speed; at least 10 s) without finishing a frame is stopped and counted a "
-        "failure (default 10; 0: never)",
+        "frame times of the same job; at least 10 s) without finishing a frame is stopped "
+        "and counted a failure (default 10; 0: never)",
     )
     p.add_argument(
         "--min-free-space",

@@ -487,12 +487,15 @@ class Worker:
         self, job_id: str, renderer: str, work: float, startup: bool = True
     ) -> float | None:
         """Seconds this node should need to render ``work`` frame-units of a job (with
-        the renderer's start-up, unless not asked), from its own measurements."""
-        speed = self.speeds.get(renderer)
-        if speed is None:
+        the renderer's start-up, unless not asked), from its own renders of this very
+        job; None before one has ended. Not from the renderer's speed on other scenes:
+        a scene a hundred times heavier than the last one is no hang (it was stopped as
+        one after ten of the last scene's frame times, three times, and the job failed)."""
+        per_frame = self.job_frame_seconds.get(job_id)
+        if per_frame is None:
             return None
-        per_frame = self.job_frame_seconds.get(job_id, speed[0])
-        return (speed[1] if startup else 0.0) + work * per_frame
+        speed = self.speeds.get(renderer)
+        return (speed[1] if speed is not None and startup else 0.0) + work * per_frame
 
     def _start(
         self, job: Job, index: int, claim_seq: int, count: int = 1, backup: bool = False
@@ -554,9 +557,14 @@ class Worker:
             costs = job_costs(self.shared.state, job) if nxt else ()
             work = work_of(costs, job.frame_start, nxt) if nxt else 1.0
             per_frame = self._estimate(render.job_id, render.renderer, work, startup=False)
+            if per_frame is None:  # this job's first render here: its frames so far tell
+                per_frame = work * (now - render.started) / render.frames_finished
             limit = self.shared.config.hung_limit
-            if per_frame is not None and limit > 0 and render.hung_at < math.inf:
-                render.hung_at = max(render.hung_at, now + max(limit * per_frame, HUNG_MIN_SECONDS))
+            if limit > 0:
+                hung_at = now + max(limit * per_frame, HUNG_MIN_SECONDS)
+                render.hung_at = (
+                    hung_at if render.hung_at == math.inf else max(render.hung_at, hung_at)
+                )
             if render.stop_soon and not render.stop_reason:
                 finished = render.frames_finished // render.frames_per_chunk
                 if render.told < finished < render.count:  # (all finished: it ends anyway)

@@ -147,6 +147,14 @@ _INI_INPUT = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _POV_INCLUDE = re.compile(r'#[ \t]*include[ \t]+"([^"\n]+)"')
+# Quoted names with the extension of a file POV-Ray reads besides its includes: image
+# and height-field maps, fonts, density files, files of #declare'd include names.
+_POV_RESOURCE = re.compile(
+    r'"([^"\n]{1,255}\.(?:png|jpe?g|tga|tiff?|exr|hdr|ppm|pgm|gif|bmp|iff|ttf|otf|df3'
+    r'|inc|pov|mcr))"',
+    re.IGNORECASE,
+)
+_POV_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 def decode_text(data: bytes) -> str:
@@ -179,3 +187,10 @@ def ini_input_file(text: str) -> str | None:
 def pov_includes(text: str) -> list[str]:
     """File names in `#include "..."` lines (string expressions are not evaluated)."""
     return _POV_INCLUDE.findall(text)
+
+
+def pov_resources(text: str) -> list[str]:
+    """Quoted file names outside comments that look like files a POV-Ray scene reads
+    (`image_map { png "tex/wood.png" }`, `ttf "logo.ttf"`, `df3 "smoke.df3"`), by
+    their extension; includes among them too."""
+    return _POV_RESOURCE.findall(_POV_COMMENT.sub("", text))

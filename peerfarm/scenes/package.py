@@ -42,6 +42,7 @@ from peerfarm.scenes.detect import (
     decode_text,
     ini_input_file,
     pov_includes,
+    pov_resources,
 )
 
 KiB = 1024
@@ -166,6 +167,15 @@ def includes_of(data: FileData) -> list[str]:
         return pov_includes(decode_text(data))
     with open(data, "rb") as stream:
         return [name for line in stream for name in pov_includes(decode_text(line))]
+
+
+def resources_of(data: FileData) -> list[str]:
+    """The other files a POV-Ray file names (image maps, fonts, ...), by `pov_resources`;
+    a big one read line by line (a comment over several lines is read as text there)."""
+    if isinstance(data, bytes):
+        return pov_resources(decode_text(data))
+    with open(data, "rb") as stream:
+        return [name for line in stream for name in pov_resources(decode_text(line))]
 
 
 def _skipped(name: str) -> bool:
@@ -708,6 +718,28 @@ def _read_single(path: Path, b: _Builder) -> str:
         _read_files(b, [(name, rel, candidate, cst.st_size)])
         return name
 
+    def refuse_outside(include: str, by: str, verb: str = "includes") -> None:
+        """An include (or image map, font, ...) that is a file on this machine but
+        outside the scene's folder (`../common/look.inc`, `/home/me/lib.inc`) is not
+        sent: POV-Ray would fail on every node with "Cannot open include file", three
+        times, and fail the job."""
+        target = Path(include)
+        if not target.is_absolute():
+            target = folder / target
+        try:
+            real = target.resolve()
+            if not real.is_file() or _inside(real_folder, real):
+                return
+            common = Path(os.path.commonpath([real_folder, real]))
+        except (OSError, ValueError):  # unreadable, or another drive: no folder holds both
+            common = None
+        both = f"a folder that holds both ({common})" if common else "one folder holding both"
+        raise PackageError(
+            f"{path.name}: {by} {verb} {include!r}, which is outside the scene's folder "
+            f"({real_folder}), so the nodes would not get it; submit {both} instead of the "
+            "file, or copy it into the scene's folder and include it by a name there"
+        )
+
     queue = [main]
     if main.lower().endswith(".ini"):
         named = ini_input_file(text_of(b.files[main]))
@@ -724,8 +756,10 @@ def _read_single(path: Path, b: _Builder) -> str:
                 "relative path to a file in the same folder, or submit the whole folder",
             )
         queue = [found]
-    # Follow #include chains; includes not found beside the scene are POV-Ray's own
-    # library files (colors.inc, ...), which every POV-Ray install has.
+    # Follow #include chains, and take the image maps, fonts, ... the files name;
+    # those not found beside the scene are POV-Ray's own library files (colors.inc,
+    # timrom.ttf, ...), which every POV-Ray install has, unless they are files of this
+    # machine outside the scene's folder.
     done: set[str] = set()
     while queue:
         name = queue.pop()
@@ -737,6 +771,14 @@ def _read_single(path: Path, b: _Builder) -> str:
                 found = companion(include)
                 if found is not None:
                     queue.append(found)
+                else:
+                    refuse_outside(include, name)
+            for used in resources_of(b.files[name]):
+                found = companion(used)
+                if found is not None:
+                    queue.append(found)
+                else:
+                    refuse_outside(used, name, "uses")
     return main
 
 
