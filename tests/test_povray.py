@@ -480,6 +480,36 @@ def test_a_scene_in_a_subfolder_runs_from_its_own_folder(tmp_path):
 
 
 @needs_sandbox
+def test_names_that_are_not_ascii_render_like_any_other(tmp_path):
+    """POV-Ray 3.7 reads a file name only up to its first non-ASCII character: a node
+    whose data folder was /srv/rendu/données could not write a frame ("Output file
+    /srv/rendu/d .png"), and a scene named "Scène finale (v2).pov" could not be opened
+    ("Cannot find file 'Sc '"): every chunk failed."""
+    files = {
+        f"plan é/{'Scène finale (v2).pov' if name == 'scene.pov' else name}": data
+        for name, data in ball_files("").items()
+        if name != "scene.ini"
+    }
+    main = "plan é/Scène finale (v2).pov"
+    work_dir = write_files(tmp_path / "données" / "work", files)
+    out_dir = tmp_path / "données" / "frames"
+    for _ in range(2):  # (the second chunk finds the copy the first one made)
+        result, pattern = run_chunk(work_dir, out_dir, job(main), 1, 1)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert Image.open(pattern.format(frame=1)).size == SIZE
+    direct = write_files(tmp_path / "direct", ball_files(""))
+    subprocess.run(
+        ["povray", "scene.pov", f"+W{SIZE[0]}", f"+H{SIZE[1]}", "-D", "+Odirect.png"],
+        cwd=direct,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    ours = np.asarray(Image.open(pattern.format(frame=1)))
+    assert np.array_equal(ours, np.asarray(Image.open(direct / "direct.png")))
+
+
+@needs_sandbox
 def test_scene_reads_and_writes_only_inside_its_folder(tmp_path):
     outside = tmp_path / "outside.txt"
     scenes = {

@@ -109,3 +109,24 @@ def test_povray_examples_render_on_a_farm_as_povray_renders_them(tmp_path):
             "peerfarm-povray: note: allnormals.ini line 15: Output_File_Name=allnormals is "
             "overridden: peerfarm names the frames itself"
         ) in logs.stdout
+
+
+def test_a_failing_povray_scene_fails_its_job_with_povrays_error_first(tmp_path):
+    """The job's error was the last 2,000 characters of the chunk's log, which began
+    inside POV-Ray's banner ("McElhiney  Douglas Muir ..."): its "Parse Error" came at
+    the end, under 40 lines of settings. It starts at the first line naming an error
+    now, from the last try only (the chunk's log keeps all three)."""
+    scene = tmp_path / "broken.pov"
+    scene.write_text('#include "nowhere_to_be_found.inc"\nsphere { 0, 1 }\n')
+    farm, _, _, nodes = start_farm(tmp_path / "farm", nodes=1)
+    with farm_running(farm, tmp_path / "farm"):
+        wait_for_rendering_mesh(nodes)
+        cli = peerfarm_cli(
+            "submit", str(scene), "--node", nodes[0], "--output", str(tmp_path / "out"),
+            "--wait", timeout=180,
+        )  # fmt: skip
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    said = cli.stderr.split("renderer exited with code 1: ", 1)[1]
+    assert said.startswith("File 'broken.pov' line 1: "), said
+    assert "Cannot open include file" in said and "Douglas Muir" not in said
+    assert said.count("Parse Error: Cannot open include file") == 1  # this try's only

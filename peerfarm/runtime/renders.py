@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
 import subprocess
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -32,6 +34,9 @@ from peerfarm.scenes import PackageError, ScenePackage, unpack_to
 log = logging.getLogger(__name__)
 
 ERROR_TAIL_CHARS = 2000
+# A line of a renderer's output that names its error: POV-Ray's "Parse Error: Cannot
+# open include file", Blender's "Error: Cannot read file", a wrapper's "error: ...".
+_ERROR_LINE = re.compile(r"^.*\berror\b", re.IGNORECASE | re.MULTILINE)
 
 Report = Callable[[object], None]
 FetchBlob = Callable[[str, int, list[str]], Awaitable[None]]  # sha, size, sources
@@ -189,6 +194,8 @@ class Renders:
             self.keep_awake.while_rendering(),  # best effort: no sleep while rendering
         ):
             async with trio.open_nursery() as nursery:
+                # The log keeps every earlier try of the chunk too.
+                written_before = os.fstat(stderr.fileno()).st_size
                 proc = await nursery.start(
                     functools.partial(
                         self.processes.run,
@@ -207,13 +214,14 @@ class Renders:
                         if plugin.frame_finished(line.decode("utf-8", errors="replace")):
                             self.report(ev.RenderProgress(job.id, chunk))
             code = proc.returncode
+            this_run = os.fstat(stderr.fileno()).st_size - written_before
         if code == 0:
             missing = [f for f in frames if not data_dir.frame_path(job, f, tile).exists()]
             if not missing:
                 return True, ""
             return False, f"the renderer exited without writing frames {missing}"
-        tail = await trio.to_thread.run_sync(_tail, log_file)
-        return False, f"renderer exited with code {code}: {tail}"
+        said = await trio.to_thread.run_sync(_what_it_said, log_file, this_run)
+        return False, f"renderer exited with code {code}: {said}"
 
 
 def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir: Path) -> None:
@@ -223,9 +231,20 @@ def _prepare(plugin: Renderer, job: Job, work_dir: Path, log_file: Path, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _tail(path: Path) -> str:
+def _what_it_said(path: Path, length: int) -> str:
+    """What a failed render's error tells (ERROR_TAIL_CHARS at most): its output from
+    the first line naming an error when that fits, else the output's end. The job's
+    error began with POV-Ray's banner ("McElhiney  Douglas Muir ...") and showed its
+    "Parse Error" only at the end; the whole output stays in the chunk's log."""
     try:
-        text = path.read_text("utf-8", errors="replace")[-ERROR_TAIL_CHARS:].strip()
+        with open(path, "rb") as log_file:
+            log_file.seek(max(0, log_file.seek(0, 2) - max(length, 0)))
+            text = log_file.read().decode("utf-8", errors="replace").strip()
     except OSError:
         text = ""
+    first = _ERROR_LINE.search(text)
+    if first is not None and len(text) - first.start() <= ERROR_TAIL_CHARS:
+        text = text[first.start() :]
+    else:
+        text = text[-ERROR_TAIL_CHARS:]
     return text or f"(no renderer output in {path}: is its disk full?)"

@@ -26,7 +26,9 @@ povray runs: PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import hashlib
 import os
 import re
 import shutil
@@ -293,6 +295,28 @@ def _render(
     return 0
 
 
+def _ascii_input(scene: PovrayScene, work_dir: Path) -> PovrayScene:
+    """The scene, with an ASCII name for the file POV-Ray parses. POV-Ray 3.7 reads a
+    file name in an INI only up to its first non-ASCII character ("Scène finale.pov"
+    became "Sc ", and every chunk failed): a copy under an ASCII name is made where
+    POV-Ray runs, so relative includes resolve alike."""
+    name = scene.value("Input_File_Name")
+    if name is None or name.isascii():
+        return scene
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:12]
+    alias = f"peerfarm-input-{digest}.pov"
+    target = work_dir / scene.folder / alias
+    if not target.is_file():  # the job's other chunks share the work folder
+        temporary = target.with_name(f"{alias}.{os.getpid()}.tmp")
+        shutil.copyfile(work_dir / scene.input_file, temporary)
+        replace_file(temporary, target)
+    settings = tuple(
+        dataclasses.replace(s, value=alias) if s.key == "Input_File_Name" else s
+        for s in scene.settings
+    )
+    return dataclasses.replace(scene, settings=settings)
+
+
 def _run(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir).resolve()
     if not work_dir.is_dir():
@@ -334,8 +358,10 @@ def _run(args: argparse.Namespace) -> int:
         conf = povray_conf(work_dir, library, settings_home)
         base_ini = write_settings_home(settings_home, conf, _base_ini(library))
         chunk_ini = settings_home / "chunk.ini"
-        output_file = str(chunk_dir / f"{STEM}.{scene.format}")
-        text = scene.chunk_ini(frames, output_file, region, BLOCK_SIZE)
+        # Relative to where POV-Ray runs: it cannot write to a path with a non-ASCII
+        # character (a data folder such as /srv/rendu/données failed every chunk).
+        output_file = os.path.relpath(chunk_dir / f"{STEM}.{scene.format}", work_dir / scene.folder)
+        text = _ascii_input(scene, work_dir).chunk_ini(frames, output_file, region, BLOCK_SIZE)
         chunk_ini.write_text(text, encoding="utf-8")
         print(
             f"{PROG}: frames {first}-{last} of {args.main}; povray may read and write only "
