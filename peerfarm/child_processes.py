@@ -105,7 +105,11 @@ def die_with_parent(then: Callable[[], None] | None = None) -> Callable[[], None
 
 
 def start_tied_child(
-    command: Sequence[str], *, preexec: Callable[[], None] | None = None, **options: Any
+    command: Sequence[str],
+    *,
+    preexec: Callable[[], None] | None = None,
+    niceness: int | None = None,
+    **options: Any,
 ) -> subprocess.Popen[bytes]:
     """`subprocess.Popen(command, **options)` for a child that dies with this process,
     however this process ends (a renderer wrapper's povray or blender).
@@ -115,7 +119,14 @@ def start_tied_child(
     kills it and everything it starts once this process ends (`KillOnCloseJob`; a
     process started since Windows 8 can be in nested jobs). macOS: nothing here can
     do it; the renderer guard ends the renderer's process group instead.
+
+    POSIX: with `niceness`, the child takes that niceness before it executes the
+    program, so the program never runs a moment at this process's priority (a
+    renderer wrapper at the node's priority starts povray at RENDERER_NICENESS).
+    Windows ignores it: there the whole renderer tree is below normal priority.
     """
+    if niceness is not None and sys.platform != "win32":
+        preexec = _lowered_first(niceness, preexec)
     if sys.platform == "win32":
         flags = options.pop("creationflags", 0) | CREATE_NO_WINDOW
         process = subprocess.Popen(command, creationflags=flags, **options)
@@ -134,6 +145,17 @@ def start_tied_child(
             _TIED_JOBS.append(job)  # open until this process ends, then the job kills
         return process
     return subprocess.Popen(command, preexec_fn=die_with_parent(preexec), **options)
+
+
+def _lowered_first(niceness: int, then: Callable[[], None] | None) -> Callable[[], None]:
+    """A `preexec_fn` that sets the niceness, then runs `then` (system calls only)."""
+
+    def apply() -> None:
+        lower_priority(niceness)
+        if then is not None:
+            then()
+
+    return apply
 
 
 # --- Windows job objects (winnt.h, jobapi2.h, processthreadsapi.h) -------------------------

@@ -158,7 +158,16 @@ def test_overhead_renders_a_povray_animation_both_ways_and_prints_the_ratio():
     assert result["ratio"] == pair["ratio"]
     # Both times are rounded to the ms in the JSON, the ratio is of the unrounded ones.
     assert abs(pair["ratio"] - pair["farm_s"] / pair["direct_s"]) < 0.01
-    assert pair["farm_complete_s"] >= pair["farm_s"]
+    assert pair["farm_complete_s"] >= pair["farm_s"] >= pair["farm_submitted_s"] > 0
+    spread = result["ratio_spread"]
+    assert spread["min"] <= spread["q1"] <= result["ratio"] <= spread["q3"] <= spread["max"]
+    # Where each side's slot time without a povray lies (Linux: sampled in /proc); the
+    # direct run is timed to its last frame, before the last povray's exit.
+    if pair.get("direct_idle_split") is not None:
+        assert set(pair["direct_idle_split"]) == {"start", "between", "end", "exit"}
+        assert pair["direct_idle_split"]["exit"] >= 0
+        assert set(pair["farm_idle_split"]) == {"start", "between", "end"}
+        assert set(result["idle_slot_s_split"]["farm"]) == {"start", "end", "between_per_gap"}
     # The same povray work both ways: the farm's renderer CPU counts every povray, also
     # those below the spare factory (not a child of the node's own reaping).
     if pair.get("direct_cpu_s") and "farm_renderers_cpu_s" in pair:

@@ -317,3 +317,37 @@ def test_a_quit_request_quits_even_with_the_tray(qtbot, tmp_path):
         QApplication.sendEvent(QApplication.instance(), QEvent(QEvent.Type.Quit))
         qtbot.waitUntil(lambda: window.quitting, timeout=5_000)
         qtbot.waitUntil(lambda: not app.running, timeout=30_000)
+
+
+def test_the_app_on_the_data_folder_of_a_running_node_says_so(qtbot, tmp_path, monkeypatch):
+    """The app started on the data folder a `peerfarm node` runs with (another port)
+    shared that node's identity; now its node does not start, and the app says why."""
+    from guitools import app_settings
+
+    from ui import main_window
+    from ui.app import PeerfarmApp
+    from ui.settings import SettingsStore
+
+    shown: list[tuple[str, str]] = []  # the modal box, which nobody would click here
+    monkeypatch.setattr(
+        main_window.QMessageBox, "critical", lambda parent, title, text: shown.append((title, text))
+    )
+    farm, _, bootstrap, _ = start_farm(tmp_path, nodes=1)
+    with farm_running(farm, tmp_path):
+        settings = app_settings(tmp_path, bootstrap, data_dir=str(tmp_path / "node-1"))
+        app = PeerfarmApp(SettingsStore(None, settings), tmp_path / "app-default-data")
+        window = main_window.MainWindow(app)
+        qtbot.addWidget(window)
+        window.show()
+        window.begin()
+        qtbot.waitUntil(lambda: bool(shown), timeout=30_000)
+        assert not app.address
+        assert shown == [
+            (
+                "peerfarm stopped",
+                f"cannot start the node: another peerfarm node (process "
+                f"{farm.procs[-1].pid}) is running with the data folder "
+                f"{(tmp_path / 'node-1').resolve()}; stop it, or give this one a folder of its "
+                "own with --data-dir",
+            )
+        ]

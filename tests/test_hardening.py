@@ -222,6 +222,36 @@ def test_a_corrupt_node_json_is_one_clear_line(tmp_path):
     assert "fix it, or remove it" in errors[0]
 
 
+def test_a_second_node_on_the_same_data_folder_is_refused(tmp_path):
+    """Two nodes on one data folder (the app and a `peerfarm node` of one user, on two
+    ports) started both: one identity signing in two processes (the farm excludes such
+    a member as an equivocator), one log file written by two, and the second killed
+    the first's renderers as "left running by an earlier run". The second is refused
+    before it reads or writes anything; once the first has stopped, it starts."""
+    farm, _, _, (address,) = start_farm(tmp_path, nodes=1)
+    data = tmp_path / "node-1"
+    node = [sys.executable, "-m", "peerfarm", "node", "--data-dir", str(data)]
+    node += ["--listen", "127.0.0.1:0", "--no-zeroconf", "--no-config"]
+    with farm_running(farm, tmp_path):
+        second = subprocess.run(node, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.strip().splitlines() == [
+            f"peerfarm: error: another peerfarm node (process {farm.procs[-1].pid}) is "
+            f"running with the data folder {data.resolve()}; stop it, or give this one a "
+            "folder of its own with --data-dir"
+        ]
+        assert "left running by an earlier run" not in (tmp_path / "node-1.log").read_text()
+        assert status(address)["name"] == "node-1"  # the first goes on
+        farm.stop()
+    started = subprocess.Popen(node, stderr=subprocess.PIPE, text=True)
+    try:
+        assert started.stderr is not None
+        assert "listening on" in next(line for line in started.stderr if "listening" in line)
+    finally:
+        started.terminate()
+        started.wait(timeout=60)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 48 MiB file system of its own (tmpfs), for a node whose disk fills up."""

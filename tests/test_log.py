@@ -202,14 +202,48 @@ def test_the_digest_encodes_chunks_block_by_block_as_the_whole_encoding():
     payload = {**new_job_payload(frames=(1, frames), chunk=1), "adaptive": True}
     log.add(log.create(A, "NEW_JOB", payload))
     rng = random.Random(5)
-    for _ in range(40):
+    for _ in range(60):
         first = rng.randrange(frames)
         count = rng.randint(1, min(600, frames - first))
         ref = {"job_id": "job1", "chunk": first, "count": count}
         claim = log.create(A, "CLAIM_CHUNK", ref)
         log.add(claim)
-        kind = rng.choice(["DONE", "RELEASE_CHUNK", None])
-        if kind:
+        kind = rng.choice(["DONE", "RELEASE_CHUNK", "CHUNK_FAILED", None])
+        if kind == "CHUNK_FAILED":  # a change the chunk index has no note of: read whole
+            log.add(log.create(A, kind, {**ref, "claim_seq": claim.seq, "error": "x"}))
+        elif kind:
             log.add(log.create(A, kind, {**ref, "claim_seq": claim.seq}))
+        if rng.random() < 0.3:
+            continue  # several changes between two digests: their blocks, all of them
         whole = msgpack.packb(canonical(log.state), use_bin_type=True)
         assert log.digest() == hashlib.sha256(whole).hexdigest()
+
+
+def test_the_digest_reads_again_the_blocks_a_run_touched_and_no_other_log_s_blocks():
+    """Blocks the reducers' notes name are encoded again, the one a run's last chunk
+    opens included; a block past the last encoded map's highest chunk is never taken
+    from the cache (another log of the same job, as the simulator's nodes, filled it)."""
+    import hashlib
+
+    import msgpack
+
+    from peerfarm.core.digest import CHUNK_BLOCK, canonical
+
+    def new_log() -> ActionLog:
+        log = ActionLog()
+        log.add(log.create(A, "PEER_JOINED", joined_payload("a")))
+        payload = {**new_job_payload(frames=(1, 3 * CHUNK_BLOCK), chunk=1), "adaptive": True}
+        log.add(log.create(A, "NEW_JOB", payload))
+        return log
+
+    def claim_and_check(log: ActionLog, first: int, count: int) -> None:
+        log.add(log.create(A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": first, "count": count}))
+        whole = msgpack.packb(canonical(log.state), use_bin_type=True)
+        assert log.digest() == hashlib.sha256(whole).hexdigest()
+
+    other = new_log()
+    claim_and_check(other, CHUNK_BLOCK + 88, 10)  # block 1 in the cache, from this log
+    log = new_log()
+    claim_and_check(log, 0, 10)
+    claim_and_check(log, 2 * CHUNK_BLOCK + 10, 10)  # block 1 lies below: not from the cache
+    claim_and_check(log, CHUNK_BLOCK - 7, 8)  # its last chunk opens block 1

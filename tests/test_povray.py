@@ -395,6 +395,25 @@ def test_chunk_command_and_frame_lines(tmp_path):
     plugin.prepare(job("scene.ini"), tmp_path)
 
 
+def test_a_frame_counts_as_written_only_as_a_whole_png(tmp_path):
+    """The wrapper moves a frame as soon as POV-Ray has printed its statistics, but only
+    a PNG that ends in its IEND chunk: never one POV-Ray is still writing."""
+    from peerfarm.renderers.povray import run
+
+    scene = load_scene("scene.ini", "Input_File_Name=scene.pov\n", {"scene.pov"})
+    path = tmp_path / scene.output_name(1)
+    assert not run._written(scene, tmp_path, 1)  # not there yet
+    whole = checks_png()
+    for cut in (len(whole) // 2, len(whole) - 1):
+        path.write_bytes(whole[:cut])
+        assert not run._written(scene, tmp_path, 1)
+    path.write_bytes(whole)
+    assert run._written(scene, tmp_path, 1)
+    tga = load_scene("scene.ini", "Input_File_Name=scene.pov\n", {"scene.pov"}, fmt="tga")
+    (tmp_path / tga.output_name(1)).write_bytes(whole)
+    assert not run._written(tga, tmp_path, 1)  # other formats: once povray moved on
+
+
 # --- rendering with the real povray ---
 
 

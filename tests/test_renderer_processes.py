@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -180,7 +181,8 @@ def test_renderer_tree_dies_with_its_sigkilled_node(tmp_path, renderer, nodes):
 
 @pytest.mark.skipif(shutil.which("povray") is None, reason="needs povray (apt-get install povray)")
 @pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
-def test_povray_and_its_wrapper_die_with_their_sigkilled_node(tmp_path, nodes):
+def _slow_povray_chunk(tmp_path: Path) -> list[str]:
+    """The command of a POV-Ray chunk that renders for minutes."""
     slow = "camera { location -z look_at 0 }\n" + "".join(
         f"sphere {{ <{i % 7 - 3}, {i % 5 - 2}, {i}>, 0.5 pigment {{ rgb 1 }} "
         "finish { reflection 0.9 } }\n"
@@ -193,7 +195,11 @@ def test_povray_and_its_wrapper_die_with_their_sigkilled_node(tmp_path, nodes):
     (work_dir / "slow.pov").write_text(slow)
     job = SimpleNamespace(main="slow.ini", options=[], width=1600, height=1200)
     pattern = str(tmp_path / "frames" / "f_{frame:04d}.png")
-    command = PovrayRenderer().chunk_command(job, range(1, 101), work_dir, pattern)
+    return PovrayRenderer().chunk_command(job, range(1, 101), work_dir, pattern)
+
+
+def test_povray_and_its_wrapper_die_with_their_sigkilled_node(tmp_path, nodes):
+    command = _slow_povray_chunk(tmp_path)
     node = Node(tmp_path / "node", command)
     nodes.append(node)
     (guard,) = map(int, node.line("GUARD "))
@@ -579,11 +585,12 @@ def test_spares_started_ahead_take_the_first_chunks_and_end_when_closed(tmp_path
         processes.start_spares([WRAPPER], 2, renderer_environment(tmp_path))
         ahead = await _spares_waiting(processes, 2)
         cmdlines = [_cmdline(pid) for pid in ahead]
-        # At low priority before their chunk, as their factory is.
+        # At the node's priority, as their factory is: only what renders is lowered.
         assert processes._factory is not None
         factory = processes._factory.process.pid
+        node_priority = os.getpriority(os.PRIO_PROCESS, 0)
         assert all(
-            os.getpriority(os.PRIO_PROCESS, pid) == RENDERER_NICENESS for pid in [factory, *ahead]
+            os.getpriority(os.PRIO_PROCESS, pid) == node_priority for pid in [factory, *ahead]
         )
         pattern = "out/f_{frame:04d}.png"
         first = await _chunk_in(
@@ -744,3 +751,91 @@ def test_chunks_still_render_when_the_spare_factory_is_killed(tmp_path):
     assert (work / "out" / "f_0001.png").is_file() and (work / "out" / "f_0002.png").is_file()
     assert _wait_until_gone([old_factory, old_spare, new_spare, new_factory]) == []
     assert not (tmp_path / RECORD_FILE).exists()
+
+
+@pytest.mark.skipif(shutil.which("povray") is None, reason="needs povray (apt-get install povray)")
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_in_a_spare_povray_renders_at_low_priority_and_its_wrapper_at_the_nodes(tmp_path):
+    """The spare and POV-Ray's wrapper keep the node's priority (their part between two
+    renders must not wait behind other work); povray itself runs at RENDERER_NICENESS."""
+    command = _slow_povray_chunk(tmp_path)
+    plugin = PovrayRenderer()
+
+    async def main() -> tuple[int, int, int, int]:
+        processes = RendererProcesses(tmp_path)
+        processes.start_spares([plugin.wrapper_module], 1, renderer_environment(tmp_path))
+        (spare,) = await _spares_waiting(processes, 1)
+        with open(tmp_path / "chunk.log", "wb") as stderr:
+            async with trio.open_nursery() as nursery:
+                run = partial(
+                    processes.run,
+                    command,
+                    cwd=tmp_path / "work",
+                    env=renderer_environment(tmp_path / "work"),
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                )
+                process = await nursery.start(run)
+                with trio.fail_after(DEADLINE * 3):
+                    async for data in process.stdout:
+                        if b"START 1" in data:
+                            break
+                (wrapper,) = _children(process.pid)
+                (povray,) = _children(wrapper)
+                program = Path(f"/proc/{povray}/exe").resolve().name
+                tree = [process.pid, wrapper, povray]
+                priorities = [os.getpriority(os.PRIO_PROCESS, pid) for pid in tree]
+                nursery.cancel_scope.cancel()  # the whole tree stops
+        await processes.close_spares()
+        return spare, tree, program, priorities
+
+    spare, tree, program, priorities = trio.run(main)
+    assert tree[0] == spare and program.startswith("povray")
+    node_priority = os.getpriority(os.PRIO_PROCESS, 0)
+    assert priorities == [node_priority, node_priority, RENDERER_NICENESS]
+    assert _wait_until_gone(tree) == []
+
+
+def test_a_cancelled_chunk_ends_even_when_its_spare_factory_is_frozen(tmp_path):
+    """A spare factory stopped with SIGSTOP never reaps the spare the node kills nor
+    tells its end: the spare's socket closing is taken as the chunk's end, so the slot
+    is free again (before, the chunk waited until the factory ran again)."""
+    pattern = str(tmp_path / "f_{frame:04d}.png")
+
+    async def main() -> tuple[list[int], int | None, float]:
+        processes = RendererProcesses(tmp_path)
+        processes.start_spares([WRAPPER], 1, renderer_environment(tmp_path))
+        (spare,) = await _spares_waiting(processes, 1)
+        assert processes._factory is not None
+        factory = processes._factory.process.pid
+        run = partial(processes.run, cwd=tmp_path, env=renderer_environment(tmp_path))
+        # Thawed at the latest after 2 * DEADLINE, so that a chunk still waiting for the
+        # factory's word ends then (and fails the test) instead of hanging it.
+        thaw = threading.Timer(2 * DEADLINE, os.kill, (factory, signal.SIGCONT))
+        try:
+            with open(tmp_path / "chunk.log", "wb") as stderr:
+                async with trio.open_nursery() as nursery:
+                    slow = _builtin("1-48", "1600x1200", pattern)  # minutes
+                    process = await nursery.start(
+                        partial(run, slow, stdout=subprocess.PIPE, stderr=stderr)
+                    )
+                    assert process.pid == spare
+                    with trio.fail_after(DEADLINE):
+                        while not _children(spare):
+                            await trio.sleep(0.02)
+                    tree = [spare, *_children(spare)]
+                    os.kill(factory, signal.SIGSTOP)
+                    thaw.start()
+                    cancelled = time.monotonic()
+                    nursery.cancel_scope.cancel()
+            ended = time.monotonic() - cancelled
+        finally:
+            thaw.cancel()
+            os.kill(factory, signal.SIGCONT)
+        await processes.close_spares()
+        return tree, process.returncode, ended
+
+    tree, status, ended = trio.run(main)
+    assert ended < DEADLINE, f"the chunk waited {ended:.1f} s for its frozen factory"
+    assert status == -signal.SIGKILL
+    assert len(tree) == 2 and _wait_until_gone(tree) == []

@@ -28,7 +28,7 @@ from peerfarm.core.refused import Refused
 from peerfarm.core.state import JOB_FAILED
 from peerfarm.ops.places import move_out_of_roaming, roaming_data_root, user_data_root
 from peerfarm.programs import set_locations
-from peerfarm.runtime.node import Node
+from peerfarm.runtime.node import Node, SetupError
 from ui.farm_summary import FarmSummary, JobRow, PeerRow
 from ui.idle import IdleClock, pause_reason
 from ui.scene_watch import SceneWatches
@@ -160,6 +160,9 @@ class PeerfarmApp(QObject):
 
             try:
                 self.address = await nursery.start(run_node)
+            except SetupError as exc:  # e.g. its data folder in use by another node
+                self.stop_error = f"cannot start the node: {exc}"
+                return
             except OSError as exc:
                 listen = self.store.effective.listen
                 self.stop_error = (

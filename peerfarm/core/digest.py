@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from typing import Any
 
 import msgpack
 from immutables import Map
 
+from peerfarm.core import chunk_index
 from peerfarm.core.state import Chunk, Job, State
 
 
@@ -76,14 +78,39 @@ _encoded_blocks: dict[tuple[str, int], tuple[tuple[Chunk | None, ...], bytes]] =
 MAX_ENCODED_BLOCKS = 50_000
 
 
+# Job id -> (the chunk map its blocks were last encoded from, weakly; its highest
+# index): the reducers' notes (core/chunk_index.py) tell which blocks changed since, so
+# the others are not even read again (reading a block is 512 lookups).
+_last_encoded: dict[str, tuple[weakref.ref[Map], int]] = {}
+
+
 def _chunks_bytes(job_id: str, chunks: Map) -> bytes:
     """``msgpack.packb([[i, list(chunk)] for i in sorted(chunks)])``, block by block."""
     packer = msgpack.Packer(use_bin_type=True)
     parts = [packer.pack_array_header(len(chunks))]
     if not chunks:
         return parts[0]
+    top = chunk_index.top(chunks)
+    last = _last_encoded.get(job_id)
+    last_map = last[0]() if last is not None else None
+    changed = chunk_index.changed_since(chunks, last_map) if last_map is not None else None
+    dirty: set[int] | None = None
+    if changed is not None and last is not None:
+        dirty = {
+            block
+            for first, end in changed
+            for block in range(first - first % CHUNK_BLOCK, end, CHUNK_BLOCK)
+        }
+        last_top = last[1]
     get = chunks.get
-    for first in range(0, max(chunks) + 1, CHUNK_BLOCK):
+    for first in range(0, top + 1, CHUNK_BLOCK):
+        if dirty is not None and first not in dirty and first <= last_top:
+            # Unchanged since the map last encoded, whose every block up to its top
+            # was encoded then (and a cleared cache is simply encoded again).
+            unchanged = _encoded_blocks.get((job_id, first))
+            if unchanged is not None:
+                parts.append(unchanged[1])
+                continue
         records = tuple(get(i) for i in range(first, first + CHUNK_BLOCK))
         cached = _encoded_blocks.get((job_id, first))
         if cached is None or any(a is not b for a, b in zip(cached[0], records, strict=True)):
@@ -94,6 +121,9 @@ def _chunks_bytes(job_id: str, chunks: Map) -> bytes:
                 _encoded_blocks.clear()
             cached = _encoded_blocks[(job_id, first)] = (records, encoded)
         parts.append(cached[1])
+    if len(_last_encoded) >= MAX_ENCODED_JOBS:
+        _last_encoded.clear()
+    _last_encoded[job_id] = (weakref.ref(chunks), top)
     return b"".join(parts)
 
 

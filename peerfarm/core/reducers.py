@@ -14,7 +14,7 @@ from collections.abc import Callable
 from immutables import Map
 
 from peerfarm.core import actions as a
-from peerfarm.core import costs
+from peerfarm.core import chunk_index, costs
 from peerfarm.core.chunk_order import IN_ORDER
 from peerfarm.core.features import JOB_SUMMARIES
 from peerfarm.core.requirements import has_room
@@ -266,7 +266,9 @@ def _claim_chunk(state: State, action: a.Action) -> State:
                 epoch=chunk.epoch + 1,
                 backup_origin="",
             )
-        job = job._replace(chunks=chunks.finish())
+        new = chunks.finish()
+        chunk_index.note_run(job.chunks, new, run.start, len(run))
+        job = job._replace(chunks=new)
     # else: someone earlier in the total order holds one of them, and this claim loses
     return _put(state, job)
 
@@ -306,6 +308,7 @@ def _backup_chunk(state: State, action: a.Action) -> State:
         new = new.set(i, c._replace(backup_origin=action.origin))
     # The copy renders these frames again: count them, so wasted work is visible.
     frames = sum(len(job.frames_of(i)) for i in run)
+    chunk_index.note_run(job.chunks, new, run.start, len(run))
     return _put(state, job._replace(chunks=new, frame_renders=job.frame_renders + frames))
 
 
@@ -344,6 +347,7 @@ def _done(state: State, action: a.Action) -> State:
         # an absent record as pending).
         return state
     counted = []
+    before = job.chunks
     if job.tiles > 1:
         for index in run:
             chunk = job.chunk(index)
@@ -380,6 +384,7 @@ def _done(state: State, action: a.Action) -> State:
                 chunks_done=job.chunks_done + len(counted),
                 frames_done=job.frames_done + frames,
             )
+    chunk_index.note_run(before, job.chunks, run.start, len(run))
     if job.state == ACTIVE and job.chunks_done == job.chunk_total:
         job = job._replace(state=JOB_DONE)
     state = _put(state, job)
@@ -410,6 +415,7 @@ def _release_chunk(state: State, action: a.Action) -> State:
             chunks = chunks.set(index, chunk._replace(state=PENDING))
     if chunks is job.chunks:
         return state
+    chunk_index.note_run(job.chunks, chunks, run.start, len(run))
     return _put(state, job._replace(chunks=chunks))
 
 

@@ -28,13 +28,13 @@ import math
 from collections.abc import Collection, Container, Mapping, Sequence
 from typing import NamedTuple
 
+from peerfarm.core import chunk_index
 from peerfarm.core.chunk_order import IN_ORDER, chunk_order
 from peerfarm.core.costs import frame_costs, work_of
 from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
     ACTIVE,
     CHUNK_DONE,
-    CLAIMED,
     PENDING,
     UP,
     Job,
@@ -129,23 +129,10 @@ def may_take(state: State, job: Job, node_id: str) -> bool:
     )
 
 
-# Job id -> (its chunk map, whether any chunk is pending): asked at every frame of a run
-# (split_keep), and a job of 1,000,000 chunks costs a walk each.
-_UNCLAIMED: dict[str, tuple[object, bool]] = {}
-
-
 def _unclaimed(job: Job) -> bool:
-    # Chunks absent from the map never left "pending".
-    if len(job.chunks) < job.chunk_total:
-        return True
-    cached = _UNCLAIMED.get(job.id)
-    if cached is not None and cached[0] is job.chunks:
-        return cached[1]
-    pending = any(c.state == PENDING for c in job.chunks.values())
-    if len(_UNCLAIMED) >= RUNS_KEPT:
-        _UNCLAIMED.clear()  # a cache: computed again when needed
-    _UNCLAIMED[job.id] = (job.chunks, pending)
-    return pending
+    # Chunks absent from the map never left "pending"; asked at every frame of a run
+    # (split_keep): the chunk index answers without a walk over a job of 1,000,000.
+    return len(job.chunks) < job.chunk_total or chunk_index.any_pending_stored(job.chunks)
 
 
 def probe_frames(state: State, job: Job) -> int:
@@ -316,12 +303,12 @@ def _adaptive_run(
             run_work(job, costs, i, 1) for i in range(total) if job.chunk(i).state == PENDING
         )
     else:
-        unclaimed = total - sum(1 for c in job.chunks.values() if c.state != PENDING)
+        unclaimed = total - chunk_index.left_pending(job.chunks)
     want = run_length(state, job, node_id, me, unclaimed, measured)
     spread = _spread_run(state, job, node_id, me, costs, gaps, want, measured)
     if spread is not None:
         return spread
-    if not any(c.claim_origin == node_id for c in job.chunks.values()):
+    if not any(r.claim_origin == node_id for r in chunk_index.segments(job.chunks).records):
         # This node's first claim on the job, on nodes that know their speeds: they
         # all claim at about once, so each starts past the first runs of the nodes
         # ranked before it (as they should size them), and their claims rarely collide.
@@ -407,22 +394,27 @@ def claimable_gaps(
     that ever left "pending" are stored (and only they can be busy or have failed), so
     the gaps are what lies between the stored chunks that are not claimable: a job of
     many chunks costs a walk over its stored records, not over every index."""
-    blocked = sorted(
-        {
-            index
-            for index, chunk in job.chunks.items()
-            if chunk.state != PENDING or not _claimable(state, job, index, node_id, busy)
-        }
-        | {index for job_id, index in busy if job_id == job.id and index < job.chunk_total}
-    )
+    # Blocked stretches (first, end): stored chunks not pending, pending ones this node
+    # may not take (a record at a time: the chunk index's segments), and busy ones.
+    seg = chunk_index.segments(job.chunks)
+    blocked = [
+        (start, end)
+        for start, end, record in zip(seg.starts, seg.ends, seg.records, strict=True)
+        if record.state != PENDING
+        or (node_id in record.failed_on and able_renderers(state, job, record.failed_on))
+    ]
+    total, job_id = job.chunk_total, job.id
+    mine = [(i, i + 1) for j, i in busy if j == job_id and i < total]
+    if mine:
+        blocked = sorted(blocked + mine)
     gaps: list[tuple[int, int]] = []
     start = 0
-    for index in blocked:
-        if index > start:
-            gaps.append((start, index - start))
-        start = index + 1
-    if job.chunk_total > start:
-        gaps.append((start, job.chunk_total - start))
+    for first, end in blocked:
+        if first > start:
+            gaps.append((start, first - start))
+        start = max(start, end)
+    if total > start:
+        gaps.append((start, total - start))
     return gaps
 
 
@@ -623,31 +615,9 @@ class InFlight(NamedTuple):
     seen: float
 
 
-# Job id -> (its chunk map, the claimed runs in it): the scheduler asks for them several
-# times a pick (the farm's rate, work in flight, backups), and a job of 20,000 chunks
-# costs a walk each.
-_RUNS: dict[str, tuple[object, list[tuple[int, int, str, int]]]] = {}
-RUNS_KEPT = 64
-
-
 def claimed_runs(job: Job) -> list[tuple[int, int, str, int]]:
     """The job's claimed runs: (first chunk, count, holder, claim seq), in chunk order."""
-    cached = _RUNS.get(job.id)
-    if cached is not None and cached[0] is job.chunks:
-        return list(cached[1])
-    runs: list[tuple[int, int, str, int]] = []
-    claimed = sorted((i, c) for i, c in job.chunks.items() if c.state == CLAIMED)
-    for index, chunk in claimed:
-        if runs:
-            first, count, holder, seq = runs[-1]
-            if first + count == index and (holder, seq) == (chunk.claim_origin, chunk.claim_seq):
-                runs[-1] = (first, count + 1, holder, seq)
-                continue
-        runs.append((index, 1, chunk.claim_origin, chunk.claim_seq))
-    if len(_RUNS) >= RUNS_KEPT:
-        _RUNS.clear()  # a cache: computed again when needed
-    _RUNS[job.id] = (job.chunks, runs)
-    return list(runs)
+    return chunk_index.claimed_runs(job.chunks)
 
 
 def run_estimate(

@@ -15,10 +15,9 @@ an older build keeps the records and would fold to another digest.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from immutables import Map
 
+from peerfarm.core import chunk_index
 from peerfarm.core.state import CHUNK_DONE, JOB_DONE, Job
 
 # (first chunk, chunks, node that rendered them), in chunk order, covering every chunk.
@@ -56,9 +55,11 @@ def frames_by_node(job: Job) -> dict[str, int]:
                 frames = len(job.run_frames(first, count)) if job.tiles == 1 else count
                 counts[node] = counts.get(node, 0) + frames
     elif job.tiles == 1 and job.chunk_size == 1:  # a frame a chunk: no need to ask which
-        done = Counter(c.done_by for c in job.chunks.values() if c.state == CHUNK_DONE)
-        done.pop("", None)
-        counts = dict(done)
+        # (Run by run from the chunk index: `status` asks at every look.)
+        seg = chunk_index.segments(job.chunks)
+        for start, end, record in zip(seg.starts, seg.ends, seg.records, strict=True):
+            if record.state == CHUNK_DONE and record.done_by:
+                counts[record.done_by] = counts.get(record.done_by, 0) + end - start
     else:
         for index, chunk in job.chunks.items():
             if chunk.state == CHUNK_DONE and chunk.done_by:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peerfarm.core import actions as act
+from peerfarm.core import chunk_index
 from peerfarm.core.costs import MAX_FRAMES, work_of
 from peerfarm.core.scheduler import (
     Measured,
@@ -91,6 +92,9 @@ class Render:
     # ``frames`` (the frames kept) are done.
     split: bool = False
     split_looked_at: float = -math.inf  # when _split last looked whether to give its tail
+    # (job's chunk map, job state, count) when _stop_lost_claims last found it needed: it
+    # looks again only once one of them changed, not at every frame of a long run.
+    needed_as_of: tuple[object, str, int] | None = None
 
     @property
     def chunks(self) -> range:
@@ -245,7 +249,7 @@ class Worker:
             look_over_all = self._late_inserts == -1  # at start, or after a stop
             self._late_inserts = late
             refolded = log.take_refolded(ADOPTION_LOOKS_AT_MOST)
-            self._adopt_orphan_claims(None if look_over_all else _chunks_named(refolded))
+            self._adopt_orphan_claims(None if look_over_all else _runs_named(refolded))
         self._fill_slots()
 
     def _holds(self, job: Job, index: int, claim_seq: int, count: int = 1) -> bool:
@@ -287,6 +291,10 @@ class Worker:
                 )
                 self._stop(render, reason)
                 continue
+            as_of = (job.chunks, job.state, render.count)
+            was = render.needed_as_of
+            if was is not None and was[0] is job.chunks and was[1:] == as_of[1:]:
+                continue
             chunks = [job.chunk(i) for i in render.chunks]
             if render.backup:
                 reason = self._backup_unneeded(job, render, chunks)
@@ -297,6 +305,8 @@ class Worker:
                         f"{reason}",
                     )
                     self._stop(render, reason)
+                else:
+                    render.needed_as_of = as_of
                 continue
             taken = [c for c in chunks if c.state == CLAIMED and c.claim_origin != me]
             if job.state != ACTIVE:
@@ -308,6 +318,7 @@ class Worker:
             elif odd := [c for c in chunks if c.state not in (CLAIMED, CHUNK_DONE, PENDING)]:
                 reason = f"chunk {odd[0].state}"
             else:
+                render.needed_as_of = as_of
                 continue  # ours, or released and still free, or partly done elsewhere
             self.shared.note(
                 logging.INFO,
@@ -339,7 +350,7 @@ class Worker:
         render.stop_reason = reason
         self.shared.out(fx.StopRender(render.job_id, render.chunk, reason))
 
-    def _adopt_orphan_claims(self, only: set[tuple[str, int]] | None = None) -> None:
+    def _adopt_orphan_claims(self, only: dict[str, list[tuple[int, int]]] | None = None) -> None:
         """Chunks the state says this node holds but no renderer of ours works on:
         render them if a slot is free, else give them back.
 
@@ -352,29 +363,35 @@ class Worker:
         me = shared.node_id
         jobs = shared.state.jobs
         busy = self.busy()
-        # ``only``: the chunks the re-folded actions name (a flipped claim is among
-        # them); None: every chunk (at start; or a re-fold that was long, or held
+        # ``only``: the runs the re-folded actions name, by job (a flipped claim is
+        # among them); None: every chunk (at start; or a re-fold that was long, or held
         # actions other than a chunk's, such as a PEER_DOWN or a job's end).
         if only is None:
             # (Active jobs only: a finished job's many chunks hold no claim to adopt.)
+            # (Our claimed runs from the chunk index, not a walk over every chunk.)
             places = sorted(
                 (j, i)
                 for j in jobs
                 if jobs[j].state == ACTIVE
-                for i, c in jobs[j].chunks.items()
-                if c.state == CLAIMED and c.claim_origin == me
+                for first, count, holder, _ in chunk_index.claimed_runs(jobs[j].chunks)
+                if holder == me
+                for i in range(first, first + count)
             )
         else:
-            # (Only ours not rendered are sorted: a re-fold names thousands of chunks.)
-            places = sorted(
-                (j, i)
-                for j, i in only
-                if (job := jobs.get(j)) is not None
-                and (chunk := job.chunks.get(i)) is not None
-                and chunk.state == CLAIMED
-                and chunk.claim_origin == me
-                and (j, i) not in busy
-            )
+            # Our claimed runs where the named runs overlap them, not rendered: a re-fold
+            # names thousands of chunks, and ours are a few runs (the chunk index).
+            found: set[tuple[str, int]] = set()
+            for j, named in only.items():
+                job = jobs.get(j)
+                if job is None:
+                    continue
+                for first, count, holder, _ in chunk_index.claimed_runs(job.chunks):
+                    if holder != me:
+                        continue
+                    for start, end in named:
+                        lo, hi = max(start, first), min(end, first + count)
+                        found.update((j, i) for i in range(lo, hi) if (j, i) not in busy)
+            places = sorted(found)
         # Our claimed chunks, as the runs our claims took (consecutive, one claim seq).
         runs: list[tuple[str, list[int]]] = []
         for job_id, index in places:
@@ -808,17 +825,18 @@ class Worker:
                 self._stop(render, RELEASE_REASON_STOPPING)
 
 
-def _chunks_named(actions: list[act.Action] | None) -> set[tuple[str, int]] | None:
-    """The chunks these actions name; None when one of them is not about one chunk."""
+def _runs_named(actions: list[act.Action] | None) -> dict[str, list[tuple[int, int]]] | None:
+    """The runs of chunks these actions name, by job: (first, end); None when one of
+    them is not about a run of chunks."""
     if actions is None:
         return None
-    named = set()
+    named: dict[str, list[tuple[int, int]]] = {}
     for action in actions:
         if action.type in NO_CLAIM_CHANGES:
             continue
         if action.type not in CHUNK_ACTIONS:
             return None
         first = action.payload["chunk"]
-        count = action.payload.get("count", 1)  # a run: its chunks, each
-        named.update((action.payload["job_id"], i) for i in range(first, first + count))
+        count = action.payload.get("count", 1)
+        named.setdefault(action.payload["job_id"], []).append((first, first + count))
     return named

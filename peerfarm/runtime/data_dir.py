@@ -4,6 +4,7 @@
 
     DATA_DIR/node.key, node.crt   identity (peerfarm.security.identity)
     DATA_DIR/node.json            node id and name
+    DATA_DIR/node.lock            held while a node runs here (runtime/folder_lock.py)
     DATA_DIR/kwl.json             known-worker list
     DATA_DIR/log.bin              the action log after the snapshot (runtime/store.py)
     DATA_DIR/snapshot.bin         the log's compacted base (core/snapshot.py), if any

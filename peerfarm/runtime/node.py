@@ -55,6 +55,7 @@ from peerfarm.runtime.blobs import BlobStore
 from peerfarm.runtime.counters import RuntimeCounters
 from peerfarm.runtime.data_dir import DAMAGED_SNAPSHOT_NAME, LEGACY_LOG_NAME, DataDir
 from peerfarm.runtime.discovery import LanDiscovery
+from peerfarm.runtime.folder_lock import FolderInUse, FolderLock
 from peerfarm.runtime.hardware import logical_cores, total_memory
 from peerfarm.runtime.link import Link
 from peerfarm.runtime.link_service import LinkService
@@ -178,6 +179,17 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until ``request_stop``; ``task_status.started`` gets the listen address."""
         self.check_setup()
+        lock = FolderLock(self.data_dir.root)
+        try:
+            lock.acquire()  # before anything in the folder is read or written
+        except FolderInUse as exc:
+            raise SetupError(str(exc)) from None
+        try:
+            await self._run(task_status)
+        finally:
+            lock.release()
+
+    async def _run(self, task_status: trio.TaskStatus[str]) -> None:
         host, port = self.config.listen
         async with trio.open_nursery() as nursery:
             if self.config.renders:  # probes wait for programs: beside reading the log

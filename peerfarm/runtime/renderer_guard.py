@@ -287,26 +287,34 @@ def wrapper_module(command: Sequence[str]) -> str | None:
     return command[2] if command[2].startswith(WRAPPERS) else None
 
 
-def _fork_wrapper(module: str, args: Sequence[str]) -> Callable[[], int]:
+def _fork_wrapper(module: str, args: Sequence[str], niceness: int) -> Callable[[], int]:
     """Run `python -m module args` in a fork of this process (no threads run yet);
     a function that waits for it and returns its status as Popen.wait does (-N:
     killed by signal N). A module a spare imported already runs as its `main(argv)`:
-    executing its code again would only redo its imports' and definitions' work."""
+    executing its code again would only redo its imports' and definitions' work.
+
+    The fork takes `niceness` at once, unless the module (imported already) says
+    LOWERS_RENDERER_PRIORITY: it renders in a program it starts at that niceness
+    itself (povray, blender), and stays at the node's priority, so that its own part
+    (starting the program, moving the last frame) waits behind no one's work."""
     if sys.platform == "win32":
         raise RuntimeError("the renderer guard is POSIX only")
     tie = die_with_parent()  # Linux: dies with the guard, as start_tied_child's children
+    loaded = sys.modules.get(_main_module(module))
     pid = os.fork()
     if pid == 0:  # the child: never returns into the guard's code
         code = 1
         try:
             if tie is not None:
                 tie()
+            if not getattr(loaded, "LOWERS_RENDERER_PRIORITY", False):
+                lower_priority(niceness)  # it may render itself (the built-in renderer)
             # As a fresh interpreter has them: the guard's handlers are not the wrapper's.
             for name in STOP_SIGNALS:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             sys.argv = [module, *args]
-            main = getattr(sys.modules.get(_main_module(module)), "main", None)
+            main = getattr(loaded, "main", None)
             if callable(main):
                 code = _exit_code(main(list(args)))
             else:
@@ -380,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(getattr(signal, name), _keep_waiting)
     if os.getpgrp() != os.getpid():
         os.setsid()  # never signal the group of whoever started us: lead our own
-    lower_priority(niceness)  # before anything of a chunk runs (a spare's: its factory's)
+    # The guard itself (a factory, a spare) keeps the node's priority: its part between
+    # two renders is a few ms of CPU that, at niceness 10 on a busy machine, waited
+    # 0.1-0.3 s for a core. What renders is lowered before it runs (_fork_wrapper,
+    # start_tied_child).
     if spare is not None:
         _warm_up(spare.split(","))
         _serve_spares(watch_fd)  # returns in a spare guard only, forked for a chunk
@@ -394,9 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         # Linux: the renderer also dies with the guard (SIGKILL of the guard alone).
         module = wrapper_module(command)
         if module is not None:
-            wait = _fork_wrapper(module, command[3:])
+            wait = _fork_wrapper(module, command[3:], niceness)
         else:
-            wait = start_tied_child(command).wait
+            wait = start_tied_child(command, niceness=niceness).wait
     except OSError as exc:
         print(f"{PROG}: error: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN

@@ -72,6 +72,7 @@ RECORD_FILE = "renderer-processes.json"
 # SIGTERM, and a stale chunk must stop within a second (benchmarks/bench_rerender.py).
 STOP_GRACE = 0.5
 FACTORY_ANSWER_S = 10.0  # a spare factory that has not forked by then is stuck
+FACTORY_WORD_S = 2.0  # how long a spare killed without telling waits for its factory's word
 
 Output = int | IO[Any] | None
 
@@ -283,8 +284,9 @@ class RendererProcesses:
         task_status: trio.TaskStatus[trio.Process],
     ) -> subprocess.CompletedProcess[bytes]:
         """`_run` for a spare guard told its command: wait for it (its exit status as
-        it tells it on `sock`, or as the factory tells it: killed, it cannot), stop its
-        tree when cancelled (as trio.run_process's deliver_cancel does)."""
+        it tells it on `sock`, or as the factory tells it: killed, it cannot; killed and
+        the factory silent, `_hear_status` counts it as killed), stop its tree when
+        cancelled (as trio.run_process's deliver_cancel does)."""
         try:
             task_status.started(cast("trio.Process", process))  # as much of one as is used
             # Not in a nursery: a Cancelled must reach the `except` below as itself.
@@ -435,6 +437,20 @@ async def _hear_status(sock: socket.socket, process: SpareProcess) -> None:
         return  # closed: the chunk ended otherwise
     if data.isdigit():
         process.ended(int(data))
+        return
+    # End of file without a status: the spare and its wrapper are gone (only they hold
+    # the socket's other end), killed. Their factory reaps them and tells the status;
+    # one that cannot (stopped with SIGSTOP, stuck) must not keep the slot taken.
+    with trio.move_on_after(FACTORY_WORD_S):
+        await process.wait()
+        return
+    log.warning(
+        "renderer %d ended without an exit status and its spare factory did not tell it "
+        "within %.0f s: counted as killed",
+        process.pid,
+        FACTORY_WORD_S,
+    )
+    process.ended(-signal.SIGKILL)
 
 
 class _SpareFactory:

@@ -32,6 +32,7 @@ from peerfarm.cli.demo import Farm
 from peerfarm.cli.errors import CliError
 from peerfarm.job_request import scene_request
 from peerfarm.programs import find_program
+from peerfarm.renderers.povray.run import png_is_whole
 from peerfarm.runtime.client import NodeClient
 from peerfarm.runtime.upload import upload_scene
 from peerfarm.security.farm_key import FarmKey
@@ -78,10 +79,11 @@ def run_overhead(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
             for kind in order:
                 folder = root / f"{run}-{kind}"
                 if kind == "direct":
-                    seconds[kind], cpu, idle = direct_run(povray, scene, args, folder)
+                    seconds[kind], cpu, idle, split = direct_run(povray, scene, args, folder)
                     extra_direct = {
                         "direct_cpu_s": None if cpu is None else round(cpu, 2),
                         "direct_idle_slot_s": idle,
+                        "direct_idle_split": split,
                     }
                 else:
                     seconds[kind], extra = farm_run(scene, args, folder)
@@ -96,9 +98,13 @@ def run_overhead(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
                 }
             )
             shutil.rmtree(root / f"{run}-farm", ignore_errors=True)
+    ratios = [p["ratio"] for p in pairs]
     return {
-        "ratio": statistics.median(p["ratio"] for p in pairs),
+        "ratio": statistics.median(ratios),
         "target_ratio": 1.02,
+        # How far single pairs fall from each other: on a shared machine a pair's ratio
+        # moves by far more than the farm's own cost; read the median with it.
+        "ratio_spread": _spread(ratios),
         "scene": str(scene),
         "frames": args.frames,
         "size": f"{args.size[0]}x{args.size[1]}",
@@ -113,6 +119,11 @@ def run_overhead(args: argparse.Namespace, say: Callable[[str], None]) -> dict[s
         # Slot-seconds per chunk in which no povray ran (Linux): what the farm adds
         # between renders, against the thread pool's own gaps.
         "idle_slot_s_per_chunk": _idle_per_chunk(pairs, len(chunks_of(args.frames, args.chunk))),
+        # Where it lies: before the first renders and after the last ones (paid once a
+        # run), and between two renders on a slot, per such gap (paid per chunk).
+        "idle_slot_s_split": _between_renders(
+            pairs, len(chunks_of(args.frames, args.chunk)), args.slots
+        ),
         "cores": os.cpu_count(),
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
@@ -145,6 +156,24 @@ class PovrayWatch:
 
     def povray_seconds(self, until: float) -> float:
         return sum(max(0.0, min(last, until) - first) for first, last in self.seen.values())
+
+    def idle_split(self, started: float, elapsed: float, slots: int) -> dict[str, float] | None:
+        """The slot-seconds without a povray, split: before each slot's first povray
+        (`start`: the submit, the job reaching the node, the scene unpacked), after each
+        slot's last one (`end`: the last frames moved to the output folder) and between
+        two renders on a slot (`between`: what the farm adds per chunk)."""
+        if len(self.seen) < slots:
+            return None
+        until = started + elapsed
+        runs = sorted((first, min(last, until)) for first, last in self.seen.values())
+        start = sum(first - started for first, _ in runs[:slots])
+        end = sum(until - last for last in sorted(last for _, last in runs)[-slots:])
+        idle = slots * elapsed - self.povray_seconds(until)
+        return {
+            "start": round(start, 3),
+            "between": round(idle - start - end, 3),
+            "end": round(end, 3),
+        }
 
     def _watch(self) -> None:
         while not self._stop.wait(self.SAMPLE_S):
@@ -183,6 +212,16 @@ def _idle_slot_s(watch: PovrayWatch, started: float, elapsed: float, slots: int)
     return round(slots * elapsed - watch.povray_seconds(started + elapsed), 2)
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    """Lowest, quartiles and highest of the pairs' values (the quartiles: the middle
+    half of the pairs lies between them)."""
+    low, high = min(values), max(values)
+    if len(values) < 2:
+        return {"min": low, "q1": low, "q3": high, "max": high}
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"min": low, "q1": round(q1, 3), "q3": round(q3, 3), "max": high}
+
+
 def _median_cpu_ratio(pairs: list[dict[str, Any]]) -> float | None:
     ratios = [
         (p["farm_node_cpu_s"] + p["farm_renderers_cpu_s"]) / p["direct_cpu_s"]
@@ -203,16 +242,38 @@ def _idle_per_chunk(pairs: list[dict[str, Any]], chunks: int) -> dict[str, float
     }
 
 
+def _between_renders(
+    pairs: list[dict[str, Any]], chunks: int, slots: int
+) -> dict[str, dict[str, float]] | None:
+    """Per side, medians over the pairs of the idle slot-seconds before the first
+    renders (`start`), after the last ones (`end`), and between two renders on a slot
+    per such gap (`between_per_gap`: a run has chunks - slots of them)."""
+    found: dict[str, dict[str, float]] = {}
+    for side in ("direct", "farm"):
+        splits = [p[f"{side}_idle_split"] for p in pairs if p.get(f"{side}_idle_split")]
+        if not splits:
+            return None
+        found[side] = {
+            "start": round(statistics.median(split["start"] for split in splits), 3),
+            "end": round(statistics.median(split["end"] for split in splits), 3),
+            "between_per_gap": round(
+                statistics.median(split["between"] for split in splits) / max(1, chunks - slots),
+                3,
+            ),
+        }
+    return found
+
+
 def chunks_of(frames: int, chunk: int) -> list[tuple[int, int]]:
     return [(a, min(a + chunk - 1, frames)) for a in range(1, frames + 1, chunk)]
 
 
 def direct_run(
     povray: str, scene: Path, args: argparse.Namespace, folder: Path
-) -> tuple[float, float | None, float | None]:
+) -> tuple[float, float | None, float | None, dict[str, float] | None]:
     """The chunks' povray commands, `args.slots` at a time, in a copy of the scene's
-    folder (as a user runs them); seconds until the last one ended (its last frame
-    written), the CPU seconds they used and the slot-seconds no povray ran (None
+    folder (as a user runs them); seconds until the last frame was whole in the output
+    folder, the CPU seconds they used, the slot-seconds no povray ran and where (None
     where unknown)."""
     copy = shutil.copytree(scene.parent, folder / "scene")
     out = folder / "out"
@@ -241,16 +302,33 @@ def direct_run(
     with PovrayWatch(os.getpid()) as watch:
         started = time.perf_counter()
         with ThreadPoolExecutor(args.slots) as pool:
-            list(pool.map(render, chunks_of(args.frames, args.chunk)))
-        elapsed = time.perf_counter() - started
+            renders = [pool.submit(render, c) for c in chunks_of(args.frames, args.chunk)]
+            # To the last frame in the output folder, as on the farm's side: POV-Ray
+            # takes another 0.3-0.4 s to exit after its last frame's file is whole.
+            while True:
+                if sum(png_is_whole(out / name) for name in os.listdir(out)) >= args.frames:
+                    last_frame = time.perf_counter() - started
+                    break
+                for failed in (r for r in renders if r.done() and r.exception()):
+                    failed.result()  # raises: povray failed, and says why
+                if time.perf_counter() - started > args.timeout:
+                    raise CliError(f"povray had not written every frame after {args.timeout} s")
+                time.sleep(POLL_S)
+            for done in renders:
+                done.result()
+        exited = time.perf_counter() - started
     cpu_after = children_cpu_seconds()
+    elapsed = last_frame
     idle = _idle_slot_s(watch, started, elapsed, args.slots)
+    split = watch.idle_split(started, elapsed, args.slots)
+    if split is not None:
+        split["exit"] = round(exited - elapsed, 3)  # the last povray's exit, after that
     written = len(list(out.iterdir()))
     if written != args.frames:
         raise CliError(f"povray wrote {written} frames directly, not {args.frames}")
     shutil.rmtree(folder, ignore_errors=True)
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    return elapsed, cpu, idle
+    return elapsed, cpu, idle, split
 
 
 def children_cpu_seconds() -> float | None:
@@ -325,6 +403,7 @@ async def _submit_and_watch(
             )
             manifest, _ = await upload_scene(client, request.files)
             job_id, _ = await client.submit_job(request.replace(files=None, manifest=manifest))
+            submitted = time.perf_counter() - started
         expected = {f"{name}_{n:04d}.png" for n in range(1, args.frames + 1)}
         last_frame = None
         while last_frame is None:
@@ -345,8 +424,11 @@ async def _submit_and_watch(
         cpu_after = process_cpu_seconds(pid)
         extra: dict[str, Any] = {
             "farm_complete_s": round(complete, 3),
+            # Packed, uploaded and submitted (part of the idle split's `start`).
+            "farm_submitted_s": round(submitted, 3),
             "frame_renders": job["frame_renders"],
             "farm_idle_slot_s": _idle_slot_s(watch, started, last_frame, args.slots),
+            "farm_idle_split": watch.idle_split(started, last_frame, args.slots),
         }
         if cpu_before is not None and cpu_after is not None:
             # The node process itself (its status answers included), and its renderer

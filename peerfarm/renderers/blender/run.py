@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from peerfarm.child_processes import start_tied_child
+from peerfarm.child_processes import RENDERER_NICENESS, start_tied_child
 from peerfarm.programs import where_from
 from peerfarm.renderers.base import frame_range_arg
 from peerfarm.renderers.blender.options import FILE_FORMATS, OptionError, parse_options
@@ -53,6 +53,10 @@ from peerfarm.renderers.wrapper import (
 )
 
 PROG = "peerfarm-blender"
+# The renderer guard keeps this wrapper at the node's priority (its part between two
+# renders waits on no one else's work) and leaves the low priority to the program
+# that renders: start_tied_child(niceness=...) below (renderer_guard.py).
+LOWERS_RENDERER_PRIORITY = True
 MAX_SIDE = 16384
 SAVED = b"Saved: '"  # Blender's line for a rendered frame (File Output nodes print no quote)
 _KEPT_ERRORS = 20
@@ -122,6 +126,7 @@ def _render(command: list[str], env: dict[str, str], work_dir: Path) -> tuple[in
     # Windows: a kill-on-close job object; macOS: the renderer guard ends the group).
     process = start_tied_child(
         command,
+        niceness=RENDERER_NICENESS,  # the program renders at low priority, not this wrapper
         cwd=work_dir,
         env=env,
         stdin=subprocess.DEVNULL,

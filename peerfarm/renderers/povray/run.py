@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from peerfarm.child_processes import start_tied_child
+from peerfarm.child_processes import RENDERER_NICENESS, start_tied_child
 from peerfarm.core.tiles import TileError, tile_box
 from peerfarm.disk import replace_file
 from peerfarm.programs import find_program, where_from
@@ -73,10 +73,20 @@ from peerfarm.renderers.wrapper import (
 from peerfarm.scenes.detect import decode_text
 
 PROG = "peerfarm-povray"
+# The renderer guard keeps this wrapper at the node's priority (its part between two
+# renders waits on no one else's work) and leaves the low priority to the program
+# that renders: start_tied_child(niceness=...) below (renderer_guard.py).
+LOWERS_RENDERER_PRIORITY = True
 MAX_INI_BYTES = 1024 * 1024
 CHUNK_FOLDER_PREFIX = ".povray-chunk-"
 # POV-Ray 3.7 announces each frame of an animation on its message stream.
 _FRAME_STARTS = re.compile(rb"^Rendering frame (\d+) of (\d+)")
+# ... and prints a frame's statistics once it has written and closed its image file;
+# after the last frame it takes another 0.3-0.4 s to exit (measured, 3.7.0.10).
+_FRAME_ENDS = re.compile(rb"^Render Statistics")
+# The last bytes of every PNG file (its IEND chunk): written last, so a PNG ending in
+# them is whole.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 @functools.cache  # a spare builds it ahead (warm_up); parse_args leaves it as it is
@@ -201,6 +211,26 @@ def _deliver(scene: PovrayScene, chunk_dir: Path, frame: int, pattern: str) -> b
     return True
 
 
+def png_is_whole(path: Path) -> bool:
+    """Whether the PNG file at `path` is written to its end (its IEND chunk)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            if file.tell() < len(_PNG_END):
+                return False
+            file.seek(-len(_PNG_END), os.SEEK_END)
+            return file.read() == _PNG_END
+    except OSError:
+        return False
+
+
+def _written(scene: PovrayScene, chunk_dir: Path, frame: int) -> bool:
+    """Whether POV-Ray's file of `frame` is whole already, while povray still runs:
+    a PNG that ends in its IEND chunk. Other formats are moved once povray has moved
+    on to the next frame or ended."""
+    return scene.format == "png" and png_is_whole(chunk_dir / scene.output_name(frame))
+
+
 def _render(
     scene: PovrayScene,
     command: list[str],
@@ -215,6 +245,7 @@ def _render(
     # povray dies with this process, even on SIGKILL (and is confined by `preexec`).
     process = start_tied_child(
         command,
+        niceness=RENDERER_NICENESS,  # the program renders at low priority, not this wrapper
         preexec=preexec,
         cwd=work_dir / scene.folder,
         env=env,
@@ -240,6 +271,13 @@ def _render(
                     if frame not in delivered and _deliver(scene, chunk_dir, frame, pattern):
                         delivered.add(frame)
                 print(f"START {now}", flush=True)
+            elif _FRAME_ENDS.match(line):
+                # The frame's image is written: on its way at once, not after the next
+                # frame's start or, for a chunk's last frame, povray's exit.
+                now = frames.start + max(running, 1) - 1
+                if now not in delivered and _written(scene, chunk_dir, now):
+                    if _deliver(scene, chunk_dir, now, pattern):
+                        delivered.add(now)
         status = process.wait()
     except BaseException:
         stop_renderer(process)
