@@ -658,16 +658,17 @@ def test_a_heavy_scene_after_a_light_one_is_not_stopped_as_hung():
 
 def test_the_first_render_of_a_job_is_judged_by_its_own_frames_once_it_has_some():
     """With no frame of the job measured yet, a run's own finished frames set its hung
-    limit: a run that rendered frames of 2 s and then stops finishing any is stopped."""
+    limit, as an estimate of the job would: ten times the whole run (8 frames of 2 s)
+    from its start; a run that stops finishing frames is stopped then."""
     h = Harness(slots=1)
     h.start_working()
     payload = new_job_payload("j", frames=(1, 8), chunk=8)
     (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+    started = h.now
     for _ in range(3):
         h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 2.0)
-    began = h.now
-    assert not of(h.tick(began + 15.0), fx.StopRender)  # (10 s at least)
-    assert of(h.tick(began + 25.0), fx.StopRender)  # 10 times its 2 s a frame
+    assert not of(h.tick(started + 150.0), fx.StopRender)
+    assert of(h.tick(started + 170.0), fx.StopRender)  # 10 × 8 frames × 2 s
 
 
 def test_a_long_run_tells_the_farm_its_finished_chunks_as_it_goes():
