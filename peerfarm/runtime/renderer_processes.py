@@ -450,7 +450,8 @@ async def _hear_status(sock: socket.socket, process: SpareProcess) -> None:
         process.pid,
         FACTORY_WORD_S,
     )
-    process.ended(-signal.SIGKILL)
+    if sys.platform != "win32":  # (spares are POSIX only)
+        process.ended(-signal.SIGKILL)
 
 
 class _SpareFactory:
