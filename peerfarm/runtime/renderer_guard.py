@@ -5,9 +5,9 @@
 
 The node starts it in a session of its own (peerfarm.child_processes.renderer_options),
 so the guard leads a process group holding the renderer and all it starts, out of the
-terminal's reach. The guard lowers its priority (the renderer inherits it), starts
-COMMAND on the guard's own stdin, stdout and stderr, waits for it and exits with its
-exit status. Besides:
+terminal's reach. The guard starts COMMAND at niceness N on the guard's own stdin,
+stdout and stderr (the guard itself keeps the node's priority), waits for it and exits
+with its exit status. Besides:
 
 - FD is the read end of a pipe whose write end only the node process holds. It reaches
   end of file when the node process ends, however it ends (SIGKILL too): the guard then
@@ -125,7 +125,7 @@ def send_command(
 def _serve_spares(watch_fd: int) -> None:
     """The spare factory's loop. Each request on stdin (a Unix socket) brings two file
     descriptors, the new spare's stdin (a socket) and stdout (a pipe): fork (the
-    spare has the factory's low priority), answer `P PID`. Each spare that ended is
+    spare has the factory's priority, the node's), answer `P PID`. Each spare that ended is
     reaped and told: `E PID STATUS` (Popen's returncode: -N when killed by signal
     N), in the order they happen. Returns in the forked spare only, in a session of
     its own with those as stdin and stdout; the factory itself exits at end of file
@@ -389,9 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.getpgrp() != os.getpid():
         os.setsid()  # never signal the group of whoever started us: lead our own
     # The guard itself (a factory, a spare) keeps the node's priority: its part between
-    # two renders is a few ms of CPU that, at niceness 10 on a busy machine, waited
-    # 0.1-0.3 s for a core. What renders is lowered before it runs (_fork_wrapper,
-    # start_tied_child).
+    # two renders is a few ms of CPU that, at niceness 10 on a busy machine, waits for
+    # a core behind everyone's normal-priority work. What renders is lowered before it
+    # runs (_fork_wrapper, start_tied_child).
     if spare is not None:
         _warm_up(spare.split(","))
         _serve_spares(watch_fd)  # returns in a spare guard only, forked for a chunk

@@ -12,8 +12,8 @@ somehow did.
 
 - POSIX: the renderer runs under a guard (peerfarm.runtime.renderer_guard) in a session
   of its own: Ctrl+C in the node's terminal does not reach it (only the node decides
-  when it stops), it runs at niceness 10, and it dies with the node process even on
-  SIGKILL. The Process handed to task_status is the guard's: its stdout is the
+  when it stops), what renders runs at niceness 10, and it dies with the node process
+  even on SIGKILL. The Process handed to task_status is the guard's: its stdout is the
   renderer's, its exit status the renderer's (SIGKILL when the renderer died by a
   signal). Stopping it (cancelling) sends SIGTERM to the whole process group, and
   SIGKILL after STOP_GRACE seconds.
@@ -203,13 +203,13 @@ class RendererProcesses:
     # folder, environment and stderr over a Unix socket and starts at once. Spares are
     # forked by one spare factory per node (renderer_guard.py), which has imported it
     # all once: a spare costs a fork, not an interpreter. A spare is a guard like any
-    # other: in its own session at low priority, recorded until it ends, dying with the
-    # node (its stdin reaches end of file too, and it exits).
+    # other: in its own session (what it renders at low priority), recorded until it
+    # ends, dying with the node (its stdin reaches end of file too, and it exits).
 
     def start_spares(self, modules: Sequence[str], count: int, env: Mapping[str, str]) -> None:
         """From now on keep at least `count` spare guards waiting, the wrapper `modules`
         imported ahead (a node's offered renderers, one per slot): the first chunks
-        start no Python either. Started in the background, at low priority; nothing on
+        start no Python either. Started in the background; nothing on
         Windows or in a frozen build (no wrapper runs in a fork there)."""
         if not forks_wrappers():
             return
@@ -450,7 +450,8 @@ async def _hear_status(sock: socket.socket, process: SpareProcess) -> None:
         process.pid,
         FACTORY_WORD_S,
     )
-    process.ended(-signal.SIGKILL)
+    if sys.platform != "win32":  # (spares are POSIX only)
+        process.ended(-signal.SIGKILL)
 
 
 class _SpareFactory:
