@@ -39,7 +39,7 @@ class Segments(NamedTuple):
     records: list[Chunk]
 
 
-# id(map) -> (the map, weakly; its segments): the maps asked about lately.
+# id(map) -> (the map, weakly; its segments): the maps indexed lately, oldest first.
 _INDEXED: OrderedDict[int, tuple[weakref.ref[Map], Segments]] = OrderedDict()
 INDEXED_KEPT = 64
 # id(new map) -> (new map, old map, both weakly; first, end): the reducer made ``new``
@@ -56,15 +56,13 @@ def note_run(old: Map, new: Map, first: int, count: int) -> None:
     if new is old:
         return
     _NOTES[id(new)] = (weakref.ref(new), weakref.ref(old), first, first + count)
-    if len(_NOTES) > NOTES_KEPT:
-        _NOTES.popitem(last=False)
+    _trim(_NOTES, NOTES_KEPT)
 
 
 def segments(chunks: Map) -> Segments:
     """The segments of a job's chunk map (see Segments)."""
     cached = _INDEXED.get(id(chunks))
     if cached is not None and cached[0]() is chunks:
-        _INDEXED.move_to_end(id(chunks))
         return cached[1]
     # Follow the reducers' notes back to a map whose segments are known.
     chain: list[tuple[Map, int, int]] = []
@@ -95,8 +93,17 @@ def segments(chunks: Map) -> Segments:
 
 def _remember(chunks: Map, result: Segments) -> None:
     _INDEXED[id(chunks)] = (weakref.ref(chunks), result)
-    if len(_INDEXED) > INDEXED_KEPT:
-        _INDEXED.popitem(last=False)
+    _trim(_INDEXED, INDEXED_KEPT)
+
+
+def _trim(cache: OrderedDict, kept: int) -> None:
+    """The oldest entries out. (A snapshot is encoded in a thread beside the node's
+    loop: both may trim at once, and an entry gone already is no error.)"""
+    while len(cache) > kept:
+        try:
+            cache.popitem(last=False)
+        except KeyError:
+            return
 
 
 def _walk(chunks: Map) -> Segments:

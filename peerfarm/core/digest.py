@@ -78,10 +78,11 @@ _encoded_blocks: dict[tuple[str, int], tuple[tuple[Chunk | None, ...], bytes]] =
 MAX_ENCODED_BLOCKS = 50_000
 
 
-# Job id -> (the chunk map its blocks were last encoded from, weakly; its highest
-# index): the reducers' notes (core/chunk_index.py) tell which blocks changed since, so
-# the others are not even read again (reading a block is 512 lookups).
-_last_encoded: dict[str, tuple[weakref.ref[Map], int]] = {}
+# Job id -> (the chunk map last encoded, weakly; its blocks' encodings, in order): the
+# reducers' notes (core/chunk_index.py) tell which blocks changed since, so the others
+# are not even read again (reading a block is 512 lookups). Each call keeps its own
+# list (a snapshot encodes a state in a thread while the node's loop encodes another).
+_last_encoded: dict[str, tuple[weakref.ref[Map], list[bytes]]] = {}
 
 
 def _chunks_bytes(job_id: str, chunks: Map) -> bytes:
@@ -94,23 +95,23 @@ def _chunks_bytes(job_id: str, chunks: Map) -> bytes:
     last = _last_encoded.get(job_id)
     last_map = last[0]() if last is not None else None
     changed = chunk_index.changed_since(chunks, last_map) if last_map is not None else None
-    dirty: set[int] | None = None
-    if changed is not None and last is not None:
+    dirty: set[int] = set()
+    if changed is not None:
         dirty = {
             block
             for first, end in changed
             for block in range(first - first % CHUNK_BLOCK, end, CHUNK_BLOCK)
         }
-        last_top = last[1]
+    before = last[1] if changed is not None and last is not None else []
+    blocks: list[bytes] = []
     get = chunks.get
     for first in range(0, top + 1, CHUNK_BLOCK):
-        if dirty is not None and first not in dirty and first <= last_top:
-            # Unchanged since the map last encoded, whose every block up to its top
-            # was encoded then (and a cleared cache is simply encoded again).
-            unchanged = _encoded_blocks.get((job_id, first))
-            if unchanged is not None:
-                parts.append(unchanged[1])
-                continue
+        at = first // CHUNK_BLOCK
+        if at < len(before) and first not in dirty:
+            # Unchanged since the map last encoded (which had this block: its top was
+            # past it).
+            blocks.append(before[at])
+            continue
         records = tuple(get(i) for i in range(first, first + CHUNK_BLOCK))
         cached = _encoded_blocks.get((job_id, first))
         if cached is None or any(a is not b for a, b in zip(cached[0], records, strict=True)):
@@ -120,10 +121,11 @@ def _chunks_bytes(job_id: str, chunks: Map) -> bytes:
             if len(_encoded_blocks) >= MAX_ENCODED_BLOCKS:
                 _encoded_blocks.clear()
             cached = _encoded_blocks[(job_id, first)] = (records, encoded)
-        parts.append(cached[1])
+        blocks.append(cached[1])
     if len(_last_encoded) >= MAX_ENCODED_JOBS:
         _last_encoded.clear()
-    _last_encoded[job_id] = (weakref.ref(chunks), top)
+    _last_encoded[job_id] = (weakref.ref(chunks), blocks)
+    parts.extend(blocks)
     return b"".join(parts)
 
 
