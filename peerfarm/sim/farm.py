@@ -15,8 +15,11 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+import msgpack
+
 from peerfarm.core import actions as act
 from peerfarm.core.actions import Action
+from peerfarm.core.digest import canonical
 from peerfarm.core.requirements import holders
 from peerfarm.core.state import (
     ACTIVE,
@@ -497,6 +500,11 @@ class Farm:
                     f"{other.type} and {action.type}"
                 )
         digest = self.nodes[0].log.digest()
+        # 3a. The digest is the hash of the state's canonical encoding: the encoding
+        # caches (core/digest.py, core/chunk_index.py) must never make two states agree.
+        whole = msgpack.packb(canonical(self.nodes[0].log.state), use_bin_type=True)
+        if digest != hashlib.sha256(whole).hexdigest():
+            self.violation("n0's digest is not the hash of its state's canonical encoding")
         for node in self.nodes:
             # 3. Same actions, same state: every node has the same digest.
             if node.log.digest() != digest:
