@@ -767,18 +767,15 @@ def _read_single(path: Path, b: _Builder) -> str:
             continue
         done.add(name)
         if name.lower().endswith((".pov", ".inc", ".mcr")):
-            for include in includes_of(b.files[name]):
-                found = companion(include)
+            data = b.files[name]
+            named = [(n, "includes") for n in includes_of(data)]
+            named += [(n, "uses") for n in resources_of(data)]
+            for other, verb in named:
+                found = companion(other)
                 if found is not None:
                     queue.append(found)
                 else:
-                    refuse_outside(include, name)
-            for used in resources_of(b.files[name]):
-                found = companion(used)
-                if found is not None:
-                    queue.append(found)
-                else:
-                    refuse_outside(used, name, "uses")
+                    refuse_outside(other, name, verb)
     return main
 
 
