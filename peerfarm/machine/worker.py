@@ -575,14 +575,14 @@ class Worker:
             work = work_of(costs, job.frame_start, nxt) if nxt else 1.0
             per_frame = self._estimate(render.job_id, render.renderer, work, startup=False)
             limit = self.shared.config.hung_limit
-            if per_frame is None and limit > 0:
-                # This job's first render here: its frames so far tell, and the whole run
-                # gets the limit _start gives a run it can estimate.
-                per_frame = work * (now - render.started) / render.frames_finished
-                whole = (now - render.started) * len(render.frames) / render.frames_finished
-                if render.hung_at == math.inf:
-                    render.hung_at = render.started + max(limit * whole, HUNG_MIN_SECONDS)
-            if per_frame is not None and limit > 0:
+            if limit > 0:
+                if per_frame is None:
+                    # This job's first render here: its frames so far tell, and the whole
+                    # run gets the limit _start gives a run it can estimate.
+                    per_frame = work * (now - render.started) / render.frames_finished
+                    whole = (now - render.started) * len(render.frames) / render.frames_finished
+                    if render.hung_at == math.inf:
+                        render.hung_at = render.started + max(limit * whole, HUNG_MIN_SECONDS)
                 hung_at = now + max(limit * per_frame, HUNG_MIN_SECONDS)
                 render.hung_at = max(render.hung_at, hung_at)
             if render.stop_soon and not render.stop_reason:
