@@ -6,12 +6,17 @@ default scenario, on each named cost curve, and on random scenarios (--random
 --seed N for N in 0..RANDOM-1). Prints one JSON object per line, then a summary
 line, or with --markdown the table.
 
-    python benchmarks/bench_schedule.py [--random 10] [--markdown]
+    python benchmarks/bench_schedule.py [--random 10] [--seeds 3] [--markdown]
+
+With --seeds K each row is run with K simulator seeds (the row's seed, + 1000, + 2000,
+...: other render-time noise and message delays) and its ratios are their means: one
+run of a row moves by a few hundredths with any change in the messages' timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 
@@ -54,14 +59,33 @@ def scenarios(randoms: int) -> list[tuple[str, Scenario]]:
     return out
 
 
+def _mean_of_seeds(scenario: Scenario, seeds: int) -> dict:
+    """compare() of the scenario under ``seeds`` simulator seeds: the first run's
+    fields, its ratios replaced by the means (and each seed's under "ratios")."""
+    runs = [
+        compare(dataclasses.replace(scenario, seed=scenario.seed + 1000 * k)) for k in range(seeds)
+    ]
+    result = runs[0]
+    if seeds > 1:
+        for policy in ("peerfarm", "baseline"):
+            ratios = [r[policy]["ratio"] for r in runs]
+            result[policy] = {**result[policy], "ratio": round(statistics.mean(ratios), 4)}
+            result[policy]["ratios"] = ratios
+        result["shorter_than_baseline"] = round(
+            statistics.mean(r["shorter_than_baseline"] for r in runs), 4
+        )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--random", type=int, default=10, metavar="N")
+    parser.add_argument("--seeds", type=int, default=1, metavar="K")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     rows = []
     for label, scenario in scenarios(args.random):
-        result = compare(scenario)
+        result = _mean_of_seeds(scenario, max(1, args.seeds))
         result["label"] = label
         rows.append(result)
         if not args.markdown:

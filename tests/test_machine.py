@@ -14,6 +14,7 @@ from factories import A, B, C, joined_payload, new_job_payload
 
 from peerfarm.core import actions as act
 from peerfarm.core.refused import Refused
+from peerfarm.core.scheduler import PROBE_FRAMES
 from peerfarm.machine import MachineConfig, NodeMachine
 from peerfarm.machine import effects as fx
 from peerfarm.machine import events as ev
@@ -679,10 +680,10 @@ def test_a_long_run_tells_the_farm_its_finished_chunks_as_it_goes():
     for step, told in ((1.0, False), (12.0, True)):
         h = Harness(slots=1)
         h.start_working()
-        payload = {**new_job_payload("j", frames=(1, 100), chunk=1), "adaptive": True}
+        payload = {**new_job_payload("j", frames=(1, 4), chunk=1), "adaptive": True}
         (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
         n = len(start.frames)
-        assert n >= 3  # a run of several chunks (a probe)
+        assert n == 4  # a run of several chunks (the whole job: the part of a farm of one)
         for _ in range(n):
             out = h.feed(ev.RenderProgress("j", start.chunk), at=h.now + step)
             assert not of(out, fx.StopRender)  # its own DONE does not stop the run
@@ -703,6 +704,27 @@ def test_a_long_run_tells_the_farm_its_finished_chunks_as_it_goes():
         assert (last["chunk"], last.get("count", 1)) == (first, start.chunk + n - first)
         assert h.machine.shared.state.jobs["j"].frames_done == n
         assert not h.emitted(act.CHUNK_FAILED) and not h.emitted(act.RELEASE_CHUNK)
+
+
+def test_a_first_part_shares_its_speed_from_its_first_frames():
+    """A node's first run of a fresh job is its whole part (core/scheduler.py
+    _first_part): it measures its speed from the part's first PROBE_FRAMES frames and
+    shares it then, not at the run's end, so the farm can size its work by it."""
+    h = Harness(slots=1)
+    h.start_working()
+    payload = {**new_job_payload("j", frames=(1, 40), chunk=1), "adaptive": True}
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+    assert len(start.frames) == 40  # the whole job: the part of a farm of one
+    h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 3.0)  # start-up and a frame
+    for _ in range(PROBE_FRAMES - 2):
+        h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 2.0)
+    assert not h.emitted(act.NODE_SPEED)
+    h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 2.0)
+    (told,) = h.emitted(act.NODE_SPEED)
+    assert told["payload"]["frame_ms"] == 2000 and told["payload"]["startup_ms"] == 1000
+    for _ in range(10):  # once
+        h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 2.0)
+    assert len(h.emitted(act.NODE_SPEED)) == 1
 
 
 def test_a_run_of_fast_frames_looks_whether_to_split_at_most_once_a_second(monkeypatch):

@@ -18,6 +18,7 @@ from peerfarm.core.scheduler import (
     overdue_at,
     pick_backup,
     pick_run,
+    probe_frames,
     run_estimate,
     run_length,
     run_started,
@@ -117,15 +118,48 @@ def test_node_speed_is_validated():
         raise AssertionError("a zero frame time was accepted")
 
 
-def test_an_unmeasured_node_takes_a_probe_run_near_the_first_pending_frame():
-    log = adaptive_log(A, B)
+def test_unmeasured_nodes_take_their_equal_part_of_a_fresh_job_as_one_run():
+    """A probe run and the runs after it each paid a start-up: on a job the farm has
+    just started, a node that does not know its speed claims its equal part whole."""
+    log = adaptive_log(A, B, C)
+    # 100 chunks over 3 slots: parts of 34, in the nodes' order.
+    assert pick_run(log.state, A) == Pick("job1", 0, 34)
+    assert pick_run(log.state, B) == Pick("job1", 34, 34)
+    assert pick_run(log.state, C) == Pick("job1", 68, 32)
+    # A node of two slots has two parts.
+    two = ActionLog()
+    two.add(two.create(A, "PEER_JOINED", {**joined_payload("a"), "slots": 2}))
+    two.add(two.create(B, "PEER_JOINED", joined_payload("b")))
+    two.add(
+        two.create(A, "NEW_JOB", {**new_job_payload(frames=(1, 99), chunk=1), "adaptive": True})
+    )
+    assert pick_run(two.state, A) == Pick("job1", 0, 33)
+    assert pick_run(two.state, A, busy={("job1", i) for i in range(33)}) == Pick("job1", 33, 33)
+    assert pick_run(two.state, B) == Pick("job1", 66, 33)
+
+
+def test_an_unmeasured_node_probes_a_job_under_way_near_the_first_pending_frame():
+    log = adaptive_log(A, B, C)
+    # The job is under way: a node measured already holds part of each node's part.
+    for first in (0, 34, 68):
+        emit(log, D, "CLAIM_CHUNK", {"job_id": "job1", "chunk": first, "count": 2})
     # Nodes probing at once each skip their rank's worth of probe runs.
-    assert pick_run(log.state, A) == Pick("job1", 0, PROBE_FRAMES)
-    assert pick_run(log.state, B) == Pick("job1", PROBE_FRAMES, PROBE_FRAMES)
-    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": PROBE_FRAMES})
-    assert pick_run(log.state, B) == Pick("job1", 2 * PROBE_FRAMES, PROBE_FRAMES)
+    assert pick_run(log.state, A) == Pick("job1", 2, PROBE_FRAMES)
+    assert pick_run(log.state, B) == Pick("job1", 2 + PROBE_FRAMES, PROBE_FRAMES)
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 2, "count": PROBE_FRAMES})
+    assert pick_run(log.state, B) == Pick("job1", 2 + 2 * PROBE_FRAMES, PROBE_FRAMES)
     speed(log, B, 1000)  # measured: from the first pending frame on
-    assert pick_run(log.state, B).chunk == PROBE_FRAMES
+    assert pick_run(log.state, B).chunk == 2 + PROBE_FRAMES
+
+
+def test_no_equal_parts_for_a_job_sharing_the_farm_or_limited_to_n_nodes():
+    log = adaptive_log(A, B)
+    limited = {**new_job_payload("job2", frames=(1, 100), chunk=1), "adaptive": True}
+    emit(log, A, "NEW_JOB", {**limited, "priority": 5, "max_nodes": 1})
+    assert pick_run(log.state, A) == Pick("job2", 0, PROBE_FRAMES)
+    log = adaptive_log(A, B)
+    emit(log, A, "NEW_JOB", {**new_job_payload("job2", frames=(1, 100), chunk=1), "adaptive": True})
+    assert pick_run(log.state, A).count == PROBE_FRAMES  # two jobs share the farm
 
 
 def test_runs_follow_speed_and_shrink_towards_the_end():
@@ -349,8 +383,9 @@ def test_nodes_with_frames_faster_than_a_claim_take_runs_from_their_own_part():
 def test_a_job_of_few_frames_a_node_is_probed_with_two_frames():
     # 30 frames on 3 nodes: a slow node's 4-frame probe could outlast the whole job.
     log = adaptive_log(A, B, C, frames=30)
-    assert pick_run(log.state, A).count == 2
-    assert pick_run(adaptive_log(A, B, C, frames=400).state, A).count == PROBE_FRAMES
+    assert probe_frames(log.state, log.state.jobs["job1"]) == 2
+    log = adaptive_log(A, B, C, frames=400)
+    assert probe_frames(log.state, log.state.jobs["job1"]) == PROBE_FRAMES
 
 
 def test_a_run_gives_back_the_tail_the_idle_farm_should_render_sooner():
@@ -374,9 +409,41 @@ def test_a_run_gives_back_the_tail_the_idle_farm_should_render_sooner():
     left_a = (keep - 4) * 4.0
     left_others = 2.0 + (60 - keep) / 2 * 2.0
     assert abs(left_a - left_others) <= 4.0  # about together, to a frame of A's
-    # Not while frames are unclaimed (idle nodes take those), nor once a copy runs.
-    emit(log, A, "RELEASE_CHUNK", {"job_id": "job1", "chunk": 59, "claim_seq": claim.seq})
-    assert split_keep(log.state, A, log.state.jobs["job1"], 0, 59, finished, measured) == 59
+    # Frames left unclaimed are the idle nodes' work too: A then keeps more of its run
+    # (counted as A's to share out, nodes giving back at once each counted on every
+    # idle slot and gave back too much).
+    emit(
+        log,
+        A,
+        "RELEASE_CHUNK",
+        {"job_id": "job1", "chunk": 50, "claim_seq": claim.seq, "count": 10},
+    )
+    # The same work is left (A's 46 frames and 10 pending against A's 56): the same end.
+    assert split_keep(log.state, A, log.state.jobs["job1"], 0, 50, finished, measured) == keep
+
+
+def test_a_run_gives_back_its_tail_only_when_a_slot_frees_before_its_next_frame():
+    """Given back while every other node is busy, a tail waited, sized by guesses the
+    next frames refine: the holder gives it back once a slot should be free before its
+    next frame ends (it looks again then)."""
+    log = adaptive_log(A, B, C, frames=80)
+    for node in (A, B, C):
+        speed(log, node, 2000 if node == A else 1000, startup_ms=2000)
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 60})
+    b = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 60, "count": 10})
+    c = emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 70, "count": 10})
+    job = log.state.jobs["job1"]
+    finished = [12.0, 16.0, 20.0, 24.0]
+    seen = {("job1", 0, claim.seq): 0.0}
+    # B and C claimed 10 frames at 10 s, of 2 s (A's pace: these frames cost twice the
+    # measured) after 2 s of start-up: free at 32 s. A looks at 24 s.
+    busy = Measured(
+        {"job1": 2.0}, now=24.0, seen={**seen, ("job1", 60, b.seq): 10.0, ("job1", 70, c.seq): 10.0}
+    )
+    assert split_keep(log.state, A, job, 0, 60, finished, busy) == 60
+    # At 29 s (A's next frame ends at 33 s) they free up before it: A gives back.
+    later = busy._replace(now=29.0)
+    assert split_keep(log.state, A, job, 0, 60, finished + [28.0], later) < 60
 
 
 def test_a_run_with_a_copy_or_near_its_end_is_kept_whole():

@@ -9,7 +9,6 @@ import random
 
 from peerfarm.cli.main import main
 from peerfarm.core import actions as act
-from peerfarm.core.scheduler import PROBE_FRAMES
 from peerfarm.sim import JobPlan, NodePlan, Schedule, run_schedule
 from peerfarm.sim.network import NetworkConditions
 from peerfarm.sim.schedule import node_ids
@@ -29,31 +28,45 @@ def _farm(nodes: list[NodePlan], frames: int = 60, **extra) -> Schedule:
     )
 
 
+def _warmed(schedule: Schedule, frames: int = 20) -> Schedule:
+    """The schedule with a short job before its own: the nodes know their speeds (its
+    first parts measured them) when the test's job arrives."""
+    job = schedule.jobs[0]
+    warm = dataclasses.replace(job, job_id="job-w", frame_end=frames)
+    return dataclasses.replace(schedule, jobs=[warm, dataclasses.replace(job, at=15.0)])
+
+
 def _by(result, schedule, type_):
     index = {nid: i for i, nid in enumerate(schedule.node_ids)}
     return [(index[a.origin], a) for a in result.emitted(type_)]
 
 
-def test_adaptive_runs_shrink_towards_the_end_and_follow_speed():
+def test_first_parts_are_given_back_by_the_slow_node_and_runs_follow_speed():
     schedule = _farm([NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 4.0)], frames=200)
     result = run_schedule(schedule, random.Random(1), 1)
     assert result.jobs == {"job-s": "done"}
     claims = _by(result, schedule, act.CLAIM_CHUNK)
     sizes = {i: [a.payload.get("count", 1) for n, a in claims if n == i] for i in range(3)}
-    for i in range(3):  # a probe, then the biggest run, then smaller ones
-        assert sizes[i][0] == PROBE_FRAMES and max(sizes[i]) > sizes[i][-1]
-    # The fast nodes' biggest runs are bigger than the slow node's.
-    assert min(max(sizes[0]), max(sizes[1])) > max(sizes[2])
+    # Nobody knew its speed: each node's first run is its equal part of the job.
+    assert sorted(sizes[i][0] for i in range(3)) == [66, 67, 67]
+    # Measured from the parts' first frames, shared while they render.
     speeds = {i: a.payload["frame_ms"] for i, a in _by(result, schedule, act.NODE_SPEED)}
     assert speeds[2] > 2 * max(speeds[0], speeds[1])  # measured, not told
+    # The slow node gives back what the fast ones render sooner; it claims nothing more,
+    # and they take what it gave back in runs after their parts.
+    given = [
+        a.payload.get("count", 1) for n, a in _by(result, schedule, act.RELEASE_CHUNK) if n == 2
+    ]
+    assert sum(given) > 20 and len(sizes[2]) == 1
+    assert len(sizes[0]) >= 2 and len(sizes[1]) >= 2
 
 
 def test_a_hung_renderer_is_backed_up_and_the_job_completes():
-    # n2's second render hangs: never a frame, never an exit.
+    # n2's second render (its first of job-s) hangs: never a frame, never an exit.
     nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 1.0, hang_after=1)]
-    schedule = _farm(nodes, hung_limit=0.0)  # the node itself never gives up
+    schedule = _warmed(_farm(nodes, hung_limit=0.0))  # the node itself never gives up
     result = run_schedule(schedule, random.Random(1), 1)
-    assert result.jobs == {"job-s": "done"}
+    assert result.jobs == {"job-w": "done", "job-s": "done"}
     # n2's second claim is its second render (its sequence numbers also count other
     # actions it emits: PEER_JOINED, NODE_SPEED, ENABLE_FEATURE, ...).
     hung_claim = [a for n, a in _by(result, schedule, act.CLAIM_CHUNK) if n == 2][1]
@@ -63,16 +76,18 @@ def test_a_hung_renderer_is_backed_up_and_the_job_completes():
     done = [
         a
         for n, a in _by(result, schedule, act.DONE)
-        if a.payload["chunk"] == hung_claim.payload["chunk"]
+        if a.payload["chunk"] == hung_claim.payload["chunk"] and a.payload["job_id"] == "job-s"
     ]
     assert [a.origin for a in done] == [schedule.node_ids[copier]]  # the copy's DONE won
 
 
 def test_a_renderer_past_the_hung_limit_is_stopped_and_counted_a_failure():
-    nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0, hang_after=1)]
-    schedule = _farm(nodes, frames=400, hung_limit=2.0, backups=False)
+    nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0, hang_after=2)]  # its second render of job-s
+    schedule = _warmed(
+        _farm(nodes, frames=400, hung_limit=2.0, backups=False, converge_within=900.0)
+    )
     result = run_schedule(schedule, random.Random(1), 1)
-    assert result.jobs == {"job-s": "done"}
+    assert result.jobs == {"job-w": "done", "job-s": "done"}
     failed = [a for n, a in _by(result, schedule, act.CHUNK_FAILED) if n == 1]
     assert failed and all("stopped as hung" in a.payload["error"] for a in failed)
     assert any(

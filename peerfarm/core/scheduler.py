@@ -15,8 +15,11 @@ How much of it:
   speed): half of this node's proportional share of the frames still unclaimed, so
   chunks are big while much is left and small at the end. The share comes from every
   node's measured speed (NODE_SPEED in the state); a run is at least a few start-ups
-  long (so loading the scene is paid rarely) but never more than the whole share. A
-  node that has not measured its speed yet takes a short probe run.
+  long (so loading the scene is paid rarely) but never more than the whole share. On
+  a fresh farm's first job, nodes that have not measured their speed yet each claim
+  an equal part of the job as one run, measure themselves from its first frames, and
+  give back the tail the farm should render sooner (split_keep); a node that joins a
+  job under way takes a short probe run.
 
 Concurrent claims that still collide are settled by the reducer (a run wins whole or
 not at all), and the loser simply asks again.
@@ -287,6 +290,9 @@ def _adaptive_run(
     if not gaps:
         return None
     if me.speed(job.renderer) is None:
+        part = _first_part(state, job, node_id, gaps)
+        if part is not None:
+            return part
         # Nodes probing their speed all start at once: each skips its rank's worth of
         # probe runs from the first pending frame, so their claims rarely collide.
         want = probe_frames(state, job)
@@ -323,6 +329,33 @@ def _adaptive_run(
     # one-frame runs, each loading the scene again.
     first, length = gaps[0]
     return Pick(job.id, first, _run_fitting(job, costs, first, length, want))
+
+
+def _first_part(state: State, job: Job, node_id: str, gaps: list[tuple[int, int]]) -> Pick | None:
+    """The first run of a node that does not know its speed yet, on a job the farm has
+    just started: its equal part of the job, claimed whole (the job's chunks cut into
+    one part per slot of the nodes that may take it, in their order). It measures its
+    speed from the part's first frames while it renders and shares it at once
+    (machine/worker.py), and a part longer than the farm needs gives its tail back
+    (split_keep). A probe run and the runs after it each paid a start-up: a node now
+    pays one for its first part. None when the part is not all pending (the job is under
+    way: a probe), or the job shares the farm or is limited to N nodes."""
+    if job.max_nodes or len(_sharing(state, job)) > 1:
+        return None
+    able = able_renderers(state, job)
+    if node_id not in able:
+        return None
+    slots = [state.peers[n].slots for n in able]
+    size = -(-job.chunk_total // max(1, sum(slots)))
+    before = sum(slots[: able.index(node_id)])
+    for part in range(before, before + state.peers[node_id].slots):
+        start = part * size
+        count = min(size, job.chunk_total - start)
+        if count > 0 and any(
+            first <= start and start + count <= first + length for first, length in gaps
+        ):
+            return Pick(job.id, start, count)
+    return None
 
 
 def _spread_run(
@@ -746,6 +779,8 @@ def pick_backup(
 
 
 SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
+SPLIT_LOOK_SECONDS = 1.0
+SPLIT_GAIN_STARTUPS = 3  # ... and ends the farm this many of our start-ups sooner
 # Runs of frames faster than this are never split: they are sized by what a claim costs
 # (least_run), and each look at a run walks its chunks.
 SPLIT_FRAME_SECONDS = STARTUPS_PER_RUN * CLAIM_SECONDS
@@ -785,9 +820,10 @@ def split_keep(
         return count  # frames claimed by the thousand: a look over the run at each costs more
     if (count - done - 1) * per_frame < SPLIT_STARTUPS * max(mine[1] / 1000.0, CLAIM_SECONDS):
         return count
-    if _unclaimed(job) or any(job.chunk(i).backup_origin for i in range(first, first + count)):
+    if any(job.chunk(i).backup_origin for i in range(first, first + count)):
         return count
     costs = job_costs(state, job)
+    pending = _pending_work(job, costs) if _unclaimed(job) else 0.0
     # This run's own pace (seconds per frame-unit): its frames may cost more than the
     # farm's estimate of them, and its neighbours (the tail) likely as much.
     unit = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
@@ -803,21 +839,47 @@ def split_keep(
     slots = _free_slots(state, job, node_id, scale, measured)
     if not slots:
         return count
+    if min(free for free, _, _ in slots) > unit * max(left) + SPLIT_LOOK_SECONDS:
+        # No slot frees up before this run's next frame ends (when it looks again):
+        # given back now, the tail would wait, sized by guesses the next frames refine.
+        return count
 
     def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
         return t / unit + sum(max(0.0, t - free - startup) / per for free, startup, per in slots)
 
-    lo, hi = 0.0, alone
+    # The farm's pending frames are rendered too, by the same slots: counted as ours to
+    # share out, or the nodes giving back at once each counted on every idle slot.
+    need = sum(left) + pending
+    lo, hi = 0.0, alone + pending * unit
     for _ in range(40):  # the least t by which the farm renders the rest
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if rendered_by(mid) < sum(left) else (lo, mid)
-    if alone - hi < BACKUP_GAIN * alone:
-        return count  # not worth another node's start-up
+        lo, hi = (mid, hi) if rendered_by(mid) < need else (lo, mid)
+    hi = min(hi, alone)
+    # Worth it only if the farm ends sooner by a tenth of what this run has left and by
+    # more than the start-ups the frames cost whoever takes them.
+    if alone - hi < max(BACKUP_GAIN * alone, SPLIT_GAIN_STARTUPS * mine[1] / 1000.0):
+        return count
     keep, work = 0, 0.0
     while keep < len(left) and work < hi / unit - 1e-9:
         work += left[keep]
         keep += 1
     return max(done + 1, min(count, done + keep))
+
+
+def _pending_work(job: Job, costs: tuple[float, ...]) -> float:
+    """Work (frame-units) of the job's pending chunks: the stretches between its stored
+    chunks that are not pending (a walk over the stored runs, not over every chunk)."""
+    seg = chunk_index.segments(job.chunks)
+    work, start = 0.0, 0
+    for first, end, record in zip(seg.starts, seg.ends, seg.records, strict=True):
+        if record.state == PENDING:
+            continue
+        if first > start:
+            work += run_work(job, costs, start, first - start)
+        start = max(start, end)
+    if job.chunk_total > start:
+        work += run_work(job, costs, start, job.chunk_total - start)
+    return work
 
 
 def _free_slots(

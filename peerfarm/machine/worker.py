@@ -19,6 +19,7 @@ from peerfarm.core import actions as act
 from peerfarm.core import chunk_index
 from peerfarm.core.costs import MAX_FRAMES, work_of
 from peerfarm.core.scheduler import (
+    PROBE_FRAMES,
     Measured,
     job_costs,
     overdue_at,
@@ -589,6 +590,7 @@ class Worker:
                 finished = render.frames_finished // render.frames_per_chunk
                 if render.told < finished < render.count:  # (all finished: it ends anyway)
                     self._stop(render, RELEASE_REASON_STOPPING)  # tells the finished ones
+            self._measure_early(render)
             if job is not None:
                 self._split(render, job)
             self._tell_finished(render)
@@ -658,12 +660,31 @@ class Worker:
         self._busy = None  # the tail is no longer ours to render
         shared.emit(act.RELEASE_CHUNK, tail)
 
-    def _measure(self, render: Render) -> None:
-        """Learn this node's speed from a render that finished: seconds per frame from
-        the frames after the first (the first also paid the start-up), the start-up
-        from the first; share the renderer's speed when the farm's record is off."""
-        n = len(render.frames)
-        first, last = render.first_frame_at, render.last_frame_at
+    def _measure_early(self, render: Render) -> None:
+        """A node that does not know its speed for the renderer yet measures it from
+        the first PROBE_FRAMES frames of the run it renders (its first part of a job:
+        core/scheduler.py _first_part) and shares it at once, so the farm sizes its work
+        and the run can give back what the farm should render sooner."""
+        if render.backup or render.tile is not None or render.frames_finished != PROBE_FRAMES:
+            return
+        if render.renderer in self.speeds or len(render.frames) <= PROBE_FRAMES:
+            return
+        job = self.shared.state.jobs.get(render.job_id)
+        if job is None or not job.adaptive:
+            return  # fixed chunks: measured when they end, as they always were
+        me = self.shared.state.peers.get(self.shared.node_id)
+        if me is None or me.speed(render.renderer) is not None:
+            return
+        self._measure(render, PROBE_FRAMES)
+
+    def _measure(self, render: Render, upto: int = 0) -> None:
+        """Learn this node's speed from a render that finished (or its first ``upto``
+        frames): seconds per frame from the frames after the first (the first also paid
+        the start-up), the start-up from the first; share the renderer's speed when the
+        farm's record is off."""
+        n = upto or len(render.frames)
+        first = render.first_frame_at
+        last = render.frame_at[n - 1] if len(render.frame_at) >= n else render.last_frame_at
         if first is None or last is None or render.frames_finished < n:
             return
         known = self.speeds.get(render.renderer)
@@ -673,7 +694,7 @@ class Worker:
         # (Only costs learned before the job: this job's own frames learned so far are
         # put on one scale by the nodes' speeds, which this measures.)
         costs, start = (job.costs, job.frame_start) if job is not None else ((), 0)
-        frames = render.frames
+        frames = render.frames[:n]
         first_work = work_of(costs, start, frames[:1]) or 1.0
         at = render.frame_at[:n]
         if n >= 2 and len(at) == n:
