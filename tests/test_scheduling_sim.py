@@ -81,6 +81,20 @@ def test_a_hung_renderer_is_backed_up_and_the_job_completes():
     assert [a.origin for a in done] == [schedule.node_ids[copier]]  # the copy's DONE won
 
 
+def test_a_first_part_that_hangs_before_its_first_frame_is_copied():
+    """A fresh farm's part whose renderer hangs from the start: its holder never
+    measured itself, and the idle nodes never looked at the run again (their next look
+    skipped runs of unmeasured holders); the job never ended. Such a holder counts as
+    fast as the idle node, as the copy's decision counts it."""
+    nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 1.0, hang_after=0)]
+    schedule = _farm(nodes, hung_limit=0.0)
+    result = run_schedule(schedule, random.Random(1), 1)
+    assert result.jobs == {"job-s": "done"}
+    (hung,) = [a for n, a in _by(result, schedule, act.CLAIM_CHUNK) if n == 2]
+    backups = _by(result, schedule, act.BACKUP_CHUNK)
+    assert [a.payload["claim_seq"] for _, a in backups] == [hung.seq]
+
+
 def test_a_renderer_past_the_hung_limit_is_stopped_and_counted_a_failure():
     nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0, hang_after=2)]  # its second render of job-s
     schedule = _warmed(

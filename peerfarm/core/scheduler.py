@@ -970,8 +970,13 @@ def overdue_at(
             started = seen.get((job.id, first, seq))
             theirs = run_estimate(state, job, holder, first, count, scale, seq)
             ours = run_estimate(state, job, node_id, first, count, scale)
-            if started is None or theirs is None or ours is None:
+            if started is None or ours is None:
                 continue
+            if theirs is None:
+                # A holder not measured yet counts as fast as us, as pick_backup counts
+                # it: a fresh farm's part whose renderer hung before its first frame
+                # was never looked at again, and the job never ended.
+                theirs = ours
             # Past its estimate, the time left grows with the time run: a copy is worth
             # it once OVERDUE_LEFT * elapsed * (1 - gain) exceeds ours.
             overdue = overdue_estimate(theirs)
