@@ -503,3 +503,23 @@ def test_idle_nodes_copy_different_late_runs():
     fast = Measured({"job1": 0.001}, now=100.0)
     copies = {n: pick_backup(log.state, n, 100.0, seen, measured=fast) for n in (A, D)}
     assert {copy.holder for copy in copies.values()} == {B, C}  # both hung: one each
+
+
+def test_a_run_gives_back_its_tail_when_a_job_of_higher_priority_waits():
+    """A fresh farm's parts are whole shares of its first job: an urgent job submitted
+    meanwhile waited for minutes. A run ends with the frame it renders and gives the
+    rest back while a job of higher priority has frames nobody renders."""
+    log = adaptive_log(A, B, frames=100)
+    for node in (A, B):
+        speed(log, node, 1000, startup_ms=1000)
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 50})
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 50, "count": 50})
+    measured = Measured({"job1": 1.0}, now=6.0, seen={("job1", 0, claim.seq): 0.0})
+    finished = [2.0, 3.0, 4.0, 5.0]
+    assert split_keep(log.state, A, log.state.jobs["job1"], 0, 50, finished, measured) == 50
+    urgent = {**new_job_payload("job2", frames=(1, 20), chunk=1), "adaptive": True}
+    emit(log, A, "NEW_JOB", {**urgent, "priority": 10})
+    assert split_keep(log.state, A, log.state.jobs["job1"], 0, 50, finished, measured) == 5
+    # Once the urgent job's frames are all claimed, runs go on as before.
+    emit(log, B, "CLAIM_CHUNK", {"job_id": "job2", "chunk": 0, "count": 20})
+    assert split_keep(log.state, A, log.state.jobs["job1"], 0, 50, finished, measured) == 50

@@ -820,6 +820,11 @@ def split_keep(
         return count  # frames claimed by the thousand: a look over the run at each costs more
     if (count - done - 1) * per_frame < SPLIT_STARTUPS * max(mine[1] / 1000.0, CLAIM_SECONDS):
         return count
+    if _higher_waits(state, job, node_id):
+        # A job of higher priority has frames nobody renders: this run ends with the
+        # frame it renders and gives the rest back, so the slot takes the urgent job
+        # (a fresh farm's parts, whole shares of the job, kept it waiting for minutes).
+        return done + 1
     if any(job.chunk(i).backup_origin for i in range(first, first + count)):
         return count
     costs = job_costs(state, job)
@@ -864,6 +869,17 @@ def split_keep(
         work += left[keep]
         keep += 1
     return max(done + 1, min(count, done + keep))
+
+
+def _higher_waits(state: State, job: Job, node_id: str) -> bool:
+    """Whether a job of higher priority than ``job`` has unclaimed frames this node may
+    render."""
+    for other in job_order(state):
+        if other.priority <= job.priority:
+            return False
+        if _unclaimed(other) and may_take(state, other, node_id):
+            return True
+    return False
 
 
 def _pending_work(job: Job, costs: tuple[float, ...]) -> float:
