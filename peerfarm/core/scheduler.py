@@ -305,9 +305,7 @@ def _adaptive_run(
         return Pick(job.id, first, min(want, length))
     costs = job_costs(state, job)
     if costs:
-        unclaimed = sum(
-            run_work(job, costs, i, 1) for i in range(total) if job.chunk(i).state == PENDING
-        )
+        unclaimed = _pending_work(job, costs)
     else:
         unclaimed = total - chunk_index.left_pending(job.chunks)
     want = run_length(state, job, node_id, me, unclaimed, measured)
@@ -779,7 +777,7 @@ def pick_backup(
 
 
 SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
-SPLIT_LOOK_SECONDS = 1.0
+SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this often
 SPLIT_GAIN_STARTUPS = 3  # ... and ends the farm this many of our start-ups sooner
 # Runs of frames faster than this are never split: they are sized by what a claim costs
 # (least_run), and each look at a run walks its chunks.
@@ -844,7 +842,7 @@ def split_keep(
     slots = _free_slots(state, job, node_id, scale, measured)
     if not slots:
         return count
-    if min(free for free, _, _ in slots) > unit * max(left) + SPLIT_LOOK_SECONDS:
+    if min(free for free, _, _ in slots) > unit * max(left) + SPLIT_LOOK_EVERY:
         # No slot frees up before this run's next frame ends (when it looks again):
         # given back now, the tail would wait, sized by guesses the next frames refine.
         return count
@@ -873,13 +871,15 @@ def split_keep(
 
 def _higher_waits(state: State, job: Job, node_id: str) -> bool:
     """Whether a job of higher priority than ``job`` has unclaimed frames this node may
-    render."""
-    for other in job_order(state):
-        if other.priority <= job.priority:
-            return False
-        if _unclaimed(other) and may_take(state, other, node_id):
-            return True
-    return False
+    render (asked at every look of a run: no sort of the farm's jobs)."""
+    return any(
+        other.state == ACTIVE
+        and not other.paused
+        and other.priority > job.priority
+        and _unclaimed(other)
+        and may_take(state, other, node_id)
+        for other in state.jobs.values()
+    )
 
 
 def _pending_work(job: Job, costs: tuple[float, ...]) -> float:

@@ -20,6 +20,7 @@ from peerfarm.core import chunk_index
 from peerfarm.core.costs import MAX_FRAMES, work_of
 from peerfarm.core.scheduler import (
     PROBE_FRAMES,
+    SPLIT_LOOK_EVERY,
     Measured,
     job_costs,
     overdue_at,
@@ -59,7 +60,6 @@ RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
 # stops once the frames kept are done, and their DONE counts.
 STOP_REASON_SPLIT = "its frames kept are done; the rest of the run went back to the farm"
 HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
-SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this often
 SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended jobs go
 
 # A measured speed is shared again (NODE_SPEED) once it is this far off what the farm has.
