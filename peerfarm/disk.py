@@ -56,8 +56,14 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Write a file so a reader (or a crash) sees the old or the new content, never half."""
     # A name of its own per writer thread, so two writers never share a temp file.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    replace_file(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        replace_file(tmp, path)
+    except BaseException:
+        # A full disk: the half-written temp file would hold on to the space it took, and
+        # every retry of the write left one more (a 3 MB output folder held 240 of them).
+        tmp.unlink(missing_ok=True)
+        raise

@@ -714,3 +714,21 @@ def test_an_output_folder_the_nodes_locale_cannot_name_is_an_error_not_a_crash(t
         log_file.close()
         if node.stdout is not None:
             node.stdout.close()
+
+
+def test_a_write_that_fails_leaves_no_temp_file(tmp_path, monkeypatch):
+    """On a full disk every retry of an output write left its half-written temp file
+    behind (a 3 MB output folder held 240 of them), holding on to the space."""
+    import errno
+    import os
+
+    from peerfarm import disk
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "frame_0001.png"
+    with pytest.raises(OSError, match="No space left"):
+        disk.write_atomically(target, b"x" * 1000)
+    assert list(tmp_path.iterdir()) == []
