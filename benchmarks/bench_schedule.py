@@ -7,6 +7,13 @@ default scenario, on each named cost curve, and on random scenarios (--random
 line, or with --markdown the table.
 
     python benchmarks/bench_schedule.py [--random 10] [--seeds 3] [--markdown]
+    python benchmarks/bench_schedule.py --resubmit [--markdown]
+
+With --resubmit each row is the farm's second job: the row's job rendered once (the
+farm learns its nodes' speeds and the frames' costs), then the same frames submitted
+again, as the same scene (costs known) and as another scene (speeds known, costs
+not): what a farm that has rendered before does (`peerfarm bench schedule
+--resubmit` on one row). Against the baseline's first submission (it uses neither).
 
 With --seeds K each row is run with K simulator seeds (the row's seed, + 1000, + 2000,
 ...: other render-time noise and message delays) and its ratios are their means: one
@@ -27,7 +34,9 @@ from peerfarm.sim.scheduling_bench import (
     RANDOM_CURVES,
     Scenario,
     compare,
+    compare_resubmitted,
     complexity_curve,
+    measure,
     random_scenario,
 )
 
@@ -77,12 +86,64 @@ def _mean_of_seeds(scenario: Scenario, seeds: int) -> dict:
     return result
 
 
+def _resubmitted(scenario: Scenario) -> dict:
+    """compare_resubmitted() of the scenario, with the baseline's first submission."""
+    result = compare_resubmitted(scenario)
+    base = measure(scenario, "baseline")
+    result["baseline"] = base
+    for key in ("resubmitted", "other_scene"):
+        result[f"{key}_shorter_than_baseline"] = round(
+            1.0 - result[key]["makespan"] / base["makespan"], 4
+        )
+    return result
+
+
+def _resubmitted_table(randoms: int, markdown: bool) -> None:
+    rows = []
+    for label, scenario in scenarios(randoms):
+        result = _resubmitted(scenario)
+        result["label"] = label
+        rows.append(result)
+        if not markdown:
+            print(json.dumps(result), flush=True)
+    summary = {"scenarios": len(rows)}
+    for key in ("first", "resubmitted", "other_scene"):
+        ratios = [r[key]["ratio"] for r in rows]
+        summary[key] = {
+            "ratio_mean": round(statistics.mean(ratios), 3),
+            "ratio_max": max(ratios),
+            "at_most_1.05": sum(r <= 1.05 for r in ratios),
+        }
+    for key in ("resubmitted", "other_scene"):
+        gains = [r[f"{key}_shorter_than_baseline"] for r in rows]
+        summary[key]["shorter_by_25pct"] = sum(g >= 0.25 for g in gains)
+    if not markdown:
+        print(json.dumps({"summary": summary}))
+        return
+    print(
+        "| scenario | first ÷ bound | same scene again ÷ bound | other scene ÷ bound "
+        "| baseline ÷ bound | same scene again: shorter than baseline |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['label']} | {r['first']['ratio']:.3f} | {r['resubmitted']['ratio']:.3f} "
+            f"| {r['other_scene']['ratio']:.3f} | {r['baseline']['ratio']:.3f} "
+            f"| {r['resubmitted_shorter_than_baseline']:.0%} |"
+        )
+    print(f"\n{json.dumps(summary)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--random", type=int, default=10, metavar="N")
     parser.add_argument("--seeds", type=int, default=1, metavar="K")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--resubmit", action="store_true")
     args = parser.parse_args()
+    if args.resubmit:
+        _resubmitted_table(args.random, args.markdown)
+        return
     rows = []
     for label, scenario in scenarios(args.random):
         result = _mean_of_seeds(scenario, max(1, args.seeds))

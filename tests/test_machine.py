@@ -838,3 +838,33 @@ def test_a_heavy_frame_in_a_render_does_not_make_the_node_look_slow():
     (speed,) = h.emitted(act.NODE_SPEED)
     assert speed["payload"]["frame_ms"] == 1000
     assert speed["payload"]["startup_ms"] == 2000
+
+
+def test_a_node_puts_its_speed_on_the_farms_scale_once_a_job_is_done():
+    """Measured as it renders, a speed is the cost of the frames rendered: a node whose
+    part held the heavy frames looked 8 times slower than it is, and the next job's
+    parts were weighted by that. Once the job is done the node takes its speed from the
+    job's frame times, put on one scale with the other nodes' where their frames meet."""
+    h = Harness(slots=1)
+    h.start_working()
+    h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    speed_of_a = {"renderer": "builtin", "startup_ms": 0}
+    h.receive(A, h.peer_action(A, act.NODE_SPEED, {**speed_of_a, "frame_ms": 1000}))
+    payload = new_job_payload("j", frames=(1, 20), chunk=10)
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+    assert start.chunk == 0  # frames 1-10: 7 heavy frames (8 s here), then light ones
+    claim = h.peer_action(A, act.CLAIM_CHUNK, {"job_id": "j", "chunk": 1})
+    h.receive(A, claim)
+    h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 10.0)  # start-up and a frame
+    for seconds in (8.0,) * 6 + (1.0,) * 3:
+        h.feed(ev.RenderProgress("j", start.chunk), at=h.now + seconds)
+    h.feed(ev.RenderEnded("j", start.chunk, ok=True))
+    (slow,) = h.emitted(act.NODE_SPEED)
+    assert slow["payload"]["frame_ms"] == 8000
+    # A renders frames 11-20, all light, 1 s each: where its frames meet ours (frames
+    # 8-10 and 11-13), it is as fast as we are.
+    done = {"job_id": "j", "chunk": 1, "claim_seq": claim["seq"], "frame_ms": [0] + [1000] * 9}
+    h.receive(A, h.peer_action(A, act.DONE, done))
+    assert h.machine.shared.state.jobs["j"].state == "done"
+    (_, fixed) = h.emitted(act.NODE_SPEED)
+    assert fixed["payload"]["frame_ms"] == 1000

@@ -138,6 +138,42 @@ def test_unmeasured_nodes_take_their_equal_part_of_a_fresh_job_as_one_run():
     assert pick_run(two.state, B) == Pick("job1", 66, 33)
 
 
+def test_measured_nodes_take_parts_of_a_fresh_job_weighted_by_speed():
+    """On a farm that knows its speeds, each node's part of a fresh job is what it
+    renders, after its start-up, by when the farm should be done: one start-up a node,
+    all ending about together (factoring's first runs were half a share, then more)."""
+    log = adaptive_log(A, B, C, frames=100)
+    speed(log, A, 1000)
+    speed(log, B, 2000)
+    speed(log, C, 4000, startup_ms=4000)
+    # 100 frames by t: t + t/2 + (t - 4)/4 = 100, t = 57.7: parts of 58, 29 and 13.
+    assert pick_run(log.state, A) == Pick("job1", 0, 58)
+    assert pick_run(log.state, B) == Pick("job1", 58, 29)
+    assert pick_run(log.state, C) == Pick("job1", 87, 13)
+    # Claimed its part, a node sizes its next run by factoring, and so does a node
+    # whose part another node's run overlaps.
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 58})
+    assert pick_run(log.state, A, busy={("job1", i) for i in range(58)}).count < 29
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 58, "count": 3})
+    assert pick_run(log.state, B).chunk == 61
+    # A node of two slots takes two parts, each weighted by its speed.
+    two = ActionLog()
+    two.add(two.create(A, "PEER_JOINED", {**joined_payload("a"), "slots": 2}))
+    two.add(two.create(B, "PEER_JOINED", joined_payload("b")))
+    speed(two, A, 2000)
+    speed(two, B, 1000)
+    two.add(
+        two.create(A, "NEW_JOB", {**new_job_payload(frames=(1, 100), chunk=1), "adaptive": True})
+    )
+    emit(two, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 25})
+    assert pick_run(two.state, A, busy={("job1", i) for i in range(25)}) == Pick("job1", 25, 25)
+    assert pick_run(two.state, B) == Pick("job1", 50, 50)
+    # Some nodes measured and others not: no parts (the unmeasured one probes).
+    log = adaptive_log(A, B, C)
+    speed(log, A, 1000)
+    assert pick_run(log.state, C).count == PROBE_FRAMES
+
+
 def test_an_unmeasured_node_probes_a_job_under_way_near_the_first_pending_frame():
     log = adaptive_log(A, B, C)
     # The job is under way: a node measured already holds part of each node's part.
@@ -503,6 +539,26 @@ def test_idle_nodes_copy_different_late_runs():
     fast = Measured({"job1": 0.001}, now=100.0)
     copies = {n: pick_backup(log.state, n, 100.0, seen, measured=fast) for n in (A, D)}
     assert {copy.holder for copy in copies.values()} == {B, C}  # both hung: one each
+
+
+def test_a_copy_leaves_out_the_part_of_a_run_another_node_copies():
+    """Two idle nodes that heard of different DONEs of one run copy different tails of
+    it: the part one copies has a copy, the rest of the run not. The other node copies
+    that rest only (a copy over a chunk with one is refused by the reducer: copying the
+    whole run, the node logged "internal error: our backup ... does not hold")."""
+    log = adaptive_log(A, B, C, D, frames=10)
+    for node in (A, B, C, D):
+        speed(log, node, 1000)
+    b = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 10})
+    ref = {"job_id": "job1", "claim_seq": b.seq}
+    emit(log, B, "DONE", {**ref, "chunk": 0, "count": 8})
+    # D heard B finish chunk 8 too and copies chunk 9; C has not heard that DONE yet.
+    emit(log, D, "BACKUP_CHUNK", {**ref, "chunk": 9})
+    seen = {("job1", 0, b.seq): 0.0, ("job1", 8, b.seq): 0.0}  # as C's worker notes them
+    copy = pick_backup(log.state, C, 1000.0, seen, measured=Measured({"job1": 1.0}, now=1000.0))
+    assert (copy.chunk, copy.count) == (8, 1)
+    emit(log, C, "BACKUP_CHUNK", {**ref, "chunk": copy.chunk})
+    assert log.state.jobs["job1"].chunk(8).backup_origin == C
 
 
 def test_a_run_gives_back_its_tail_when_a_job_of_higher_priority_waits():

@@ -118,12 +118,13 @@ def test_a_hung_renderer_is_backed_up_and_the_job_completes(tmp_path):
 
 
 def test_a_farm_with_one_slow_node_completes_and_the_slow_node_renders_less(capsys):
-    """`peerfarm bench mixed`, CI-sized: 4 node processes, the paced renderer, the last
-    node 5 times slower. Correctness only (timings are the bench's business)."""
+    """`peerfarm bench mixed --again`, CI-sized: 4 node processes, the paced renderer,
+    the last node 5 times slower, the job twice. Correctness only (timings are the
+    bench's business)."""
     from peerfarm.cli.main import main
 
     args = ["--frames", "40", "--frame-seconds", "0.2", "--startup", "0.2", "--slow", "5"]
-    assert main(["bench", "mixed", *args, "--json"]) == 0
+    assert main(["bench", "mixed", *args, "--again", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     measured = out["measured"]
     assert len(measured) == 4
@@ -134,6 +135,11 @@ def test_a_farm_with_one_slow_node_completes_and_the_slow_node_renders_less(caps
     # Measured by the nodes themselves, not told: the slow node knows it is slow.
     assert slow["frame_seconds"] > 2 * max(m["frame_seconds"] for m in normal)
     assert out["makespan"] >= out["lower_bound"] > 0
+    # The job again, on a farm that knows its speeds: its parts are weighted by them.
+    again = out["again"]
+    assert sum(again["frames_rendered"]) == 40
+    assert again["frames_rendered"][-1] < min(again["frames_rendered"][:-1])
+    assert again["makespan"] > 0
 
 
 def test_the_paced_renderer_refuses_a_bad_pace(monkeypatch):

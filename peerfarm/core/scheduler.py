@@ -289,10 +289,10 @@ def _adaptive_run(
     gaps = claimable_gaps(state, job, node_id, busy)
     if not gaps:
         return None
+    part = _first_part(state, job, node_id, gaps)
+    if part is not None:
+        return part
     if me.speed(job.renderer) is None:
-        part = _first_part(state, job, node_id, gaps)
-        if part is not None:
-            return part
         # Nodes probing their speed all start at once: each skips its rank's worth of
         # probe runs from the first pending frame, so their claims rarely collide.
         want = probe_frames(state, job)
@@ -330,30 +330,77 @@ def _adaptive_run(
 
 
 def _first_part(state: State, job: Job, node_id: str, gaps: list[tuple[int, int]]) -> Pick | None:
-    """The first run of a node that does not know its speed yet, on a job the farm has
-    just started: its equal part of the job, claimed whole (the job's chunks cut into
-    one part per slot of the nodes that may take it, in their order). It measures its
-    speed from the part's first frames while it renders and shares it at once
-    (machine/worker.py), and a part longer than the farm needs gives its tail back
-    (split_keep). A probe run and the runs after it each paid a start-up: a node now
-    pays one for its first part. None when the part is not all pending (the job is under
-    way: a probe), or the job shares the farm or is limited to N nodes."""
+    """The first run of a node on a job the farm has just started: its part of the job,
+    claimed whole. The job is cut into one part per slot of the nodes that may take it,
+    in their order: equal parts on a farm that does not know its speeds yet, parts
+    weighted by speed (and by the frames' learned costs) on one that knows them all
+    (_part_bounds). A node that does not know its speed measures it from the part's
+    first frames while it renders and shares it at once (machine/worker.py), and a part
+    longer than the farm needs gives its tail back (split_keep). Probes and factoring's
+    runs each paid a start-up: a node now pays one for its part. None when the part is
+    not all pending (the job is under way: a probe or factoring), the job shares the
+    farm or is limited to N nodes, or some nodes know their speed and others do not."""
     if job.max_nodes or len(_sharing(state, job)) > 1:
         return None
     able = able_renderers(state, job)
     if node_id not in able:
         return None
-    slots = [state.peers[n].slots for n in able]
-    size = -(-job.chunk_total // max(1, sum(slots)))
-    before = sum(slots[: able.index(node_id)])
-    for part in range(before, before + state.peers[node_id].slots):
-        start = part * size
-        count = min(size, job.chunk_total - start)
+    speeds = [state.peers[n].speed(job.renderer) for n in able]
+    measured = sum(1 for s in speeds if s is not None)
+    if 0 < measured < len(able):
+        return None
+    before = sum(state.peers[n].slots for n in able[: able.index(node_id)])
+    mine = range(before, before + state.peers[node_id].slots)
+    if measured:
+        records = chunk_index.segments(job.chunks).records
+        if sum(1 for r in records if r.claim_origin == node_id) >= len(mine):
+            return None  # this node's parts were claimed (the bounds walk every frame)
+        bounds = _part_bounds(state, job, able)
+    else:
+        total = sum(state.peers[n].slots for n in able)
+        size = -(-job.chunk_total // max(1, total))
+        bounds = [min(job.chunk_total, k * size) for k in range(total + 1)]
+    for part in mine:
+        start, count = bounds[part], bounds[part + 1] - bounds[part]
         if count > 0 and any(
             first <= start and start + count <= first + length for first, length in gaps
         ):
             return Pick(job.id, start, count)
     return None
+
+
+def _part_bounds(state: State, job: Job, able: list[str]) -> list[int]:
+    """Where each slot's part of the job starts (and the job's end last), on a farm
+    whose nodes all know their speed: each part the work its slot renders, after its
+    start-up, by the moment the farm should be done with the job (so each node pays its
+    start-up once and all end about together); frame-units by the job's costs when
+    known. A slot too slow to render a frame by then gets an empty part."""
+    rates: list[tuple[float, float]] = []  # per slot: (start-up s, s per frame-unit)
+    for n in able:
+        frame_ms, startup_ms = state.peers[n].speed(job.renderer) or (1000, 0)
+        rates += [(startup_ms / 1000.0, max(frame_ms, 1) / 1000.0)] * state.peers[n].slots
+    costs = job_costs(state, job)
+    work = run_work(job, costs, 0, job.chunk_total)
+
+    def rendered_by(t: float) -> float:
+        return sum(max(0.0, t - startup) / per for startup, per in rates)
+
+    lo, hi = 0.0, max(s for s, _ in rates) + work * max(p for _, p in rates)
+    for _ in range(50):  # the least t by which the farm renders the whole job
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rendered_by(mid) < work else (lo, mid)
+    bounds, done, at, cum = [0], 0.0, 0, 0.0
+    for startup, per in rates:
+        done += max(0.0, hi - startup) / per
+        # Up to the frame nearest to where this part's work ends.
+        while at < job.chunk_total:
+            step = run_work(job, costs, at, 1)
+            if cum + step / 2 > done:
+                break
+            cum, at = cum + step, at + 1
+        bounds.append(at)
+    bounds[-1] = job.chunk_total
+    return bounds
 
 
 def _spread_run(
@@ -750,8 +797,8 @@ def pick_backup(
             continue  # not measured yet: no telling whether a copy would be faster
         job_seconds = measured.frame_seconds.get(job.id)
         scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
-        for first, count, holder, seq in claimed_runs(job):
-            if holder == node_id or job.chunk(first).backup_origin:
+        for first, count, holder, seq in chunk_index.copyable_runs(job.chunks):
+            if holder == node_id:
                 continue
             if any((job.id, i) in busy for i in range(first, first + count)):
                 continue
@@ -980,8 +1027,8 @@ def overdue_at(
             continue
         job_seconds = measured.frame_seconds.get(job.id)
         scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
-        for first, count, holder, seq in claimed_runs(job):
-            if holder == node_id or job.chunk(first).backup_origin:
+        for first, count, holder, seq in chunk_index.copyable_runs(job.chunks):
+            if holder == node_id:
                 continue
             started = seen.get((job.id, first, seq))
             theirs = run_estimate(state, job, holder, first, count, scale, seq)

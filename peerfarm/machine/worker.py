@@ -17,7 +17,7 @@ from typing import Any
 
 from peerfarm.core import actions as act
 from peerfarm.core import chunk_index
-from peerfarm.core.costs import MAX_FRAMES, work_of
+from peerfarm.core.costs import MAX_FRAMES, node_scales, work_of
 from peerfarm.core.scheduler import (
     PROBE_FRAMES,
     SPLIT_LOOK_EVERY,
@@ -28,7 +28,7 @@ from peerfarm.core.scheduler import (
     pick_run,
     split_keep,
 )
-from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_FAILED, PENDING, UP, Job
+from peerfarm.core.state import ACTIVE, CHUNK_DONE, CLAIMED, JOB_DONE, JOB_FAILED, PENDING, UP, Job
 from peerfarm.machine import effects as fx
 from peerfarm.machine.shared import Shared
 from peerfarm.machine.timing import FINISHED_TOLD_EVERY
@@ -96,6 +96,7 @@ class Render:
     # (job's chunk map, job state, count) when _stop_lost_claims last found it needed: it
     # looks again only once one of them changed, not at every frame of a long run.
     needed_as_of: tuple[object, str, int] | None = None
+    measured: int = 0  # frames of the run (from the first) whose times were counted
 
     @property
     def chunks(self) -> range:
@@ -152,6 +153,7 @@ class Worker:
         # seconds per frame per job, and per renderer, with the renderer's start-up.
         self.job_frame_seconds: dict[str, float] = {}
         self.speeds: dict[str, tuple[float, float]] = {}  # renderer -> (s/frame, start-up s)
+        self._measured_jobs: set[str] = set()  # active jobs this node measured frames of
         # When this node first saw each claim, (job, first chunk, claim seq) -> time:
         # how far along another node's run should be (backups).
         self.claims_seen: dict[tuple[str, int, int], float] = {}
@@ -209,6 +211,24 @@ class Worker:
                     chunk = job.chunk(after)
                     if chunk.state == CLAIMED and chunk.claim_seq == p["claim_seq"]:
                         self.claims_seen.setdefault((job.id, after, p["claim_seq"]), now)
+            elif action.type == act.BACKUP_CHUNK:
+                # A copy of the head of a run: the rest is a run of its own to copy
+                # (chunk_index.copyable_runs), as old as the one the copy took, or a hung
+                # holder's rest would look freshly claimed at every look.
+                p = action.payload
+                job, after = jobs.get(p["job_id"]), p["chunk"] + p.get("count", 1)
+                if job is not None and after < job.chunk_total:
+                    chunk = job.chunk(after)
+                    if chunk.state == CLAIMED and chunk.claim_seq == p["claim_seq"]:
+                        seen = self.claims_seen.get((job.id, p["chunk"], p["claim_seq"]), now)
+                        self.claims_seen.setdefault((job.id, after, p["claim_seq"]), seen)
+        for job_id in [
+            j for j in self._measured_jobs if jobs.get(j) is None or jobs[j].state != ACTIVE
+        ]:
+            self._measured_jobs.discard(job_id)
+            job = jobs.get(job_id)
+            if job is not None and job.state == JOB_DONE:
+                self._speed_from_job(job)
         if len(self.claims_seen) > SEEN_KEPT:
             jobs = self.shared.state.jobs
             self.claims_seen = {
@@ -685,7 +705,7 @@ class Worker:
         n = upto or len(render.frames)
         first = render.first_frame_at
         last = render.frame_at[n - 1] if len(render.frame_at) >= n else render.last_frame_at
-        if first is None or last is None or render.frames_finished < n:
+        if first is None or last is None or render.frames_finished < n or n <= render.measured:
             return
         known = self.speeds.get(render.renderer)
         # Seconds per frame-unit: a frame of a job whose costs are known counts as its
@@ -697,6 +717,7 @@ class Worker:
         frames = render.frames[:n]
         first_work = work_of(costs, start, frames[:1]) or 1.0
         at = render.frame_at[:n]
+        old_job = self.job_frame_seconds.get(render.job_id)
         if n >= 2 and len(at) == n:
             # The median frame after the first, each by its cost: one heavy frame (an
             # explosion the costs do not know yet) does not make the node look slow.
@@ -710,24 +731,42 @@ class Worker:
         elif n >= 2:
             per_frame = (last - first) / (work_of(costs, start, frames[1:]) or (n - 1))
             startup = max(0.0, first - render.started - per_frame * first_work)
+        elif known is not None and old_job is not None:
+            # One frame: start-up and frame together, and the job's frames are known: the
+            # run tells nothing a start-up's noise would not drown (a start-up measured a
+            # second longer made the frame free, and the node 1,000 times as fast).
+            render.measured = n
+            return
         elif known is not None:
             startup = known[1]
-            per_frame = max(first - render.started - startup, 1e-3) / first_work
+            # (The frame counts as at least half the run: a start-up measured longer on
+            # other scenes does not make it free.)
+            run = first - render.started
+            per_frame = max(run - startup, run / 2, 1e-3) / first_work
         else:
             per_frame, startup = max(first - render.started, 1e-3) / first_work, 0.0
         per_frame = max(per_frame, 1e-3)
-        w = MEASURE_WEIGHT
-        old_job = self.job_frame_seconds.get(render.job_id)
+        # A run of few frames weighs less (the median of one or two frames is any heavy
+        # frame among them: a 4 s node measured at 31 s from a run of two).
+        w = MEASURE_WEIGHT * min(1.0, (n - 1) / (PROBE_FRAMES - 1)) if n >= 2 else MEASURE_WEIGHT
         self.job_frame_seconds[render.job_id] = (
             per_frame if old_job is None else (1 - w) * old_job + w * per_frame
         )
         if known is not None:
             per_frame = (1 - w) * known[0] + w * per_frame
-            startup = (1 - w) * known[1] + w * startup if n >= 2 else known[1]
-        self.speeds[render.renderer] = (per_frame, startup)
+            startup = (
+                (1 - MEASURE_WEIGHT) * known[1] + MEASURE_WEIGHT * startup if n >= 2 else known[1]
+            )
+        render.measured = n
+        self._measured_jobs.add(render.job_id)
+        self._share_speed(render.renderer, per_frame, startup)
+
+    def _share_speed(self, renderer: str, per_frame: float, startup: float) -> None:
+        """Keep the renderer's speed; share it (NODE_SPEED) when the farm's is off."""
+        self.speeds[renderer] = (per_frame, startup)
         shared = self.shared
         me = shared.state.peers.get(shared.node_id)
-        told = me.speed(render.renderer) if me is not None else None
+        told = me.speed(renderer) if me is not None else None
         frame_ms, startup_ms = max(1, round(per_frame * 1000)), round(startup * 1000)
         if (
             told is None
@@ -736,8 +775,33 @@ class Worker:
         ):
             shared.emit(
                 act.NODE_SPEED,
-                {"renderer": render.renderer, "frame_ms": frame_ms, "startup_ms": startup_ms},
+                {"renderer": renderer, "frame_ms": frame_ms, "startup_ms": startup_ms},
             )
+
+    def _speed_from_job(self, job: Job) -> None:
+        """A job this node rendered frames of is done: its speed for the renderer, from
+        the job's frame times as the farm has them, every node's put on one scale where
+        their runs meet (core/costs.py node_scales): seconds for the job's median frame
+        (as a run's median frame measures it).
+        Measured as it rendered, a speed is the cost of the frames rendered: a node that
+        rendered the heavy end of a shot looked 8 times slower than it is, and the next
+        job's parts (core/scheduler.py _part_bounds) were weighted by that."""
+        times = self.shared.state.scenes.get(job.content) if job.content else None
+        me = self.shared.node_id
+        if times is None or not any(node == me for node, _ in times.frames.values()):
+            return
+        prior = {
+            n: float(s[0])
+            for n, p in self.shared.state.peers.items()
+            if (s := p.speed(job.renderer)) is not None
+        }
+        scale = node_scales(times.frames, prior)
+        if scale.get(me, 0) <= 0:
+            return
+        typical = statistics.median(ms / scale[node] for node, ms in times.frames.values())
+        per_frame = scale[me] * typical / 1000.0
+        startup = self.speeds.get(job.renderer, (0.0, 0.0))[1]
+        self._share_speed(job.renderer, per_frame, startup)
 
     def ended(self, job_id: str, chunk: int, ok: bool, error: str, no_space: bool) -> None:
         render = self.renders.pop((job_id, chunk), None)
