@@ -18,8 +18,9 @@ How much of it:
   long (so loading the scene is paid rarely) but never more than the whole share. On
   a fresh farm's first job, nodes that have not measured their speed yet each claim
   an equal part of the job as one run, measure themselves from its first frames, and
-  give back the tail the farm should render sooner (split_keep); a node that joins a
-  job under way takes a short probe run.
+  give back the tail the farm should render sooner (split_keep); on a farm whose nodes
+  all know their speeds the parts are weighted by them; a node that joins a job under
+  way takes a short probe run.
 
 Concurrent claims that still collide are settled by the reducer (a run wins whole or
 not at all), and the loser simply asks again.
@@ -392,6 +393,10 @@ def _part_bounds(state: State, job: Job, able: list[str]) -> list[int]:
     bounds, done, at, cum = [0], 0.0, 0, 0.0
     for startup, per in rates:
         done += max(0.0, hi - startup) / per
+        if not costs:  # every frame alike: no walk over a job of 1,000,000 frames
+            bounds.append(min(job.chunk_total, max(at, round(done / job.chunk_size))))
+            at = bounds[-1]
+            continue
         # Up to the frame nearest to where this part's work ends.
         while at < job.chunk_total:
             step = run_work(job, costs, at, 1)
