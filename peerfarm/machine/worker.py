@@ -681,20 +681,20 @@ class Worker:
         shared.emit(act.RELEASE_CHUNK, tail)
 
     def _measure_early(self, render: Render) -> None:
-        """A node that does not know its speed for the renderer yet measures it from
-        the first PROBE_FRAMES frames of the run it renders (its first part of a job:
-        core/scheduler.py _first_part) and shares it at once, so the farm sizes its work
-        and the run can give back what the farm should render sooner."""
+        """A node's first run of a job (its part of it: core/scheduler.py _first_part)
+        measures the node's speed from its first PROBE_FRAMES frames and shares it at
+        once when it is off, so the farm sizes its work and the run can give back what
+        the farm should render sooner. Not only when the node's speed is not known: a
+        node whose speed the farm knows may have become slower (a workstation an artist
+        now works on; its part of a farm's second job, sized by its old speed, took it
+        28.9 s of a job the others had done in 19) or meet a heavier scene."""
         if render.backup or render.tile is not None or render.frames_finished != PROBE_FRAMES:
             return
-        if render.renderer in self.speeds or len(render.frames) <= PROBE_FRAMES:
+        if render.job_id in self.job_frame_seconds or len(render.frames) <= PROBE_FRAMES:
             return
         job = self.shared.state.jobs.get(render.job_id)
         if job is None or not job.adaptive:
             return  # fixed chunks: measured when they end, as they always were
-        me = self.shared.state.peers.get(self.shared.node_id)
-        if me is None or me.speed(render.renderer) is not None:
-            return
         self._measure(render, PROBE_FRAMES)
 
     def _measure(self, render: Render, upto: int = 0) -> None:
