@@ -629,6 +629,15 @@ def test_a_done_reports_frame_times_only_when_they_can_tell_a_scene_s_costs():
             assert done["payload"]["frame_ms"] == [0, 500, 500, 500]
 
 
+def rendered_light_job(h: Harness, frame_seconds: float) -> None:
+    """The node renders a job of 4 frames in one chunk, each ``frame_seconds``."""
+    light = new_job_payload("light", frames=(1, 4), chunk=4)
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, light)), fx.StartRender)
+    for _ in range(4):
+        h.feed(ev.RenderProgress("light", start.chunk), at=h.now + frame_seconds)
+    h.feed(ev.RenderEnded("light", start.chunk, ok=True))
+
+
 def test_a_heavy_scene_after_a_light_one_is_not_stopped_as_hung():
     """The hung limit judged a job's first render by the renderer's speed on other
     scenes: after frames of 0.3 s, a POV-Ray scene of 35 s a frame was stopped "as
@@ -636,11 +645,7 @@ def test_a_heavy_scene_after_a_light_one_is_not_stopped_as_hung():
     times now; a render of it that stops finishing frames is still stopped."""
     h = Harness(slots=1)
     h.start_working()
-    light = new_job_payload("light", frames=(1, 4), chunk=4)
-    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, light)), fx.StartRender)
-    for _ in range(4):
-        h.feed(ev.RenderProgress("light", start.chunk), at=h.now + 0.3)
-    h.feed(ev.RenderEnded("light", start.chunk, ok=True))
+    rendered_light_job(h, frame_seconds=0.3)
     heavy = new_job_payload("heavy", frames=(1, 3), chunk=1)
     (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, heavy)), fx.StartRender)
     assert not of(h.tick(h.now + 35.0), fx.StopRender)  # 100 frames of the light scene
@@ -878,11 +883,7 @@ def test_a_node_that_became_slower_tells_it_from_its_parts_first_frames():
     others' 19 when it did not)."""
     h = Harness(slots=1)
     h.start_working()
-    light = new_job_payload("light", frames=(1, 4), chunk=4)
-    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, light)), fx.StartRender)
-    for _ in range(4):
-        h.feed(ev.RenderProgress("light", start.chunk), at=h.now + 1.0)
-    h.feed(ev.RenderEnded("light", start.chunk, ok=True))
+    rendered_light_job(h, frame_seconds=1.0)
     (fast,) = h.emitted(act.NODE_SPEED)
     assert fast["payload"]["frame_ms"] == 1000
     payload = {**new_job_payload("j", frames=(1, 40), chunk=1), "adaptive": True}
