@@ -167,33 +167,16 @@ def _splice(old: Segments, chunks: Map, first: int, end: int) -> Segments:
     return Segments(starts, ends, records)
 
 
-def claimed_runs(chunks: Map) -> list[tuple[int, int, str, int]]:
+def claimed_runs(chunks: Map, uncopied: bool = False) -> list[tuple[int, int, str, int]]:
     """The claimed runs: (first chunk, count, holder, claim seq), in chunk order; a run
-    is consecutive claimed chunks of one claim."""
+    is consecutive claimed chunks of one claim. ``uncopied``: only chunks no node copies
+    (no backup): a run part of which another node copies counts as its parts without
+    one (two idle nodes that heard of different DONEs of a run copy different tails of
+    it, and the reducer refuses a backup over a chunk that has one)."""
     seg = segments(chunks)
     runs: list[tuple[int, int, str, int]] = []
     for start, end, record in zip(seg.starts, seg.ends, seg.records, strict=True):
-        if record.state != CLAIMED:
-            continue
-        if runs:
-            first, count, holder, seq = runs[-1]
-            if first + count == start and (holder, seq) == (record.claim_origin, record.claim_seq):
-                runs[-1] = (first, count + end - start, holder, seq)
-                continue
-        runs.append((start, end - start, record.claim_origin, record.claim_seq))
-    return runs
-
-
-def copyable_runs(chunks: Map) -> list[tuple[int, int, str, int]]:
-    """The claimed runs with no copy (no backup) on any of their chunks, as
-    ``claimed_runs`` gives them: a run part of which another node copies counts as its
-    parts without one. (Two idle nodes that heard of different DONEs of
-    a run copy different tails of it.) The reducer refuses a backup over a chunk that
-    has one."""
-    seg = segments(chunks)
-    runs: list[tuple[int, int, str, int]] = []
-    for start, end, record in zip(seg.starts, seg.ends, seg.records, strict=True):
-        if record.state != CLAIMED or record.backup_origin:
+        if record.state != CLAIMED or (uncopied and record.backup_origin):
             continue
         if runs:
             first, count, holder, seq = runs[-1]

@@ -802,7 +802,7 @@ def pick_backup(
             continue  # not measured yet: no telling whether a copy would be faster
         job_seconds = measured.frame_seconds.get(job.id)
         scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
-        for first, count, holder, seq in chunk_index.copyable_runs(job.chunks):
+        for first, count, holder, seq in chunk_index.claimed_runs(job.chunks, uncopied=True):
             if holder == node_id:
                 continue
             if any((job.id, i) in busy for i in range(first, first + count)):
@@ -1032,7 +1032,7 @@ def overdue_at(
             continue
         job_seconds = measured.frame_seconds.get(job.id)
         scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
-        for first, count, holder, seq in chunk_index.copyable_runs(job.chunks):
+        for first, count, holder, seq in chunk_index.claimed_runs(job.chunks, uncopied=True):
             if holder == node_id:
                 continue
             started = seen.get((job.id, first, seq))

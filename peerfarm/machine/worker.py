@@ -205,23 +205,15 @@ class Worker:
                 # A DONE of the first part of a run (a long run tells its finished
                 # chunks as it goes): what the claim still holds is a run seen now,
                 # or it would never look overdue to anyone.
-                p = action.payload
-                job, after = jobs.get(p["job_id"]), p["chunk"] + p.get("count", 1)
-                if job is not None and after < job.chunk_total:
-                    chunk = job.chunk(after)
-                    if chunk.state == CLAIMED and chunk.claim_seq == p["claim_seq"]:
-                        self.claims_seen.setdefault((job.id, after, p["claim_seq"]), now)
+                self._note_rest_seen(action.payload, now)
             elif action.type == act.BACKUP_CHUNK:
                 # A copy of the head of a run: the rest is a run of its own to copy
-                # (chunk_index.copyable_runs), as old as the one the copy took, or a hung
-                # holder's rest would look freshly claimed at every look.
+                # (chunk_index.claimed_runs, uncopied), as old as the one the copy took,
+                # or a hung holder's rest would look freshly claimed at every look.
                 p = action.payload
-                job, after = jobs.get(p["job_id"]), p["chunk"] + p.get("count", 1)
-                if job is not None and after < job.chunk_total:
-                    chunk = job.chunk(after)
-                    if chunk.state == CLAIMED and chunk.claim_seq == p["claim_seq"]:
-                        seen = self.claims_seen.get((job.id, p["chunk"], p["claim_seq"]), now)
-                        self.claims_seen.setdefault((job.id, after, p["claim_seq"]), seen)
+                self._note_rest_seen(
+                    p, self.claims_seen.get((p["job_id"], p["chunk"], p["claim_seq"]), now)
+                )
         for job_id in [
             j for j in self._measured_jobs if jobs.get(j) is None or jobs[j].state != ACTIVE
         ]:
@@ -236,6 +228,16 @@ class Worker:
                 for k, v in self.claims_seen.items()
                 if (job := jobs.get(k[0])) is not None and job.state == ACTIVE
             }
+
+    def _note_rest_seen(self, payload: dict[str, Any], seen: float) -> None:
+        """The chunks a claim still holds after the ones ``payload`` (a DONE or a
+        BACKUP_CHUNK) names: a run of their own, seen at ``seen``."""
+        job = self.shared.state.jobs.get(payload["job_id"])
+        after = payload["chunk"] + payload.get("count", 1)
+        if job is not None and after < job.chunk_total:
+            chunk = job.chunk(after)
+            if chunk.state == CLAIMED and chunk.claim_seq == payload["claim_seq"]:
+                self.claims_seen.setdefault((job.id, after, payload["claim_seq"]), seen)
 
     def next_deadline(self) -> float:
         hung = min(
