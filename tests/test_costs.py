@@ -166,11 +166,12 @@ def test_a_resubmitted_scene_with_a_heavy_tail_finishes_sooner_in_the_simulator(
     other = measure_resubmitted(scenario, OTHER_SCENE)
     assert same["first"] == other["first"]
     # Not only because the speeds are known: the same frames as another scene take longer
-    # (213.1 s against 279.2 s; the first submission 230.2 s). With a start-up of 2 s the
-    # last round sized by free slots (core/scheduler.py last_round_work) brought the other
-    # scene to 203.8 s, level with the same scene's 203.6 s: docs/scheduling.md,
-    # "Re-submitted scenes".
-    assert same["resubmitted"]["makespan"] < 0.95 * other["resubmitted"]["makespan"]
+    # (206.1 s against 213.4 s; 237.0 s before the speeds in a job learning its costs
+    # were compared where the nodes' runs meet, core/scheduler.py job_speed). With a
+    # start-up of 2 s the last round sized by free slots (core/scheduler.py
+    # last_round_work) brought the other scene level with the same scene: docs/
+    # scheduling.md, "Re-submitted scenes".
+    assert same["resubmitted"]["makespan"] < 0.98 * other["resubmitted"]["makespan"]
     # (Since a fresh farm's nodes claim equal parts of the job and give back what they
     # should not render, core/scheduler.py _first_part, the first submission here takes
     # 201.0 s, less than the second's 217.2 s: a farm that knows its speeds still sizes

@@ -875,6 +875,40 @@ def test_a_node_puts_its_speed_on_the_farms_scale_once_a_job_is_done():
     assert fixed["payload"]["frame_ms"] == 1000
 
 
+def test_a_speed_put_on_the_farms_scale_is_shared_even_a_little_off():
+    """The next job's parts are weighted by the speeds put on one scale once a job is
+    done: one left 20% off (the old rule for sharing a speed) sized its node's part 20%
+    wrong. Measured at 1.1 s a frame on frames a tenth heavier than the job's typical
+    one, the node shares 1.0 s once the job is done."""
+    h = Harness(slots=1)
+    h.start_working()
+    h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    speed_of_a = {"renderer": "builtin", "startup_ms": 0, "frame_ms": 1000}
+    h.receive(A, h.peer_action(A, act.NODE_SPEED, speed_of_a))
+    payload = new_job_payload("j", frames=(1, 40), chunk=10)
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+    assert start.chunk == 0
+    claims = [h.peer_action(A, act.CLAIM_CHUNK, {"job_id": "j", "chunk": c}) for c in (1, 2, 3)]
+    for claim in claims:
+        h.receive(A, claim)
+    h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 1.1)
+    for _ in range(9):
+        h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 1.1)
+    h.feed(ev.RenderEnded("j", start.chunk, ok=True))
+    (measured,) = h.emitted(act.NODE_SPEED)
+    assert measured["payload"]["frame_ms"] == 1100
+    # A's frames next to ours cost as much (1.1 s on A: as fast as we are), the rest of
+    # the job's frames 1.0 s on A.
+    for claim, ms in zip(
+        claims, ([0, 1100, 1100] + [1000] * 7, [0] + [1000] * 9, [0] + [1000] * 9), strict=True
+    ):
+        done = {"job_id": "j", "chunk": claim["payload"]["chunk"], "claim_seq": claim["seq"]}
+        h.receive(A, h.peer_action(A, act.DONE, {**done, "frame_ms": ms}))
+    assert h.machine.shared.state.jobs["j"].state == "done"
+    (_, on_scale) = h.emitted(act.NODE_SPEED)
+    assert on_scale["payload"]["frame_ms"] == 1000
+
+
 def test_a_node_that_became_slower_tells_it_from_its_parts_first_frames():
     """A node whose speed the farm knows may have become slower (an artist now works on
     it): its part of the next job, sized by its old speed, is too long. It measures

@@ -15,6 +15,7 @@ from peerfarm.core.scheduler import (
     STARTUPS_PER_RUN,
     Measured,
     Pick,
+    job_speed,
     overdue_at,
     pick_backup,
     pick_run,
@@ -458,6 +459,37 @@ def test_a_run_gives_back_the_tail_the_idle_farm_should_render_sooner():
     assert split_keep(log.state, A, log.state.jobs["job1"], 0, 50, finished, measured) == keep
 
 
+def test_speeds_in_a_job_learning_its_costs_compare_where_the_nodes_runs_meet():
+    """A fresh farm measures each node on its own part of the job: A (1 s a frame-unit)
+    on frames of cost 4 measured 4 s a frame, B (7 s) on frames of cost 1 measured 7 s,
+    and B looked 1.75 times slower than A. Where their runs meet (frames of cost 2: A's
+    2 s against B's 14 s) the job tells the true ratio, and decisions about who should
+    render what (estimates of runs, tails given back, copies) compare them by it."""
+    log = adaptive_log(A, B, frames=40)
+    speed(log, A, 4000, startup_ms=1000)
+    speed(log, B, 7000, startup_ms=1000)
+    assert job_speed(log.state, log.state.jobs["job1"], B)[0] / 4000 == 1.75
+    a = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 10})
+    b = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 10, "count": 10})
+    a_ms = [0] + [4000] * 6 + [2000] * 3  # the first frame also paid the start-up
+    b_ms = [0] + [14000] * 3 + [7000] * 6
+    for node, claim, first, ms in ((A, a, 0, a_ms), (B, b, 10, b_ms)):
+        payload = {"job_id": "job1", "chunk": first, "count": 10, "claim_seq": claim.seq}
+        emit(log, node, "DONE", {**payload, "frame_ms": ms})
+    state = log.state
+    job = state.jobs["job1"]
+    fast, slow = job_speed(state, job, A), job_speed(state, job, B)
+    assert abs(slow[0] / fast[0] - 7.0) < 0.01
+    assert (fast[1], slow[1]) == (1000, 1000)  # start-ups as measured
+    # The same frames, estimated for each node: 7 times as long on B (start-up aside).
+    a_run = run_estimate(state, job, A, 20, 10, 1.0)
+    b_run = run_estimate(state, job, B, 20, 10, 1.0)
+    assert abs((b_run - 1.0) / (a_run - 1.0) - 7.0) < 0.01
+    # A job whose costs were learned before it (job.costs) compares measured speeds.
+    known = job._replace(costs=(1.0,) * 40)
+    assert job_speed(state, known, B) == state.peers[B].speed("builtin")
+
+
 def test_a_run_gives_back_its_tail_only_when_a_slot_frees_before_its_next_frame():
     """Given back while every other node is busy, a tail waited, sized by guesses the
     next frames refine: the holder gives it back once a slot should be free before its
@@ -579,3 +611,35 @@ def test_a_run_gives_back_its_tail_when_a_job_of_higher_priority_waits():
     # Once the urgent job's frames are all claimed, runs go on as before.
     emit(log, B, "CLAIM_CHUNK", {"job_id": "job2", "chunk": 0, "count": 20})
     assert split_keep(log.state, A, log.state.jobs["job1"], 0, 50, finished, measured) == 50
+
+
+def test_a_run_gives_back_its_tail_to_a_job_of_equal_priority_with_less_speed_on_it():
+    """Two jobs submitted at once: three of four nodes took parts of the first before
+    they heard of the second, which then ended long after it. A node moves to the other
+    job (its run ends with the frame it renders) when that evens the two jobs' running
+    speeds out: their difference is more than the node's own speed on both."""
+    log = adaptive_log(A, B, C, D, frames=120)
+    for node in (A, B, C, D):
+        speed(log, node, 1000, startup_ms=500)
+    claims = {
+        node: emit(log, node, "CLAIM_CHUNK", {"job_id": "job1", "chunk": i * 30, "count": 30})
+        for i, node in enumerate((A, B, C))
+    }
+    other = {**new_job_payload("job2", frames=(1, 120), chunk=1), "adaptive": True}
+    emit(log, D, "NEW_JOB", other)
+    emit(log, D, "CLAIM_CHUNK", {"job_id": "job2", "chunk": 0, "count": 30})
+    measured = Measured({"job1": 1.0}, now=6.0, seen={("job1", 0, claims[A].seq): 0.0})
+    finished = [2.0, 3.0, 4.0, 5.0]
+    # 3 frames a second on job1 against 1 on job2: A moving makes it 2 and 2.
+    assert split_keep(log.state, A, log.state.jobs["job1"], 0, 30, finished, measured) == 5
+    # Once A has moved (its tail given back, its next run on job2), 2 against 2: B stays.
+    emit(
+        log,
+        A,
+        "RELEASE_CHUNK",
+        {"job_id": "job1", "chunk": 5, "claim_seq": claims[A].seq, "count": 25},
+    )
+    emit(log, A, "DONE", {"job_id": "job1", "chunk": 0, "count": 5, "claim_seq": claims[A].seq})
+    emit(log, A, "CLAIM_CHUNK", {"job_id": "job2", "chunk": 30, "count": 30})
+    b_seen = Measured({"job1": 1.0}, now=6.0, seen={("job1", 30, claims[B].seq): 0.0})
+    assert split_keep(log.state, B, log.state.jobs["job1"], 30, 30, finished, b_seen) == 30

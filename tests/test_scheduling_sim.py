@@ -171,10 +171,15 @@ def test_equal_priority_jobs_share_the_farm_and_finish_together():
         fault_end=1.0,
         startup=0.5,
     )
-    result = run_schedule(schedule, random.Random(2), 2)
-    assert result.jobs == {"job-a": "done", "job-b": "done"}
-    a, b = (result.done_at[j] - 1.0 for j in ("job-a", "job-b"))
-    assert abs(a - b) <= 0.1 * max(a, b), (a, b)  # not one after the other
+    # Over several runs (the nodes hear of the jobs in another order each time): three
+    # of four nodes took parts of one job before they heard of the other, and a slow
+    # node kept its tail of one job counting on no help from the other's nodes: 4 runs
+    # in 12 ended more than 10% apart (25% at worst).
+    for seed in range(6):
+        result = run_schedule(schedule, random.Random(seed), seed)
+        assert result.jobs == {"job-a": "done", "job-b": "done"}
+        a, b = (result.done_at[j] - 1.0 for j in ("job-a", "job-b"))
+        assert abs(a - b) <= 0.1 * max(a, b), (seed, a, b)  # not one after the other
 
 
 def test_a_priority_job_gets_its_first_frames_within_one_run():

@@ -76,13 +76,15 @@ def frame_costs(
     reach: int | None = None,
     prior: Mapping[str, float] | None = None,
     unknown_as_mean: bool = False,
+    scales: Mapping[str, float] | None = None,
 ) -> tuple[float, ...]:
     """Each frame's relative cost (mean 1), frame_start first, or () when fewer than
     ``at_least`` of the frames were measured. A frame never measured costs as its
     measured neighbours. ``prior``: each node's measured speed (ms per frame), which
     puts on one scale the nodes no boundary links (node_scales). ``unknown_as_mean``: a
     frame beyond ``reach`` costs the mean known frame, not the median (what a run there
-    should cost on average: a shot with a heavy frame in ten has a cheap median)."""
+    should cost on average: a shot with a heavy frame in ten has a cheap median).
+    ``scales``: node_scales(table, prior), when the caller has it already."""
     total = frame_end - frame_start + 1
     if times is None or total > MAX_FRAMES or total < 1:
         return ()
@@ -90,7 +92,7 @@ def frame_costs(
     inside = sum(1 for f in range(frame_start, frame_end + 1) if f in table)
     if inside < at_least * total or inside < 2:
         return ()
-    speed = node_scales(table, prior)
+    speed = scales if scales is not None else node_scales(table, prior)
     known = {f: ms / speed[node] for f, (node, ms) in table.items()}
     costs = _fill(known, frame_start, frame_end, reach, unknown_as_mean)
     mean = sum(costs) / total

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from peerfarm.core import chunk_index
 from peerfarm.core.chunk_order import IN_ORDER, chunk_order
-from peerfarm.core.costs import frame_costs, work_of
+from peerfarm.core.costs import frame_costs, node_scales, work_of
 from peerfarm.core.requirements import has_room
 from peerfarm.core.state import (
     ACTIVE,
@@ -220,8 +220,11 @@ def _fixed_chunk(state: State, job: Job, node_id: str, busy: Container) -> Pick 
     return None
 
 
-# content -> ((table, speeds), its costs)
-_LIVE: dict[str, tuple[tuple[object, tuple[tuple[str, float], ...]], tuple[float, ...]]] = {}
+# content -> ((table, speeds), (its costs, the nodes' speeds on the job's scale))
+_LIVE: dict[
+    str,
+    tuple[tuple[object, tuple[tuple[str, float], ...]], tuple[tuple[float, ...], dict[str, float]]],
+] = {}
 LIVE_KEPT = 16
 LIVE_REACH = 20  # frames: farther from any rendered frame, a frame costs as the typical one
 
@@ -233,9 +236,30 @@ def job_costs(state: State, job: Job) -> tuple[float, ...]:
     neighbours: costs change slowly along most shots); () when nothing is known."""
     if job.costs or not job.adaptive or job.tiles != 1:
         return job.costs
+    return _live(state, job)[0]
+
+
+def job_speed(state: State, job: Job, node_id: str) -> tuple[float, float] | None:
+    """``node_id``'s speed for ``job`` as (ms per frame, start-up ms), to compare with
+    the other nodes': its measured speed (NODE_SPEED), or while the job's costs are
+    learned from its own frames, the nodes' speeds as those frames tell them where
+    their runs meet (core/costs.py node_scales). A fresh farm's speeds are measured
+    each on its own part of the job: a node on the heavy end of a shot looks as many
+    times slower as its frames are heavier (a 7 s node on frames of cost 1 looked only
+    1.8 times slower than a 1 s node on frames of cost 4), and who should render the
+    end of the job was decided by that. None when the node has not measured it."""
+    peer = state.peers.get(node_id)
+    measured = peer.speed(job.renderer) if peer is not None else None
+    if measured is None or job.costs or not job.adaptive or job.tiles != 1:
+        return measured
+    ms = _live(state, job)[1].get(node_id)
+    return (ms, measured[1]) if ms else measured
+
+
+def _live(state: State, job: Job) -> tuple[tuple[float, ...], dict[str, float]]:
     times = state.scenes.get(job.content)
     if times is None:
-        return ()
+        return (), {}
     # The nodes' measured speeds put their frame times on one scale where their runs
     # never meet (the first runs of a farm are scattered along the job).
     prior = {
@@ -245,6 +269,7 @@ def job_costs(state: State, job: Job) -> tuple[float, ...]:
     cached = _LIVE.get(job.content)
     if cached is not None and cached[0][0] is key[0] and cached[0][1] == key[1]:
         return cached[1]
+    scales = node_scales(times.frames, prior) if len(times.frames) >= 2 else {}
     live = frame_costs(
         times,
         job.frame_start,
@@ -253,11 +278,12 @@ def job_costs(state: State, job: Job) -> tuple[float, ...]:
         reach=LIVE_REACH,
         prior=prior,
         unknown_as_mean=True,
+        scales=scales,
     )
     if len(_LIVE) >= LIVE_KEPT:
         _LIVE.clear()  # a cache: recomputed when needed
-    _LIVE[job.content] = (key, live)
-    return live
+    _LIVE[job.content] = (key, (live, scales))
+    return live, scales
 
 
 def run_work(job: Job, costs: tuple[float, ...], first: int, count: int) -> float:
@@ -534,7 +560,7 @@ def run_length(
 ) -> float:
     """How much of the ``unclaimed`` work (frame-units: frames, or their learned costs)
     this node should claim."""
-    mine = me.speed(job.renderer)
+    mine = job_speed(state, job, node_id)
     if mine is None:
         return probe_frames(state, job)  # measure first: a short run tells our speed and start-up
     my_rate = 1.0 / mine[0]
@@ -544,7 +570,7 @@ def run_length(
     rates = {
         n: 1.0 / s[0]
         for n in able_renderers(state, job)
-        if (s := state.peers[n].speed(job.renderer)) is not None
+        if (s := job_speed(state, job, n)) is not None
     }
     fastest = max(rates.values(), default=my_rate)
     # Each node's rate goes to the jobs it may take (requirements: a job only some nodes
@@ -604,7 +630,7 @@ def last_round_work(
     able = able_renderers(state, job)
     if any(state.peers[n].speed(job.renderer) is None for n in able):
         return None
-    mine = state.peers[node_id].speed(job.renderer)
+    mine = job_speed(state, job, node_id)
     if mine is None:
         return None
     slots = _free_slots(state, job, node_id, unit / (mine[0] / 1000.0), measured, late_done=True)
@@ -649,7 +675,7 @@ def frames_in_flight(state: State, job: Job, node_id: str, measured: Measured) -
     """Work (frame-units) of ``job`` other nodes' claimed runs should still have to
     render now, from their measured speeds and when this node saw each claim (half a
     run if unseen)."""
-    me = state.peers[node_id].speed(job.renderer)
+    me = job_speed(state, job, node_id)
     job_seconds = measured.frame_seconds.get(job.id)
     scale = job_seconds * 1000.0 / me[0] if me is not None and job_seconds else 1.0
     left = 0.0
@@ -717,8 +743,7 @@ def run_estimate(
     this job's (frames of one scene cost more or less than the renderer's average).
     With ``seq`` (the claim holding the run), the rest of a run that already told
     finished chunks (``run_started``) pays no start-up: its renderer is running."""
-    peer = state.peers.get(holder)
-    measured = peer.speed(job.renderer) if peer is not None else None
+    measured = job_speed(state, job, holder)
     if measured is None:
         return None
     startup = measured[1] / 1000.0
@@ -791,13 +816,12 @@ def pick_backup(
     me = state.peers.get(node_id)
     if me is None or me.state != UP:
         return None
-    mine = me.speed
     measured = measured or Measured()
     worth: list[tuple[float, Backup]] = []  # (how late it should end, the copy)
     for job in job_order(state):
         if not may_take(state, job, node_id):
             continue
-        my_speed = mine(job.renderer)
+        my_speed = job_speed(state, job, node_id)
         if my_speed is None:
             continue  # not measured yet: no telling whether a copy would be faster
         job_seconds = measured.frame_seconds.get(job.id)
@@ -858,7 +882,7 @@ def split_keep(
     done = len(finished_at)
     if job.state != ACTIVE or not job.adaptive or job.tiles != 1 or done + 1 >= count:
         return count
-    mine = state.peers[node_id].speed(job.renderer)
+    mine = job_speed(state, job, node_id)
     if mine is None:
         return count
     # Cheap first (this runs at every frame of a run): what could be given back should
@@ -874,6 +898,12 @@ def split_keep(
         # A job of higher priority has frames nobody renders: this run ends with the
         # frame it renders and gives the rest back, so the slot takes the urgent job
         # (a fresh farm's parts, whole shares of the job, kept it waiting for minutes).
+        return done + 1
+    if _evens_out(state, job, node_id):
+        # Jobs of equal priority share the farm by speed, re-balanced at every claim; a
+        # node's run of one job is also given back when the other waits with less speed
+        # on it: two jobs submitted at once, three of four nodes took parts of the first
+        # before they heard of the second, and it ended 25% later.
         return done + 1
     if any(job.chunk(i).backup_origin for i in range(first, first + count)):
         return count
@@ -934,6 +964,40 @@ def _higher_waits(state: State, job: Job, node_id: str) -> bool:
     )
 
 
+EVEN = 1.0 - 1e-9  # (rates are sums of floats: a move to exactly even counts)
+
+
+def _evens_out(state: State, job: Job, node_id: str) -> bool:
+    """Whether this node, rendering ``job``, should move to another job of the same
+    priority with unclaimed frames it may render: the two jobs' running speeds
+    (running_rate) differ by at least this node's speed on both, so the move evens them
+    out (3 nodes against 1: 2 and 2). No move widens the difference, so nodes never move
+    back and forth."""
+    me = state.peers.get(node_id)
+    mine = me.speed(job.renderer) if me is not None else None
+    if me is None or mine is None:
+        return False
+    rate = None
+    for other in state.jobs.values():
+        if (
+            other.id == job.id
+            or other.state != ACTIVE
+            or other.paused
+            or other.priority != job.priority
+            or not _unclaimed(other)
+            or not may_take(state, other, node_id)
+        ):
+            continue
+        theirs = me.speed(other.renderer)
+        if theirs is None:
+            continue
+        if rate is None:
+            rate = running_rate(state, job)
+        if rate - running_rate(state, other) >= (1.0 / mine[0] + 1.0 / theirs[0]) * EVEN:
+            return True
+    return False
+
+
 def _pending_work(job: Job, costs: tuple[float, ...]) -> float:
     """Work (frame-units) of the job's pending chunks: the stretches between its stored
     chunks that are not pending (a walk over the stored runs, not over every chunk)."""
@@ -961,21 +1025,29 @@ def _free_slots(
     """Other nodes' slots that may render ``job``: (seconds from now until free, start-up
     seconds, seconds per frame-unit of this job), a slot free at the estimated end of
     the run it renders (its estimate less how long ago this node saw the claim). A slot
-    on another job's work, or a copy, counts as never free here."""
+    on another job's work counts as free at its run's end when that job has nothing
+    left to claim (its nodes come to the jobs still rendering: a slow node's tail of one
+    of two jobs sharing the farm was kept, counted on no help, and its job ended 11%
+    after the other), else as never free; a slot on a copy, never."""
     now = measured.now
     busy: dict[str, list[float]] = {}
     for other in state.jobs.values():
         if other.state != ACTIVE:
             continue
+        ending = other.id == job.id or not _unclaimed(other)
         for first, count, holder, seq in claimed_runs(other):
             copier = other.chunk(first).backup_origin
             if copier:
                 busy.setdefault(copier, []).append(math.inf)
-            if other.id != job.id:
+            if not ending:
                 busy.setdefault(holder, []).append(math.inf)
                 continue
-            estimate = run_estimate(state, job, holder, first, count, scale, seq)
-            seen = measured.seen.get((job.id, first, seq))
+            # (Another job's run at the renderer's average frame: this node's pace on
+            # it is not known here.)
+            estimate = run_estimate(
+                state, other, holder, first, count, scale if other.id == job.id else 1.0, seq
+            )
+            seen = measured.seen.get((other.id, first, seq))
             if estimate is None or seen is None:
                 busy.setdefault(holder, []).append(math.inf)
                 continue
@@ -989,7 +1061,7 @@ def _free_slots(
     for n in able_renderers(state, job):
         if n == node_id or not has_room(job, n):
             continue
-        speed = state.peers[n].speed(job.renderer)
+        speed = job_speed(state, job, n)
         if speed is None:
             continue
         ends = sorted(busy.get(n, []))
@@ -1027,7 +1099,7 @@ def overdue_at(
     now = measured.now
     soonest = math.inf
     for job in job_order(state):
-        my_speed = me.speed(job.renderer)
+        my_speed = job_speed(state, job, node_id)
         if my_speed is None or not may_take(state, job, node_id):
             continue
         job_seconds = measured.frame_seconds.get(job.id)
