@@ -632,6 +632,10 @@ def test_a_run_gives_back_its_tail_to_a_job_of_equal_priority_with_less_speed_on
     finished = [2.0, 3.0, 4.0, 5.0]
     # 3 frames a second on job1 against 1 on job2: A moving makes it 2 and 2.
     assert split_keep(log.state, A, log.state.jobs["job1"], 0, 30, finished, measured) == 5
+    # B, looking before A's move shows (A holds job1 until its frame is done), leaves
+    # the move to A: one node moves at a time (on a real farm all four gave back at once).
+    b_seen = Measured({"job1": 1.0}, now=6.0, seen={("job1", 30, claims[B].seq): 0.0})
+    assert split_keep(log.state, B, log.state.jobs["job1"], 30, 30, finished, b_seen) == 30
     # Once A has moved (its tail given back, its next run on job2), 2 against 2: B stays.
     emit(
         log,
@@ -641,5 +645,4 @@ def test_a_run_gives_back_its_tail_to_a_job_of_equal_priority_with_less_speed_on
     )
     emit(log, A, "DONE", {"job_id": "job1", "chunk": 0, "count": 5, "claim_seq": claims[A].seq})
     emit(log, A, "CLAIM_CHUNK", {"job_id": "job2", "chunk": 30, "count": 30})
-    b_seen = Measured({"job1": 1.0}, now=6.0, seen={("job1", 30, claims[B].seq): 0.0})
     assert split_keep(log.state, B, log.state.jobs["job1"], 30, 30, finished, b_seen) == 30

@@ -972,11 +972,10 @@ def _evens_out(state: State, job: Job, node_id: str) -> bool:
     priority with unclaimed frames it may render: the two jobs' running speeds
     (running_rate) differ by at least this node's speed on both, so the move evens them
     out (3 nodes against 1: 2 and 2). No move widens the difference, so nodes never move
-    back and forth."""
-    me = state.peers.get(node_id)
-    mine = me.speed(job.renderer) if me is not None else None
-    if me is None or mine is None:
-        return False
+    back and forth. One node moves at a time: the first by id of the job's holders
+    that should (a node that gave back its tail holds the job until the frame it
+    renders is done; every node looking meanwhile saw the jobs as uneven)."""
+    holders = sorted({holder for _, _, holder, _ in claimed_runs(job)})
     rate = None
     for other in state.jobs.values():
         if (
@@ -985,17 +984,41 @@ def _evens_out(state: State, job: Job, node_id: str) -> bool:
             or other.paused
             or other.priority != job.priority
             or not _unclaimed(other)
-            or not may_take(state, other, node_id)
         ):
-            continue
-        theirs = me.speed(other.renderer)
-        if theirs is None:
             continue
         if rate is None:
             rate = running_rate(state, job)
-        if rate - running_rate(state, other) >= (1.0 / mine[0] + 1.0 / theirs[0]) * EVEN:
+        gap = rate - running_rate(state, other)
+        # The first holder that should move, or may once it has measured its speed: a
+        # node measuring its speed later would join those that should, come first, and
+        # move too (on a real farm two nodes moved at once).
+        first = next(
+            (
+                h
+                for h in holders
+                if may_take(state, other, h)
+                and (
+                    state.peers[h].speed(job.renderer) is None
+                    or _should_move(state, job, other, h, gap)
+                )
+            ),
+            None,
+        )
+        if first == node_id and _should_move(state, job, other, node_id, gap):
             return True
     return False
+
+
+def _should_move(state: State, job: Job, other: Job, node_id: str, gap: float) -> bool:
+    """Whether ``node_id``, rendering ``job``, moving to ``other`` evens out a ``gap`` in
+    their running speeds (_evens_out)."""
+    peer = state.peers.get(node_id)
+    if peer is None:
+        return False
+    mine, theirs = peer.speed(job.renderer), peer.speed(other.renderer)
+    if mine is None or theirs is None:
+        return False
+    return gap >= (1.0 / mine[0] + 1.0 / theirs[0]) * EVEN
 
 
 def _pending_work(job: Job, costs: tuple[float, ...]) -> float:
