@@ -220,10 +220,13 @@ def _fixed_chunk(state: State, job: Job, node_id: str, busy: Container) -> Pick 
     return None
 
 
-# content -> ((table, speeds), (its costs, the nodes' speeds on the job's scale))
+# content -> ((table, peers, speeds), (its costs, the nodes' speeds on the job's scale))
 _LIVE: dict[
     str,
-    tuple[tuple[object, tuple[tuple[str, float], ...]], tuple[tuple[float, ...], dict[str, float]]],
+    tuple[
+        tuple[object, object, tuple[tuple[str, float], ...]],
+        tuple[tuple[float, ...], dict[str, float]],
+    ],
 ] = {}
 LIVE_KEPT = 16
 LIVE_REACH = 20  # frames: farther from any rendered frame, a frame costs as the typical one
@@ -260,14 +263,19 @@ def _live(state: State, job: Job) -> tuple[tuple[float, ...], dict[str, float]]:
     times = state.scenes.get(job.content)
     if times is None:
         return (), {}
+    cached = _LIVE.get(job.content)
+    # The same table and the same peers (immutable maps): asked for every node and run
+    # at every look, so not even the speeds below are gathered again.
+    if cached is not None and cached[0][0] is times.frames and cached[0][1] is state.peers:
+        return cached[1]
     # The nodes' measured speeds put their frame times on one scale where their runs
     # never meet (the first runs of a farm are scattered along the job).
     prior = {
         n: float(s[0]) for n, p in state.peers.items() if (s := p.speed(job.renderer)) is not None
     }
-    key = (times.frames, tuple(sorted(prior.items())))
-    cached = _LIVE.get(job.content)
-    if cached is not None and cached[0][0] is key[0] and cached[0][1] == key[1]:
+    key = (times.frames, state.peers, tuple(sorted(prior.items())))
+    if cached is not None and cached[0][0] is key[0] and cached[0][2] == key[2]:
+        _LIVE[job.content] = (key, cached[1])
         return cached[1]
     scales = node_scales(times.frames, prior) if len(times.frames) >= 2 else {}
     live = frame_costs(
@@ -975,7 +983,7 @@ def _evens_out(state: State, job: Job, node_id: str) -> bool:
     back and forth. One node moves at a time: the first by id of the job's holders
     that should (a node that gave back its tail holds the job until the frame it
     renders is done; every node looking meanwhile saw the jobs as uneven)."""
-    holders = sorted({holder for _, _, holder, _ in claimed_runs(job)})
+    holders: list[str] = []
     rate = None
     for other in state.jobs.values():
         if (
@@ -986,8 +994,9 @@ def _evens_out(state: State, job: Job, node_id: str) -> bool:
             or not _unclaimed(other)
         ):
             continue
-        if rate is None:
+        if rate is None:  # (only with another job to move to: this runs at every look)
             rate = running_rate(state, job)
+            holders = sorted({holder for _, _, holder, _ in claimed_runs(job)})
         gap = rate - running_rate(state, other)
         # The first holder that should move, or may once it has measured its speed: a
         # node measuring its speed later would join those that should, come first, and
@@ -997,16 +1006,18 @@ def _evens_out(state: State, job: Job, node_id: str) -> bool:
                 h
                 for h in holders
                 if may_take(state, other, h)
-                and (
-                    state.peers[h].speed(job.renderer) is None
-                    or _should_move(state, job, other, h, gap)
-                )
+                and (_unmeasured(state, job, h) or _should_move(state, job, other, h, gap))
             ),
             None,
         )
         if first == node_id and _should_move(state, job, other, node_id, gap):
             return True
     return False
+
+
+def _unmeasured(state: State, job: Job, node_id: str) -> bool:
+    peer = state.peers.get(node_id)
+    return peer is not None and peer.speed(job.renderer) is None
 
 
 def _should_move(state: State, job: Job, other: Job, node_id: str, gap: float) -> bool:
