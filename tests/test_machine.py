@@ -927,3 +927,32 @@ def test_a_node_that_became_slower_tells_it_from_its_parts_first_frames():
         h.feed(ev.RenderProgress("j", start.chunk), at=h.now + 4.0)
     (_, slower) = h.emitted(act.NODE_SPEED)
     assert slower["payload"]["frame_ms"] > 2 * 1000
+
+
+def test_a_job_arriving_makes_a_run_give_its_tail_back_at_once():
+    """Two jobs of equal priority submitted together: every node had taken a part of
+    the first, and the movers gave their runs back only as their next frame ended, each
+    a frame more of the first job's head start (kept to the end: 25% apart on a real
+    farm). A run now looks as the other job arrives and keeps only the frame it
+    renders; a first run cut to one frame shares no speed (its start-up and its frame
+    in one: the next run measures it)."""
+    h = Harness(slots=1)
+    h.start_working()
+    h.receive(A, h.peer_action(A, act.PEER_JOINED, joined_payload("a")))
+    payload = {**new_job_payload("j", frames=(1, 48), chunk=1), "adaptive": True}
+    (start,) = of(h.receive(A, h.peer_action(A, act.NEW_JOB, payload)), fx.StartRender)
+    assert start.chunk == 0 and len(start.frames) == 24  # our part of the job
+    h.receive(A, h.peer_action(A, act.CLAIM_CHUNK, {"job_id": "j", "chunk": 24, "count": 24}))
+    assert not h.emitted(act.RELEASE_CHUNK)
+    other = {**new_job_payload("k", frames=(1, 48), chunk=1), "adaptive": True}
+    h.feed(ev.ActionsReceived(A, [h.peer_action(A, act.NEW_JOB, other)]), at=h.now + 0.5)
+    (released,) = h.emitted(act.RELEASE_CHUNK)  # 2 nodes on j, none on k: we move
+    assert (released["payload"]["chunk"], released["payload"]["count"]) == (1, 23)
+    out = h.feed(ev.RenderProgress("j", 0), at=h.now + 3)
+    assert of(out, fx.StopRender)
+    out = h.feed(ev.RenderEnded("j", 0, ok=False, error="stopped"), at=h.now + 0.1)
+    (started,) = of(out, fx.StartRender)
+    assert started.job.id == "k"
+    (done,) = h.emitted(act.DONE)
+    assert (done["payload"]["chunk"], done["payload"].get("count", 1)) == (0, 1)
+    assert not h.emitted(act.NODE_SPEED)

@@ -633,7 +633,8 @@ def test_a_run_gives_back_its_tail_to_a_job_of_equal_priority_with_less_speed_on
     # 3 frames a second on job1 against 1 on job2: A moving makes it 2 and 2.
     assert split_keep(log.state, A, log.state.jobs["job1"], 0, 30, finished, measured) == 5
     # B, looking before A's move shows (A holds job1 until its frame is done), leaves
-    # the move to A: one node moves at a time (on a real farm all four gave back at once).
+    # the move to A: every holder works out the same movers (on a real farm all four
+    # gave back at once when each looked for itself).
     b_seen = Measured({"job1": 1.0}, now=6.0, seen={("job1", 30, claims[B].seq): 0.0})
     assert split_keep(log.state, B, log.state.jobs["job1"], 30, 30, finished, b_seen) == 30
     # Once A has moved (its tail given back, its next run on job2), 2 against 2: B stays.
@@ -646,3 +647,25 @@ def test_a_run_gives_back_its_tail_to_a_job_of_equal_priority_with_less_speed_on
     emit(log, A, "DONE", {"job_id": "job1", "chunk": 0, "count": 5, "claim_seq": claims[A].seq})
     emit(log, A, "CLAIM_CHUNK", {"job_id": "job2", "chunk": 30, "count": 30})
     assert split_keep(log.state, B, log.state.jobs["job1"], 30, 30, finished, b_seen) == 30
+
+
+def test_a_fresh_farm_evens_out_two_jobs_before_its_nodes_measured_themselves():
+    """Two jobs submitted together to a fresh farm: every node took its part of the
+    first before it heard of the second, and none had measured its speed (that takes a
+    few frames: a tenth of a short job), so none moved until then and the first job
+    ended 25% before the second. Not measured, a node counts as the farm's typical
+    one: the first two by id give their runs back, each keeping the frame it renders,
+    and the other two stay (4 against 0: 2 and 2)."""
+    log = adaptive_log(A, B, C, D, frames=48)
+    for i, node in enumerate((A, B, C, D)):
+        emit(log, node, "CLAIM_CHUNK", {"job_id": "job1", "chunk": i * 12, "count": 12})
+    other = {**new_job_payload("job2", frames=(1, 48), chunk=1), "adaptive": True}
+    emit(log, D, "NEW_JOB", other)
+    job = log.state.jobs["job1"]
+    keep = {
+        node: split_keep(log.state, node, job, i * 12, 12, [], Measured(now=0.5))
+        for i, node in enumerate((A, B, C, D))
+    }
+    assert keep == {A: 1, B: 1, C: 12, D: 12}
+    # One frame in, the same (its pace so far not known either).
+    assert split_keep(log.state, A, job, 0, 12, [4.5], Measured(now=4.5)) == 2

@@ -89,14 +89,32 @@ def job_order(state: State) -> list[Job]:
 
 def running_rate(state: State, job: Job) -> float:
     """Frames per millisecond the nodes running renders of ``job`` now render, by their
-    measured speed (a node not measured yet counts as 1 frame a second)."""
+    measured speed (a node not measured yet counts as the farm's typical one)."""
     holders = {(holder, seq) for _, _, holder, seq in claimed_runs(job)}
-    rate = 0.0
-    for holder, _ in holders:
-        peer = state.peers.get(holder)
-        speed = peer.speed(job.renderer) if peer is not None else None
-        rate += 1.0 / (speed[0] if speed is not None else 1000.0)
-    return rate
+    return sum(1.0 / _rate_speed(state, job.renderer, holder) for holder, _ in holders)
+
+
+# (peers, renderer) -> the farm's median measured ms per frame with that renderer
+_TYPICAL: dict[str, tuple[object, float]] = {}
+
+
+def _rate_speed(state: State, renderer: str, node_id: str) -> float:
+    """ms per frame of ``node_id`` with ``renderer`` as running speeds count it: its
+    measured speed, else the farm's median one (1 frame a second when nobody measured):
+    a fresh farm's first parts are given back to even out jobs before the nodes have
+    measured themselves (a probe is a tenth of a short job), and a node measured among
+    nodes not measured yet compares with what they likely are."""
+    peer = state.peers.get(node_id)
+    speed = peer.speed(renderer) if peer is not None else None
+    if speed is not None:
+        return float(speed[0])
+    cached = _TYPICAL.get(renderer)
+    if cached is not None and cached[0] is state.peers:
+        return cached[1]
+    known = sorted(s[0] for p in state.peers.values() if (s := p.speed(renderer)) is not None)
+    typical = float(known[len(known) // 2]) if known else 1000.0
+    _TYPICAL[renderer] = (state.peers, typical)
+    return typical
 
 
 def _sharing(state: State, job: Job) -> list[Job]:
@@ -891,17 +909,22 @@ def split_keep(
     if job.state != ACTIVE or not job.adaptive or job.tiles != 1 or done + 1 >= count:
         return count
     mine = job_speed(state, job, node_id)
-    if mine is None:
-        return count
     # Cheap first (this runs at every frame of a run): what could be given back should
     # take this node a few start-ups at its pace so far (frames of milliseconds never).
-    per_frame = measured.frame_seconds.get(job.id, mine[0] / 1000.0) * job.chunk_size
-    if done >= 3:
+    # A node not measured yet (its first run measures it) goes by its frames so far; at
+    # its first frame it knows nothing, and may still give its run back to another job.
+    per_frame = None
+    if done >= 3 or (done == 2 and mine is None):
         per_frame = (finished_at[-1] - finished_at[0]) / (done - 1)
-    if per_frame < SPLIT_FRAME_SECONDS:
-        return count  # frames claimed by the thousand: a look over the run at each costs more
-    if (count - done - 1) * per_frame < SPLIT_STARTUPS * max(mine[1] / 1000.0, CLAIM_SECONDS):
-        return count
+    elif job.id in measured.frame_seconds or mine is not None:
+        per_frame = measured.frame_seconds.get(job.id, mine[0] / 1000.0 if mine else 0.0)
+        per_frame *= job.chunk_size
+    if per_frame is not None:
+        if per_frame < SPLIT_FRAME_SECONDS:
+            return count  # frames claimed by the thousand: a look at each frame costs more
+        startup = mine[1] / 1000.0 if mine is not None else 0.0
+        if (count - done - 1) * per_frame < SPLIT_STARTUPS * max(startup, CLAIM_SECONDS):
+            return count
     if _higher_waits(state, job, node_id):
         # A job of higher priority has frames nobody renders: this run ends with the
         # frame it renders and gives the rest back, so the slot takes the urgent job
@@ -913,7 +936,7 @@ def split_keep(
         # on it: two jobs submitted at once, three of four nodes took parts of the first
         # before they heard of the second, and it ended 25% later.
         return done + 1
-    if any(job.chunk(i).backup_origin for i in range(first, first + count)):
+    if mine is None or any(job.chunk(i).backup_origin for i in range(first, first + count)):
         return count
     costs = job_costs(state, job)
     pending = _pending_work(job, costs) if _unclaimed(job) else 0.0
@@ -972,17 +995,23 @@ def _higher_waits(state: State, job: Job, node_id: str) -> bool:
     )
 
 
-EVEN = 1.0 - 1e-9  # (rates are sums of floats: a move to exactly even counts)
+# A node moves from one job to another of equal priority when that narrows the
+# difference of their running speeds (by its speed on both: a difference of more than
+# half that narrows) by at least a tenth of its speed on both: every move narrows it,
+# so nodes never move back and forth. (Only moves that would not turn the difference
+# around, as first written, left a farm of speeds 1, 1, 2, 3 at 2 against 0.83.)
+EVEN = 0.55
 
 
 def _evens_out(state: State, job: Job, node_id: str) -> bool:
     """Whether this node, rendering ``job``, should move to another job of the same
     priority with unclaimed frames it may render: the two jobs' running speeds
-    (running_rate) differ by at least this node's speed on both, so the move evens them
-    out (3 nodes against 1: 2 and 2). No move widens the difference, so nodes never move
-    back and forth. One node moves at a time: the first by id of the job's holders
-    that should (a node that gave back its tail holds the job until the frame it
-    renders is done; every node looking meanwhile saw the jobs as uneven)."""
+    (running_rate) differ by more than the node's speed on both (3 nodes against 1:
+    2 and 2). Every holder works out the same movers from the same state: the job's
+    holders by id, each moving while the difference left calls for it (a node that
+    gave back its tail holds the job until the frame it renders is done, so it stays
+    among the movers and nobody else joins them). Every move narrows the difference,
+    so nodes never move back and forth."""
     holders: list[str] = []
     rate = None
     for other in state.jobs.values():
@@ -998,38 +1027,26 @@ def _evens_out(state: State, job: Job, node_id: str) -> bool:
             rate = running_rate(state, job)
             holders = sorted({holder for _, _, holder, _ in claimed_runs(job)})
         gap = rate - running_rate(state, other)
-        # The first holder that should move, or may once it has measured its speed: a
-        # node measuring its speed later would join those that should, come first, and
-        # move too (on a real farm two nodes moved at once).
-        first = next(
-            (
-                h
-                for h in holders
-                if may_take(state, other, h)
-                and (_unmeasured(state, job, h) or _should_move(state, job, other, h, gap))
-            ),
-            None,
-        )
-        if first == node_id and _should_move(state, job, other, node_id, gap):
-            return True
+        for holder in holders:
+            if gap <= 0:
+                break
+            if not may_take(state, other, holder):
+                continue
+            step = _move_step(state, job, other, holder)
+            if gap < step * EVEN:
+                continue
+            if holder == node_id:
+                return True
+            gap -= step
     return False
 
 
-def _unmeasured(state: State, job: Job, node_id: str) -> bool:
-    peer = state.peers.get(node_id)
-    return peer is not None and peer.speed(job.renderer) is None
-
-
-def _should_move(state: State, job: Job, other: Job, node_id: str, gap: float) -> bool:
-    """Whether ``node_id``, rendering ``job``, moving to ``other`` evens out a ``gap`` in
-    their running speeds (_evens_out)."""
-    peer = state.peers.get(node_id)
-    if peer is None:
-        return False
-    mine, theirs = peer.speed(job.renderer), peer.speed(other.renderer)
-    if mine is None or theirs is None:
-        return False
-    return gap >= (1.0 / mine[0] + 1.0 / theirs[0]) * EVEN
+def _move_step(state: State, job: Job, other: Job, node_id: str) -> float:
+    """How much ``node_id`` moving from ``job`` to ``other`` narrows the difference of
+    their running speeds (running_rate): its speed on both."""
+    mine = _rate_speed(state, job.renderer, node_id)
+    theirs = _rate_speed(state, other.renderer, node_id)
+    return 1.0 / mine + 1.0 / theirs
 
 
 def _pending_work(job: Job, costs: tuple[float, ...]) -> float:

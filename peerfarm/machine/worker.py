@@ -48,6 +48,8 @@ CHUNK_ACTIONS = frozenset(
 # Actions that change no claim (a re-fold of them alone needs no look over the chunks;
 # a node's speeds arrive often while frames take milliseconds).
 NO_CLAIM_CHANGES = frozenset((act.NODE_SPEED, act.JOB_COLLECTED))
+# Actions after which another job may wait for this node's slots (worker.observe).
+OTHER_JOB_MAY_WAIT = frozenset((act.NEW_JOB, act.RESUME_JOB, act.SET_PRIORITY, act.RETRY_JOB))
 
 # Renders stopped for these reasons give their chunk back (RELEASE_CHUNK) so another
 # node takes it at once; other stops (job over, claim lost) have nothing to give back.
@@ -219,6 +221,15 @@ class Worker:
                 self._note_rest_seen(
                     p, self.claims_seen.get((p["job_id"], p["chunk"], p["claim_seq"]), now)
                 )
+        if any(a.type in OTHER_JOB_MAY_WAIT for a in applied):
+            # Another job may now wait for our slots (a job arrived, resumed, or moved
+            # up): our runs look at once whether to give their tails back, not at their
+            # next frame's end (two jobs submitted together, each node rendered a frame
+            # more of the first than it had to: its head start, kept to the end).
+            for key in sorted(self.renders):
+                job = jobs.get(key[0])
+                if job is not None and job.state == ACTIVE:
+                    self._split(self.renders[key], job)
         for job_id in [
             j for j in self._measured_jobs if jobs.get(j) is None or jobs[j].state != ACTIVE
         ]:
@@ -751,6 +762,12 @@ class Worker:
             # other scenes does not make it free.)
             run = first - render.started
             per_frame = max(run - startup, run / 2, 1e-3) / first_work
+        elif render.split:
+            # A first run cut to its first frame (another job waited for the slot): its
+            # start-up and frame together would be shared as the speed; the next run
+            # measures it (a one-frame chunk, --chunk 1, has no other measure).
+            render.measured = n
+            return
         else:
             per_frame, startup = max(first - render.started, 1e-3) / first_work, 0.0
         per_frame = max(per_frame, 1e-3)
