@@ -5,6 +5,7 @@ kills the ones an earlier run left behind, never an unrelated process."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -574,9 +575,12 @@ async def _chunk_in(
     return process.pid, cmdline, output, process.returncode
 
 
-def test_spares_started_ahead_take_the_first_chunks_and_end_when_closed(tmp_path):
+def test_spares_started_ahead_take_the_first_chunks_and_end_when_closed(tmp_path, caplog):
     """start_spares keeps one spare per slot from the start: the very first chunks of
-    a wrapper run in them, with the wrapper's module imported ahead, and render right."""
+    a wrapper run in them, with the wrapper's module imported ahead, and render right.
+    Closed, they end without a word (every node's stop said "spare factory ...:
+    another task closed this fd")."""
+    caplog.set_level(logging.INFO, logger="peerfarm.runtime.renderer_processes")
     work = tmp_path / "work"
     work.mkdir()
 
@@ -607,6 +611,7 @@ def test_spares_started_ahead_take_the_first_chunks_and_end_when_closed(tmp_path
     assert b"RuntimeWarning" not in (tmp_path / "1.log").read_bytes()  # run as main(), once
     assert _wait_until_gone([*ahead, *again]) == []
     assert not (tmp_path / RECORD_FILE).exists()
+    assert not [r.getMessage() for r in caplog.records if "spare factory" in r.getMessage()]
 
 
 def test_a_scenes_python_files_never_run_in_the_guard_or_the_wrapper(tmp_path):

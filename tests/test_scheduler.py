@@ -669,3 +669,59 @@ def test_a_fresh_farm_evens_out_two_jobs_before_its_nodes_measured_themselves():
     assert keep == {A: 1, B: 1, C: 12, D: 12}
     # One frame in, the same (its pace so far not known either).
     assert split_keep(log.state, A, job, 0, 12, [4.5], Measured(now=4.5)) == 2
+
+
+def test_a_node_with_two_slots_moves_one_run_to_even_out_two_jobs():
+    """The movers were nodes: a node of two slots rendering two runs of one job moved
+    both to the other job, then both back at their next frames, and so on, each move
+    paying a start-up. They are runs now: one of its two moves, and then none."""
+    log = ActionLog()
+    log.add(log.create(A, "PEER_JOINED", {**joined_payload("a"), "slots": 2}))
+    payload = {**new_job_payload(frames=(1, 48), chunk=1), "adaptive": True}
+    log.add(log.create(A, "NEW_JOB", payload))
+    first = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 24})
+    second = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 24, "count": 24})
+    speed(log, A, 1000, startup_ms=500)
+    other = {**new_job_payload("job2", frames=(1, 48), chunk=1), "adaptive": True}
+    emit(log, A, "NEW_JOB", other)
+    job = log.state.jobs["job1"]
+    finished = [2.0, 3.0, 4.0]
+    seen = {("job1", 0, first.seq): 0.0, ("job1", 24, second.seq): 0.0}
+    keep = [
+        split_keep(log.state, A, job, c, 24, finished, Measured({}, 5.0, seen)) for c in (0, 24)
+    ]
+    assert sorted(keep) == [4, 24]
+    # The run that moved renders job2 now: 1 against 1, neither moves.
+    moved = 0 if keep[0] == 4 else 24
+    emit(
+        log,
+        A,
+        "RELEASE_CHUNK",
+        {
+            "job_id": "job1",
+            "chunk": moved + 4,
+            "claim_seq": (first if moved == 0 else second).seq,
+            "count": 20,
+        },
+    )
+    emit(
+        log,
+        A,
+        "DONE",
+        {
+            "job_id": "job1",
+            "chunk": moved,
+            "count": 4,
+            "claim_seq": (first if moved == 0 else second).seq,
+        },
+    )
+    run = emit(log, A, "CLAIM_CHUNK", {"job_id": "job2", "chunk": 0, "count": 24})
+    stay = 24 - moved
+    assert (
+        split_keep(
+            log.state, A, log.state.jobs["job1"], stay, 24, finished, Measured({}, 6.0, seen)
+        )
+        == 24
+    )
+    on_job2 = Measured({}, 6.0, {("job2", 0, run.seq): 5.0})
+    assert split_keep(log.state, A, log.state.jobs["job2"], 0, 24, finished, on_job2) == 24

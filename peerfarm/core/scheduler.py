@@ -930,7 +930,7 @@ def split_keep(
         # frame it renders and gives the rest back, so the slot takes the urgent job
         # (a fresh farm's parts, whole shares of the job, kept it waiting for minutes).
         return done + 1
-    if _evens_out(state, job, node_id):
+    if _evens_out(state, job, node_id, job.chunk(first).claim_seq):
         # Jobs of equal priority share the farm by speed, re-balanced at every claim; a
         # node's run of one job is also given back when the other waits with less speed
         # on it: two jobs submitted at once, three of four nodes took parts of the first
@@ -1003,16 +1003,17 @@ def _higher_waits(state: State, job: Job, node_id: str) -> bool:
 EVEN = 0.55
 
 
-def _evens_out(state: State, job: Job, node_id: str) -> bool:
+def _evens_out(state: State, job: Job, node_id: str, seq: int) -> bool:
     """Whether this node, rendering ``job``, should move to another job of the same
     priority with unclaimed frames it may render: the two jobs' running speeds
     (running_rate) differ by more than the node's speed on both (3 nodes against 1:
     2 and 2). Every holder works out the same movers from the same state: the job's
-    holders by id, each moving while the difference left calls for it (a node that
-    gave back its tail holds the job until the frame it renders is done, so it stays
-    among the movers and nobody else joins them). Every move narrows the difference,
-    so nodes never move back and forth."""
-    holders: list[str] = []
+    runs by holder id and claim (``seq``: this node's run), each moving while the
+    difference left calls for it (a node that gave back its tail holds the job until
+    the frame it renders is done, so it stays among the movers and nobody else joins
+    them; a node with two slots moves one run, not both). Every move narrows the
+    difference, so nodes never move back and forth."""
+    runs: list[tuple[str, int]] = []
     rate = None
     for other in state.jobs.values():
         if (
@@ -1025,9 +1026,9 @@ def _evens_out(state: State, job: Job, node_id: str) -> bool:
             continue
         if rate is None:  # (only with another job to move to: this runs at every look)
             rate = running_rate(state, job)
-            holders = sorted({holder for _, _, holder, _ in claimed_runs(job)})
+            runs = sorted({(holder, s) for _, _, holder, s in claimed_runs(job)})
         gap = rate - running_rate(state, other)
-        for holder in holders:
+        for holder, claim in runs:
             if gap <= 0:
                 break
             if not may_take(state, other, holder):
@@ -1035,7 +1036,7 @@ def _evens_out(state: State, job: Job, node_id: str) -> bool:
             step = _move_step(state, job, other, holder)
             if gap < step * EVEN:
                 continue
-            if holder == node_id:
+            if (holder, claim) == (node_id, seq):
                 return True
             gap -= step
     return False

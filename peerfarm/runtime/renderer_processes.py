@@ -538,7 +538,9 @@ class _SpareFactory:
                 *lines, self._buffer = self._buffer.split(b"\n")
                 for line in lines:
                     self._heard(line.split())
-        except (OSError, ValueError, trio.ClosedResourceError) as exc:
+        except trio.ClosedResourceError:
+            pass  # the node closed it, stopping (said at every stop, it told nothing)
+        except (OSError, ValueError) as exc:
             log.info("spare factory %d: %s", self.process.pid, exc)
         finally:
             self._gone()
