@@ -881,6 +881,10 @@ def pick_backup(
 SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
 SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this often
 SPLIT_GAIN_STARTUPS = 3  # ... and ends the farm this many of our start-ups sooner
+# ... or this many, when the job's costs were learned before it (a re-submitted scene):
+# the gain is then no guess (a farm's second submission left each node its one run, and
+# the node whose run rendered 25% slower ended the job 49 s after the first idle one).
+SPLIT_GAIN_STARTUPS_KNOWN = 1
 # Runs of frames faster than this are never split: they are sized by what a claim costs
 # (least_run), and each look at a run walks its chunks.
 SPLIT_FRAME_SECONDS = STARTUPS_PER_RUN * CLAIM_SECONDS
@@ -973,7 +977,8 @@ def split_keep(
     hi = min(hi, alone)
     # Worth it only if the farm ends sooner by a tenth of what this run has left and by
     # more than the start-ups the frames cost whoever takes them.
-    if alone - hi < max(BACKUP_GAIN * alone, SPLIT_GAIN_STARTUPS * mine[1] / 1000.0):
+    startups = SPLIT_GAIN_STARTUPS_KNOWN if job.costs else SPLIT_GAIN_STARTUPS
+    if alone - hi < max(BACKUP_GAIN * alone, startups * mine[1] / 1000.0):
         return count
     keep, work = 0, 0.0
     while keep < len(left) and work < hi / unit - 1e-9:
