@@ -1010,14 +1010,14 @@ EVEN = 0.55
 
 def _evens_out(state: State, job: Job, node_id: str, seq: int) -> bool:
     """Whether this node, rendering ``job``, should move to another job of the same
-    priority with unclaimed frames it may render: the two jobs' running speeds
-    (running_rate) differ by more than the node's speed on both (3 nodes against 1:
-    2 and 2). Every holder works out the same movers from the same state: the job's
-    runs by holder id and claim (``seq``: this node's run), each moving while the
-    difference left calls for it (a node that gave back its tail holds the job until
-    the frame it renders is done, so it stays among the movers and nobody else joins
-    them; a node with two slots moves one run, not both). Every move narrows the
-    difference, so nodes never move back and forth."""
+    priority with unclaimed frames it may render: moving it narrows the difference of
+    the two jobs' running speeds (running_rate) by a tenth of its speed on both at
+    least (EVEN; 3 nodes against 1: 2 and 2). Every holder works out the same movers
+    from the same state: the job's runs by holder id and claim (``seq``: this node's
+    run), each moving while the difference left calls for it (a node that gave back
+    its tail holds the job until the frame it renders is done, so it stays among the
+    movers and nobody else joins them; a node with two slots moves one run, not both).
+    Every move narrows the difference, so nodes never move back and forth."""
     runs: list[tuple[str, int]] = []
     rate = None
     for other in state.jobs.values():
