@@ -227,9 +227,29 @@ def test_a_job_whose_costs_were_not_known_learns_from_its_own_rendered_frames():
     live = job_costs(log.state, job)
     assert len(live) == 200
     assert live[12] == pytest.approx(4 * live[2], rel=0.01)
-    # Next to the heavy frames: heavy; far from any rendered frame: the median one.
-    assert live[20 + LIVE_REACH - 1] == live[12]
+    # Next to the heavy frames: heavy (the mean of the measured frames around the
+    # nearest one, frame 10's light one among them); far from any: the median one.
+    assert 3 * live[2] < live[20 + LIVE_REACH - 1] < live[12]
     assert live[150] == pytest.approx(sorted(live[:20])[10], rel=0.01)
+
+
+def test_frames_next_to_a_spiky_stretch_cost_its_mean_not_the_nearest_frame():
+    """A shot with a heavy frame in five: the frames not rendered yet next to it cost as
+    much as its frames on average. Costed as the nearest rendered frame alone, a gap
+    next to it looked as cheap as its cheap frames, and runs sized over it ran about
+    twice as long as sized (the spikes row of the scheduling bench)."""
+    from peerfarm.core.scheduler import job_costs
+
+    log = _log()
+    _emit(log, A, "NEW_JOB", _job("job1", frames=100))
+    spiky = [0] + [800 if f % 5 == 0 else 100 for f in range(2, 20)]  # frames 1-19
+    _render(log, A, "job1", 0, spiky[:10])
+    _render(log, A, "job1", 10, spiky[10:])
+    live = job_costs(log.state, log.state.jobs["job1"])
+    rendered = live[1:19]  # frame 1 is not measured (its run's start-up)
+    gap = live[21:30]  # frames 22-30: none rendered, nor two frames from one
+    assert sum(gap) / len(gap) == pytest.approx(sum(rendered) / len(rendered), rel=0.15)
+    assert min(gap) > 2 * min(rendered)
 
 
 def test_learned_costs_and_requirements_survive_a_snapshot():

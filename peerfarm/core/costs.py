@@ -17,6 +17,7 @@ every platform.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -32,6 +33,7 @@ EDGE_AT_LEAST = 3  # frames on each side of a boundary that make it trustworthy
 NEAR = 3  # frames apart (a run's first frame is not measured) still count as neighbours
 SOLVE_ROUNDS = 60
 COST_DIGITS = 3
+WINDOW = 10  # frames each side of the nearest measured one whose mean a gap's frame costs
 
 
 class SceneTimes(NamedTuple):
@@ -199,11 +201,17 @@ def _fill(
     unknown_as_mean: bool = False,
 ) -> list[float]:
     """The known cost of each frame; a frame not measured (a run's first frame) costs the
-    median of its measured neighbours up to two frames away, or else as much as the
-    nearest measured frame (the earlier on a tie) if it is at most ``reach`` frames away
-    (None: any), or else the median (or mean) of every known cost."""
+    median of its measured neighbours up to two frames away, or else, if the nearest
+    measured frame (the earlier on a tie) is at most ``reach`` frames away, the mean of
+    the measured frames up to WINDOW frames either side of that one (``reach`` None:
+    any distance, as much as that frame), or else the median (or mean) of every known
+    cost."""
     values = list(known.values())
     typical = sum(values) / len(values) if unknown_as_mean else _median(values)
+    order = sorted(known)
+    sums = [0.0]
+    for g in order:
+        sums.append(sums[-1] + known[g])
     frames = range(frame_start, frame_end + 1)
     nxt: tuple[int, float] | None = None
     after: list[tuple[int, float] | None] = [None] * len(frames)
@@ -229,6 +237,15 @@ def _fill(
             nearest = later
         if nearest is None or (reach is not None and abs(nearest[0] - f) > reach):
             out.append(typical)
+        elif reach is not None:
+            # The mean of the measured frames around the nearest one, not that frame
+            # alone: a gap next to a shot with a heavy frame in ten looked as cheap as
+            # its cheap frames (half its work), and runs sized over it ran twice as
+            # long. (The costs a job arrives with, reach None, keep the nearest frame's:
+            # most of their frames are measured.)
+            lo = bisect.bisect_left(order, nearest[0] - WINDOW)
+            hi = bisect.bisect_right(order, nearest[0] + WINDOW)
+            out.append((sums[hi] - sums[lo]) / (hi - lo))
         else:
             out.append(nearest[1])
     return out
