@@ -208,7 +208,9 @@ def _fill(
     cost."""
     values = list(known.values())
     typical = sum(values) / len(values) if unknown_as_mean else _median(values)
-    order = sorted(known)
+    # The measured frames in order and their running sums (for the means around a
+    # frame), only where they are used: a job's costs on arrival (reach None) never.
+    order = sorted(known) if reach is not None else []
     sums = [0.0]
     for g in order:
         sums.append(sums[-1] + known[g])
