@@ -660,16 +660,7 @@ def last_round_work(
     if mine is None:
         return None
     slots = _free_slots(state, job, node_id, unit / (mine[0] / 1000.0), measured, late_done=True)
-
-    def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
-        return max(0.0, t - startup) / unit + sum(
-            max(0.0, t - free - start) / per for free, start, per in slots
-        )
-
-    lo, hi = 0.0, startup + unclaimed * unit
-    for _ in range(40):  # the least t by which the farm renders the unclaimed work
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if rendered_by(mid) < unclaimed else (lo, mid)
+    hi = _farm_end(unit, slots, unclaimed, startup + unclaimed * unit, startup)
     # (Rounded: the bisection's last bit must not round a whole run up a frame.)
     return round(max(0.0, hi - startup) / unit, 6)
 
@@ -967,7 +958,7 @@ def split_keep(
     # The farm's pending frames are rendered too, by the same slots: counted as ours to
     # share out, or the nodes giving back at once each counted on every idle slot.
     need = sum(left) + pending
-    hi = _farm_end(unit, slots, need, alone + pending * unit, alone)
+    hi = min(_farm_end(unit, slots, need, alone + pending * unit), alone)
     # Worth it only if the farm ends sooner by a tenth of what this run has left and by
     # more than the start-ups the frames cost whoever takes them.
     startups = SPLIT_GAIN_STARTUPS_KNOWN if job.costs else SPLIT_GAIN_STARTUPS
@@ -977,7 +968,7 @@ def split_keep(
         # frames' costs guessed early); on slots idle now it is not, and a start-up is
         # enough (a node kept 32 frames, 62 s, while five nodes stood idle 40 s).
         idle = [slot for slot in slots if slot[0] <= 0.0]
-        hi = _farm_end(unit, idle, need, alone + pending * unit, alone) if idle else alone
+        hi = min(_farm_end(unit, idle, need, alone + pending * unit), alone) if idle else alone
         if alone - hi < max(least, SPLIT_GAIN_STARTUPS_KNOWN * mine[1] / 1000.0):
             return count
     keep, work = 0, 0.0
@@ -988,20 +979,26 @@ def split_keep(
 
 
 def _farm_end(
-    unit: float, slots: list[tuple[float, float, float]], need: float, most: float, alone: float
+    unit: float,
+    slots: list[tuple[float, float, float]],
+    need: float,
+    most: float,
+    startup: float = 0.0,
 ) -> float:
-    """Seconds from now by which this node (``unit`` seconds per frame-unit) and
-    ``slots`` (free in, start-up, seconds per frame-unit) render ``need`` frame-units
-    (searched up to ``most``), and never later than ``alone``."""
+    """Seconds from now by which this node (``unit`` seconds per frame-unit, after its
+    ``startup``) and ``slots`` (free in, start-up, seconds per frame-unit: _free_slots)
+    render ``need`` frame-units, searched up to ``most``."""
 
     def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
-        return t / unit + sum(max(0.0, t - free - startup) / per for free, startup, per in slots)
+        return max(0.0, t - startup) / unit + sum(
+            max(0.0, t - free - start) / per for free, start, per in slots
+        )
 
     lo, hi = 0.0, most
-    for _ in range(40):  # the least t by which the farm renders the rest
+    for _ in range(40):  # the least t by which the farm renders the work
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if rendered_by(mid) < need else (lo, mid)
-    return min(hi, alone)
+    return hi
 
 
 def _higher_waits(state: State, job: Job, node_id: str) -> bool:
