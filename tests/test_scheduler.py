@@ -16,6 +16,7 @@ from peerfarm.core.scheduler import (
     Measured,
     Pick,
     job_speed,
+    last_round_work,
     overdue_at,
     pick_backup,
     pick_run,
@@ -727,13 +728,11 @@ def test_a_node_with_two_slots_moves_one_run_to_even_out_two_jobs():
     assert split_keep(log.state, A, log.state.jobs["job2"], 0, 24, finished, on_job2) == 24
 
 
-def test_a_run_of_a_job_whose_costs_are_known_gives_back_its_tail_for_less():
-    """A run gives its tail back to slots busy now only when the farm ends sooner by
-    three start-ups: its frames' costs guessed, when those runs end is a guess. With the
-    costs learned from an earlier render of the scene, one start-up: a farm's second
-    submission left each node its one run, and the one whose run rendered 25% slower
-    than its speed ended the job 49 s after the first idle node (1.086 of the bound;
-    1.037 now)."""
+def test_a_run_gives_back_its_tail_to_slots_busy_now_for_one_startup_of_gain():
+    """A run gives its tail back to slots busy now when the farm ends sooner by one
+    start-up, the job's costs guessed or known (its takers counted in whole frames:
+    below). It was three start-ups where the costs were guessed: a node of random
+    --seed 9 kept 20 frames that, shared, ended the farm 40 s sooner."""
     log = adaptive_log(A, B, frames=16)
     for node in (A, B):
         speed(log, node, 1000, startup_ms=2000)
@@ -743,12 +742,17 @@ def test_a_run_of_a_job_whose_costs_are_known_gives_back_its_tail_for_less():
     measured = Measured({"job1": 1.0}, now=4.0, seen=seen)
     finished = [1.0, 2.0, 3.0, 4.0]
     # 10 frames left at 1 s; B's run (2 s of start-up, 2 frames) ends in 1.5 s, then its
-    # start-up: together 6.75 s, A alone 10 s (3.25 s sooner: more than one start-up,
-    # less than three).
+    # start-up: B renders 3 whole frames by 7 s while A renders 7, A alone 10 s (3 s
+    # sooner: more than one start-up).
     guessed = log.state.jobs["job1"]
-    assert split_keep(log.state, A, guessed, 0, 14, finished, measured) == 14
+    assert split_keep(log.state, A, guessed, 0, 14, finished, measured) == 11
     known = guessed._replace(costs=(1.0,) * 16)
     assert split_keep(log.state, A, known, 0, 14, finished, measured) == 11
+    # With a start-up of 4 s, B renders 2 whole frames by 8 s: 2 s sooner, less than it.
+    for node in (A, B):
+        speed(log, node, 1000, startup_ms=4000)
+    guessed = log.state.jobs["job1"]
+    assert split_keep(log.state, A, guessed, 0, 14, finished, measured) == 14
 
 
 def test_a_run_gives_its_tail_back_to_idle_slots_for_one_startup_of_gain():
@@ -771,3 +775,44 @@ def test_a_run_gives_its_tail_back_to_idle_slots_for_one_startup_of_gain():
     emit(log, B, "CLAIM_CHUNK", {"job_id": "job2", "chunk": 0, "count": 5})
     job = log.state.jobs["job1"]
     assert split_keep(log.state, A, job, 0, 14, finished, measured) == 14
+
+
+def test_a_tail_is_given_back_only_for_what_its_takers_render_in_whole_frames():
+    """Each node that takes part of a tail renders whole frames of it after its start-up.
+    Counted as a fluid (every idle slot a ninth of a frame), a tail of one frame given
+    to nine idle nodes looked 14.4 s sooner, more than a start-up; taken by one node, it
+    is 6 s sooner, and the frame costs that node a 14 s start-up: the run keeps it."""
+    others = [letter * 16 for letter in "bcdefghij"]
+    log = adaptive_log(A, *others, frames=12)
+    for node in (A, *others):
+        speed(log, node, 10000, startup_ms=14000)
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 12})
+    job = log.state.jobs["job1"]
+    assert job.costs == ()
+    measured = Measured({"job1": 10.0}, now=100.0, seen={("job1", 0, claim.seq): 0.0})
+    finished = [float(t) for t in range(20, 110, 10)]  # 9 frames done, 10 s apart
+    # 3 frames left (30 s alone); one taker ends the last at 14 + 10 = 24 s.
+    assert split_keep(log.state, A, job, 0, 12, finished, measured) == 12
+    known = job._replace(costs=(1.0,) * 12)  # the same with the costs learned before
+    assert split_keep(log.state, A, known, 0, 12, finished, measured) == 12
+    # With a start-up of 2 s, A renders 2 of them (20 s) and a taker the last (12 s):
+    # 10 s sooner, more than that start-up.
+    for node in (A, *others):
+        speed(log, node, 10000, startup_ms=2000)
+    assert split_keep(log.state, A, log.state.jobs["job1"], 0, 12, finished, measured) < 12
+
+
+def test_a_last_round_run_counts_the_others_taking_whole_frames():
+    """A node sizing its part of the last round counts on each other node rendering
+    whole frames after its start-up. 10 frames left; A renders 2 s a frame, eight idle
+    nodes 10 s a frame, all after 5 s of start-up. As a fluid, each of the eight took
+    0.77 of a frame and A 3.85 frames: A claimed 4, and six nodes paid a start-up for
+    a frame each. In whole frames A takes 5 and five others one each: the same end
+    (15 s), a start-up fewer."""
+    others = [letter * 16 for letter in "bcdefghi"]
+    log = adaptive_log(A, *others, frames=10)
+    speed(log, A, 2000, startup_ms=5000)
+    for node in others:
+        speed(log, node, 10000, startup_ms=5000)
+    job = log.state.jobs["job1"]
+    assert last_round_work(log.state, job, A, 10.0, 2.0, 5.0, Measured({}, now=0.0)) == 5.0

@@ -871,11 +871,12 @@ def pick_backup(
 
 SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
 SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this often
-SPLIT_GAIN_STARTUPS = 3  # ... and ends the farm this many of our start-ups sooner
-# ... or this many, when the job's costs were learned before it (a re-submitted scene):
-# the gain is then no guess (a farm's second submission left each node its one run, and
-# the node whose run rendered 25% slower ended the job 49 s after the first idle one).
-SPLIT_GAIN_STARTUPS_KNOWN = 1
+# ... and ends the farm this many of our start-ups sooner, each node taking part of the
+# tail counted in whole frames (_farm_end). Counted as a fluid (nine idle nodes each a
+# ninth of a frame), gains of a start-up were often not there, and this was 3 where
+# the job's costs were guessed: a node then kept 20 frames that, shared, would have
+# ended the farm 40 s sooner (random --seed 9).
+SPLIT_GAIN_STARTUPS = 1
 # Runs of frames faster than this are never split: they are sized by what a claim costs
 # (least_run), and each look at a run walks its chunks.
 SPLIT_FRAME_SECONDS = STARTUPS_PER_RUN * CLAIM_SECONDS
@@ -956,21 +957,15 @@ def split_keep(
         return count
 
     # The farm's pending frames are rendered too, by the same slots: counted as ours to
-    # share out, or the nodes giving back at once each counted on every idle slot.
+    # share out, or the nodes giving back at once each counted on every idle slot. The
+    # others take whole frames of the tail, as heavy as its frames on the mean.
     need = sum(left) + pending
-    hi = min(_farm_end(unit, slots, need, alone + pending * unit), alone)
+    frame = sum(left) / len(left)
+    hi = min(_farm_end(unit, slots, need, alone + pending * unit, frame=frame), alone)
     # Worth it only if the farm ends sooner by a tenth of what this run has left and by
-    # more than the start-ups the frames cost whoever takes them.
-    startups = SPLIT_GAIN_STARTUPS_KNOWN if job.costs else SPLIT_GAIN_STARTUPS
-    least = BACKUP_GAIN * alone
-    if alone - hi < max(least, startups * mine[1] / 1000.0):
-        # The gain is a guess where it counts on other runs ending as estimated (from
-        # frames' costs guessed early); on slots idle now it is not, and a start-up is
-        # enough (a node kept 32 frames, 62 s, while five nodes stood idle 40 s).
-        idle = [slot for slot in slots if slot[0] <= 0.0]
-        hi = min(_farm_end(unit, idle, need, alone + pending * unit), alone) if idle else alone
-        if alone - hi < max(least, SPLIT_GAIN_STARTUPS_KNOWN * mine[1] / 1000.0):
-            return count
+    # more than the start-up the frames cost whoever takes them.
+    if alone - hi < max(BACKUP_GAIN * alone, SPLIT_GAIN_STARTUPS * mine[1] / 1000.0):
+        return count
     keep, work = 0, 0.0
     while keep < len(left) and work < hi / unit - 1e-9:
         work += left[keep]
@@ -984,14 +979,21 @@ def _farm_end(
     need: float,
     most: float,
     startup: float = 0.0,
+    frame: float = 1.0,
 ) -> float:
     """Seconds from now by which this node (``unit`` seconds per frame-unit, after its
     ``startup``) and ``slots`` (free in, start-up, seconds per frame-unit: _free_slots)
-    render ``need`` frame-units, searched up to ``most``."""
+    render ``need`` frame-units, searched up to ``most``. The slots render whole frames
+    (``frame`` frame-units each): a slot that would render part of one by then takes
+    none. Counted as a fluid, ten slots each took a tenth of a frame, and the farm's end
+    looked a start-up sooner than any taker could make it."""
+
+    def whole(work: float) -> float:  # (frames learned to cost nothing: a fluid)
+        return math.floor(work / frame + 1e-9) * frame if frame > 0 else work
 
     def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
         return max(0.0, t - startup) / unit + sum(
-            max(0.0, t - free - start) / per for free, start, per in slots
+            whole(max(0.0, t - free - start) / per) for free, start, per in slots
         )
 
     lo, hi = 0.0, most
