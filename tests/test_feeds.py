@@ -114,6 +114,8 @@ def test_equivocation_is_proven_and_settled_alike_everywhere():
         assert log.forked() == {alice.id: 3}
         assert "j1" in log.state.jobs and log.state.jobs["j1"].priority == 0  # both dropped
     assert a.digest() == b.digest() == carol.log.digest()
+    # The heads a and b showed each other before the proof are not kept past it.
+    assert a.heads() == b.heads() == carol.log.heads()
     # Nothing more of Alice's counts from the fork on, whatever version it is.
     later = alice.log.create(alice.id, act.CANCEL_JOB, {"job_id": "j1"})
     later = later._replace(sig=ALICE.sign(later.hash))
@@ -221,3 +223,26 @@ def test_a_log_file_cut_after_unsigned_actions_waits_for_their_signature():
     trusting = ActionLog(authenticate=True)  # what a restore did before: all applied
     trusting.add_all(on_disk, trusted=True)
     assert trusting.version_vector()[alice.id] == 3
+
+
+@pytest.mark.parametrize("authenticate", [True, False])
+def test_heads_follow_every_action_and_outlive_compaction(authenticate):
+    """``heads`` is asked for with every version vector a node sends or answers, so it
+    is kept between changes: it must still be each origin's last action's hash after
+    actions arrive and after they are folded into the base."""
+    alice, bob = Member(ALICE), Member(BOB)
+    log = ActionLog(authenticate=authenticate)
+
+    def expected() -> dict[str, bytes]:
+        return {m.id: m.log.actions_of(m.id)[-1].hash[:8] for m in (alice, bob)}
+
+    log.add_all(wire([*alice.emit(joined("a")), *bob.emit(joined("b"))]))
+    assert log.heads() == expected()
+    log.add_all(wire(alice.emit(new_job("j1"), new_job("j2"))))
+    assert log.heads() == expected()
+    log.compact(len(log.actions()))
+    assert log.actions() == [] and log.heads() == expected()
+    log.add_all(wire(bob.emit(new_job("j3"))))
+    assert log.heads() == expected()
+    log.heads()[alice.id] = b"changed"  # a caller's copy: the log's own is untouched
+    assert log.heads() == expected()

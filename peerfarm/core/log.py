@@ -96,6 +96,11 @@ class ActionLog:
         # Compaction: what the base (the state _checkpoints[0]) holds of each origin.
         self._base: dict[str, int] = {}  # origin -> its actions folded into the base
         self._base_last: dict[str, Action] = {}  # origin -> its last one in the base
+        # origin -> (an action, its hash): the last hash asked for of an origin whose
+        # actions have no hashes kept (all in the base, or a log that does not
+        # authenticate); every peer's version vector asks for each origin's (``heads``).
+        self._hash_memo: dict[str, tuple[Action, bytes]] = {}
+        self._heads: dict[str, bytes] | None = None  # ``heads()``, while no chain changes
         self._base_certs: dict[str, bytes] = {}  # origin -> its first action's cert
         self.base_key: tuple[int, str, int] | None = None  # the base's last action
         self.base_count = 0  # actions folded into the base, ever
@@ -171,7 +176,10 @@ class ActionLog:
     def heads(self) -> dict[str, bytes]:
         """Each origin's last action's hash (its first 8 bytes): two nodes that hold as
         many actions of an origin hold the same ones iff these agree."""
-        return {origin: self._last_hash(origin)[:8] for origin in (*self._base, *self._by_origin)}
+        if self._heads is None:
+            origins = dict.fromkeys((*self._base, *self._by_origin))
+            self._heads = {origin: self._last_hash(origin)[:8] for origin in origins}
+        return dict(self._heads)
 
     def chain_tail(self, origin: str) -> list[Action]:
         """The origin's last actions (enough to show a recent fork: ``MAX_CHAIN``)."""
@@ -206,7 +214,14 @@ class ActionLog:
         if hashes:
             return hashes[-1]
         own = self._last(origin)
-        return own.hash if own is not None else GENESIS
+        return self._hash_of(own) if own is not None else GENESIS
+
+    def _hash_of(self, action: Action) -> bytes:
+        """An origin's last or base-last action's hash, remembered while it stays so."""
+        memo = self._hash_memo.get(action.origin)
+        if memo is None or memo[0] is not action:
+            memo = self._hash_memo[action.origin] = (action, action.hash)
+        return memo[1]
 
     def own_last(self, origin: str, count: int) -> list[Action]:
         """The origin's last ``count`` actions, in seq order."""
@@ -524,7 +539,12 @@ class ActionLog:
     def _apply(self, action: Action, digest: bytes | None = None) -> None:
         self._by_origin.setdefault(action.origin, []).append(action)
         if self.authenticate:
-            self._hashes.setdefault(action.origin, []).append(digest or action.hash)
+            digest = digest or action.hash
+            self._hashes.setdefault(action.origin, []).append(digest)
+            if self._heads is not None:
+                self._heads[action.origin] = digest[:8]
+        else:
+            self._heads = None
         if action.lamport > self.lamport:
             self.lamport = action.lamport
         key = action.key
@@ -585,6 +605,7 @@ class ActionLog:
         if not dropped:
             return
         self.late_inserts += 1  # history changed behind the end, as a late action changes it
+        self._heads = None
         del own[cut:]
         if origin in self._hashes:
             del self._hashes[origin][cut:]
@@ -625,7 +646,7 @@ class ActionLog:
         is the base's last of that origin); None otherwise."""
         base = self._base.get(origin, 0)
         if seq == base and origin in self._base_last:
-            return self._base_last[origin].hash
+            return self._hash_of(self._base_last[origin])
         own = self._by_origin.get(origin)
         index = seq - 1 - base
         if not own or not 0 <= index < len(own):

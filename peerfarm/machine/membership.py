@@ -110,9 +110,12 @@ class Membership:
             me = state.peers.get(self.shared.node_id)
             if me is not None and me.state == DOWN:
                 return self.shared.now
+            suspicions = self.prober.suspicions
             for peer_id, peer in state.peers.items():
                 if peer_id == self.shared.node_id or peer.state != UP:
                     continue
+                if peer_id in self.heard and peer_id not in suspicions:
+                    continue  # linked and unsuspected: never down (asked after every event)
                 if self.declared_down.get(peer_id) == peer.incarnation:
                     continue
                 deadline = min(deadline, self._down_at(peer_id))
