@@ -6,7 +6,7 @@ default scenario, on each named cost curve, and on random scenarios (--random
 --seed N for N in 0..RANDOM-1). Prints one JSON object per line, then a summary
 line, or with --markdown the table.
 
-    python benchmarks/bench_schedule.py [--random 10] [--seeds 3] [--markdown]
+    python benchmarks/bench_schedule.py [--random 10] [--seeds 3] [--wide] [--markdown]
     python benchmarks/bench_schedule.py --resubmit [--markdown]
 
 With --resubmit each row is the farm's second job: the row's job rendered once (the
@@ -14,6 +14,10 @@ farm learns its nodes' speeds and the frames' costs), then the same frames submi
 again, as the same scene (costs known) and as another scene (speeds known, costs
 not): what a farm that has rendered before does (`peerfarm bench schedule
 --resubmit` on one row). Against the baseline's first submission (it uses neither).
+
+With --wide the table also has a farm of 32 nodes (seconds per frame-unit 1 to 7, in
+turn) on 1000 frames: about 31 frames a node, where every start-up counts (slow to
+simulate: 32 nodes' messages, a minute or two a row).
 
 With --seeds K each row is run with K simulator seeds (the row's seed, + 1000, + 2000,
 ...: other render-time noise and message delays) and its ratios are their means: one
@@ -40,8 +44,22 @@ from peerfarm.sim.scheduling_bench import (
     random_scenario,
 )
 
+WIDE_SPEEDS = tuple(float(1 + i % 7) for i in range(32))
+WIDE_FRAMES = 1000
 
-def scenarios(randoms: int) -> list[tuple[str, Scenario]]:
+
+def wide_scenarios() -> list[tuple[str, Scenario]]:
+    """A farm of 32 nodes: the default cost curve, and spikes with a 30 s start-up."""
+    return [
+        (
+            f"32 nodes, {curve}, start-up {startup:g} s",
+            Scenario(WIDE_SPEEDS, tuple(complexity_curve(curve, WIDE_FRAMES)), startup, 0, curve),
+        )
+        for curve, startup in (("wave", DEFAULT_STARTUP), ("spikes", 30.0))
+    ]
+
+
+def scenarios(randoms: int, wide: bool = False) -> list[tuple[str, Scenario]]:
     named = [(f"default ({curve})" if curve == "wave" else curve, curve) for curve in ("wave",)] + [
         (curve, curve) for curve in RANDOM_CURVES if curve != "wave"
     ]
@@ -65,7 +83,7 @@ def scenarios(randoms: int) -> list[tuple[str, Scenario]]:
         )
     )
     out += [(f"random --seed {seed}", random_scenario(seed)) for seed in range(randoms)]
-    return out
+    return out + wide_scenarios() if wide else out
 
 
 def _mean_of_seeds(scenario: Scenario, seeds: int) -> dict:
@@ -98,9 +116,9 @@ def _resubmitted(scenario: Scenario) -> dict:
     return result
 
 
-def _resubmitted_table(randoms: int, markdown: bool) -> None:
+def _resubmitted_table(randoms: int, markdown: bool, wide: bool) -> None:
     rows = []
-    for label, scenario in scenarios(randoms):
+    for label, scenario in scenarios(randoms, wide):
         result = _resubmitted(scenario)
         result["label"] = label
         rows.append(result)
@@ -140,12 +158,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, metavar="K")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--resubmit", action="store_true")
+    parser.add_argument("--wide", action="store_true", help="also a farm of 32 nodes")
     args = parser.parse_args()
     if args.resubmit:
-        _resubmitted_table(args.random, args.markdown)
+        _resubmitted_table(args.random, args.markdown, args.wide)
         return
     rows = []
-    for label, scenario in scenarios(args.random):
+    for label, scenario in scenarios(args.random, args.wide):
         result = _mean_of_seeds(scenario, max(1, args.seeds))
         result["label"] = label
         rows.append(result)

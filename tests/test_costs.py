@@ -298,6 +298,22 @@ def test_nodes_whose_frames_never_meet_are_put_on_one_scale_by_their_measured_sp
     assert skewed[C] / skewed[A] == pytest.approx(7.0 / 2.0, rel=0.3)
 
 
+def test_a_node_that_has_not_shared_its_speed_yet_counts_as_a_typical_one():
+    """A fresh farm: C's frames are in the table (its DONE came) before its NODE_SPEED.
+    Its scale stays about 1 while A's and B's are in ms per frame: C's frames looked
+    thousands of times as heavy as theirs, and theirs cost 0 after rounding (a run of
+    them looked done: never given back nor copied). Counted as a typical node, all
+    frames cost about what they do."""
+    truth = [1.0] * 100
+    speeds = {A: 1.0, B: 1.0, C: 2.0}
+    runs = [(A, 1, 10), (B, 11, 10), (C, 60, 10)]
+    table = _table(speeds, truth, runs)["scene"]
+    learned = costs.frame_costs(table, 1, 100, at_least=0.0, prior={A: 1000.0, B: 1000.0})
+    assert min(learned) > 0.3 and max(learned) < 3.0
+    scales = costs.node_scales(table.frames, {A: 1000.0, B: 1000.0})
+    assert scales[C] == pytest.approx(1000.0, rel=0.01)  # the typical group's factor
+
+
 def test_frames_far_from_any_rendered_one_cost_the_mean_rendered_frame_while_a_job_renders():
     # Every tenth frame 8x: the first 40 frames rendered, frames 61-100 beyond reach.
     truth = [8.0 if i % 10 == 9 else 1.0 for i in range(100)]

@@ -110,7 +110,8 @@ def node_scales(table: Map, prior: Mapping[str, float] | None = None) -> dict[st
     Nodes whose frames never meet (a farm's first short runs, scattered along the job)
     fall into groups the boundaries cannot compare. With ``prior`` (each node's measured
     ms per frame) each group is put on the prior's scale: its nodes' scales times the
-    median of prior ÷ scale over them; a node no boundary links takes its prior.
+    median of prior ÷ scale over them; a node no boundary links takes its prior; a
+    group without a prior takes the median group's factor.
     Without, every group starts at 1 (a node 7x slower than the rest, alone between
     gaps, would make its frames look 7x as costly)."""
     # Segments: consecutive frames (up to NEAR apart) rendered by one node:
@@ -175,14 +176,22 @@ def _on_prior(
     members: dict[str, list[str]] = {}
     for n in sorted(scale):
         members.setdefault(root(n), []).append(n)
-    out = dict(scale)
-    for nodes in members.values():
+    factors: dict[str, float] = {}
+    for key, nodes in members.items():
         told = [prior[n] / scale[n] for n in nodes if prior.get(n, 0) > 0 and scale[n] > 0]
         if told:
-            factor = _median(told)
-            for n in nodes:
-                out[n] = scale[n] * factor
-    return out
+            factors[key] = _median(told)
+    if not factors:
+        return dict(scale)
+    # A group no prior tells (its nodes rendered frames but have not shared their speed
+    # yet) counts as a typical one. Left at its own scale (about 1) beside groups in ms
+    # per frame, its frames looked thousands of times as costly as the rest, whose costs
+    # rounded to 0: a run of them looked done, was never given back nor copied, and a
+    # 32-node farm waited minutes for its one slow node.
+    typical = _median(list(factors.values()))
+    return {
+        n: scale[n] * factors.get(key, typical) for key, nodes in members.items() for n in nodes
+    }
 
 
 def _median(values: list[float] | list[int]) -> float:

@@ -985,8 +985,8 @@ def _farm_end(
     ``startup``) and ``slots`` (free in, start-up, seconds per frame-unit: _free_slots)
     render ``need`` frame-units, searched up to ``most``. The slots render whole frames
     (``frame`` frame-units each): a slot that would render part of one by then takes
-    none. Counted as a fluid, ten slots each took a tenth of a frame, and the farm's end
-    looked a start-up sooner than any taker could make it."""
+    none. Counted as a fluid, nine idle slots each took a ninth of a frame, and the
+    farm's end looked a start-up sooner than any taker could make it."""
 
     def whole(work: float) -> float:  # (frames learned to cost nothing: a fluid)
         return math.floor(work / frame + 1e-9) * frame if frame > 0 else work
