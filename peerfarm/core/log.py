@@ -96,11 +96,10 @@ class ActionLog:
         # Compaction: what the base (the state _checkpoints[0]) holds of each origin.
         self._base: dict[str, int] = {}  # origin -> its actions folded into the base
         self._base_last: dict[str, Action] = {}  # origin -> its last one in the base
-        # origin -> (an action, its hash): the last hash asked for of an origin whose
-        # actions have no hashes kept (all in the base, or a log that does not
-        # authenticate); every peer's version vector asks for each origin's (``heads``).
-        self._hash_memo: dict[str, tuple[Action, bytes]] = {}
-        self._heads: dict[str, bytes] | None = None  # ``heads()``, while no chain changes
+        # ``heads()``, kept while no chain changes: every version vector a node sends or
+        # answers asks for it, and an origin all in the base has no hash kept (hashed
+        # again each time, it was most of a 32-node farm's CPU).
+        self._heads: dict[str, bytes] | None = None
         self._base_certs: dict[str, bytes] = {}  # origin -> its first action's cert
         self.base_key: tuple[int, str, int] | None = None  # the base's last action
         self.base_count = 0  # actions folded into the base, ever
@@ -214,14 +213,7 @@ class ActionLog:
         if hashes:
             return hashes[-1]
         own = self._last(origin)
-        return self._hash_of(own) if own is not None else GENESIS
-
-    def _hash_of(self, action: Action) -> bytes:
-        """An origin's last or base-last action's hash, remembered while it stays so."""
-        memo = self._hash_memo.get(action.origin)
-        if memo is None or memo[0] is not action:
-            memo = self._hash_memo[action.origin] = (action, action.hash)
-        return memo[1]
+        return own.hash if own is not None else GENESIS
 
     def own_last(self, origin: str, count: int) -> list[Action]:
         """The origin's last ``count`` actions, in seq order."""
@@ -646,7 +638,7 @@ class ActionLog:
         is the base's last of that origin); None otherwise."""
         base = self._base.get(origin, 0)
         if seq == base and origin in self._base_last:
-            return self._hash_of(self._base_last[origin])
+            return self._base_last[origin].hash
         own = self._by_origin.get(origin)
         index = seq - 1 - base
         if not own or not 0 <= index < len(own):
