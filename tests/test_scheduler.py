@@ -594,6 +594,34 @@ def test_a_copy_leaves_out_the_part_of_a_run_another_node_copies():
     assert log.state.jobs["job1"].chunk(8).backup_origin == C
 
 
+def test_slow_runs_giving_back_at_once_count_on_each_others_tails():
+    """A fresh farm's equal parts: the slow nodes each gave back their tails counting
+    on every idle node for their own tail alone, kept too little, were done long before
+    the farm and came back for more, a start-up each. A run counts the tails the other
+    runs past the farm's end give back too: together, the idle nodes end them about
+    when the slow nodes end what they keep."""
+    log = adaptive_log(A, B, C, D, frames=160)
+    for node in (A, B, C, D):
+        speed(log, node, 4000 if node in (A, B) else 1000, startup_ms=1000)
+    runs = {
+        node: emit(log, node, "CLAIM_CHUNK", {"job_id": "job1", "chunk": i * 40, "count": 40})
+        for i, node in enumerate((A, B, C, D))
+    }
+    for i, node in enumerate((C, D)):  # the fast nodes are done: idle
+        done = {"job_id": "job1", "chunk": 80 + i * 40, "count": 40}
+        emit(log, node, "DONE", {**done, "claim_seq": runs[node].seq})
+    seen = {("job1", i * 40, runs[node].seq): 0.0 for i, node in enumerate((A, B))}
+    finished = [5.0, 9.0, 13.0, 17.0]  # 4 s a frame after a start-up of 1 s
+    measured = Measured({"job1": 4.0}, now=17.0, seen=seen)
+    job = log.state.jobs["job1"]
+    keep_a = split_keep(log.state, A, job, 0, 40, finished, measured)
+    assert keep_a == split_keep(log.state, B, job, 40, 40, finished, measured)
+    # Both tails to C and D (1 s a frame, a start-up each), A and B at 4 s a frame.
+    kept_seconds = (keep_a - len(finished)) * 4.0
+    tails_seconds = 1.0 + 2 * (40 - keep_a) / 2
+    assert abs(kept_seconds - tails_seconds) <= 4.0, (keep_a, kept_seconds, tails_seconds)
+
+
 def test_a_run_gives_back_its_tail_when_a_job_of_higher_priority_waits():
     """A fresh farm's parts are whole shares of its first job: an urgent job submitted
     meanwhile waited for minutes. A run ends with the frame it renders and gives the

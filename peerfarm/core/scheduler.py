@@ -871,12 +871,6 @@ def pick_backup(
 
 SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
 SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this often
-# ... and ends the farm this many of our start-ups sooner, each node taking part of the
-# tail counted in whole frames (_farm_end). Counted as a fluid (nine idle nodes each a
-# ninth of a frame), gains of a start-up were often not there, and this was 3 where
-# the job's costs were guessed: a node then kept 20 frames that, shared, would have
-# ended the farm 40 s sooner (random --seed 9).
-SPLIT_GAIN_STARTUPS = 1
 # Runs of frames faster than this are never split: they are sized by what a claim costs
 # (least_run), and each look at a run walks its chunks.
 SPLIT_FRAME_SECONDS = STARTUPS_PER_RUN * CLAIM_SECONDS
@@ -951,20 +945,24 @@ def split_keep(
     slots = _free_slots(state, job, node_id, scale, measured)
     if not slots:
         return count
-    if min(free for free, _, _ in slots) > unit * max(left) + SPLIT_LOOK_EVERY:
+    if min(free for free, _, _, _ in slots) > unit * max(left) + SPLIT_LOOK_EVERY:
         # No slot frees up before this run's next frame ends (when it looks again):
         # given back now, the tail would wait, sized by guesses the next frames refine.
         return count
 
     # The farm's pending frames are rendered too, by the same slots: counted as ours to
-    # share out, or the nodes giving back at once each counted on every idle slot. The
-    # others take whole frames of the tail, as heavy as its frames on the mean.
+    # share out, or the nodes giving back at once each counted on every idle slot. So
+    # are the tails the job's other runs give back (tails=True): each slow node giving
+    # back at once counted on the idle nodes for its own tail alone, kept too little,
+    # was done long before the farm and took more, a start-up each. The others take
+    # whole frames, as heavy as this tail's on the mean.
     need = sum(left) + pending
     frame = sum(left) / len(left)
-    hi = min(_farm_end(unit, slots, need, alone + pending * unit, frame=frame), alone)
-    # Worth it only if the farm ends sooner by a tenth of what this run has left and by
-    # more than the start-up the frames cost whoever takes them.
-    if alone - hi < max(BACKUP_GAIN * alone, SPLIT_GAIN_STARTUPS * mine[1] / 1000.0):
+    hi = min(_farm_end(unit, slots, need, alone + pending * unit, frame=frame, tails=True), alone)
+    # Worth it only if the farm ends sooner by a tenth of what this run has left (the
+    # takers' start-ups are counted in hi; asked for one of ours more, a run of heavy
+    # frames whose costs were guessed was kept, and it ended the farm).
+    if alone - hi < BACKUP_GAIN * alone:
         return count
     keep, work = 0, 0.0
     while keep < len(left) and work < hi / unit - 1e-9:
@@ -975,32 +973,49 @@ def split_keep(
 
 def _farm_end(
     unit: float,
-    slots: list[tuple[float, float, float]],
+    slots: list[tuple[float, float, float, bool]],
     need: float,
     most: float,
     startup: float = 0.0,
     frame: float = 1.0,
+    tails: bool = False,
 ) -> float:
     """Seconds from now by which this node (``unit`` seconds per frame-unit, after its
-    ``startup``) and ``slots`` (free in, start-up, seconds per frame-unit: _free_slots)
-    render ``need`` frame-units, searched up to ``most``. The slots render whole frames
-    (``frame`` frame-units each): a slot that would render part of one by then takes
-    none. Counted as a fluid, nine idle slots each took a ninth of a frame, and the
-    farm's end looked a start-up sooner than any taker could make it."""
+    ``startup``) and ``slots`` (free in, start-up, seconds per frame-unit, whether on a
+    run of this job: _free_slots) render ``need`` frame-units, searched up to ``most``. The
+    slots render whole frames (``frame`` frame-units each): a slot that would render
+    part of one by then takes none. Counted as a fluid, nine idle slots each took a
+    ninth of a frame, and the farm's end looked a start-up sooner than any taker could
+    make it. With ``tails``, the slots' runs of this job that should end past that
+    moment give back their tails too (_run_rendered): their work is the farm's."""
 
     def whole(work: float) -> float:  # (frames learned to cost nothing: a fluid)
         return math.floor(work / frame + 1e-9) * frame if frame > 0 else work
 
     def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
         return max(0.0, t - startup) / unit + sum(
-            whole(max(0.0, t - free - start) / per) for free, start, per in slots
+            whole(max(0.0, t - free - start) / per)
+            + (_run_rendered(t, free, start, per) if tails and on_job and per > 0 else 0.0)
+            for free, start, per, on_job in slots
         )
 
+    if tails:  # (what those runs have left: rendered by them or given back)
+        need += sum(free / per for free, _, per, on_job in slots if on_job and per > 0)
     lo, hi = 0.0, most
     for _ in range(40):  # the least t by which the farm renders the work
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if rendered_by(mid) < need else (lo, mid)
     return hi
+
+
+def _run_rendered(t: float, left: float, startup: float, per: float) -> float:
+    """Frame-units of its own run that a slot (``left`` seconds to go, ``per`` seconds
+    per frame-unit) renders in the next ``t`` seconds: until then, when the rest would
+    be worth giving back (split_keep's own test: a start-up and a tenth of the run);
+    else all of it."""
+    if left - t > max(startup, BACKUP_GAIN * left):
+        return t / per
+    return left / per
 
 
 def _higher_waits(state: State, job: Job, node_id: str) -> bool:
@@ -1094,16 +1109,17 @@ def _free_slots(
     scale: float,
     measured: Measured,
     late_done: bool = False,
-) -> list[tuple[float, float, float]]:
+) -> list[tuple[float, float, float, bool]]:
     """Other nodes' slots that may render ``job``: (seconds from now until free, start-up
-    seconds, seconds per frame-unit of this job), a slot free at the estimated end of
-    the run it renders (its estimate less how long ago this node saw the claim). A slot
+    seconds, seconds per frame-unit of this job, whether it renders a run of this job
+    without a copy), a slot free at the estimated end of the run it renders (its
+    estimate less how long ago this node saw the claim). A slot
     on another job's work counts as free at its run's end when that job has nothing
     left to claim (its nodes come to the jobs still rendering: a slow node's tail of one
     of two jobs sharing the farm was kept, counted on no help, and its job ended 11%
     after the other), else as never free; a slot on a copy, never."""
     now = measured.now
-    busy: dict[str, list[float]] = {}
+    busy: dict[str, list[tuple[float, bool]]] = {}
     for other in state.jobs.values():
         if other.state != ACTIVE:
             continue
@@ -1111,9 +1127,9 @@ def _free_slots(
         for first, count, holder, seq in claimed_runs(other):
             copier = other.chunk(first).backup_origin
             if copier:
-                busy.setdefault(copier, []).append(math.inf)
+                busy.setdefault(copier, []).append((math.inf, False))
             if not ending:
-                busy.setdefault(holder, []).append(math.inf)
+                busy.setdefault(holder, []).append((math.inf, False))
                 continue
             # (Another job's run at the renderer's average frame: this node's pace on
             # it is not known here.)
@@ -1122,14 +1138,14 @@ def _free_slots(
             )
             seen = measured.seen.get((other.id, first, seq))
             if estimate is None or seen is None:
-                busy.setdefault(holder, []).append(math.inf)
+                busy.setdefault(holder, []).append((math.inf, False))
                 continue
             left = (
                 max(0.0, estimate - (now - seen))
                 if late_done
                 else expected_left(now - seen, estimate)
             )
-            busy.setdefault(holder, []).append(left)
+            busy.setdefault(holder, []).append((left, other.id == job.id and not copier))
     slots = []
     for n in able_renderers(state, job):
         if n == node_id or not has_room(job, n):
@@ -1138,10 +1154,10 @@ def _free_slots(
         if speed is None:
             continue
         ends = sorted(busy.get(n, []))
-        ends = [0.0] * max(0, state.peers[n].slots - len(ends)) + ends
-        for end in ends[: state.peers[n].slots]:
+        ends = [(0.0, False)] * max(0, state.peers[n].slots - len(ends)) + ends
+        for end, on_job in ends[: state.peers[n].slots]:
             if end < math.inf:
-                slots.append((end, speed[1] / 1000.0, speed[0] / 1000.0 * scale))
+                slots.append((end, speed[1] / 1000.0, speed[0] / 1000.0 * scale, on_job))
     return slots
 
 
