@@ -66,6 +66,15 @@ class Pick(NamedTuple):
     count: int = 1  # chunks in the run
 
 
+class Slot(NamedTuple):
+    """Another node's slot as a run weighs the farm's end (_free_slots)."""
+
+    free: float  # seconds from now until it is free
+    startup: float  # its renderer's start-up, seconds
+    per: float  # its seconds per frame-unit of the job
+    on_job: bool  # it renders a run of the job (without a copy) until then
+
+
 class Measured(NamedTuple):
     """What this node measured itself, kept by its machine (never in the state)."""
 
@@ -945,7 +954,7 @@ def split_keep(
     slots = _free_slots(state, job, node_id, scale, measured)
     if not slots:
         return count
-    if min(free for free, _, _, _ in slots) > unit * max(left) + SPLIT_LOOK_EVERY:
+    if min(slot.free for slot in slots) > unit * max(left) + SPLIT_LOOK_EVERY:
         # No slot frees up before this run's next frame ends (when it looks again):
         # given back now, the tail would wait, sized by guesses the next frames refine.
         return count
@@ -973,7 +982,7 @@ def split_keep(
 
 def _farm_end(
     unit: float,
-    slots: list[tuple[float, float, float, bool]],
+    slots: list[Slot],
     need: float,
     most: float,
     startup: float = 0.0,
@@ -981,9 +990,8 @@ def _farm_end(
     tails: bool = False,
 ) -> float:
     """Seconds from now by which this node (``unit`` seconds per frame-unit, after its
-    ``startup``) and ``slots`` (free in, start-up, seconds per frame-unit, whether on a
-    run of this job: _free_slots) render ``need`` frame-units, searched up to ``most``. The
-    slots render whole frames (``frame`` frame-units each): a slot that would render
+    ``startup``) and ``slots`` (_free_slots) render ``need`` frame-units, searched up to
+    ``most``. The slots render whole frames (``frame`` frame-units each): a slot that would render
     part of one by then takes none. Counted as a fluid, nine idle slots each took a
     ninth of a frame, and the farm's end looked a start-up sooner than any taker could
     make it. With ``tails``, the slots' runs of this job that should end past that
@@ -994,13 +1002,13 @@ def _farm_end(
 
     def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
         return max(0.0, t - startup) / unit + sum(
-            whole(max(0.0, t - free - start) / per)
-            + (_run_rendered(t, free, start, per) if tails and on_job and per > 0 else 0.0)
-            for free, start, per, on_job in slots
+            whole(max(0.0, t - slot.free - slot.startup) / slot.per)
+            + (_run_rendered(t, slot) if tails and slot.on_job and slot.per > 0 else 0.0)
+            for slot in slots
         )
 
     if tails:  # (what those runs have left: rendered by them or given back)
-        need += sum(free / per for free, _, per, on_job in slots if on_job and per > 0)
+        need += sum(slot.free / slot.per for slot in slots if slot.on_job and slot.per > 0)
     lo, hi = 0.0, most
     for _ in range(40):  # the least t by which the farm renders the work
         mid = (lo + hi) / 2
@@ -1008,14 +1016,13 @@ def _farm_end(
     return hi
 
 
-def _run_rendered(t: float, left: float, startup: float, per: float) -> float:
-    """Frame-units of its own run that a slot (``left`` seconds to go, ``per`` seconds
-    per frame-unit) renders in the next ``t`` seconds: until then, when the rest would
-    be worth giving back (split_keep's own test: a start-up and a tenth of the run);
-    else all of it."""
-    if left - t > max(startup, BACKUP_GAIN * left):
-        return t / per
-    return left / per
+def _run_rendered(t: float, slot: Slot) -> float:
+    """Frame-units of its own run (``slot.free`` seconds to go) that a slot renders in
+    the next ``t`` seconds: until then, when the rest would be worth giving back
+    (split_keep's own test: a start-up and a tenth of the run); else all of it."""
+    if slot.free - t > max(slot.startup, BACKUP_GAIN * slot.free):
+        return t / slot.per
+    return slot.free / slot.per
 
 
 def _higher_waits(state: State, job: Job, node_id: str) -> bool:
@@ -1109,11 +1116,9 @@ def _free_slots(
     scale: float,
     measured: Measured,
     late_done: bool = False,
-) -> list[tuple[float, float, float, bool]]:
-    """Other nodes' slots that may render ``job``: (seconds from now until free, start-up
-    seconds, seconds per frame-unit of this job, whether it renders a run of this job
-    without a copy), a slot free at the estimated end of the run it renders (its
-    estimate less how long ago this node saw the claim). A slot
+) -> list[Slot]:
+    """Other nodes' slots that may render ``job``, a slot free at the estimated end of
+    the run it renders (its estimate less how long ago this node saw the claim). A slot
     on another job's work counts as free at its run's end when that job has nothing
     left to claim (its nodes come to the jobs still rendering: a slow node's tail of one
     of two jobs sharing the farm was kept, counted on no help, and its job ended 11%
@@ -1146,7 +1151,7 @@ def _free_slots(
                 else expected_left(now - seen, estimate)
             )
             busy.setdefault(holder, []).append((left, other.id == job.id and not copier))
-    slots = []
+    slots: list[Slot] = []
     for n in able_renderers(state, job):
         if n == node_id or not has_room(job, n):
             continue
@@ -1157,7 +1162,7 @@ def _free_slots(
         ends = [(0.0, False)] * max(0, state.peers[n].slots - len(ends)) + ends
         for end, on_job in ends[: state.peers[n].slots]:
             if end < math.inf:
-                slots.append((end, speed[1] / 1000.0, speed[0] / 1000.0 * scale, on_job))
+                slots.append(Slot(end, speed[1] / 1000.0, speed[0] / 1000.0 * scale, on_job))
     return slots
 
 
