@@ -991,11 +991,12 @@ def _farm_end(
 ) -> float:
     """Seconds from now by which this node (``unit`` seconds per frame-unit, after its
     ``startup``) and ``slots`` (_free_slots) render ``need`` frame-units, searched up to
-    ``most``. The slots render whole frames (``frame`` frame-units each): a slot that would render
-    part of one by then takes none. Counted as a fluid, nine idle slots each took a
-    ninth of a frame, and the farm's end looked a start-up sooner than any taker could
-    make it. With ``tails``, the slots' runs of this job that should end past that
-    moment give back their tails too (_run_rendered): their work is the farm's."""
+    ``most``. The slots render whole frames (``frame`` frame-units each): a slot that
+    would render part of one by then takes none. Counted as a fluid, nine idle slots
+    each took a ninth of a frame, and the farm's end looked a start-up sooner than any
+    taker could make it. With ``tails``, the slots' runs of this job that should end
+    past that moment give back their tails too (_run_rendered): their work is the
+    farm's."""
 
     def whole(work: float) -> float:  # (frames learned to cost nothing: a fluid)
         return math.floor(work / frame + 1e-9) * frame if frame > 0 else work
@@ -1003,12 +1004,12 @@ def _farm_end(
     def rendered_by(t: float) -> float:  # frame-units the farm renders from now to now + t
         return max(0.0, t - startup) / unit + sum(
             whole(max(0.0, t - slot.free - slot.startup) / slot.per)
-            + (_run_rendered(t, slot) if tails and slot.on_job and slot.per > 0 else 0.0)
+            + (_run_rendered(t, slot) if tails and slot.on_job else 0.0)
             for slot in slots
         )
 
     if tails:  # (what those runs have left: rendered by them or given back)
-        need += sum(slot.free / slot.per for slot in slots if slot.on_job and slot.per > 0)
+        need += sum(slot.free / slot.per for slot in slots if slot.on_job)
     lo, hi = 0.0, most
     for _ in range(40):  # the least t by which the farm renders the work
         mid = (lo + hi) / 2
