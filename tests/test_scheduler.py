@@ -533,6 +533,36 @@ def test_a_run_with_a_copy_or_near_its_end_is_kept_whole():
     assert split_keep(log.state, A, job, 0, 40, finished, measured) == 40
 
 
+def test_an_idle_node_leaves_a_long_run_to_give_back_its_tail_and_copies_its_last_frames():
+    """A copied run is never split: a fresh farm's equal parts of 1,500 frames, a fast
+    node idle first copied a slow node's rest of 136 frames, and the job ended with
+    copies of long runs, six nodes idle for 7,000 s. An idle node leaves a run with
+    frames after the one its holder renders to the holder, which gives them back (it
+    looks at every frame's end); it copies the run's last frames, or a hung run."""
+    log = adaptive_log(A, B, frames=40)
+    speed(log, A, 7000, startup_ms=2000)
+    speed(log, B, 1000, startup_ms=2000)
+    run = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 40})
+    seen = {("job1", 0, run.seq): 0.0}
+    measured = Measured({"job1": 1.0}, now=50.0)
+    # A needs 282 s for its run, B 42 s: a copy would end far sooner, but A's tail goes
+    # back to the farm at A's next frame and B takes it then.
+    assert pick_backup(log.state, B, 50.0, seen, measured=measured) is None
+    job = log.state.jobs["job1"]
+    assert split_keep(log.state, A, job, 0, 40, [9.0, 16.0, 23.0, 30.0], measured) < 40
+    # Hung (twice past its estimate): copied whole, as before. B looks again then,
+    # also once the moment a copy would have been worth it has passed.
+    for now in (50.0, 300.0):
+        assert overdue_at(log.state, B, seen, measured._replace(now=now)) == 2 * 282.0
+    hung = pick_backup(log.state, B, 600.0, seen, measured=measured._replace(now=600.0))
+    assert hung is not None and (hung.chunk, hung.count) == (0, 40)
+    # The run's last two frames (the one A renders and one more): nothing to give back,
+    # B copies them.
+    emit(log, A, "DONE", {"job_id": "job1", "chunk": 0, "count": 38, "claim_seq": run.seq})
+    copy = pick_backup(log.state, B, 270.0, seen, measured=measured._replace(now=270.0))
+    assert copy is not None and (copy.chunk, copy.count, copy.holder) == (38, 2, A)
+
+
 def test_a_run_of_milliseconds_is_not_copied_before_its_done_could_arrive():
     """A 100-frame run estimated at 0.1 s on a node starved for a second or two looked
     overdue and was rendered twice: no copy before DONE_DELAY_SECONDS have passed."""

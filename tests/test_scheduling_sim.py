@@ -12,7 +12,13 @@ from peerfarm.core import actions as act
 from peerfarm.sim import JobPlan, NodePlan, Schedule, run_schedule
 from peerfarm.sim.network import NetworkConditions
 from peerfarm.sim.schedule import node_ids
-from peerfarm.sim.scheduling_bench import Scenario, complexity_curve, measure
+from peerfarm.sim.scheduling_bench import (
+    SUBMIT_AT,
+    Scenario,
+    complexity_curve,
+    measure,
+    schedule_for,
+)
 
 
 def _farm(nodes: list[NodePlan], frames: int = 60, **extra) -> Schedule:
@@ -114,6 +120,21 @@ def test_the_benchmark_beats_the_baseline_on_a_mixed_farm():
     ours, base = measure(scenario, "peerfarm"), measure(scenario, "baseline")
     assert ours["lower_bound"] == base["lower_bound"] == round(scenario.lower_bound, 2)
     assert 1.0 <= ours["ratio"] < base["ratio"]
+
+
+def test_a_long_job_on_a_fresh_mixed_farm_has_only_the_last_frames_of_runs_copied():
+    """A fresh farm cuts its first job into equal parts, one a node. On 1,500 frames a
+    fast node done with its part copied the rest of a slow node's part (136 frames); a
+    copied run is never given back, and the job ended at 4.9 times the lower bound. Idle
+    nodes now leave a run's tail to its holder, and copy only its last frames."""
+    speeds = (1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 7.0, 7.0)
+    scenario = Scenario(speeds, tuple(complexity_curve("wave", 1000)), 5.0, 3, "wave")
+    schedule = schedule_for(scenario, "peerfarm")
+    result = run_schedule(schedule, random.Random(scenario.seed), scenario.seed)
+    assert result.jobs == {"job-bench": "done"}
+    copies = [a.payload.get("count", 1) for a in result.emitted(act.BACKUP_CHUNK)]
+    assert max(copies, default=0) <= 2  # (before: a copy of 99 frames)
+    assert result.done_at["job-bench"] - SUBMIT_AT < 1.10 * scenario.lower_bound
 
 
 def test_bench_schedule_prints_one_json_object(capsys):

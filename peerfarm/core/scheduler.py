@@ -836,8 +836,9 @@ def pick_backup(
 ) -> Backup | None:
     """An in-flight run of another node that this idle node should render a copy of, or
     None. Only when no job has unclaimed work for us (pick_run found none): the run
-    expected to finish last, if our copy should end sooner, or a run far past its
-    estimate (a hung renderer on a live node). ``seen``: (job, first chunk, claim seq)
+    expected to finish last, if our copy should end sooner and its holder would not
+    give its tail back itself (_gives_tail_back), or a run far past its estimate (a
+    hung renderer on a live node). ``seen``: (job, first chunk, claim seq)
     -> when this node first saw that claim; ``now`` is this node's clock."""
     me = state.peers.get(node_id)
     if me is None or me.state != UP:
@@ -867,6 +868,8 @@ def pick_backup(
             if theirs is None:
                 theirs = ours  # a holder not measured yet: as fast as us
             hung = now - started >= OVERDUE_FACTOR * overdue_estimate(theirs)
+            if not hung and _gives_tail_back(state, job, holder, count, theirs):
+                continue  # its holder gives its tail back to the farm: copied, it could not
             left = backup_left(now - started, theirs)
             if not hung and ours >= (1.0 - BACKUP_GAIN) * left:
                 continue  # the original should end first
@@ -883,6 +886,23 @@ SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this
 # Runs of frames faster than this are never split: they are sized by what a claim costs
 # (least_run), and each look at a run walks its chunks.
 SPLIT_FRAME_SECONDS = STARTUPS_PER_RUN * CLAIM_SECONDS
+
+
+def _gives_tail_back(state: State, job: Job, holder: str, count: int, theirs: float) -> bool:
+    """Whether the holder of a run of ``count`` chunks (``theirs``: its estimate of them)
+    should give the frames after the one it renders back to the farm itself (split_keep
+    looks at every frame's end), rather than have an idle node copy the run: a copied
+    run is never split, so its rest is rendered by two nodes, not shared out. A fresh
+    farm's equal parts of 1,500 frames: a 1 s node idle first copied a 7 s node's rest
+    of 136 frames, another 7 s node copied the other's rest, and the job ended with
+    that run, six nodes idle for 7,000 s (ratio 4.9)."""
+    speed = job_speed(state, job, holder)
+    if speed is None or not job.adaptive or job.tiles != 1 or count < 3:
+        return False
+    startup = speed[1] / 1000.0
+    per_frame = max(0.0, theirs - startup) / count
+    tail = per_frame * (count - 1)
+    return per_frame >= SPLIT_FRAME_SECONDS and tail >= SPLIT_STARTUPS * max(startup, CLAIM_SECONDS)
 
 
 def split_keep(
@@ -1186,7 +1206,8 @@ def overdue_at(
 ) -> float:
     """When an idle node should look again for a backup (math.inf: never): the next
     moment some other node's run is worth copying as it runs past its estimate (a
-    copy from here would end sooner), or counts as hung."""
+    copy from here would end sooner, and its holder would not give its tail back
+    itself: _gives_tail_back), or counts as hung."""
     me = state.peers.get(node_id)
     if me is None:
         return math.inf
@@ -1215,8 +1236,10 @@ def overdue_at(
             # Past its estimate, the time left grows with the time run: a copy is worth
             # it once OVERDUE_LEFT * elapsed * (1 - gain) exceeds ours.
             overdue = overdue_estimate(theirs)
-            worth = started + max(overdue, ours / (OVERDUE_LEFT * (1.0 - BACKUP_GAIN)))
-            at = min(worth, started + OVERDUE_FACTOR * overdue)
+            at = started + OVERDUE_FACTOR * overdue  # hung
+            if not _gives_tail_back(state, job, holder, count, theirs):
+                worth = started + max(overdue, ours / (OVERDUE_LEFT * (1.0 - BACKUP_GAIN)))
+                at = min(worth, at)
             if at > now:
                 soonest = min(soonest, at)
     return soonest
