@@ -10,6 +10,7 @@ import msgpack
 from immutables import Map
 
 from peerfarm.core import chunk_index
+from peerfarm.core.costs import SceneTimes
 from peerfarm.core.state import Chunk, Job, State
 
 
@@ -17,11 +18,12 @@ def canonical(state: State) -> list[Any]:
     """The state as plain lists in a fixed order (maps sorted by key)."""
     jobs = [_job_entry(job_id, state.jobs[job_id]) for job_id in sorted(state.jobs)]
     peers = [[node_id, list(state.peers[node_id])] for node_id in sorted(state.peers)]
-    scenes = [
-        [content, sorted(times.frames.items()), times.used]
-        for content, times in sorted(state.scenes.items())
-    ]
+    scenes = [_scene_entry(content, times) for content, times in sorted(state.scenes.items())]
     return [jobs, peers, list(state.features), scenes]
+
+
+def _scene_entry(content: str, times: SceneTimes) -> list[Any]:
+    return [content, sorted(times.frames.items()), times.used]
 
 
 def state_digest(state: State) -> str:
@@ -114,7 +116,11 @@ def _chunks_bytes(job_id: str, chunks: Map) -> bytes:
             continue
         records = tuple(get(i) for i in range(first, first + CHUNK_BLOCK))
         cached = _encoded_blocks.get((job_id, first))
-        if cached is None or any(a is not b for a, b in zip(cached[0], records, strict=True)):
+        # Equal records, not only the same ones: the simulator runs many nodes in one
+        # process, each with its own records of the same chunks, and with identity
+        # alone they re-encoded each other's blocks at every digest (a tuple compares
+        # identical items without calling their __eq__, so a node's own are cheap).
+        if cached is None or cached[0] != records:
             encoded = b"".join(
                 packer.pack([i, list(c)]) for i, c in enumerate(records, first) if c is not None
             )
@@ -143,6 +149,25 @@ def encoding(state: State) -> bytes:
     packer = msgpack.Packer(use_bin_type=True)
     parts = [packer.pack_array_header(4), packer.pack_array_header(len(state.jobs))]
     parts.extend(_job_bytes(job_id, state.jobs[job_id]) for job_id in sorted(state.jobs))
-    rest = canonical(state._replace(jobs=Map()))[1:]  # peers, features, scenes
-    parts.extend(packer.pack(part) for part in rest)
+    _, peers, features, _ = canonical(state._replace(jobs=Map(), scenes=Map()))
+    parts.extend((packer.pack(peers), packer.pack(features)))
+    parts.append(packer.pack_array_header(len(state.scenes)))
+    parts.extend(_scene_bytes(content, state.scenes[content]) for content in sorted(state.scenes))
     return b"".join(parts)
+
+
+# Content -> (its frame times, their encoded entry): a scene's table of up to 20,000
+# learned frame times was sorted and encoded again at every digest. Kept while equal,
+# not only the same: the simulator's nodes, in one process, each hold their own.
+_encoded_scenes: dict[str, tuple[SceneTimes, bytes]] = {}
+
+
+def _scene_bytes(content: str, times: SceneTimes) -> bytes:
+    cached = _encoded_scenes.get(content)
+    if cached is not None and (cached[0] is times or cached[0] == times):
+        return cached[1]
+    encoded = msgpack.packb(_scene_entry(content, times), use_bin_type=True)
+    if len(_encoded_scenes) >= MAX_ENCODED_JOBS:
+        _encoded_scenes.clear()
+    _encoded_scenes[content] = (times, encoded)
+    return encoded

@@ -32,6 +32,8 @@ import math
 from collections.abc import Collection, Container, Mapping, Sequence
 from typing import NamedTuple
 
+from immutables import Map
+
 from peerfarm.core import chunk_index
 from peerfarm.core.chunk_order import IN_ORDER, chunk_order
 from peerfarm.core.costs import frame_costs, node_scales, work_of
@@ -247,15 +249,18 @@ def _fixed_chunk(state: State, job: Job, node_id: str, busy: Container) -> Pick 
     return None
 
 
-# content -> ((table, peers, speeds), (its costs, the nodes' speeds on the job's scale))
-_LIVE: dict[
-    str,
-    tuple[
-        tuple[object, object, tuple[tuple[str, float], ...]],
-        tuple[tuple[float, ...], dict[str, float]],
-    ],
-] = {}
+class _Live(NamedTuple):
+    """A job's live costs (job_costs, job_speed) and what they were computed from."""
+
+    tables: list[Map]  # the scene's table of frame times, and tables found equal to it
+    peers: Map  # the peers they were last asked with
+    speeds: tuple[tuple[str, float], ...]  # the nodes' measured speeds, sorted
+    value: tuple[tuple[float, ...], dict[str, float]]  # the costs, the nodes' scales
+
+
+_LIVE: dict[str, _Live] = {}  # content -> its job's live costs
 LIVE_KEPT = 16
+LIVE_TABLES = 64  # equal tables of frame times known by identity (_same_table)
 LIVE_REACH = 20  # frames: farther from any rendered frame, a frame costs as the typical one
 
 
@@ -291,19 +296,20 @@ def _live(state: State, job: Job) -> tuple[tuple[float, ...], dict[str, float]]:
     if times is None:
         return (), {}
     cached = _LIVE.get(job.content)
+    same_table = cached is not None and _same_table(cached.tables, times.frames)
     # The same table and the same peers (immutable maps): asked for every node and run
     # at every look, so not even the speeds below are gathered again.
-    if cached is not None and cached[0][0] is times.frames and cached[0][1] is state.peers:
-        return cached[1]
+    if cached is not None and same_table and cached.peers is state.peers:
+        return cached.value
     # The nodes' measured speeds put their frame times on one scale where their runs
     # never meet (the first runs of a farm are scattered along the job).
     prior = {
         n: float(s[0]) for n, p in state.peers.items() if (s := p.speed(job.renderer)) is not None
     }
-    key = (times.frames, state.peers, tuple(sorted(prior.items())))
-    if cached is not None and cached[0][0] is key[0] and cached[0][2] == key[2]:
-        _LIVE[job.content] = (key, cached[1])
-        return cached[1]
+    speeds = tuple(sorted(prior.items()))
+    if cached is not None and same_table and cached.speeds == speeds:
+        _LIVE[job.content] = cached._replace(peers=state.peers)
+        return cached.value
     scales = node_scales(times.frames, prior) if len(times.frames) >= 2 else {}
     live = frame_costs(
         times,
@@ -317,8 +323,23 @@ def _live(state: State, job: Job) -> tuple[tuple[float, ...], dict[str, float]]:
     )
     if len(_LIVE) >= LIVE_KEPT:
         _LIVE.clear()  # a cache: recomputed when needed
-    _LIVE[job.content] = (key, (live, scales))
+    _LIVE[job.content] = _Live([times.frames], state.peers, speeds, (live, scales))
     return live, scales
+
+
+def _same_table(tables: list[Map], table: Map) -> bool:
+    """Whether ``table`` is one of ``tables`` (all equal), or equal to them: then it is
+    kept among them. The simulator runs many nodes in one process, each with its own
+    table of the same frame times; compared by identity alone, each node's look
+    recomputed the costs another's had just computed, and a 10,000-frame job spent half
+    its time there (an equal table is compared once, then known by identity)."""
+    if any(known is table for known in tables):
+        return True
+    if tables[0] != table:
+        return False
+    if len(tables) < LIVE_TABLES:
+        tables.append(table)
+    return True
 
 
 def run_work(job: Job, costs: tuple[float, ...], first: int, count: int) -> float:
