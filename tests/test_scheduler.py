@@ -563,6 +563,42 @@ def test_an_idle_node_leaves_a_long_run_to_give_back_its_tail_and_copies_its_las
     assert copy is not None and (copy.chunk, copy.count, copy.holder) == (38, 2, A)
 
 
+def test_a_slow_node_leaves_the_last_frames_to_a_busy_faster_node_ending_them_sooner():
+    """Every run was at least a frame: a slow node free first took one of the last
+    round's frames and ended the job a slow frame after the fast nodes. It takes none
+    when slots now rendering runs render all that is left before its own first frame
+    would end; not counting idle slots or runs past their estimate (one counted on a
+    node that would never take the frame, and the job never ended)."""
+    log = adaptive_log(A, B, frames=20)
+    speed(log, A, 7000, startup_ms=1000)
+    speed(log, B, 1000, startup_ms=1000)
+    run = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 19})
+    seen = {("job1", 0, run.seq): 0.0}
+    # B ends its run (20 s) at 20 s and frame 19 by 22 s; A would end it at 26 s.
+    assert pick_run(log.state, A, measured=Measured({}, now=18.0, seen=seen)) is None
+    # B's run past its estimate: nobody knows when B is free, A takes the frame.
+    late = pick_run(log.state, A, measured=Measured({}, now=21.0, seen=seen))
+    assert late == Pick("job1", 19, 1)
+
+
+def test_an_idle_node_leaves_a_copy_to_a_busy_faster_node_ending_it_sooner():
+    """A slow idle node that copied a run held its one copy (the first BACKUP_CHUNK
+    wins), and the faster nodes free a moment later could not copy it."""
+    log = adaptive_log(A, B, C, frames=5)
+    speed(log, A, 3000, startup_ms=1000)
+    speed(log, B, 1000, startup_ms=1000)
+    speed(log, C, 7000, startup_ms=1000)
+    b = emit(log, B, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 3})
+    c = emit(log, C, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 3, "count": 2})
+    seen = {("job1", 0, b.seq): 0.0, ("job1", 3, c.seq): 0.0}
+    # At 2 s C's run has 13 s to go, A's copy would take 7 s, B's ends by 5 s (B is
+    # free at 4 s): A leaves it to B.
+    assert pick_backup(log.state, A, 2.0, seen, measured=Measured({}, 2.0, seen)) is None
+    # B's run past its estimate (not free as estimated): A copies C's run.
+    copy = pick_backup(log.state, A, 5.0, seen, measured=Measured({}, 5.0, seen))
+    assert copy is not None and (copy.chunk, copy.count, copy.holder) == (3, 2, C)
+
+
 def test_a_run_of_milliseconds_is_not_copied_before_its_done_could_arrive():
     """A 100-frame run estimated at 0.1 s on a node starved for a second or two looked
     overdue and was rendered twice: no copy before DONE_DELAY_SECONDS have passed."""

@@ -392,6 +392,8 @@ def _adaptive_run(
     else:
         unclaimed = total - chunk_index.left_pending(job.chunks)
     want = run_length(state, job, node_id, me, unclaimed, measured)
+    if want <= 0:
+        return None  # the last frames are the faster nodes' (_busy_slots_end_it)
     spread = _spread_run(state, job, node_id, me, costs, gaps, want, measured)
     if spread is not None:
         return spread
@@ -654,6 +656,10 @@ def run_length(
         # The last round: enough to work until the farm should be done, counting the
         # work other nodes still have in flight, so every node ends about together.
         last = last_round_work(state, job, node_id, unclaimed, seconds, mine[1] / 1000.0, measured)
+        if last is not None and _busy_slots_end_it(
+            state, job, node_id, unclaimed, seconds, mine[1] / 1000.0, measured
+        ):
+            return 0.0  # the others end the job before this node's first frame would end
         if last is None:
             in_flight = frames_in_flight(state, job, node_id, measured)
             share = (unclaimed + in_flight) * my_rate / max(farm_rate, my_rate)
@@ -693,6 +699,40 @@ def last_round_work(
     hi = _farm_end(unit, slots, unclaimed, startup + unclaimed * unit, startup)
     # (Rounded: the bisection's last bit must not round a whole run up a frame.)
     return round(max(0.0, hi - startup) / unit, 6)
+
+
+def _busy_slots_end_it(
+    state: State,
+    job: Job,
+    node_id: str,
+    unclaimed: float,
+    unit: float,
+    startup: float,
+    measured: Measured,
+) -> bool:
+    """Whether the other nodes' slots now rendering runs that should end in the future
+    render all ``unclaimed`` work, in whole frames each after its start-up, before this
+    node (``unit`` seconds per frame-unit, after its ``startup``) would end a frame of
+    it: then this node takes none. Every run was at least a frame, so a slow node free
+    first took one of the last round's frames and ended the job up to a slow frame
+    after the fast nodes. Idle slots and runs past their estimate are not counted: a
+    node counted on another that would never take the frame (it had failed there) and
+    the job never ended. A counted run's DONE changes the state, and this node looks
+    again then."""
+    mine = job_speed(state, job, node_id)
+    if mine is None or unit <= 0:
+        return False
+    scale = unit / (mine[0] / 1000.0)
+    my_end = startup + unit
+    busy = [
+        slot
+        for slot in _free_slots(state, job, node_id, scale, measured, late_done=True)
+        if slot.free > 0
+    ]
+    rendered = sum(
+        math.floor(max(0.0, my_end - slot.free - slot.startup) / slot.per + 1e-9) for slot in busy
+    )
+    return bool(busy) and rendered >= unclaimed
 
 
 def shortest_run_seconds(startup: float) -> float:
@@ -894,6 +934,10 @@ def pick_backup(
             left = backup_left(now - started, theirs)
             if not hung and ours >= (1.0 - BACKUP_GAIN) * left:
                 continue  # the original should end first
+            if not hung and _copied_sooner_elsewhere(
+                state, job, node_id, first, count, ours, scale, measured
+            ):
+                continue  # a faster node free soon should end a copy sooner
             end = now + left
             key = math.inf if hung else end
             worth.append((key, Backup(job.id, first, count, seq, holder)))
@@ -907,6 +951,25 @@ SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this
 # Runs of frames faster than this are never split: they are sized by what a claim costs
 # (least_run), and each look at a run walks its chunks.
 SPLIT_FRAME_SECONDS = STARTUPS_PER_RUN * CLAIM_SECONDS
+
+
+def _copied_sooner_elsewhere(
+    state: State,
+    job: Job,
+    node_id: str,
+    first: int,
+    count: int,
+    ours: float,
+    scale: float,
+    measured: Measured,
+) -> bool:
+    """Whether another node's slot, busy now with a run that should end in the future,
+    should end a copy of the run sooner than this idle node would (``ours`` seconds)."""
+    work = run_work(job, job_costs(state, job), first, count)
+    return any(
+        slot.free > 0 and slot.free + slot.startup + work * slot.per < ours
+        for slot in _free_slots(state, job, node_id, scale, measured, late_done=True)
+    )
 
 
 def _gives_tail_back(state: State, job: Job, holder: str, count: int, theirs: float) -> bool:
