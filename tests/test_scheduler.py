@@ -16,6 +16,7 @@ from peerfarm.core.scheduler import (
     Measured,
     Pick,
     job_speed,
+    last_round_slots,
     last_round_work,
     overdue_at,
     pick_backup,
@@ -909,4 +910,5 @@ def test_a_last_round_run_counts_the_others_taking_whole_frames():
     for node in others:
         speed(log, node, 10000, startup_ms=5000)
     job = log.state.jobs["job1"]
-    assert last_round_work(log.state, job, A, 10.0, 2.0, 5.0, Measured({}, now=0.0)) == 5.0
+    slots = last_round_slots(log.state, job, A, 2.0, Measured({}, now=0.0))
+    assert last_round_work(slots, 10.0, 2.0, 5.0) == 5.0

@@ -655,38 +655,27 @@ def run_length(
     if seconds > 0 and work * seconds < shortest_run_seconds(mine[1] / 1000.0):
         # The last round: enough to work until the farm should be done, counting the
         # work other nodes still have in flight, so every node ends about together.
-        last = last_round_work(state, job, node_id, unclaimed, seconds, mine[1] / 1000.0, measured)
-        if last is not None and _busy_slots_end_it(
-            state, job, node_id, unclaimed, seconds, mine[1] / 1000.0, measured
-        ):
-            return 0.0  # the others end the job before this node's first frame would end
-        if last is None:
+        startup = mine[1] / 1000.0
+        slots = last_round_slots(state, job, node_id, seconds, measured)
+        if slots is None:
             in_flight = frames_in_flight(state, job, node_id, measured)
             share = (unclaimed + in_flight) * my_rate / max(farm_rate, my_rate)
+        elif _busy_slots_end_it(slots, unclaimed, seconds, startup):
+            return 0.0  # the others end the job before this node's first frame would end
         else:
-            share = last
+            share = last_round_work(slots, unclaimed, seconds, startup)
         work = _whole(share, costs)
     work = min(work, _whole(share, costs))
     return max(1.0 if not costs else 1e-9, work, least_run(seconds, unclaimed, costs))
 
 
-def last_round_work(
-    state: State,
-    job: Job,
-    node_id: str,
-    unclaimed: float,
-    unit: float,
-    startup: float,
-    measured: Measured,
-) -> float | None:
-    """This node's part of the last round (frame-units): the work it renders, after its
-    start-up, by the moment the farm should be done with the ``unclaimed`` work, the
-    other nodes taking the rest as their runs end (each run's estimate from its holder's
-    speed and when this node saw the claim), each paying its start-up. A node whose run
-    should end after that moment takes none of it: sized as a share of the unclaimed
-    work plus the work in flight, such a node counted as taking less than none, and the
-    others' last runs fell short of the job's end. None when the rule does not apply:
-    jobs sharing the farm, a node limit, or a node not measured yet."""
+def last_round_slots(
+    state: State, job: Job, node_id: str, unit: float, measured: Measured
+) -> list[Slot] | None:
+    """The other nodes' slots the last round counts on (_free_slots, a run past its
+    estimate as ending now), for this node at ``unit`` seconds per frame-unit; None when
+    the rule does not apply: jobs sharing the farm, a node limit, or a node not
+    measured yet."""
     if unit <= 0 or job.max_nodes or len(_sharing(state, job)) > 1:
         return None
     able = able_renderers(state, job)
@@ -695,40 +684,34 @@ def last_round_work(
     mine = job_speed(state, job, node_id)
     if mine is None:
         return None
-    slots = _free_slots(state, job, node_id, unit / (mine[0] / 1000.0), measured, late_done=True)
+    return _free_slots(state, job, node_id, unit / (mine[0] / 1000.0), measured, late_done=True)
+
+
+def last_round_work(slots: list[Slot], unclaimed: float, unit: float, startup: float) -> float:
+    """This node's part of the last round (frame-units): the work it renders, after its
+    start-up, by the moment the farm should be done with the ``unclaimed`` work, the
+    other nodes' ``slots`` taking the rest as their runs end (each run's estimate from
+    its holder's speed and when this node saw the claim), each paying its start-up. A
+    node whose run should end after that moment takes none of it: sized as a share of
+    the unclaimed work plus the work in flight, such a node counted as taking less than
+    none, and the others' last runs fell short of the job's end."""
     hi = _farm_end(unit, slots, unclaimed, startup + unclaimed * unit, startup)
     # (Rounded: the bisection's last bit must not round a whole run up a frame.)
     return round(max(0.0, hi - startup) / unit, 6)
 
 
-def _busy_slots_end_it(
-    state: State,
-    job: Job,
-    node_id: str,
-    unclaimed: float,
-    unit: float,
-    startup: float,
-    measured: Measured,
-) -> bool:
-    """Whether the other nodes' slots now rendering runs that should end in the future
-    render all ``unclaimed`` work, in whole frames each after its start-up, before this
-    node (``unit`` seconds per frame-unit, after its ``startup``) would end a frame of
-    it: then this node takes none. Every run was at least a frame, so a slow node free
+def _busy_slots_end_it(slots: list[Slot], unclaimed: float, unit: float, startup: float) -> bool:
+    """Whether the ``slots`` now rendering runs that should end in the future render all
+    ``unclaimed`` work, in whole frames each after its start-up, before this node
+    (``unit`` seconds per frame-unit, after its ``startup``) would end a frame of it:
+    then this node takes none. Every run was at least a frame, so a slow node free
     first took one of the last round's frames and ended the job up to a slow frame
     after the fast nodes. Idle slots and runs past their estimate are not counted: a
     node counted on another that would never take the frame (it had failed there) and
     the job never ended. A counted run's DONE changes the state, and this node looks
     again then."""
-    mine = job_speed(state, job, node_id)
-    if mine is None or unit <= 0:
-        return False
-    scale = unit / (mine[0] / 1000.0)
     my_end = startup + unit
-    busy = [
-        slot
-        for slot in _free_slots(state, job, node_id, scale, measured, late_done=True)
-        if slot.free > 0
-    ]
+    busy = [slot for slot in slots if slot.free > 0]
     rendered = sum(
         math.floor(max(0.0, my_end - slot.free - slot.startup) / slot.per + 1e-9) for slot in busy
     )
@@ -914,6 +897,7 @@ def pick_backup(
             continue  # not measured yet: no telling whether a copy would be faster
         job_seconds = measured.frame_seconds.get(job.id)
         scale = job_seconds * 1000.0 / my_speed[0] if job_seconds else 1.0
+        slots: list[Slot] | None = None
         for first, count, holder, seq in chunk_index.claimed_runs(job.chunks, uncopied=True):
             if holder == node_id:
                 continue
@@ -934,10 +918,12 @@ def pick_backup(
             left = backup_left(now - started, theirs)
             if not hung and ours >= (1.0 - BACKUP_GAIN) * left:
                 continue  # the original should end first
-            if not hung and _copied_sooner_elsewhere(
-                state, job, node_id, first, count, ours, scale, measured
-            ):
-                continue  # a faster node free soon should end a copy sooner
+            if not hung:
+                if slots is None:  # (the same for each run of the job: looked up once)
+                    slots = _free_slots(state, job, node_id, scale, measured, late_done=True)
+                work = run_work(job, job_costs(state, job), first, count)
+                if _copied_sooner_elsewhere(slots, work, ours):
+                    continue  # a faster node free soon should end a copy sooner
             end = now + left
             key = math.inf if hung else end
             worth.append((key, Backup(job.id, first, count, seq, holder)))
@@ -953,22 +939,12 @@ SPLIT_LOOK_EVERY = 1.0  # a run looks whether to give its tail back at most this
 SPLIT_FRAME_SECONDS = STARTUPS_PER_RUN * CLAIM_SECONDS
 
 
-def _copied_sooner_elsewhere(
-    state: State,
-    job: Job,
-    node_id: str,
-    first: int,
-    count: int,
-    ours: float,
-    scale: float,
-    measured: Measured,
-) -> bool:
-    """Whether another node's slot, busy now with a run that should end in the future,
-    should end a copy of the run sooner than this idle node would (``ours`` seconds)."""
-    work = run_work(job, job_costs(state, job), first, count)
+def _copied_sooner_elsewhere(slots: list[Slot], work: float, ours: float) -> bool:
+    """Whether another node's slot (_free_slots), busy now with a run that should end in
+    the future, should end a copy of ``work`` frame-units sooner than this idle node
+    would (``ours`` seconds)."""
     return any(
-        slot.free > 0 and slot.free + slot.startup + work * slot.per < ours
-        for slot in _free_slots(state, job, node_id, scale, measured, late_done=True)
+        slot.free > 0 and slot.free + slot.startup + work * slot.per < ours for slot in slots
     )
 
 
