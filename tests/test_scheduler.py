@@ -516,6 +516,35 @@ def test_a_run_gives_back_its_tail_only_when_a_slot_frees_before_its_next_frame(
     assert split_keep(log.state, A, job, 0, 60, finished + [28.0], later) < 60
 
 
+def test_a_run_stuck_on_a_frame_keeps_only_that_frame():
+    """A frame far past its estimate (a hung renderer, a frame far heavier than its
+    guessed cost) keeps the rest of its run waiting. Looked at while that frame renders
+    (frame_began), the run counts what the frame has taken: the longer it runs, the less
+    the run keeps; stuck long enough, only that frame, and idle nodes render the rest.
+    A frame a little past its estimate is taken to end any moment."""
+    log = adaptive_log(A, B, C, frames=60)
+    for node in (A, B, C):
+        speed(log, node, 2000 if node == A else 1000, startup_ms=2000)
+    claim = emit(log, A, "CLAIM_CHUNK", {"job_id": "job1", "chunk": 0, "count": 60})
+    job = log.state.jobs["job1"]
+    finished = [12.0, 16.0, 20.0, 24.0]  # A's pace: 4 s a frame; B and C are idle
+    measured = Measured({"job1": 2.0}, now=24.0, seen={("job1", 0, claim.seq): 0.0})
+    at_frame_end = split_keep(log.state, A, job, 0, 60, finished, measured)
+    assert 5 < at_frame_end < 60
+    # The same look 2 s into the frame (began at 24 s): the same frames kept.
+    assert split_keep(log.state, A, job, 0, 60, finished, measured._replace(now=26.0), 24.0) == (
+        at_frame_end
+    )
+    # 6 s into a frame of 4 s: it ends any moment, the frames after it start now.
+    late = split_keep(log.state, A, job, 0, 60, finished, measured._replace(now=30.0), 24.0)
+    assert late >= at_frame_end
+    # 76 s into it: the frame should take 38 s more, and the run keeps fewer after it.
+    stuck = split_keep(log.state, A, job, 0, 60, finished, measured._replace(now=100.0), 24.0)
+    assert 5 < stuck < at_frame_end
+    # 200 s: B and C render all the rest before it ends; A keeps the frame it is on.
+    assert split_keep(log.state, A, job, 0, 60, finished, measured._replace(now=224.0), 24.0) == 5
+
+
 def test_a_run_with_a_copy_or_near_its_end_is_kept_whole():
     log = adaptive_log(A, B, frames=40)
     speed(log, A, 2000, startup_ms=2000)

@@ -101,6 +101,28 @@ def test_a_first_part_that_hangs_before_its_first_frame_is_copied():
     assert [a.payload["claim_seq"] for _, a in backups] == [hung.seq]
 
 
+def test_a_renderer_that_hangs_on_a_long_run_gives_the_rest_back_at_once():
+    """A warm farm (speeds known); the 1 s node's renderer hangs at the start of its
+    run of the 400-frame job, and its node never stops it (no hung limit). Before, the
+    idle nodes left the run alone (its holder gives its tail back, at a frame's end:
+    never), copied all of it once it was twice past its estimate, and one node rendered
+    it alone: the job ended 184 s after its submission (seed 1), 2.3 times the three
+    working nodes' bound of 80 s. Now the holder looks while the frame is stuck and
+    gives back the frames after it; only that frame is copied."""
+    nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0), NodePlan(1, 2.0), NodePlan(1, 1.0, hang_after=1)]
+    schedule = _warmed(_farm(nodes, frames=400, hung_limit=0.0, converge_within=5000.0))
+    result = run_schedule(schedule, random.Random(1), 1)
+    assert result.jobs == {"job-w": "done", "job-s": "done"}
+    given = [a for n, a in _by(result, schedule, act.RELEASE_CHUNK) if n == 3]
+    assert sum(a.payload.get("count", 1) for a in given) > 50
+    backups = [
+        a for _, a in _by(result, schedule, act.BACKUP_CHUNK) if a.payload["job_id"] == "job-s"
+    ]
+    assert backups and all(a.payload.get("count", 1) <= 2 for a in backups)
+    # Three nodes render 5 frames a second: 80 s for 400 frames.
+    assert result.done_at["job-s"] - 15.0 < 1.25 * 80.0
+
+
 def test_a_renderer_past_the_hung_limit_is_stopped_and_counted_a_failure():
     nodes = [NodePlan(1, 1.0), NodePlan(1, 1.0, hang_after=2)]  # its second render of job-s
     schedule = _warmed(

@@ -854,6 +854,18 @@ def expected_left(elapsed: float, estimate: float) -> float:
     return OVERDUE_LEFT * elapsed
 
 
+def frame_left(elapsed: float, estimate: float) -> float:
+    """Seconds a frame being rendered should still need after ``elapsed`` of its
+    ``estimate``: the rest of it; none while it runs less than OVERDUE_FACTOR times
+    past it (render times vary: a frame a little late ends any moment); once past
+    that (a heavy frame whose cost was guessed, a hung renderer), as expected_left."""
+    if elapsed < estimate:
+        return estimate - elapsed
+    if elapsed < OVERDUE_FACTOR * estimate:
+        return 0.0
+    return expected_left(elapsed, estimate)
+
+
 def overdue_estimate(estimate: float) -> float:
     """The time a run of this estimate may take before it counts as overdue (a copy may
     be worth it) or hung: its estimate, and never less than its DONE could take to
@@ -973,10 +985,15 @@ def split_keep(
     count: int,
     finished_at: Sequence[float],
     measured: Measured,
+    frame_began: float | None = None,
 ) -> int:
     """How many chunks of this node's run (``count`` from ``first``) it should go on
     rendering: fewer than ``count`` when the rest should go back to the farm (released)
-    so idle nodes render it. ``finished_at``: when each frame of the run finished so far.
+    so idle nodes render it. ``finished_at``: when each frame of the run finished so far;
+    ``frame_began``: when the frame it renders now began (None: now, a look at the end
+    of a frame). A look while a frame renders counts what that frame has taken: one
+    running past its estimate (a heavy frame whose cost was guessed, a hung renderer)
+    keeps the rest of the run waiting behind it.
 
     A run sized over frames nobody had rendered yet can take far longer than sized, and
     a copy of it (a backup) starts again from its first frame. Once the job has no
@@ -1030,11 +1047,15 @@ def split_keep(
         return count
     scale = unit / (mine[0] / 1000.0)
     left = [run_work(job, costs, first + i, 1) for i in range(done, count)]
-    alone = sum(left) * unit  # seconds this node needs for the rest by itself
+    # The frame being rendered is kept; the rest waits for it to end.
+    began = measured.now if frame_began is None else frame_began
+    current = frame_left(max(0.0, measured.now - began), left[0] * unit)
+    rest = left[1:]
+    alone = current + sum(rest) * unit  # seconds this node needs for the rest by itself
     slots = _free_slots(state, job, node_id, scale, measured)
     if not slots:
         return count
-    if min(slot.free for slot in slots) > unit * max(left) + SPLIT_LOOK_EVERY:
+    if min(slot.free for slot in slots) > max(current, unit * max(rest)) + SPLIT_LOOK_EVERY:
         # No slot frees up before this run's next frame ends (when it looks again):
         # given back now, the tail would wait, sized by guesses the next frames refine.
         return count
@@ -1045,16 +1066,17 @@ def split_keep(
     # back at once counted on the idle nodes for its own tail alone, kept too little,
     # was done long before the farm and took more, a start-up each. The others take
     # whole frames, as heavy as this tail's on the mean.
-    need = sum(left) + pending
+    need = sum(rest) + pending
     frame = sum(left) / len(left)
-    hi = min(_farm_end(unit, slots, need, alone + pending * unit, frame=frame, tails=True), alone)
+    most = alone + pending * unit
+    hi = min(_farm_end(unit, slots, need, most, current, frame=frame, tails=True), alone)
     # Worth it only if the farm ends sooner by a tenth of what this run has left (the
     # takers' start-ups are counted in hi; asked for one of ours more, a run of heavy
     # frames whose costs were guessed was kept, and it ended the farm).
     if alone - hi < BACKUP_GAIN * alone:
         return count
-    keep, work = 0, 0.0
-    while keep < len(left) and work < hi / unit - 1e-9:
+    keep, work = 1, 0.0  # (the frame being rendered, and what fits after it)
+    while keep < len(left) and work < (hi - current) / unit - 1e-9:
         work += left[keep]
         keep += 1
     return max(done + 1, min(count, done + keep))

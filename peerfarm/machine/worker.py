@@ -19,6 +19,7 @@ from peerfarm.core import actions as act
 from peerfarm.core import chunk_index
 from peerfarm.core.costs import MAX_FRAMES, node_scales, work_of
 from peerfarm.core.scheduler import (
+    OVERDUE_LEFT,
     PROBE_FRAMES,
     SPLIT_LOOK_EVERY,
     Measured,
@@ -62,6 +63,10 @@ RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
 # stops once the frames kept are done, and their DONE counts.
 STOP_REASON_SPLIT = "its frames kept are done; the rest of the run went back to the farm"
 HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
+# A frame running this many times past its estimate, and past the job's mean frame's,
+# is stuck (frames of one film differ up to 8x: twice that), and its run looks whether
+# to give the rest back while it runs (_split_overdue).
+STUCK_FRAME_FACTOR = 16.0
 SEEN_KEPT = 10_000  # claims remembered (when first seen) before those of ended jobs go
 
 # A measured speed is shared again (NODE_SPEED) once it is this far off what the farm has.
@@ -100,6 +105,9 @@ class Render:
     # ``frames`` (the frames kept) are done.
     split: bool = False
     split_looked_at: float = -math.inf  # when _split last looked whether to give its tail
+    # When _split looks while a frame renders: once the frame is stuck (_stuck_after),
+    # then ever less often while it runs on (_split_overdue, from tick).
+    split_look_at: float = math.inf
     # (job's chunk map, job state, count) when _stop_lost_claims last found it needed: it
     # looks again only once one of them changed, not at every frame of a long run.
     needed_as_of: tuple[object, str, int] | None = None
@@ -257,7 +265,8 @@ class Worker:
 
     def next_deadline(self) -> float:
         hung = min(
-            (r.hung_at for r in self.renders.values() if not r.stop_reason), default=math.inf
+            (min(r.hung_at, r.split_look_at) for r in self.renders.values() if not r.stop_reason),
+            default=math.inf,
         )
         return min(hung, self._look_again_at)
 
@@ -266,7 +275,11 @@ class Worker:
         now = self.shared.now
         for key in sorted(self.renders):
             render = self.renders[key]
-            if render.stop_reason or now < render.hung_at:
+            if render.stop_reason:
+                continue
+            if now >= render.split_look_at:
+                self._split_overdue(render)
+            if now < render.hung_at:
                 continue
             took = now - render.started
             self.shared.note(
@@ -563,6 +576,9 @@ class Worker:
         hung_at = math.inf
         if limit > 0 and estimate is not None:
             hung_at = now + max(limit * estimate, HUNG_MIN_SECONDS)
+        stuck_after = math.inf  # (only adaptive runs give their tails back: _split)
+        if job.adaptive and not backup:
+            stuck_after = self._stuck_after(job, frames[:1], startup=True)
         render = Render(
             job.id,
             index,
@@ -576,6 +592,7 @@ class Worker:
             hung_at=hung_at,
             frames_per_chunk=job.chunk_size,
             told_at=now,
+            split_look_at=now + stuck_after,
         )
         self.renders[(job.id, index)] = render
         self._busy = None
@@ -624,6 +641,8 @@ class Worker:
                         render.hung_at = render.started + max(limit * whole, HUNG_MIN_SECONDS)
                 hung_at = now + max(limit * per_frame, HUNG_MIN_SECONDS)
                 render.hung_at = max(render.hung_at, hung_at)
+            if job is not None and job.adaptive and not render.backup:
+                render.split_look_at = now + self._stuck_after(job, nxt or range(0), False)
             if render.stop_soon and not render.stop_reason:
                 finished = render.frames_finished // render.frames_per_chunk
                 if render.told < finished < render.count:  # (all finished: it ends anyway)
@@ -652,6 +671,46 @@ class Worker:
         self.shared.emit(act.DONE, render.done_ref(finished))
         render.told, render.told_at = finished, self.shared.now
 
+    def _stuck_after(self, job: Job, frames: range, startup: bool) -> float:
+        """Seconds after which the frame ``frames`` holds (whole frames; after the
+        renderer's start-up if asked) runs far past what any frame of ``job`` should
+        take here (STUCK_FRAME_FACTOR times its estimate, or the job's mean frame's if
+        more: its cost guessed from its neighbours was a fourteenth of the truth on a
+        first submission); math.inf for no frame, or when this node's speed is not
+        known yet."""
+        if not frames or job.tiles != 1:
+            return math.inf
+        speed = self.speeds.get(job.renderer)
+        per = self.job_frame_seconds.get(job.id, speed[0] if speed is not None else None)
+        if per is None:
+            return math.inf
+        work = max(1.0, work_of(job_costs(self.shared.state, job), job.frame_start, frames))
+        took = (speed[1] if speed is not None and startup else 0.0) + work * per
+        return max(STUCK_FRAME_FACTOR * took, SPLIT_LOOK_EVERY)
+
+    def _frame_began(self, render: Render) -> float:
+        """When the frame the render is on began: its last frame's end, or the run's
+        start after the renderer's start-up."""
+        if render.frame_at:
+            return render.frame_at[-1]
+        return render.started + self.speeds.get(render.renderer, (0.0, 0.0))[1]
+
+    def _split_overdue(self, render: Render) -> None:
+        """The frame a render is on is stuck (_stuck_after: a hung renderer): look now
+        whether the rest of the run should go back to the farm, not at the frame's end,
+        which may never come; then again once it has run half as long again. Idle nodes
+        leave such a run alone (its holder gives its tail back: core/scheduler.py
+        pick_backup), and waited until the whole run was twice past its estimate, then
+        one of them copied all of it (a 400-frame job ended 2.3 times later than the
+        working nodes could have ended it: docs/scheduling.md, "Hung renderers")."""
+        now = self.shared.now
+        render.split_look_at = now + max(
+            OVERDUE_LEFT * (now - self._frame_began(render)), SPLIT_LOOK_EVERY
+        )
+        job = self.shared.state.jobs.get(render.job_id)
+        if job is not None and job.state == ACTIVE:
+            self._split(render, job)
+
     def _split(self, render: Render, job: Job) -> None:
         """Give the frames of our run the farm should render sooner than we would back
         (RELEASE_CHUNK of the run's tail), and stop the renderer once the frames kept
@@ -671,7 +730,14 @@ class Worker:
         render.split_looked_at = shared.now
         measured = Measured(self.job_frame_seconds, shared.now, self.claims_seen)
         keep = split_keep(
-            shared.state, shared.node_id, job, render.chunk, render.count, render.frame_at, measured
+            shared.state,
+            shared.node_id,
+            job,
+            render.chunk,
+            render.count,
+            render.frame_at,
+            measured,
+            self._frame_began(render),
         )
         # Still ours: its first chunk not told yet and its last (a claim is won whole and
         # taken away whole; its first chunks may be done: told as it went).
