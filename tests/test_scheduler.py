@@ -580,12 +580,14 @@ def test_an_idle_node_leaves_a_long_run_to_give_back_its_tail_and_copies_its_las
     assert pick_backup(log.state, B, 50.0, seen, measured=measured) is None
     job = log.state.jobs["job1"]
     assert split_keep(log.state, A, job, 0, 40, [9.0, 16.0, 23.0, 30.0], measured) < 40
-    # Hung (twice past its estimate): copied whole, as before. B looks again then,
+    # Hung (twice past its estimate): copied, as before. B looks again then,
     # also once the moment a copy would have been worth it has passed.
     for now in (50.0, 300.0):
         assert overdue_at(log.state, B, seen, measured._replace(now=now)) == 2 * 282.0
     hung = pick_backup(log.state, B, 600.0, seen, measured=measured._replace(now=600.0))
-    assert hung is not None and (hung.chunk, hung.count) == (0, 40)
+    # Copied from its head, where A is stuck: the run B would claim of 40 unclaimed
+    # frames (half its share of 35, factoring); the rest is left for the next idle node.
+    assert hung is not None and (hung.chunk, hung.count) == (0, 18)
     # The run's last two frames (the one A renders and one more): nothing to give back,
     # B copies them.
     emit(log, A, "DONE", {"job_id": "job1", "chunk": 0, "count": 38, "claim_seq": run.seq})

@@ -938,10 +938,30 @@ def pick_backup(
                     continue  # a faster node free soon should end a copy sooner
             end = now + left
             key = math.inf if hung else end
+            if hung:
+                count = _hung_piece(state, job, node_id, first, count, measured)
             worth.append((key, Backup(job.id, first, count, seq, holder)))
         if worth:
             return _spread_backup(state, node_id, worth)  # the most urgent job's runs first
     return None
+
+
+def _hung_piece(
+    state: State, job: Job, node_id: str, first: int, count: int, measured: Measured
+) -> int:
+    """How many chunks of a hung run (``count`` from ``first``) this idle node copies:
+    a run sized as if they were unclaimed (run_length), from its head, where the holder
+    is stuck; the rest is a run of its own, as hung, for the next idle node. A holder
+    gives the rest of a run stuck on a frame back itself (machine/worker.py), once it
+    knows its speed: a fresh farm's part that hung before its first frame was copied
+    whole by one node, the others idle (400 frames, four nodes: 1.8 times the
+    bound)."""
+    me = state.peers.get(node_id)
+    if me is None or not job.adaptive or job.tiles != 1 or count <= 2:
+        return count
+    costs = job_costs(state, job)
+    want = run_length(state, job, node_id, me, run_work(job, costs, first, count), measured)
+    return min(count, _run_fitting(job, costs, first, count, max(want, 1e-9)))
 
 
 SPLIT_STARTUPS = 1  # a run's tail is given back only if it is worth this many start-ups
