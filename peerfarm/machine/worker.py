@@ -24,6 +24,7 @@ from peerfarm.core.scheduler import (
     SPLIT_LOOK_EVERY,
     Measured,
     job_costs,
+    job_speed,
     overdue_at,
     pick_backup,
     pick_run,
@@ -105,7 +106,7 @@ class Render:
     # ``frames`` (the frames kept) are done.
     split: bool = False
     split_looked_at: float = -math.inf  # when _split last looked whether to give its tail
-    # When _split looks while a frame renders: once the frame is stuck (_stuck_after),
+    # When _split looks while a frame renders: once the frame is stuck (_stuck_at),
     # then ever less often while it runs on (_split_overdue, from tick).
     split_look_at: float = math.inf
     # (job's chunk map, job state, count) when _stop_lost_claims last found it needed: it
@@ -229,6 +230,8 @@ class Worker:
                 self._note_rest_seen(
                     p, self.claims_seen.get((p["job_id"], p["chunk"], p["claim_seq"]), now)
                 )
+        if any(a.type == act.NODE_SPEED for a in applied):
+            self._time_unmeasured_frames()
         if any(a.type in OTHER_JOB_MAY_WAIT for a in applied):
             # Another job may now wait for our slots (a job arrived, resumed, or moved
             # up): our runs look at once whether to give their tails back, not at their
@@ -252,6 +255,23 @@ class Worker:
                 for k, v in self.claims_seen.items()
                 if (job := jobs.get(k[0])) is not None and job.state == ACTIVE
             }
+
+    def _time_unmeasured_frames(self) -> None:
+        """A speed arrived: renders that could not tell when their frame is stuck (this
+        node had measured nothing, nor had the farm: a fresh farm's parts) go by the
+        slowest node measured now (_stuck_at)."""
+        for key in sorted(self.renders):
+            render = self.renders[key]
+            job = self.shared.state.jobs.get(render.job_id)
+            if (
+                render.split_look_at < math.inf
+                or render.stop_reason
+                or render.backup
+                or job is None
+                or not job.adaptive
+            ):
+                continue
+            render.split_look_at = self._stuck_at(render, job)
 
     def _note_rest_seen(self, payload: dict[str, Any], seen: float) -> None:
         """The chunks a claim still holds after the ones ``payload`` (a DONE or a
@@ -576,9 +596,6 @@ class Worker:
         hung_at = math.inf
         if limit > 0 and estimate is not None:
             hung_at = now + max(limit * estimate, HUNG_MIN_SECONDS)
-        stuck_after = math.inf  # (only adaptive runs give their tails back: _split)
-        if job.adaptive and not backup:
-            stuck_after = self._stuck_after(job, frames[:1], startup=True)
         render = Render(
             job.id,
             index,
@@ -592,8 +609,9 @@ class Worker:
             hung_at=hung_at,
             frames_per_chunk=job.chunk_size,
             told_at=now,
-            split_look_at=now + stuck_after,
         )
+        if job.adaptive and not backup:  # (only such runs give their tails back: _split)
+            render.split_look_at = self._stuck_at(render, job)
         self.renders[(job.id, index)] = render
         self._busy = None
         self.shared.out(
@@ -642,7 +660,7 @@ class Worker:
                 hung_at = now + max(limit * per_frame, HUNG_MIN_SECONDS)
                 render.hung_at = max(render.hung_at, hung_at)
             if job is not None and job.adaptive and not render.backup:
-                render.split_look_at = now + self._stuck_after(job, nxt or range(0), False)
+                render.split_look_at = self._stuck_at(render, job)
             if render.stop_soon and not render.stop_reason:
                 finished = render.frames_finished // render.frames_per_chunk
                 if render.told < finished < render.count:  # (all finished: it ends anyway)
@@ -671,22 +689,45 @@ class Worker:
         self.shared.emit(act.DONE, render.done_ref(finished))
         render.told, render.told_at = finished, self.shared.now
 
-    def _stuck_after(self, job: Job, frames: range, startup: bool) -> float:
-        """Seconds after which the frame ``frames`` holds (whole frames; after the
-        renderer's start-up if asked) runs far past what any frame of ``job`` should
-        take here (STUCK_FRAME_FACTOR times its estimate, or the job's mean frame's if
-        more: its cost guessed from its neighbours was a fourteenth of the truth on a
-        first submission); math.inf for no frame, or when this node's speed is not
-        known yet."""
-        if not frames or job.tiles != 1:
+    def _stuck_at(self, render: Render, job: Job) -> float:
+        """When the frame the render is on counts as stuck: STUCK_FRAME_FACTOR times
+        what any frame of ``job`` should take here after it began (its estimate, or the
+        job's mean frame's if more: a frame's cost guessed from its neighbours was a
+        fourteenth of the truth on a first submission). Not measured yet, a run goes by
+        its first frame's time (start-up included: more than any frame's), and before
+        that by the slowest node the farm has measured; math.inf when nobody has, or
+        with no frame left."""
+        done = render.frames_finished
+        frame = render.frames[done : done + 1]
+        if not frame or job.tiles != 1:
             return math.inf
         speed = self.speeds.get(job.renderer)
         per = self.job_frame_seconds.get(job.id, speed[0] if speed is not None else None)
+        startup = speed[1] if speed is not None else 0.0
+        if per is None and render.frame_at:
+            per = render.frame_at[0] - render.started
         if per is None:
-            return math.inf
-        work = max(1.0, work_of(job_costs(self.shared.state, job), job.frame_start, frames))
-        took = (speed[1] if speed is not None and startup else 0.0) + work * per
-        return max(STUCK_FRAME_FACTOR * took, SPLIT_LOOK_EVERY)
+            slowest = self._slowest_in_farm(job.renderer)
+            if slowest is None:
+                return math.inf
+            per, startup = slowest
+        work = max(1.0, work_of(job_costs(self.shared.state, job), job.frame_start, frame))
+        if done:
+            return render.frame_at[-1] + max(STUCK_FRAME_FACTOR * work * per, SPLIT_LOOK_EVERY)
+        took = startup + work * per
+        return render.started + max(STUCK_FRAME_FACTOR * took, SPLIT_LOOK_EVERY)
+
+    def _slowest_in_farm(self, renderer: str) -> tuple[float, float] | None:
+        """(s per frame, start-up s) of the slowest node that measured ``renderer``, for
+        a node that has not measured itself yet; None when nobody has."""
+        known = [
+            speed
+            for peer in self.shared.state.peers.values()
+            if (speed := peer.speed(renderer)) is not None
+        ]
+        if not known:
+            return None
+        return max(f for f, _ in known) / 1000.0, max(s for _, s in known) / 1000.0
 
     def _frame_began(self, render: Render) -> float:
         """When the frame the render is on began: its last frame's end, or the run's
@@ -696,7 +737,7 @@ class Worker:
         return render.started + self.speeds.get(render.renderer, (0.0, 0.0))[1]
 
     def _split_overdue(self, render: Render) -> None:
-        """The frame a render is on is stuck (_stuck_after: a hung renderer): look now
+        """The frame a render is on is stuck (_stuck_at: a hung renderer): look now
         whether the rest of the run should go back to the farm, not at the frame's end,
         which may never come; then again once it has run half as long again. Idle nodes
         leave such a run alone (its holder gives its tail back: core/scheduler.py
@@ -708,8 +749,16 @@ class Worker:
             OVERDUE_LEFT * (now - self._frame_began(render)), SPLIT_LOOK_EVERY
         )
         job = self.shared.state.jobs.get(render.job_id)
-        if job is not None and job.state == ACTIVE:
+        if job is None or job.state != ACTIVE:
+            return
+        if job_speed(self.shared.state, job, self.shared.node_id) is not None:
             self._split(render, job)
+        elif not (render.stop_reason or render.backup or render.tile is not None):
+            # Not measured yet (a fresh farm's part stuck before its first frames were
+            # timed): split_keep cannot weigh the run, and the farm, whose slowest node
+            # renders a frame in a sixteenth of the time this one has run, renders the
+            # rest sooner. The frame it is on is kept.
+            self._give_back(render, job, render.frames_finished // render.frames_per_chunk + 1)
 
     def _split(self, render: Render, job: Job) -> None:
         """Give the frames of our run the farm should render sooner than we would back
@@ -739,6 +788,12 @@ class Worker:
             measured,
             self._frame_began(render),
         )
+        self._give_back(render, job, keep)
+
+    def _give_back(self, render: Render, job: Job, keep: int) -> None:
+        """Release the chunks of our run after its first ``keep`` to the farm, and stop
+        the renderer once those are done."""
+        shared = self.shared
         # Still ours: its first chunk not told yet and its last (a claim is won whole and
         # taken away whole; its first chunks may be done: told as it went).
         if keep >= render.count or not (
