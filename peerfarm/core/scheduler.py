@@ -951,11 +951,12 @@ def _hung_piece(
 ) -> int:
     """How many chunks of a hung run (``count`` from ``first``) this idle node copies:
     a run sized as if they were unclaimed (run_length), from its head, where the holder
-    is stuck; the rest is a run of its own, as hung, for the next idle node. A holder
-    gives the rest of a run stuck on a frame back itself (machine/worker.py), once it
-    knows its speed: a fresh farm's part that hung before its first frame was copied
-    whole by one node, the others idle (400 frames, four nodes: 1.8 times the
-    bound)."""
+    is stuck; the rest is a run of its own, as hung, for the next idle node. A live
+    holder gives the rest of a run stuck on a frame back itself (machine/worker.py,
+    once it or the farm has measured a speed); this is for a holder that does not (a
+    node of an earlier version, a farm that measured nothing yet). Copied whole, a
+    fresh farm's part that hung before its first frame was rendered by one node, the
+    others idle (400 frames, four nodes: 1.8 times the bound)."""
     me = state.peers.get(node_id)
     if me is None or not job.adaptive or job.tiles != 1 or count <= 2:
         return count
