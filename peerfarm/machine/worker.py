@@ -263,15 +263,8 @@ class Worker:
         for key in sorted(self.renders):
             render = self.renders[key]
             job = self.shared.state.jobs.get(render.job_id)
-            if (
-                render.split_look_at < math.inf
-                or render.stop_reason
-                or render.backup
-                or job is None
-                or not job.adaptive
-            ):
-                continue
-            render.split_look_at = self._stuck_at(render, job)
+            if render.split_look_at == math.inf and not render.stop_reason and job is not None:
+                render.split_look_at = self._stuck_at(render, job)
 
     def _note_rest_seen(self, payload: dict[str, Any], seen: float) -> None:
         """The chunks a claim still holds after the ones ``payload`` (a DONE or a
@@ -610,8 +603,7 @@ class Worker:
             frames_per_chunk=job.chunk_size,
             told_at=now,
         )
-        if job.adaptive and not backup:  # (only such runs give their tails back: _split)
-            render.split_look_at = self._stuck_at(render, job)
+        render.split_look_at = self._stuck_at(render, job)
         self.renders[(job.id, index)] = render
         self._busy = None
         self.shared.out(
@@ -659,8 +651,8 @@ class Worker:
                         render.hung_at = render.started + max(limit * whole, HUNG_MIN_SECONDS)
                 hung_at = now + max(limit * per_frame, HUNG_MIN_SECONDS)
                 render.hung_at = max(render.hung_at, hung_at)
-            if job is not None and job.adaptive and not render.backup:
-                render.split_look_at = self._stuck_at(render, job)
+            if job is not None:
+                render.split_look_at = self._stuck_at(render, job, work)
             if render.stop_soon and not render.stop_reason:
                 finished = render.frames_finished // render.frames_per_chunk
                 if render.told < finished < render.count:  # (all finished: it ends anyway)
@@ -689,17 +681,21 @@ class Worker:
         self.shared.emit(act.DONE, render.done_ref(finished))
         render.told, render.told_at = finished, self.shared.now
 
-    def _stuck_at(self, render: Render, job: Job) -> float:
+    def _stuck_at(self, render: Render, job: Job, work: float | None = None) -> float:
         """When the frame the render is on counts as stuck: STUCK_FRAME_FACTOR times
         what any frame of ``job`` should take here after it began (its estimate, or the
         job's mean frame's if more: a frame's cost guessed from its neighbours was a
         fourteenth of the truth on a first submission). Not measured yet, a run goes by
         its first frame's time (start-up included: more than any frame's), and before
-        that by the slowest node the farm has measured; math.inf when nobody has, or
-        with no frame left."""
+        that by the slowest node the farm has measured; math.inf when nobody has, with
+        no frame left, or for a render that never gives its tail back (_split: a copy,
+        a tile, a job of fixed chunks). ``work``: the frame's cost, when the caller has
+        it (a run's every frame asks)."""
         done = render.frames_finished
         frame = render.frames[done : done + 1]
-        if not frame or job.tiles != 1:
+        if not frame or render.backup or render.tile is not None:
+            return math.inf
+        if not job.adaptive or job.tiles != 1:
             return math.inf
         speed = self.speeds.get(job.renderer)
         per = self.job_frame_seconds.get(job.id, speed[0] if speed is not None else None)
@@ -711,7 +707,9 @@ class Worker:
             if slowest is None:
                 return math.inf
             per, startup = slowest
-        work = max(1.0, work_of(job_costs(self.shared.state, job), job.frame_start, frame))
+        if work is None:
+            work = work_of(job_costs(self.shared.state, job), job.frame_start, frame)
+        work = max(1.0, work)
         if done:
             return render.frame_at[-1] + max(STUCK_FRAME_FACTOR * work * per, SPLIT_LOOK_EVERY)
         took = startup + work * per
@@ -753,11 +751,12 @@ class Worker:
             return
         if job_speed(self.shared.state, job, self.shared.node_id) is not None:
             self._split(render, job)
-        elif not (render.stop_reason or render.backup or render.tile is not None):
+        else:
             # Not measured yet (a fresh farm's part stuck before its first frames were
             # timed): split_keep cannot weigh the run, and the farm, whose slowest node
             # renders a frame in a sixteenth of the time this one has run, renders the
-            # rest sooner. The frame it is on is kept.
+            # rest sooner. The frame it is on is kept. (Copies, tiles and fixed chunks
+            # are never looked at: _stuck_at.)
             self._give_back(render, job, render.frames_finished // render.frames_per_chunk + 1)
 
     def _split(self, render: Render, job: Job) -> None:
