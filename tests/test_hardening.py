@@ -3,6 +3,7 @@ its folders. Each case was reproduced on real processes before its fix."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -676,3 +677,37 @@ def test_a_remote_member_writes_outputs_only_where_the_node_allows(tmp_path):
     assert f"only inside {root}" in why
     assert not outside.exists()
     assert output == str(root / "shots") and list((root / "shots").glob("*.png"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sets a POSIX file-size limit")
+def test_a_gif_that_cannot_be_written_leaves_no_part_of_it(tmp_path):
+    """On a full disk the GIF's save failed part way, and demo.gif.tmp (556 KiB) stayed
+    in the output folder beside the frames. A write that fails part way (here a file-size
+    limit the GIF passes) raises to the caller, which reports it, and no part stays."""
+    script = f"""
+import os, random, resource, signal
+from pathlib import Path
+from PIL import Image
+from peerfarm.core.state import Job
+from peerfarm.runtime.outputs import _write_gif, output_gif_path
+
+out = Path({str(tmp_path)!r})
+job = Job(id="j", name="cut", renderer="builtin", renderer_version="", scene="", files=(),
+          main="", options=(), frame_start=1, frame_end=10, chunk_size=1, padding=4,
+          width=64, height=64, output=str(out), priority=0, submitter="x", submitted_lamport=1)
+rng = random.Random(1)
+for f in range(1, 11):
+    Image.frombytes("RGB", (64, 64), rng.randbytes(64 * 64 * 3)).save(out / job.frame_file_name(f))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+try:
+    _write_gif(job)
+except OSError as exc:
+    print("failed", exc.errno)
+print(sorted(p.suffix for p in out.iterdir()))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    failed, left = proc.stdout.splitlines()
+    assert failed == f"failed {errno.EFBIG}"
+    assert left == str([".png"] * 10)
