@@ -321,19 +321,15 @@ def _write_gif(job: Job) -> None:
             return im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
 
     step = job.frames_total / len(shown)
-    tmp = output_gif_path(job).with_suffix(".gif.tmp")
-    try:
-        preview(shown[0]).save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=(preview(frame) for frame in shown[1:]),
-            duration=min(round(1000 * step / job.fps), GIF_MAX_TOTAL_MS // len(shown)),
-            loop=0,
-        )
-    except BaseException:
-        # A GIF cut short (a full disk, a frame gone) is not left beside the frames: on a
-        # full disk, demo.gif.tmp of 556 KiB stayed in the output folder.
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(output_gif_path(job))
+    gif = io.BytesIO()  # (a preview: at most GIF_MAX_FRAMES thumbnails)
+    preview(shown[0]).save(
+        gif,
+        format="GIF",
+        save_all=True,
+        append_images=(preview(frame) for frame in shown[1:]),
+        duration=min(round(1000 * step / job.fps), GIF_MAX_TOTAL_MS // len(shown)),
+        loop=0,
+    )
+    # Written whole or not at all: on a full disk a GIF written in place failed part way
+    # and demo.gif.tmp (556 KiB) stayed in the output folder beside the frames.
+    write_atomically(output_gif_path(job), gif.getvalue())
