@@ -70,6 +70,51 @@ def test_a_spike_at_a_boundary_does_not_skew_a_node_s_scale():
     assert scales[B] / scales[A] == pytest.approx(4.0, rel=0.1)
 
 
+def test_nodes_linked_by_one_boundary_are_put_on_one_scale():
+    """Found in `peerfarm bench mixed`: one node's two runs met the slow node's on both
+    sides, and a third node's once. Each boundary was outvoted at both its ends (a
+    median over a node's boundaries, the slow node's counted twice), so the pair of
+    nodes beyond it kept their starting scale: the farm then took the fast and the
+    slow node for 3.7 times faster than they are."""
+    truth = [1.0] * 120
+    D = "d" * 16
+    speeds = {A: 0.5, B: 2.0, C: 0.5, D: 0.5}
+    runs = [(A, 1, 30), (B, 31, 10), (A, 41, 8), (C, 49, 7), (D, 56, 5), (D, 61, 30)]
+    runs.append((C, 91, 30))
+    table = _table(speeds, truth, runs)["scene"].frames
+    scales = costs.node_scales(table)
+    assert scales[B] / scales[A] == pytest.approx(4.0, rel=0.01)
+    assert scales[C] / scales[A] == pytest.approx(1.0, rel=0.01)
+    assert scales[D] / scales[A] == pytest.approx(1.0, rel=0.01)
+    # On the farm's scale (the speeds the nodes shared): each node's own speed.
+    prior = {A: 500.0, B: 2000.0, C: 501.0, D: 501.0}
+    on_prior = costs.node_scales(table, prior)
+    for node, seconds in speeds.items():
+        assert on_prior[node] == pytest.approx(seconds * 1000, rel=0.01)
+
+
+def test_any_runs_on_a_flat_scene_give_each_node_its_speed():
+    """Frames that all cost the same: wherever the runs fall, every node is put at its
+    true speed relative to the others (one layout in 200 failed before)."""
+    for seed in range(200):
+        rng = random.Random(seed)
+        nodes = [A, B, C, "d" * 16, "e" * 16][: rng.randint(2, 5)]
+        speeds = {n: rng.choice([0.5, 1.0, 2.0, 3.0, 7.0]) for n in nodes}
+        runs, frame = [], 1
+        while frame < 300:
+            count = rng.randint(1, 30)
+            runs.append((rng.choice(nodes), frame, count))
+            frame += count + rng.choice([0, 0, 0, 1])  # a frame left out now and then
+        table = _table(speeds, [1.0] * 400, runs)["scene"].frames
+        scales = costs.node_scales(table)
+        rendered = sorted({n for n, _ in table.values()})
+        first = rendered[0]
+        for node in rendered:
+            assert scales[node] / scales[first] == pytest.approx(
+                speeds[node] / speeds[first], rel=0.01
+            ), (seed, node)
+
+
 def test_too_few_known_frames_give_no_costs():
     truth = [1.0] * 100
     scenes = _table({A: 1.0}, truth, [(A, 1, 30)])
@@ -211,7 +256,9 @@ def test_bench_schedule_resubmit_prints_both_submissions(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"first", "resubmitted", "other_scene", "scenario"}
     for key in ("first", "resubmitted", "other_scene"):
-        assert out[key]["makespan"] >= out[key]["lower_bound"] > 0
+        # The bound is of the frames' nominal costs; a render takes 0.95 to 1.05 of its
+        # (RENDER_NOISE), so a lucky run may end a little under it.
+        assert out[key]["makespan"] >= 0.95 * out[key]["lower_bound"] > 0
 
 
 def test_a_job_whose_costs_were_not_known_learns_from_its_own_rendered_frames():
