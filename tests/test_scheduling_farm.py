@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -14,12 +15,17 @@ from factories import demo_spec
 from farmtools import (
     farm_running,
     job_of,
+    peerfarm_cli,
+    start_bootstrap,
     start_farm,
+    start_node,
     status,
     submit,
     wait_for_rendering_mesh,
     wait_until,
 )
+
+from peerfarm.cli.demo import Farm
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="finds renderer processes in /proc"
@@ -151,3 +157,57 @@ def test_the_paced_renderer_refuses_a_bad_pace(monkeypatch):
         paced.pace_from_env()
     monkeypatch.setenv(paced.ENV_VAR, "0.5,2")
     assert paced.pace_from_env() == (0.5, 2.0)
+
+
+HANGING_SCENE = """// A loop that never counts up: POV-Ray parses it forever, on every node.
+#declare I = 0;
+#while (I < 10)
+  #declare J = I;
+#end
+camera { location <0, 2, -5> look_at 0 }
+light_source { <5, 5, -5> rgb 1 }
+sphere { 0, 1 pigment { rgb <1, 0, 0> } }
+"""
+
+
+@pytest.mark.skipif(shutil.which("povray") is None, reason="needs POV-Ray")
+def test_a_scene_on_which_pov_ray_never_ends_fails_the_job_saying_why(tmp_path):
+    """No node has a frame time of the job, so before, nothing counted as hung: `submit
+    --wait` printed "0/1 frames ... rendering" for ever and POV-Ray spun a core on each
+    node. A job's first frame now gets the hung limit too (here the least: 10 s)."""
+    from peerfarm.renderers.povray.sandbox import unavailable_reason
+
+    if unavailable_reason() is not None:
+        pytest.skip(unavailable_reason())
+    scene = tmp_path / "loop.pov"
+    scene.write_text(HANGING_SCENE)
+    farm = Farm(tmp_path)
+    _, bootstrap = start_bootstrap(farm, tmp_path)
+    _, node = start_node(farm, tmp_path, 1, bootstrap, "--hung-limit", "0.005")
+    with farm_running(farm, tmp_path):
+        wait_until("the node renders", lambda: status(node)["worker"] is not None, 30)
+        out = tmp_path / "out"
+        done = peerfarm_cli(
+            "submit", "--node", node, "--renderer", "povray", "--output", str(out), "--wait",
+            str(scene), timeout=150,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stdout + done.stderr
+        said = done.stdout + done.stderr
+        assert "without finishing a frame of this job" in said, said
+        assert "higher --hung-limit" in said, said
+        # Each of the three tries' POV-Ray was stopped: none is left spinning.
+        povrays = [
+            p
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _runs_povray_under(p, tmp_path)
+        ]
+        assert not povrays
+        assert not list(out.glob("*.png"))
+
+
+def _runs_povray_under(proc: Path, folder: Path) -> bool:
+    try:
+        argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return Path(argv[0]).name == "povray" and str(folder) in " ".join(argv)

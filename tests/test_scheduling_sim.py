@@ -153,8 +153,23 @@ def test_a_renderer_past_the_hung_limit_is_stopped_and_counted_a_failure():
     failed = [a for n, a in _by(result, schedule, act.CHUNK_FAILED) if n == 1]
     assert failed and all("stopped as hung" in a.payload["error"] for a in failed)
     assert any(
-        "has run" in line and "times its estimate; stopping it" in line for line in result.trace
+        "ran" in line and "times this node's estimate; stopping it" in line for line in result.trace
     )
+
+
+def test_a_scene_whose_renderer_never_ends_fails_the_job_with_why():
+    """Every node's renderer hangs on the job's first frame: no node has a frame time
+    of the job to go by, so nothing counted as hung and the job rendered "0/60 frames"
+    forever. A job's first frame on a node now gets FIRST_FRAME_SECONDS times the hung
+    limit (four hours at the default; 72 s here), and the job fails saying what to do."""
+    nodes = [NodePlan(1, 1.0, hang_after=0) for _ in range(3)]
+    schedule = _farm(nodes, hung_limit=0.05, backups=False, converge_within=900.0)
+    result = run_schedule(schedule, random.Random(1), 1)
+    assert result.jobs == {"job-s": "failed"}
+    failed = [a.payload["error"] for _, a in _by(result, schedule, act.CHUNK_FAILED)]
+    assert len({n for n, _ in _by(result, schedule, act.CHUNK_FAILED)}) == 3  # on each node
+    assert all("ran 72 s without finishing a frame of this job" in e for e in failed)
+    assert all("--hung-limit 0.05 allows 72 s" in e and "higher --hung-limit" in e for e in failed)
 
 
 def test_the_benchmark_beats_the_baseline_on_a_mixed_farm():

@@ -423,7 +423,8 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="a render running N times longer than this node's estimate for it (from its "
         "frame times of the same job; at least 10 s) without finishing a frame is stopped "
-        "and counted a failure (default 10; 0: never)",
+        "and counted a failure; a job's first frame on a node counts as 24 min (default "
+        "10: four hours; 0: never)",
     )
     p.add_argument(
         "--min-free-space",

@@ -64,6 +64,13 @@ RELEASE_REASON_HUNG = "the renderer ran far past its estimate (hung)"
 # stops once the frames kept are done, and their DONE counts.
 STOP_REASON_SPLIT = "its frames kept are done; the rest of the run went back to the farm"
 HUNG_MIN_SECONDS = 10.0  # no render counts as hung sooner than this
+# A job's first render on a node has no frame time of the job to go by: until its first
+# frame is finished, it counts as needing this long, so --hung-limit 10 gives it four
+# hours. Without, a scene on which the renderer never ends (a parse loop that never
+# counts up) rendered forever on every node, "0/1 frames" with no word of why. Not
+# less: frames of hours exist, and an hour stopped a farm whose scenes load for an hour
+# (`peerfarm bench schedule --startup 3600`: 4.0 of the bound, 1.05 before).
+FIRST_FRAME_SECONDS = 1440.0
 # A frame running this many times past its estimate, and past the job's mean frame's,
 # is stuck (frames of one film differ up to 8x: twice that), and its run looks whether
 # to give the rest back while it runs (_split_overdue).
@@ -98,6 +105,7 @@ class Render:
     stop_reason: str = ""  # set once StopRender went out; the slot stays taken until it ends
     backup: bool = False  # a copy of another node's claim (claim_seq is theirs)
     hung_at: float = math.inf  # past this, the render counts as hung
+    unestimated: bool = False  # no frame time of its job to go by (FIRST_FRAME_SECONDS)
     frames_per_chunk: int = 1  # whole frames: a run's chunk k is frames [k*n, (k+1)*n)
     told: int = 0  # chunks of the run (from the first) a DONE was emitted for already
     told_at: float = 0.0  # when the last of those DONEs went out (or the render started)
@@ -294,11 +302,10 @@ class Worker:
                 self._split_overdue(render)
             if now < render.hung_at:
                 continue
-            took = now - render.started
             self.shared.note(
                 logging.WARNING,
-                f"chunk {render.chunk} of job {render.job_id}: the renderer has run {took:.0f} s, "
-                f"more than {self.shared.config.hung_limit:g} times its estimate; stopping it",
+                f"chunk {render.chunk} of job {render.job_id}: {self._hung_why(render)}; "
+                "stopping it",
             )
             self._stop(render, RELEASE_REASON_HUNG)
         if now >= self._look_again_at:
@@ -565,6 +572,24 @@ class Worker:
             )
             self._start(job, backup.chunk, backup.claim_seq, backup.count, backup=True)
 
+    def _hung_why(self, render: Render) -> str:
+        took = self.shared.now - render.started
+        limit = self.shared.config.hung_limit
+        if render.unestimated:
+            allowed = limit * FIRST_FRAME_SECONDS
+            allows = (
+                f"{allowed:.0f} s"
+                if allowed < 120
+                else f"{allowed / 60:.0f} min"
+                if allowed < 7200
+                else f"{allowed / 3600:.1f} h"
+            )
+            return (
+                f"the renderer ran {took:.0f} s without finishing a frame of this job "
+                f"(--hung-limit {limit:g} allows {allows} for a job's first frame on a node)"
+            )
+        return f"the renderer ran {took:.0f} s, more than {limit:g} times this node's estimate"
+
     def _estimate(
         self, job_id: str, renderer: str, work: float, startup: bool = True
     ) -> float | None:
@@ -587,8 +612,9 @@ class Worker:
         limit = self.shared.config.hung_limit
         estimate = self._estimate(job.id, job.renderer, work_of(job.costs, job.frame_start, frames))
         hung_at = math.inf
-        if limit > 0 and estimate is not None:
-            hung_at = now + max(limit * estimate, HUNG_MIN_SECONDS)
+        if limit > 0:
+            seconds = FIRST_FRAME_SECONDS if estimate is None else estimate
+            hung_at = now + max(limit * seconds, HUNG_MIN_SECONDS)
         render = Render(
             job.id,
             index,
@@ -600,6 +626,7 @@ class Worker:
             started=now,
             backup=backup,
             hung_at=hung_at,
+            unestimated=estimate is None,
             frames_per_chunk=job.chunk_size,
             told_at=now,
         )
@@ -647,7 +674,8 @@ class Worker:
                     # run gets the limit _start gives a run it can estimate.
                     per_frame = work * (now - render.started) / render.frames_finished
                     whole = (now - render.started) * len(render.frames) / render.frames_finished
-                    if render.hung_at == math.inf:
+                    if render.unestimated:  # (its first frame: no longer FIRST_FRAME_SECONDS)
+                        render.unestimated = False
                         render.hung_at = render.started + max(limit * whole, HUNG_MIN_SECONDS)
                 hung_at = now + max(limit * per_frame, HUNG_MIN_SECONDS)
                 render.hung_at = max(render.hung_at, hung_at)
@@ -990,11 +1018,12 @@ class Worker:
             if job is not None and any(
                 self._holds(job, i, render.claim_seq) for i in render.chunks
             ):
-                took = shared.now - render.started
-                error = (
-                    f"the renderer ran {took:.0f} s, more than {shared.config.hung_limit:g} "
-                    "times this node's estimate: stopped as hung"
-                )
+                error = f"{self._hung_why(render)}: stopped as hung"
+                if render.unestimated:
+                    error += (
+                        "; if a frame of this scene takes longer, start the nodes with a "
+                        "higher --hung-limit (0: never)"
+                    )
                 shared.note(logging.WARNING, f"chunk {chunk} of job {job_id} failed: {error}")
                 shared.emit(act.CHUNK_FAILED, {**render.claim_ref(), "error": error})
         elif render.stop_reason:
