@@ -3,6 +3,7 @@ backed up by an idle node, the job completes, and the hung copy is stopped."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 from factories import demo_spec
 from farmtools import (
     farm_running,
@@ -171,11 +173,15 @@ sphere { 0, 1 pigment { rgb <1, 0, 0> } }
 
 
 @pytest.mark.skipif(shutil.which("povray") is None, reason="needs POV-Ray")
-def test_a_scene_on_which_pov_ray_never_ends_fails_the_job_saying_why(tmp_path):
+def test_a_scene_on_which_pov_ray_never_ends_fails_the_job_saying_why(tmp_path, monkeypatch):
     """No node has a frame time of the job, so before, nothing counted as hung: `submit
     --wait` printed "0/1 frames ... rendering" for ever and POV-Ray spun a core on each
-    node. A job's first frame now gets the hung limit too (here the least: 10 s)."""
+    node. A job's first frame now gets the hung limit too (here the least: 10 s); while
+    it runs, `submit --wait` says where to look and `peerfarm logs` shows the output."""
+    from peerfarm.cli import progress
+    from peerfarm.cli.errors import CliError
     from peerfarm.renderers.povray.sandbox import unavailable_reason
+    from peerfarm.security.farm_key import resolve_key
 
     if unavailable_reason() is not None:
         pytest.skip(unavailable_reason())
@@ -187,14 +193,23 @@ def test_a_scene_on_which_pov_ray_never_ends_fails_the_job_saying_why(tmp_path):
     with farm_running(farm, tmp_path):
         wait_until("the node renders", lambda: status(node)["worker"] is not None, 30)
         out = tmp_path / "out"
-        done = peerfarm_cli(
-            "submit", "--node", node, "--renderer", "povray", "--output", str(out), "--wait",
-            str(scene), timeout=150,
+        submitted = peerfarm_cli(
+            "submit", "--node", node, "--renderer", "povray", "--output", str(out), str(scene)
         )  # fmt: skip
-        assert done.returncode == 1, done.stdout + done.stderr
-        said = done.stdout + done.stderr
-        assert "without finishing a frame of this job" in said, said
-        assert "higher --hung-limit" in said, said
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.split()[-1]
+        # Its output so far, though nothing is rendered nor failed yet.
+        wait_until("rendering", lambda: status(node)["worker"]["rendering"], 30)
+        logs = peerfarm_cli("logs", job_id, "--node", node)
+        assert "Parsing" in logs.stdout, logs.stdout + logs.stderr
+        monkeypatch.setattr(progress, "NO_FRAME_SAID_AFTER", 1.0)
+        said = io.StringIO()
+        with pytest.raises(CliError) as failed:
+            trio.run(progress.wait_for_job, node, job_id, resolve_key(None), said)
+        assert f"peerfarm logs {job_id} --node {node}" in said.getvalue()
+        assert said.getvalue().count("no frame done yet") == 1
+        assert "without finishing a frame of this job" in str(failed.value)
+        assert "higher --hung-limit" in str(failed.value)
         # Each of the three tries' POV-Ray was stopped: none is left spinning.
         povrays = [
             p

@@ -201,7 +201,7 @@ async def show_logs(args: argparse.Namespace) -> int:
     async with NodeClient(args.node, args.farm_key) as client:
         logs = await client.logs(args.job_id, args.frame)
     if not logs:
-        print(f"no renderer logs for job {args.job_id} yet (nothing rendered or failed)")
+        print(f"no renderer logs for job {args.job_id} yet (nothing rendering, rendered or failed)")
     for entry in logs:
         a, b = entry["frames"]
         where = entry["node_name"] or entry["node_id"][:8]

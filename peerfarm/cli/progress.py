@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -13,6 +14,9 @@ from peerfarm.runtime.client import NodeClient
 from peerfarm.security.farm_key import FarmKey
 
 WAIT_POLL = 0.5
+# Rendering this long without a frame done: say where to look (a renderer stuck on the
+# scene is stopped only past --hung-limit, four hours at the default).
+NO_FRAME_SAID_AFTER = 600.0
 
 
 async def wait_for_job(
@@ -26,6 +30,7 @@ async def wait_for_job(
     tty = out.isatty()
     last_line: tuple = ()
     told_waiting = ""
+    rendering_since: float | None = None
     job: dict[str, Any] = {}
     async with NodeClient(node, farm_key) as client:
         while True:
@@ -58,6 +63,14 @@ async def wait_for_job(
             if waiting and waiting != told_waiting:  # the output disk is full: say why we wait
                 print(("\n" if tty else "") + f"waiting: {waiting}", file=out, flush=True)
             told_waiting = waiting
+            now = time.monotonic()
+            if job["state"] == "rendering" and rendering_since is None:
+                rendering_since = now
+            if done and rendering_since is not None:
+                rendering_since = math.inf  # a frame came: nothing to say
+            if rendering_since is not None and now - rendering_since >= NO_FRAME_SAID_AFTER:
+                rendering_since = math.inf  # said once
+                print(("\n" if tty else "") + no_frame_yet(job_id, node), file=out, flush=True)
             if job["state"] in ("failed", "cancelled"):
                 if tty:
                     print(file=out)
@@ -80,3 +93,14 @@ async def wait_for_job(
         flush=True,
     )
     return 0
+
+
+def no_frame_yet(job_id: str, node: str) -> str:
+    minutes = NO_FRAME_SAID_AFTER / 60
+    return (
+        f"note: no frame done yet, {minutes:.0f} min after the job began rendering: the "
+        "renderer may still be loading the scene, or be stuck on it. Its output so far: "
+        f"`peerfarm logs {job_id} --node {node}`; to stop the job: `peerfarm cancel "
+        f"{job_id} --node {node}`. A job's first frame still running after --hung-limit "
+        "(four hours at the default) is stopped as hung."
+    )

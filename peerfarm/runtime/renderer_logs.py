@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import trio
 
 from peerfarm.core import summary
+from peerfarm.core.chunk_index import claimed_runs
 from peerfarm.core.refused import Refused
 from peerfarm.core.state import CLAIMED, Job, State
 from peerfarm.runtime.data_dir import DataDir
@@ -45,7 +46,9 @@ def read_log_tail(path: Path) -> str:
 
 
 def chunks_of_interest(job: Job, frame: int | None) -> list[int]:
-    """The chunk of a frame; else the chunks that failed somewhere; else those done."""
+    """The chunk of a frame; else the chunks that failed somewhere; else those done;
+    else the runs rendering now (their first chunks), whose output so far shows where a
+    renderer stuck on the scene is (it said "no renderer logs" until one failed)."""
     if frame is not None:
         if not job.frame_start <= frame <= job.frame_end:
             raise Refused(
@@ -55,7 +58,8 @@ def chunks_of_interest(job: Job, frame: int | None) -> list[int]:
     failed = sorted(i for i, c in job.chunks.items() if c.failed_on)
     if failed:
         return failed[:MAX_CHUNKS_LISTED]
-    return summary.done_chunks(job)[:MAX_CHUNKS_LISTED]
+    done = summary.done_chunks(job)[:MAX_CHUNKS_LISTED]
+    return done or [run[0] for run in claimed_runs(job.chunks)][:MAX_CHUNKS_LISTED]
 
 
 async def collect_logs(node: LogPeers, job_id: str, frame: int | None) -> list[dict[str, Any]]:
