@@ -21,6 +21,7 @@ import ctypes
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -112,12 +113,17 @@ class KeepAwake:
         if holder.poll() is None:
             holder.terminate()
             try:
-                holder.communicate(timeout=5)
+                _, err = holder.communicate(timeout=5)
             except subprocess.TimeoutExpired:
                 holder.kill()
                 holder.communicate()
-            return
-        _, err = holder.communicate()
+                return
+            # Ended by us; or it failed on its own a moment before (logind refused while
+            # the render was a short one): then say so, as when it ended long before.
+            if holder.returncode in (0, -signal.SIGTERM):
+                return
+        else:
+            _, err = holder.communicate()
         said = err.decode("utf-8", "replace").strip().splitlines()
         program = os.path.basename(self.holder_program)
         self._cannot(f"{program} ended with status {holder.returncode}: {' '.join(said[-1:])}")
