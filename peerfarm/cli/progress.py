@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Any
@@ -31,6 +30,7 @@ async def wait_for_job(
     last_line: tuple = ()
     told_waiting = ""
     rendering_since: float | None = None
+    told_no_frame = False
     job: dict[str, Any] = {}
     async with NodeClient(node, farm_key) as client:
         while True:
@@ -66,10 +66,13 @@ async def wait_for_job(
             now = time.monotonic()
             if job["state"] == "rendering" and rendering_since is None:
                 rendering_since = now
-            if done and rendering_since is not None:
-                rendering_since = math.inf  # a frame came: nothing to say
-            if rendering_since is not None and now - rendering_since >= NO_FRAME_SAID_AFTER:
-                rendering_since = math.inf  # said once
+            if (
+                not done
+                and not told_no_frame
+                and rendering_since is not None
+                and now - rendering_since >= NO_FRAME_SAID_AFTER
+            ):
+                told_no_frame = True
                 print(("\n" if tty else "") + no_frame_yet(job_id, node), file=out, flush=True)
             if job["state"] in ("failed", "cancelled"):
                 if tty:

@@ -138,25 +138,23 @@ def node_scales(table: Map, prior: Mapping[str, float] | None = None) -> dict[st
         boundaries.setdefault((b, a), []).append((1.0 / ratio, frames))
     # Each pair's ratio: the median over its boundaries with a few frames on each side
     # when it has any (one frame may be a spike). Its strength: how many such
-    # boundaries, then how many frames they have.
+    # boundaries, then how many frames they have. Each boundary is also a vote for the
+    # median rounds below; a node counts its strong ones when it has any.
     links: dict[str, dict[str, tuple[float, tuple[int, int]]]] = {}
-    for (a, b), found in sorted(boundaries.items()):
-        strong = [r for r, frames in found if frames >= EDGE_AT_LEAST]
-        ratio = _median(strong or [r for r, _ in found])
-        links.setdefault(a, {})[b] = (ratio, (len(strong), sum(f for _, f in found)))
-    nodes = sorted({node for node, _ in table.values()})
-    scale = _spanning_scales(nodes, links)
-    # Then each node takes the median its boundaries tell (one where the costs jump is
-    # outvoted). A node compares by its boundaries with a few frames on each side when
-    # it has any: the others only tell a node that has nothing better.
     votes: dict[str, list[tuple[str, float]]] = {}
     strong_votes: dict[str, list[tuple[str, float]]] = {}
     for (a, b), found in sorted(boundaries.items()):
-        for ratio, frames in found:
-            votes.setdefault(a, []).append((b, ratio))
-            if frames >= EDGE_AT_LEAST:
-                strong_votes.setdefault(a, []).append((b, ratio))
-    votes = {n: strong_votes.get(n) or found for n, found in votes.items()}
+        every = [r for r, _ in found]
+        strong = [r for r, frames in found if frames >= EDGE_AT_LEAST]
+        strength = (len(strong), sum(frames for _, frames in found))
+        links.setdefault(a, {})[b] = (_median(strong or every), strength)
+        votes.setdefault(a, []).extend((b, r) for r in every)
+        strong_votes.setdefault(a, []).extend((b, r) for r in strong)
+    votes = {n: strong_votes[n] or every_vote for n, every_vote in votes.items()}
+    nodes = sorted({node for node, _ in table.values()})
+    scale = _spanning_scales(nodes, links)
+    # Then each node takes the median its boundaries tell (one where the costs jump is
+    # outvoted; the others only tell a node that has no strong boundary).
     for _ in range(SOLVE_ROUNDS):
         for n in nodes:
             if n in votes:
