@@ -198,10 +198,15 @@ def test_a_scene_on_which_pov_ray_never_ends_fails_the_job_saying_why(tmp_path, 
         )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.split()[-1]
-        # Its output so far, though nothing is rendered nor failed yet.
+        # Its output so far, though nothing is rendered nor failed yet (polled: POV-Ray
+        # may not have said it yet when the render starts).
         wait_until("rendering", lambda: status(node)["worker"]["rendering"], 30)
-        logs = peerfarm_cli("logs", job_id, "--node", node)
-        assert "Parsing" in logs.stdout, logs.stdout + logs.stderr
+        wait_until(
+            "POV-Ray's output in the logs",
+            lambda: "Parsing" in peerfarm_cli("logs", job_id, "--node", node).stdout,
+            30,
+            interval=1.0,
+        )
         monkeypatch.setattr(progress, "NO_FRAME_SAID_AFTER", 1.0)
         said = io.StringIO()
         with pytest.raises(CliError) as failed:
